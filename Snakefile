@@ -1,0 +1,27 @@
+# synthscale: scaling laws of synthetic training images (Fan et al. 2023, Azizi et al. 2023).
+# This file only loads and checks the config, includes one rules file per stage and names the targets.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/prompts.smk"
+include: "rules/generators.smk"
+include: "rules/generate.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/analysis.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

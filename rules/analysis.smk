@@ -1,0 +1,108 @@
+# Stage 7: one tidy table, scaling fits, plots and findings, all into `snakemake --report`.
+
+
+rule summary:
+    input:
+        metrics=PLAN.all_eval(),
+        per_class=PLAN.all_eval_per_class(),
+        manifest=PLAN.manifest,
+    output:
+        summary=report(
+            PLAN.summary, caption="../report/summary.rst", category="Tables", labels={"table": "summary"}
+        ),
+        per_class=PLAN.per_class,
+    params:
+        runs=PLAN.runs(),
+        arch=config["train"]["arch"],
+        ood={e["name"]: e["ood"] for e in config["eval_sets"]},
+    log:
+        f"{R}/logs/analysis/summary.log",
+    localrule: True
+    script:
+        "../scripts/summary.py"
+
+
+rule scaling_fits:
+    input:
+        PLAN.summary,
+    output:
+        report(
+            PLAN.scaling, caption="../report/scaling.rst", category="Tables", labels={"table": "scaling fits"}
+        ),
+    log:
+        f"{R}/logs/analysis/scaling_fits.log",
+    localrule: True
+    script:
+        "../scripts/scaling_fits.py"
+
+
+rule plot_scaling:
+    input:
+        summary=PLAN.summary,
+        manifest=PLAN.manifest,
+    output:
+        report(
+            f"{R}/plots/scaling_{{metric}}.png",
+            caption="../report/scaling_plot.rst",
+            category="Scaling",
+            labels={"figure": "{metric} against N"},
+        ),
+    wildcard_constraints:
+        metric="loss|top1",
+    log:
+        f"{R}/logs/analysis/plot_scaling_{{metric}}.log",
+    localrule: True
+    script:
+        "../scripts/plot_scaling.py"
+
+
+rule plot_guidance_strategy:
+    input:
+        PLAN.summary,
+    output:
+        report(
+            PLAN.plot("guidance_strategy"),
+            caption="../report/guidance_strategy.rst",
+            category="Scaling",
+            labels={"figure": "guidance x strategy"},
+        ),
+    log:
+        f"{R}/logs/analysis/plot_guidance_strategy.log",
+    localrule: True
+    script:
+        "../scripts/plot_guidance_strategy.py"
+
+
+rule sample_grid:
+    input:
+        shard=f"{R}/synthetic/{{generator}}/g{{guidance}}/{{strategy}}/shard-000000.tar",
+        classes=PLAN.classes,
+    output:
+        report(
+            f"{R}/plots/samples/{{generator}}_g{{guidance}}_{{strategy}}.png",
+            caption="../report/samples.rst",
+            category="Samples",
+            subcategory="{generator}",
+            labels={"guidance": "{guidance}", "strategy": "{strategy}"},
+        ),
+    log:
+        f"{R}/logs/analysis/samples/{{generator}}_g{{guidance}}_{{strategy}}.log",
+    localrule: True
+    script:
+        "../scripts/sample_grid.py"
+
+
+rule findings:
+    input:
+        summary=PLAN.summary,
+        scaling=PLAN.scaling,
+        manifest=PLAN.manifest,
+    output:
+        report(f"{R}/findings.html", caption="../report/findings.rst", category="Findings"),
+    params:
+        study=config["study"],
+    log:
+        f"{R}/logs/analysis/findings.log",
+    localrule: True
+    script:
+        "../scripts/findings.py"

@@ -1,0 +1,10 @@
+"""Snakemake entry for rule plot_scaling: adapt snakemake.* to synthscale.analysis."""
+from synthscale.analysis import plot_scaling, read_summary
+from synthscale.data import read_manifest
+from synthscale.runtime import job_setup
+
+job_setup(snakemake)
+n_classes = read_manifest(snakemake.input.manifest)["classes"]
+plot_scaling(
+    read_summary(snakemake.input.summary), snakemake.wildcards.metric, snakemake.output[0], 1 / n_classes
+)

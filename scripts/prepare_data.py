@@ -1,0 +1,13 @@
+"""Snakemake entry for rule prepare_data: adapt snakemake.* to synthscale.data."""
+from pathlib import Path
+
+from synthscale.data import prepare_digits, prepare_imagefolder
+from synthscale.runtime import job_setup
+
+job_setup(snakemake)
+ds, eval_sets, seed = snakemake.params.dataset, snakemake.params.eval_sets, snakemake.params.seed
+out_dir = Path(snakemake.output.manifest).parent
+if ds["kind"] == "digits":
+    prepare_digits(out_dir, ds["image_size"], ds["test_fraction"], eval_sets, ds["shard_size"], seed)
+else:
+    prepare_imagefolder(out_dir, ds, eval_sets, ds["shard_size"], seed)

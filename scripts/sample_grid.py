@@ -1,0 +1,13 @@
+"""Snakemake entry for rule sample_grid: adapt snakemake.* to synthscale.analysis."""
+import pandas as pd
+
+from synthscale.analysis import plot_sample_grid
+from synthscale.runtime import job_setup
+from synthscale.shards import load_arrays
+
+job_setup(snakemake)
+wc = snakemake.wildcards
+images, labels, records = load_arrays([snakemake.input.shard], mode="RGB")
+names = pd.read_csv(snakemake.input.classes, keep_default_na=False).sort_values("index")["name"].tolist()
+title = f"{wc.generator}, guidance {wc.guidance}, prompts: {wc.strategy} (first shard)"
+plot_sample_grid(images, labels, names, title, snakemake.output[0])

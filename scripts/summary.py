@@ -1,0 +1,16 @@
+"""Snakemake entry for rule summary: adapt snakemake.* to synthscale.analysis."""
+from synthscale.analysis import build_per_class, build_summary, write_table
+from synthscale.data import read_manifest
+from synthscale.runtime import job_setup
+
+job_setup(snakemake)
+p = snakemake.params
+n_real = read_manifest(snakemake.input.manifest)["splits"]["train"]["count"]
+write_table(
+    snakemake.output.summary,
+    build_summary(p.runs, snakemake.input.metrics, p.arch, p.ood, n_real),
+)
+write_table(
+    snakemake.output.per_class,
+    build_per_class(p.runs, snakemake.input.per_class, p.arch, n_real),
+)

@@ -1,0 +1,1 @@
+"""synthscale: scaling laws of synthetic training images."""

@@ -1,0 +1,48 @@
+"""What every job does first: pin torch's thread count and send its stderr to the rule's log too.
+
+Duck-typed on the `snakemake` object that Snakemake hands a script; nothing here imports Snakemake.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, TextIO
+
+
+class Tee:
+    """A stream that writes to several streams (the terminal and the job's log)."""
+
+    def __init__(self, *streams: TextIO):
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for s in self.streams:
+            s.write(text)
+            s.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        for s in self.streams:
+            s.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def pin_threads(threads: int) -> None:
+    """Fix torch's intra-op threads: results are bit-identical only for a fixed count."""
+    import torch
+
+    torch.set_num_threads(int(threads))
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+def job_setup(smk: Any, threads: int | None = None) -> None:
+    """Tee stderr (progress bars, warnings, tracebacks) into log[0] and pin torch's threads."""
+    if len(smk.log):
+        os.makedirs(os.path.dirname(smk.log[0]) or ".", exist_ok=True)
+        log = open(smk.log[0], "w", buffering=1)
+        sys.stderr = Tee(sys.__stderr__, log)
+    if threads is not None:
+        pin_threads(threads)
