@@ -18,6 +18,7 @@ include: "rules/generators.smk"
 include: "rules/generate.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/quality.smk"
 include: "rules/analysis.smk"
 
 

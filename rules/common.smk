@@ -51,4 +51,5 @@ def all_targets():
         f"{R}/findings.html",
     ]
     targets += [PLAN.sample_grid(s) for s in PLAN.synthetic_grid()]
+    targets += quality_targets()
     return targets

@@ -256,8 +256,11 @@ def findings(summary: pd.DataFrame, fits: pd.DataFrame, n_classes: int) -> list[
                 f"(Fan et al. on ImageNet: about 0.53 real, 0.20 to 0.27 synthetic)."
             )
             wide = (fs["k_high"] - fs["k_low"]).median()
+            points = int(fs["points"].max())
             out.append(
-                f"The median 95% interval of a synthetic k spans {wide:.2f}: with {int(fs['points'].max())} N values "
+                f"With only {points} N values per fit, k has no confidence interval: treat these slopes as rough."
+                if not np.isfinite(wide)
+                else f"The median 95% interval of a synthetic k spans {wide:.2f}: with {points} N values "
                 "per fit, slopes that differ by less than that are not told apart here."
             )
         if len(fs):

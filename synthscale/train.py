@@ -151,7 +151,7 @@ def train_classifier(
             sched.step()
             step += 1
             bar.update(1)
-            ep_loss += float(loss) * len(yb)
+            ep_loss += loss.item() * len(yb)
             ep_correct += float((logits.argmax(1) == yb).sum())
             ep_seen += len(yb)
             if step % spe == 0:

@@ -1,0 +1,173 @@
+# Stage: quality of every synthetic set (recognizability, diversity, FID/KID/IS) and CAS.
+# The judge is trained once on the real training split (or is a pretrained timm model); the real
+# reference set goes through it once; each set is measured on its first shards, so nothing is
+# regenerated; the summary adds CAS from the evaluate stage and draws the plots.
+from synthscale import quality as Q
+from synthscale.plan import fmt_guidance, synthetic_source
+
+QCFG = config["quality"]
+DATASET = config["dataset"]["name"]
+QUALITY_N = Q.quality_n(config)
+QREF = Q.reference_paths(R, DATASET)
+QUALITY_OUTPUTS = {
+    "table": f"{R}/quality.csv",
+    "per_class": f"{R}/quality_per_class.csv",
+    "tradeoff": PLAN.plot("quality_tradeoff"),
+    "fid_cas": PLAN.plot("quality_fid_cas"),
+    "per_class_plot": PLAN.plot("quality_per_class_slope"),
+    "findings": f"{R}/quality_findings.html",
+}
+
+
+def quality_targets():
+    """What rule all needs for this stage (the summary pulls in every per-set file)."""
+    return list(QUALITY_OUTPUTS.values())
+
+
+def judge_input(wildcards):
+    """The judge's weights file: the workflow's own, a local timm file, or none (timm by name)."""
+    j = QCFG["judge"]
+    if j["kind"] == "trained":
+        return [Q.judge_model_path(R, DATASET)]
+    return [j["weights"]] if j.get("weights") else []
+
+
+def inception_input(wildcards):
+    return [QCFG["inception_weights"]] if QCFG["features"] == "inception" else []
+
+
+def quality_sets():
+    return [(s.generator, float(s.guidance), s.strategy) for s in PLAN.synthetic_grid()]
+
+
+rule train_judge:
+    input:
+        manifest=PLAN.manifest,
+    output:
+        model=Q.judge_model_path(R, DATASET),
+        log=f"{R}/judge/{DATASET}/log.csv",
+    params:
+        recipe=Q.judge_recipe(config),
+        seed=config["seed"],
+        image_size=config["dataset"]["image_size"],
+        device=config["device"],
+        threads=threads("train"),
+    log:
+        f"{R}/logs/judge/{DATASET}.log",
+    threads: threads("train")
+    resources:
+        **res("train"),
+    script:
+        "../scripts/train_judge.py"
+
+
+rule quality_reference:
+    input:
+        judge=judge_input,
+        inception=inception_input,
+        manifest=PLAN.manifest,
+        classes=PLAN.classes,
+    output:
+        npz=QREF["npz"],
+        json=QREF["json"],
+        per_class=QREF["per_class"],
+    params:
+        quality=QCFG,
+        image_size=config["dataset"]["image_size"],
+        seed=config["seed"],
+        device=config["device"],
+        threads=threads("quality"),
+    log:
+        f"{R}/logs/quality/real_{DATASET}.log",
+    threads: threads("quality")
+    resources:
+        **res("quality"),
+    script:
+        "../scripts/quality_reference.py"
+
+
+rule quality:
+    input:
+        judge=judge_input,
+        inception=inception_input,
+        shards=lambda wc: PLAN.shards(wc.generator, wc.guidance, wc.strategy, QUALITY_N),
+        reference=QREF["npz"],
+        manifest=PLAN.manifest,
+        classes=PLAN.classes,
+    output:
+        json=f"{R}/quality/{{generator}}/g{{guidance}}/{{strategy}}.json",
+        per_class=f"{R}/quality/{{generator}}/g{{guidance}}/{{strategy}}_per_class.csv",
+    params:
+        quality=QCFG,
+        n_images=QUALITY_N,
+        image_size=config["dataset"]["image_size"],
+        seed=config["seed"],
+        device=config["device"],
+        threads=threads("quality"),
+    log:
+        f"{R}/logs/quality/{{generator}}/g{{guidance}}/{{strategy}}.log",
+    threads: threads("quality")
+    resources:
+        **res("quality"),
+    script:
+        "../scripts/quality.py"
+
+
+rule quality_summary:
+    input:
+        sets=[Q.quality_json(R, g, fmt_guidance(gs), s) for g, gs, s in quality_sets()],
+        per_class=[Q.quality_per_class_csv(R, g, fmt_guidance(gs), s) for g, gs, s in quality_sets()],
+        reference=QREF["json"],
+        cas=[PLAN.eval_csv(synthetic_source(g, gs, s), str(PLAN.max_n)) for g, gs, s in quality_sets()],
+        eval_per_class=[
+            PLAN.eval_per_class(synthetic_source(g, gs, s), str(n))
+            for g, gs, s in quality_sets()
+            for n in config["n_images"]
+        ],
+        real_eval=[PLAN.eval_csv("real", str(PLAN.max_n))] if config["train"]["real_baseline"] else [],
+    output:
+        table=report(
+            QUALITY_OUTPUTS["table"],
+            caption="../report/quality_table.rst",
+            category="Quality",
+            labels={"table": "quality per synthetic set"},
+        ),
+        per_class=QUALITY_OUTPUTS["per_class"],
+        tradeoff=report(
+            QUALITY_OUTPUTS["tradeoff"],
+            caption="../report/quality_tradeoff.rst",
+            category="Quality",
+            labels={"figure": "recognizability vs diversity"},
+        ),
+        fid_cas=report(
+            QUALITY_OUTPUTS["fid_cas"],
+            caption="../report/quality_fid_cas.rst",
+            category="Quality",
+            labels={"figure": "FID and CAS vs guidance"},
+        ),
+        per_class_plot=report(
+            QUALITY_OUTPUTS["per_class_plot"],
+            caption="../report/quality_per_class.rst",
+            category="Quality",
+            labels={"figure": "per-class recognizability vs scaling slope"},
+        ),
+        findings=report(
+            QUALITY_OUTPUTS["findings"],
+            caption="../report/quality_findings.rst",
+            category="Quality",
+            labels={"text": "quality findings"},
+        ),
+    params:
+        sources=[list(s) for s in quality_sets()],
+        n_images=config["n_images"],
+        eval_per_class=[
+            [PLAN.eval_per_class(synthetic_source(g, gs, s), str(n)) for n in config["n_images"]]
+            for g, gs, s in quality_sets()
+        ],
+        eval_set=QCFG["reference_set"],
+        output_keys=list(QUALITY_OUTPUTS),
+    log:
+        f"{R}/logs/quality/summary.log",
+    localrule: True
+    script:
+        "../scripts/quality_summary.py"

@@ -1,0 +1,15 @@
+"""Snakemake entry for rule quality_reference: the real reference set through the judge, once."""
+from synthscale.quality import measure_reference
+from synthscale.runtime import job_setup
+
+job_setup(snakemake, snakemake.params.threads)
+measure_reference(
+    snakemake.params.quality,
+    snakemake.input.judge[0] if snakemake.input.judge else None,
+    snakemake.input.manifest,
+    snakemake.params.image_size,
+    {k: snakemake.output[k] for k in ("npz", "json", "per_class")},
+    seed=snakemake.params.seed,
+    device=snakemake.params.device,
+    classes_csv=snakemake.input.classes,
+)

@@ -1,0 +1,408 @@
+"""Quality metrics: checked against independent references and on inputs whose answer is known."""
+
+from __future__ import annotations
+
+import copy
+import json
+import runpy
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.linalg
+import torch
+
+from synthscale import quality as Q
+from synthscale.data import prepare_digits, split_shards
+from synthscale.shards import load_arrays, write_shard
+from synthscale.train import create_classifier, predict, train_classifier
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = {"channels": (16, 32, 64, 128)}
+RECIPE = {
+    "arch": "resnet18",
+    "model_kwargs": TINY,
+    "epochs": 1,
+    "min_steps": 60,
+    "batch_size": 64,
+    "lr": 0.003,
+    "weight_decay": 0.05,
+    "pad_crop": 1,
+}
+
+
+def qcfg(**over) -> dict:
+    cfg = copy.deepcopy(Q.QUALITY_DEFAULTS)
+    cfg.update(kid_subsets=10, kid_subset_size=50, **over)
+    return cfg
+
+
+def fid_reference(a: np.ndarray, b: np.ndarray) -> float:
+    """FID written independently: numpy moments and scipy's matrix square root."""
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2)
+    covmean = covmean.real if np.iscomplexobj(covmean) else covmean
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+
+def macro_f1_reference(pred: np.ndarray, labels: np.ndarray, n_classes: int) -> float:
+    """Macro-F1 from a confusion matrix in numpy, independent of sklearn."""
+    cm = np.zeros((n_classes, n_classes))
+    np.add.at(cm, (labels, pred), 1)
+    tp = np.diag(cm)
+    prec = np.divide(tp, cm.sum(0), out=np.zeros(n_classes), where=cm.sum(0) > 0)
+    rec = np.divide(tp, cm.sum(1), out=np.zeros(n_classes), where=cm.sum(1) > 0)
+    f1 = np.divide(2 * prec * rec, prec + rec, out=np.zeros(n_classes), where=(prec + rec) > 0)
+    return float(f1.mean())
+
+
+# ---------------------------------------------------------------- fixtures: digits and a tiny judge
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: tiny convolutions gain nothing from more, and a busy 2-core CI machine
+    makes torch's thread pool spin (measured 30x slower with 2 threads under load)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("digits")
+    prepare_digits(out, 16, 0.33, [{"name": "test"}], shard_size=1000, seed=0)
+    return out / "splits.json"
+
+
+@pytest.fixture(scope="module")
+def judge_file(digits, tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("judge")
+    images, labels, _ = load_arrays(split_shards(digits, "train"))
+    train_classifier(images, labels, 10, RECIPE, 0, d / "model.safetensors", d / "log.csv", progress=False)
+    return d / "model.safetensors"
+
+
+@pytest.fixture(scope="module")
+def test_set(digits):
+    images, labels, _ = load_arrays(split_shards(digits, "test"))
+    return images, labels
+
+
+# ---------------------------------------------------------------- FID, KID, IS
+
+
+def test_fid_matches_scipy_reference():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(400, 12))
+    b = rng.normal(size=(300, 12)) @ rng.normal(size=(12, 12)) * 0.5 + 0.7
+    ours, ref = Q.fid_from_features(a, b), fid_reference(a, b)
+    assert ref > 1.0
+    assert abs(ours - ref) / ref < 1e-3
+
+
+def test_fid_of_a_set_against_itself_is_zero():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(200, 8)) * 3 + 1
+    assert abs(Q.fid_from_features(a, a)) < 1e-6
+    assert Q.fid_from_features(a, a + 1.0) == pytest.approx(8.0, rel=1e-6)  # ||mu shift||^2
+
+
+def test_kid_clamps_subset_size_and_is_zero_ish_for_same_set():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(30, 6)), rng.normal(size=(20, 6)) + 2
+    same, _, size = Q.kid_from_features(a, a, subsets=5, subset_size=1000, seed=0)
+    far, _, _ = Q.kid_from_features(a, b, subsets=5, subset_size=1000, seed=0)
+    assert size == 20 or size == 30
+    assert Q.kid_from_features(a, b, 5, 1000, 0)[2] == 20
+    assert far > 10 * abs(same)
+
+
+def test_inception_score_bounds():
+    uniform = np.zeros((50, 10))
+    assert Q.inception_score_from_logits(uniform, splits=5, seed=0)[0] == pytest.approx(1.0)
+    confident = np.eye(10)[np.arange(100) % 10] * 50.0
+    assert Q.inception_score_from_logits(confident, splits=1, seed=0)[0] == pytest.approx(10.0, rel=1e-3)
+
+
+# ---------------------------------------------------------------- recognizability and diversity
+
+
+def test_recognizability_on_controlled_logits():
+    labels = np.arange(100) % 10
+    perfect = np.eye(10)[labels]
+    rec, pc = Q.recognizability(perfect, labels, 10)
+    assert rec["macro_f1"] == 1.0 and (pc["f1"] == 1.0).all()
+    wrong = np.eye(10)[(labels + 1) % 10]
+    assert Q.recognizability(wrong, labels, 10)[0]["macro_f1"] == 0.0
+    rng = np.random.default_rng(0)
+    noisy = rng.normal(size=(100, 10))
+    assert Q.recognizability(noisy, labels, 10)[0]["macro_f1"] == pytest.approx(
+        macro_f1_reference(noisy.argmax(1), labels, 10)
+    )
+
+
+def test_diversity_of_identical_images_is_zero(judge_file, test_set):
+    judge = Q.load_judge({"kind": "trained"}, judge_file)
+    images, labels = test_set
+    same = np.repeat(images[:1], 20, axis=0)
+    # exactly 0 on identical features; through the judge, batches of different sizes may differ in
+    # the last float bits, so the images' diversity is 0 to rounding
+    assert Q.diversity(np.ones((5, 4)), np.zeros(5, int), 2)[0] == 0.0
+    logits, feats = Q.extract(judge, same, batch_size=7)
+    mean, per_class = Q.diversity(feats, np.full(20, 3), 10)
+    assert mean == pytest.approx(0.0, abs=1e-9) and per_class[3] == mean and np.isnan(per_class[0])
+    _, feats_all = Q.extract(judge, images[:200])
+    for l2 in (True, False):
+        assert Q.diversity(feats_all, labels[:200], 10, l2=l2)[0] > 0
+
+
+def test_recognizability_of_real_test_equals_judge_test_f1(judge_file, digits, tmp_path):
+    out = {k: tmp_path / f"ref.{k}" for k in ("npz", "json", "per_class")}
+    metrics = Q.measure_reference(qcfg(), judge_file, digits, 16, out, seed=0)
+    model, _ = Q.load_classifier(judge_file)
+    images, labels, _ = load_arrays(split_shards(digits, "test"))
+    logits, _ = predict(model, images)  # the evaluate stage's own code path
+    own_f1 = macro_f1_reference(logits.argmax(1), labels, 10)
+    assert metrics["recognizability"] == pytest.approx(own_f1, abs=1e-12)
+    assert own_f1 > 0.5  # a judge that learned something: the test would pass vacuously otherwise
+    assert json.loads(out["json"].read_text())["recognizability"] == pytest.approx(own_f1)
+    ref = Q.SetOutputs.load(out["npz"])
+    assert ref.features.shape == (len(labels), 128)
+
+
+def test_extract_matches_train_predict(judge_file, test_set):
+    model, _ = Q.load_classifier(judge_file)
+    images = test_set[0][:50]
+    ref_logits, ref_feats = predict(model, images, batch_size=16)
+    logits, feats = Q.extract(Q.trained_judge(model), images, batch_size=13, channels_last=True)
+    np.testing.assert_allclose(logits, ref_logits, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(feats, ref_feats, rtol=1e-4, atol=1e-4)
+
+
+def test_judge_module_in_torchmetrics_agrees_with_one_pass(judge_file, test_set):
+    """torchmetrics running the judge itself (feature=JudgeFeatures) gives the one-pass FID."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    judge = Q.load_judge({"kind": "trained"}, judge_file)
+    images, _ = test_set
+    real, fake = images[:150], images[150:300]
+    _, fr = Q.extract(judge, real)
+    _, ff = Q.extract(judge, fake)
+    ours = Q.fid_from_features(fr, ff)
+    for normalize in (False, True):
+        fid = FrechetInceptionDistance(feature=Q.JudgeFeatures(judge), normalize=normalize)
+        for x, is_real in ((real, True), (fake, False)):
+            t = torch.as_tensor(x).permute(0, 3, 1, 2)
+            fid.update(t.float() / 255 if normalize else t, real=is_real)
+        assert float(fid.compute()) == pytest.approx(ours, rel=1e-3, abs=1e-4)
+
+
+# ---------------------------------------------------------------- weights: honoured, or a clear failure
+
+
+@pytest.fixture
+def no_downloads(monkeypatch):
+    """Any attempt to reach the network fails the test."""
+
+    def boom(*a, **k):
+        raise AssertionError("a download was attempted")
+
+    import torch_fidelity.feature_extractor_inceptionv3 as tfi
+
+    monkeypatch.setattr(urllib.request, "urlopen", boom)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", boom)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", boom)
+    monkeypatch.setattr(tfi, "load_state_dict_from_url", boom)
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", boom)
+
+
+def test_missing_inception_weights_fail_clearly(no_downloads, tmp_path):
+    with pytest.raises(FileNotFoundError, match="quality.inception_weights.*nothing is downloaded"):
+        Q.load_inception(tmp_path / "missing.pth")
+    with pytest.raises(ValueError, match="quality.inception_weights is not set"):
+        Q.load_inception(None)
+    with pytest.raises(FileNotFoundError, match="quality.inception_weights"):
+        Q.open_models(qcfg(features="inception", inception_weights=str(tmp_path / "x.pth")), None, "cpu")
+
+
+def test_inception_weights_path_is_honoured(no_downloads, tmp_path, monkeypatch):
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    # build a randomly initialised Inception once (no weights) to write a weights file of our own
+    with monkeypatch.context() as m:
+        m.setattr(FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None)
+        m.setattr(
+            "torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url", lambda *a, **k: {}
+        )
+        torch.manual_seed(0)
+        donor = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    state = {k: v.half() if v.is_floating_point() else v for k, v in donor.state_dict().items()}
+    path = tmp_path / "inception.pth"
+    torch.save(state, path)
+    model = Q.load_inception(path)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, state[k].to(v.dtype))
+    images = np.random.default_rng(0).integers(0, 255, size=(3, 16, 16, 1), dtype=np.uint8)
+    logits, feats = Q.extract_inception(model, images, batch_size=2)
+    assert feats.shape == (3, 2048) and logits.shape == (3, 1008)
+    # a pickled object that is not a plain tensor dict is refused before torch-fidelity unpickles it
+    bad = tmp_path / "bad.pth"
+    torch.save({"x": SimpleNamespace(a=1)}, bad)
+    with pytest.raises(ValueError, match="not a plain tensor state dict"):
+        Q.load_inception(bad)
+
+
+def test_timm_judge_weights_honoured_and_missing_fails(no_downloads, tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(3)
+    donor = create_classifier("resnet18", 10, TINY)
+    path = tmp_path / "judge.safetensors"
+    save_file({k: v.contiguous() for k, v in donor.state_dict().items()}, str(path))
+    spec = {"kind": "timm", "name": "resnet18", "weights": str(path),
+            "model_kwargs": {"channels": [16, 32, 64, 128], "num_classes": 10}}
+    judge = Q.load_judge(spec, None)
+    for k, v in donor.state_dict().items():
+        torch.testing.assert_close(judge.model.state_dict()[k], v)
+    assert judge.mean != (0.5, 0.5, 0.5)  # timm's ImageNet normalisation, from its pretrained_cfg
+    with pytest.raises(FileNotFoundError, match="quality.judge.weights.*nothing is downloaded"):
+        Q.load_judge({**spec, "weights": str(tmp_path / "nope.safetensors")}, None)
+
+
+# ---------------------------------------------------------------- summary: slopes, CAS, findings
+
+
+def test_per_class_slope_recovers_power_law(tmp_path):
+    paths = {}
+    for n in (30, 60, 120, 300):
+        rows = [{"class_index": c, "count": 5, "accuracy": 0.5, "loss": (1 + c) * n ** -(0.1 * (c + 1)),
+                 "eval_set": "test"} for c in range(3)]
+        rows.append({"class_index": 0, "count": 5, "accuracy": 0.5, "loss": 99.0, "eval_set": "ood"})
+        pd.DataFrame(rows).to_csv(tmp_path / f"n{n}.csv", index=False)
+        paths[n] = tmp_path / f"n{n}.csv"
+    s = Q.per_class_slopes(paths, "test")
+    np.testing.assert_allclose(s["slope"], [0.1, 0.2, 0.3], rtol=1e-9)
+    assert Q.per_class_slopes({30: paths[30]})["slope"].isna().all()
+
+
+def _table(div_sign: float, rec_sign: float) -> pd.DataFrame:
+    rows = []
+    for strat in ("a", "b"):
+        for g in (1.0, 2.0, 4.0):
+            rows.append({"generator": "gen", "guidance": g, "strategy": strat, "n_images": 10,
+                         "recognizability": 0.5 + rec_sign * 0.1 * g, "diversity": 1 + div_sign * 0.1 * g,
+                         "fid": 10 * g, "cas": 0.5})
+    return pd.DataFrame(rows)
+
+
+def test_findings_follow_the_numbers():
+    holds = Q.findings(_table(-1, +1))
+    assert holds["trend_holds"] and holds["both"] == 2
+    assert "trend shows on this study" in Q.findings_html(holds)
+    fails = Q.findings(_table(+1, +1))
+    assert not fails["trend_holds"] and fails["diversity_falls"] == 0 and fails["recognizability_rises"] == 2
+    assert "does not show" in Q.findings_html(fails)
+    part = _table(-1, +1)
+    part.loc[part["strategy"] == "b", "diversity"] *= -1  # diversity rises on one line only
+    assert "only in part" in Q.findings_html(Q.findings(part))
+
+
+def test_config_helpers():
+    cfg = {"n_images": [30, 300], "train": {"arch": "resnet18", "lr": 0.003, "real_full": True},
+           "quality": {"n_images": 1000, "judge": {"kind": "trained", "recipe": {"lr": 0.01}}}}
+    assert Q.quality_n(cfg) == 300
+    cfg["quality"]["n_images"] = 60
+    assert Q.quality_n(cfg) == 60
+    assert Q.judge_recipe(cfg) == {"arch": "resnet18", "lr": 0.01}
+
+
+# ---------------------------------------------------------------- the scripts, on small fixtures
+
+
+class Smk(SimpleNamespace):
+    """Enough of Snakemake's `snakemake` object for a script: attributes, and [key] on outputs."""
+
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+
+def run_script(name: str, **parts) -> None:
+    parts.setdefault("log", [])
+    parts.setdefault("config", {})
+    smk = Smk(**{k: Smk(**v) if isinstance(v, dict) else v for k, v in parts.items()})
+    runpy.run_path(str(ROOT / "scripts" / name), init_globals={"snakemake": smk})
+
+
+def test_scripts_end_to_end(judge_file, digits, test_set, tmp_path):
+    """Reference, two 'synthetic' sets (real test images, one with its labels scrambled) and the summary."""
+    threads = 1
+    images, labels = test_set
+    classes = digits.parent / "classes.csv"
+    cfg = qcfg()
+    ref = {k: str(tmp_path / f"real.{k}") for k in ("npz", "json", "per_class")}
+    common = dict(quality=cfg, image_size=16, seed=0, device="cpu", threads=threads)
+    run_script("quality_reference.py",
+               input={"judge": [str(judge_file)], "manifest": str(digits), "classes": str(classes)},
+               output=ref, params=common)
+    sets, per_class, sources = [], [], []
+    for g, lab in ((1.0, labels[:120]), (4.0, (labels[:120] + 1) % 10)):
+        shard = tmp_path / f"g{g:g}" / "shard-000000.tar"
+        write_shard(shard, images[:120], [{"key": f"{i:06d}", "label": int(v)} for i, v in enumerate(lab)])
+        out = {"json": str(tmp_path / f"g{g:g}.json"), "per_class": str(tmp_path / f"g{g:g}_pc.csv")}
+        run_script("quality.py",
+                   input={"judge": [str(judge_file)], "shards": [str(shard)], "reference": ref["npz"],
+                          "manifest": str(digits), "classes": str(classes)},
+                   output=out, params={**common, "n_images": 100},
+                   wildcards=SimpleNamespace(generator="gen", guidance=f"{g:g}", strategy="s"))
+        sets.append(out["json"])
+        per_class.append(out["per_class"])
+        sources.append(["gen", g, "s"])
+    m1, m4 = (json.loads(Path(p).read_text()) for p in sets)
+    assert m1["n_images"] == 100 and m1["kid_subset_size"] == 50 and m1["guidance"] == 1.0
+    assert m1["recognizability"] > 0.5 > m4["recognizability"]
+    # same images, class groups only renamed: FID and diversity agree; only recognizability moves
+    assert m1["fid"] == pytest.approx(m4["fid"]) and m1["diversity"] == pytest.approx(m4["diversity"])
+    pc = pd.read_csv(per_class[0])
+    assert list(pc.columns[:6]) == ["class_index", "precision", "recall", "f1", "support", "diversity"]
+    assert pc["name"].iloc[0] == "zero"
+
+    cas, evpc = [], []
+    for i, src in enumerate(sources):
+        p = tmp_path / f"eval{i}.csv"
+        pd.DataFrame([{"eval_set": "test", "loss": 1.0, "top1": 0.8 - 0.1 * i, "mean_class_acc": 0.8,
+                       "n_eval": 10}, {"eval_set": "ood", "loss": 2.0, "top1": 0.1, "mean_class_acc": 0.1,
+                                       "n_eval": 10}]).to_csv(p, index=False)
+        cas.append(str(p))
+        ns = []
+        for n in (30, 60):
+            q = tmp_path / f"eval{i}_n{n}_pc.csv"
+            pd.DataFrame([{"class_index": c, "count": 3, "accuracy": 0.5, "loss": n ** -0.5 * (c + 1),
+                           "eval_set": "test"} for c in range(10)]).to_csv(q, index=False)
+            ns.append(str(q))
+        evpc.append(ns)
+    outputs = {k: str(tmp_path / "summary" / v) for k, v in {
+        "table": "quality.csv", "per_class": "quality_per_class.csv", "tradeoff": "t.png",
+        "fid_cas": "f.png", "per_class_plot": "p.png", "findings": "findings.html"}.items()}
+    run_script("quality_summary.py",
+               input={"sets": sets, "per_class": per_class, "reference": ref["json"], "cas": cas,
+                      "real_eval": [cas[0]]},
+               output=outputs,
+               params={"sources": sources, "n_images": [30, 60], "eval_per_class": evpc, "eval_set": "test",
+                       "output_keys": list(outputs)})
+    table = pd.read_csv(outputs["table"])
+    assert len(table) == 2 and list(table["cas"]) == pytest.approx([0.8, 0.7])
+    assert table.loc[0, "guidance"] == 1.0
+    pcs = pd.read_csv(outputs["per_class"])
+    assert pcs["slope"].to_numpy() == pytest.approx(0.5)
+    text = Path(outputs["findings"]).read_text()
+    assert "Best CAS 0.800" in text and "real test images score recognizability" in text
+    for k in ("tradeoff", "fid_cas", "per_class_plot"):
+        assert Path(outputs[k]).stat().st_size > 1000
