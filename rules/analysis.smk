@@ -12,7 +12,7 @@ rule summary:
         ),
         per_class=PLAN.per_class,
     params:
-        runs=PLAN.runs(),
+        sources=PLAN.sources(),
         arch=config["train"]["arch"],
         ood={e["name"]: e["ood"] for e in config["eval_sets"]},
     log:

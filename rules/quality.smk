@@ -28,6 +28,9 @@ def judge_input(wildcards):
     """The judge's weights file: the workflow's own, a local timm file, or none (timm by name)."""
     j = QCFG["judge"]
     if j["kind"] == "trained":
+        if not j["recipe"] and config["train"]["real_full"]:
+            # the judge's recipe is the training recipe: the full-real classifier is that model
+            return [PLAN.model("real", "all")]
         return [Q.judge_model_path(R, DATASET)]
     return [j["weights"]] if j.get("weights") else []
 
@@ -118,13 +121,9 @@ rule quality_summary:
         sets=[Q.quality_json(R, g, fmt_guidance(gs), s) for g, gs, s in quality_sets()],
         per_class=[Q.quality_per_class_csv(R, g, fmt_guidance(gs), s) for g, gs, s in quality_sets()],
         reference=QREF["json"],
-        cas=[PLAN.eval_csv(synthetic_source(g, gs, s), str(PLAN.max_n)) for g, gs, s in quality_sets()],
-        eval_per_class=[
-            PLAN.eval_per_class(synthetic_source(g, gs, s), str(n))
-            for g, gs, s in quality_sets()
-            for n in config["n_images"]
-        ],
-        real_eval=[PLAN.eval_csv("real", str(PLAN.max_n))] if config["train"]["real_baseline"] else [],
+        cas=[PLAN.eval_csv(synthetic_source(g, gs, s)) for g, gs, s in quality_sets()],
+        eval_per_class=[PLAN.eval_per_class(synthetic_source(g, gs, s)) for g, gs, s in quality_sets()],
+        real_eval=[PLAN.eval_csv("real")] if config["train"]["real_baseline"] else [],
     output:
         table=report(
             QUALITY_OUTPUTS["table"],
@@ -161,9 +160,10 @@ rule quality_summary:
         sources=[list(s) for s in quality_sets()],
         n_images=config["n_images"],
         eval_per_class=[
-            [PLAN.eval_per_class(synthetic_source(g, gs, s), str(n)) for n in config["n_images"]]
+            [PLAN.eval_per_class(synthetic_source(g, gs, s))] * len(config["n_images"])
             for g, gs, s in quality_sets()
         ],
+        cas_n=str(PLAN.max_n),
         eval_set=QCFG["reference_set"],
         output_keys=list(QUALITY_OUTPUTS),
     log:

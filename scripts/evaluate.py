@@ -1,10 +1,11 @@
 """Snakemake entry for rule evaluate: adapt snakemake.* to synthscale.train."""
 from synthscale.runtime import job_setup
-from synthscale.train import evaluate_model
+from synthscale.train import evaluate_models
 
 job_setup(snakemake, snakemake.params.threads)
-evaluate_model(
-    snakemake.input.model,
+evaluate_models(
+    snakemake.input.models,
+    snakemake.params.n_labels,
     snakemake.input.manifest,
     snakemake.params.eval_sets,
     snakemake.output.metrics,

@@ -15,4 +15,5 @@ summarize(
     outputs={k: snakemake.output[k] for k in p.output_keys},
     real_eval_csv=snakemake.input.real_eval[0] if snakemake.input.real_eval else None,
     eval_set=p.eval_set,
+    n_label=p.cas_n,
 )

@@ -8,9 +8,9 @@ p = snakemake.params
 n_real = read_manifest(snakemake.input.manifest)["splits"]["train"]["count"]
 write_table(
     snakemake.output.summary,
-    build_summary(p.runs, snakemake.input.metrics, p.arch, p.ood, n_real),
+    build_summary(p.sources, snakemake.input.metrics, p.arch, p.ood, n_real),
 )
 write_table(
     snakemake.output.per_class,
-    build_per_class(p.runs, snakemake.input.per_class, p.arch, n_real),
+    build_per_class(p.sources, snakemake.input.per_class, p.arch, n_real),
 )

@@ -6,17 +6,12 @@ import html
 import os
 from typing import Any, Sequence
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from scipy import stats
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from synthscale.io import atomic_path, write_csv  # noqa: E402
-from synthscale.plan import parse_source  # noqa: E402
+from synthscale.io import atomic_path, write_csv
+from synthscale.plan import parse_source
 
 GRID_COLUMNS = ["arch", "source", "kind", "generator", "guidance", "strategy", "n", "n_label"]
 
@@ -35,41 +30,39 @@ def source_columns(source: str, n_label: str, n_train: int, arch: str) -> dict[s
     }
 
 
+def _collect(
+    sources: Sequence[str], paths: Sequence[str | os.PathLike], arch: str, n_real_train: int
+) -> pd.DataFrame:
+    frames = []
+    for source, path in zip(sources, paths):
+        df = pd.read_csv(path, dtype={"n_label": str})
+        grid = [
+            pd.Series(source_columns(source, n, n_real_train if n == "all" else int(n), arch))
+            for n in df["n_label"]
+        ]
+        frames.append(pd.concat([pd.DataFrame(grid).reset_index(drop=True), df.drop(columns="n_label")], axis=1))
+    return pd.concat(frames, ignore_index=True)
+
+
 def build_summary(
-    runs: Sequence[tuple[str, str]],
+    sources: Sequence[str],
     metric_paths: Sequence[str | os.PathLike],
     arch: str,
     ood: dict[str, bool],
     n_real_train: int,
 ) -> pd.DataFrame:
     """Tidy table: one row per trained model and eval set, with every grid column."""
-    frames = []
-    for (source, n_label), path in zip(runs, metric_paths):
-        df = pd.read_csv(path)
-        n_train = n_real_train if n_label == "all" else int(n_label)
-        for k, v in source_columns(source, n_label, n_train, arch).items():
-            df[k] = v
-        frames.append(df)
-    out = pd.concat(frames, ignore_index=True)
+    out = _collect(sources, metric_paths, arch, n_real_train)
     out["ood"] = out["eval_set"].map(ood).fillna(False).astype(bool)
     cols = GRID_COLUMNS + ["eval_set", "ood"]
     return out[cols + [c for c in out.columns if c not in cols]]
 
 
 def build_per_class(
-    runs: Sequence[tuple[str, str]],
-    paths: Sequence[str | os.PathLike],
-    arch: str,
-    n_real_train: int,
+    sources: Sequence[str], paths: Sequence[str | os.PathLike], arch: str, n_real_train: int
 ) -> pd.DataFrame:
-    frames = []
-    for (source, n_label), path in zip(runs, paths):
-        df = pd.read_csv(path)
-        n_train = n_real_train if n_label == "all" else int(n_label)
-        for k, v in source_columns(source, n_label, n_train, arch).items():
-            df[k] = v
-        frames.append(df)
-    return pd.concat(frames, ignore_index=True)
+    """Per-class accuracy and loss of every model on every eval set, with the grid columns."""
+    return _collect(sources, paths, arch, n_real_train)
 
 
 def fit_power_law(n: Sequence[float], loss: Sequence[float], level: float = 0.95) -> dict[str, float]:
@@ -118,7 +111,19 @@ def scaling_fits(summary: pd.DataFrame, metric: str = "loss") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _plotting():
+    """matplotlib (headless) and seaborn, imported only by the jobs that draw."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    return plt, sns
+
+
 def _savefig(fig, path: str | os.PathLike) -> None:
+    plt, _ = _plotting()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
@@ -130,6 +135,7 @@ def _synthetic_label(df: pd.DataFrame) -> pd.Series:
 
 def plot_scaling(summary: pd.DataFrame, metric: str, path: str | os.PathLike, chance: float) -> None:
     """metric against N, log-log for loss: one panel per eval set, synthetic sets against the real baseline."""
+    plt, sns = _plotting()
     df = summary[summary["n_label"] != "all"].copy()
     syn = df[df["kind"] == "synthetic"].copy()
     syn["set"] = _synthetic_label(syn)
@@ -169,6 +175,7 @@ def plot_scaling(summary: pd.DataFrame, metric: str, path: str | os.PathLike, ch
 
 def plot_guidance_strategy(summary: pd.DataFrame, path: str | os.PathLike) -> None:
     """Top-1 at the largest N, guidance x strategy, one heatmap per eval set, real baseline in titles."""
+    plt, sns = _plotting()
     df = summary[(summary["kind"] == "synthetic") & (summary["n_label"] != "all")]
     n_max = df["n"].max()
     df = df[df["n"] == n_max]
@@ -193,6 +200,7 @@ def plot_sample_grid(
     path: str | os.PathLike, per_class: int = 8,
 ) -> None:
     """A grid with one row per class: the first `per_class` images generated for it."""
+    plt, sns = _plotting()
     n_classes = len(class_names)
     fig, axes = plt.subplots(
         n_classes, per_class, figsize=(per_class * 0.7, n_classes * 0.75), squeeze=False

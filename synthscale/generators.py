@@ -110,6 +110,10 @@ def build_tiny_pipeline(arch: dict[str, Any], image_size: int, channels: int, se
         cross_attention_dim=arch["text_width"],
         attention_head_dim=arch["attention_head_dim"],
         norm_num_groups=arch["norm_groups"],
+        # Imagen-style: a pooled text embedding joins the timestep embedding, so every ResNet block
+        # sees the prompt, not only the cross-attention layers; conditioning is learned much sooner
+        addition_embed_type="text" if arch.get("pooled_text", True) else None,
+        addition_embed_type_num_heads=arch["text_heads"],
     )
     scheduler = DDPMScheduler(
         num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=True

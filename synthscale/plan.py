@@ -10,7 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from synthscale.shards import shard_name, shards_for
+
+def shard_name(k: int) -> str:
+    return f"shard-{k:06d}.tar"
+
+
+def shards_for(n: int, shard_size: int) -> int:
+    """Nested N: a set of N images is the first ceil(N / S) shards."""
+    if n < 1 or shard_size < 1:
+        raise ValueError(f"N and shard size must be positive, got {n} and {shard_size}")
+    return -(-n // shard_size)
+
 
 SOURCE_REGEX = r"real|synthetic/[^/]+/g[^/]+/[^/]+"
 N_REGEX = r"\d+|all"
@@ -123,17 +133,26 @@ class Plan:
     def train_log(self, source: str, n: str) -> str:
         return f"{self.r}/train/{self.arch}/{source}/n{n}/log.csv"
 
-    def eval_csv(self, source: str, n: str) -> str:
-        return f"{self.r}/eval/{self.arch}/{source}/n{n}.csv"
+    def sources(self) -> list[str]:
+        """Training sources in run order, each once."""
+        return list(dict.fromkeys(s for s, _ in self.runs()))
 
-    def eval_per_class(self, source: str, n: str) -> str:
-        return f"{self.r}/eval/{self.arch}/{source}/n{n}_per_class.csv"
+    def n_labels(self, source: str) -> list[str]:
+        """The training sizes of one source ("all" for the whole real split)."""
+        return [n for s, n in self.runs() if s == source]
+
+    # one evaluation job per source covers all its N: evaluation takes a second, its imports many
+    def eval_csv(self, source: str) -> str:
+        return f"{self.r}/eval/{self.arch}/{source}/metrics.csv"
+
+    def eval_per_class(self, source: str) -> str:
+        return f"{self.r}/eval/{self.arch}/{source}/per_class.csv"
 
     def all_eval(self) -> list[str]:
-        return [self.eval_csv(s, n) for s, n in self.runs()]
+        return [self.eval_csv(s) for s in self.sources()]
 
     def all_eval_per_class(self) -> list[str]:
-        return [self.eval_per_class(s, n) for s, n in self.runs()]
+        return [self.eval_per_class(s) for s in self.sources()]
 
     # --- analysis ---
     @property

@@ -635,12 +635,21 @@ def _clean(obj: Any) -> Any:
 # --------------------------------------------------------------------------------------------------
 
 
-def read_top1(eval_csv: str | os.PathLike, eval_set: str = "test") -> float:
+def _at_n(df: pd.DataFrame, n_label: str | int | None) -> pd.DataFrame:
+    """Rows of one model (training size n_label) from a per-source evaluation table."""
+    if n_label is None or "n_label" not in df.columns:
+        return df
+    return df[df["n_label"].astype(str) == str(n_label)]
+
+
+def read_top1(
+    eval_csv: str | os.PathLike, eval_set: str = "test", n_label: str | int | None = None
+) -> float:
     """Top-1 on one eval set from the evaluate stage's CSV (CAS when the model is synthetic-only)."""
-    df = pd.read_csv(eval_csv)
+    df = _at_n(pd.read_csv(eval_csv), n_label)
     row = df[df["eval_set"] == eval_set]
     if row.empty:
-        raise KeyError(f"{eval_csv} has no row for eval set {eval_set!r}")
+        raise KeyError(f"{eval_csv} has no row for eval set {eval_set!r} and N {n_label}")
     return float(row["top1"].iloc[0])
 
 
@@ -653,7 +662,7 @@ def per_class_slopes(per_class_csvs: dict[int, str | os.PathLike], eval_set: str
 
     frames = []
     for n, path in per_class_csvs.items():
-        df = pd.read_csv(path)
+        df = _at_n(pd.read_csv(path), n)
         frames.append(df[df["eval_set"] == eval_set].assign(n=int(n)))
     if not frames:
         return pd.DataFrame(columns=["class_index", "slope", "slope_r2", "n_points"])
@@ -923,6 +932,7 @@ def summarize(
     outputs: dict[str, str | os.PathLike],
     real_eval_csv: str | os.PathLike | None = None,
     eval_set: str = "test",
+    n_label: str | None = None,
 ) -> pd.DataFrame:
     """Collect every set's quality, add CAS and per-class slopes, write the table, plots, findings.
 
@@ -933,7 +943,7 @@ def summarize(
     for src, path in zip(sources, set_jsons):
         m = json.loads(Path(path).read_text())
         sets.append({**m, "generator": src[0], "guidance": float(src[1]), "strategy": src[2]})
-    cas = {k: read_top1(p, eval_set) for k, p in cas_csvs.items()}
+    cas = {k: read_top1(p, eval_set, n_label) for k, p in cas_csvs.items()}
     df = quality_table(sets, cas)
     pcs = []
     for src, path in zip(sources, set_per_class):
@@ -944,7 +954,7 @@ def summarize(
         pcs.append(pc.assign(generator=key[0], guidance=key[1], strategy=key[2]))
     per_class = pd.concat(pcs, ignore_index=True) if pcs else pd.DataFrame()
     reference = json.loads(Path(reference_json).read_text()) if reference_json else None
-    real_top1 = read_top1(real_eval_csv, eval_set) if real_eval_csv else None
+    real_top1 = read_top1(real_eval_csv, eval_set, n_label) if real_eval_csv else None
     f = findings(df, per_class if len(per_class) else None, reference)
     write_csv(outputs["table"], df)
     write_csv(outputs["per_class"], per_class)

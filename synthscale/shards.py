@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
-import webdataset as wds
 from PIL import Image
 
 from synthscale.io import atomic_path
+from synthscale.plan import shard_name, shards_for  # noqa: F401  (re-exported)
 
 # a fixed mtime keeps tar bytes identical across reruns
 _MTIME = 0
@@ -70,6 +70,8 @@ def iter_shards(
     paths: Iterable[str | os.PathLike], mode: str = "RGB", limit: int | None = None
 ) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
     """Yield (image, record) in shard order, stopping after `limit` samples."""
+    import webdataset as wds  # imports torch: only readers pay for it
+
     urls = [str(p) for p in paths]
     if not urls:
         return
@@ -100,17 +102,6 @@ def load_arrays(
     if limit is not None and len(images) < limit:
         raise ValueError(f"asked for {limit} images but the shards hold only {len(images)}")
     return np.stack(images), np.asarray(labels, dtype=np.int64), records
-
-
-def shard_name(k: int) -> str:
-    return f"shard-{k:06d}.tar"
-
-
-def shards_for(n: int, shard_size: int) -> int:
-    """Nested N: a set of N images is the first ceil(N / S) shards."""
-    if n < 1 or shard_size < 1:
-        raise ValueError(f"N and shard size must be positive, got {n} and {shard_size}")
-    return -(-n // shard_size)
 
 
 def shard_paths(folder: str | os.PathLike, n_shards: int) -> list[Path]:

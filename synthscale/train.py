@@ -273,8 +273,9 @@ def load_training_set(
     return resize_images(images, image_size), labels, n_classes
 
 
-def evaluate_model(
-    model_path: str | os.PathLike,
+def evaluate_models(
+    model_paths: list[str] | list[Path],
+    n_labels: list[str],
     manifest: str | os.PathLike,
     eval_sets: list[str],
     metrics_path: str | os.PathLike,
@@ -282,18 +283,22 @@ def evaluate_model(
     batch_size: int = 256,
     device: str = "cpu",
 ) -> pd.DataFrame:
-    """Evaluate one classifier on every eval set; write a metrics row and per-class rows per set."""
+    """Evaluate the classifiers of one source (one per N) on every eval set.
+
+    Writes one metrics row per (n_label, eval set) and per-class rows (accuracy, loss, count).
+    """
     from synthscale.data import split_shards
     from synthscale.shards import load_arrays
 
-    model, meta = load_classifier(model_path, device)
+    sets = {name: load_arrays(split_shards(manifest, name), mode="RGB")[:2] for name in eval_sets}
     rows, per_class = [], []
-    for name in eval_sets:
-        images, labels, _ = load_arrays(split_shards(manifest, name), mode="RGB")
-        logits, _ = predict(model, images, batch_size, device)
-        metrics, pc = evaluate_logits(logits, labels, meta["n_classes"])
-        rows.append({"eval_set": name, **metrics})
-        per_class.append(pc.assign(eval_set=name))
+    for path, n_label in zip(model_paths, n_labels):
+        model, meta = load_classifier(path, device)
+        for name, (images, labels) in sets.items():
+            logits, _ = predict(model, images, batch_size, device)
+            metrics, pc = evaluate_logits(logits, labels, meta["n_classes"])
+            rows.append({"n_label": n_label, "eval_set": name, **metrics})
+            per_class.append(pc.assign(n_label=n_label, eval_set=name))
     df = pd.DataFrame(rows)
     write_csv(metrics_path, df)
     write_csv(per_class_path, pd.concat(per_class, ignore_index=True))

@@ -395,7 +395,7 @@ def test_scripts_end_to_end(judge_file, digits, test_set, tmp_path):
                input={"sets": sets, "per_class": per_class, "reference": ref["json"], "cas": cas,
                       "real_eval": [cas[0]]},
                output=outputs,
-               params={"sources": sources, "n_images": [30, 60], "eval_per_class": evpc, "eval_set": "test",
+               params={"sources": sources, "n_images": [30, 60], "eval_per_class": evpc, "eval_set": "test", "cas_n": "60",
                        "output_keys": list(outputs)})
     table = pd.read_csv(outputs["table"])
     assert len(table) == 2 and list(table["cas"]) == pytest.approx([0.8, 0.7])

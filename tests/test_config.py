@@ -1,0 +1,57 @@
+"""Bad input stops before any job, with one line naming the problem."""
+import copy
+
+import pytest
+import yaml
+
+from synthscale.config import ConfigError, check_config, load_config
+
+
+@pytest.fixture(scope="module")
+def default_raw():
+    with open("config.yaml") as f:
+        return yaml.safe_load(f)
+
+
+def test_default_config_is_valid_and_gets_defaults(default_raw):
+    cfg = check_config(default_raw)
+    assert cfg["train"]["eval_batch_size"] == 256
+    assert cfg["resources"]["evaluate"]["threads"] == 1
+    assert cfg["resources"]["train_generator"]["threads"] == 2
+    assert cfg["generators"][0]["dtype"] == "float32"
+
+
+@pytest.mark.parametrize(
+    "edit,expected",
+    [
+        (lambda c: c.update(guidance="high"), "config key guidance"),
+        (lambda c: c["train"].update(arch="resnet_does_not_exist"), "not a timm model"),
+        (lambda c: c.update(strategies=["classname", "wordsalad"]), "unknown prompt strategy 'wordsalad'"),
+        (lambda c: c.update(n_images=[0, 10]), "config key n_images.0"),
+        (lambda c: c.update(typo_key=1), "typo_key"),
+        (lambda c: c["generators"].append({"name": "sd", "kind": "pretrained"}), "generators.sd.source"),
+        (
+            lambda c: c.update(dataset={"name": "inet", "kind": "imagefolder", "train_dir": "/nowhere/train",
+                                        "test_dir": "/nowhere/val", "classes_csv": "/nowhere/c.csv"}),
+            "dataset.train_dir: path '/nowhere/train' does not exist",
+        ),
+        (
+            lambda c: c["generators"].append({"name": "sd", "kind": "pretrained", "source": "./no/such/pipe"}),
+            "no diffusers pipeline",
+        ),
+    ],
+)
+def test_bad_config_names_the_key(default_raw, edit, expected):
+    cfg = copy.deepcopy(default_raw)
+    edit(cfg)
+    with pytest.raises(ConfigError, match=expected) as err:
+        check_config(cfg)
+    assert "\n" not in str(err.value)
+
+
+def test_malformed_yaml_is_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: {name: digits\nguidance: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML") as err:
+        load_config(bad)
+    assert "\n" not in str(err.value)

@@ -1,0 +1,101 @@
+"""Generators: a pretrained-style Stable Diffusion pipeline (random weights, saved from configs) and the
+workflow's own pixel pipeline both load through `load_generator` and sample through `sample`."""
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from synthscale.generate import generate_shard
+from synthscale.generators import (
+    build_tiny_pipeline,
+    caption_sampler,
+    clip_tokenizer,
+    load_generator,
+    sample,
+    set_sampler,
+    train_tiny_generator,
+)
+from synthscale.shards import load_arrays
+
+ARCH = dict(unet_widths=[16, 32], layers_per_block=1, attention_head_dim=8, norm_groups=8,
+            text_width=32, text_layers=1, text_heads=2, max_tokens=16)
+
+
+@pytest.fixture(scope="module")
+def sd_dir(tmp_path_factory):
+    """A Stable Diffusion pipeline with random weights, saved as safetensors like a Hub checkpoint."""
+    torch.manual_seed(0)
+    tok = clip_tokenizer(16)
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16))
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
+                                layers_per_block=1, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+                                attention_head_dim=8, norm_num_groups=8)
+    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=8)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
+                                   scheduler=DDIMScheduler(), safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    path = tmp_path_factory.mktemp("sd") / "tiny-sd"
+    pipe.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def test_pretrained_pipeline_loads_and_samples(sd_dir):
+    pipe = load_generator(str(sd_dir))
+    assert type(pipe).__name__ == "StableDiffusionPipeline"
+    set_sampler(pipe, "dpm")
+    out = sample(pipe, ["a photo of a tench", "goldfish"], [1, 2], guidance=2.0, steps=3)
+    assert out.shape == (2, 16, 16, 3) and out.dtype == np.uint8
+    again = sample(pipe, ["a photo of a tench", "goldfish"], [1, 2], guidance=2.0, steps=3)
+    np.testing.assert_array_equal(out, again)
+
+
+def test_missing_pipeline_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model_index.json"):
+        load_generator(str(tmp_path))
+
+
+def test_unknown_sampler_is_rejected(sd_dir):
+    with pytest.raises(ValueError, match="unknown sampler"):
+        set_sampler(load_generator(str(sd_dir)), "heun_typo")
+
+
+def test_tiny_generator_trains_saves_and_reloads(tmp_path, digits_16):
+    images, labels = digits_16
+    captions = caption_sampler([[["zero"], ["one"], ["two"], ["three"], ["four"], ["five"], ["six"],
+                                 ["seven"], ["eight"], ["nine"]]], labels)
+    recipe = dict(steps=4, batch_size=8, lr=1e-3, weight_decay=0.0, uncond_prob=0.1)
+    log = train_tiny_generator(images[:64], captions, ARCH, recipe, 0, tmp_path / "gen", progress=False)
+    assert len(log) == 4 and all(np.isfinite(r["loss"]) for r in log)
+    assert (tmp_path / "gen" / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    train_tiny_generator(images[:64], captions, ARCH, recipe, 0, tmp_path / "gen2", progress=False)
+    a = (tmp_path / "gen" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    b = (tmp_path / "gen2" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert a == b, "generator training must be deterministic"
+    pipe = load_generator(tmp_path / "gen", trained_here=True)
+    set_sampler(pipe, "ddim")
+    out = sample(pipe, ["seven"] * 3, [5, 6, 7], guidance=1.0, steps=2)
+    assert out.shape == (3, 16, 16, 1)
+
+
+def test_guidance_values_share_noise_and_prompts(tmp_path):
+    pipe = build_tiny_pipeline(ARCH, 16, 1, 0)
+    set_sampler(pipe, "ddim")
+    prompts = [[f"class {c}", f"a {c}"] for c in range(3)]
+    kw = dict(k=1, shard_size=6, class_prompts=prompts, base_seed=9, steps=2, sampler="ddim", batch_size=4,
+              generator_name="tiny", class_names=["a", "b", "c"], progress=False)
+    r1 = generate_shard(pipe, tmp_path / "g1.tar", guidance=1.0, **kw)
+    r3 = generate_shard(pipe, tmp_path / "g3.tar", guidance=3.0, **kw)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "guidance"} for r in rs]  # noqa: E731
+    assert strip(r1) == strip(r3)
+    assert [r["index"] for r in r1] == list(range(6, 12)) and [r["label"] for r in r1] == [0, 1, 2] * 2
+    x1, _, recs = load_arrays([tmp_path / "g1.tar"], mode="L")
+    x3, _, _ = load_arrays([tmp_path / "g3.tar"], mode="L")
+    assert recs[0]["guidance"] == 1.0 and recs[0]["generator"] == "tiny" and "prompt" in recs[0]
+    assert not np.array_equal(x1, x3), "guidance must change the images"
+    generate_shard(pipe, tmp_path / "again.tar", guidance=1.0, **kw)
+    assert (tmp_path / "again.tar").read_bytes() == (tmp_path / "g1.tar").read_bytes()

@@ -1,0 +1,81 @@
+"""Prompt strategies and real-data preparation."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from synthscale.data import (
+    digits_classes,
+    interleave_by_class,
+    prepare_digits,
+    prepare_imagefolder,
+    split_shards,
+    thicken,
+)
+from synthscale.prompts import class_prompts, read_prompts, write_prompts
+from synthscale.shards import load_arrays
+
+
+def test_strategies_build_prompts_with_the_class_name():
+    classes = digits_classes()
+    for strategy in ("classname", "description", "hypernym", "templates"):
+        prompts = class_prompts(classes, strategy)
+        assert len(prompts) == 10
+        assert all("seven" in p for p in prompts[7])
+    assert len(class_prompts(classes, "templates")[0]) == 80
+    assert class_prompts(classes, "hypernym")[3] == ["three, digit"]
+    with pytest.raises(ValueError, match="unknown prompt strategy"):
+        class_prompts(classes, "word2sen_typo")
+
+
+def test_prompt_file_round_trip(tmp_path):
+    write_prompts(tmp_path / "p.jsonl", digits_classes(), "description")
+    assert read_prompts(tmp_path / "p.jsonl") == class_prompts(digits_classes(), "description")
+    first = json.loads((tmp_path / "p.jsonl").read_text().splitlines()[0])
+    assert first["name"] == "zero" and first["strategy"] == "description"
+
+
+def test_interleave_makes_prefixes_balanced():
+    labels = np.repeat(np.arange(4), [5, 7, 6, 9])
+    order = interleave_by_class(labels, 0)
+    assert sorted(order.tolist()) == list(range(len(labels)))
+    assert labels[order[:20]].tolist() == [0, 1, 2, 3] * 5
+
+
+def test_thicken_grows_strokes():
+    im = np.zeros((1, 9, 9, 1), np.uint8)
+    im[0, 4, 4, 0] = 255
+    assert (thicken(im, 3) > 0).sum() == 9
+
+
+def test_prepare_digits_writes_balanced_splits(tmp_path):
+    evs = [{"name": "test"}, {"name": "rot", "ood": True, "shift": {"kind": "rotate", "degrees": 30}}]
+    m = prepare_digits(tmp_path, 16, 0.33, evs, 500, 0)
+    assert m["splits"]["train"]["count"] + m["splits"]["test"]["count"] == 1797
+    x, y, _ = load_arrays(split_shards(tmp_path / "splits.json", "train"), mode="L", limit=30)
+    assert x.shape == (30, 16, 16, 1)
+    assert np.bincount(y).tolist() == [3] * 10
+    t, _, _ = load_arrays(split_shards(tmp_path / "splits.json", "test"), mode="L")
+    r, _, _ = load_arrays(split_shards(tmp_path / "splits.json", "rot"), mode="L")
+    assert t.shape == r.shape and not np.array_equal(t, r)
+
+
+def test_prepare_imagefolder(tmp_path):
+    for split, n in (("train", 4), ("val", 2)):
+        for cid in ("n01", "n02"):
+            (tmp_path / split / cid).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (40, 30), (i * 40, 10, 200)).save(tmp_path / split / cid / f"{i}.jpg")
+    pd.DataFrame({"id": ["n01", "n02"], "name": ["tench", "goldfish"]}).to_csv(tmp_path / "c.csv", index=False)
+    ds = {"image_size": 16, "channels": 3, "train_dir": str(tmp_path / "train"),
+          "test_dir": str(tmp_path / "val"), "classes_csv": str(tmp_path / "c.csv")}
+    m = prepare_imagefolder(tmp_path / "out", ds, [{"name": "test"}], 100, 0)
+    assert m["splits"]["train"]["per_class"] == [4, 4] and m["splits"]["test"]["count"] == 4
+    x, y, _ = load_arrays(split_shards(tmp_path / "out/splits.json", "train"))
+    assert x.shape == (8, 16, 16, 3) and y[:4].tolist() == [0, 1, 0, 1]
+    classes = pd.read_csv(tmp_path / "out/classes.csv", keep_default_na=False)
+    assert classes["name"].tolist() == ["tench", "goldfish"] and classes["hypernym"].tolist() == ["", ""]
+    with pytest.raises(FileNotFoundError, match="no folder for class"):
+        prepare_imagefolder(tmp_path / "o2", {**ds, "train_dir": str(tmp_path)}, [{"name": "test"}], 100, 0)

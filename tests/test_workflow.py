@@ -1,0 +1,152 @@
+"""Workflow tests: Snakemake end to end on configs/test.yaml, incremental rebuilds, report, bad input.
+
+The study runs once per session in a temporary working directory; the other tests dry-run against it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+pytestmark = pytest.mark.workflow
+
+
+def smk(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "-d", str(workdir),
+                       "--configfile", str(REPO / "configs/test.yaml"), *args]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run, as {rule: count}."""
+    counts = {}
+    m = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\ntotal", output, re.S)
+    if not m:
+        return counts
+    for line in m.group(1).splitlines():
+        name, n = line.split()
+        counts[name] = int(n)
+    return counts
+
+
+def dry(workdir: Path, *args: str) -> dict[str, int]:
+    proc = smk(workdir, "-n", "--quiet", "rules", *args)
+    return job_counts(proc.stdout + proc.stderr)
+
+
+def new_workdir(tmp: Path) -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "config.yaml", tmp / "config.yaml")
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    work = new_workdir(tmp_path_factory.mktemp("study"))
+    smk(work, "--cores", "2")
+    return work
+
+
+def test_outputs_are_complete_and_real(study):
+    results = study / "results-test"
+    summary = pd.read_csv(results / "summary.csv")
+    # 2 guidance x 1 strategy x 2 N synthetic + real at 2 N, each on 2 eval sets
+    assert len(summary) == (2 * 2 + 2) * 2
+    assert set(summary["eval_set"]) == {"test", "test-rotated"}
+    assert summary.loc[summary.eval_set == "test-rotated", "ood"].all()
+    assert summary["loss"].notna().all() and summary["top1"].between(0, 1).all()
+    real = summary[(summary.kind == "real") & (summary.eval_set == "test")]
+    assert real["top1"].max() > 0.2, "a real-data classifier must beat chance (0.1)"
+    scaling = pd.read_csv(results / "scaling.csv")
+    assert {"k", "k_low", "k_high", "B", "r2"} <= set(scaling.columns)
+    assert len(scaling) == 3 * 2  # (2 synthetic + real) sources x 2 eval sets
+    for png in ["plots/scaling_loss.png", "plots/scaling_top1.png", "plots/guidance_strategy.png",
+                "plots/samples/tiny_g1_classname.png", "plots/samples/tiny_g3_classname.png"]:
+        assert (results / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    assert "Scaling ability k" in (results / "findings.html").read_text()
+    log = pd.read_csv(results / "train/resnet18/real/n40/log.csv")
+    assert {"epoch", "train_loss", "train_acc"} <= set(log.columns)
+
+
+def test_nothing_left_to_do(study):
+    proc = smk(study, "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_adding_a_guidance_value_schedules_only_its_jobs(study):
+    counts = dry(study, "--config", "guidance=[1.0,3.0,2.0]")
+    assert counts["generate_shard"] == 2  # N=40 is two shards of 20
+    assert counts["train_classifier"] == 2 and counts["evaluate"] == 1  # one eval job per source
+    assert counts["sample_grid"] == 1 and counts["quality"] == 1
+    assert "train_generator" not in counts and "prepare_data" not in counts
+
+
+def test_adding_a_strategy_schedules_only_its_jobs(study):
+    counts = dry(study, "--config", "strategies=[classname,hypernym]")
+    assert counts["prompts"] == 1
+    assert counts["generate_shard"] == 4  # 2 guidance x 2 shards
+    assert counts["train_classifier"] == 4 and counts["evaluate"] == 2
+    assert "train_generator" not in counts
+
+
+def test_raising_n_generates_only_new_shards(study):
+    counts = dry(study, "--config", "n_images=[20,40,60]")
+    assert counts["generate_shard"] == 2  # one new shard per guidance value
+    assert counts["train_classifier"] == 3  # two synthetic sets and the real baseline at N=60
+    assert counts["evaluate"] == 3
+    assert "train_generator" not in counts
+
+
+def test_new_recipe_retrains_but_regenerates_nothing(study):
+    counts = dry(study, "--config", "train={lr: 0.001}")
+    assert counts["train_classifier"] == 6 and counts["evaluate"] == 3
+    assert "generate_shard" not in counts and "train_generator" not in counts
+
+
+def test_two_clean_runs_write_identical_shards(study, tmp_path):
+    other = new_workdir(tmp_path / "again")
+    shards = sorted((study / "results-test/synthetic").rglob("*.tar"))
+    assert len(shards) == 4
+    rel = [str(p.relative_to(study)) for p in shards]
+    smk(other, "--cores", "2", *rel)
+    for r in rel:
+        a = hashlib.sha256((study / r).read_bytes()).hexdigest()
+        b = hashlib.sha256((other / r).read_bytes()).hexdigest()
+        assert a == b, f"{r} differs between two clean runs"
+
+
+def test_report_builds(study):
+    smk(study, "--report", "report.html")
+    page = (study / "report.html").read_text(errors="replace")
+    assert "scaling_loss.png" in page and "findings.html" in page
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train={arch: resnet_nope}", "config key train.arch: 'resnet_nope' is not a timm model name"),
+        ("strategies=[classname,nonsense]", "unknown prompt strategy 'nonsense'"),
+        ("dataset={kind: imagefolder, train_dir: /missing/train, test_dir: /missing/val, classes_csv: /missing/c.csv}",
+         "config key dataset.train_dir: path '/missing/train' does not exist"),
+    ],
+)
+def test_bad_input_stops_before_any_job(tmp_path, override, message):
+    work = new_workdir(tmp_path / "bad")
+    proc = smk(work, "--cores", "1", "--config", override, check=False)
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if "synthscale:" in ln]
+    assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
+    assert not (work / "results-test").exists(), "no job may start on a bad config"
