@@ -8,16 +8,21 @@ rule summary:
         manifest=PLAN.manifest,
     output:
         summary=report(
-            PLAN.summary, caption="../report/summary.rst", category="Tables", labels={"table": "summary"}
+            PLAN.summary,
+            caption="../report/summary.rst",
+            category="Tables",
+            labels={"table": "summary"},
         ),
         per_class=PLAN.per_class,
+    log:
+        f"{R}/logs/analysis/summary.log",
+    localrule: True
+    conda:
+        "../envs/synthscale.yaml"
     params:
         sources=PLAN.sources(),
         arch=config["train"]["arch"],
         ood={e["name"]: e["ood"] for e in config["eval_sets"]},
-    log:
-        f"{R}/logs/analysis/summary.log",
-    localrule: True
     script:
         "../scripts/summary.py"
 
@@ -27,11 +32,16 @@ rule scaling_fits:
         PLAN.summary,
     output:
         report(
-            PLAN.scaling, caption="../report/scaling.rst", category="Tables", labels={"table": "scaling fits"}
+            PLAN.scaling,
+            caption="../report/scaling.rst",
+            category="Tables",
+            labels={"table": "scaling fits"},
         ),
     log:
         f"{R}/logs/analysis/scaling_fits.log",
     localrule: True
+    conda:
+        "../envs/synthscale.yaml"
     script:
         "../scripts/scaling_fits.py"
 
@@ -47,11 +57,13 @@ rule plot_scaling:
             category="Scaling",
             labels={"figure": "{metric} against N"},
         ),
-    wildcard_constraints:
-        metric="loss|top1",
     log:
         f"{R}/logs/analysis/plot_scaling_{{metric}}.log",
+    wildcard_constraints:
+        metric="loss|top1",
     localrule: True
+    conda:
+        "../envs/synthscale.yaml"
     script:
         "../scripts/plot_scaling.py"
 
@@ -69,6 +81,8 @@ rule plot_guidance_strategy:
     log:
         f"{R}/logs/analysis/plot_guidance_strategy.log",
     localrule: True
+    conda:
+        "../envs/synthscale.yaml"
     script:
         "../scripts/plot_guidance_strategy.py"
 
@@ -88,6 +102,8 @@ rule sample_grid:
     log:
         f"{R}/logs/analysis/samples/{{generator}}_g{{guidance}}_{{strategy}}.log",
     localrule: True
+    conda:
+        "../envs/synthscale.yaml"
     script:
         "../scripts/sample_grid.py"
 
@@ -98,11 +114,15 @@ rule findings:
         scaling=PLAN.scaling,
         manifest=PLAN.manifest,
     output:
-        report(f"{R}/findings.html", caption="../report/findings.rst", category="Findings"),
-    params:
-        study=config["study"],
+        report(
+            f"{R}/findings.html", caption="../report/findings.rst", category="Findings"
+        ),
     log:
         f"{R}/logs/analysis/findings.log",
     localrule: True
+    conda:
+        "../envs/synthscale.yaml"
+    params:
+        study=config["study"],
     script:
         "../scripts/findings.py"

@@ -1,8 +1,16 @@
 # Shared helpers: check the config before any job starts, and derive every path from it.
 import sys
 
+from synthscale import quality as Q
 from synthscale.config import ConfigError, check_config
-from synthscale.plan import N_REGEX, SOURCE_REGEX, Plan, parse_source
+from synthscale.plan import (
+    N_REGEX,
+    SOURCE_REGEX,
+    Plan,
+    fmt_guidance,
+    parse_source,
+    synthetic_source,
+)
 
 try:
     config.update(check_config(config))
@@ -25,7 +33,11 @@ wildcard_constraints:
 def res(stage):
     """Snakemake resources of a stage, from the config (SLURM reads the same keys)."""
     r = config["resources"][stage]
-    out = {"mem_mb": r["mem_mb"], "runtime": r["runtime"], "cpus_per_task": r["threads"]}
+    out = {
+        "mem_mb": r["mem_mb"],
+        "runtime": r["runtime"],
+        "cpus_per_task": r["threads"],
+    }
     if r["gpu"]:
         out["gpu"] = r["gpu"]
         if r["gpu_model"]:
@@ -53,3 +65,66 @@ def all_targets():
     targets += [PLAN.sample_grid(s) for s in PLAN.synthetic_grid()]
     targets += quality_targets()
     return targets
+
+
+# --- input functions of the stages ---
+
+
+def caption_prompts(wildcards):
+    """A trained generator learns captions from its own caption strategies' prompt files."""
+    gen = PLAN.generator(wildcards.generator)
+    return [PLAN.prompts(s) for s in gen["caption_strategies"]]
+
+
+def generator_input(wildcards):
+    """A trained generator's folder; pretrained ones load by Hub id or path, outside the DAG."""
+    gen = PLAN.generator(wildcards.generator)
+    return PLAN.generator_dir(gen["name"]) if gen["kind"] == "trained" else []
+
+
+def train_inputs(wildcards):
+    """The real manifest, or the first ceil(N/S) shards of a synthetic set."""
+    if wildcards.source == "real":
+        return [PLAN.manifest]
+    src = parse_source(wildcards.source)
+    n = PLAN.max_n if wildcards.n == "all" else int(wildcards.n)
+    return PLAN.shards(src.generator, src.guidance, src.strategy, n)
+
+
+# --- the quality stage ---
+QCFG = config["quality"]
+DATASET = config["dataset"]["name"]
+QUALITY_N = Q.quality_n(config)
+QREF = Q.reference_paths(R, DATASET)
+QUALITY_OUTPUTS = {
+    "table": f"{R}/quality.csv",
+    "per_class": f"{R}/quality_per_class.csv",
+    "tradeoff": PLAN.plot("quality_tradeoff"),
+    "fid_cas": PLAN.plot("quality_fid_cas"),
+    "per_class_plot": PLAN.plot("quality_per_class_slope"),
+    "findings": f"{R}/quality_findings.html",
+}
+
+
+def quality_targets():
+    """What rule all needs for this stage (the summary pulls in every per-set file)."""
+    return list(QUALITY_OUTPUTS.values())
+
+
+def judge_input(wildcards):
+    """The judge's weights file: the workflow's own, a local timm file, or none (timm by name)."""
+    j = QCFG["judge"]
+    if j["kind"] == "trained":
+        if not j["recipe"] and config["train"]["real_full"]:
+            # the judge's recipe is the training recipe: the full-real classifier is that model
+            return [PLAN.model("real", "all")]
+        return [Q.judge_model_path(R, DATASET)]
+    return [j["weights"]] if j.get("weights") else []
+
+
+def inception_input(wildcards):
+    return [QCFG["inception_weights"]] if QCFG["features"] == "inception" else []
+
+
+def quality_sets():
+    return [(s.generator, float(s.guidance), s.strategy) for s in PLAN.synthetic_grid()]

@@ -5,14 +5,16 @@ rule prepare_data:
     output:
         manifest=PLAN.manifest,
         classes=PLAN.classes,
+    log:
+        f"{R}/logs/prepare_data.log",
+    conda:
+        "../envs/synthscale.yaml"
+    threads: threads("default")
+    resources:
+        **res("default"),
     params:
         dataset=config["dataset"],
         eval_sets=config["eval_sets"],
         seed=config["seed"],
-    log:
-        f"{R}/logs/prepare_data.log",
-    threads: threads("default")
-    resources:
-        **res("default"),
     script:
         "../scripts/prepare_data.py"

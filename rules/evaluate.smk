@@ -10,16 +10,18 @@ rule evaluate:
     output:
         metrics=f"{R}/eval/{config['train']['arch']}/{{source}}/metrics.csv",
         per_class=f"{R}/eval/{config['train']['arch']}/{{source}}/per_class.csv",
+    log:
+        f"{R}/logs/eval/{config['train']['arch']}/{{source}}.log",
+    conda:
+        "../envs/synthscale.yaml"
+    threads: threads("evaluate")
+    resources:
+        **res("evaluate"),
     params:
         n_labels=lambda wc: PLAN.n_labels(wc.source),
         eval_sets=[e["name"] for e in config["eval_sets"]],
         batch_size=config["train"]["eval_batch_size"],
         device=config["device"],
         threads=threads("evaluate"),
-    log:
-        f"{R}/logs/eval/{config['train']['arch']}/{{source}}.log",
-    threads: threads("evaluate")
-    resources:
-        **res("evaluate"),
     script:
         "../scripts/evaluate.py"

@@ -8,6 +8,8 @@ rule prompts:
         f"{R}/prompts/{config['dataset']['name']}/{{strategy}}.jsonl",
     log:
         f"{R}/logs/prompts/{{strategy}}.log",
+    conda:
+        "../envs/synthscale.yaml"
     threads: threads("default")
     resources:
         **res("default"),

@@ -2,45 +2,7 @@
 # The judge is trained once on the real training split (or is a pretrained timm model); the real
 # reference set goes through it once; each set is measured on its first shards, so nothing is
 # regenerated; the summary adds CAS from the evaluate stage and draws the plots.
-from synthscale import quality as Q
-from synthscale.plan import fmt_guidance, synthetic_source
-
-QCFG = config["quality"]
-DATASET = config["dataset"]["name"]
-QUALITY_N = Q.quality_n(config)
-QREF = Q.reference_paths(R, DATASET)
-QUALITY_OUTPUTS = {
-    "table": f"{R}/quality.csv",
-    "per_class": f"{R}/quality_per_class.csv",
-    "tradeoff": PLAN.plot("quality_tradeoff"),
-    "fid_cas": PLAN.plot("quality_fid_cas"),
-    "per_class_plot": PLAN.plot("quality_per_class_slope"),
-    "findings": f"{R}/quality_findings.html",
-}
-
-
-def quality_targets():
-    """What rule all needs for this stage (the summary pulls in every per-set file)."""
-    return list(QUALITY_OUTPUTS.values())
-
-
-def judge_input(wildcards):
-    """The judge's weights file: the workflow's own, a local timm file, or none (timm by name)."""
-    j = QCFG["judge"]
-    if j["kind"] == "trained":
-        if not j["recipe"] and config["train"]["real_full"]:
-            # the judge's recipe is the training recipe: the full-real classifier is that model
-            return [PLAN.model("real", "all")]
-        return [Q.judge_model_path(R, DATASET)]
-    return [j["weights"]] if j.get("weights") else []
-
-
-def inception_input(wildcards):
-    return [QCFG["inception_weights"]] if QCFG["features"] == "inception" else []
-
-
-def quality_sets():
-    return [(s.generator, float(s.guidance), s.strategy) for s in PLAN.synthetic_grid()]
+# Input functions and paths of this stage live in common.smk.
 
 
 rule train_judge:
@@ -49,17 +11,19 @@ rule train_judge:
     output:
         model=Q.judge_model_path(R, DATASET),
         log=f"{R}/judge/{DATASET}/log.csv",
+    log:
+        f"{R}/logs/judge/{DATASET}.log",
+    conda:
+        "../envs/synthscale.yaml"
+    threads: threads("train")
+    resources:
+        **res("train"),
     params:
         recipe=Q.judge_recipe(config),
         seed=config["seed"],
         image_size=config["dataset"]["image_size"],
         device=config["device"],
         threads=threads("train"),
-    log:
-        f"{R}/logs/judge/{DATASET}.log",
-    threads: threads("train")
-    resources:
-        **res("train"),
     script:
         "../scripts/train_judge.py"
 
@@ -74,17 +38,19 @@ rule quality_reference:
         npz=QREF["npz"],
         json=QREF["json"],
         per_class=QREF["per_class"],
+    log:
+        f"{R}/logs/quality/real_{DATASET}.log",
+    conda:
+        "../envs/synthscale.yaml"
+    threads: threads("quality")
+    resources:
+        **res("quality"),
     params:
         quality=QCFG,
         image_size=config["dataset"]["image_size"],
         seed=config["seed"],
         device=config["device"],
         threads=threads("quality"),
-    log:
-        f"{R}/logs/quality/real_{DATASET}.log",
-    threads: threads("quality")
-    resources:
-        **res("quality"),
     script:
         "../scripts/quality_reference.py"
 
@@ -100,6 +66,13 @@ rule quality:
     output:
         json=f"{R}/quality/{{generator}}/g{{guidance}}/{{strategy}}.json",
         per_class=f"{R}/quality/{{generator}}/g{{guidance}}/{{strategy}}_per_class.csv",
+    log:
+        f"{R}/logs/quality/{{generator}}/g{{guidance}}/{{strategy}}.log",
+    conda:
+        "../envs/synthscale.yaml"
+    threads: threads("quality")
+    resources:
+        **res("quality"),
     params:
         quality=QCFG,
         n_images=QUALITY_N,
@@ -107,11 +80,6 @@ rule quality:
         seed=config["seed"],
         device=config["device"],
         threads=threads("quality"),
-    log:
-        f"{R}/logs/quality/{{generator}}/g{{guidance}}/{{strategy}}.log",
-    threads: threads("quality")
-    resources:
-        **res("quality"),
     script:
         "../scripts/quality.py"
 
@@ -119,10 +87,16 @@ rule quality:
 rule quality_summary:
     input:
         sets=[Q.quality_json(R, g, fmt_guidance(gs), s) for g, gs, s in quality_sets()],
-        per_class=[Q.quality_per_class_csv(R, g, fmt_guidance(gs), s) for g, gs, s in quality_sets()],
+        per_class=[
+            Q.quality_per_class_csv(R, g, fmt_guidance(gs), s)
+            for g, gs, s in quality_sets()
+        ],
         reference=QREF["json"],
         cas=[PLAN.eval_csv(synthetic_source(g, gs, s)) for g, gs, s in quality_sets()],
-        eval_per_class=[PLAN.eval_per_class(synthetic_source(g, gs, s)) for g, gs, s in quality_sets()],
+        eval_per_class=[
+            PLAN.eval_per_class(synthetic_source(g, gs, s))
+            for g, gs, s in quality_sets()
+        ],
         real_eval=[PLAN.eval_csv("real")] if config["train"]["real_baseline"] else [],
     output:
         table=report(
@@ -156,6 +130,11 @@ rule quality_summary:
             category="Quality",
             labels={"text": "quality findings"},
         ),
+    log:
+        f"{R}/logs/quality/summary.log",
+    localrule: True
+    conda:
+        "../envs/synthscale.yaml"
     params:
         sources=[list(s) for s in quality_sets()],
         n_images=config["n_images"],
@@ -166,8 +145,5 @@ rule quality_summary:
         cas_n=str(PLAN.max_n),
         eval_set=QCFG["reference_set"],
         output_keys=list(QUALITY_OUTPUTS),
-    log:
-        f"{R}/logs/quality/summary.log",
-    localrule: True
     script:
         "../scripts/quality_summary.py"
