@@ -152,8 +152,16 @@ def train_tiny_generator(
     n, h, w, c = images.shape
     pipe = build_tiny_pipeline(arch, image_size=h, channels=c, seed=seed)
     x_all = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    params = list(pipe.unet.parameters()) + list(pipe.text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=recipe["lr"], weight_decay=recipe["weight_decay"])
+    # A text encoder trained from scratch at the UNet's rate collapses: early on its random features
+    # only add noise to the denoiser, so training flattens them before the UNet learns to read them.
+    # `text_lr_scale` slows it down; 0 freezes it (as Stable Diffusion freezes CLIP).
+    text_scale = recipe.get("text_lr_scale", 0.0)
+    pipe.text_encoder.requires_grad_(text_scale > 0)
+    groups = [{"params": list(pipe.unet.parameters()), "lr": recipe["lr"]}]
+    if text_scale > 0:
+        groups.append({"params": list(pipe.text_encoder.parameters()), "lr": recipe["lr"] * text_scale})
+    params = [p for g in groups for p in g["params"]]
+    opt = torch.optim.AdamW(groups, lr=recipe["lr"], weight_decay=recipe["weight_decay"])
     steps = recipe["steps"]
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -164,7 +172,7 @@ def train_tiny_generator(
     gen = torch.Generator().manual_seed(seed)
     noise_sched = pipe.scheduler
     pipe.unet.train()
-    pipe.text_encoder.train()
+    pipe.text_encoder.train(text_scale > 0)
     log: list[dict[str, float]] = []
     bar = tqdm(range(steps), desc="train generator", disable=not progress, mininterval=2)
     for step in bar:
@@ -207,7 +215,7 @@ def load_generator(
     `trained_here` selects the workflow's own pixel-space pipeline class; anything else goes through
     `DiffusionPipeline.from_pretrained`, which picks the class named in model_index.json.
     """
-    kwargs = dict(use_safetensors=True, torch_dtype=getattr(torch, dtype))
+    kwargs = dict(use_safetensors=True, dtype=getattr(torch, dtype))
     local = Path(source)
     if (local.exists() or trained_here) and not (local / "model_index.json").exists():
         raise FileNotFoundError(f"generator folder {source} has no model_index.json")

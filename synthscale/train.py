@@ -110,6 +110,7 @@ def train_classifier(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / total))
     )
     step, log_rows = 0, []
+    running = [0.0, 0.0, 0.0]  # this epoch's summed loss, correct count and images seen
     ckpt = Path(checkpoint_path) if checkpoint_path else None
     if ckpt and ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=True)
@@ -117,6 +118,7 @@ def train_classifier(
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         step, log_rows = int(state["step"]), json.loads(state["log"])
+        running = json.loads(state["running"])
 
     stop = {"signal": None}
 
@@ -134,7 +136,7 @@ def train_classifier(
     bar = tqdm(total=total, initial=step, desc=f"train {recipe['arch']} n={n}", disable=not progress)
     try:
         model.train()
-        ep_loss = ep_correct = ep_seen = 0.0
+        ep_loss, ep_correct, ep_seen = running
         t0 = time.time()
         while step < total:
             epoch, i = divmod(step, spe)
@@ -168,7 +170,7 @@ def train_classifier(
                 ep_loss = ep_correct = ep_seen = 0.0
             stopping = stop["signal"] is not None or stop_after_steps == step
             if ckpt and stopping and step < total:
-                _save_checkpoint(ckpt, model, opt, sched, step, log_rows)
+                _save_checkpoint(ckpt, model, opt, sched, step, log_rows, [ep_loss, ep_correct, ep_seen])
                 raise Preempted(f"stopped at step {step}/{total}; checkpoint {ckpt}")
     finally:
         bar.close()
@@ -183,7 +185,9 @@ def train_classifier(
     return log
 
 
-def _save_checkpoint(path: Path, model, opt, sched, step: int, log_rows: list) -> None:
+def _save_checkpoint(
+    path: Path, model, opt, sched, step: int, log_rows: list, running: list[float]
+) -> None:
     with atomic_path(path) as tmp:
         torch.save(
             {
@@ -192,6 +196,7 @@ def _save_checkpoint(path: Path, model, opt, sched, step: int, log_rows: list) -
                 "sched": sched.state_dict(),
                 "step": step,
                 "log": json.dumps(log_rows),
+                "running": json.dumps(running),
             },
             tmp,
         )

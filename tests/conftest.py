@@ -1,7 +1,15 @@
-"""Shared fixtures: pinned threads (bit-identical reruns) and small real data."""
+"""Shared fixtures: pinned threads (bit-identical reruns), small real data, and one local run of the
+tiny study (configs/test.yaml) that the workflow and SLURM tests both read."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+
+REPO = Path(__file__).resolve().parent.parent
 
 torch.set_num_threads(1)
 
@@ -17,3 +25,27 @@ def digits_16():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def smk(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run Snakemake on the tiny study in `workdir` (a copy of config.yaml lives there)."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+           "--configfile", str(REPO / "configs/test.yaml"), *args]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def new_workdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "config.yaml", path / "config.yaml")
+    return path
+
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory) -> Path:
+    """The tiny study, run once locally on 2 cores; tests must not change its files."""
+    work = new_workdir(tmp_path_factory.mktemp("study"))
+    smk(work, "--cores", "2")
+    return work

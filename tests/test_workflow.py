@@ -7,27 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+from conftest import new_workdir, smk
 
 pytestmark = pytest.mark.workflow
-
-
-def smk(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "-d", str(workdir),
-                       "--configfile", str(REPO / "configs/test.yaml"), *args]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -45,19 +32,6 @@ def job_counts(output: str) -> dict[str, int]:
 def dry(workdir: Path, *args: str) -> dict[str, int]:
     proc = smk(workdir, "-n", "--quiet", "rules", *args)
     return job_counts(proc.stdout + proc.stderr)
-
-
-def new_workdir(tmp: Path) -> Path:
-    tmp.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "config.yaml", tmp / "config.yaml")
-    return tmp
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory) -> Path:
-    work = new_workdir(tmp_path_factory.mktemp("study"))
-    smk(work, "--cores", "2")
-    return work
 
 
 def test_outputs_are_complete_and_real(study):
