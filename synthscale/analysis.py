@@ -136,6 +136,9 @@ def _synthetic_label(df: pd.DataFrame) -> pd.Series:
 def plot_scaling(summary: pd.DataFrame, metric: str, path: str | os.PathLike, chance: float) -> None:
     """metric against N, log-log for loss: one panel per eval set, synthetic sets against the real baseline."""
     plt, sns = _plotting()
+    import matplotlib.ticker  # noqa: F401  (for the tick formatter below)
+
+    import matplotlib
     df = summary[summary["n_label"] != "all"].copy()
     syn = df[df["kind"] == "synthetic"].copy()
     syn["set"] = _synthetic_label(syn)
@@ -162,6 +165,9 @@ def plot_scaling(summary: pd.DataFrame, metric: str, path: str | os.PathLike, ch
         if metric != "loss":
             ax.axhline(chance, color="red", lw=0.8, ls=":", label="chance")
         ax.set_xscale("log")
+        ns = sorted(df["n"].unique())
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         if metric == "loss":
             ax.set_yscale("log")
         ax.set_title(name + (" (OOD)" if summary.loc[summary.eval_set == name, "ood"].any() else ""))
@@ -214,7 +220,8 @@ def plot_sample_grid(
                 im = images[idx[j]]
                 ax.imshow(im.squeeze(-1) if im.shape[-1] == 1 else im, cmap="gray", vmin=0, vmax=255)
         axes[c][0].text(-0.15, 0.5, class_names[c], transform=axes[c][0].transAxes, ha="right", va="center", fontsize=8)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, y=0.995)
+    fig.subplots_adjust(top=0.95, hspace=0.08, wspace=0.08)
     _savefig(fig, path)
 
 

@@ -26,7 +26,6 @@ from safetensors.torch import load_file
 from synthscale.train import Preempted, train_classifier
 
 REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 RECIPE = {
     "arch": "resnet18",
@@ -226,75 +225,3 @@ def test_killed_shard_leaves_nothing_finished_looking(tmp_path):
     assert not target.exists(), "a killed shard job must not leave the shard's name behind"
     leftovers = list(target.parent.glob(".tmp-shard-000001.tar-*"))
     assert leftovers, "the partial write lives under a temporary name"
-
-
-def _job_counts(stdout: str) -> dict[str, int]:
-    """Rule -> job count from snakemake's 'Job stats' table."""
-    counts, in_table = {}, False
-    for line in stdout.splitlines():
-        if line.startswith("Job stats"):
-            in_table, counts = True, {}
-            continue
-        if in_table:
-            parts = line.split()
-            if len(parts) == 2 and parts[1].isdigit():
-                counts[parts[0]] = int(parts[1])
-            elif parts and parts[0] == "total":
-                in_table = False
-    return counts
-
-
-def _shard_targets(results: Path) -> list[str]:
-    return [
-        str(results / f"synthetic/tiny/g{g}/classname/shard-{k:06d}.tar") for g in ("1", "3") for k in (0, 1)
-    ]
-
-
-@pytest.mark.workflow
-def test_generation_rerun_builds_only_missing_shards(tmp_path):
-    """Run the test study up to its shards, lose one shard to a kill, and dry-run the rerun."""
-    if not (REPO / "configs" / "test.yaml").exists():
-        pytest.skip("configs/test.yaml does not exist yet")
-    results = tmp_path / "results"
-    base = SNAKEMAKE + [
-        "-s", str(REPO / "Snakefile"),
-        "--configfile", str(REPO / "configs" / "test.yaml"),
-        "--config", f"results={results}",
-    ]  # fmt: skip
-    dry = subprocess.run(
-        base + ["-n"] + _shard_targets(results), cwd=tmp_path, capture_output=True, text=True
-    )
-    assert dry.returncode == 0, dry.stderr[-3000:]
-    counts = _job_counts(dry.stdout + dry.stderr)
-    if counts.get("generate_shard") != 4:
-        pytest.skip(f"the test study's shard layout changed: {counts}")
-
-    run = subprocess.run(
-        base + ["--cores", "2"] + _shard_targets(results), cwd=tmp_path, capture_output=True, text=True
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    shards = [Path(t) for t in _shard_targets(results)]
-    assert all(s.exists() for s in shards)
-
-    # a kill mid-shard: the shard's name is gone, a temporary leftover remains
-    lost = shards[1]
-    original = lost.read_bytes()
-    partial = original[: len(original) // 2]
-    lost.unlink()
-    (lost.parent / f".tmp-{lost.name}-killed").write_bytes(partial)
-
-    dry = subprocess.run(
-        base + ["-n"] + _shard_targets(results), cwd=tmp_path, capture_output=True, text=True
-    )
-    assert dry.returncode == 0, dry.stderr[-3000:]
-    counts = _job_counts(dry.stdout + dry.stderr)
-    assert counts == {"generate_shard": 1, "total": 1}, counts
-
-    # and the rerun rebuilds exactly that shard, byte-identical to the lost one
-    run = subprocess.run(
-        base + ["--cores", "1"] + _shard_targets(results), cwd=tmp_path, capture_output=True, text=True
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert lost.read_bytes() == original
-    assert "rule generate_shard" in run.stdout + run.stderr
-    assert (run.stdout + run.stderr).count("rule generate_shard") == 1

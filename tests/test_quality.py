@@ -406,3 +406,14 @@ def test_scripts_end_to_end(judge_file, digits, test_set, tmp_path):
     assert "Best CAS 0.800" in text and "real test images score recognizability" in text
     for k in ("tradeoff", "fid_cas", "per_class_plot"):
         assert Path(outputs[k]).stat().st_size > 1000
+
+
+def test_a_rise_then_fall_is_not_called_a_rise():
+    """Recognizability up from guidance 1 to 2 and down at 4 (the default study's shape) is no trend."""
+    df = _table(-1, +1)
+    df.loc[df["guidance"] == 4.0, "recognizability"] = 0.55  # between g=1 (0.6) and g=2 (0.7)
+    f = Q.findings(df)
+    assert f["recognizability_rises"] == 0 and not f["trend_holds"]
+    assert all(r["recognizability_peak"] == 2.0 for r in f["trends"])
+    text = Q.findings_html(f)
+    assert "does not show" in text and "peaks below the largest guidance in 2 of 2 lines" in text

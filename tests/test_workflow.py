@@ -101,6 +101,15 @@ def test_two_clean_runs_write_identical_shards(study, tmp_path):
         b = hashlib.sha256((other / r).read_bytes()).hexdigest()
         assert a == b, f"{r} differs between two clean runs"
 
+    # a job killed mid-shard leaves only a temporary name: the rerun builds exactly that shard again
+    lost = other / rel[1]
+    original = lost.read_bytes()
+    lost.unlink()
+    (lost.parent / f".tmp-{lost.name}-killed").write_bytes(original[: len(original) // 2])
+    assert dry(other, *rel) == {"generate_shard": 1}
+    smk(other, "--cores", "1", *rel)
+    assert lost.read_bytes() == original
+
 
 def test_report_builds(study):
     smk(study, "--report", "report.html")
