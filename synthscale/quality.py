@@ -917,7 +917,7 @@ def plot_fid_cas(df: pd.DataFrame, path: str | os.PathLike, real_top1: float | N
         sns.lineplot(data=df, x="guidance", y="cas", hue="strategy", style=style, marker="o", ax=b)
     if real_top1 is not None and np.isfinite(real_top1):
         b.axhline(real_top1, color="black", ls="--", label="real, same N")
-        b.legend()
+        b.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
     b.set_title("CAS: real-test top-1, trained on synthetic only")
     b.set_xlabel("guidance scale")
     b.set_ylabel("CAS (top-1)")

@@ -17,7 +17,8 @@ def test_default_config_is_valid_and_gets_defaults(default_raw):
     cfg = check_config(default_raw)
     assert cfg["train"]["eval_batch_size"] == 256
     assert cfg["resources"]["evaluate"]["threads"] == 1
-    assert cfg["resources"]["train_generator"]["threads"] == 2
+    assert cfg["resources"]["train_generator"]["threads"] == 1
+    assert cfg["resources"]["train_generator"]["mem_mb"] == 4000
     assert cfg["generators"][0]["dtype"] == "float32"
 
 
