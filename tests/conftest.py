@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,10 +28,22 @@ def rng():
     return np.random.default_rng(0)
 
 
-def smk(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run Snakemake on the tiny study in `workdir` (a copy of config.yaml lives there)."""
+def smk(
+    workdir: Path, *args: str, check: bool = True, overrides: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run Snakemake on the tiny study in `workdir` (a copy of config.yaml lives there).
+
+    `overrides` go in a YAML file after configs/test.yaml: `--config` would turn numbers in lists and
+    nested values into strings.
+    """
+    configs = [str(REPO / "configs/test.yaml")]
+    if overrides:
+        extra = workdir / ".overrides.yaml"
+        extra.write_text(yaml.safe_dump(overrides))
+        configs.append(str(extra))
+    # targets and flags first: --configfile takes every path that follows it
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(REPO / "configs/test.yaml"), *args]
+           *args, "--configfile", *configs]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")

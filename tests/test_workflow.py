@@ -29,8 +29,8 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
-def dry(workdir: Path, *args: str) -> dict[str, int]:
-    proc = smk(workdir, "-n", "--quiet", "rules", *args)
+def dry(workdir: Path, *targets: str, overrides: dict | None = None) -> dict[str, int]:
+    proc = smk(workdir, *targets, "-n", "--quiet", "rules", overrides=overrides)
     return job_counts(proc.stdout + proc.stderr)
 
 
@@ -61,7 +61,7 @@ def test_nothing_left_to_do(study):
 
 
 def test_adding_a_guidance_value_schedules_only_its_jobs(study):
-    counts = dry(study, "--config", "guidance=[1.0,3.0,2.0]")
+    counts = dry(study, overrides={"guidance": [1.0, 3.0, 2.0]})
     assert counts["generate_shard"] == 2  # N=40 is two shards of 20
     assert counts["train_classifier"] == 2 and counts["evaluate"] == 1  # one eval job per source
     assert counts["sample_grid"] == 1 and counts["quality"] == 1
@@ -69,7 +69,7 @@ def test_adding_a_guidance_value_schedules_only_its_jobs(study):
 
 
 def test_adding_a_strategy_schedules_only_its_jobs(study):
-    counts = dry(study, "--config", "strategies=[classname,hypernym]")
+    counts = dry(study, overrides={"strategies": ["classname", "hypernym"]})
     assert counts["prompts"] == 1
     assert counts["generate_shard"] == 4  # 2 guidance x 2 shards
     assert counts["train_classifier"] == 4 and counts["evaluate"] == 2
@@ -77,7 +77,7 @@ def test_adding_a_strategy_schedules_only_its_jobs(study):
 
 
 def test_raising_n_generates_only_new_shards(study):
-    counts = dry(study, "--config", "n_images=[20,40,60]")
+    counts = dry(study, overrides={"n_images": [20, 40, 60]})
     assert counts["generate_shard"] == 2  # one new shard per guidance value
     assert counts["train_classifier"] == 3  # two synthetic sets and the real baseline at N=60
     assert counts["evaluate"] == 3
@@ -85,7 +85,7 @@ def test_raising_n_generates_only_new_shards(study):
 
 
 def test_new_recipe_retrains_but_regenerates_nothing(study):
-    counts = dry(study, "--config", "train={lr: 0.001}")
+    counts = dry(study, overrides={"train": {"lr": 0.001}})
     assert counts["train_classifier"] == 6 and counts["evaluate"] == 3
     assert "generate_shard" not in counts and "train_generator" not in counts
 
