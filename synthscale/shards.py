@@ -1,6 +1,9 @@
-"""WebDataset tar shards: one sample per image, PNG plus a JSON record of its provenance.
+"""WebDataset tar shards: one sample per image: the image (PNG, JPEG or WebP), its class, its caption
+and a JSON record of its provenance.
 
-Real splits and synthetic sets use the same layout, so every reader takes either.
+Real splits and synthetic sets use the same layout, so every reader takes either. Per sample `key`:
+`{key}.png|jpg|webp` (the image), `{key}.cls` (class index), `{key}.json` (the whole record) and, when the
+record has a `caption` or a `prompt`, `{key}.txt` (the caption CLIP training reads).
 """
 
 from __future__ import annotations
@@ -22,38 +25,67 @@ from synthscale.plan import shard_name, shards_for  # noqa: F401  (re-exported)
 _MTIME = 0
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """uint8 (H, W, C) with C in {1, 3}: PNG bytes, written deterministically."""
+IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
+FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+EXT_OF = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+
+
+def encode_image(image: np.ndarray, fmt: str = "png", quality: int = 95) -> bytes:
+    """uint8 (H, W, C) with C in {1, 3}: PNG (lossless), JPEG or WebP bytes, written deterministically."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown image format {fmt!r}; choose from {sorted(FORMATS)}")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", optimize=False, compress_level=6)
+    im = Image.fromarray(image)
+    if fmt == "png":
+        im.save(buf, format="PNG", optimize=False, compress_level=6)
+    else:
+        im.save(buf, format=FORMATS[fmt], quality=int(quality))
     return buf.getvalue()
 
 
-def decode_png(data: bytes, mode: str = "RGB") -> np.ndarray:
-    """PNG bytes to uint8 (H, W, C); mode "L" gives C = 1, "RGB" gives C = 3."""
+def encode_png(image: np.ndarray) -> bytes:
+    return encode_image(image, "png")
+
+
+def decode_image(data: bytes, mode: str = "RGB") -> np.ndarray:
+    """Image bytes (PNG, JPEG, WebP) to uint8 (H, W, C); mode "L" gives C = 1, "RGB" gives C = 3."""
     with Image.open(io.BytesIO(data)) as im:
         arr = np.asarray(im.convert(mode))
     return arr[..., None] if arr.ndim == 2 else arr
 
 
+decode_png = decode_image
+
+
 def write_shard(
-    path: str | os.PathLike, images: Sequence[np.ndarray], records: Sequence[dict[str, Any]]
+    path: str | os.PathLike,
+    images: Sequence[np.ndarray | bytes],
+    records: Sequence[dict[str, Any]],
+    fmt: str = "png",
+    quality: int = 95,
 ) -> None:
     """Write images with their records to a tar shard, atomically and byte-reproducibly.
 
     Each record must hold `key` (unique, sortable) and `label` (the class index). WebDataset's
-    `.png`, `.cls` and `.json` entries are written; the record goes whole into `.json`.
+    image (`.png`, `.jpg` or `.webp` by `fmt`), `.cls` and `.json` entries are written, plus `.txt`
+    when the record has a `caption` (or else a `prompt`); the record goes whole into `.json`.
+    An image given as bytes is taken as already encoded in `fmt`.
     """
     if len(images) != len(records):
         raise ValueError(f"{len(images)} images but {len(records)} records")
+    ext = EXT_OF[fmt] if fmt in EXT_OF else fmt
     with atomic_path(path) as tmp:
         with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
             for image, rec in zip(images, records):
                 key = str(rec["key"])
-                _add(tar, f"{key}.png", encode_png(image))
+                data = image if isinstance(image, bytes) else encode_image(image, fmt, quality)
+                _add(tar, f"{key}.{ext}", data)
                 _add(tar, f"{key}.cls", str(int(rec["label"])).encode())
+                caption = rec.get("caption", rec.get("prompt"))
+                if caption is not None:
+                    _add(tar, f"{key}.txt", str(caption).encode())
                 _add(tar, f"{key}.json", json.dumps(rec, sort_keys=True).encode())
 
 
@@ -80,7 +112,8 @@ def iter_shards(
     for sample in ds:
         if limit is not None and n >= limit:
             return
-        yield decode_png(_raw(sample, "png"), mode), sample["json"]
+        ext = next(e for e in IMAGE_EXTS if e in sample)
+        yield decode_image(_raw(sample, ext), mode), sample["json"]
         n += 1
 
 
