@@ -7,11 +7,13 @@ rule prepare_data:
         classes=PLAN.classes,
     log:
         f"{R}/logs/prepare_data.log",
+    benchmark:
+        f"{R}/benchmarks/prepare_data/prepare_data.tsv"
     conda:
         "../envs/synthscale.yaml"
-    threads: threads("default")
+    threads: threads("prepare")
     resources:
-        **res("default"),
+        **res("prepare"),
     params:
         dataset=config["dataset"],
         eval_sets=config["eval_sets"],

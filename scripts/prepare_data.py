@@ -1,13 +1,18 @@
-"""Snakemake entry for rule prepare_data: adapt snakemake.* to synthscale.data."""
+"""Snakemake entry for rule prepare_data: adapt snakemake.* to synthscale.data / synthscale.imagefolder."""
 from pathlib import Path
 
-from synthscale.data import prepare_digits, prepare_imagefolder
+from synthscale.data import prepare_digits
+from synthscale.imagefolder import prepare_imagefolder
 from synthscale.runtime import job_setup
 
-job_setup(snakemake)
+job_setup(snakemake)  # no torch thread pinning: preparation never imports torch
 ds, eval_sets, seed = snakemake.params.dataset, snakemake.params.eval_sets, snakemake.params.seed
 out_dir = Path(snakemake.output.manifest).parent
 if ds["kind"] == "digits":
-    prepare_digits(out_dir, ds["image_size"], ds["test_fraction"], eval_sets, ds["shard_size"], seed)
+    enc = ds["encoding"]
+    prepare_digits(
+        out_dir, ds["image_size"], ds["test_fraction"], eval_sets, ds["shard_size"], seed,
+        fmt=enc["format"], quality=enc["quality"],
+    )
 else:
-    prepare_imagefolder(out_dir, ds, eval_sets, ds["shard_size"], seed)
+    prepare_imagefolder(out_dir, ds, eval_sets, ds["shard_size"], seed, workers=snakemake.threads)

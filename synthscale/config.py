@@ -25,7 +25,7 @@ RESOURCE_DEFAULTS: dict[str, Any] = {
     "slurm_partition": None,
     "slurm_extra": None,
 }
-STAGES = ("train_generator", "generate", "train", "evaluate", "quality")
+STAGES = ("prepare", "train_generator", "generate", "train", "evaluate", "quality")
 
 
 class ConfigError(ValueError):
@@ -104,6 +104,7 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
                 )
     elif any("root" in e for e in cfg["eval_sets"]):
         raise ConfigError("config key eval_sets.root: only an imagefolder dataset has eval roots")
+    _check_dataset(cfg, workdir)
 
     for g in cfg["generators"]:
         if g["kind"] == "pretrained":
@@ -127,6 +128,28 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
     base = {**RESOURCE_DEFAULTS, **res.get("default", {})}
     cfg["resources"] = {"default": base} | {s: {**base, **res.get(s, {})} for s in STAGES}
     return cfg
+
+
+def _check_dataset(cfg: dict[str, Any], workdir: Path) -> None:
+    """The class table reads (WordNet present where it fills names), eval-set class subsets exist."""
+    ds = cfg["dataset"]
+    if ds["kind"] == "digits":
+        from synthscale.data import digits_classes
+
+        ids = digits_classes()["id"].tolist()
+    else:
+        from synthscale.data import read_classes_table
+
+        try:
+            ids = read_classes_table(workdir / ds["classes_csv"])["id"].tolist()
+        except (ValueError, KeyError, FileNotFoundError) as err:
+            raise ConfigError(f"config key dataset.classes_csv: {err}") from None
+    for e in cfg["eval_sets"]:
+        unknown = [c for c in e.get("classes", []) if str(c) not in set(ids)]
+        if unknown:
+            raise ConfigError(
+                f"config key eval_sets.{e['name']}.classes: class id(s) {unknown} are not in the class table"
+            )
 
 
 def _check_unique(names: list[str], key: str) -> None:

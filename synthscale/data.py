@@ -1,4 +1,6 @@
-"""Real data: sklearn's digits (the offline default) or an ImageFolder tree (how ImageNet comes in).
+"""Real data: sklearn's digits (the offline default), and what every real dataset shares.
+
+ImageFolder trees (how ImageNet comes in) stream through synthscale.imagefolder.
 
 A prepared dataset is a folder with `classes.csv` (index, id, name, description, hypernym),
 one folder of tar shards per split, and `splits.json`, the manifest that lists them.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -18,7 +21,7 @@ import pandas as pd
 from PIL import Image, ImageFilter
 
 from synthscale.io import write_csv, write_json
-from synthscale.shards import shard_name, write_shard
+from synthscale.shards import ShardWriter
 
 # WordNet glosses and hypernyms for the ten digits (sklearn's digits carry no class text)
 DIGIT_CLASSES: list[dict[str, str]] = [
@@ -35,7 +38,6 @@ DIGIT_CLASSES: list[dict[str, str]] = [
 ]
 
 CLASS_COLUMNS = ["index", "id", "name", "description", "hypernym"]
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 
 
 def digits_classes() -> pd.DataFrame:
@@ -75,33 +77,40 @@ def interleave_by_class(labels: np.ndarray, seed: int) -> np.ndarray:
     """
     rng = np.random.default_rng(seed)
     classes = np.unique(labels)
-    queues = [list(rng.permutation(np.flatnonzero(labels == c))) for c in classes]
+    queues = [deque(rng.permutation(np.flatnonzero(labels == c)).tolist()) for c in classes]
     order: list[int] = []
-    while any(queues):
+    while queues:
         for q in queues:
-            if q:
-                order.append(int(q.pop(0)))
+            order.append(q.popleft())
+        queues = [q for q in queues if q]
     return np.asarray(order, dtype=np.int64)
+
+
+def shift_image(image: np.ndarray, shift: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+    """One image (H, W, C) under a shift: none, a seeded rotation by +-[degrees/2, degrees] or a
+    thickening (grey-level dilation of odd `size`). Draws from `rng` only for a rotation."""
+    kind = shift["kind"]
+    if kind == "none":
+        return image
+    pil = Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image)
+    if kind == "rotate":
+        angle = rng.uniform(shift["degrees"] / 2, shift["degrees"]) * rng.choice([-1, 1])
+        return np.asarray(pil.rotate(angle, resample=Image.BILINEAR)).reshape(image.shape)
+    if kind == "thicken":
+        return np.asarray(pil.filter(ImageFilter.MaxFilter(shift["size"]))).reshape(image.shape)
+    raise ValueError(f"unknown shift {kind!r}; choose none, rotate or thicken")
 
 
 def rotate(images: np.ndarray, degrees: float, seed: int) -> np.ndarray:
     """Rotate each image by a seeded angle drawn from +-[degrees/2, degrees]."""
     rng = np.random.default_rng(seed)
-    out = []
-    for im in images:
-        angle = rng.uniform(degrees / 2, degrees) * rng.choice([-1, 1])
-        pil = Image.fromarray(im.squeeze(-1) if im.shape[-1] == 1 else im)
-        out.append(np.asarray(pil.rotate(angle, resample=Image.BILINEAR)).reshape(im.shape))
-    return np.stack(out)
+    return np.stack([shift_image(im, {"kind": "rotate", "degrees": degrees}, rng) for im in images])
 
 
 def thicken(images: np.ndarray, size: int) -> np.ndarray:
     """Thicker strokes: a grey-level dilation (max filter) of odd `size`."""
-    out = []
-    for im in images:
-        pil = Image.fromarray(im.squeeze(-1) if im.shape[-1] == 1 else im)
-        out.append(np.asarray(pil.filter(ImageFilter.MaxFilter(size))).reshape(im.shape))
-    return np.stack(out)
+    rng = np.random.default_rng(0)
+    return np.stack([shift_image(im, {"kind": "thicken", "size": size}, rng) for im in images])
 
 
 def apply_shift(images: np.ndarray, shift: dict[str, Any], seed: int) -> np.ndarray:
@@ -121,19 +130,49 @@ def write_split(
     labels: np.ndarray,
     shard_size: int,
     extra: Callable[[int], dict[str, Any]] | None = None,
+    fmt: str = "png",
+    quality: int = 95,
 ) -> list[str]:
-    """Write a split as numbered shards; return the shard file names."""
-    folder = Path(folder)
-    names = []
-    for k, start in enumerate(range(0, len(images), shard_size)):
-        stop = min(start + shard_size, len(images))
-        recs = [
-            {"key": f"{i:08d}", "label": int(labels[i]), **(extra(i) if extra else {})}
-            for i in range(start, stop)
-        ]
-        write_shard(folder / shard_name(k), images[start:stop], recs)
-        names.append(shard_name(k))
-    return names
+    """Write a split as numbered shards through the streaming writer; return the shard file names."""
+    with ShardWriter(folder, shard_size, fmt, quality) as writer:
+        for i in range(len(images)):
+            writer.write(images[i], {"key": f"{i:08d}", "label": int(labels[i]), **(extra(i) if extra else {})})
+    return writer.names
+
+
+def split_entry(
+    name: str,
+    shards: Sequence[str],
+    labels: Sequence[int] | np.ndarray,
+    n_classes: int,
+    classes: Sequence[int] | None = None,
+    bad_files: Sequence[str] = (),
+    **extra: Any,
+) -> dict[str, Any]:
+    """A split's manifest entry: shards, count, per-class counts, its class subset, bad files."""
+    per_class = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes)
+    entry: dict[str, Any] = {
+        "shards": [f"{name}/{s}" for s in shards],
+        "count": int(per_class.sum()),
+        "per_class": per_class.tolist(),
+        "n_bad": len(bad_files),
+        "bad_files": list(bad_files),
+        **extra,
+    }
+    if classes is not None:
+        entry["classes"] = sorted(int(c) for c in classes)
+    return entry
+
+
+def class_subset(ev: dict[str, Any], class_ids: Sequence[str]) -> list[int] | None:
+    """The class indices an eval set covers (its `classes` ids), or None for all classes."""
+    if ev.get("classes") is None:
+        return None
+    index = {cid: i for i, cid in enumerate(class_ids)}
+    unknown = [c for c in ev["classes"] if str(c) not in index]
+    if unknown:
+        raise ValueError(f"eval set {ev['name']!r}: class id(s) {unknown} are not in the class table")
+    return sorted(index[str(c)] for c in ev["classes"])
 
 
 def prepare_digits(
@@ -143,109 +182,68 @@ def prepare_digits(
     eval_sets: Sequence[dict[str, Any]],
     shard_size: int,
     seed: int,
+    fmt: str = "png",
+    quality: int = 95,
 ) -> dict[str, Any]:
-    """Prepare sklearn's digits: class table, interleaved train split, test and shifted test sets."""
+    """Prepare sklearn's digits: class table, interleaved train split, test and shifted test sets.
+
+    An eval set with `classes` keeps only the test images of those classes.
+    """
     images, labels = load_digits_images(image_size)
     train_idx, test_idx = stratified_split(labels, test_fraction, seed)
     train_idx = train_idx[interleave_by_class(labels[train_idx], seed)]
-    splits = {"train": (images[train_idx], labels[train_idx])}
+    classes = digits_classes()
+    out_dir = Path(out_dir)
+    manifest: dict[str, Any] = {"classes": len(classes), "splits": {}}
+    splits = [("train", images[train_idx], labels[train_idx], None)]
     test_images, test_labels = images[test_idx], labels[test_idx]
     for k, ev in enumerate(eval_sets):
         shift = ev.get("shift", {"kind": "none"})
-        splits[ev["name"]] = (apply_shift(test_images, shift, seed + 1 + k), test_labels)
-    return _write_prepared(out_dir, digits_classes(), splits, shard_size)
-
-
-def _write_prepared(
-    out_dir: str | os.PathLike,
-    classes: pd.DataFrame,
-    splits: dict[str, tuple[np.ndarray, np.ndarray]],
-    shard_size: int,
-) -> dict[str, Any]:
-    out_dir = Path(out_dir)
-    manifest: dict[str, Any] = {"classes": len(classes), "splits": {}}
-    for name, (ims, labs) in splits.items():
-        shards = write_split(out_dir / name, ims, labs, shard_size)
-        manifest["splits"][name] = {
-            "shards": [f"{name}/{s}" for s in shards],
-            "count": int(len(ims)),
-            "per_class": np.bincount(labs, minlength=len(classes)).tolist(),
-        }
+        subset = class_subset(ev, classes["id"].tolist())
+        ims = apply_shift(test_images, shift, seed + 1 + k)
+        keep = np.isin(test_labels, subset) if subset is not None else np.ones(len(test_labels), bool)
+        splits.append((ev["name"], ims[keep], test_labels[keep], subset))
+    for name, ims, labs, subset in splits:
+        shards = write_split(out_dir / name, ims, labs, shard_size, fmt=fmt, quality=quality)
+        manifest["splits"][name] = split_entry(name, shards, labs, len(classes), subset)
     write_csv(out_dir / "classes.csv", classes)
     write_json(out_dir / "splits.json", manifest)
     return manifest
 
 
 def read_classes_table(path: str | os.PathLike) -> pd.DataFrame:
-    """A user's class table: `id` and `name` required; description and hypernym optional."""
+    """A user's class table: `id` required; `name`, `description` and `hypernym` optional.
+
+    Where every id is a WordNet noun id (ImageNet's `n01440764`), missing names, descriptions
+    (WordNet glosses) and hypernyms come from WordNet, offline (synthscale.wordnet); otherwise
+    `name` is required.
+    """
+    from synthscale import wordnet
+
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = {"id", "name"} - set(df.columns)
-    if missing:
-        raise ValueError(f"class table {path} lacks column(s) {sorted(missing)}")
-    for col in ("description", "hypernym"):
+    if "id" not in df.columns:
+        raise ValueError(f"class table {path} lacks column(s) ['id']")
+    if df["id"].duplicated().any():
+        raise ValueError(f"class table {path}: id {df['id'][df['id'].duplicated()].iloc[0]!r} appears twice")
+    for col in ("name", "description", "hypernym"):
         if col not in df.columns:
             df[col] = ""
+    wnids = len(df) > 0 and all(wordnet.is_wnid(i) for i in df["id"])
+    if not wnids and (df["name"] == "").any():
+        raise ValueError(
+            f"class table {path} lacks column(s) ['name'] (or a name for class "
+            f"{df['id'][df['name'] == ''].iloc[0]!r}); only WordNet ids (n01440764) may omit names"
+        )
+    if wnids:
+        for i, wnid in enumerate(df["id"]):
+            missing = [c for c in ("name", "description", "hypernym") if not df.at[i, c]]
+            if missing:
+                row = wordnet.class_row(wnid)
+                for c in missing:
+                    df.at[i, c] = row[c]
     df = df.reset_index(drop=True)
     df.insert(0, "index", np.arange(len(df)))
     return df[CLASS_COLUMNS]
-
-
-def scan_imagefolder(root: str | os.PathLike, class_ids: Sequence[str]) -> list[tuple[Path, int]]:
-    """(path, class index) for every image under root/<class id>/, sorted for determinism."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist")
-    items = []
-    for ci, cid in enumerate(class_ids):
-        folder = root / cid
-        if not folder.is_dir():
-            raise FileNotFoundError(f"image folder {root} has no folder for class {cid!r}")
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-        items += [(p, ci) for p in files]
-    if not items:
-        raise FileNotFoundError(f"no images found under {root}")
-    return items
-
-
-def load_image(path: Path, image_size: int, channels: int) -> np.ndarray:
-    """Resize the shorter side to image_size and centre-crop, as uint8 (S, S, C)."""
-    with Image.open(path) as im:
-        im = im.convert("L" if channels == 1 else "RGB")
-        w, h = im.size
-        s = image_size / min(w, h)
-        im = im.resize((max(image_size, round(w * s)), max(image_size, round(h * s))), Image.BICUBIC)
-        w, h = im.size
-        left, top = (w - image_size) // 2, (h - image_size) // 2
-        im = im.crop((left, top, left + image_size, top + image_size))
-        return np.asarray(im).reshape(image_size, image_size, channels)
-
-
-def prepare_imagefolder(
-    out_dir: str | os.PathLike,
-    ds: dict[str, Any],
-    eval_sets: Sequence[dict[str, Any]],
-    shard_size: int,
-    seed: int,
-) -> dict[str, Any]:
-    """Prepare an ImageFolder dataset: train from `train_dir`, eval sets from their own folders."""
-    classes = read_classes_table(ds["classes_csv"])
-    ids = classes["id"].tolist()
-    size, ch = ds["image_size"], ds["channels"]
-
-    def load(root: str) -> tuple[np.ndarray, np.ndarray]:
-        items = scan_imagefolder(root, ids)
-        return (
-            np.stack([load_image(p, size, ch) for p, _ in items]),
-            np.asarray([c for _, c in items], dtype=np.int64),
-        )
-
-    train_images, train_labels = load(ds["train_dir"])
-    order = interleave_by_class(train_labels, seed)
-    splits = {"train": (train_images[order], train_labels[order])}
-    for k, ev in enumerate(eval_sets):
-        ims, labs = load(ev.get("root") or ds["test_dir"])
-        splits[ev["name"]] = (apply_shift(ims, ev.get("shift", {"kind": "none"}), seed + 1 + k), labs)
-    return _write_prepared(out_dir, classes, splits, shard_size)
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:

@@ -89,6 +89,49 @@ def write_shard(
                 _add(tar, f"{key}.json", json.dumps(rec, sort_keys=True).encode())
 
 
+class ShardWriter:
+    """Write samples one at a time into numbered shards of `shard_size`, each shard atomic.
+
+    Only the current shard's encoded images are held, so memory is bounded by one shard however
+    many samples pass. Images given as bytes are taken as already encoded in `fmt`.
+    Use as a context manager; `close()` flushes the last, partial shard. `names` lists the shards.
+    """
+
+    def __init__(self, folder: str | os.PathLike, shard_size: int, fmt: str = "png", quality: int = 95):
+        if shard_size < 1:
+            raise ValueError(f"shard_size must be positive, got {shard_size}")
+        self.folder, self.shard_size, self.fmt, self.quality = Path(folder), shard_size, fmt, quality
+        self.names: list[str] = []
+        self.count = 0
+        self._images: list[np.ndarray | bytes] = []
+        self._records: list[dict[str, Any]] = []
+
+    def write(self, image: np.ndarray | bytes, record: dict[str, Any]) -> None:
+        self._images.append(image)
+        self._records.append(record)
+        self.count += 1
+        if len(self._images) == self.shard_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._images:
+            return
+        name = shard_name(len(self.names))
+        write_shard(self.folder / name, self._images, self._records, self.fmt, self.quality)
+        self.names.append(name)
+        self._images, self._records = [], []
+
+    def close(self) -> None:
+        self._flush()
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:  # a failed write leaves no partial last shard
+            self.close()
+
+
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)

@@ -10,10 +10,10 @@ from synthscale.data import (
     digits_classes,
     interleave_by_class,
     prepare_digits,
-    prepare_imagefolder,
     split_shards,
     thicken,
 )
+from synthscale.imagefolder import prepare_imagefolder
 from synthscale.prompts import class_prompts, read_prompts, write_prompts
 from synthscale.shards import load_arrays
 
@@ -62,6 +62,15 @@ def test_prepare_digits_writes_balanced_splits(tmp_path):
     assert t.shape == r.shape and not np.array_equal(t, r)
 
 
+def test_prepare_digits_eval_set_class_subset(tmp_path):
+    m = prepare_digits(tmp_path, 8, 0.33, [{"name": "test"}, {"name": "sub", "classes": ["3", 7]}], 500, 0)
+    sub, test = m["splits"]["sub"], m["splits"]["test"]
+    assert sub["classes"] == [3, 7] and "classes" not in test
+    assert sub["count"] == test["per_class"][3] + test["per_class"][7]
+    _, y, _ = load_arrays(split_shards(tmp_path / "splits.json", "sub"), mode="L")
+    assert set(y.tolist()) == {3, 7}
+
+
 def test_prepare_imagefolder(tmp_path):
     for split, n in (("train", 4), ("val", 2)):
         for cid in ("n01", "n02"):
@@ -70,7 +79,9 @@ def test_prepare_imagefolder(tmp_path):
                 Image.new("RGB", (40, 30), (i * 40, 10, 200)).save(tmp_path / split / cid / f"{i}.jpg")
     pd.DataFrame({"id": ["n01", "n02"], "name": ["tench", "goldfish"]}).to_csv(tmp_path / "c.csv", index=False)
     ds = {"image_size": 16, "channels": 3, "train_dir": str(tmp_path / "train"),
-          "test_dir": str(tmp_path / "val"), "classes_csv": str(tmp_path / "c.csv")}
+          "test_dir": str(tmp_path / "val"), "classes_csv": str(tmp_path / "c.csv"),
+          "storage_size": None, "center_crop": True, "encoding": {"format": "png", "quality": 95},
+          "max_bad_fraction": 0.0}
     m = prepare_imagefolder(tmp_path / "out", ds, [{"name": "test"}], 100, 0)
     assert m["splits"]["train"]["per_class"] == [4, 4] and m["splits"]["test"]["count"] == 4
     x, y, _ = load_arrays(split_shards(tmp_path / "out/splits.json", "train"))

@@ -1,0 +1,237 @@
+"""Streaming ImageFolder preparation: interleaved order, bad files, class subsets, encodings, WordNet."""
+import io
+import itertools
+import json
+import math
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from synthscale import wordnet
+from synthscale.config import ConfigError, check_config
+from synthscale.data import read_classes_table, split_shards
+from synthscale.imagefolder import (
+    TooManyBadFiles,
+    _interleave_good,
+    prepare_imagefolder,
+    scan_imagefolder,
+)
+from synthscale.shards import load_arrays
+
+C, PER_CLASS, PER_CLASS_TEST = 20, 100, 10
+COLOURS = np.array(list(itertools.product([20, 90, 160, 230], [20, 90, 160, 230], [40, 200]))[:C])
+IDS = [f"c{k:02d}" for k in range(C)]
+SUBSET = IDS[:5]  # the subset eval set; its last class folder is empty
+
+
+def _image(rng, c, size=(32, 24)):
+    """A 32x24 (w x h) image of class c's colour with a little noise."""
+    noise = rng.integers(-12, 13, size=(size[1], size[0], 3))
+    return Image.fromarray(np.clip(COLOURS[c] + noise, 0, 255).astype(np.uint8))
+
+
+def _dataset(root, train_dir, test_dir, **over):
+    ds = {"name": "toy", "kind": "imagefolder", "image_size": 12, "channels": 3,
+          "train_dir": str(train_dir), "test_dir": str(test_dir), "classes_csv": str(root / "classes.csv"),
+          "storage_size": None, "center_crop": True, "encoding": {"format": "jpeg", "quality": 90},
+          "max_bad_fraction": 0.01}
+    return {**ds, **over}
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """~2000 JPEGs over 20 classes, a truncated JPEG, a text file named .jpg, a subset eval set."""
+    root = tmp_path_factory.mktemp("imagefolder")
+    rng = np.random.default_rng(0)
+    for split, n, classes in (("train", PER_CLASS, IDS), ("val", PER_CLASS_TEST, IDS),
+                              ("sub", PER_CLASS_TEST, SUBSET[:-1])):
+        for c, cid in enumerate(classes):
+            (root / split / cid).mkdir(parents=True)
+            for i in range(n):
+                _image(rng, c).save(root / split / cid / f"{cid}_{i:04d}.jpg", quality=95)
+    (root / "sub" / SUBSET[-1]).mkdir()  # an empty class folder in the eval set
+    truncated = root / "train" / "c03" / "c03_0007.jpg"
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    (root / "train" / "c05" / "c05_0011.jpg").write_text("this is not an image\n")
+    (root / "train" / "c05" / "notes.txt").write_text("not an image extension: never scanned\n")
+    pd.DataFrame({"id": IDS, "name": [f"class {k}" for k in range(C)]}).to_csv(root / "classes.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def prepared(folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prepared")
+    ds = _dataset(folder, folder / "train", folder / "val")
+    evs = [{"name": "test"}, {"name": "sub", "root": str(folder / "sub"), "classes": SUBSET}]
+    manifest = prepare_imagefolder(out, ds, evs, shard_size=256, seed=0, workers=2)
+    return out, manifest
+
+
+def test_shards_counts_and_bad_files_in_manifest(prepared):
+    out, m = prepared
+    assert m == json.loads((out / "splits.json").read_text())
+    train = m["splits"]["train"]
+    assert train["count"] == C * PER_CLASS - 2
+    assert len(train["shards"]) == math.ceil(train["count"] / 256)
+    assert all((out / s).is_file() for s in train["shards"])
+    assert train["n_bad"] == 2
+    assert sorted(Path(p).name for p in train["bad_files"]) == ["c03_0007.jpg", "c05_0011.jpg"]
+    assert train["per_class"][3] == train["per_class"][5] == PER_CLASS - 1
+    assert m["splits"]["test"]["count"] == C * PER_CLASS_TEST and m["splits"]["test"]["n_bad"] == 0
+
+
+def test_training_order_is_interleaved_and_labels_match_pixels(prepared):
+    out, _ = prepared
+    x, y, recs = load_arrays(split_shards(out / "splits.json", "train"))
+    assert x.shape == (C * PER_CLASS - 2, 12, 12, 3)
+    # a skipped file's slot goes to the next image of its class: every prefix of whole rounds is balanced
+    assert y[: C * (PER_CLASS - 1)].tolist() == list(range(C)) * (PER_CLASS - 1)
+    nearest = np.argmin(((x.reshape(len(x), -1, 3).mean(1)[:, None] - COLOURS[None]) ** 2).sum(-1), axis=1)
+    np.testing.assert_array_equal(nearest, y)
+    assert [r["key"] for r in recs[:3]] == ["00000000", "00000001", "00000002"]
+    assert all(r["file"].startswith(IDS[r["label"]] + "/") for r in recs)
+    assert len({r["file"] for r in recs}) == len(recs)
+
+
+def test_eval_set_covers_a_class_subset_and_reports_empty_classes(prepared):
+    out, m = prepared
+    sub = m["splits"]["sub"]
+    assert sub["classes"] == [0, 1, 2, 3, 4]
+    assert sub["empty_classes"] == [SUBSET[-1]]
+    assert sub["count"] == 4 * PER_CLASS_TEST and sub["per_class"][4] == 0
+    assert "classes" not in m["splits"]["test"] and m["splits"]["test"]["empty_classes"] == []
+    _, y, _ = load_arrays(split_shards(out / "splits.json", "sub"))
+    assert sorted(set(y.tolist())) == [0, 1, 2, 3]
+
+
+def test_too_many_bad_files_fails_naming_them(folder, tmp_path):
+    ds = _dataset(folder, folder / "train", folder / "val", max_bad_fraction=0.0005)
+    with pytest.raises(TooManyBadFiles, match=r"c03_0007\.jpg.*c05_0011\.jpg|c05_0011\.jpg.*c03_0007\.jpg") as e:
+        prepare_imagefolder(tmp_path, ds, [{"name": "test"}], 256, 0)
+    assert "max_bad_fraction" in str(e.value)
+    assert not (tmp_path / "splits.json").exists()
+
+
+def _small_tree(root, n_classes=2, n=3, size=(32, 24)):
+    rng = np.random.default_rng(1)
+    for c in range(n_classes):
+        (root / f"k{c}").mkdir(parents=True)
+        for i in range(n):
+            _image(rng, c, size).save(root / f"k{c}" / f"{i}.png")
+    pd.DataFrame({"id": [f"k{c}" for c in range(n_classes)], "name": ["a", "b", "c"][:n_classes]}).to_csv(
+        root / "classes.csv", index=False)
+    return root
+
+
+def test_training_split_missing_or_empty_class_is_an_error(tmp_path):
+    root = _small_tree(tmp_path / "t")
+    pd.DataFrame({"id": ["k0", "k1", "k9"], "name": ["a", "b", "z"]}).to_csv(root / "c3.csv", index=False)
+    ds = _dataset(root, root, root, classes_csv=str(root / "c3.csv"))
+    with pytest.raises(FileNotFoundError, match="no folder for class 'k9'"):
+        prepare_imagefolder(tmp_path / "o1", ds, [{"name": "test"}], 10, 0)
+    (root / "k9").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty folder for class 'k9'"):
+        prepare_imagefolder(tmp_path / "o2", ds, [{"name": "test"}], 10, 0)
+    # an eval set may lack the class: it is scanned and reported, not an error
+    files = scan_imagefolder(root, ["k0", "k1", "k9"], allow_empty=True)
+    assert files.empty_classes == ["k9"] and len(files.files) == 6
+
+
+@pytest.mark.parametrize("fmt,ext,tol", [("png", "png", 0), ("jpeg", "jpg", 12), ("webp", "webp", 12)])
+def test_encodings_round_trip_at_the_storage_size(tmp_path, fmt, ext, tol):
+    root = _small_tree(tmp_path / "t")
+    ds = _dataset(root, root, root, image_size=8, storage_size=12, center_crop=False,
+                  encoding={"format": fmt, "quality": 90})
+    m = prepare_imagefolder(tmp_path / "o", ds, [{"name": "test"}], 4, 0)
+    shard = tmp_path / "o" / m["splits"]["train"]["shards"][0]
+    with tarfile.open(shard) as tar:
+        names = tar.getnames()
+        first = tar.extractfile(f"00000000.{ext}").read()
+    assert f"00000000.{ext}" in names and len(m["splits"]["train"]["shards"]) == 2
+    got = np.asarray(Image.open(io.BytesIO(first)).convert("RGB"))
+    assert got.shape == (12, 16, 3)  # shorter side 12, aspect kept (24x32 -> 12x16)
+    rec = json.loads(tarfile.open(shard).extractfile("00000000.json").read())
+    with Image.open(root / rec["file"]) as im:
+        ref = np.asarray(im.convert("RGB").resize((16, 12), Image.BICUBIC)).astype(int)
+    assert np.abs(got.astype(int) - ref).mean() <= tol + 1e-9
+
+
+def test_interleave_good_fills_holes_from_the_same_class():
+    # classes 0,1,2 interleaved; class 1's second file is bad, class 2 has one file only
+    stream = [(0, "a0"), (1, "b0"), (2, "c0"), (0, "a1"), (1, None), (0, "a2"), (1, "b2"), (0, "a3")]
+    got = list(_interleave_good(iter(stream), np.array([4, 3, 1])))
+    assert got == [(0, "a0"), (1, "b0"), (2, "c0"), (0, "a1"), (1, "b2"), (0, "a2"), (0, "a3")]
+
+
+# --- class tables from WordNet ids ---
+
+WNIDS = {  # ImageNet wnid: (name, a word of the gloss, hypernym), from WordNet 3.0
+    "n01440764": ("tench", "freshwater", "cyprinid"),
+    "n02102040": ("English springer", "black-and-white", "springer spaniel"),
+    "n02123045": ("tabby", "mottled", "domestic cat"),
+    "n09246464": ("cliff", "steep", "geological formation"),
+    "n03000134": ("chainlink fence", "diamond", "fence"),
+}
+needs_wordnet = pytest.mark.skipif(
+    not any((d / "data.noun").is_file() for d in wordnet.candidate_dirs()),
+    reason="WordNet 3.0 data not installed (apt-get install wordnet-base)",
+)
+
+
+@needs_wordnet
+def test_class_table_from_wordnet_ids(tmp_path):
+    pd.DataFrame({"id": list(WNIDS)}).to_csv(tmp_path / "c.csv", index=False)
+    df = read_classes_table(tmp_path / "c.csv")
+    assert df["index"].tolist() == list(range(len(WNIDS)))
+    for _, row in df.iterrows():
+        name, gloss_word, hyper = WNIDS[row["id"]]
+        assert row["name"] == name and gloss_word in row["description"] and row["hypernym"] == hyper
+    # given columns win over WordNet
+    pd.DataFrame({"id": ["n01440764"], "name": ["my tench"]}).to_csv(tmp_path / "d.csv", index=False)
+    row = read_classes_table(tmp_path / "d.csv").iloc[0]
+    assert row["name"] == "my tench" and row["hypernym"] == "cyprinid"
+    with pytest.raises(KeyError, match="n00000001"):
+        wordnet.synset("n00000001")
+
+
+def test_missing_wordnet_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setattr(wordnet, "candidate_dirs", lambda: [tmp_path])
+    with pytest.raises(FileNotFoundError, match="apt-get install wordnet-base"):
+        wordnet.find_wordnet()
+
+
+def test_class_table_without_names_needs_wordnet_ids(tmp_path):
+    pd.DataFrame({"id": ["cat", "dog"]}).to_csv(tmp_path / "c.csv", index=False)
+    with pytest.raises(ValueError, match="name"):
+        read_classes_table(tmp_path / "c.csv")
+
+
+# --- config checks ---
+
+def _config(folder, **ds_over):
+    cfg = yaml.safe_load(Path("configs/test.yaml").read_text())
+    cfg["dataset"] = {"name": "toy", "kind": "imagefolder", "image_size": 12, "train_dir": str(folder / "train"),
+                      "test_dir": str(folder / "val"), "classes_csv": str(folder / "classes.csv"), **ds_over}
+    cfg["eval_sets"] = [{"name": "test"}, {"name": "sub", "root": str(folder / "sub"), "classes": SUBSET}]
+    return cfg
+
+
+def test_config_fills_storage_defaults_and_checks_eval_classes(folder, tmp_path):
+    cfg = check_config(_config(folder))
+    ds = cfg["dataset"]
+    assert ds["storage_size"] is None and ds["center_crop"] is True and ds["encoding"]["format"] == "png"
+    assert 0 < ds["max_bad_fraction"] < 1 and "prepare" in cfg["resources"]
+    bad = _config(folder)
+    bad["eval_sets"][1]["classes"] = ["c00", "zz"]
+    with pytest.raises(ConfigError, match=r"config key eval_sets\.sub\.classes: .*'zz'"):
+        check_config(bad)
+    pd.DataFrame({"id": ["cat"]}).to_csv(tmp_path / "c.csv", index=False)
+    with pytest.raises(ConfigError, match=r"config key dataset\.classes_csv"):
+        check_config(_config(folder, classes_csv=str(tmp_path / "c.csv")))
+    with pytest.raises(ConfigError, match=r"config key dataset\.encoding\.format"):
+        check_config(_config(folder, encoding={"format": "gif"}))
