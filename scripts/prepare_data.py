@@ -1,4 +1,6 @@
 """Snakemake entry for rule prepare_data: adapt snakemake.* to synthscale.data / synthscale.imagefolder."""
+import logging
+import sys
 from pathlib import Path
 
 from synthscale.data import prepare_digits
@@ -6,6 +8,8 @@ from synthscale.imagefolder import prepare_imagefolder
 from synthscale.runtime import job_setup
 
 job_setup(snakemake)  # no torch thread pinning: preparation never imports torch
+# bad files and empty eval classes are logged as warnings: into the job's log
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s", force=True)
 ds, eval_sets, seed = snakemake.params.dataset, snakemake.params.eval_sets, snakemake.params.seed
 out_dir = Path(snakemake.output.manifest).parent
 if ds["kind"] == "digits":

@@ -51,3 +51,22 @@ def test_killed_write_leaves_no_target(tmp_path):
             raise RuntimeError("killed")
     assert not target.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_shard_writer_streams_numbered_shards(tmp_path, rng):
+    from synthscale.shards import ShardWriter, encode_image, shard_name, shard_paths
+
+    images = rng.integers(0, 256, size=(10, 8, 8, 3), dtype=np.uint8)
+    with ShardWriter(tmp_path / "w", 4, "webp", 90) as w:
+        for i, im in enumerate(images):
+            # arrays and already-encoded bytes both pass
+            w.write(encode_image(im, "webp", 90) if i % 2 else im, {"key": f"{i:08d}", "label": i % 3})
+    assert w.names == [shard_name(k) for k in range(3)] and w.count == 10
+    got, labels, _ = load_arrays(shard_paths(tmp_path / "w", 3))
+    assert got.shape == images.shape and labels.tolist() == [i % 3 for i in range(10)]
+    with pytest.raises(RuntimeError):
+        with ShardWriter(tmp_path / "x", 4) as w:
+            for i, im in enumerate(images[:6]):
+                w.write(im, {"key": f"{i:08d}", "label": 0})
+            raise RuntimeError("killed")
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == [shard_name(0)]  # no partial last shard
