@@ -11,6 +11,7 @@ next file of its class, so position i still holds class i mod C while classes la
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import os
@@ -152,10 +153,10 @@ def _work(tasks: list[Task], spec: ImageSpec, shift: dict[str, Any], seed: int) 
 
 
 def _results(
-    tasks: Sequence[Task], spec: ImageSpec, shift: dict[str, Any], seed: int, workers: int
+    tasks: Iterator[Task], spec: ImageSpec, shift: dict[str, Any], seed: int, workers: int
 ) -> Iterator[Result]:
     """Results in task order; chunks run in `workers` processes with a bounded number in flight."""
-    chunks = (list(tasks[i : i + CHUNK]) for i in range(0, len(tasks), CHUNK))
+    chunks = iter(lambda: list(itertools.islice(tasks, CHUNK)), [])
     if workers <= 1:
         for chunk in chunks:
             yield from _work(chunk, spec, shift, seed)
@@ -241,18 +242,19 @@ def prepare_split(
         if interleave_seed is not None
         else np.arange(len(files.files))
     )
-    tasks = [(str(files.root / files.files[i]), int(files.labels[i]), int(i)) for i in order]
-    bad = _BadFiles(len(tasks), max_bad_fraction, name)
+    # made lazily: only the chunks in flight exist, not a task per file
+    tasks = ((str(files.root / files.files[i]), int(files.labels[i]), int(i)) for i in order)
+    bad = _BadFiles(len(order), max_bad_fraction, name)
     n_classes = n_classes or int(files.labels.max()) + 1
     labels_out: list[int] = []
-    bar = tqdm(total=len(tasks), desc=f"prepare {name}", unit="img", mininterval=5, file=sys.stderr)
+    bar = tqdm(total=len(order), desc=f"prepare {name}", unit="img", mininterval=5, file=sys.stderr)
 
     def checked() -> Iterator[tuple[int, tuple[bytes, str] | None]]:
         results = _results(tasks, spec, shift, shift_seed, workers)
-        for i, (path, _, _), (label, data, err) in zip(order, tasks, results):
+        for i, (label, data, err) in zip(order, results):
             bar.update()
             if data is None:
-                bad.add(path, err)
+                bad.add(str(files.root / files.files[i]), err)
             yield label, None if data is None else (data, files.files[i])
 
     stream = checked()
@@ -267,7 +269,7 @@ def prepare_split(
             labels_out.append(label)
     bar.close()
     if bad.files:
-        log.warning("prepare %s: skipped %d unreadable image(s) of %d", name, len(bad.files), len(tasks))
+        log.warning("prepare %s: skipped %d unreadable image(s) of %d", name, len(bad.files), len(order))
     return {"shards": writer.names}, bad.files, labels_out
 
 
