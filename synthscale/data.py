@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -74,16 +73,18 @@ def interleave_by_class(labels: np.ndarray, seed: int) -> np.ndarray:
     """An order of indices where position i holds class i mod C for as long as every class lasts.
 
     Within a class the order is a seeded shuffle; the first N positions are class-balanced.
+    Vectorised (a few int64 arrays of len(labels)), so it serves ImageNet-sized file lists.
     """
+    labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
-    classes = np.unique(labels)
-    queues = [deque(rng.permutation(np.flatnonzero(labels == c)).tolist()) for c in classes]
-    order: list[int] = []
-    while queues:
-        for q in queues:
-            order.append(q.popleft())
-        queues = [q for q in queues if q]
-    return np.asarray(order, dtype=np.int64)
+    classes, pos = np.unique(labels, return_inverse=True)
+    by_class = np.argsort(pos, kind="stable")  # members of each class, in index order
+    bounds = np.cumsum(np.bincount(pos, minlength=len(classes)))[:-1]
+    rank = np.empty(len(labels), dtype=np.int64)
+    for members in np.split(by_class, bounds):
+        rank[rng.permutation(members)] = np.arange(len(members))
+    # round r emits, in class order, the r-th shuffled member of every class that has one
+    return np.lexsort((pos, rank)).astype(np.int64)
 
 
 def shift_image(image: np.ndarray, shift: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
@@ -143,14 +144,13 @@ def write_split(
 def split_entry(
     name: str,
     shards: Sequence[str],
-    labels: Sequence[int] | np.ndarray,
-    n_classes: int,
+    per_class: Sequence[int] | np.ndarray,
     classes: Sequence[int] | None = None,
     bad_files: Sequence[str] = (),
     **extra: Any,
 ) -> dict[str, Any]:
     """A split's manifest entry: shards, count, per-class counts, its class subset, bad files."""
-    per_class = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes)
+    per_class = np.asarray(per_class, dtype=np.int64)
     entry: dict[str, Any] = {
         "shards": [f"{name}/{s}" for s in shards],
         "count": int(per_class.sum()),
@@ -205,7 +205,8 @@ def prepare_digits(
         splits.append((ev["name"], ims[keep], test_labels[keep], subset))
     for name, ims, labs, subset in splits:
         shards = write_split(out_dir / name, ims, labs, shard_size, fmt=fmt, quality=quality)
-        manifest["splits"][name] = split_entry(name, shards, labs, len(classes), subset)
+        per_class = np.bincount(labs, minlength=len(classes))
+        manifest["splits"][name] = split_entry(name, shards, per_class, subset)
     write_csv(out_dir / "classes.csv", classes)
     write_json(out_dir / "splits.json", manifest)
     return manifest

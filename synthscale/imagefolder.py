@@ -228,10 +228,10 @@ def prepare_split(
     max_bad_fraction: float = 0.0,
     workers: int = 1,
     n_classes: int | None = None,
-) -> tuple[dict[str, Any], list[str], list[int]]:
+) -> tuple[list[str], list[str], np.ndarray]:
     """Stream one split's files into shards under out_dir/name.
 
-    Returns (per-split manifest fields without the class subset, bad files, labels written).
+    Returns (shard names, bad files, images written per class).
     With `interleave_seed` the order is class-interleaved (the training split); else scan order.
     """
     from tqdm import tqdm
@@ -246,7 +246,7 @@ def prepare_split(
     tasks = ((str(files.root / files.files[i]), int(files.labels[i]), int(i)) for i in order)
     bad = _BadFiles(len(order), max_bad_fraction, name)
     n_classes = n_classes or int(files.labels.max()) + 1
-    labels_out: list[int] = []
+    per_class = np.zeros(n_classes, dtype=np.int64)
     bar = tqdm(total=len(order), desc=f"prepare {name}", unit="img", mininterval=5, file=sys.stderr)
 
     def checked() -> Iterator[tuple[int, tuple[bytes, str] | None]]:
@@ -266,11 +266,11 @@ def prepare_split(
     with ShardWriter(Path(out_dir) / name, shard_size, spec.fmt, spec.quality) as writer:
         for label, (data, rel) in good:
             writer.write(data, {"key": f"{writer.count:08d}", "label": label, "file": rel})
-            labels_out.append(label)
+            per_class[label] += 1
     bar.close()
     if bad.files:
         log.warning("prepare %s: skipped %d unreadable image(s) of %d", name, len(bad.files), len(order))
-    return {"shards": writer.names}, bad.files, labels_out
+    return writer.names, bad.files, per_class
 
 
 def prepare_imagefolder(
@@ -295,23 +295,23 @@ def prepare_imagefolder(
     common = dict(max_bad_fraction=ds["max_bad_fraction"], workers=workers, n_classes=len(ids))
 
     train = scan_imagefolder(ds["train_dir"], ids)
-    fields, bad, labels = prepare_split(out_dir, "train", train, spec, shard_size, interleave_seed=seed, **common)
-    never = [ids[c] for c in np.flatnonzero(np.bincount(labels, minlength=len(ids)) == 0)]
+    shards, bad, per_class = prepare_split(out_dir, "train", train, spec, shard_size, interleave_seed=seed, **common)
+    never = [ids[c] for c in np.flatnonzero(per_class == 0)]
     if never:
         raise FileNotFoundError(f"training split: no readable image for class(es) {never}")
-    manifest["splits"]["train"] = split_entry("train", fields["shards"], labels, len(ids), None, bad)
+    manifest["splits"]["train"] = split_entry("train", shards, per_class, None, bad)
 
     for k, ev in enumerate(eval_sets):
         subset = class_subset(ev, ids)
         files = scan_imagefolder(ev.get("root") or ds["test_dir"], ids, subset, allow_empty=True)
         if files.empty_classes:
             log.warning("eval set %s: no images for class(es) %s", ev["name"], files.empty_classes)
-        fields, bad, labels = prepare_split(
+        shards, bad, per_class = prepare_split(
             out_dir, ev["name"], files, spec, shard_size,
             shift=ev.get("shift"), shift_seed=seed + 1 + k, **common,
         )
         manifest["splits"][ev["name"]] = split_entry(
-            ev["name"], fields["shards"], labels, len(ids), subset, bad, empty_classes=files.empty_classes
+            ev["name"], shards, per_class, subset, bad, empty_classes=files.empty_classes
         )
     write_csv(out_dir / "classes.csv", classes)
     write_json(out_dir / "splits.json", manifest)
