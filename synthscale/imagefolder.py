@@ -15,6 +15,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import shutil
 import sys
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -263,6 +264,7 @@ def prepare_split(
         if interleave_seed is not None
         else ((label, data) for label, data in stream if data is not None)
     )
+    shutil.rmtree(Path(out_dir) / name, ignore_errors=True)  # no stale shards of an earlier run
     with ShardWriter(Path(out_dir) / name, shard_size, spec.fmt, spec.quality) as writer:
         for label, (data, rel) in good:
             writer.write(data, {"key": f"{writer.count:08d}", "label": label, "file": rel})
