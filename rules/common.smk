@@ -1,8 +1,10 @@
 # Shared helpers: check the config before any job starts, and derive every path from it.
+import re
 import sys
 
 from synthscale import quality as Q
 from synthscale.config import ConfigError, check_config
+from synthscale.prompts import STRATEGIES
 from synthscale.plan import (
     N_REGEX,
     SOURCE_REGEX,
@@ -187,3 +189,8 @@ def filter_clip_input(wildcards):
     if model.startswith("local-dir:"):
         files.append(f"{model[len('local-dir:'):]}/open_clip_config.json")
     return files
+
+
+def name_alternatives(names):
+    """A wildcard regex matching exactly these names (one that matches nothing when empty)."""
+    return "|".join(re.escape(n) for n in sorted(names)) or "(?!)"
