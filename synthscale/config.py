@@ -172,7 +172,8 @@ def _check_filters(cfg: dict[str, Any], workdir: Path) -> None:
         "strategies": set(cfg["strategies"]),
     }
     results = Path(cfg["results"])
-    for name, spec in specs.items():
+    # only the filters on the axis: a study that extends another may leave specs unused
+    for name, spec in ((f, specs[f]) for f in cfg["filters"] if f != "none"):
         key = f"filter_specs.{name}"
         for axis, values in grid.items():
             for v in spec.get(axis) or []:
