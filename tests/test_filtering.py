@@ -227,7 +227,10 @@ def test_a_filtered_set_trains_and_reaches_the_report(tmp_path):
     assert (results / "synthetic/tiny/g1/classname/shard-000002.tar").exists(), "over-generated shard"
     table = pd.read_csv(results / "filter.csv")
     assert set(table["filter"]) == {"none", "all"}
-    assert table[["recognizability", "diversity", "fid", "cas"]].notna().all().all()
+    metrics = ["recognizability", "diversity", "fid", "cas"]
+    assert table[metrics].notna().all().all()
+    # a filter that passes everything keeps the same images in the same order: same quality and CAS
+    assert table.set_index("filter").loc["all", metrics].tolist() == table.set_index("filter").loc["none", metrics].tolist()
     assert (results / "train/resnet18/synthetic/tiny/g1/classname/f-all/n40/model.safetensors").exists()
     assert "Filter all" in (results / "filter_findings.html").read_text()
     assert (results / "plots/filter.png").read_bytes()[:4] == b"\x89PNG"
