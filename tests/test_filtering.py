@@ -234,3 +234,32 @@ def test_a_filtered_set_trains_and_reaches_the_report(tmp_path):
     assert (results / "train/resnet18/synthetic/tiny/g1/classname/f-all/n40/model.safetensors").exists()
     assert "Filter all" in (results / "filter_findings.html").read_text()
     assert (results / "plots/filter.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_filter_report_pairs_each_filtered_set_with_its_unfiltered_set(tmp_path):
+    from synthscale.filter_report import deltas, filter_table, write_report
+
+    def q(path, rec, div, fid):
+        path.write_text(json.dumps({"recognizability": rec, "diversity": div, "fid": fid}))
+        return path
+
+    def ev(path, top1):
+        pd.DataFrame({"n_label": ["30", "300", "300"], "eval_set": ["test", "test", "rot"],
+                      "top1": [0.1, top1, 0.0]}).to_csv(path, index=False)
+        return path
+
+    counts = tmp_path / "c.json"
+    counts.write_text(json.dumps({"seen": 450, "kept": 300, "cost": 1.5, "pass_rate": 2 / 3}))
+    src = "synthetic/tiny/g2/classname/f-conf"
+    df = filter_table([src], [counts], [q(tmp_path / "fq.json", 0.8, 0.2, 30.0)],
+                      [q(tmp_path / "bq.json", 0.6, 0.3, 40.0)], [ev(tmp_path / "fe.csv", 0.7)],
+                      [ev(tmp_path / "be.csv", 0.65)], "test", "300")
+    assert df["filter"].tolist() == ["none", "conf"]
+    assert df["cas"].tolist() == [0.65, 0.7] and df["kept"].iloc[1] == 300
+    d = deltas(df).iloc[0]
+    assert d["d_recognizability"] == pytest.approx(0.2) and d["d_fid"] == pytest.approx(-10.0)
+    assert d["d_cas"] == pytest.approx(0.05) and d["d_diversity"] == pytest.approx(-0.1)
+    out = {"table": tmp_path / "t.csv", "plot": tmp_path / "p.png", "findings": tmp_path / "f.html"}
+    lines = write_report(df, out, "300")
+    assert "kept 300 of the first 450" in lines[0] and "1.50 generated per kept image" in lines[0]
+    assert out["plot"].read_bytes()[:4] == b"\x89PNG" and len(pd.read_csv(out["table"])) == 2
