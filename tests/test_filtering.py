@@ -263,3 +263,26 @@ def test_filter_report_pairs_each_filtered_set_with_its_unfiltered_set(tmp_path)
     lines = write_report(df, out, "300")
     assert "kept 300 of the first 450" in lines[0] and "1.50 generated per kept image" in lines[0]
     assert out["plot"].read_bytes()[:4] == b"\x89PNG" and len(pd.read_csv(out["table"])) == 2
+
+
+@pytest.mark.workflow
+def test_a_clip_filter_schedules_its_jobs_with_the_scorer_as_input(tmp_path):
+    from conftest import new_workdir, smk
+
+    folder = tiny_open_clip(tmp_path / "clip")
+    work = new_workdir(tmp_path / "study")
+    overrides = {
+        "filters": ["none", "clip50"],
+        "filter_specs": {"clip50": {"kind": "clip", "keep_fraction": 0.5, "overgenerate": 2.0,
+                                    "clip": {"model": f"local-dir:{folder}"}, "guidance": [3.0]}},
+    }
+    proc = smk(work, "results-test/filter.csv", "-n", "--quiet", "rules", overrides=overrides)
+    out = proc.stdout + proc.stderr
+    counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
+              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    # 2x over-generation of the largest N (40 = 2 shards of 20): 4 generated shards at g3
+    assert counts["filter_set"] == 1 and counts["filter_quality"] == 1 and counts["filter_report"] == 1
+    assert counts["generate_shard"] == 4 and counts["evaluate"] == 2
+    proc = smk(work, "results-test/synthetic/tiny/g3/classname/f-clip50/counts.json", "-n",
+               overrides=overrides)
+    assert str(folder / "open_clip_config.json") in proc.stdout + proc.stderr
