@@ -1,14 +1,17 @@
 # Shared helpers: check the config before any job starts, and derive every path from it.
+import re
 import sys
 
 from synthscale import quality as Q
 from synthscale.config import ConfigError, check_config
+from synthscale.prompts import STRATEGIES
 from synthscale.plan import (
     N_REGEX,
     SOURCE_REGEX,
     Plan,
     fmt_guidance,
     parse_source,
+    shard_name,
     synthetic_source,
 )
 
@@ -28,6 +31,7 @@ wildcard_constraints:
     k=r"\d{6}",
     generator=r"[A-Za-z0-9_.-]+",
     strategy=r"[A-Za-z0-9_-]+",
+    filter=r"[A-Za-z0-9_-]+",
 
 
 def res(stage):
@@ -64,6 +68,7 @@ def all_targets():
     ]
     targets += [PLAN.sample_grid(s) for s in PLAN.synthetic_grid()]
     targets += quality_targets()
+    targets += filter_targets()
     return targets
 
 
@@ -88,6 +93,8 @@ def train_inputs(wildcards):
         return [PLAN.manifest]
     src = parse_source(wildcards.source)
     n = PLAN.max_n if wildcards.n == "all" else int(wildcards.n)
+    if src.filter is not None:
+        return PLAN.set_shards(src, n)
     return PLAN.shards(src.generator, src.guidance, src.strategy, n)
 
 
@@ -128,3 +135,62 @@ def inception_input(wildcards):
 
 def quality_sets():
     return [(s.generator, float(s.guidance), s.strategy) for s in PLAN.synthetic_grid()]
+
+
+# --- the filter stage (rules/filter.smk) ---
+FILTER_SHARD_NAMES = [
+    shard_name(k)
+    for k in range(PLAN.filter_target() // config["generation"]["shard_size"])
+]
+FILTER_OUTPUTS = {
+    "table": f"{R}/filter.csv",
+    "plot": PLAN.plot("filter"),
+    "findings": f"{R}/filter_findings.html",
+}
+
+
+def filter_targets():
+    """The filter report, when the filter axis names any filter that covers a grid point."""
+    return list(FILTER_OUTPUTS.values()) if PLAN.filtered_grid() else []
+
+
+def filtered_source(wildcards):
+    return parse_source(
+        synthetic_source(
+            wildcards.generator,
+            float(wildcards.guidance),
+            wildcards.strategy,
+            wildcards.filter,
+        )
+    )
+
+
+def filter_source_shards(wildcards):
+    """The unfiltered set's first shards: the kept target times the filter's overgenerate factor."""
+    n = PLAN.filter_input_n(wildcards.filter)
+    return PLAN.shards(wildcards.generator, wildcards.guidance, wildcards.strategy, n)
+
+
+def filter_judge_input(wildcards):
+    return (
+        judge_input(wildcards)
+        if PLAN.filter_spec(wildcards.filter)["kind"] == "judge"
+        else []
+    )
+
+
+def filter_clip_input(wildcards):
+    """A CLIP scorer's local files: its weights, or its local-dir config (built here when under results)."""
+    spec = PLAN.filter_spec(wildcards.filter)
+    if spec["kind"] != "clip":
+        return []
+    model, weights = spec["clip"]["model"], spec["clip"]["pretrained"]
+    files = [weights] if weights else []
+    if model.startswith("local-dir:"):
+        files.append(f"{model[len('local-dir:'):]}/open_clip_config.json")
+    return files
+
+
+def name_alternatives(names):
+    """A wildcard regex matching exactly these names (one that matches nothing when empty)."""
+    return "|".join(re.escape(n) for n in sorted(names)) or "(?!)"

@@ -1,17 +1,44 @@
-# Stage 3: text prompts per class, one file per strategy.
-
-
+# Stage 3: text prompts per class, one file per strategy. Rule-based strategies are functions of
+# the class table; model-made ones (prompt_models: Word2Sen, IN-Caption, LLM) are jobs of their
+# own, with the "prompts" resources (a GPU for a large model).
 rule prompts:
     input:
         classes=PLAN.classes,
     output:
-        f"{R}/prompts/{config['dataset']['name']}/{{strategy}}.jsonl",
+        PLAN.prompts("{strategy}"),
     log:
         f"{R}/logs/prompts/{{strategy}}.log",
+    wildcard_constraints:
+        strategy=name_alternatives(STRATEGIES),
     conda:
         "../envs/synthscale.yaml"
     threads: threads("default")
     resources:
         **res("default"),
+    script:
+        "../scripts/prompts.py"
+
+
+rule prompts_model:
+    input:
+        classes=PLAN.classes,
+        manifest=PLAN.manifest,
+    output:
+        PLAN.prompts("{strategy}"),
+    log:
+        f"{R}/logs/prompts/{{strategy}}.log",
+    benchmark:
+        f"{R}/benchmarks/prompts_model/{{strategy}}.tsv"
+    wildcard_constraints:
+        strategy=name_alternatives(config["prompt_models"]),
+    conda:
+        "../envs/synthscale.yaml"
+    threads: threads("prompts")
+    resources:
+        **res("prompts"),
+    params:
+        spec=lambda wc: config["prompt_models"][wc.strategy],
+        device=config["device"],
+        threads=threads("prompts"),
     script:
         "../scripts/prompts.py"

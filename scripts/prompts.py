@@ -1,9 +1,32 @@
-"""Snakemake entry for rule prompts: adapt snakemake.* to synthscale.prompts."""
+"""Snakemake entry for rules prompts and prompts_model: a rule-based strategy's prompts, or a
+model-made strategy's per-class pools (synthscale.prompt_models)."""
+import sys
+
 import pandas as pd
 
-from synthscale.prompts import write_prompts
 from synthscale.runtime import job_setup
 
-job_setup(snakemake)
+model_made = snakemake.rule == "prompts_model"
+job_setup(snakemake, snakemake.params.threads if model_made else None)
 classes = pd.read_csv(snakemake.input.classes, dtype={"id": str}, keep_default_na=False)
-write_prompts(snakemake.output[0], classes, snakemake.wildcards.strategy)
+strategy = snakemake.wildcards.strategy
+if not model_made:
+    from synthscale.prompts import write_prompts
+
+    write_prompts(snakemake.output[0], classes, strategy)
+else:
+    from synthscale.data import split_shards
+    from synthscale.prompt_models import build_pools, write_model_prompts
+
+    spec = snakemake.params.spec
+    real = split_shards(snakemake.input.manifest, "train") if spec["kind"] == "caption" else []
+    pools = build_pools(spec, classes, spec["seed"], snakemake.params.device, real)
+    report = write_model_prompts(snakemake.output[0], strategy, spec, pools)
+    want = spec.get("count") or spec.get("images_per_class")
+    print(f"{strategy}: {sum(p['kept'] for p in pools)} prompts for {report['classes']} classes", file=sys.stderr)
+    if report["short"]:
+        print(f"{strategy}: {len(report['short'])} classes have fewer than {want} distinct prompts: "
+              f"{', '.join(report['short'][:20])}", file=sys.stderr)
+    if report["empty"]:
+        print(f"{strategy}: no usable text for {', '.join(report['empty'])}: the class name stands in",
+              file=sys.stderr)

@@ -25,7 +25,7 @@ RESOURCE_DEFAULTS: dict[str, Any] = {
     "slurm_partition": None,
     "slurm_extra": None,
 }
-STAGES = ("prepare", "train_generator", "generate", "train", "evaluate", "quality")
+STAGES = ("prepare", "train_generator", "generate", "train", "evaluate", "quality", "prompts", "filter")
 
 
 class ConfigError(ValueError):
@@ -80,15 +80,16 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
 
     from synthscale.prompts import STRATEGIES
 
+    known = sorted(STRATEGIES) + sorted(cfg["prompt_models"])
     for key, names in [("strategies", cfg["strategies"])] + [
         (f"generators.{g['name']}.caption_strategies", g["caption_strategies"])
         for g in cfg["generators"]
     ]:
         for s in names:
-            if s not in STRATEGIES:
-                raise ConfigError(
-                    f"config key {key}: unknown prompt strategy {s!r}; known: {sorted(STRATEGIES)}"
-                )
+            if s not in STRATEGIES and s not in cfg["prompt_models"]:
+                raise ConfigError(f"config key {key}: unknown prompt strategy {s!r}; known: {known}")
+    _check_prompt_models(cfg, workdir)
+    _check_filters(cfg, workdir)
 
     ds = cfg["dataset"]
     if ds["kind"] == "imagefolder":
@@ -150,6 +151,80 @@ def _check_dataset(cfg: dict[str, Any], workdir: Path) -> None:
             raise ConfigError(
                 f"config key eval_sets.{e['name']}.classes: class id(s) {unknown} are not in the class table"
             )
+
+
+def _check_prompt_models(cfg: dict[str, Any], workdir: Path) -> None:
+    """Model-made strategies: no clash with a rule-based name; a local model folder must exist."""
+    from synthscale.prompt_models import looks_local
+    from synthscale.prompts import STRATEGIES
+
+    for name, spec in cfg["prompt_models"].items():
+        key = f"prompt_models.{name}"
+        if name in STRATEGIES:
+            raise ConfigError(f"config key {key}: {name!r} is a rule-based strategy's name")
+        model = spec["model"]
+        if looks_local(model) or looks_local(str(workdir / model)):
+            path = Path(model).expanduser()
+            path = path if path.is_absolute() else workdir / path
+            if not (path / "config.json").exists():
+                raise ConfigError(
+                    f"config key {key}.model: {model!r} is no local transformers model folder "
+                    "(no config.json there)"
+                )
+        for field in ("template", "format"):
+            if field in spec:
+                try:
+                    spec[field].format(name="x", description="x", hypernym="x", text="x", caption="x")
+                except (KeyError, IndexError, ValueError) as e:
+                    raise ConfigError(f"config key {key}.{field}: bad template field {e}") from None
+
+
+def _check_filters(cfg: dict[str, Any], workdir: Path) -> None:
+    """The filter axis: `none` plus named specs whose scope lies in the grid and whose scorer exists."""
+    specs = cfg["filter_specs"]
+    if "none" in specs:
+        raise ConfigError("config key filter_specs.none: 'none' names the unfiltered sets")
+    if "none" not in cfg["filters"]:
+        raise ConfigError("config key filters: must include 'none' (the unfiltered sets)")
+    for f in cfg["filters"]:
+        if f != "none" and f not in specs:
+            raise ConfigError(f"config key filters: unknown filter {f!r}; known: none, {sorted(specs)}")
+    grid = {
+        "generators": {g["name"] for g in cfg["generators"]},
+        "guidance": {float(g) for g in cfg["guidance"]},
+        "strategies": set(cfg["strategies"]),
+    }
+    results = Path(cfg["results"])
+    # only the filters on the axis: a study that extends another may leave specs unused
+    for name, spec in ((f, specs[f]) for f in cfg["filters"] if f != "none"):
+        key = f"filter_specs.{name}"
+        for axis, values in grid.items():
+            for v in spec.get(axis) or []:
+                if (float(v) if axis == "guidance" else v) not in values:
+                    raise ConfigError(f"config key {key}.{axis}: {v!r} is not in the study's {axis}")
+        if spec["kind"] == "clip":
+            if "clip" not in spec:
+                raise ConfigError(f"config key {key}.clip: required for a clip filter")
+            model, weights = spec["clip"]["model"], spec["clip"]["pretrained"]
+            if model.startswith("local-dir:"):
+                folder = Path(model[len("local-dir:") :])
+                made_here = folder.parts[: len(results.parts)] == results.parts
+                if not made_here and not (workdir / folder / "open_clip_config.json").exists():
+                    raise ConfigError(
+                        f"config key {key}.clip.model: {str(folder)!r} holds no open_clip_config.json"
+                    )
+            else:
+                import open_clip
+
+                if model not in open_clip.list_models():
+                    raise ConfigError(f"config key {key}.clip.model: {model!r} is no open_clip model name")
+                if not weights:
+                    raise ConfigError(
+                        f"config key {key}.clip.pretrained: a local weights file is required "
+                        "(nothing is downloaded)"
+                    )
+            if weights and not (workdir / weights).exists():
+                raise ConfigError(f"config key {key}.clip.pretrained: {weights!r} does not exist")
 
 
 def _check_unique(names: list[str], key: str) -> None:

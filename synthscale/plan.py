@@ -3,6 +3,8 @@
 Sources of training data are named like paths:
 - `real` (the real training split: n{N} takes its first N images; `nall` takes all of it)
 - `synthetic/{generator}/g{guidance}/{strategy}` (n{N} takes the first N images of its shards)
+- `synthetic/{generator}/g{guidance}/{strategy}/f-{filter}`: that set filtered (synthscale.filtering):
+  the first images that pass the filter, in index order, so nested N holds for it too
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def shards_for(n: int, shard_size: int) -> int:
     return -(-n // shard_size)
 
 
-SOURCE_REGEX = r"real|synthetic/[^/]+/g[^/]+/[^/]+"
+SOURCE_REGEX = r"real|synthetic/[^/]+/g[^/]+/[^/]+(?:/f-[^/]+)?"
 N_REGEX = r"\d+|all"
 
 
@@ -31,8 +33,9 @@ def fmt_guidance(g: float) -> str:
     return f"{float(g):g}"
 
 
-def synthetic_source(generator: str, guidance: float, strategy: str) -> str:
-    return f"synthetic/{generator}/g{fmt_guidance(guidance)}/{strategy}"
+def synthetic_source(generator: str, guidance: float, strategy: str, filter: str | None = None) -> str:
+    base = f"synthetic/{generator}/g{fmt_guidance(guidance)}/{strategy}"
+    return base if filter in (None, "none") else f"{base}/f-{filter}"
 
 
 @dataclass(frozen=True)
@@ -41,21 +44,29 @@ class Source:
     generator: str | None = None
     guidance: float | None = None
     strategy: str | None = None
+    filter: str | None = None  # a filter_specs name; None for the unfiltered set
 
     @property
     def name(self) -> str:
         if self.kind == "real":
             return "real"
-        return synthetic_source(self.generator, self.guidance, self.strategy)
+        return synthetic_source(self.generator, self.guidance, self.strategy, self.filter)
+
+    @property
+    def unfiltered(self) -> "Source":
+        return Source(self.kind, self.generator, self.guidance, self.strategy)
 
 
 def parse_source(source: str) -> Source:
     if source == "real":
         return Source("real")
     parts = source.split("/")
+    filt = None
+    if len(parts) == 5 and parts[4].startswith("f-") and len(parts[4]) > 2:
+        filt, parts = parts[4][2:], parts[:4]
     if len(parts) != 4 or parts[0] != "synthetic" or not parts[2].startswith("g"):
         raise ValueError(f"not a source name: {source!r}")
-    return Source("synthetic", parts[1], float(parts[2][1:]), parts[3])
+    return Source("synthetic", parts[1], float(parts[2][1:]), parts[3], filt)
 
 
 class Plan:
@@ -106,6 +117,59 @@ class Plan:
             for s in self.cfg["strategies"]
         ]
 
+    # --- filtered sets (synthscale.filtering) ---
+    def filter_spec(self, name: str) -> dict[str, Any]:
+        return self.cfg["filter_specs"][name]
+
+    def filter_applies(self, name: str, src: Source) -> bool:
+        spec = self.filter_spec(name)
+        return (
+            (spec.get("generators") is None or src.generator in spec["generators"])
+            and (spec.get("guidance") is None or float(src.guidance) in [float(g) for g in spec["guidance"]])
+            and (spec.get("strategies") is None or src.strategy in spec["strategies"])
+        )
+
+    def filtered_grid(self) -> list[Source]:
+        """Every filtered set: each unfiltered set times each filter of the axis that covers it."""
+        return [
+            Source("synthetic", s.generator, s.guidance, s.strategy, f)
+            for s in self.synthetic_grid()
+            for f in self.cfg.get("filters", ["none"])
+            if f != "none" and self.filter_applies(f, s)
+        ]
+
+    def filtered_dir(self, src: Source) -> str:
+        return f"{self.synthetic_dir(src.generator, src.guidance, src.strategy)}/f-{src.filter}"
+
+    def filter_target(self) -> int:
+        """Images a filtered set keeps: full shards up to the largest N, like an unfiltered set."""
+        s = self.cfg["generation"]["shard_size"]
+        return shards_for(self.max_n, s) * s
+
+    def filter_input_n(self, filter: str) -> int:
+        """Images generated to filter from: the kept target times the filter's overgenerate factor."""
+        return int(-(-self.filter_target() * self.filter_spec(filter)["overgenerate"] // 1))
+
+    def filter_counts(self, src: Source) -> str:
+        return f"{self.filtered_dir(src)}/counts.json"
+
+    def set_shards(self, src: Source, n: int) -> list[str]:
+        """The first ceil(N/S) shards of a set, filtered or not."""
+        if src.filter is None:
+            return self.shards(src.generator, src.guidance, src.strategy, n)
+        k = shards_for(n, self.cfg["generation"]["shard_size"])
+        return [f"{self.filtered_dir(src)}/{shard_name(i)}" for i in range(k)]
+
+    def filter_runs(self) -> list[tuple[str, str]]:
+        """Every (filtered source, n) pair to train."""
+        return [(s.name, str(n)) for s in self.filtered_grid() for n in self.cfg["n_images"]]
+
+    def filter_quality_json(self, src: Source) -> str:
+        return f"{self.r}/quality/{src.generator}/g{fmt_guidance(src.guidance)}/{src.strategy}/f-{src.filter}.json"
+
+    def filter_quality_per_class(self, src: Source) -> str:
+        return f"{self.r}/quality/{src.generator}/g{fmt_guidance(src.guidance)}/{src.strategy}/f-{src.filter}_per_class.csv"
+
     @property
     def max_n(self) -> int:
         return max(self.cfg["n_images"])
@@ -139,7 +203,7 @@ class Plan:
 
     def n_labels(self, source: str) -> list[str]:
         """The training sizes of one source ("all" for the whole real split)."""
-        return [n for s, n in self.runs() if s == source]
+        return [n for s, n in self.runs() + self.filter_runs() if s == source]
 
     # one evaluation job per source covers all its N: evaluation takes a second, its imports many
     def eval_csv(self, source: str) -> str:

@@ -1,7 +1,9 @@
 """Prompt strategies (Fan et al. 2023, Sec. 3): text prompts for each class.
 
-A strategy maps one class row (name, description, hypernym) to a list of prompts. New strategies
-(Word2Sen, IN-Caption) register a function in STRATEGIES; nothing else changes.
+A rule-based strategy maps one class row (name, description, hypernym) to a list of prompts and
+lives in STRATEGIES. Model-made strategies (Word2Sen, IN-Caption, LLM descriptions) are configured
+entries of `prompt_models` whose pools a job writes (synthscale.prompt_models); both end in the same
+JSONL file, which generation reads through `read_prompts`.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ STRATEGIES: dict[str, Callable[[Row], list[str]]] = {
     "hypernym": hypernym,
     "templates": templates,
 }
+
+
+def is_rule_based(strategy: str) -> bool:
+    return strategy in STRATEGIES
 
 
 def class_prompts(classes: pd.DataFrame, strategy: str) -> list[list[str]]:

@@ -1,0 +1,24 @@
+"""Snakemake entry for rule filter_set: filter one synthetic set (synthscale.filtering)."""
+from synthscale.data import read_manifest
+from synthscale.filtering import open_scorer, run_filter
+from synthscale.runtime import job_setup
+
+job_setup(snakemake, snakemake.params.threads)
+p, wc = snakemake.params, snakemake.wildcards
+scorer = open_scorer(
+    p.spec,
+    snakemake.input.judge[0] if snakemake.input.judge else None,
+    p.judge,
+    p.image_size,
+    p.device,
+)
+run_filter(
+    snakemake.input.shards,
+    p.spec,
+    wc.filter,
+    snakemake.output.shards,
+    snakemake.output.counts,
+    p.shard_size,
+    int(read_manifest(snakemake.input.manifest)["classes"]),
+    scorer,
+)

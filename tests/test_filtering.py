@@ -1,0 +1,288 @@
+"""Filtering as a grid axis: the pass rules, nested N and counts of the streaming filter, the judge
+and CLIP scorers (a tiny random open_clip model built from a config), source names, config checks
+and a workflow run of a filtered set into training, quality and the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from synthscale.config import ConfigError, check_config
+from synthscale.filtering import (
+    ClipScorer,
+    FilterShortfall,
+    JudgeScorer,
+    filter_set,
+    iter_raw,
+    passes,
+    run_filter,
+)
+from synthscale.plan import SOURCE_REGEX, Plan, parse_source, synthetic_source
+from synthscale.shards import load_arrays, write_shard
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parent.parent
+JUDGE = {"kind": "judge", "threshold": 0.5, "overgenerate": 2.0, "batch_size": 7}
+
+
+def make_set(folder: Path, n_shards: int, size: int, n_classes: int = 3) -> list[Path]:
+    """A synthetic-looking set: image i has class i mod C, a prompt, and pixels that encode i."""
+    paths = []
+    for k in range(n_shards):
+        idx = range(k * size, (k + 1) * size)
+        images = [np.full((4, 4, 3), i % 256, dtype=np.uint8) for i in idx]
+        recs = [{"key": f"{i:08d}", "index": i, "label": i % n_classes, "prompt": f"p{i % n_classes}"} for i in idx]
+        paths.append(folder / f"shard-{k:06d}.tar")
+        write_shard(paths[-1], images, recs)
+    return paths
+
+
+def index_scorer(images, labels, prompts):
+    """Score = 1 for images whose index (the pixel value) is not a multiple of 3, else 0."""
+    idx = images[:, 0, 0, 0].astype(int)
+    return (idx % 3 != 0).astype(float)
+
+
+def test_pass_rules():
+    s = np.array([0.2, 0.9, 0.5, 0.5, 0.1])
+    assert passes(s, {"kind": "judge", "threshold": 0.5}).tolist() == [False, True, True, True, False]
+    # clip: the top ceil(0.4 x 5) = 2 of the shard; a tie goes to the lower index
+    assert passes(s, {"kind": "clip", "keep_fraction": 0.4}).tolist() == [False, True, True, False, False]
+
+
+def test_filter_keeps_the_first_passing_images_in_order_and_counts_them(tmp_path):
+    src = make_set(tmp_path / "set", 4, 6)
+    outs = [tmp_path / "f" / f"shard-{k:06d}.tar" for k in range(2)]
+    counts = run_filter(src, JUDGE, "conf", outs, tmp_path / "f/counts.json", 6, 3, index_scorer, progress=False)
+    _, labels, recs = load_arrays(outs)
+    want = [i for i in range(24) if i % 3 != 0][:12]
+    assert [r["index"] for r in recs] == want
+    assert all(r["filter"] == "conf" and r["filter_score"] == 1.0 for r in recs)
+    assert [r["filtered_index"] for r in recs] == list(range(12))
+    assert list(labels) == [i % 3 for i in want]
+    # the 12th kept image is index 17: 18 images seen, 12 kept; class 0 (multiples of 3) never passes
+    assert counts["seen"] == 18 and counts["kept"] == 12 and counts["passed"] == 12
+    assert counts["cost"] == pytest.approx(1.5) and counts["generated"] == 24
+    pc = {c["class_index"]: c for c in counts["per_class"]}
+    assert [pc[c]["seen"] for c in range(3)] == [6, 6, 6] and [pc[c]["kept"] for c in range(3)] == [0, 6, 6]
+    assert json.loads((tmp_path / "f/counts.json").read_text()) == counts
+    # image bytes are copied, not re-encoded
+    raw_src = {r["index"]: b for b, _, r in iter_raw(src)}
+    assert all(raw_src[r["index"]] == b for b, _, r in iter_raw(outs))
+
+
+def test_nested_n_holds_when_the_largest_n_grows(tmp_path):
+    src = make_set(tmp_path / "set", 6, 6)
+    small = [tmp_path / "a" / f"shard-{k:06d}.tar" for k in range(1)]
+    large = [tmp_path / "b" / f"shard-{k:06d}.tar" for k in range(3)]
+    filter_set(src, index_scorer, JUDGE, "conf", small, 6, 3, progress=False)
+    filter_set(src, index_scorer, JUDGE, "conf", large, 6, 3, progress=False)
+    assert small[0].read_bytes() == large[0].read_bytes()
+
+
+def test_too_few_passing_images_name_the_key_to_raise(tmp_path):
+    src = make_set(tmp_path / "set", 2, 6)
+    outs = [tmp_path / "f" / f"shard-{k:06d}.tar" for k in range(2)]
+    with pytest.raises(FilterShortfall, match=r"only 8 of 12 .* needs 12; raise config key filter_specs\.conf\.overgenerate"):
+        filter_set(src, index_scorer, JUDGE, "conf", outs, 6, 3, progress=False)
+
+
+def test_judge_scorer_gives_p_of_the_class(digits_16):
+    from synthscale.quality import trained_judge
+    from synthscale.train import create_classifier, to_input
+
+    images, labels = digits_16
+    images, labels = np.repeat(images[:8], 3, axis=-1), labels[:8]
+    torch.manual_seed(0)
+    model = create_classifier("resnet18", 10, {"channels": (8, 16, 32, 64)}).eval()
+    scores = JudgeScorer(trained_judge(model), 16)(images, labels, [""] * 8)
+    with torch.no_grad():
+        p = torch.softmax(model(to_input(images)), 1).numpy()
+    assert np.allclose(scores, p[np.arange(8), labels], atol=1e-5)
+
+
+def tiny_open_clip(folder: Path) -> Path:
+    """A random open_clip model saved as open_clip's Hub layout (config JSON + safetensors)."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    model_cfg = {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "open_clip_config.json").write_text(json.dumps({
+        "model_cfg": model_cfg,
+        "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+    }))
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**model_cfg)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "open_clip_model.safetensors")
+    return folder
+
+
+def test_clip_scorer_is_the_image_prompt_cosine(tmp_path):
+    import torch.nn.functional as F
+
+    folder = tiny_open_clip(tmp_path / "clip")
+    scorer = ClipScorer(f"local-dir:{folder}")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (4, 16, 16, 3), dtype=np.uint8)
+    prompts = ["a photo of a zero", "a photo of a one", "a photo of a zero", "seven"]
+    s = scorer(images, np.zeros(4, int), prompts)
+    assert s.shape == (4,) and np.all(np.abs(s) <= 1 + 1e-6)
+    from PIL import Image
+
+    with torch.no_grad():
+        x = torch.stack([scorer.preprocess(Image.fromarray(im)) for im in images])
+        img = F.normalize(scorer.model.encode_image(x), dim=-1)
+        txt = F.normalize(scorer.model.encode_text(scorer.tokenizer(prompts)), dim=-1)
+    assert np.allclose(s, (img * txt).sum(-1).numpy(), atol=1e-5)
+    # the filter with a CLIP scorer keeps the top half of each generated shard
+    src = make_set(tmp_path / "set", 2, 6)
+    spec = {"kind": "clip", "keep_fraction": 0.5, "overgenerate": 2.0, "batch_size": 4}
+    res = filter_set(src, scorer, spec, "clip", [tmp_path / "f/shard-000000.tar"], 6, 3, progress=False)
+    assert res.counts["seen"] == 12 and res.counts["kept"] == 6
+
+
+def test_filtered_source_names_round_trip():
+    import re
+
+    name = synthetic_source("sd", 2.0, "classname", "conf")
+    assert name == "synthetic/sd/g2/classname/f-conf"
+    src = parse_source(name)
+    assert (src.generator, src.guidance, src.strategy, src.filter) == ("sd", 2.0, "classname", "conf")
+    assert src.name == name and src.unfiltered.name == "synthetic/sd/g2/classname"
+    assert parse_source("synthetic/sd/g2/classname").filter is None
+    assert re.fullmatch(SOURCE_REGEX, name) and re.fullmatch(SOURCE_REGEX, "synthetic/sd/g2/classname")
+    with pytest.raises(ValueError):
+        parse_source("synthetic/sd/g2/classname/conf")
+
+
+def test_plan_of_a_filter_axis():
+    cfg = yaml.safe_load((REPO / "configs/test.yaml").read_text())
+    cfg |= {"filters": ["none", "conf"],
+            "filter_specs": {"conf": {"kind": "judge", "overgenerate": 1.5, "guidance": [3.0]}}}
+    plan = Plan(check_config(cfg))
+    (src,) = plan.filtered_grid()
+    assert src.name == "synthetic/tiny/g3/classname/f-conf"
+    assert plan.filter_target() == 40 and plan.filter_input_n("conf") == 60
+    assert plan.set_shards(src, 30) == [
+        f"results-test/synthetic/tiny/g3/classname/f-conf/shard-{k:06d}.tar" for k in range(2)
+    ]
+    assert plan.filter_runs() == [(src.name, "20"), (src.name, "40")]
+    assert plan.n_labels(src.name) == ["20", "40"]
+    assert all("f-" not in s for s in plan.sources()), "the study summary keeps unfiltered sources"
+
+
+@pytest.mark.parametrize(
+    "filters,specs,message",
+    [
+        (["conf"], {"conf": {"kind": "judge"}}, "config key filters: must include 'none'"),
+        (["none", "cnf"], {"conf": {"kind": "judge"}}, "config key filters: unknown filter 'cnf'"),
+        (["none", "conf"], {"conf": {"kind": "judge", "guidance": [7.5]}},
+         "config key filter_specs.conf.guidance: 7.5 is not in the study's guidance"),
+        (["none", "c"], {"c": {"kind": "clip", "clip": {"model": "local-dir:/missing/clip"}}},
+         "config key filter_specs.c.clip.model: '/missing/clip' holds no open_clip_config.json"),
+        (["none", "c"], {"c": {"kind": "clip", "clip": {"model": "ViT-B-32"}}},
+         "config key filter_specs.c.clip.pretrained: a local weights file is required"),
+        (["none", "c"], {"c": {"kind": "clip", "clip": {"model": "ViT-B-32", "pretrained": "/no/w.safetensors"}}},
+         "config key filter_specs.c.clip.pretrained: '/no/w.safetensors' does not exist"),
+        (["none", "c"], {"c": {"kind": "judge", "overgenerate": 0.5}}, "config key filter_specs.c.overgenerate"),
+    ],
+)
+def test_bad_filter_config_names_the_key(filters, specs, message):
+    cfg = yaml.safe_load((REPO / "configs/test.yaml").read_text())
+    cfg |= {"filters": filters, "filter_specs": specs}
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg)
+    assert str(err.value).startswith(message), str(err.value)
+
+
+@pytest.mark.workflow
+def test_a_filtered_set_trains_and_reaches_the_report(tmp_path):
+    from conftest import new_workdir, smk
+
+    work = new_workdir(tmp_path / "study")
+    overrides = {
+        "guidance": [1.0],
+        "filters": ["none", "all"],
+        # threshold 0 passes every image: this checks the wiring; the selection is unit-tested above
+        "filter_specs": {"all": {"kind": "judge", "threshold": 0.0, "overgenerate": 1.5}},
+    }
+    smk(work, "--cores", "2", "results-test/filter.csv", overrides=overrides)
+    results = work / "results-test"
+    folder = results / "synthetic/tiny/g1/classname/f-all"
+    counts = json.loads((folder / "counts.json").read_text())
+    assert counts["kept"] == 40 and counts["seen"] == 40 and counts["generated"] == 60
+    _, labels, recs = load_arrays(sorted(folder.glob("shard-*.tar")))
+    assert [r["index"] for r in recs] == list(range(40))
+    assert (results / "synthetic/tiny/g1/classname/shard-000002.tar").exists(), "over-generated shard"
+    table = pd.read_csv(results / "filter.csv")
+    assert set(table["filter"]) == {"none", "all"}
+    metrics = ["recognizability", "diversity", "fid", "cas"]
+    assert table[metrics].notna().all().all()
+    # a filter that passes everything keeps the same images in the same order: same quality and CAS
+    assert table.set_index("filter").loc["all", metrics].tolist() == table.set_index("filter").loc["none", metrics].tolist()
+    assert (results / "train/resnet18/synthetic/tiny/g1/classname/f-all/n40/model.safetensors").exists()
+    assert "Filter all" in (results / "filter_findings.html").read_text()
+    assert (results / "plots/filter.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_filter_report_pairs_each_filtered_set_with_its_unfiltered_set(tmp_path):
+    from synthscale.filter_report import deltas, filter_table, write_report
+
+    def q(path, rec, div, fid):
+        path.write_text(json.dumps({"recognizability": rec, "diversity": div, "fid": fid}))
+        return path
+
+    def ev(path, top1):
+        pd.DataFrame({"n_label": ["30", "300", "300"], "eval_set": ["test", "test", "rot"],
+                      "top1": [0.1, top1, 0.0]}).to_csv(path, index=False)
+        return path
+
+    counts = tmp_path / "c.json"
+    counts.write_text(json.dumps({"seen": 450, "kept": 300, "cost": 1.5, "pass_rate": 2 / 3}))
+    src = "synthetic/tiny/g2/classname/f-conf"
+    df = filter_table([src], [counts], [q(tmp_path / "fq.json", 0.8, 0.2, 30.0)],
+                      [q(tmp_path / "bq.json", 0.6, 0.3, 40.0)], [ev(tmp_path / "fe.csv", 0.7)],
+                      [ev(tmp_path / "be.csv", 0.65)], "test", "300")
+    assert df["filter"].tolist() == ["none", "conf"]
+    assert df["cas"].tolist() == [0.65, 0.7] and df["kept"].iloc[1] == 300
+    d = deltas(df).iloc[0]
+    assert d["d_recognizability"] == pytest.approx(0.2) and d["d_fid"] == pytest.approx(-10.0)
+    assert d["d_cas"] == pytest.approx(0.05) and d["d_diversity"] == pytest.approx(-0.1)
+    out = {"table": tmp_path / "t.csv", "plot": tmp_path / "p.png", "findings": tmp_path / "f.html"}
+    lines = write_report(df, out, "300")
+    assert "kept 300 of the first 450" in lines[0] and "1.50 generated per kept image" in lines[0]
+    assert out["plot"].read_bytes()[:4] == b"\x89PNG" and len(pd.read_csv(out["table"])) == 2
+
+
+@pytest.mark.workflow
+def test_a_clip_filter_schedules_its_jobs_with_the_scorer_as_input(tmp_path):
+    from conftest import new_workdir, smk
+
+    folder = tiny_open_clip(tmp_path / "clip")
+    work = new_workdir(tmp_path / "study")
+    overrides = {
+        "filters": ["none", "clip50"],
+        "filter_specs": {"clip50": {"kind": "clip", "keep_fraction": 0.5, "overgenerate": 2.0,
+                                    "clip": {"model": f"local-dir:{folder}"}, "guidance": [3.0]}},
+    }
+    proc = smk(work, "results-test/filter.csv", "-n", "--quiet", "rules", overrides=overrides)
+    out = proc.stdout + proc.stderr
+    counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
+              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    # 2x over-generation of the largest N (40 = 2 shards of 20): 4 generated shards at g3
+    assert counts["filter_set"] == 1 and counts["filter_quality"] == 1 and counts["filter_report"] == 1
+    assert counts["generate_shard"] == 4 and counts["evaluate"] == 2
+    proc = smk(work, "results-test/synthetic/tiny/g3/classname/f-clip50/counts.json", "-n",
+               overrides=overrides)
+    assert str(folder / "open_clip_config.json") in proc.stdout + proc.stderr

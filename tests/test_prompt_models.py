@@ -1,0 +1,269 @@
+"""Model-made prompt strategies on tiny random models built from configs, with offline tokenizers:
+a T5 (word2sen), a GPT-2 (llm) and a BLIP captioner (caption); their config checks; and a workflow run
+of their prompt jobs into generation on the test study's grid."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from synthscale.config import ConfigError, check_config
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = [
+    "a photo of a zero digit on the table",
+    "one two three four five six seven eight nine",
+    "the dog runs in the park with a ball",
+    "a cat sits on a mat in the sun",
+] * 4
+SPECIAL = ["<pad>", "</s>", "<unk>", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
+
+
+def offline_tokenizer(post: str = "$A </s>"):
+    """A word-level tokenizer trained here on a few sentences (no Hub), wrapped for transformers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(CORPUS, trainers.WordLevelTrainer(special_tokens=SPECIAL))
+    tok.decoder = decoders.WordPiece()
+    specials = [t for t in ("</s>", "[CLS]", "[SEP]") if t in post]
+    tok.post_processor = processors.TemplateProcessing(
+        single=post, special_tokens=[(t, tok.token_to_id(t)) for t in specials]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]", bos_token="[DEC]",
+    )
+
+
+def build_t5(path: Path) -> Path:
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    tk = offline_tokenizer()
+    cfg = T5Config(
+        vocab_size=len(tk), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        decoder_start_token_id=tk.pad_token_id, pad_token_id=tk.pad_token_id, eos_token_id=tk.eos_token_id,
+    )
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(cfg).save_pretrained(path)
+    tk.save_pretrained(path)
+    return path
+
+
+def build_gpt2(path: Path) -> Path:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tk = offline_tokenizer("$A")
+    cfg = GPT2Config(
+        vocab_size=len(tk), n_embd=32, n_layer=2, n_head=2, n_positions=128,
+        bos_token_id=tk.eos_token_id, eos_token_id=tk.eos_token_id, pad_token_id=tk.pad_token_id,
+    )
+    torch.manual_seed(0)
+    GPT2LMHeadModel(cfg).save_pretrained(path)
+    tk.save_pretrained(path)
+    return path
+
+
+def build_blip(path: Path) -> Path:
+    from transformers import (
+        BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor, BlipTextConfig,
+        BlipVisionConfig,
+    )
+
+    tk = offline_tokenizer("[CLS] $A [SEP]")
+    text = BlipTextConfig(
+        vocab_size=len(tk), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=64, encoder_hidden_size=32,
+        bos_token_id=tk.bos_token_id, pad_token_id=tk.pad_token_id, sep_token_id=tk.sep_token_id,
+    )
+    vision = BlipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        image_size=32, patch_size=8,
+    )
+    torch.manual_seed(0)
+    model = BlipForConditionalGeneration(
+        BlipConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=32)
+    )
+    model.save_pretrained(path)
+    BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tk).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny_models")
+    return {"t5": build_t5(root / "t5"), "gpt2": build_gpt2(root / "gpt2"), "blip": build_blip(root / "blip")}
+
+
+def classes() -> pd.DataFrame:
+    from synthscale.data import digits_classes
+
+    return digits_classes().head(3)
+
+
+def spec(kind: str, model: Path, **kw) -> dict:
+    """A prompt_models entry with the schema's defaults filled in."""
+    cfg = yaml.safe_load((REPO / "configs/test.yaml").read_text())
+    cfg["prompt_models"] = {"m": {"kind": kind, "model": str(model), **kw}}
+    return check_config(cfg)["prompt_models"]["m"]
+
+
+def test_schema_fills_the_papers_defaults_per_kind(tiny_models):
+    w = spec("word2sen", tiny_models["t5"])
+    assert (w["count"], w["template"], w["sampling"]["do_sample"]) == (200, "{name}", True)
+    c = spec("caption", tiny_models["blip"])
+    assert c["format"] == "a photo of {name}, {text}" and c["max_new_tokens"] == 16
+    assert c["sampling"] == {"do_sample": False} and c["images_per_class"] == 50
+    assert spec("llm", tiny_models["gpt2"])["count"] == 50
+
+
+def test_word2sen_samples_dedupes_and_is_reproducible(tiny_models):
+    from synthscale.prompt_models import build_pools
+
+    s = spec("word2sen", tiny_models["t5"], count=6, batch_size=8, max_new_tokens=6, max_rounds=3,
+             format="{name}: {text}")
+    a = build_pools(s, classes(), seed=0, progress=False)
+    b = build_pools(s, classes(), seed=0, progress=False)
+    assert [p["prompts"] for p in a] == [p["prompts"] for p in b]
+    for pool, name in zip(a, ["zero", "one", "two"]):
+        ps = pool["prompts"]
+        assert 1 <= len(ps) <= 6 and pool["kept"] == len(ps) and pool["generated"] >= len(ps)
+        assert all(p.startswith(f"{name}: ") for p in ps)
+        assert len({p.lower() for p in ps}) == len(ps), "deduplicated"
+    other = build_pools(s, classes(), seed=1, progress=False)
+    assert [p["prompts"] for p in other] != [p["prompts"] for p in a]
+
+
+def test_llm_pool_and_jsonl_that_generation_reads(tiny_models, tmp_path):
+    from synthscale.generate import image_spec
+    from synthscale.prompt_models import build_pools, write_model_prompts
+    from synthscale.prompts import read_prompts
+
+    s = spec("llm", tiny_models["gpt2"], count=4, batch_size=6, max_new_tokens=5, max_rounds=2)
+    pools = build_pools(s, classes(), seed=3, progress=False)
+    out = tmp_path / "llm.jsonl"
+    report = write_model_prompts(out, "llm", s, pools)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["index"] for r in rows] == [0, 1, 2] and all(r["kind"] == "llm" for r in rows)
+    assert report["classes"] == 3
+    assert set(report["short"]) == {r["name"] for r in rows if r["kept"] < 4}
+    pools_read = read_prompts(out)
+    assert all(len(p) >= 1 for p in pools_read)
+    # per-image assignment stays a function of (seed, index)
+    spec5 = image_spec(5, pools_read, 1234)
+    assert spec5.label == 2 and spec5.prompt in pools_read[2]
+
+
+def test_an_empty_pool_falls_back_to_the_class_name(tmp_path):
+    from synthscale.prompt_models import write_model_prompts
+
+    rows = classes().to_dict("records")
+    pools = [{"row": r, "prompts": [] if r["index"] == 1 else ["x"], "generated": 3, "kept": 0 if r["index"] == 1 else 1} for r in rows]
+    report = write_model_prompts(tmp_path / "p.jsonl", "w", {"kind": "word2sen", "model": "m", "count": 2}, pools)
+    assert report["empty"] == ["one"] and len(report["short"]) == 3
+    from synthscale.prompts import read_prompts
+
+    assert read_prompts(tmp_path / "p.jsonl")[1] == ["one"]
+
+
+def test_caption_pool_captions_the_first_real_images_of_each_class(tiny_models, tmp_path, digits_16):
+    from synthscale.prompt_models import build_pools, first_images_per_class
+    from synthscale.shards import write_shard
+
+    images, labels = digits_16
+    keep = labels < 3
+    images, labels = images[keep][:60], labels[keep][:60]
+    recs = [{"key": f"{i:06d}", "label": int(c)} for i, c in enumerate(labels)]
+    shards = [tmp_path / "real-0.tar", tmp_path / "real-1.tar"]
+    write_shard(shards[0], images[:30], recs[:30])
+    write_shard(shards[1], images[30:], recs[30:])
+    firsts = first_images_per_class(shards, 3, 4)
+    for c in range(3):
+        expect = images[labels == c][:4]
+        assert np.array_equal(np.stack(firsts[c])[..., :1], expect)
+    s = spec("caption", tiny_models["blip"], images_per_class=4, batch_size=4)
+    pools = build_pools(s, classes(), seed=0, real_shards=shards, progress=False)
+    for pool, name in zip(pools, ["zero", "one", "two"]):
+        assert len(pool["prompts"]) == 4
+        assert all(p.startswith(f"a photo of {name}, ") and len(p) > len(f"a photo of {name}, ") for p in pool["prompts"])
+    again = build_pools(s, classes(), seed=0, real_shards=shards, progress=False)
+    assert [p["prompts"] for p in again] == [p["prompts"] for p in pools]
+
+
+@pytest.mark.parametrize(
+    "entry,strategies,message",
+    [
+        ({"w2s": {"kind": "word2sen", "model": "/missing/t5"}}, ["w2s"],
+         "config key prompt_models.w2s.model: '/missing/t5' is no local transformers model folder"),
+        ({"classname": {"kind": "word2sen", "model": "t5-small"}}, ["classname"],
+         "config key prompt_models.classname: 'classname' is a rule-based strategy's name"),
+        ({}, ["w2s"], "config key strategies: unknown prompt strategy 'w2s'"),
+        ({"w2s": {"kind": "word2sen", "model": "t5-small", "template": "{nam}"}}, ["w2s"],
+         "config key prompt_models.w2s.template: bad template field"),
+        ({"w2s": {"kind": "nope", "model": "t5-small"}}, ["w2s"], "config key prompt_models.w2s.kind"),
+    ],
+)
+def test_bad_prompt_model_config_names_the_key(entry, strategies, message):
+    cfg = yaml.safe_load((REPO / "configs/test.yaml").read_text())
+    cfg |= {"prompt_models": entry, "strategies": strategies}
+    with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(").replace(".", r"\.")):
+        check_config(cfg)
+
+
+@pytest.mark.workflow
+def test_model_strategies_run_through_their_jobs_into_generation(tiny_models, tmp_path):
+    from conftest import new_workdir, smk
+
+    from synthscale.shards import load_arrays
+
+    work = new_workdir(tmp_path / "study")
+    overrides = {
+        "prompt_models": {
+            "w2s": {"kind": "word2sen", "model": str(tiny_models["t5"]), "count": 5, "batch_size": 8,
+                    "max_new_tokens": 6, "max_rounds": 2},
+            "incap": {"kind": "caption", "model": str(tiny_models["blip"]), "images_per_class": 3},
+            "llm": {"kind": "llm", "model": str(tiny_models["gpt2"]), "count": 3, "batch_size": 4,
+                    "max_new_tokens": 6, "max_rounds": 2},
+        },
+        "strategies": ["classname", "w2s", "incap", "llm"],
+    }
+    results = work / "results-test"
+    targets = [f"results-test/synthetic/tiny/g{g}/{s}/shard-000000.tar"
+               for g in (1, 3) for s in ("w2s", "incap", "llm")]
+    smk(work, "--cores", "2", *targets, overrides=overrides)
+    for s in ("w2s", "incap", "llm"):
+        pools = [json.loads(line) for line in (results / f"prompts/digits/{s}.jsonl").read_text().splitlines()]
+        assert len(pools) == 10 and all(p["prompts"] for p in pools)
+        if s == "incap":
+            assert all(len(p["prompts"]) == 3 and p["prompts"][0].startswith(f"a photo of {p['name']}, ") for p in pools)
+        _, labels, recs = load_arrays([results / f"synthetic/tiny/g1/{s}/shard-000000.tar"])
+        assert list(labels) == [i % 10 for i in range(20)]
+        assert all(r["prompt"] in pools[r["label"]]["prompts"] for r in recs)
+        # guidance values share prompts (paired comparisons)
+        _, _, recs3 = load_arrays([results / f"synthetic/tiny/g3/{s}/shard-000000.tar"])
+        assert [r["prompt"] for r in recs3] == [r["prompt"] for r in recs]
+    assert (results / "benchmarks/prompts_model/w2s.tsv").exists()
+
+
+@pytest.mark.workflow
+def test_a_missing_model_stops_before_any_job(tmp_path):
+    from conftest import new_workdir, smk
+
+    work = new_workdir(tmp_path / "bad")
+    proc = smk(work, "--cores", "1", check=False, overrides={
+        "prompt_models": {"w2s": {"kind": "word2sen", "model": str(tmp_path / "nothing")}},
+        "strategies": ["w2s"],
+    })
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if "synthscale:" in ln]
+    assert len(lines) == 1 and "config key prompt_models.w2s.model" in lines[0], proc.stderr[-2000:]
+    assert not (work / "results-test").exists()
