@@ -197,7 +197,9 @@ def interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     if len(s) < 10:
         return np.nan, np.nan
     a = (1 - level) / 2
-    lo, hi = np.quantile(s, [a, 1 - a])
+    s = np.sort(s)  # order statistics, so draws that never reach a target (inf) are allowed
+    lo = s[int(np.floor(a * (len(s) - 1)))]
+    hi = s[int(np.ceil((1 - a) * (len(s) - 1)))]
     return float(lo), float(hi)
 
 

@@ -2,7 +2,7 @@
 Inception network for FID/KID/IS comparable with the literature.
 
 - `kind: trained`: the workflow's own classifier, trained on the real training split with the
-  study's recipe (`judge_recipe`); `kind: timm`: a pretrained timm model by name, from a local
+  study's recipe (`Plan.judge_recipe`); `kind: timm`: a pretrained timm model by name, from a local
   weights file when one is given.
 - Standard Inception features come only from a local weights file; nothing is downloaded.
 - `extract` pushes one batch through the judge; the quality metrics stream batch by batch.
@@ -22,26 +22,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from synthscale.train import load_classifier, to_input
-
-# recipe keys of `train` that a judge recipe may override
-RECIPE_KEYS = (
-    "arch",
-    "model_kwargs",
-    "epochs",
-    "min_steps",
-    "batch_size",
-    "lr",
-    "weight_decay",
-    "label_smoothing",
-    "pad_crop",
-)
-
-
-def judge_recipe(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The trained judge's recipe: the `train` recipe with `quality.judge.recipe` laid over it."""
-    base = {k: v for k, v in cfg["train"].items() if k in RECIPE_KEYS}
-    return {**base, **cfg["quality"]["judge"].get("recipe", {})}
-
 
 @dataclass
 class Judge:

@@ -22,6 +22,11 @@ def shards_for(n: int, shard_size: int) -> int:
     return -(-n // shard_size)
 
 
+# keys of `train` that `quality.judge.recipe` may override
+JUDGE_RECIPE_KEYS = (
+    "arch", "model_kwargs", "epochs", "min_steps", "batch_size", "lr", "weight_decay", "label_smoothing", "pad_crop",
+)
+
 SOURCE_REGEX = r"real|synthetic/[^/]+/g[^/]+/[^/]+"
 N_REGEX = r"\d+|all"
 
@@ -196,6 +201,11 @@ class Plan:
     def judge_model(self) -> str:
         """The workflow-trained judge: one per dataset, shared by every synthetic set."""
         return f"{self.r}/judge/{self.dataset}/model.safetensors"
+
+    def judge_recipe(self) -> dict[str, Any]:
+        """The trained judge's recipe: the `train` recipe with `quality.judge.recipe` laid over it."""
+        base = {k: v for k, v in self.cfg["train"].items() if k in JUDGE_RECIPE_KEYS}
+        return {**base, **self.cfg["quality"]["judge"].get("recipe", {})}
 
     @property
     def judge_log(self) -> str:

@@ -371,7 +371,7 @@ def scaling_findings(summary: pd.DataFrame, fits: pd.DataFrame, n_classes: int) 
             out.append(
                 f"{s['source']}: k = {s['k']:.3f} [{s['k_low']:.3f}, {s['k_high']:.3f}], ratio to real "
                 f"{_f(s['ratio'], 2)} [{_f(s['ratio_low'], 2)}, {_f(s['ratio_high'], 2)}]: {verdict}; "
-                f"k intervals {'disjoint' if s['k_intervals_disjoint'] is True else 'overlapping'}."
+                f"k intervals {'disjoint' if str(s['k_intervals_disjoint']) == 'True' else 'overlapping'}."
             )
         counts = fs["differs_from_real"].value_counts()
         lower, higher, same = (int(counts.get(k, 0)) for k in ("lower", "higher", "no"))
