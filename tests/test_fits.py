@@ -120,3 +120,15 @@ def test_grid_halfwidth_shrinks_with_seeds_and_spread():
     narrow = F.halfwidth_for_grid([30, 60, 120, 300], 1, 0.4, 3.0, 0.08, draws=300, sims=20)
     wide = F.halfwidth_for_grid([30, 75, 190, 480, 1200], 3, 0.4, 3.0, 0.08, draws=300, sims=20)
     assert wide < narrow / 2
+
+
+def test_vectorised_saturating_bootstrap_matches_scipy_per_draw(rng):
+    cells = {(s, int(n)): 0.3 + 6 * n**-0.7 * np.exp(rng.normal(0, 0.03)) for s in range(3) for n in NS[:4]}
+    d = F.Draws.make(sorted(cells), 20, 1)
+    sat = F.fit_saturating([c[1] for c in cells], list(cells.values()))
+    out = F.bootstrap_saturating(d, cells, sat["_x"])
+    for i in range(5):
+        idx = np.repeat(np.arange(len(d.cells)), d.counts[i])
+        n = np.array([d.cells[j][1] for j in idx], float)
+        r = F.fit_saturating(n, np.array([cells[d.cells[j]] for j in idx]), starts=[sat["_x"]])
+        np.testing.assert_allclose(out[i], [r["E"], r["B_sat"], r["k_sat"]], rtol=1e-3)
