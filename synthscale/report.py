@@ -351,7 +351,7 @@ def scaling_findings(summary: pd.DataFrame, fits: pd.DataFrame, n_classes: int) 
         r = fr.iloc[0]
         half = (r["k_high"] - r["k_low"]) / 2
         out.append(
-            f"Scaling ability of real images (loss ~ B N^-k on {r['eval_set']}): k = {r['k']:.3f}, "
+            f"Scaling ability k of real images (loss ~ B N^-k on {r['eval_set']}): k = {r['k']:.3f}, "
             f"95% bootstrap interval [{r['k_low']:.3f}, {r['k_high']:.3f}] (half-width {half:.3f}) from "
             f"{int(r['points'])} (seed, N) points over {int(r['n_values'])} N values and {int(r['seeds'])} seeds "
             "(Fan et al. on ImageNet: about 0.53)."
