@@ -98,23 +98,25 @@ def fit_saturating(
 ) -> dict[str, float]:
     """y = E + B * N^-k with a robust loss on log y, parameters in log space, best of several starts.
 
-    Needs at least 4 points (3 parameters); returns NaNs below that.
+    Needs at least 5 points (3 parameters and a defined AICc) on 3 distinct N; NaNs below that.
     """
     n, y = _valid(n, y)
     nan = {"E": np.nan, "B_sat": np.nan, "k_sat": np.nan, "rss_sat": np.nan, "sat_ok": False}
-    if len(n) < 4 or len(np.unique(n)) < 3:
+    if len(n) < 5 or len(np.unique(n)) < 3:  # AICc of 3 parameters needs 5 points
         return nan
     ly = np.log(y)
     if starts is None:
         pl = fit_power_law(n, y)
         starts = sat_starts(n, y, pl["k"], pl["B"])
+    if len(starts) > 1:  # pick the best start cheaply, all starts at once, then polish it with scipy
+        p, c = _lm_soft_l1(n, ly, np.ones((len(starts), len(n))), np.array(starts), f_scale, iterations=40)
+        starts = [p[int(np.nanargmin(c))]] if np.isfinite(c).any() else starts
     best = None
     for p0 in starts:
         try:
             r = optimize.least_squares(
                 _sat_residuals, p0, jac=_sat_jacobian, args=(n, ly), loss=loss, f_scale=f_scale,
-                bounds=([-30.0, -30.0, np.log(1e-4)], [np.log(1e4), 60.0, np.log(5.0)]),
-                max_nfev=max_nfev,
+                bounds=(_LOWER, _UPPER), max_nfev=max_nfev,
             )
         except (ValueError, FloatingPointError):
             continue
@@ -187,24 +189,17 @@ _LOWER = np.array([-30.0, -30.0, np.log(1e-4)])
 _UPPER = np.array([np.log(1e4), 60.0, np.log(5.0)])
 
 
-def bootstrap_saturating(
-    draws: Draws, values: dict[tuple[int, int], float], x0: np.ndarray, f_scale: float = 0.1,
-    iterations: int = 60,
-) -> np.ndarray:
-    """(E, B, k) of the saturating form in every draw, warm-started at the full fit's solution x0.
+def _lm_soft_l1(
+    n: np.ndarray, ly: np.ndarray, w0: np.ndarray, p0: np.ndarray, f_scale: float = 0.1, iterations: int = 60
+) -> tuple[np.ndarray, np.ndarray]:
+    """Saturating fits for many weightings of the same points at once.
 
-    All draws are solved at once: Levenberg-Marquardt steps on the soft_l1 loss through iteratively
-    reweighted least squares (the weights 1/sqrt(1 + (r/f)^2) are scipy's soft_l1), vectorised over
-    draws; a test checks it against `fit_saturating` on single draws.
+    Row d of `w0` weights the points (a bootstrap draw's counts); row d of `p0` is its start in log
+    space. Levenberg-Marquardt steps on the soft_l1 loss through iteratively reweighted least squares
+    (weights 1/sqrt(1 + (r/f)^2), scipy's soft_l1), vectorised over rows. Returns (log params, cost).
     """
-    n = np.array([c[1] for c in draws.cells], float)
-    y = np.array([values.get(c, np.nan) for c in draws.cells], float)
-    ok = np.isfinite(y) & (y > 0)
-    ly = np.where(ok, np.log(np.where(ok, y, 1.0)), 0.0)
-    w0 = draws.counts * ok[None, :]
     logn = np.log(n)
-    usable = (w0 > 0).sum(1) >= 3
-    p = np.tile(np.asarray(x0, float), (len(w0), 1))
+    p = np.array(p0, float)
     lam = np.full(len(w0), 1e-2)
 
     def resid(p):
@@ -214,7 +209,7 @@ def bootstrap_saturating(
         return np.log(m) - ly[None, :], e, t, m, k
 
     def cost(r):
-        return (w0 * 2 * (np.sqrt(1 + (r / f_scale) ** 2) - 1)).sum(1)
+        return 0.5 * (w0 * f_scale**2 * 2 * (np.sqrt(1 + (r / f_scale) ** 2) - 1)).sum(1)
 
     r, e, t, m, k = resid(p)
     c = cost(r)
@@ -226,15 +221,29 @@ def bootstrap_saturating(
         a = a + lam[:, None, None] * (np.eye(3)[None] * (np.einsum("dii->di", a)[:, :, None] + 1e-9))
         step = np.linalg.solve(a, -g[:, :, None])[:, :, 0]
         p_new = np.clip(p + step, _LOWER, _UPPER)
-        r_new, e_new, t_new, m_new, k_new = resid(p_new)
-        c_new = cost(r_new)
+        c_new = cost(resid(p_new)[0])
         better = c_new < c
         p = np.where(better[:, None], p_new, p)
         lam = np.where(better, lam / 3, lam * 4)
         r, e, t, m, k = resid(p)
         c = cost(r)
+    return p, c
+
+
+def bootstrap_saturating(
+    draws: Draws, values: dict[tuple[int, int], float], x0: np.ndarray, f_scale: float = 0.1
+) -> np.ndarray:
+    """(E, B, k) of the saturating form in every draw, warm-started at the full fit's solution x0,
+    all draws solved at once (`_lm_soft_l1`); a test checks it against scipy on single draws."""
+    n = np.array([c[1] for c in draws.cells], float)
+    y = np.array([values.get(c, np.nan) for c in draws.cells], float)
+    ok = np.isfinite(y) & (y > 0)
+    ly = np.where(ok, np.log(np.where(ok, y, 1.0)), 0.0)
+    w0 = draws.counts * ok[None, :]
+    p, _ = _lm_soft_l1(n, ly, w0, np.tile(np.asarray(x0, float), (len(w0), 1)), f_scale)
     out = np.exp(p)
-    out[~usable] = np.nan
+    distinct = ((w0 > 0) * 1.0) @ np.ones(len(n))
+    out[distinct < 3] = np.nan
     return out
 
 
