@@ -180,7 +180,8 @@ def _add_ratios(fits: pd.DataFrame, level: float) -> pd.DataFrame:
         if ref is None or r["kind"] == "real":
             disjoint.append(np.nan)
         else:
-            disjoint.append(bool(r["k_high"] < ref["k_low"] or r["k_low"] > ref["k_high"]))
+            known = np.isfinite([r["k_low"], r["k_high"], ref["k_low"], ref["k_high"]]).all()
+            disjoint.append(bool(r["k_high"] < ref["k_low"] or r["k_low"] > ref["k_high"]) if known else np.nan)
     return fits.assign(ratio=ratio, ratio_low=lo, ratio_high=hi, differs_from_real=differs,
                        k_intervals_disjoint=disjoint)
 

@@ -292,6 +292,9 @@ def fit_source(
     pl = fit_power_law(n, y, level)
     nv, yv = _valid(n, y)
     k_draws, lb_draws = bootstrap_power_law(draws, cells)
+    if pl["points"] < 3:  # two points give an exact line in every draw: no interval, not a zero-width one
+        k_draws[:] = np.nan
+        lb_draws[:] = np.nan
     k_lo, k_hi = interval(k_draws, level)
     sat = fit_saturating(nv, yv)
     a_pl = aicc(pl["rss"], pl["points"], 2)

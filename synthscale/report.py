@@ -352,9 +352,10 @@ def scaling_findings(summary: pd.DataFrame, fits: pd.DataFrame, n_classes: int) 
         half = (r["k_high"] - r["k_low"]) / 2
         out.append(
             f"Scaling ability k of real images (loss ~ B N^-k on {r['eval_set']}): k = {r['k']:.3f}, "
-            f"95% bootstrap interval [{r['k_low']:.3f}, {r['k_high']:.3f}] (half-width {half:.3f}) from "
-            f"{int(r['points'])} (seed, N) points over {int(r['n_values'])} N values and {int(r['seeds'])} seeds "
-            "(Fan et al. on ImageNet: about 0.53)."
+            + (f"95% bootstrap interval [{r['k_low']:.3f}, {r['k_high']:.3f}] (half-width {half:.3f}) from "
+               if np.isfinite(half) else "no interval from ")
+            + f"{int(r['points'])} (seed, N) points over {int(r['n_values'])} N values and {int(r['seeds'])} "
+            f"seed{'s' if int(r['seeds']) > 1 else ''} (Fan et al. on ImageNet: about 0.53)."
         )
     if len(fs):
         out.append(
@@ -367,17 +368,18 @@ def scaling_findings(summary: pd.DataFrame, fits: pd.DataFrame, n_classes: int) 
                 "lower": "lower than real's (the ratio interval lies below 1)",
                 "higher": "higher than real's (the ratio interval lies above 1)",
                 "no": "not distinguishable from real's (the ratio interval contains 1)",
-            }.get(s["differs_from_real"], "not comparable with real's (too few valid draws)")
+            }.get(s["differs_from_real"], "not compared with real's (no ratio interval: too few points, or real k <= 0)")
+            disjoint = str(s["k_intervals_disjoint"])
             out.append(
-                f"{s['source']}: k = {s['k']:.3f} [{s['k_low']:.3f}, {s['k_high']:.3f}], ratio to real "
-                f"{_f(s['ratio'], 2)} [{_f(s['ratio_low'], 2)}, {_f(s['ratio_high'], 2)}]: {verdict}; "
-                f"k intervals {'disjoint' if str(s['k_intervals_disjoint']) == 'True' else 'overlapping'}."
+                f"{s['source']}: k = {s['k']:.3f} [{_f(s['k_low'])}, {_f(s['k_high'])}], ratio to real "
+                f"{_f(s['ratio'], 2)} [{_f(s['ratio_low'], 2)}, {_f(s['ratio_high'], 2)}]: {verdict}"
+                + ("; k intervals disjoint." if disjoint == "True" else "; k intervals overlap." if disjoint == "False" else ".")
             )
         counts = fs["differs_from_real"].value_counts()
         lower, higher, same = (int(counts.get(k, 0)) for k in ("lower", "higher", "no"))
         out.append(
             f"In distribution, {lower} of {len(fs)} synthetic slopes are lower than real's, {higher} higher, "
-            f"and {same} not distinguishable at 95%."
+            f"{same} not distinguishable at 95%, and {len(fs) - lower - higher - same} not compared."
         )
         if lower * 2 > len(fs):
             out.append(
