@@ -225,7 +225,7 @@ def parse_benchmark(path: str | os.PathLike, root: str | os.PathLike) -> dict[st
         tok = p[i]
         if tok == "real":
             out["source"] = "real"
-        elif tok == "synthetic" and i + 3 < len(p) + 0 and _G.match(p[i + 2]):
+        elif tok == "synthetic" and i + 3 < len(p) and _G.match(p[i + 2]):
             out["generator"], out["guidance"], out["strategy"] = p[i + 1], float(p[i + 2][1:]), p[i + 3]
             out["source"] = f"synthetic/{p[i + 1]}/{p[i + 2]}/{p[i + 3]}"
             i += 3
