@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from synthscale.filtering import JudgeScorer, run_filter  # noqa: E402
-from synthscale.quality import trained_judge  # noqa: E402
+from synthscale.judge import trained_judge  # noqa: E402
 from synthscale.shards import write_shard  # noqa: E402
 from synthscale.train import create_classifier  # noqa: E402
 

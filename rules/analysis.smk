@@ -39,9 +39,14 @@ rule scaling_fits:
         ),
     log:
         f"{R}/logs/analysis/scaling_fits.log",
+    benchmark:
+        PLAN.benchmark("scaling_fits", "all")
     localrule: True
     conda:
         "../envs/synthscale.yaml"
+    params:
+        analysis=config["analysis"],
+        seed=config["seed"],
     script:
         "../scripts/scaling_fits.py"
 
@@ -126,3 +131,41 @@ rule findings:
         study=config["study"],
     script:
         "../scripts/findings.py"
+
+
+rule cost:
+    input:
+        summary=PLAN.summary,
+        manifest=PLAN.manifest,
+        # every other output of the study: the benchmark files are complete once these exist
+        scaling=PLAN.scaling,
+        quality=QUALITY_OUTPUTS["table"],
+    output:
+        table=report(
+            COST_OUTPUTS["table"],
+            caption="../report/cost.rst",
+            category="Cost",
+            labels={"table": "compute cost per grid point"},
+        ),
+        plot=report(
+            COST_OUTPUTS["plot"],
+            caption="../report/cost.rst",
+            category="Cost",
+            labels={"figure": "compute cost per grid point"},
+        ),
+        findings=report(
+            COST_OUTPUTS["findings"],
+            caption="../report/cost.rst",
+            category="Cost",
+            labels={"text": "cost findings"},
+        ),
+    log:
+        f"{R}/logs/analysis/cost.log",
+    localrule: True
+    conda:
+        "../envs/synthscale.yaml"
+    params:
+        benchmarks=PLAN.benchmarks_dir,
+        eval_set=config["analysis"]["eval_set"],
+    script:
+        "../scripts/cost.py"

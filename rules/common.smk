@@ -2,7 +2,6 @@
 import re
 import sys
 
-from synthscale import quality as Q
 from synthscale.config import ConfigError, check_config
 from synthscale.prompts import STRATEGIES
 from synthscale.plan import (
@@ -100,22 +99,14 @@ def train_inputs(wildcards):
 
 # --- the quality stage ---
 QCFG = config["quality"]
-DATASET = config["dataset"]["name"]
-QUALITY_N = Q.quality_n(config)
-QREF = Q.reference_paths(R, DATASET)
-QUALITY_OUTPUTS = {
-    "table": f"{R}/quality.csv",
-    "per_class": f"{R}/quality_per_class.csv",
-    "tradeoff": PLAN.plot("quality_tradeoff"),
-    "fid_cas": PLAN.plot("quality_fid_cas"),
-    "per_class_plot": PLAN.plot("quality_per_class_slope"),
-    "findings": f"{R}/quality_findings.html",
-}
+QREF = PLAN.quality_reference()
+QUALITY_OUTPUTS = PLAN.quality_outputs()
+COST_OUTPUTS = PLAN.cost_outputs()
 
 
 def quality_targets():
     """What rule all needs for this stage (the summary pulls in every per-set file)."""
-    return list(QUALITY_OUTPUTS.values())
+    return list(QUALITY_OUTPUTS.values()) + list(COST_OUTPUTS.values())
 
 
 def judge_input(wildcards):
@@ -125,7 +116,7 @@ def judge_input(wildcards):
         if not j["recipe"] and config["train"]["real_full"]:
             # the judge's recipe is the training recipe: the full-real classifier is that model
             return [PLAN.model("real", "all")]
-        return [Q.judge_model_path(R, DATASET)]
+        return [PLAN.judge_model]
     return [j["weights"]] if j.get("weights") else []
 
 

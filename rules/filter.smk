@@ -40,7 +40,7 @@ rule filter_quality:
     input:
         judge=judge_input,
         inception=inception_input,
-        shards=lambda wc: PLAN.set_shards(filtered_source(wc), QUALITY_N),
+        shards=lambda wc: PLAN.set_shards(filtered_source(wc), PLAN.quality_n),
         reference=QREF["npz"],
         manifest=PLAN.manifest,
         classes=PLAN.classes,
@@ -58,7 +58,7 @@ rule filter_quality:
         **res("quality"),
     params:
         quality=QCFG,
-        n_images=QUALITY_N,
+        n_images=PLAN.quality_n,
         image_size=config["dataset"]["image_size"],
         seed=config["seed"],
         device=config["device"],
@@ -72,7 +72,7 @@ rule filter_report:
         counts=[PLAN.filter_counts(s) for s in PLAN.filtered_grid()],
         quality=[PLAN.filter_quality_json(s) for s in PLAN.filtered_grid()],
         base_quality=[
-            Q.quality_json(R, s.generator, fmt_guidance(s.guidance), s.strategy)
+            PLAN.quality_json(s.generator, s.guidance, s.strategy)
             for s in PLAN.filtered_grid()
         ],
         cas=[PLAN.eval_csv(s.name) for s in PLAN.filtered_grid()],

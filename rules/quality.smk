@@ -9,17 +9,19 @@ rule train_judge:
     input:
         manifest=PLAN.manifest,
     output:
-        model=Q.judge_model_path(R, DATASET),
-        log=f"{R}/judge/{DATASET}/log.csv",
+        model=PLAN.judge_model,
+        log=PLAN.judge_log,
     log:
-        f"{R}/logs/judge/{DATASET}.log",
+        f"{R}/logs/judge/{PLAN.dataset}.log",
+    benchmark:
+        PLAN.benchmark("train_judge", PLAN.dataset)
     conda:
         "../envs/synthscale.yaml"
     threads: threads("train")
     resources:
         **res("train"),
     params:
-        recipe=Q.judge_recipe(config),
+        recipe=PLAN.judge_recipe(),
         seed=config["seed"],
         image_size=config["dataset"]["image_size"],
         device=config["device"],
@@ -39,7 +41,9 @@ rule quality_reference:
         json=QREF["json"],
         per_class=QREF["per_class"],
     log:
-        f"{R}/logs/quality/real_{DATASET}.log",
+        f"{R}/logs/quality/real_{PLAN.dataset}.log",
+    benchmark:
+        PLAN.benchmark("quality_reference", PLAN.dataset)
     conda:
         "../envs/synthscale.yaml"
     threads: threads("quality")
@@ -47,6 +51,7 @@ rule quality_reference:
         **res("quality"),
     params:
         quality=QCFG,
+        n_images=QCFG["n_images"],
         image_size=config["dataset"]["image_size"],
         seed=config["seed"],
         device=config["device"],
@@ -59,15 +64,19 @@ rule quality:
     input:
         judge=judge_input,
         inception=inception_input,
-        shards=lambda wc: PLAN.shards(wc.generator, wc.guidance, wc.strategy, QUALITY_N),
+        shards=lambda wc: PLAN.shards(
+            wc.generator, wc.guidance, wc.strategy, PLAN.quality_n
+        ),
         reference=QREF["npz"],
         manifest=PLAN.manifest,
         classes=PLAN.classes,
     output:
-        json=f"{R}/quality/{{generator}}/g{{guidance}}/{{strategy}}.json",
-        per_class=f"{R}/quality/{{generator}}/g{{guidance}}/{{strategy}}_per_class.csv",
+        json=PLAN.quality_json("{generator}", "{guidance}", "{strategy}"),
+        per_class=PLAN.quality_per_class("{generator}", "{guidance}", "{strategy}"),
     log:
         f"{R}/logs/quality/{{generator}}/g{{guidance}}/{{strategy}}.log",
+    benchmark:
+        PLAN.benchmark("quality", "{generator}", "g{guidance}", "{strategy}")
     conda:
         "../envs/synthscale.yaml"
     threads: threads("quality")
@@ -75,7 +84,7 @@ rule quality:
         **res("quality"),
     params:
         quality=QCFG,
-        n_images=QUALITY_N,
+        n_images=PLAN.quality_n,
         image_size=config["dataset"]["image_size"],
         seed=config["seed"],
         device=config["device"],
@@ -86,18 +95,11 @@ rule quality:
 
 rule quality_summary:
     input:
-        sets=[Q.quality_json(R, g, fmt_guidance(gs), s) for g, gs, s in quality_sets()],
-        per_class=[
-            Q.quality_per_class_csv(R, g, fmt_guidance(gs), s)
-            for g, gs, s in quality_sets()
-        ],
+        sets=[PLAN.quality_json(g, gs, s) for g, gs, s in quality_sets()],
+        per_class=[PLAN.quality_per_class(g, gs, s) for g, gs, s in quality_sets()],
         reference=QREF["json"],
-        cas=[PLAN.eval_csv(synthetic_source(g, gs, s)) for g, gs, s in quality_sets()],
-        eval_per_class=[
-            PLAN.eval_per_class(synthetic_source(g, gs, s))
-            for g, gs, s in quality_sets()
-        ],
-        real_eval=[PLAN.eval_csv("real")] if config["train"]["real_baseline"] else [],
+        summary=PLAN.summary,
+        eval_per_class=PLAN.per_class,
     output:
         table=report(
             QUALITY_OUTPUTS["table"],
@@ -136,13 +138,6 @@ rule quality_summary:
     conda:
         "../envs/synthscale.yaml"
     params:
-        sources=[list(s) for s in quality_sets()],
-        n_images=config["n_images"],
-        eval_per_class=[
-            [PLAN.eval_per_class(synthetic_source(g, gs, s))] * len(config["n_images"])
-            for g, gs, s in quality_sets()
-        ],
-        cas_n=str(PLAN.max_n),
         eval_set=QCFG["reference_set"],
         output_keys=list(QUALITY_OUTPUTS),
     script:

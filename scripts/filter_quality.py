@@ -1,6 +1,6 @@
 """Snakemake entry for rule filter_quality: the quality metrics of one filtered synthetic set."""
 from synthscale.data import read_manifest
-from synthscale.quality import measure_synthetic
+from synthscale.quality_metrics import measure_synthetic
 from synthscale.runtime import job_setup
 
 job_setup(snakemake, snakemake.params.threads)

@@ -1,5 +1,6 @@
-"""Snakemake entry for rule plot_guidance_strategy: adapt snakemake.* to synthscale.analysis."""
-from synthscale.analysis import plot_guidance_strategy, read_summary
+"""Snakemake entry for rule plot_guidance_strategy: adapt snakemake.* to synthscale.report."""
+from synthscale.analysis import read_summary
+from synthscale.report import plot_guidance_strategy
 from synthscale.runtime import job_setup
 
 job_setup(snakemake)

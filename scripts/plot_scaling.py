@@ -1,6 +1,7 @@
-"""Snakemake entry for rule plot_scaling: adapt snakemake.* to synthscale.analysis."""
-from synthscale.analysis import plot_scaling, read_summary
+"""Snakemake entry for rule plot_scaling: adapt snakemake.* to synthscale.report."""
+from synthscale.analysis import read_summary
 from synthscale.data import read_manifest
+from synthscale.report import plot_scaling
 from synthscale.runtime import job_setup
 
 job_setup(snakemake)

@@ -1,5 +1,5 @@
 """Snakemake entry for rule quality_reference: the real reference set through the judge, once."""
-from synthscale.quality import measure_reference
+from synthscale.quality_metrics import measure_reference
 from synthscale.runtime import job_setup
 
 job_setup(snakemake, snakemake.params.threads)
@@ -8,6 +8,7 @@ measure_reference(
     snakemake.input.judge[0] if snakemake.input.judge else None,
     snakemake.input.manifest,
     snakemake.params.image_size,
+    snakemake.params.n_images,
     {k: snakemake.output[k] for k in ("npz", "json", "per_class")},
     seed=snakemake.params.seed,
     device=snakemake.params.device,

@@ -1,7 +1,7 @@
-"""Snakemake entry for rule sample_grid: adapt snakemake.* to synthscale.analysis."""
+"""Snakemake entry for rule sample_grid: adapt snakemake.* to synthscale.report."""
 import pandas as pd
 
-from synthscale.analysis import plot_sample_grid
+from synthscale.report import plot_sample_grid
 from synthscale.runtime import job_setup
 from synthscale.shards import load_arrays
 

@@ -3,4 +3,7 @@ from synthscale.analysis import read_summary, scaling_fits, write_table
 from synthscale.runtime import job_setup
 
 job_setup(snakemake)
-write_table(snakemake.output[0], scaling_fits(read_summary(snakemake.input[0])))
+a = snakemake.params.analysis
+targets = {"loss": a["target_loss"], "error": None if a["target_top1"] is None else 1 - a["target_top1"]}
+fits = scaling_fits(read_summary(snakemake.input[0]), a["metrics"], targets, a["bootstrap"], snakemake.params.seed, a["level"])
+write_table(snakemake.output[0], fits)

@@ -1,19 +1,28 @@
-"""Analysis: one tidy results table, scaling-law fits, plots and a plain-language findings page."""
+"""Analysis: the tidy results tables, scaling fits over every seed, compute cost, and the quality
+summary. Drawing and wording live in synthscale.report; the fits in synthscale.fits.
+
+Layering: analysis imports fits, report and plan; none of them imports analysis.
+"""
 
 from __future__ import annotations
 
-import html
+import json
 import os
+import re
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from synthscale.io import atomic_path, write_csv
+from synthscale import fits as F
+from synthscale import report
+from synthscale.io import write_csv
 from synthscale.plan import parse_source
 
-GRID_COLUMNS = ["arch", "source", "kind", "generator", "guidance", "strategy", "n", "n_label"]
+GRID_COLUMNS = ["arch", "source", "kind", "generator", "guidance", "strategy", "n", "n_label", "seed"]
+# the error rate 1 - top1 is fitted like a loss: it falls as a power of N
+METRICS = {"loss": "loss", "error": "top1"}
 
 
 def source_columns(source: str, n_label: str, n_train: int, arch: str) -> dict[str, Any]:
@@ -36,12 +45,16 @@ def _collect(
     frames = []
     for source, path in zip(sources, paths):
         df = pd.read_csv(path, dtype={"n_label": str})
+        if "seed" not in df.columns:  # one training seed per run: it is seed 0
+            df["seed"] = 0
         grid = [
             pd.Series(source_columns(source, n, n_real_train if n == "all" else int(n), arch))
             for n in df["n_label"]
         ]
         frames.append(pd.concat([pd.DataFrame(grid).reset_index(drop=True), df.drop(columns="n_label")], axis=1))
-    return pd.concat(frames, ignore_index=True)
+    out = pd.concat(frames, ignore_index=True)
+    out["seed"] = out["seed"].astype(int)
+    return out
 
 
 def build_summary(
@@ -51,9 +64,9 @@ def build_summary(
     ood: dict[str, bool],
     n_real_train: int,
 ) -> pd.DataFrame:
-    """Tidy table: one row per trained model and eval set, with every grid column."""
+    """Tidy table: one row per trained model (source, N, seed) and eval set, with every grid column."""
     out = _collect(sources, metric_paths, arch, n_real_train)
-    out["ood"] = out["eval_set"].map(ood).fillna(False).astype(bool)
+    out["ood"] = out["eval_set"].map(lambda e: bool(ood.get(e, False)))
     cols = GRID_COLUMNS + ["eval_set", "ood"]
     return out[cols + [c for c in out.columns if c not in cols]]
 
@@ -65,246 +78,367 @@ def build_per_class(
     return _collect(sources, paths, arch, n_real_train)
 
 
-def fit_power_law(n: Sequence[float], loss: Sequence[float], level: float = 0.95) -> dict[str, float]:
-    """Fit L = B * N^-k by least squares on log-log axes; k with a t-based confidence interval.
-
-    k is Fan et al.'s "scaling ability". With fewer than three points the interval is undefined (NaN).
-    """
-    x, y = np.log(np.asarray(n, float)), np.log(np.asarray(loss, float))
-    if len(x) < 2 or np.ptp(x) == 0:
-        raise ValueError("a scaling fit needs at least two distinct N values")
-    res = stats.linregress(x, y)
-    k = -res.slope
-    dof = len(x) - 2
-    half = stats.t.ppf(0.5 + level / 2, dof) * res.stderr if dof > 0 else np.nan
-    return {
-        "k": float(k),
-        "k_low": float(k - half),
-        "k_high": float(k + half),
-        "k_stderr": float(res.stderr) if dof > 0 else np.nan,
-        "B": float(np.exp(res.intercept)),
-        "r2": float(res.rvalue**2),
-        "points": int(len(x)),
-    }
-
-
-def scaling_fits(summary: pd.DataFrame, metric: str = "loss") -> pd.DataFrame:
-    """One fit per (source, eval set) over the N grid (the full real set is left out of fits)."""
-    rows = []
-    df = summary[summary["n_label"] != "all"]
-    for (source, eval_set), g in df.groupby(["source", "eval_set"], sort=True):
-        g = g.sort_values("n")
-        if g["n"].nunique() < 2:
-            continue
-        first = g.iloc[0]
-        rows.append(
-            {
-                **{c: first[c] for c in ["arch", "source", "kind", "generator", "guidance", "strategy"]},
-                "eval_set": eval_set,
-                "ood": bool(first["ood"]),
-                "metric": metric,
-                "n_min": int(g["n"].min()),
-                "n_max": int(g["n"].max()),
-                **fit_power_law(g["n"], g[metric]),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def _plotting():
-    """matplotlib (headless) and seaborn, imported only by the jobs that draw."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    return plt, sns
-
-
-def _savefig(fig, path: str | os.PathLike) -> None:
-    plt, _ = _plotting()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
-
-
-def _synthetic_label(df: pd.DataFrame) -> pd.Series:
-    return df["strategy"] + ", g=" + df["guidance"].map(lambda g: f"{g:g}")
-
-
-def plot_scaling(summary: pd.DataFrame, metric: str, path: str | os.PathLike, chance: float) -> None:
-    """metric against N, log-log for loss: one panel per eval set, synthetic sets against the real baseline."""
-    plt, sns = _plotting()
-    import matplotlib.ticker  # noqa: F401  (for the tick formatter below)
-
-    import matplotlib
-    df = summary[summary["n_label"] != "all"].copy()
-    syn = df[df["kind"] == "synthetic"].copy()
-    syn["set"] = _synthetic_label(syn)
-    real = df[df["kind"] == "real"]
-    full = summary[summary["n_label"] == "all"]
-    sets = list(dict.fromkeys(summary["eval_set"]))
-    fig, axes = plt.subplots(1, len(sets), figsize=(4.6 * len(sets), 4.2), squeeze=False, sharey=True)
-    palette = dict(zip(sorted(syn["strategy"].unique()), sns.color_palette("tab10")))
-    dashes = ["-", "--", ":", "-."]
-    guidances = sorted(syn["guidance"].unique())
-    for ax, name in zip(axes[0], sets):
-        for (strategy, g), grp in syn[syn["eval_set"] == name].groupby(["strategy", "guidance"]):
-            grp = grp.sort_values("n")
-            ax.plot(
-                grp["n"], grp[metric], marker="o", ms=3, color=palette[strategy],
-                ls=dashes[guidances.index(g) % len(dashes)], lw=1.2, label=f"{strategy}, g={g:g}",
-            )
-        r = real[real["eval_set"] == name].sort_values("n")
-        if len(r):
-            ax.plot(r["n"], r[metric], marker="s", color="black", lw=2.2, label="real (same N)")
-        f = full[full["eval_set"] == name]
-        if len(f):
-            ax.axhline(f[metric].iloc[0], color="grey", lw=1, ls="--", label=f"real, all {int(f['n'].iloc[0])}")
-        if metric != "loss":
-            ax.axhline(chance, color="red", lw=0.8, ls=":", label="chance")
-        ax.set_xscale("log")
-        ns = sorted(df["n"].unique())
-        ax.set_xticks(ns, [str(n) for n in ns])
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        if metric == "loss":
-            ax.set_yscale("log")
-        ax.set_title(name + (" (OOD)" if summary.loc[summary.eval_set == name, "ood"].any() else ""))
-        ax.set_xlabel("training images N")
-        ax.set_ylabel({"loss": "cross-entropy loss", "top1": "top-1 accuracy"}.get(metric, metric))
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    fig.suptitle(f"{metric} against N: synthetic (colour = prompt strategy, dash = guidance) vs real")
-    _savefig(fig, path)
-
-
-def plot_guidance_strategy(summary: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Top-1 at the largest N, guidance x strategy, one heatmap per eval set, real baseline in titles."""
-    plt, sns = _plotting()
-    df = summary[(summary["kind"] == "synthetic") & (summary["n_label"] != "all")]
-    n_max = df["n"].max()
-    df = df[df["n"] == n_max]
-    real = summary[(summary["kind"] == "real") & (summary["n"] == n_max) & (summary["n_label"] != "all")]
-    sets = list(dict.fromkeys(summary["eval_set"]))
-    fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.6), squeeze=False)
-    for ax, name in zip(axes[0], sets):
-        piv = df[df["eval_set"] == name].pivot_table(index="strategy", columns="guidance", values="top1")
-        piv.columns = [f"{c:g}" for c in piv.columns]
-        sns.heatmap(piv, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", ax=ax, cbar=False)
-        r = real[real["eval_set"] == name]["top1"]
-        base = f"; real at same N: {r.iloc[0]:.2f}" if len(r) else ""
-        ax.set_title(f"{name}{base}", fontsize=9)
-        ax.set_xlabel("guidance scale")
-        ax.set_ylabel("prompt strategy")
-    fig.suptitle(f"top-1 of classifiers trained on N={n_max} synthetic images")
-    _savefig(fig, path)
-
-
-def plot_sample_grid(
-    images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], title: str,
-    path: str | os.PathLike, per_class: int = 8,
-) -> None:
-    """A grid with one row per class: the first `per_class` images generated for it."""
-    plt, sns = _plotting()
-    n_classes = len(class_names)
-    fig, axes = plt.subplots(
-        n_classes, per_class, figsize=(per_class * 0.7, n_classes * 0.75), squeeze=False
-    )
-    for c in range(n_classes):
-        idx = np.flatnonzero(labels == c)[:per_class]
-        for j in range(per_class):
-            ax = axes[c][j]
-            ax.axis("off")
-            if j < len(idx):
-                im = images[idx[j]]
-                ax.imshow(im.squeeze(-1) if im.shape[-1] == 1 else im, cmap="gray", vmin=0, vmax=255)
-        axes[c][0].text(-0.15, 0.5, class_names[c], transform=axes[c][0].transAxes, ha="right", va="center", fontsize=8)
-    fig.suptitle(title, fontsize=9, y=0.995)
-    fig.subplots_adjust(top=0.95, hspace=0.08, wspace=0.08)
-    _savefig(fig, path)
-
-
-def findings(summary: pd.DataFrame, fits: pd.DataFrame, n_classes: int) -> list[str]:
-    """Plain sentences about this study's numbers; they say so where the result is weak."""
-    out: list[str] = []
-    chance = 1.0 / n_classes
-    ind = summary[~summary["ood"]]
-    n_max = summary.loc[summary["n_label"] != "all", "n"].max()
-    syn = ind[(ind["kind"] == "synthetic") & (ind["n"] == n_max)]
-    real = ind[(ind["kind"] == "real") & (ind["n_label"] != "all") & (ind["n"] == n_max)]
-    full = ind[ind["n_label"] == "all"]
-    if len(syn):
-        best = syn.loc[syn["top1"].idxmax()]
-        worst = syn.loc[syn["top1"].idxmin()]
-        out.append(
-            f"At N={n_max}, the best synthetic set ({best['source']}) reaches top-1 {best['top1']:.3f} "
-            f"on {best['eval_set']}; the worst ({worst['source']}) {worst['top1']:.3f}; chance is {chance:.3f}."
-        )
-        above = (syn["top1"] > 2 * chance).mean()
-        out.append(
-            f"{above:.0%} of synthetic sets at N={n_max} score more than twice chance on the in-distribution test set."
-            + ("" if above == 1 else " The others are weak: their generator setting does not make usable training images.")
-        )
-    if len(real) and len(syn):
-        gap = real["top1"].iloc[0] - syn["top1"].max()
-        out.append(
-            f"Real images at the same N reach {real['top1'].iloc[0]:.3f}: "
-            + (f"the best synthetic set trails them by {gap:.3f}." if gap > 0 else f"the best synthetic set beats them by {-gap:.3f}.")
-        )
-    if len(full):
-        out.append(f"The classifier trained on all {int(full['n'].iloc[0])} real images reaches {full['top1'].iloc[0]:.3f}.")
-    for name, grp in summary[summary["ood"]].groupby("eval_set"):
-        s = grp[(grp["kind"] == "synthetic") & (grp["n"] == n_max)]
-        r = grp[(grp["kind"] == "real") & (grp["n"] == n_max) & (grp["n_label"] != "all")]
-        if len(s) and len(r):
-            out.append(
-                f"Out of distribution ({name}): best synthetic {s['top1'].max():.3f} vs real {r['top1'].iloc[0]:.3f} at N={n_max}."
-            )
-    if len(fits):
-        f = fits[~fits["ood"]]
-        fr, fs = f[f["kind"] == "real"], f[f["kind"] == "synthetic"]
-        if len(fr) and len(fs):
-            out.append(
-                f"Scaling ability k (L ~ B N^-k, in distribution): real {fr['k'].iloc[0]:.2f} "
-                f"[{fr['k_low'].iloc[0]:.2f}, {fr['k_high'].iloc[0]:.2f}]; synthetic from {fs['k'].min():.2f} to {fs['k'].max():.2f} "
-                f"(Fan et al. on ImageNet: about 0.53 real, 0.20 to 0.27 synthetic)."
-            )
-            wide = (fs["k_high"] - fs["k_low"]).median()
-            points = int(fs["points"].max())
-            out.append(
-                f"With only {points} N values per fit, k has no confidence interval: treat these slopes as rough."
-                if not np.isfinite(wide)
-                else f"The median 95% interval of a synthetic k spans {wide:.2f}: with {points} N values "
-                "per fit, slopes that differ by less than that are not told apart here."
-            )
-        if len(fs):
-            by_g = fs.groupby("guidance")["k"].mean()
-            out.append(
-                "Mean synthetic k by guidance: " + ", ".join(f"g={g:g}: {k:.2f}" for g, k in by_g.items()) + "."
-            )
-    return out
-
-
-def write_findings_html(lines: Sequence[str], path: str | os.PathLike, title: str) -> None:
-    body = "\n".join(f"<li>{html.escape(s)}</li>" for s in lines)
-    page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
-        f"<body><h2>{html.escape(title)}</h2><ul>\n{body}\n</ul>"
-        "<p>Numbers are computed from results/summary.csv and results/scaling.csv of this run.</p>"
-        "</body></html>\n"
-    )
-    with atomic_path(path) as tmp:
-        tmp.write_text(page)
-
-
 def write_table(path: str | os.PathLike, df: pd.DataFrame) -> None:
     write_csv(path, df)
 
 
 def read_summary(path: str | os.PathLike) -> pd.DataFrame:
-    """summary.csv with its string columns kept as strings (empty generator/strategy for real rows)."""
+    """summary.csv with its string columns kept as strings; `seed` is 0 where the table has none."""
     df = pd.read_csv(path, dtype={"n_label": str, "generator": str, "strategy": str})
     for c in ("generator", "strategy"):
         df[c] = df[c].fillna("")
+    if "seed" not in df.columns:
+        df["seed"] = 0
+    return df
+
+
+# --------------------------------------------------------------------------------------------------
+# scaling fits
+# --------------------------------------------------------------------------------------------------
+
+
+def metric_values(df: pd.DataFrame, metric: str) -> pd.Series:
+    """The fitted quantity: the loss, or the error rate 1 - top1."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown scaling metric {metric!r}; choose from {sorted(METRICS)}")
+    return df["loss"] if metric == "loss" else 1.0 - df["top1"]
+
+
+def scaling_fits(
+    summary: pd.DataFrame,
+    metric: str | Sequence[str] = "loss",
+    targets: dict[str, float | None] | None = None,
+    n_draws: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """One row per (source, eval set, metric): both forms, the better one, bootstrap intervals over
+    the (seed, N) points, the slope ratio to real's with a paired interval, and the N that reaches
+    `targets[metric]` (the full real set, n_label "all", is left out of the fits)."""
+    metrics = [metric] if isinstance(metric, str) else list(metric)
+    targets = targets or {}
+    df = summary[summary["n_label"] != "all"].copy()
+    if "seed" not in df.columns:
+        df["seed"] = 0
+    rows = []
+    for m in metrics:
+        df["_y"] = metric_values(df, m)
+        for (arch, eval_set), grp in df.groupby(["arch", "eval_set"], sort=True):
+            cells = sorted({(int(s), int(n)) for s, n in zip(grp["seed"], grp["n"])})
+            draws = F.Draws.make(cells, n_draws, seed)
+            k_draws: dict[str, np.ndarray] = {}
+            for source, g in grp.groupby("source", sort=True):
+                values = {(int(s), int(n)): float(y) for s, n, y in zip(g["seed"], g["n"], g["_y"])}
+                if len({n for (_, n), y in values.items() if y > 0}) < 2:
+                    continue
+                fit, kd = F.fit_source(values, draws, targets.get(m), level)
+                k_draws[source] = kd
+                first = g.iloc[0]
+                rows.append(
+                    {
+                        **{c: first[c] for c in ["arch", "source", "kind", "generator", "guidance", "strategy"]},
+                        "eval_set": eval_set,
+                        "ood": bool(first["ood"]),
+                        "metric": m,
+                        "n_min": int(g["n"].min()),
+                        "n_max": int(g["n"].max()),
+                        "seeds": int(g["seed"].nunique()),
+                        **fit,
+                    }
+                )
+                rows[-1]["_kd"] = kd
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    out = _add_ratios(out, level)
+    return out.drop(columns="_kd")
+
+
+def _add_ratios(fits: pd.DataFrame, level: float) -> pd.DataFrame:
+    """k / k_real for every source, with the paired bootstrap interval, and whether it excludes 1."""
+    ratio, lo, hi, differs = [], [], [], []
+    real = {
+        (r["arch"], r["eval_set"], r["metric"]): r
+        for _, r in fits[fits["kind"] == "real"].iterrows()
+    }
+    for _, r in fits.iterrows():
+        ref = real.get((r["arch"], r["eval_set"], r["metric"]))
+        if ref is None or r["kind"] == "real":
+            ratio.append(np.nan), lo.append(np.nan), hi.append(np.nan), differs.append("")
+            continue
+        a, b = F.ratio_interval(r["_kd"], ref["_kd"], level)
+        ratio.append(r["k"] / ref["k"] if ref["k"] > 0 else np.nan)
+        lo.append(a)
+        hi.append(b)
+        if np.isfinite(a) and np.isfinite(b):
+            differs.append("lower" if b < 1 else "higher" if a > 1 else "no")
+        else:
+            differs.append("undetermined")
+    disjoint = []
+    for _, r in fits.iterrows():
+        ref = real.get((r["arch"], r["eval_set"], r["metric"]))
+        if ref is None or r["kind"] == "real":
+            disjoint.append(np.nan)
+        else:
+            known = np.isfinite([r["k_low"], r["k_high"], ref["k_low"], ref["k_high"]]).all()
+            disjoint.append(bool(r["k_high"] < ref["k_low"] or r["k_low"] > ref["k_high"]) if known else np.nan)
+    return fits.assign(ratio=ratio, ratio_low=lo, ratio_high=hi, differs_from_real=differs,
+                       k_intervals_disjoint=disjoint)
+
+
+def per_class_slopes(per_class: pd.DataFrame, eval_set: str = "test") -> pd.DataFrame:
+    """Per (source, class): k of the class's loss ~ N^-k over every (seed, N) point of one eval set.
+
+    Saturated points (loss 0, which has no logarithm) are dropped and counted, never clipped."""
+    df = per_class[(per_class["eval_set"] == eval_set) & (per_class["n_label"].astype(str) != "all")]
+    rows = []
+    for (source, c), g in df.groupby(["source", "class_index"]):
+        rows.append({"source": source, "class_index": int(c), **F.per_class_slope(g["n"], g["loss"])})
+    return pd.DataFrame(rows, columns=["source", "class_index", "slope", "slope_r2", "n_points", "n_dropped"])
+
+
+# --------------------------------------------------------------------------------------------------
+# compute cost from Snakemake's benchmark files
+# --------------------------------------------------------------------------------------------------
+
+_N = re.compile(r"^n(\d+|all)$")
+_SEED = re.compile(r"^(?:s|seed)(\d+)$")
+_G = re.compile(r"^g[0-9][0-9.e+-]*$")
+
+
+def parse_benchmark(path: str | os.PathLike, root: str | os.PathLike) -> dict[str, Any]:
+    """What grid point a benchmark file measures, from its path under `{results}/benchmarks/`.
+
+    The scheme (Plan.benchmark): `{rule}/{part}/{part}...tsv`, the parts being the rule's wildcards
+    as they appear in result paths: a source (`real` or `synthetic/{generator}/g{guidance}/{strategy}`),
+    or a synthetic set `{generator}/g{guidance}/{strategy}`, `n{N}`, `s{seed}`, and anything else
+    (a shard or block index, a dataset). Unknown parts are kept in `rest`.
+    """
+    rel = Path(path).relative_to(root).with_suffix("")
+    parts = list(rel.parts)
+    out: dict[str, Any] = {"rule": parts[0], "source": "", "generator": "", "guidance": np.nan,
+                           "strategy": "", "n_label": "", "seed": np.nan, "rest": ""}
+    rest = []
+    p = parts[1:]
+    i = 0
+    while i < len(p):
+        tok = p[i]
+        if tok == "real":
+            out["source"] = "real"
+        elif tok == "synthetic" and i + 3 < len(p) and _G.match(p[i + 2]):
+            out["generator"], out["guidance"], out["strategy"] = p[i + 1], float(p[i + 2][1:]), p[i + 3]
+            out["source"] = f"synthetic/{p[i + 1]}/{p[i + 2]}/{p[i + 3]}"
+            i += 3
+        elif i + 2 < len(p) and _G.match(p[i + 1]) and not out["generator"]:
+            out["generator"], out["guidance"], out["strategy"] = tok, float(p[i + 1][1:]), p[i + 2]
+            i += 2
+        elif _N.match(tok):
+            out["n_label"] = _N.match(tok).group(1)
+        elif _SEED.match(tok):
+            out["seed"] = int(_SEED.match(tok).group(1))
+        else:
+            rest.append(tok)
+        i += 1
+    out["rest"] = "/".join(rest)
+    return out
+
+
+def stage_of(rule: str) -> str:
+    """The cost category of a rule: generation, generator training, classifier training, the rest."""
+    if rule.startswith("train_generator") or rule.startswith("finetune"):
+        return "generator"
+    if "generat" in rule:
+        return "generation"
+    if rule.startswith("train"):
+        return "training"
+    if rule.startswith("evaluate"):
+        return "evaluation"
+    return "other"
+
+
+def read_benchmarks(root: str | os.PathLike) -> pd.DataFrame:
+    """Every Snakemake benchmark TSV under `root`, one row per repeat, with its grid point.
+
+    Missing folder or files give an empty table: a study whose rules record nothing has no cost."""
+    root = Path(root)
+    cols = ["rule", "stage", "source", "generator", "guidance", "strategy", "n_label", "seed", "rest",
+            "s", "max_rss", "cpu_time", "path"]
+    rows = []
+    if root.is_dir():
+        for path in sorted(root.rglob("*.tsv")):
+            try:
+                tsv = pd.read_csv(path, sep="\t")
+            except (pd.errors.EmptyDataError, pd.errors.ParserError):
+                continue
+            if "s" not in tsv.columns or tsv.empty:
+                continue
+            point = parse_benchmark(path, root)
+            for _, r in tsv.iterrows():
+                rows.append({**point, "stage": stage_of(point["rule"]), "s": float(r["s"]),
+                             "max_rss": pd.to_numeric(r.get("max_rss"), errors="coerce"),
+                             "cpu_time": pd.to_numeric(r.get("cpu_time"), errors="coerce"),
+                             "path": str(path)})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def cost_table(summary: pd.DataFrame, bench: pd.DataFrame, chance: float, eval_set: str = "test") -> pd.DataFrame:
+    """Compute hours per training source, and top-1 gained over chance per compute hour.
+
+    A synthetic source costs its generation (every benchmarked job of its set) plus every training
+    run on it (all N and seeds); a generator trained by the workflow is shared by its sets and is
+    reported in its own column, not split. Real data costs its training runs. The accuracy is the
+    mean over seeds at the largest N on `eval_set`. Sources with no benchmark files get NaN hours.
+    """
+    df = summary[(summary["n_label"] != "all") & (summary["eval_set"] == eval_set)]
+    if df.empty:
+        return pd.DataFrame()
+    n_max = int(df["n"].max())
+    rows = []
+    for source, g in df.groupby("source", sort=True):
+        first = g.iloc[0]
+        at = g[g["n"] == n_max]
+        b_train = bench[(bench["stage"] == "training") & (bench["source"] == source)]
+        if first["kind"] == "synthetic":
+            sel = (bench["generator"] == first["generator"]) & (bench["strategy"] == first["strategy"]) & (
+                np.isclose(bench["guidance"].astype(float), float(first["guidance"])))
+            b_gen = bench[(bench["stage"] == "generation") & sel]
+            is_gen = bench["stage"] == "generator"
+            b_gtrain = bench[is_gen & ((bench["rest"] == first["generator"]) | (bench["generator"] == first["generator"]))]
+        else:
+            b_gen = b_gtrain = bench.iloc[0:0]
+        recorded = len(b_train) + len(b_gen)
+        gen_h = b_gen["s"].sum() / 3600 if len(b_gen) else (0.0 if first["kind"] == "real" else np.nan)
+        train_h = b_train["s"].sum() / 3600 if len(b_train) else np.nan
+        total = gen_h + train_h if recorded else np.nan
+        top1 = float(at["top1"].mean()) if len(at) else np.nan
+        gain = top1 - chance
+        rows.append({
+            "source": source, "kind": first["kind"], "generator": first["generator"],
+            "guidance": first["guidance"], "strategy": first["strategy"],
+            "generation_h": gen_h, "training_h": train_h, "total_h": total,
+            "generator_training_h": b_gtrain["s"].sum() / 3600 if len(b_gtrain) else np.nan,
+            "benchmarks": int(recorded), "n_max": n_max, "seeds": int(at["seed"].nunique()) if len(at) else 0,
+            "top1_at_n_max": top1, "gain_over_chance": gain,
+            "gain_per_hour": gain / total if np.isfinite(total) and total > 0 else np.nan,
+        })
+    return pd.DataFrame(rows)
+
+
+def write_cost(
+    summary_path: str | os.PathLike, bench_root: str | os.PathLike, n_classes: int,
+    table_path: str | os.PathLike, plot_path: str | os.PathLike, findings_path: str | os.PathLike,
+    eval_set: str = "test",
+) -> pd.DataFrame:
+    """cost.csv, its plot and its sentences from the summary and every benchmark file."""
+    summary = read_summary(summary_path)
+    bench = read_benchmarks(bench_root)
+    table = cost_table(summary, bench, 1.0 / n_classes, eval_set)
+    write_csv(table_path, table)
+    report.plot_cost(table, plot_path)
+    report.write_html(findings_path, "Compute cost per grid point", report.cost_findings(table, eval_set))
+    return table
+
+
+# --------------------------------------------------------------------------------------------------
+# the quality summary: one row per synthetic set, CAS from the summary, per-class slopes, trends
+# --------------------------------------------------------------------------------------------------
+
+
+def quality_table(sets: Sequence[dict[str, Any]], summary: pd.DataFrame | None, eval_set: str) -> pd.DataFrame:
+    """One tidy row per (generator, guidance, strategy): the per-set metrics plus CAS: the
+    `eval_set` top-1 of classifiers trained only on the set at the largest N (mean and sd over seeds)."""
+    df = pd.DataFrame([{**s, "guidance": float(s["guidance"])} for s in sets])
+    if summary is not None and len(summary):
+        syn = summary[(summary["kind"] == "synthetic") & (summary["eval_set"] == eval_set)
+                      & (summary["n_label"] != "all")]
+        at = syn[syn["n"] == syn["n"].max()] if len(syn) else syn
+        cas = at.groupby(["generator", "guidance", "strategy"])["top1"].agg(["mean", "std", "count"])
+        cas = cas.rename(columns={"mean": "cas", "std": "cas_sd", "count": "cas_seeds"}).reset_index()
+        df = df.merge(cas, on=["generator", "guidance", "strategy"], how="left")
+    else:
+        df["cas"] = np.nan
+    first = ["generator", "guidance", "strategy", "n_images", "recognizability", "diversity",
+             "fid", "kid", "kid_std", "inception_score", "inception_score_std", "cas", "cas_sd"]
+    cols = [c for c in first if c in df.columns] + [c for c in df.columns if c not in first]
+    return df[cols].sort_values(["generator", "strategy", "guidance"]).reset_index(drop=True)
+
+
+def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 2 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
+        return float("nan")
+    return float(spearmanr(x[ok], y[ok]).statistic)
+
+
+def _monotone(values: Sequence[float]) -> int:
+    """+1 if every step up the guidance grid raises the value, -1 if every step lowers it, else 0."""
+    d = np.diff(np.asarray(values, float))
+    if len(d) == 0 or not np.isfinite(d).all():
+        return 0
+    return 1 if (d > 0).all() else -1 if (d < 0).all() else 0
+
+
+def trends(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (generator, strategy): Spearman rho of each metric with guidance, whether it moves
+    monotonically across the guidance grid (+1 up, -1 down, 0 neither), and where it peaks."""
+    rows = []
+    for (gen, strat), g in df.groupby(["generator", "strategy"]):
+        g = g.sort_values("guidance")
+        row = {"generator": gen, "strategy": strat, "n_guidance": g["guidance"].nunique()}
+        for m in ("recognizability", "diversity", "fid", "cas"):
+            if m in g:
+                row[f"rho_{m}"] = _spearman(g["guidance"], g[m])
+                row[f"trend_{m}"] = _monotone(g[m])
+        if "recognizability" in g and g["recognizability"].notna().any():
+            row["recognizability_peak"] = float(g.loc[g["recognizability"].idxmax(), "guidance"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarize_quality(
+    set_jsons: Sequence[str | os.PathLike],
+    set_per_class: Sequence[str | os.PathLike],
+    summary_csv: str | os.PathLike | None,
+    per_class_csv: str | os.PathLike | None,
+    reference_json: str | os.PathLike | None,
+    outputs: dict[str, str | os.PathLike],
+    eval_set: str = "test",
+) -> pd.DataFrame:
+    """Collect every set's quality, add CAS and per-class slopes, write the table, plots, findings.
+
+    `outputs` holds the paths `table`, `per_class`, `tradeoff`, `fid_cas`, `per_class_plot`, `findings`.
+    """
+    sets = [json.loads(Path(p).read_text()) for p in set_jsons]
+    summary = read_summary(summary_csv) if summary_csv else None
+    df = quality_table(sets, summary, eval_set)
+    slopes = pd.DataFrame(columns=["source", "class_index", "slope"])
+    if per_class_csv:
+        pc_eval = pd.read_csv(per_class_csv, dtype={"n_label": str, "generator": str, "strategy": str})
+        slopes = per_class_slopes(pc_eval, eval_set)
+    pcs = []
+    for s, path in zip(sets, set_per_class):
+        pc = pd.read_csv(path)
+        src = f"synthetic/{s['generator']}/g{float(s['guidance']):g}/{s['strategy']}"
+        mine = slopes[slopes["source"] == src].drop(columns="source")
+        pc = pc.merge(mine, on="class_index", how="left") if len(mine) else pc.assign(slope=np.nan)
+        pcs.append(pc.assign(generator=s["generator"], guidance=float(s["guidance"]), strategy=s["strategy"]))
+    per_class = pd.concat(pcs, ignore_index=True) if pcs else pd.DataFrame(columns=["f1", "slope"])
+    reference = json.loads(Path(reference_json).read_text()) if reference_json else None
+    real_top1 = None
+    if summary is not None:
+        r = summary[(summary["kind"] == "real") & (summary["eval_set"] == eval_set) & (summary["n_label"] != "all")]
+        if len(r):
+            real_top1 = float(r[r["n"] == r["n"].max()]["top1"].mean())
+    rho = _spearman(per_class["f1"], per_class["slope"]) if len(per_class) else np.nan
+    points = int(per_class[["f1", "slope"]].dropna().shape[0]) if len(per_class) else 0
+    write_csv(outputs["table"], df)
+    write_csv(outputs["per_class"], per_class)
+    report.plot_tradeoff(df, outputs["tradeoff"], reference)
+    report.plot_fid_cas(df, outputs["fid_cas"], real_top1)
+    report.plot_per_class_slope(per_class, outputs["per_class_plot"], rho)
+    lines = report.quality_findings(df, trends(df), reference, rho, points, real_top1)
+    report.write_html(outputs["findings"], "Quality of the synthetic sets: findings", lines, table=df)
     return df

@@ -119,6 +119,8 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
                     "folder (no model_index.json)"
                 )
 
+    _check_quality(cfg["quality"], workdir)
+
     import timm
 
     arch = cfg["train"]["arch"]
@@ -225,6 +227,26 @@ def _check_filters(cfg: dict[str, Any], workdir: Path) -> None:
                     )
             if weights and not (workdir / weights).exists():
                 raise ConfigError(f"config key {key}.clip.pretrained: {weights!r} does not exist")
+
+
+def _check_quality(q: dict[str, Any], workdir: Path) -> None:
+    """The judge and the FID feature network must be loadable before any job is planned."""
+    judge = q["judge"]
+    if judge["kind"] == "timm":
+        if not judge.get("name"):
+            raise ConfigError("config key quality.judge.name: a timm model name is required when quality.judge.kind is timm")
+        w = judge.get("weights")
+        if w and not (workdir / w).is_file():
+            raise ConfigError(f"config key quality.judge.weights: file {w!r} does not exist (nothing is downloaded)")
+    if q["features"] == "inception":
+        w = q.get("inception_weights")
+        if not w:
+            raise ConfigError(
+                "config key quality.inception_weights: a local Inception weights file is required when "
+                "quality.features is inception"
+            )
+        if not (workdir / w).is_file():
+            raise ConfigError(f"config key quality.inception_weights: file {w!r} does not exist (nothing is downloaded)")
 
 
 def _check_unique(names: list[str], key: str) -> None:

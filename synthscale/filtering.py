@@ -8,7 +8,7 @@ original index plus the filter's score, and stops once it has the largest N. It 
 how many images it looked at and kept, per class, so the report can say what a filter cost.
 
 Scorers:
-- `judge`: p(class) under the quality stage's judge (synthscale.quality.load_judge); an image passes
+- `judge`: p(class) under the quality stage's judge (synthscale.judge.load_judge); an image passes
   when p(its class) >= threshold.
 - `clip`: cosine similarity of the image and its prompt under an open_clip model: a model name with
   a local weights file, or `local-dir:FOLDER` with open_clip_config.json and
@@ -113,7 +113,7 @@ class ClipScorer:
 def open_scorer(spec: dict[str, Any], judge_path: str | None, judge_spec: dict[str, Any], image_size: int, device: str = "cpu"):
     """The scorer a filter spec names."""
     if spec["kind"] == "judge":
-        from synthscale.quality import load_judge
+        from synthscale.judge import load_judge
 
         return JudgeScorer(load_judge(judge_spec, judge_path, device), image_size, device)
     if spec["kind"] == "clip":

@@ -24,6 +24,11 @@ def shards_for(n: int, shard_size: int) -> int:
     return -(-n // shard_size)
 
 
+# keys of `train` that `quality.judge.recipe` may override
+JUDGE_RECIPE_KEYS = (
+    "arch", "model_kwargs", "epochs", "min_steps", "batch_size", "lr", "weight_decay", "label_smoothing", "pad_crop",
+)
+
 SOURCE_REGEX = r"real|synthetic/[^/]+/g[^/]+/[^/]+(?:/f-[^/]+)?"
 N_REGEX = r"\d+|all"
 
@@ -236,3 +241,73 @@ class Plan:
 
     def sample_grid(self, src: Source) -> str:
         return f"{self.r}/plots/samples/{src.generator}_g{fmt_guidance(src.guidance)}_{src.strategy}.png"
+
+    # --- benchmarks (Snakemake's `benchmark:` files, read by the cost table) ---
+    def benchmark(self, rule: str, *parts: str) -> str:
+        """`{results}/benchmarks/{rule}/{part}/.../{last part}.tsv`.
+
+        Pass a rule's wildcards as they appear in result paths, so the cost table can map the file
+        to its grid point: a source (`real`, or `synthetic/{generator}/g{guidance}/{strategy}`), a
+        synthetic set as `{generator}`, `g{guidance}`, `{strategy}`, the size as `n{N}`, the training
+        seed as `s{seed}`, and any other part (a shard or block index) as it is. Snakemake wildcards
+        work as parts: `PLAN.benchmark("train_classifier", "{source}", "n{n}", "s{seed}")`.
+        """
+        if not parts:
+            raise ValueError("a benchmark path needs at least one part (a wildcard or a name)")
+        return f"{self.r}/benchmarks/{rule}/" + "/".join(str(p) for p in parts) + ".tsv"
+
+    @property
+    def benchmarks_dir(self) -> str:
+        return f"{self.r}/benchmarks"
+
+    # --- quality of the synthetic sets ---
+    @property
+    def judge_model(self) -> str:
+        """The workflow-trained judge: one per dataset, shared by every synthetic set."""
+        return f"{self.r}/judge/{self.dataset}/model.safetensors"
+
+    def judge_recipe(self) -> dict[str, Any]:
+        """The trained judge's recipe: the `train` recipe with `quality.judge.recipe` laid over it."""
+        base = {k: v for k, v in self.cfg["train"].items() if k in JUDGE_RECIPE_KEYS}
+        return {**base, **self.cfg["quality"]["judge"].get("recipe", {})}
+
+    @property
+    def judge_log(self) -> str:
+        return f"{self.r}/judge/{self.dataset}/log.csv"
+
+    @property
+    def quality_n(self) -> int:
+        """Images per set to measure: `quality.n_images` (a cap, as FID-10k), at most the largest N,
+        so the quality rule reads only shards the study generates anyway."""
+        return min(int(self.cfg["quality"]["n_images"]), self.max_n)
+
+    def quality_json(self, generator: str, guidance: float | str, strategy: str) -> str:
+        g = guidance if isinstance(guidance, str) else fmt_guidance(guidance)
+        return f"{self.r}/quality/{generator}/g{g}/{strategy}.json"
+
+    def quality_per_class(self, generator: str, guidance: float | str, strategy: str) -> str:
+        return self.quality_json(generator, guidance, strategy)[: -len(".json")] + "_per_class.csv"
+
+    def quality_reference(self) -> dict[str, str]:
+        """The real reference set's cached FID features, and its own quality."""
+        base = f"{self.r}/quality/real_{self.dataset}"
+        return {"npz": f"{base}.npz", "json": f"{base}.json", "per_class": f"{base}_per_class.csv"}
+
+    def quality_outputs(self) -> dict[str, str]:
+        """The quality summary's table, plots and findings."""
+        return {
+            "table": f"{self.r}/quality.csv",
+            "per_class": f"{self.r}/quality_per_class.csv",
+            "tradeoff": self.plot("quality_tradeoff"),
+            "fid_cas": self.plot("quality_fid_cas"),
+            "per_class_plot": self.plot("quality_per_class_slope"),
+            "findings": f"{self.r}/quality_findings.html",
+        }
+
+    # --- cost ---
+    def cost_outputs(self) -> dict[str, str]:
+        return {
+            "table": f"{self.r}/cost.csv",
+            "plot": self.plot("cost"),
+            "findings": f"{self.r}/cost_findings.html",
+        }

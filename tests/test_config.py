@@ -56,3 +56,31 @@ def test_malformed_yaml_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML") as err:
         load_config(bad)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "quality,expected",
+    [
+        ({"judge": {"kind": "timm"}}, "config key quality.judge.name: a timm model name is required"),
+        ({"judge": {"kind": "timm", "name": "resnet18", "weights": "/nowhere/judge.safetensors"}},
+         "config key quality.judge.weights: file '/nowhere/judge.safetensors' does not exist"),
+        ({"features": "inception"}, "config key quality.inception_weights: a local Inception weights file is required"),
+        ({"features": "inception", "inception_weights": "/nowhere/pt_inception.pth"},
+         "config key quality.inception_weights: file '/nowhere/pt_inception.pth' does not exist"),
+    ],
+)
+def test_bad_quality_config_names_the_key(default_raw, quality, expected):
+    cfg = copy.deepcopy(default_raw)
+    cfg["quality"] = quality
+    with pytest.raises(ConfigError, match=expected) as err:
+        check_config(cfg)
+    assert "\n" not in str(err.value)
+
+
+def test_present_quality_weights_pass(default_raw, tmp_path):
+    (tmp_path / "judge.safetensors").write_bytes(b"x")
+    (tmp_path / "inception.pth").write_bytes(b"x")
+    cfg = copy.deepcopy(default_raw)
+    cfg["quality"] = {"judge": {"kind": "timm", "name": "resnet18", "weights": "judge.safetensors"},
+                      "features": "inception", "inception_weights": "inception.pth"}
+    assert check_config(cfg, tmp_path)["quality"]["n_images"] == 10000

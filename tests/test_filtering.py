@@ -94,7 +94,7 @@ def test_too_few_passing_images_name_the_key_to_raise(tmp_path):
 
 
 def test_judge_scorer_gives_p_of_the_class(digits_16):
-    from synthscale.quality import trained_judge
+    from synthscale.judge import trained_judge
     from synthscale.train import create_classifier, to_input
 
     images, labels = digits_16

@@ -15,10 +15,17 @@ import pytest
 import scipy.linalg
 import torch
 
-from synthscale import quality as Q
+import yaml
+
+from synthscale import judge as J
+from synthscale import quality_metrics as M
+from synthscale import report
+from synthscale.analysis import per_class_slopes, trends
+from synthscale.config import validate_schema
 from synthscale.data import prepare_digits, split_shards
+from synthscale.plan import Plan
 from synthscale.shards import load_arrays, write_shard
-from synthscale.train import create_classifier, predict, train_classifier
+from synthscale.train import create_classifier, load_classifier, predict, train_classifier
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"channels": (16, 32, 64, 128)}
@@ -35,7 +42,9 @@ RECIPE = {
 
 
 def qcfg(**over) -> dict:
-    cfg = copy.deepcopy(Q.QUALITY_DEFAULTS)
+    """The schema's `quality` defaults (the only copy of them), with small KID subsets."""
+    raw = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg = copy.deepcopy(validate_schema(raw)["quality"])
     cfg.update(kid_subsets=10, kid_subset_size=50, **over)
     return cfg
 
@@ -101,7 +110,7 @@ def test_fid_matches_scipy_reference():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(400, 12))
     b = rng.normal(size=(300, 12)) @ rng.normal(size=(12, 12)) * 0.5 + 0.7
-    ours, ref = Q.fid_from_features(a, b), fid_reference(a, b)
+    ours, ref = M.fid_from_features(a, b), fid_reference(a, b)
     assert ref > 1.0
     assert abs(ours - ref) / ref < 1e-3
 
@@ -109,25 +118,25 @@ def test_fid_matches_scipy_reference():
 def test_fid_of_a_set_against_itself_is_zero():
     rng = np.random.default_rng(1)
     a = rng.normal(size=(200, 8)) * 3 + 1
-    assert abs(Q.fid_from_features(a, a)) < 1e-6
-    assert Q.fid_from_features(a, a + 1.0) == pytest.approx(8.0, rel=1e-6)  # ||mu shift||^2
+    assert abs(M.fid_from_features(a, a)) < 1e-6
+    assert M.fid_from_features(a, a + 1.0) == pytest.approx(8.0, rel=1e-6)  # ||mu shift||^2
 
 
 def test_kid_clamps_subset_size_and_is_zero_ish_for_same_set():
     rng = np.random.default_rng(2)
     a, b = rng.normal(size=(30, 6)), rng.normal(size=(20, 6)) + 2
-    same, _, size = Q.kid_from_features(a, a, subsets=5, subset_size=1000, seed=0)
-    far, _, _ = Q.kid_from_features(a, b, subsets=5, subset_size=1000, seed=0)
+    same, _, size = M.kid_from_features(a, a, subsets=5, subset_size=1000, seed=0)
+    far, _, _ = M.kid_from_features(a, b, subsets=5, subset_size=1000, seed=0)
     assert size == 20 or size == 30
-    assert Q.kid_from_features(a, b, 5, 1000, 0)[2] == 20
+    assert M.kid_from_features(a, b, 5, 1000, 0)[2] == 20
     assert far > 10 * abs(same)
 
 
 def test_inception_score_bounds():
     uniform = np.zeros((50, 10))
-    assert Q.inception_score_from_logits(uniform, splits=5, seed=0)[0] == pytest.approx(1.0)
+    assert M.inception_score_from_logits(uniform, splits=5, seed=0)[0] == pytest.approx(1.0)
     confident = np.eye(10)[np.arange(100) % 10] * 50.0
-    assert Q.inception_score_from_logits(confident, splits=1, seed=0)[0] == pytest.approx(10.0, rel=1e-3)
+    assert M.inception_score_from_logits(confident, splits=1, seed=0)[0] == pytest.approx(10.0, rel=1e-3)
 
 
 # ---------------------------------------------------------------- recognizability and diversity
@@ -136,51 +145,51 @@ def test_inception_score_bounds():
 def test_recognizability_on_controlled_logits():
     labels = np.arange(100) % 10
     perfect = np.eye(10)[labels]
-    rec, pc = Q.recognizability(perfect, labels, 10)
+    rec, pc = M.recognizability(perfect, labels, 10)
     assert rec["macro_f1"] == 1.0 and (pc["f1"] == 1.0).all()
     wrong = np.eye(10)[(labels + 1) % 10]
-    assert Q.recognizability(wrong, labels, 10)[0]["macro_f1"] == 0.0
+    assert M.recognizability(wrong, labels, 10)[0]["macro_f1"] == 0.0
     rng = np.random.default_rng(0)
     noisy = rng.normal(size=(100, 10))
-    assert Q.recognizability(noisy, labels, 10)[0]["macro_f1"] == pytest.approx(
+    assert M.recognizability(noisy, labels, 10)[0]["macro_f1"] == pytest.approx(
         macro_f1_reference(noisy.argmax(1), labels, 10)
     )
 
 
 def test_diversity_of_identical_images_is_zero(judge_file, test_set):
-    judge = Q.load_judge({"kind": "trained"}, judge_file)
+    judge = J.load_judge({"kind": "trained"}, judge_file)
     images, labels = test_set
     same = np.repeat(images[:1], 20, axis=0)
     # exactly 0 on identical features; through the judge, batches of different sizes may differ in
     # the last float bits, so the images' diversity is 0 to rounding
-    assert Q.diversity(np.ones((5, 4)), np.zeros(5, int), 2)[0] == 0.0
-    logits, feats = Q.extract(judge, same, batch_size=7)
-    mean, per_class = Q.diversity(feats, np.full(20, 3), 10)
+    assert M.diversity(np.ones((5, 4)), np.zeros(5, int), 2)[0] == 0.0
+    logits, feats = J.extract(judge, same, batch_size=7)
+    mean, per_class = M.diversity(feats, np.full(20, 3), 10)
     assert mean == pytest.approx(0.0, abs=1e-9) and per_class[3] == mean and np.isnan(per_class[0])
-    _, feats_all = Q.extract(judge, images[:200])
+    _, feats_all = J.extract(judge, images[:200])
     for l2 in (True, False):
-        assert Q.diversity(feats_all, labels[:200], 10, l2=l2)[0] > 0
+        assert M.diversity(feats_all, labels[:200], 10, l2=l2)[0] > 0
 
 
 def test_recognizability_of_real_test_equals_judge_test_f1(judge_file, digits, tmp_path):
     out = {k: tmp_path / f"ref.{k}" for k in ("npz", "json", "per_class")}
-    metrics = Q.measure_reference(qcfg(), judge_file, digits, 16, out, seed=0)
-    model, _ = Q.load_classifier(judge_file)
+    metrics = M.measure_reference(qcfg(), judge_file, digits, 16, 10000, out, seed=0)
+    model, _ = load_classifier(judge_file)
     images, labels, _ = load_arrays(split_shards(digits, "test"))
     logits, _ = predict(model, images)  # the evaluate stage's own code path
     own_f1 = macro_f1_reference(logits.argmax(1), labels, 10)
     assert metrics["recognizability"] == pytest.approx(own_f1, abs=1e-12)
     assert own_f1 > 0.5  # a judge that learned something: the test would pass vacuously otherwise
     assert json.loads(out["json"].read_text())["recognizability"] == pytest.approx(own_f1)
-    ref = Q.SetOutputs.load(out["npz"])
-    assert ref.features.shape == (len(labels), 128)
+    ref = M.Reference.load(out["npz"])
+    assert ref.fid_features.shape == (len(labels), 128) and ref.fid_features.dtype == np.float32
 
 
 def test_extract_matches_train_predict(judge_file, test_set):
-    model, _ = Q.load_classifier(judge_file)
+    model, _ = load_classifier(judge_file)
     images = test_set[0][:50]
     ref_logits, ref_feats = predict(model, images, batch_size=16)
-    logits, feats = Q.extract(Q.trained_judge(model), images, batch_size=13, channels_last=True)
+    logits, feats = J.extract(J.trained_judge(model), images, batch_size=13, channels_last=True)
     np.testing.assert_allclose(logits, ref_logits, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(feats, ref_feats, rtol=1e-4, atol=1e-4)
 
@@ -189,14 +198,14 @@ def test_judge_module_in_torchmetrics_agrees_with_one_pass(judge_file, test_set)
     """torchmetrics running the judge itself (feature=JudgeFeatures) gives the one-pass FID."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    judge = Q.load_judge({"kind": "trained"}, judge_file)
+    judge = J.load_judge({"kind": "trained"}, judge_file)
     images, _ = test_set
     real, fake = images[:150], images[150:300]
-    _, fr = Q.extract(judge, real)
-    _, ff = Q.extract(judge, fake)
-    ours = Q.fid_from_features(fr, ff)
+    _, fr = J.extract(judge, real)
+    _, ff = J.extract(judge, fake)
+    ours = M.fid_from_features(fr, ff)
     for normalize in (False, True):
-        fid = FrechetInceptionDistance(feature=Q.JudgeFeatures(judge), normalize=normalize)
+        fid = FrechetInceptionDistance(feature=J.JudgeFeatures(judge), normalize=normalize)
         for x, is_real in ((real, True), (fake, False)):
             t = torch.as_tensor(x).permute(0, 3, 1, 2)
             fid.update(t.float() / 255 if normalize else t, real=is_real)
@@ -226,11 +235,11 @@ def no_downloads(monkeypatch):
 
 def test_missing_inception_weights_fail_clearly(no_downloads, tmp_path):
     with pytest.raises(FileNotFoundError, match="quality.inception_weights.*nothing is downloaded"):
-        Q.load_inception(tmp_path / "missing.pth")
+        J.load_inception(tmp_path / "missing.pth")
     with pytest.raises(ValueError, match="quality.inception_weights is not set"):
-        Q.load_inception(None)
+        J.load_inception(None)
     with pytest.raises(FileNotFoundError, match="quality.inception_weights"):
-        Q.open_models(qcfg(features="inception", inception_weights=str(tmp_path / "x.pth")), None, "cpu")
+        M.open_models(qcfg(features="inception", inception_weights=str(tmp_path / "x.pth")), None, "cpu")
 
 
 def test_inception_weights_path_is_honoured(no_downloads, tmp_path, monkeypatch):
@@ -247,17 +256,17 @@ def test_inception_weights_path_is_honoured(no_downloads, tmp_path, monkeypatch)
     state = {k: v.half() if v.is_floating_point() else v for k, v in donor.state_dict().items()}
     path = tmp_path / "inception.pth"
     torch.save(state, path)
-    model = Q.load_inception(path)
+    model = J.load_inception(path)
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, state[k].to(v.dtype))
     images = np.random.default_rng(0).integers(0, 255, size=(3, 16, 16, 1), dtype=np.uint8)
-    logits, feats = Q.extract_inception(model, images, batch_size=2)
+    logits, feats = J.extract_inception(model, images, batch_size=2)
     assert feats.shape == (3, 2048) and logits.shape == (3, 1008)
     # a pickled object that is not a plain tensor dict is refused before torch-fidelity unpickles it
     bad = tmp_path / "bad.pth"
     torch.save({"x": SimpleNamespace(a=1)}, bad)
     with pytest.raises(ValueError, match="not a plain tensor state dict"):
-        Q.load_inception(bad)
+        J.load_inception(bad)
 
 
 def test_timm_judge_weights_honoured_and_missing_fails(no_downloads, tmp_path):
@@ -269,28 +278,51 @@ def test_timm_judge_weights_honoured_and_missing_fails(no_downloads, tmp_path):
     save_file({k: v.contiguous() for k, v in donor.state_dict().items()}, str(path))
     spec = {"kind": "timm", "name": "resnet18", "weights": str(path),
             "model_kwargs": {"channels": [16, 32, 64, 128], "num_classes": 10}}
-    judge = Q.load_judge(spec, None)
+    judge = J.load_judge(spec, None)
     for k, v in donor.state_dict().items():
         torch.testing.assert_close(judge.model.state_dict()[k], v)
     assert judge.mean != (0.5, 0.5, 0.5)  # timm's ImageNet normalisation, from its pretrained_cfg
     with pytest.raises(FileNotFoundError, match="quality.judge.weights.*nothing is downloaded"):
-        Q.load_judge({**spec, "weights": str(tmp_path / "nope.safetensors")}, None)
+        J.load_judge({**spec, "weights": str(tmp_path / "nope.safetensors")}, None)
 
 
-# ---------------------------------------------------------------- summary: slopes, CAS, findings
+# ---------------------------------------------------------------- streaming, summary, findings
 
 
-def test_per_class_slope_recovers_power_law(tmp_path):
-    paths = {}
-    for n in (30, 60, 120, 300):
-        rows = [{"class_index": c, "count": 5, "accuracy": 0.5, "loss": (1 + c) * n ** -(0.1 * (c + 1)),
-                 "eval_set": "test"} for c in range(3)]
-        rows.append({"class_index": 0, "count": 5, "accuracy": 0.5, "loss": 99.0, "eval_set": "ood"})
-        pd.DataFrame(rows).to_csv(tmp_path / f"n{n}.csv", index=False)
-        paths[n] = tmp_path / f"n{n}.csv"
-    s = Q.per_class_slopes(paths, "test")
+def test_streamed_metrics_equal_one_shot_metrics():
+    """Per-batch accumulation gives the metrics of the whole arrays (diversity vs numpy's std)."""
+    rng = np.random.default_rng(5)
+    feats = rng.normal(size=(300, 16)).astype(np.float32) * 2 + 1
+    labels = np.arange(300) % 10
+    ref_feats = rng.normal(size=(200, 16)).astype(np.float32)
+    cfg = qcfg()
+    acc = M.SetMetrics(10, cfg, seed=0, reference=M.Reference(ref_feats, ref_feats[:, :10], np.arange(200) % 10))
+    for s in range(0, 300, 64):
+        acc.update(feats[s : s + 64, :10], feats[s : s + 64], labels[s : s + 64], feats[s : s + 64], feats[s : s + 64, :10])
+    metrics, per_class = acc.compute()
+    x = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    expect = np.mean([x[labels == c].astype(np.float64).std(axis=0).mean() for c in range(10)])
+    assert metrics["diversity"] == pytest.approx(expect, rel=1e-6)
+    assert metrics["fid"] == pytest.approx(fid_reference(ref_feats.astype(float), feats.astype(float)), rel=1e-3)
+    assert metrics["recognizability"] == pytest.approx(macro_f1_reference(feats[:, :10].argmax(1), labels, 10))
+    assert metrics["kid_subset_size"] == 50 and metrics["n_images"] == 300
+
+
+def test_per_class_slope_recovers_power_law_and_drops_saturated_points():
+    rows = []
+    for seed in (0, 1):
+        for n in (30, 60, 120, 300):
+            for c in range(3):
+                loss = (1 + c) * n ** -(0.1 * (c + 1))
+                if c == 2 and n == 300 and seed == 1:
+                    loss = 0.0  # saturated: dropped, not clipped
+                rows.append({"source": "s", "class_index": c, "n": n, "n_label": str(n), "seed": seed,
+                             "loss": loss, "eval_set": "test"})
+            rows.append({"source": "s", "class_index": 0, "n": n, "n_label": str(n), "seed": seed,
+                         "loss": 99.0, "eval_set": "ood"})
+    s = per_class_slopes(pd.DataFrame(rows), "test")
     np.testing.assert_allclose(s["slope"], [0.1, 0.2, 0.3], rtol=1e-9)
-    assert Q.per_class_slopes({30: paths[30]})["slope"].isna().all()
+    assert list(s["n_dropped"]) == [0, 0, 1] and list(s["n_points"]) == [8, 8, 7]
 
 
 def _table(div_sign: float, rec_sign: float) -> pd.DataFrame:
@@ -303,25 +335,35 @@ def _table(div_sign: float, rec_sign: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _findings(df, reference=None):
+    return " ".join(report.quality_findings(df, trends(df), reference, float("nan"), 0, None))
+
+
 def test_findings_follow_the_numbers():
-    holds = Q.findings(_table(-1, +1))
-    assert holds["trend_holds"] and holds["both"] == 2
-    assert "trend shows on this study" in Q.findings_html(holds)
-    fails = Q.findings(_table(+1, +1))
-    assert not fails["trend_holds"] and fails["diversity_falls"] == 0 and fails["recognizability_rises"] == 2
-    assert "does not show" in Q.findings_html(fails)
+    assert "trend shows on this study" in _findings(_table(-1, +1))
+    fails = _findings(_table(+1, +1))
+    assert "does not show" in fails and "diversity falls with guidance in 0 of 2" in fails
+    assert "recognizability rises in 2" in fails
     part = _table(-1, +1)
     part.loc[part["strategy"] == "b", "diversity"] *= -1  # diversity rises on one line only
-    assert "only in part" in Q.findings_html(Q.findings(part))
+    assert "only in part" in _findings(part)
+    # a hypothesis about diversity appears only when every set is more diverse than the real images
+    assert "Hypothesis" in _findings(_table(-1, +1), {"diversity": 0.1, "recognizability": 0.9})
+    assert "Hypothesis" not in _findings(_table(-1, +1), {"diversity": 5.0, "recognizability": 0.9})
 
 
-def test_config_helpers():
-    cfg = {"n_images": [30, 300], "train": {"arch": "resnet18", "lr": 0.003, "real_full": True},
-           "quality": {"n_images": 1000, "judge": {"kind": "trained", "recipe": {"lr": 0.01}}}}
-    assert Q.quality_n(cfg) == 300
+def test_plan_quality_paths_and_recipe():
+    cfg = {"results": "res", "dataset": {"name": "digits"}, "n_images": [30, 300],
+           "train": {"arch": "resnet18", "lr": 0.003, "real_full": True},
+           "quality": {"n_images": 10000, "judge": {"kind": "trained", "recipe": {"lr": 0.01}}}}
+    plan = Plan(cfg)
+    assert plan.quality_n == 300
     cfg["quality"]["n_images"] = 60
-    assert Q.quality_n(cfg) == 60
-    assert Q.judge_recipe(cfg) == {"arch": "resnet18", "lr": 0.01}
+    assert plan.quality_n == 60
+    assert plan.judge_recipe() == {"arch": "resnet18", "lr": 0.01}
+    assert plan.quality_json("gen", 2.0, "s") == "res/quality/gen/g2/s.json"
+    assert plan.quality_per_class("gen", "{guidance}", "s") == "res/quality/gen/g{guidance}/s_per_class.csv"
+    assert plan.quality_reference()["npz"] == "res/quality/real_digits.npz"
 
 
 # ---------------------------------------------------------------- the scripts, on small fixtures
@@ -348,7 +390,7 @@ def test_scripts_end_to_end(judge_file, digits, test_set, tmp_path):
     classes = digits.parent / "classes.csv"
     cfg = qcfg()
     ref = {k: str(tmp_path / f"real.{k}") for k in ("npz", "json", "per_class")}
-    common = dict(quality=cfg, image_size=16, seed=0, device="cpu", threads=threads)
+    common = dict(quality=cfg, image_size=16, seed=0, device="cpu", threads=threads, n_images=cfg["n_images"])
     run_script("quality_reference.py",
                input={"judge": [str(judge_file)], "manifest": str(digits), "classes": str(classes)},
                output=ref, params=common)
@@ -374,36 +416,38 @@ def test_scripts_end_to_end(judge_file, digits, test_set, tmp_path):
     assert list(pc.columns[:6]) == ["class_index", "precision", "recall", "f1", "support", "diversity"]
     assert pc["name"].iloc[0] == "zero"
 
-    cas, evpc = [], []
+    # the analysis tables the summary reads: top-1 per (source, N, seed), per-class losses
+    rows, pcs = [], []
     for i, src in enumerate(sources):
-        p = tmp_path / f"eval{i}.csv"
-        pd.DataFrame([{"eval_set": "test", "loss": 1.0, "top1": 0.8 - 0.1 * i, "mean_class_acc": 0.8,
-                       "n_eval": 10}, {"eval_set": "ood", "loss": 2.0, "top1": 0.1, "mean_class_acc": 0.1,
-                                       "n_eval": 10}]).to_csv(p, index=False)
-        cas.append(str(p))
-        ns = []
-        for n in (30, 60):
-            q = tmp_path / f"eval{i}_n{n}_pc.csv"
-            pd.DataFrame([{"class_index": c, "count": 3, "accuracy": 0.5, "loss": n ** -0.5 * (c + 1),
-                           "eval_set": "test"} for c in range(10)]).to_csv(q, index=False)
-            ns.append(str(q))
-        evpc.append(ns)
+        name = f"synthetic/gen/g{src[1]:g}/s"
+        for seed in (0, 1):
+            for n in (30, 60):
+                top1 = 0.8 - 0.1 * i + 0.02 * (seed - 0.5) if n == 60 else 0.3
+                rows.append({"source": name, "kind": "synthetic", "generator": "gen", "guidance": src[1],
+                             "strategy": "s", "n": n, "n_label": str(n), "seed": seed, "eval_set": "test",
+                             "ood": False, "loss": 1.0, "top1": top1})
+                pcs += [{"source": name, "class_index": c, "n": n, "n_label": str(n), "seed": seed,
+                         "eval_set": "test", "loss": n ** -0.5 * (c + 1)} for c in range(10)]
+    rows.append({"source": "real", "kind": "real", "generator": "", "guidance": np.nan, "strategy": "", "n": 60,
+                 "n_label": "60", "seed": 0, "eval_set": "test", "ood": False, "loss": 1.0, "top1": 0.9})
+    pd.DataFrame(rows).to_csv(tmp_path / "summary.csv", index=False)
+    pd.DataFrame(pcs).to_csv(tmp_path / "per_class.csv", index=False)
     outputs = {k: str(tmp_path / "summary" / v) for k, v in {
         "table": "quality.csv", "per_class": "quality_per_class.csv", "tradeoff": "t.png",
         "fid_cas": "f.png", "per_class_plot": "p.png", "findings": "findings.html"}.items()}
     run_script("quality_summary.py",
-               input={"sets": sets, "per_class": per_class, "reference": ref["json"], "cas": cas,
-                      "real_eval": [cas[0]]},
-               output=outputs,
-               params={"sources": sources, "n_images": [30, 60], "eval_per_class": evpc, "eval_set": "test", "cas_n": "60",
-                       "output_keys": list(outputs)})
+               input={"sets": sets, "per_class": per_class, "reference": ref["json"],
+                      "summary": str(tmp_path / "summary.csv"), "eval_per_class": str(tmp_path / "per_class.csv")},
+               output=outputs, params={"eval_set": "test", "output_keys": list(outputs)})
     table = pd.read_csv(outputs["table"])
     assert len(table) == 2 and list(table["cas"]) == pytest.approx([0.8, 0.7])
+    assert list(table["cas_seeds"]) == [2, 2] and table["cas_sd"].iloc[0] == pytest.approx(np.std([0.79, 0.81], ddof=1))
     assert table.loc[0, "guidance"] == 1.0
     pcs = pd.read_csv(outputs["per_class"])
     assert pcs["slope"].to_numpy() == pytest.approx(0.5)
     text = Path(outputs["findings"]).read_text()
-    assert "Best CAS 0.800" in text and "real test images score recognizability" in text
+    assert "Best CAS 0.800" in text and "real images at the same N reach 0.900" in text
+    assert "Real test images score recognizability" in text
     for k in ("tradeoff", "fid_cas", "per_class_plot"):
         assert Path(outputs[k]).stat().st_size > 1000
 
@@ -412,8 +456,7 @@ def test_a_rise_then_fall_is_not_called_a_rise():
     """Recognizability up from guidance 1 to 2 and down at 4 (the default study's shape) is no trend."""
     df = _table(-1, +1)
     df.loc[df["guidance"] == 4.0, "recognizability"] = 0.55  # between g=1 (0.6) and g=2 (0.7)
-    f = Q.findings(df)
-    assert f["recognizability_rises"] == 0 and not f["trend_holds"]
-    assert all(r["recognizability_peak"] == 2.0 for r in f["trends"])
-    text = Q.findings_html(f)
-    assert "does not show" in text and "peaks below the largest guidance in 2 of 2 lines" in text
+    t = trends(df)
+    assert (t["trend_recognizability"] == 0).all() and (t["recognizability_peak"] == 2.0).all()
+    text = _findings(df)
+    assert "does not show" in text and "peaks below the largest guidance (4) in 2 of 2 lines" in text

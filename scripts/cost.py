@@ -1,0 +1,15 @@
+"""Snakemake entry for rule cost: compute hours per grid point from every benchmark file."""
+from synthscale.analysis import write_cost
+from synthscale.data import read_manifest
+from synthscale.runtime import job_setup
+
+job_setup(snakemake)
+write_cost(
+    snakemake.input.summary,
+    snakemake.params.benchmarks,
+    int(read_manifest(snakemake.input.manifest)["classes"]),
+    snakemake.output.table,
+    snakemake.output.plot,
+    snakemake.output.findings,
+    snakemake.params.eval_set,
+)
