@@ -244,3 +244,34 @@ def test_three_pipeline_families_run_through_the_study(folders, tmp_path):
         assert [s.name for s in shards] == ["shard-000000.tar", "shard-000001.tar"]
         img, rec = next(iter_shards(shards[:1]))
         assert img.shape == (16, 16, 3) and rec["generator"] == n and rec["guidance"] == 3.0
+
+
+def test_every_family_is_recognised_from_its_signatures():
+    """SD3 and Flux have no tiny build here: their encode_prompt layouts are read off the signatures."""
+    import diffusers
+
+    from synthscale.generate import encode_layout
+    from synthscale.generators import is_text_to_image
+
+    expected = {
+        "StableDiffusionPipeline": ("prompt_embeds", "negative_prompt_embeds"),
+        "StableDiffusionXLPipeline": ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
+                                      "negative_pooled_prompt_embeds"),
+        "StableDiffusion3Pipeline": ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
+                                     "negative_pooled_prompt_embeds"),
+        "PixArtAlphaPipeline": ("prompt_embeds", "prompt_attention_mask", "negative_prompt_embeds",
+                                "negative_prompt_attention_mask"),
+        "PixArtSigmaPipeline": ("prompt_embeds", "prompt_attention_mask", "negative_prompt_embeds",
+                                "negative_prompt_attention_mask"),
+        "FluxPipeline": ("prompt_embeds", "pooled_prompt_embeds", "text_ids"),
+        "PixelTextToImagePipeline": ("prompt_embeds", "negative_prompt_embeds"),
+    }
+    from synthscale.tinygen import PixelTextToImagePipeline
+
+    for name, layout in expected.items():
+        cls = PixelTextToImagePipeline if name == "PixelTextToImagePipeline" else getattr(diffusers, name)
+        assert is_text_to_image(cls), name
+        assert encode_layout(cls) == layout, name
+    for name in ("StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline", "DDPMPipeline",
+                 "FluxImg2ImgPipeline"):
+        assert not is_text_to_image(getattr(diffusers, name)), name
