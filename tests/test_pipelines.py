@@ -275,3 +275,30 @@ def test_every_family_is_recognised_from_its_signatures():
     for name in ("StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline", "DDPMPipeline",
                  "FluxImg2ImgPipeline"):
         assert not is_text_to_image(getattr(diffusers, name)), name
+
+
+def test_lora_over_the_workflows_own_pipeline_loads(tmp_path):
+    """A LoRA fine-tune of the trained tiny generator (the default study's) loads through the same path."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from synthscale.tinygen import PixelTextToImagePipeline
+
+    base = build_tiny_pipeline(ARCH, 16, 1, 0)
+    base.save_pretrained(tmp_path / "base", safe_serialization=True)
+    base.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
+                                     target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
+    with torch.no_grad():
+        for name, p in base.unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    PixelTextToImagePipeline.save_lora_weights(
+        tmp_path / "lora", unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(base.unet)))
+    (tmp_path / "lora" / "synthscale.json").write_text(json.dumps({"base": "../base", "lora": True}))
+    specs = [ImageSpec(0, 0, "seven", 5)]
+    plain = generate_images(load_generator(tmp_path / "base"), specs, 2.0, 2, 1)[0]
+    tuned_pipe = load_generator(tmp_path / "lora")  # a relative base resolves beside the LoRA folder
+    assert isinstance(tuned_pipe, PixelTextToImagePipeline)
+    tuned = generate_images(tuned_pipe, specs, 2.0, 2, 1)[0]
+    assert np.abs(tuned.astype(int) - plain).max() > 10
