@@ -13,7 +13,9 @@ import numpy as np
 import torch
 
 from synthscale.config import load_config
-from synthscale.generators import build_tiny_pipeline, encode_prompts, sample, set_sampler
+from synthscale.generate import sample
+from synthscale.generators import set_sampler
+from synthscale.tinygen import build_tiny_pipeline, encode_prompts
 from synthscale.train import train_classifier
 
 

@@ -1,15 +1,22 @@
-# Stage 4: synthetic images, one WebDataset shard per job, so raising N only adds shards.
+# Stage 4: synthetic images. One job loads the generator once and writes a block of consecutive
+# shards (generation.images_per_job); a shard stays the unit of storage, so raising N only adds shards.
 
 
-rule generate_shard:
+rule generate_block:
     input:
         generator=generator_input,
         prompts=PLAN.prompts("{strategy}"),
         classes=PLAN.classes,
     output:
-        f"{R}/synthetic/{{generator}}/g{{guidance}}/{{strategy}}/shard-{{k}}.tar",
+        PLAN.block_outputs(
+            PLAN.synthetic_dir("{generator}", "{guidance}", "{strategy}")
+        ),
     log:
-        f"{R}/logs/synthetic/{{generator}}/g{{guidance}}/{{strategy}}/shard-{{k}}.log",
+        f"{R}/logs/synthetic/{{generator}}/g{{guidance}}/{{strategy}}/block-{{block}}.log",
+    benchmark:
+        f"{R}/benchmarks/generate_block/{{generator}}/g{{guidance}}/{{strategy}}/block-{{block}}.tsv"
+    wildcard_constraints:
+        block=PLAN.block_regex,
     conda:
         "../envs/synthscale.yaml"
     threads: threads("generate")
@@ -21,4 +28,4 @@ rule generate_shard:
         device=config["device"],
         threads=threads("generate"),
     script:
-        "../scripts/generate_shard.py"
+        "../scripts/generate_block.py"

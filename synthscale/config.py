@@ -113,11 +113,9 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
                 raise ConfigError(f"config key generators.{g['name']}.source: required when pretrained")
             src = g["source"]
             looks_local = src.startswith((".", "/", "~")) or (workdir / src).exists()
-            if looks_local and not (workdir / src / "model_index.json").exists():
-                raise ConfigError(
-                    f"config key generators.{g['name']}.source: {src!r} is no diffusers pipeline "
-                    "folder (no model_index.json)"
-                )
+            if looks_local:
+                _check_generator_folder(g["name"], workdir / src, cfg["generation"]["sampler"])
+    _check_generation(cfg["generation"])
 
     _check_quality(cfg["quality"], workdir)
 
@@ -247,6 +245,36 @@ def _check_quality(q: dict[str, Any], workdir: Path) -> None:
             )
         if not (workdir / w).is_file():
             raise ConfigError(f"config key quality.inception_weights: file {w!r} does not exist (nothing is downloaded)")
+
+
+def _check_generator_folder(name: str, folder: Path, sampler: str | None) -> None:
+    """A local generator folder: a text-to-image pipeline (or a LoRA over one) whose scheduler
+    family admits generation.sampler."""
+    from synthscale.generators import check_local_source
+
+    problem = check_local_source(folder, sampler)
+    if problem is not None:
+        part, message = problem
+        key = f"generators.{name}.source" if part == "source" else "generation.sampler"
+        raise ConfigError(f"config key {key}: {message}" + (f" (generator {name})" if part == "sampler" else ""))
+
+
+def _check_generation(gen: dict[str, Any]) -> None:
+    per_job = gen["images_per_job"]
+    if per_job is None:
+        return
+    from synthscale.plan import block_digits
+
+    shards, rest = divmod(per_job, gen["shard_size"])
+    try:
+        if rest:
+            raise ValueError
+        block_digits(shards)
+    except ValueError:
+        raise ConfigError(
+            f"config key generation.images_per_job: {per_job} must be shard_size ({gen['shard_size']}) "
+            "times 1, 10, 100 or 1000 (a job writes a block of consecutive shards)"
+        ) from None
 
 
 def _check_unique(names: list[str], key: str) -> None:

@@ -17,6 +17,24 @@ def shard_name(k: int) -> str:
     return f"shard-{k:06d}.tar"
 
 
+SHARD_DIGITS = 6
+
+
+def shards_per_job(generation: dict[str, Any]) -> int:
+    """Shards one generation job writes: images_per_job / shard_size (null: one shard per job)."""
+    per_job = generation.get("images_per_job") or generation["shard_size"]
+    return per_job // generation["shard_size"]
+
+
+def block_digits(per_job: int) -> int:
+    """A block of 10**d shards is the shards whose 6-digit index shares its first 6 - d digits, so
+    block b holds shards b * 10**d ... (b + 1) * 10**d - 1 and shard names do not depend on blocks."""
+    d = len(str(per_job)) - 1
+    if per_job != 10**d or d >= SHARD_DIGITS:
+        raise ValueError(f"shards per job must be 1, 10, 100, 1000, ...; got {per_job}")
+    return d
+
+
 def shards_for(n: int, shard_size: int) -> int:
     """Nested N: a set of N images is the first ceil(N / S) shards."""
     if n < 1 or shard_size < 1:
@@ -113,6 +131,19 @@ class Plan:
         folder = self.synthetic_dir(generator, guidance, strategy)
         k = shards_for(n, self.cfg["generation"]["shard_size"])
         return [f"{folder}/{shard_name(i)}" for i in range(k)]
+
+    def shards_per_job(self) -> int:
+        return shards_per_job(self.cfg["generation"])
+
+    def block_outputs(self, folder: str, block: str = "{block}") -> list[str]:
+        """The shard files one generation job writes: block `block` of the set in `folder` (both may
+        be Snakemake wildcards); shard k of the set is in block k // shards_per_job."""
+        d = block_digits(self.shards_per_job())
+        return [f"{folder}/shard-{block}{j:0{d}d}.tar" if d else f"{folder}/shard-{block}.tar" for j in range(10**d)]
+
+    @property
+    def block_regex(self) -> str:
+        return rf"\d{{{SHARD_DIGITS - block_digits(self.shards_per_job())}}}"
 
     def synthetic_grid(self) -> list[Source]:
         return [

@@ -129,7 +129,7 @@ def test_benchmark_paths_map_to_grid_points(tmp_path):
     assert p == f"{tmp_path}/benchmarks/train_classifier/synthetic/gen/g2/classname/n300/s1.tsv"
     point = parse_benchmark(p, root)
     assert (point["source"], point["n_label"], point["seed"]) == ("synthetic/gen/g2/classname", "300", 1)
-    point = parse_benchmark(plan.benchmark("generate_shard", "gen", "g1.5", "templates", "000003"), root)
+    point = parse_benchmark(plan.benchmark("generate_block", "gen", "g1.5", "templates", "000003"), root)
     assert (point["generator"], point["guidance"], point["strategy"], point["rest"]) == ("gen", 1.5, "templates", "000003")
     assert parse_benchmark(plan.benchmark("train_classifier", "real", "nall"), root)["source"] == "real"
 
@@ -142,7 +142,7 @@ def test_cost_table_from_benchmarks_and_without_them(tmp_path):
     assert empty["total_h"].isna().all()
     assert report.cost_findings(empty)[0].startswith("No benchmark recorded")
     for k in range(2):
-        _bench(tmp_path / plan.benchmark("generate_shard", "gen", "g2", "classname", f"{k:06d}").split(str(tmp_path) + "/")[1], 360)
+        _bench(tmp_path / plan.benchmark("generate_block", "gen", "g2", "classname", f"{k:06d}").split(str(tmp_path) + "/")[1], 360)
     for src in ("real", "synthetic/gen/g2/classname"):
         for n in (30, 300):
             _bench(tmp_path / plan.benchmark("train_classifier", src, f"n{n}", "s0").split(str(tmp_path) + "/")[1], 180)

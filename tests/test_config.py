@@ -19,7 +19,7 @@ def test_default_config_is_valid_and_gets_defaults(default_raw):
     assert cfg["resources"]["evaluate"]["threads"] == 1
     assert cfg["resources"]["train_generator"]["threads"] == 1
     assert cfg["resources"]["train_generator"]["mem_mb"] == 4000
-    assert cfg["generators"][0]["dtype"] == "float32"
+    assert cfg["generators"][0]["dtype"] == "auto"  # float32 on the CPU, bfloat16 on a GPU
 
 
 @pytest.mark.parametrize(

@@ -282,7 +282,7 @@ def test_a_clip_filter_schedules_its_jobs_with_the_scorer_as_input(tmp_path):
               if len(line.split()) == 2 and line.split()[1].isdigit()}
     # 2x over-generation of the largest N (40 = 2 shards of 20): 4 generated shards at g3
     assert counts["filter_set"] == 1 and counts["filter_quality"] == 1 and counts["filter_report"] == 1
-    assert counts["generate_shard"] == 4 and counts["evaluate"] == 2
+    assert counts["generate_block"] == 4 and counts["evaluate"] == 2
     proc = smk(work, "results-test/synthetic/tiny/g3/classname/f-clip50/counts.json", "-n",
                overrides=overrides)
     assert str(folder / "open_clip_config.json") in proc.stdout + proc.stderr

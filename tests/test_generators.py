@@ -1,19 +1,19 @@
 """Generators: a pretrained-style Stable Diffusion pipeline (random weights, saved from configs) and the
-workflow's own pixel pipeline both load through `load_generator` and sample through `sample`."""
+workflow's own pixel pipeline both load through `load_generator` and sample through the same diffusers-style
+path (`encode_prompt`, then `__call__` with embeddings and one generator per image)."""
 import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from synthscale.generate import generate_shard
-from synthscale.generators import (
+from synthscale.generate import generate_shard, sample
+from synthscale.generators import load_generator, set_sampler
+from synthscale.tinygen import (
+    PixelTextToImagePipeline,
     build_tiny_pipeline,
     caption_sampler,
     clip_tokenizer,
-    load_generator,
-    sample,
-    set_sampler,
     train_tiny_generator,
 )
 from synthscale.shards import load_arrays
@@ -76,10 +76,14 @@ def test_tiny_generator_trains_saves_and_reloads(tmp_path, digits_16):
     a = (tmp_path / "gen" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
     b = (tmp_path / "gen2" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
     assert a == b, "generator training must be deterministic"
-    pipe = load_generator(tmp_path / "gen", trained_here=True)
+    pipe = load_generator(tmp_path / "gen")
+    assert isinstance(pipe, PixelTextToImagePipeline)
     set_sampler(pipe, "ddim")
     out = sample(pipe, ["seven"] * 3, [5, 6, 7], guidance=1.0, steps=2)
     assert out.shape == (3, 16, 16, 1)
+    # diffusers' own entry points work on it too: prompt strings, PIL output
+    pil = pipe("seven", num_inference_steps=2, guidance_scale=2.0, generator=torch.Generator().manual_seed(5)).images
+    assert pil[0].size == (16, 16) and pil[0].mode == "L"
 
 
 def test_guidance_values_share_noise_and_prompts(tmp_path):

@@ -114,13 +114,13 @@ def test_study_through_profile_matches_local_run(slurm_cluster, local_run, tmp_p
         assert (tmp_path / log if not log.is_absolute() else log).exists(), f"missing SLURM log {log}"
     logs = tmp_path / ".snakemake" / "slurm_logs"
     kinds = {p.name for p in logs.iterdir()}
-    for rule in ("prepare_data", "train_generator", "generate_shard"):
+    for rule in ("prepare_data", "train_generator", "generate_block"):
         assert f"rule_{rule}" in kinds, f"{rule} did not run through SLURM: {sorted(kinds)}"
     for rule in ("train_classifier", "evaluate"):
         assert any(k == f"rule_{rule}" or (k.startswith("group_") and rule in k) for k in kinds), sorted(
             kinds
         )
-    heavy = "prepare_data|prompts|train_generator|generate_shard|train_classifier|evaluate"
+    heavy = "prepare_data|prompts|train_generator|generate_block|train_classifier|evaluate"
     assert not re.search(rf"^localrule ({heavy}):", proc.output, re.M), "a heavy rule ran on the submit host"
     # the tiny analysis rules stay on the submit host (localrule: True)
     assert re.search(r"^localrule summary:", proc.output, re.M)

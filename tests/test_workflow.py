@@ -62,7 +62,7 @@ def test_nothing_left_to_do(study):
 
 def test_adding_a_guidance_value_schedules_only_its_jobs(study):
     counts = dry(study, overrides={"guidance": [1.0, 3.0, 2.0]})
-    assert counts["generate_shard"] == 2  # N=40 is two shards of 20
+    assert counts["generate_block"] == 2  # N=40 is two shards of 20
     assert counts["train_classifier"] == 2 and counts["evaluate"] == 1  # one eval job per source
     assert counts["sample_grid"] == 1 and counts["quality"] == 1
     assert "train_generator" not in counts and "prepare_data" not in counts
@@ -71,14 +71,14 @@ def test_adding_a_guidance_value_schedules_only_its_jobs(study):
 def test_adding_a_strategy_schedules_only_its_jobs(study):
     counts = dry(study, overrides={"strategies": ["classname", "hypernym"]})
     assert counts["prompts"] == 1
-    assert counts["generate_shard"] == 4  # 2 guidance x 2 shards
+    assert counts["generate_block"] == 4  # 2 guidance x 2 shards
     assert counts["train_classifier"] == 4 and counts["evaluate"] == 2
     assert "train_generator" not in counts
 
 
 def test_raising_n_generates_only_new_shards(study):
     counts = dry(study, overrides={"n_images": [20, 40, 60]})
-    assert counts["generate_shard"] == 2  # one new shard per guidance value
+    assert counts["generate_block"] == 2  # one new shard per guidance value
     assert counts["train_classifier"] == 3  # two synthetic sets and the real baseline at N=60
     assert counts["evaluate"] == 3
     assert "train_generator" not in counts
@@ -87,7 +87,7 @@ def test_raising_n_generates_only_new_shards(study):
 def test_new_recipe_retrains_but_regenerates_nothing(study):
     counts = dry(study, overrides={"train": {"lr": 0.001}})
     assert counts["train_classifier"] == 6 and counts["evaluate"] == 3
-    assert "generate_shard" not in counts and "train_generator" not in counts
+    assert "generate_block" not in counts and "train_generator" not in counts
 
 
 def test_two_clean_runs_write_identical_shards(study, tmp_path):
@@ -106,7 +106,7 @@ def test_two_clean_runs_write_identical_shards(study, tmp_path):
     original = lost.read_bytes()
     lost.unlink()
     (lost.parent / f".tmp-{lost.name}-killed").write_bytes(original[: len(original) // 2])
-    assert dry(other, *rel) == {"generate_shard": 1}
+    assert dry(other, *rel) == {"generate_block": 1}
     smk(other, "--cores", "1", *rel)
     assert lost.read_bytes() == original
 

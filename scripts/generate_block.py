@@ -1,0 +1,43 @@
+"""Snakemake entry for rule generate_block: adapt snakemake.* to synthscale.generate."""
+import hashlib
+import os
+
+import pandas as pd
+
+from synthscale.generate import generate_block
+from synthscale.generators import load_generator, set_sampler, speed_up
+from synthscale.prompts import read_prompts
+from synthscale.runtime import job_setup
+
+job_setup(snakemake, snakemake.params.threads)
+spec, gen_cfg, wc = snakemake.params.spec, snakemake.params.generation, snakemake.wildcards
+source = snakemake.input.generator or spec["source"]
+pipe = load_generator(source, device=snakemake.params.device, dtype=spec["dtype"])
+scheduler = set_sampler(pipe, gen_cfg["sampler"])
+speed_up(pipe, gen_cfg["channels_last"], gen_cfg["vae_slicing"], gen_cfg["compile"])
+classes = pd.read_csv(snakemake.input.classes, keep_default_na=False)
+outputs = list(snakemake.output)
+first = int(wc.block) * len(outputs)
+prompts_sha = hashlib.sha256(open(snakemake.input.prompts, "rb").read()).hexdigest()
+generate_block(
+    pipe,
+    outputs,
+    first_shard=first,
+    # a finished shard of a killed job is reused only if it was made with these settings
+    fingerprint={"spec": spec, "generation": gen_cfg, "guidance": wc.guidance, "prompts": prompts_sha,
+                 "device": snakemake.params.device,
+                 "source_mtime": os.path.getmtime(source) if os.path.exists(source) else None},
+    shard_size=gen_cfg["shard_size"],
+    class_prompts=read_prompts(snakemake.input.prompts),
+    base_seed=gen_cfg["seed"],
+    guidance=float(wc.guidance),
+    steps=gen_cfg["steps"],
+    sampler=scheduler,
+    batch_size=gen_cfg["batch_size"],
+    generator_name=spec["name"],
+    class_names=classes.sort_values("index")["name"].tolist(),
+    size=spec["size"],
+    storage=gen_cfg["storage"],
+    pad=gen_cfg["compile"] is not None,
+    prompt_cache=gen_cfg["prompt_cache"],
+)
