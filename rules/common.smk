@@ -1,4 +1,5 @@
 # Shared helpers: check the config before any job starts, and derive every path from it.
+import re
 import sys
 
 from synthscale import quality as Q
@@ -77,9 +78,32 @@ def caption_prompts(wildcards):
 
 
 def generator_input(wildcards):
-    """A trained generator's folder; pretrained ones load by Hub id or path, outside the DAG."""
+    """A trained or fine-tuned generator's folder; pretrained ones load by Hub id or path, outside the DAG."""
     gen = PLAN.generator(wildcards.generator)
-    return PLAN.generator_dir(gen["name"]) if gen["kind"] == "trained" else []
+    return (
+        PLAN.generator_dir(gen["name"])
+        if gen["kind"] in ("trained", "finetuned")
+        else []
+    )
+
+
+def generator_regex(kind):
+    """A wildcard pattern that matches only the names of one kind of generator (never matches if none)."""
+    names = [re.escape(g["name"]) for g in config["generators"] if g["kind"] == kind]
+    return "|".join(names) or "(?!)"
+
+
+def finetune_prompts(wildcards):
+    """A fine-tuned generator's captions come from its finetune.caption_strategies' prompt files."""
+    gen = PLAN.generator(wildcards.generator)
+    return [PLAN.prompts(s) for s in gen["finetune"]["caption_strategies"]]
+
+
+def finetune_base(wildcards):
+    """The base's folder when the base is another generator of the study (then it is a job's output)."""
+    base = PLAN.generator(wildcards.generator)["base"]
+    names = {g["name"] for g in config["generators"]}
+    return [PLAN.generator_dir(base)] if base in names else []
 
 
 def train_inputs(wildcards):

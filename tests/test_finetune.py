@@ -203,3 +203,37 @@ def test_finetuned_config_fills_the_recipe(sd_dir):
     ft = cfg["generators"][1]["finetune"]
     assert ft["mode"] == "full" and ft["caption_strategies"] == ["classname"]
     assert "finetune" in cfg["resources"]
+
+
+def test_report_states_from_the_numbers_whether_fine_tuning_helped():
+    import pandas as pd
+
+    from synthscale.finetune_report import compare_finetuned, describe_generator, finetune_pairs, finetune_sentences
+
+    gens = [{"name": "tiny", "kind": "trained", "train_shift": {"kind": "thicken", "size": 3}},
+            {"name": "tiny-ft", "kind": "finetuned", "base": "tiny", "finetune": {"mode": "full", "steps": 300}},
+            {"name": "sd-ft", "kind": "finetuned", "base": "org/sd"}]
+    pairs = finetune_pairs(gens)
+    assert pairs == {"tiny-ft": "tiny"}
+    rows = [  # FID falls at both guidance values; CAS rises at 1.0 but falls at 2.0
+        ("tiny", 1.0, "classname", 40.0, 0.5), ("tiny", 1.0, "templates", 60.0, 0.3),
+        ("tiny-ft", 1.0, "classname", 20.0, 0.7), ("tiny-ft", 1.0, "templates", 30.0, 0.5),
+        ("tiny-ft", 1.0, "description", 1.0, 0.99),  # the base lacks it: not compared
+        ("tiny", 2.0, "classname", 30.0, 0.8), ("tiny-ft", 2.0, "classname", 25.0, 0.6),
+    ]
+    q = pd.DataFrame(rows, columns=["generator", "guidance", "strategy", "fid", "cas"])
+    cmp = compare_finetuned(q, pairs)
+    assert list(cmp["guidance"]) == [1.0, 2.0]
+    assert cmp.loc[0, "fid_base"] == 50.0 and cmp.loc[0, "fid_finetuned"] == 25.0
+    assert list(cmp["fid_better"]) == [True, True] and list(cmp["cas_better"]) == [True, False]
+    text = finetune_sentences(cmp, {"tiny": describe_generator(gens[0])})
+    assert "thickened" in text[0]
+    assert text[1] == "At guidance 1, fine-tuning lowered FID from 50 to 25 and raised CAS from 0.4 to 0.6."
+    assert text[2] == "At guidance 2, fine-tuning lowered FID from 30 to 25 and lowered CAS from 0.8 to 0.6."
+    assert "lowered FID at 2 of 2" in text[3] and "raised CAS at 1 of 2" in text[3]
+    assert "Azizi et al. found it did at every one" in text[3]
+    # when both improve everywhere, the sentence says it agrees with the paper; missing CAS is named
+    q2 = q[q["guidance"] == 1.0].drop(columns="cas").assign(cas=np.nan)
+    text2 = finetune_sentences(compare_finetuned(q2, pairs))
+    assert "CAS is not available" in text2[1] and text2[-1].endswith("as Azizi et al. found.")
+    assert "nothing is compared" in finetune_sentences(compare_finetuned(q, {}))[0]
