@@ -100,10 +100,18 @@ def finetune_prompts(wildcards):
 
 
 def finetune_base(wildcards):
-    """The base's folder when the base is another generator of the study (then it is a job's output)."""
+    """The base's folder when the base is a trained or fine-tuned generator of the study (a job's output)."""
+    src = finetune_base_source(wildcards)
+    return [src] if src == PLAN.generator_dir(PLAN.generator(wildcards.generator)["base"]) else []
+
+
+def finetune_base_source(wildcards):
+    """What the base loads from: a study generator's folder or source, else the Hub id or path as given."""
     base = PLAN.generator(wildcards.generator)["base"]
-    names = {g["name"] for g in config["generators"]}
-    return [PLAN.generator_dir(base)] if base in names else []
+    other = {g["name"]: g for g in config["generators"]}.get(base)
+    if other is None:
+        return base
+    return other["source"] if other["kind"] == "pretrained" else PLAN.generator_dir(base)
 
 
 def train_inputs(wildcards):

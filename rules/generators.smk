@@ -46,6 +46,7 @@ rule finetune_generator:
         **res("finetune"),
     params:
         spec=lambda wc: PLAN.generator(wc.generator),
+        base=finetune_base_source,
         checkpoint=lambda wc: f"{R}/checkpoints/generators/{wc.generator}.pt",
         seed=config["seed"],
         device=config["device"],

@@ -8,10 +8,9 @@ from synthscale.runtime import job_setup
 
 job_setup(snakemake, snakemake.params.threads)
 spec = snakemake.params.spec
-base = snakemake.input.base[0] if len(snakemake.input.base) else spec["base"]
 try:
     finetune_generator(
-        base,
+        snakemake.params.base,
         split_shards(snakemake.input.manifest, "train"),
         [read_prompts(p) for p in snakemake.input.prompts],
         spec["finetune"],

@@ -153,11 +153,6 @@ def _check_finetuned(generators: list[dict[str, Any]], workdir: Path) -> None:
             raise ConfigError(f"{key}.base: a generator cannot be its own base")
         if base in by_name:
             other = by_name[base]
-            if other["kind"] == "pretrained":
-                raise ConfigError(
-                    f"{key}.base: {base!r} is a pretrained generator; name its source "
-                    f"{other.get('source')!r} as the base instead"
-                )
             if other["kind"] == "finetuned" and other["finetune"]["mode"] == "lora":
                 raise ConfigError(f"{key}.base: {base!r} holds LoRA weights only; fine-tune its base")
             if other["kind"] == "trained" and g["finetune"]["mode"] == "lora":

@@ -186,20 +186,23 @@ TRAINED = {"name": "tiny", "kind": "trained"}
     ({"name": "ft", "kind": "finetuned", "base": "tiny", "finetune": {"mode": "lora"}}, "generators.ft.finetune.mode"),
     ({"name": "ft", "kind": "finetuned", "base": "tiny", "finetune": {"caption_strategies": ["nah"]}},
      "generators.ft.finetune.caption_strategies"),
-    ({"name": "ft", "kind": "finetuned", "base": "tiny", "finetune": {"stepz": 3}}, "generators.1.finetune"),
+    ({"name": "ft", "kind": "finetuned", "base": "tiny", "finetune": {"stepz": 3}}, "generators.2.finetune"),
     ({"name": "ft", "kind": "pretrained", "source": "a/b", "base": "tiny"}, "generators.ft.base"),
+    ({"name": "ft", "kind": "finetuned", "base": "lo"}, "generators.ft.base"),
     ({"name": "ft", "kind": "pretrained", "source": "a/b", "train_shift": {"kind": "rotate"}},
      "generators.ft.train_shift"),
 ])
 def test_config_errors_name_the_key(gen, key):
     with pytest.raises(ConfigError, match=f"config key {key}"):
-        check_config(_cfg(TRAINED, gen))
+        check_config(_cfg(TRAINED, {"name": "lo", "kind": "finetuned", "base": "a/b", "finetune": {"mode": "lora"}}, gen))
 
 
 def test_finetuned_config_fills_the_recipe(sd_dir):
     cfg = check_config(_cfg(TRAINED, {"name": "ft", "kind": "finetuned", "base": "tiny"},
                             {"name": "ft2", "kind": "finetuned", "base": str(sd_dir)},
-                            {"name": "ft3", "kind": "finetuned", "base": "org/some-model"}))
+                            {"name": "ft3", "kind": "finetuned", "base": "org/some-model"},
+                            {"name": "sd", "kind": "pretrained", "source": "org/sd"},
+                            {"name": "ft4", "kind": "finetuned", "base": "sd", "finetune": {"mode": "lora"}}))
     ft = cfg["generators"][1]["finetune"]
     assert ft["mode"] == "full" and ft["caption_strategies"] == ["classname"]
     assert "finetune" in cfg["resources"]
@@ -237,3 +240,21 @@ def test_report_states_from_the_numbers_whether_fine_tuning_helped():
     text2 = finetune_sentences(compare_finetuned(q2, pairs))
     assert "CAS is not available" in text2[1] and text2[-1].endswith("as Azizi et al. found.")
     assert "nothing is compared" in finetune_sentences(compare_finetuned(q, {}))[0]
+
+
+def test_azizi_preset_is_a_valid_study():
+    """configs/azizi-imagenet.yaml passes every check but the ImageNet paths, which only a cluster has."""
+    import yaml
+
+    from synthscale.config import SCHEMA_PATH
+
+    raw = yaml.safe_load((SCHEMA_PATH.parent.parent / "configs" / "azizi-imagenet.yaml").read_text())
+    with pytest.raises(ConfigError, match="config key dataset.train_dir"):
+        check_config(raw)
+    raw["dataset"] = {"name": "digits", "kind": "digits"}
+    raw["quality"]["features"] = "judge"
+    cfg = check_config(raw)
+    ft = {g["name"]: g for g in cfg["generators"]}["sd15-in1k"]
+    assert ft["base"] == "sd15" and ft["finetune"]["caption_strategies"] == ["classname"]
+    assert 1.25 in cfg["guidance"] and max(cfg["n_images"]) >= 2 * 1_281_167
+    assert cfg["resources"]["finetune"]["gpu"] == 1
