@@ -258,3 +258,39 @@ def test_azizi_preset_is_a_valid_study():
     assert ft["base"] == "sd15" and ft["finetune"]["caption_strategies"] == ["classname"]
     assert 1.25 in cfg["guidance"] and max(cfg["n_images"]) >= 2 * 1_281_167
     assert cfg["resources"]["finetune"]["gpu"] == 1
+
+
+def test_sdxl_pipeline_fine_tunes_with_lora(shards, tmp_path):
+    """SDXL: two text encoders, a pooled embedding and size conditions (added_cond_kwargs)."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTextModelWithProjection
+
+    from synthscale.generators import clip_tokenizer
+
+    torch.manual_seed(0)
+    tok = clip_tokenizer(16)
+    text_cfg = CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, max_position_embeddings=16, projection_dim=32)
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
+                                layers_per_block=1, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=64,
+                                attention_head_dim=8, norm_num_groups=8, use_linear_projection=True,
+                                addition_embed_type="text_time", addition_time_embed_dim=8,
+                                projection_class_embeddings_input_dim=6 * 8 + 32)
+    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=8)
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=CLIPTextModel(text_cfg),
+                                     text_encoder_2=CLIPTextModelWithProjection(text_cfg), tokenizer=tok,
+                                     tokenizer_2=tok, unet=unet, scheduler=EulerDiscreteScheduler())
+    base = tmp_path / "tiny-sdxl"
+    pipe.save_pretrained(base, safe_serialization=True)
+    out = tmp_path / "sdxl-lora"
+    log = finetune_generator(str(base), shards, PROMPTS, recipe(mode="lora", steps=6, batch_size=8, lr=1e-2),
+                             0, out, progress=False)
+    assert len(log) == 6 and np.isfinite(log["loss"]).all()
+    loaded = StableDiffusionXLPipeline.from_pretrained(base, use_safetensors=True)
+    before = generate(loaded)
+    loaded.load_lora_weights(out)
+    after = generate(loaded)
+    assert after.shape == (1, 16, 16, 3) and not np.allclose(before, after)
