@@ -1,6 +1,7 @@
 """Snakemake entry for rule generate_shard: adapt snakemake.* to synthscale.generate."""
 import pandas as pd
 
+from synthscale.finetune import is_pixel_pipeline
 from synthscale.generate import generate_shard
 from synthscale.generators import load_generator, set_sampler
 from synthscale.prompts import read_prompts
@@ -8,8 +9,9 @@ from synthscale.runtime import job_setup
 
 job_setup(snakemake, snakemake.params.threads)
 spec, gen_cfg, wc = snakemake.params.spec, snakemake.params.generation, snakemake.wildcards
-trained = spec["kind"] == "trained"
-source = snakemake.input.generator if trained else spec["source"]
+local = spec["kind"] != "pretrained"  # trained or fine-tuned here: the rule's input folder
+source = snakemake.input.generator if local else spec["source"]
+trained = local and is_pixel_pipeline(source)
 pipe = load_generator(source, trained_here=trained, device=snakemake.params.device, dtype=spec["dtype"])
 set_sampler(pipe, gen_cfg["sampler"])
 classes = pd.read_csv(snakemake.input.classes, keep_default_na=False)
