@@ -101,8 +101,9 @@ def finetune_prompts(wildcards):
 
 def finetune_base(wildcards):
     """The base's folder when the base is a trained or fine-tuned generator of the study (a job's output)."""
+    base = PLAN.generator(wildcards.generator)["base"]
     src = finetune_base_source(wildcards)
-    return [src] if src == PLAN.generator_dir(PLAN.generator(wildcards.generator)["base"]) else []
+    return [src] if src == PLAN.generator_dir(base) else []
 
 
 def finetune_base_source(wildcards):
@@ -111,7 +112,9 @@ def finetune_base_source(wildcards):
     other = {g["name"]: g for g in config["generators"]}.get(base)
     if other is None:
         return base
-    return other["source"] if other["kind"] == "pretrained" else PLAN.generator_dir(base)
+    return (
+        other["source"] if other["kind"] == "pretrained" else PLAN.generator_dir(base)
+    )
 
 
 def train_inputs(wildcards):
