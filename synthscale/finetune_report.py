@@ -125,3 +125,10 @@ def finetune_sentences(
                 + (", as Azizi et al. found." if agree else "; Azizi et al. found it did at every one.")
             )
     return out
+
+
+def finetune_findings(quality: pd.DataFrame, generators: Sequence[dict[str, Any]]) -> list[str]:
+    """Everything above in one call: the sentences for the report, from quality.csv and the config's
+    `generators` list."""
+    describe = {g["name"]: describe_generator(g) for g in generators}
+    return finetune_sentences(compare_finetuned(quality, finetune_pairs(generators)), describe)

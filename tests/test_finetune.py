@@ -240,6 +240,9 @@ def test_report_states_from_the_numbers_whether_fine_tuning_helped():
     text2 = finetune_sentences(compare_finetuned(q2, pairs))
     assert "CAS is not available" in text2[1] and text2[-1].endswith("as Azizi et al. found.")
     assert "nothing is compared" in finetune_sentences(compare_finetuned(q, {}))[0]
+    from synthscale.finetune_report import finetune_findings
+
+    assert finetune_findings(q, gens) == text
 
 
 def test_azizi_preset_is_a_valid_study():
