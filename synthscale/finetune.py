@@ -215,6 +215,8 @@ class PromptEncoder:
                 num_images_per_prompt=1,
                 do_classifier_free_guidance=False,
             )
+            if isinstance(out, torch.Tensor):
+                out = (out,)
             embeds = out[0]
             pooled = out[2] if len(out) >= 4 else None
             if text == "" and self.sdxl and pipe.config.get("force_zeros_for_empty_prompt"):
