@@ -81,9 +81,43 @@ def caption_prompts(wildcards):
 
 
 def generator_input(wildcards):
-    """A trained generator's folder; pretrained ones load by Hub id or path, outside the DAG."""
+    """A trained or fine-tuned generator's folder; pretrained ones load by Hub id or path, outside the DAG."""
     gen = PLAN.generator(wildcards.generator)
-    return PLAN.generator_dir(gen["name"]) if gen["kind"] == "trained" else []
+    return (
+        PLAN.generator_dir(gen["name"])
+        if gen["kind"] in ("trained", "finetuned")
+        else []
+    )
+
+
+def generator_regex(kind):
+    """A wildcard pattern that matches only the names of one kind of generator (never matches if none)."""
+    names = [re.escape(g["name"]) for g in config["generators"] if g["kind"] == kind]
+    return "|".join(names) or "(?!)"
+
+
+def finetune_prompts(wildcards):
+    """A fine-tuned generator's captions come from its finetune.caption_strategies' prompt files."""
+    gen = PLAN.generator(wildcards.generator)
+    return [PLAN.prompts(s) for s in gen["finetune"]["caption_strategies"]]
+
+
+def finetune_base(wildcards):
+    """The base's folder when the base is a trained or fine-tuned generator of the study (a job's output)."""
+    base = PLAN.generator(wildcards.generator)["base"]
+    src = finetune_base_source(wildcards)
+    return [src] if src == PLAN.generator_dir(base) else []
+
+
+def finetune_base_source(wildcards):
+    """What the base loads from: a study generator's folder or source, else the Hub id or path as given."""
+    base = PLAN.generator(wildcards.generator)["base"]
+    other = {g["name"]: g for g in config["generators"]}.get(base)
+    if other is None:
+        return base
+    return (
+        other["source"] if other["kind"] == "pretrained" else PLAN.generator_dir(base)
+    )
 
 
 def train_inputs(wildcards):

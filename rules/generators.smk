@@ -1,4 +1,4 @@
-# Stage 2: generators the workflow trains itself (pretrained ones are loaded by Hub id or path).
+# Stage 2: generators the workflow trains itself or fine-tunes (pretrained ones are loaded by Hub id or path).
 
 
 rule train_generator:
@@ -9,6 +9,8 @@ rule train_generator:
         directory(f"{R}/generators/{{generator}}"),
     log:
         f"{R}/logs/generators/{{generator}}.log",
+    wildcard_constraints:
+        generator=generator_regex("trained"),
     conda:
         "../envs/synthscale.yaml"
     threads: threads("train_generator")
@@ -20,3 +22,34 @@ rule train_generator:
         threads=threads("train_generator"),
     script:
         "../scripts/train_generator.py"
+
+
+# Azizi et al.: the base's denoiser fine-tuned on the real train split with class-name captions;
+# the folder is a full pipeline, or LoRA weights plus a synthscale.json naming the base
+rule finetune_generator:
+    input:
+        manifest=PLAN.manifest,
+        prompts=finetune_prompts,
+        base=finetune_base,
+    output:
+        directory(f"{R}/generators/{{generator}}"),
+    log:
+        f"{R}/logs/generators/{{generator}}.log",
+    benchmark:
+        f"{R}/benchmarks/finetune_generator/{{generator}}.tsv"
+    wildcard_constraints:
+        generator=generator_regex("finetuned"),
+    conda:
+        "../envs/synthscale.yaml"
+    threads: threads("finetune")
+    resources:
+        **res("finetune"),
+    params:
+        spec=lambda wc: PLAN.generator(wc.generator),
+        base=finetune_base_source,
+        checkpoint=lambda wc: f"{R}/checkpoints/generators/{wc.generator}.pt",
+        seed=config["seed"],
+        device=config["device"],
+        threads=threads("finetune"),
+    script:
+        "../scripts/finetune_generator.py"

@@ -25,7 +25,9 @@ RESOURCE_DEFAULTS: dict[str, Any] = {
     "slurm_partition": None,
     "slurm_extra": None,
 }
-STAGES = ("prepare", "train_generator", "generate", "train", "evaluate", "quality", "prompts", "filter")
+STAGES = (
+    "prepare", "train_generator", "finetune", "generate", "train", "evaluate", "quality", "prompts", "filter",
+)
 
 
 class ConfigError(ValueError):
@@ -84,6 +86,10 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
     for key, names in [("strategies", cfg["strategies"])] + [
         (f"generators.{g['name']}.caption_strategies", g["caption_strategies"])
         for g in cfg["generators"]
+    ] + [
+        (f"generators.{g['name']}.finetune.caption_strategies", g["finetune"]["caption_strategies"])
+        for g in cfg["generators"]
+        if g["kind"] == "finetuned"
     ]:
         for s in names:
             if s not in STRATEGIES and s not in cfg["prompt_models"]:
@@ -118,6 +124,8 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
     _check_generation(cfg["generation"])
 
     _check_quality(cfg["quality"], workdir)
+
+    _check_finetuned(cfg["generators"], workdir)
 
     import timm
 
@@ -275,6 +283,45 @@ def _check_generation(gen: dict[str, Any]) -> None:
             f"config key generation.images_per_job: {per_job} must be shard_size ({gen['shard_size']}) "
             "times 1, 10, 100 or 1000 (a job writes a block of consecutive shards)"
         ) from None
+
+
+def _check_finetuned(generators: list[dict[str, Any]], workdir: Path) -> None:
+    """A finetuned generator's base: another generator of the study, a pipeline folder or a Hub id."""
+    by_name = {g["name"]: g for g in generators}
+    for g in generators:
+        key = f"config key generators.{g['name']}"
+        if "train_shift" in g and g["kind"] != "trained":
+            raise ConfigError(f"{key}.train_shift: only a trained generator has a training shift")
+        if g["kind"] != "finetuned":
+            if "base" in g:
+                raise ConfigError(f"{key}.base: only a finetuned generator has a base")
+            continue
+        if "base" not in g:
+            raise ConfigError(f"{key}.base: required when finetuned")
+        base = g["base"]
+        if base == g["name"]:
+            raise ConfigError(f"{key}.base: a generator cannot be its own base")
+        if base in by_name:
+            other = by_name[base]
+            if other["kind"] == "finetuned" and other["finetune"]["mode"] == "lora":
+                raise ConfigError(f"{key}.base: {base!r} holds LoRA weights only; fine-tune its base")
+            if other["kind"] == "trained" and g["finetune"]["mode"] == "lora":
+                raise ConfigError(
+                    f"{key}.finetune.mode: the workflow's own pixel pipeline has no diffusers LoRA "
+                    "support; use mode: full"
+                )
+            continue
+        looks_local = base.startswith((".", "/", "~")) or (workdir / base).exists()
+        if looks_local and not (workdir / base / "model_index.json").exists():
+            raise ConfigError(
+                f"{key}.base: {base!r} is neither a generator of this study nor a diffusers "
+                "pipeline folder (no model_index.json)"
+            )
+        if not looks_local and base.count("/") != 1:
+            raise ConfigError(
+                f"{key}.base: {base!r} is neither a generator of this study ({sorted(by_name)}), "
+                "a local pipeline folder, nor a Hub id (owner/name)"
+            )
 
 
 def _check_unique(names: list[str], key: str) -> None:

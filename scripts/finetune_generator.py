@@ -1,0 +1,24 @@
+"""Snakemake entry for rule finetune_generator: adapt snakemake.* to synthscale.finetune."""
+import sys
+
+from synthscale.data import split_shards
+from synthscale.finetune import Preempted, finetune_generator
+from synthscale.prompts import read_prompts
+from synthscale.runtime import job_setup
+
+job_setup(snakemake, snakemake.params.threads)
+spec = snakemake.params.spec
+try:
+    finetune_generator(
+        snakemake.params.base,
+        split_shards(snakemake.input.manifest, "train"),
+        [read_prompts(p) for p in snakemake.input.prompts],
+        spec["finetune"],
+        snakemake.params.seed,
+        snakemake.output[0],
+        checkpoint_path=snakemake.params.checkpoint,
+        device=snakemake.params.device,
+        provenance={"generator": spec["name"], "base_spec": spec["base"]},
+    )
+except Preempted as stop:
+    sys.exit(f"preempted: {stop}")

@@ -1,0 +1,299 @@
+"""Fine-tuned generators (Azizi et al.): a tiny Stable Diffusion built from configs with random weights and
+the workflow's own pixel pipeline, fine-tuned on real digit images streamed from shards."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from synthscale.config import ConfigError, check_config, load_schema
+from synthscale.data import write_split
+from synthscale.finetune import (
+    LOG,
+    Preempted,
+    draw_caption,
+    epoch_loader,
+    finetune_generator,
+    load_base_pipeline,
+    read_finetune_meta,
+)
+from synthscale.generators import PixelTextToImagePipeline, build_tiny_pipeline
+
+torch.set_num_threads(1)
+
+NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+PROMPTS = [[[n] for n in NAMES], [[f"a photo of the digit {n}"] for n in NAMES]]
+ARCH = dict(unet_widths=[16, 32], layers_per_block=1, attention_head_dim=8, norm_groups=8,
+            text_width=32, text_layers=1, text_heads=2, max_tokens=16)
+
+
+def recipe(**over):
+    """The schema's defaults for generators[].finetune, with test overrides."""
+    props = load_schema()["properties"]["generators"]["items"]["properties"]["finetune"]["properties"]
+    return {k: v["default"] for k, v in props.items()} | over
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, digits_16):
+    images, labels = digits_16
+    folder = tmp_path_factory.mktemp("real") / "train"
+    names = write_split(folder, images[:48], labels[:48], shard_size=16)
+    return [folder / n for n in names]
+
+
+@pytest.fixture(scope="module")
+def sd_dir(tmp_path_factory):
+    """A Stable Diffusion 1.x pipeline with random weights, saved as safetensors like a Hub checkpoint."""
+    from synthscale.generators import clip_tokenizer
+
+    torch.manual_seed(0)
+    tok = clip_tokenizer(16)
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16))
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
+                                layers_per_block=1, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+                                attention_head_dim=8, norm_num_groups=8)
+    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=8)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
+                                   scheduler=DDIMScheduler(), safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    path = tmp_path_factory.mktemp("sd") / "tiny-sd"
+    pipe.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def falls(log, k=8, by=0.8):
+    return log["loss"].iloc[-k:].mean() < by * log["loss"].iloc[:k].mean()
+
+
+def generate(pipe, seed=0):
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(["three"], num_inference_steps=2, guidance_scale=2.0, output_type="np",
+               generator=torch.Generator().manual_seed(seed))
+    return out.images
+
+
+def test_captions_are_drawn_per_image_deterministically():
+    a = [draw_caption(PROMPTS, 3, f"{i:08d}", 0, 0, 0.2) for i in range(200)]
+    assert a == [draw_caption(PROMPTS, 3, f"{i:08d}", 0, 0, 0.2) for i in range(200)]
+    assert a != [draw_caption(PROMPTS, 3, f"{i:08d}", 0, 1, 0.2) for i in range(200)]
+    assert set(a) == {"", "three", "a photo of the digit three"}
+    assert 0.1 < a.count("") / len(a) < 0.3
+
+
+def test_epoch_stream_is_seeded_and_covers_the_split(shards):
+    r = recipe(batch_size=8, shuffle_buffer=16)
+    first = [x for x, _ in epoch_loader(shards, PROMPTS, r, 0, 0, 16, "RGB")]
+    again = [x for x, _ in epoch_loader(shards, PROMPTS, r, 0, 0, 16, "RGB")]
+    other = [x for x, _ in epoch_loader(shards, PROMPTS, r, 0, 1, 16, "RGB")]
+    assert len(first) == 6 and first[0].shape == (8, 3, 16, 16)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other))
+    # every image once per epoch: the same multiset of images in another order
+    assert torch.allclose(torch.cat(first).sum(0), torch.cat(other).sum(0), atol=1e-3)
+
+
+def test_full_finetune_loss_falls_and_saves_a_pipeline(sd_dir, shards, tmp_path):
+    out = tmp_path / "ft"
+    log = finetune_generator(str(sd_dir), shards, PROMPTS[:1], recipe(steps=40, batch_size=8, lr=2e-3),
+                             0, out, progress=False)
+    assert len(log) == 40 and falls(log), log["loss"].tolist()
+    meta = read_finetune_meta(out)
+    assert meta["base"] == str(sd_dir) and meta["lora"] is False and meta["mode"] == "full"
+    assert (out / "model_index.json").exists() and (out / LOG).exists()
+    pipe = StableDiffusionPipeline.from_pretrained(out, use_safetensors=True)
+    base = StableDiffusionPipeline.from_pretrained(sd_dir, use_safetensors=True)
+    img, img0 = generate(pipe), generate(base)
+    assert img.shape == (1, 16, 16, 3) and np.isfinite(img).all()
+    assert not np.allclose(img, img0), "fine-tuning must change what the pipeline draws"
+
+
+def test_lora_finetune_saves_adapters_that_load_onto_the_base(sd_dir, shards, tmp_path):
+    out = tmp_path / "lora"
+    log = finetune_generator(str(sd_dir), shards, PROMPTS,
+                             recipe(mode="lora", steps=40, batch_size=8, lr=3e-2, lora_rank=4),
+                             0, out, progress=False)
+    # adapters on the attention projections of a random tiny UNet move the loss less than full training
+    assert falls(log, by=0.95), log["loss"].tolist()
+    meta = read_finetune_meta(out)
+    assert meta["lora"] is True and meta["base"] == str(sd_dir)
+    assert (out / "pytorch_lora_weights.safetensors").exists() and not (out / "unet").exists()
+    base = StableDiffusionPipeline.from_pretrained(meta["base"], use_safetensors=True)
+    img0 = generate(base)
+    base.load_lora_weights(out)
+    img = generate(base)
+    assert img.shape == (1, 16, 16, 3) and np.isfinite(img).all()
+    assert not np.allclose(img, img0), "the LoRA weights must change what the base draws"
+    with pytest.raises(ValueError, match="LoRA weights"):
+        load_base_pipeline(out)
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_resume_after_a_stop_is_bit_identical(sd_dir, shards, tmp_path, mode):
+    # 48 images in batches of 8: 6 per epoch, so 9 steps cross an epoch and the stop at 7 is inside one
+    r = recipe(mode=mode, steps=9, batch_size=8, lr=1e-3, lora_rank=4, shuffle_buffer=8)
+    finetune_generator(str(sd_dir), shards, PROMPTS, r, 3, tmp_path / "straight", progress=False)
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(Preempted):
+        finetune_generator(str(sd_dir), shards, PROMPTS, r, 3, tmp_path / "resumed",
+                           checkpoint_path=ckpt, progress=False, stop_after_steps=7)
+    assert ckpt.exists() and not (tmp_path / "resumed").exists()
+    log = finetune_generator(str(sd_dir), shards, PROMPTS, r, 3, tmp_path / "resumed",
+                             checkpoint_path=ckpt, progress=False)
+    assert len(log) == 9 and not ckpt.exists()
+    weights = "unet/diffusion_pytorch_model.safetensors" if mode == "full" else "pytorch_lora_weights.safetensors"
+    a = (tmp_path / "straight" / weights).read_bytes()
+    b = (tmp_path / "resumed" / weights).read_bytes()
+    assert a == b, "a resumed run must reach the same weights"
+
+
+def test_pixel_pipeline_fine_tunes_in_full_mode(shards, tmp_path):
+    base = tmp_path / "tiny"
+    build_tiny_pipeline(ARCH, image_size=16, channels=1, seed=0).save_pretrained(base, safe_serialization=True)
+    out = tmp_path / "tiny-ft"
+    log = finetune_generator(str(base), shards, PROMPTS[:1], recipe(steps=30, batch_size=8, lr=2e-3),
+                             0, out, progress=False)
+    assert falls(log), log["loss"].tolist()
+    pipe = PixelTextToImagePipeline.from_pretrained(out, use_safetensors=True)
+    assert json.loads((out / "model_index.json").read_text())["_class_name"] == "PixelTextToImagePipeline"
+    before = PixelTextToImagePipeline.from_pretrained(base, use_safetensors=True)
+    assert not torch.equal(pipe.unet.conv_in.weight, before.unet.conv_in.weight)
+    assert torch.equal(pipe.text_encoder.get_input_embeddings().weight,
+                       before.text_encoder.get_input_embeddings().weight), "the text encoder stays frozen"
+    with pytest.raises(ValueError, match="mode: full"):
+        finetune_generator(str(base), shards, PROMPTS, recipe(mode="lora", steps=1), 0, tmp_path / "x",
+                           progress=False)
+
+
+def _cfg(*generators):
+    return {"dataset": {"name": "d", "kind": "digits"}, "generators": list(generators),
+            "guidance": [1.0], "strategies": ["classname"], "n_images": [10]}
+
+
+TRAINED = {"name": "tiny", "kind": "trained"}
+
+
+@pytest.mark.parametrize("gen, key", [
+    ({"name": "ft", "kind": "finetuned"}, "generators.ft.base"),
+    ({"name": "ft", "kind": "finetuned", "base": "nope"}, "generators.ft.base"),
+    ({"name": "ft", "kind": "finetuned", "base": "./missing-folder"}, "generators.ft.base"),
+    ({"name": "ft", "kind": "finetuned", "base": "ft"}, "generators.ft.base"),
+    ({"name": "ft", "kind": "finetuned", "base": "tiny", "finetune": {"mode": "lora"}}, "generators.ft.finetune.mode"),
+    ({"name": "ft", "kind": "finetuned", "base": "tiny", "finetune": {"caption_strategies": ["nah"]}},
+     "generators.ft.finetune.caption_strategies"),
+    ({"name": "ft", "kind": "finetuned", "base": "tiny", "finetune": {"stepz": 3}}, "generators.2.finetune"),
+    ({"name": "ft", "kind": "pretrained", "source": "a/b", "base": "tiny"}, "generators.ft.base"),
+    ({"name": "ft", "kind": "finetuned", "base": "lo"}, "generators.ft.base"),
+    ({"name": "ft", "kind": "pretrained", "source": "a/b", "train_shift": {"kind": "rotate"}},
+     "generators.ft.train_shift"),
+])
+def test_config_errors_name_the_key(gen, key):
+    with pytest.raises(ConfigError, match=f"config key {key}"):
+        check_config(_cfg(TRAINED, {"name": "lo", "kind": "finetuned", "base": "a/b", "finetune": {"mode": "lora"}}, gen))
+
+
+def test_finetuned_config_fills_the_recipe(sd_dir):
+    cfg = check_config(_cfg(TRAINED, {"name": "ft", "kind": "finetuned", "base": "tiny"},
+                            {"name": "ft2", "kind": "finetuned", "base": str(sd_dir)},
+                            {"name": "ft3", "kind": "finetuned", "base": "org/some-model"},
+                            {"name": "sd", "kind": "pretrained", "source": "org/sd"},
+                            {"name": "ft4", "kind": "finetuned", "base": "sd", "finetune": {"mode": "lora"}}))
+    ft = cfg["generators"][1]["finetune"]
+    assert ft["mode"] == "full" and ft["caption_strategies"] == ["classname"]
+    assert "finetune" in cfg["resources"]
+
+
+def test_report_states_from_the_numbers_whether_fine_tuning_helped():
+    import pandas as pd
+
+    from synthscale.finetune_report import compare_finetuned, describe_generator, finetune_pairs, finetune_sentences
+
+    gens = [{"name": "tiny", "kind": "trained", "train_shift": {"kind": "thicken", "size": 3}},
+            {"name": "tiny-ft", "kind": "finetuned", "base": "tiny", "finetune": {"mode": "full", "steps": 300}},
+            {"name": "sd-ft", "kind": "finetuned", "base": "org/sd"}]
+    pairs = finetune_pairs(gens)
+    assert pairs == {"tiny-ft": "tiny"}
+    rows = [  # FID falls at both guidance values; CAS rises at 1.0 but falls at 2.0
+        ("tiny", 1.0, "classname", 40.0, 0.5), ("tiny", 1.0, "templates", 60.0, 0.3),
+        ("tiny-ft", 1.0, "classname", 20.0, 0.7), ("tiny-ft", 1.0, "templates", 30.0, 0.5),
+        ("tiny-ft", 1.0, "description", 1.0, 0.99),  # the base lacks it: not compared
+        ("tiny", 2.0, "classname", 30.0, 0.8), ("tiny-ft", 2.0, "classname", 25.0, 0.6),
+    ]
+    q = pd.DataFrame(rows, columns=["generator", "guidance", "strategy", "fid", "cas"])
+    cmp = compare_finetuned(q, pairs)
+    assert list(cmp["guidance"]) == [1.0, 2.0]
+    assert cmp.loc[0, "fid_base"] == 50.0 and cmp.loc[0, "fid_finetuned"] == 25.0
+    assert list(cmp["fid_better"]) == [True, True] and list(cmp["cas_better"]) == [True, False]
+    text = finetune_sentences(cmp, {"tiny": describe_generator(gens[0])})
+    assert "thickened" in text[0]
+    assert text[1] == "At guidance 1, fine-tuning lowered FID from 50 to 25 and raised CAS from 0.4 to 0.6."
+    assert text[2] == "At guidance 2, fine-tuning lowered FID from 30 to 25 and lowered CAS from 0.8 to 0.6."
+    assert "lowered FID at 2 of 2" in text[3] and "raised CAS at 1 of 2" in text[3]
+    assert "Azizi et al. found it did at every one" in text[3]
+    # when both improve everywhere, the sentence says it agrees with the paper; missing CAS is named
+    q2 = q[q["guidance"] == 1.0].drop(columns="cas").assign(cas=np.nan)
+    text2 = finetune_sentences(compare_finetuned(q2, pairs))
+    assert "CAS is not available" in text2[1] and text2[-1].endswith("as Azizi et al. found.")
+    assert "nothing is compared" in finetune_sentences(compare_finetuned(q, {}))[0]
+    from synthscale.finetune_report import finetune_findings
+
+    assert finetune_findings(q, gens) == text
+
+
+def test_azizi_preset_is_a_valid_study():
+    """configs/azizi-imagenet.yaml passes every check but the ImageNet paths, which only a cluster has."""
+    import yaml
+
+    from synthscale.config import SCHEMA_PATH
+
+    raw = yaml.safe_load((SCHEMA_PATH.parent.parent / "configs" / "azizi-imagenet.yaml").read_text())
+    with pytest.raises(ConfigError, match="config key dataset.train_dir"):
+        check_config(raw)
+    raw["dataset"] = {"name": "digits", "kind": "digits"}
+    raw["quality"]["features"] = "judge"
+    cfg = check_config(raw)
+    ft = {g["name"]: g for g in cfg["generators"]}["sd15-in1k"]
+    assert ft["base"] == "sd15" and ft["finetune"]["caption_strategies"] == ["classname"]
+    assert 1.25 in cfg["guidance"] and max(cfg["n_images"]) >= 2 * 1_281_167
+    assert cfg["resources"]["finetune"]["gpu"] == 1
+
+
+def test_sdxl_pipeline_fine_tunes_with_lora(shards, tmp_path):
+    """SDXL: two text encoders, a pooled embedding and size conditions (added_cond_kwargs)."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTextModelWithProjection
+
+    from synthscale.generators import clip_tokenizer
+
+    torch.manual_seed(0)
+    tok = clip_tokenizer(16)
+    text_cfg = CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, max_position_embeddings=16, projection_dim=32)
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
+                                layers_per_block=1, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=64,
+                                attention_head_dim=8, norm_num_groups=8, use_linear_projection=True,
+                                addition_embed_type="text_time", addition_time_embed_dim=8,
+                                projection_class_embeddings_input_dim=6 * 8 + 32)
+    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=8)
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=CLIPTextModel(text_cfg),
+                                     text_encoder_2=CLIPTextModelWithProjection(text_cfg), tokenizer=tok,
+                                     tokenizer_2=tok, unet=unet, scheduler=EulerDiscreteScheduler())
+    base = tmp_path / "tiny-sdxl"
+    pipe.save_pretrained(base, safe_serialization=True)
+    out = tmp_path / "sdxl-lora"
+    log = finetune_generator(str(base), shards, PROMPTS, recipe(mode="lora", steps=6, batch_size=8, lr=1e-2),
+                             0, out, progress=False)
+    assert len(log) == 6 and np.isfinite(log["loss"]).all()
+    loaded = StableDiffusionXLPipeline.from_pretrained(base, use_safetensors=True)
+    before = generate(loaded)
+    loaded.load_lora_weights(out)
+    after = generate(loaded)
+    assert after.shape == (1, 16, 16, 3) and not np.allclose(before, after)
