@@ -83,11 +83,15 @@ def caption_prompts(wildcards):
 def generator_input(wildcards):
     """A trained or fine-tuned generator's folder; pretrained ones load by Hub id or path, outside the DAG."""
     gen = PLAN.generator(wildcards.generator)
-    return (
-        PLAN.generator_dir(gen["name"])
-        if gen["kind"] in ("trained", "finetuned")
-        else []
-    )
+    if gen["kind"] == "pretrained":
+        return []
+    dirs = [PLAN.generator_dir(gen["name"])]
+    # LoRA weights load over their base: a base made by this study is an input too
+    names = {g["name"] for g in config["generators"]}
+    if gen["kind"] == "finetuned" and gen["finetune"]["mode"] == "lora" and gen["base"] in names:
+        if PLAN.generator(gen["base"])["kind"] != "pretrained":
+            dirs.append(PLAN.generator_dir(gen["base"]))
+    return dirs
 
 
 def generator_regex(kind):

@@ -11,7 +11,9 @@ from synthscale.runtime import job_setup
 
 job_setup(snakemake, snakemake.params.threads)
 spec, gen_cfg, wc = snakemake.params.spec, snakemake.params.generation, snakemake.wildcards
-source = snakemake.input.generator or spec["source"]
+# the generator's own folder first (a LoRA generator made here also lists its base's folder)
+folders = [snakemake.input.generator] if isinstance(snakemake.input.generator, str) else list(snakemake.input.generator)
+source = folders[0] if folders else spec["source"]
 pipe = load_generator(source, device=snakemake.params.device, dtype=spec["dtype"])
 scheduler = set_sampler(pipe, gen_cfg["sampler"])
 speed_up(pipe, gen_cfg["channels_last"], gen_cfg["vae_slicing"], gen_cfg["compile"])

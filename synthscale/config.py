@@ -305,11 +305,6 @@ def _check_finetuned(generators: list[dict[str, Any]], workdir: Path) -> None:
             other = by_name[base]
             if other["kind"] == "finetuned" and other["finetune"]["mode"] == "lora":
                 raise ConfigError(f"{key}.base: {base!r} holds LoRA weights only; fine-tune its base")
-            if other["kind"] == "trained" and g["finetune"]["mode"] == "lora":
-                raise ConfigError(
-                    f"{key}.finetune.mode: the workflow's own pixel pipeline has no diffusers LoRA "
-                    "support; use mode: full"
-                )
             continue
         looks_local = base.startswith((".", "/", "~")) or (workdir / base).exists()
         if looks_local and not (workdir / base / "model_index.json").exists():
