@@ -28,6 +28,7 @@ wildcard_constraints:
     k=r"\d{6}",
     generator=r"[A-Za-z0-9_.-]+",
     strategy=r"[A-Za-z0-9_-]+",
+    seed=r"\d+",
 
 
 def res(stage):

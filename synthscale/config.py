@@ -117,6 +117,15 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
                     "folder (no model_index.json)"
                 )
 
+    from synthscale.recipes import resolve_recipe
+
+    try:
+        cfg["train"] = resolve_recipe(cfg["train"])
+    except KeyError as err:
+        raise ConfigError(f"config key train.recipe: {err.args[0]}") from None
+    if cfg["train"]["input_size"] is None:
+        cfg["train"]["input_size"] = cfg["dataset"]["image_size"]
+
     import timm
 
     arch = cfg["train"]["arch"]
