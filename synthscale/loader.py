@@ -36,7 +36,6 @@ IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
 def train_transform(recipe: dict[str, Any]):
     """PIL image to normalised float (3, S, S): timm's training transform, plus pad-crop when asked."""
     from timm.data import create_transform
-    from torchvision import transforms as T
 
     size = int(recipe["input_size"])
     tf = create_transform(
@@ -53,12 +52,78 @@ def train_transform(recipe: dict[str, Any]):
         std=tuple(recipe["std"]),
         re_prob=float(recipe["re_prob"]),
     )
-    pad = int(recipe.get("pad_crop") or 0)
-    if pad:
-        # translate by up to `pad` pixels at the model's resolution, black padding (today's pad-crop)
-        interp = T.InterpolationMode(recipe["interpolation"])
-        tf = T.Compose([T.Resize((size, size), interpolation=interp), T.RandomCrop(size, padding=pad), tf])
-    return tf
+    return TrainTransform(tf, recipe)
+
+
+def _geometry_is_identity(recipe: dict[str, Any]) -> bool:
+    """True when timm's training transform maps an image already at the input size to itself (the
+    random-resized crop takes the whole image; no flip, colour, RandAugment or erasing)."""
+    return (
+        tuple(recipe["scale"]) == (1.0, 1.0)
+        and tuple(recipe["ratio"]) == (1.0, 1.0)
+        and not recipe["hflip"]
+        and not recipe["color_jitter"]
+        and not recipe["auto_augment"]
+        and not recipe["re_prob"]
+    )
+
+
+class TrainTransform:
+    """timm's training transform, then the pad-crop translation when the recipe asks for one.
+
+    When timm's part is the identity for an image already at the input size (`_geometry_is_identity`:
+    today's digits recipe) it is short-cut: the pad-crop on the uint8 array and ToTensor/Normalize's
+    arithmetic in numpy, a fraction of the per-image cost, the same result (a test checks it).
+    Random draws: python's `random` (pad offsets, timm's crops), numpy's (RandAugment) and torch's
+    default generator (flips, erasing): `seeded_apply` seeds the ones `uses_numpy`/`uses_torch` name.
+    """
+
+    def __init__(self, tf, recipe: dict[str, Any]):
+        self.tf, self.size = tf, int(recipe["input_size"])
+        self.pad = int(recipe.get("pad_crop") or 0)
+        self.identity = _geometry_is_identity(recipe)
+        self.mean = np.asarray(recipe["mean"], dtype=np.float32)
+        self.std = np.asarray(recipe["std"], dtype=np.float32)
+        black = [-m / s for m, s in zip(recipe["mean"], recipe["std"])]
+        self.padcrop = PadCrop(self.pad, black) if self.pad else None
+        self.uses_numpy = bool(recipe["auto_augment"])
+        self.uses_torch = not self.identity
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        if self.identity and image.size == (self.size, self.size) and image.mode == "RGB":
+            arr = np.asarray(image)
+            if self.pad:
+                p, s = self.pad, self.size
+                padded = np.zeros((s + 2 * p, s + 2 * p, 3), dtype=np.uint8)
+                padded[p : p + s, p : p + s] = arr
+                a, b = random.randint(0, 2 * p), random.randint(0, 2 * p)
+                arr = padded[a : a + s, b : b + s]
+            x = (arr.astype(np.float32) / np.float32(255) - self.mean) / self.std
+            return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+        x = self.tf(image)
+        return self.padcrop(x) if self.padcrop is not None else x
+
+    def __repr__(self) -> str:
+        return f"TrainTransform(pad_crop={self.pad}, identity={self.identity}, {self.tf!r})"
+
+
+class PadCrop(torch.nn.Module):
+    """Random translation of a normalised (C, H, W) tensor by up to `pad` pixels, padding with `fill`
+    (per channel): a random crop of the padded image, on the tensor (cheap at any size)."""
+
+    def __init__(self, pad: int, fill: Sequence[float]):
+        super().__init__()
+        self.pad, self.fill = pad, torch.tensor(fill, dtype=torch.float32)[:, None, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p, (c, h, w) = self.pad, x.shape
+        out = self.fill.expand(c, h + 2 * p, w + 2 * p).clone()
+        out[:, p : p + h, p : p + w] = x
+        a, b = random.randint(0, 2 * p), random.randint(0, 2 * p)
+        return out[:, a : a + h, b : b + w].contiguous()
+
+    def extra_repr(self) -> str:
+        return f"pad={self.pad}"
 
 
 def eval_transform(recipe: dict[str, Any]):
@@ -84,9 +149,14 @@ def _mix_seed(*parts: int) -> int:
 
 
 def seeded_apply(tf, image: Image.Image, seed: int) -> torch.Tensor:
-    """Apply a random transform with python, numpy and torch randomness all drawn from `seed`."""
+    """Apply a random transform with its randomness drawn from `seed`: python's `random` always,
+    numpy's and torch's CPU generator when the transform says it uses them (`uses_numpy`,
+    `uses_torch`; absent = yes). Torch's generator state is restored afterwards."""
     random.seed(seed)
-    np.random.seed(seed % (2**32))
+    if getattr(tf, "uses_numpy", True):
+        np.random.seed(seed % (2**32))
+    if not getattr(tf, "uses_torch", True):
+        return tf(image)
     # the CPU generator only: torch.manual_seed would also queue lazy CUDA seeding (milliseconds)
     gen = torch.default_generator
     state = gen.get_state()
@@ -103,13 +173,20 @@ def seeded_apply(tf, image: Image.Image, seed: int) -> torch.Tensor:
 
 
 def sample_index(sample: dict[str, Any]) -> int:
-    """A WebDataset sample's global position: its record's `index`, else its key."""
-    rec = sample.get("json")
-    if rec is not None:
-        rec = json.loads(rec) if isinstance(rec, (bytes, bytearray)) else rec
-        if "index" in rec:
-            return int(rec["index"])
-    return int(Path(sample["__key__"]).name)
+    """A WebDataset sample's global position: its key (prepare_data and generation write the position
+    as the key), else its record's `index`."""
+    key = Path(sample["__key__"]).name
+    if key.isdigit():
+        return int(key)
+    rec = sample["json"]
+    return int((json.loads(rec) if isinstance(rec, (bytes, bytearray)) else rec)["index"])
+
+
+def _wanted(name: str) -> bool:
+    """Tar members the training stream reads: the image and the class (the record only when the key
+    is no position)."""
+    ext = name.rsplit(".", 1)[-1].lower()
+    return ext in IMAGE_EXTS or ext == "cls" or (ext == "json" and not name.split("/")[-1].split(".")[0].isdigit())
 
 
 def first_index(shard: str | Path) -> int:
@@ -128,6 +205,51 @@ def nested_shards(shards: Sequence[str | Path], limit: int | None) -> list[str]:
     if limit is None:
         return urls
     return [u for u in urls if first_index(u) < limit]
+
+
+_NUL = b"\0" * 512
+
+
+def tar_samples(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {ext: bytes}) of a WebDataset shard, reading only the members the stream needs.
+
+    A lean tar reader (ustar headers, GNU long names), one sample in memory at a time; members are
+    grouped by key as WebDataset groups them (the basename up to its first dot)."""
+    key, files, longname = None, {}, None
+    with open(path, "rb", buffering=1 << 20) as f:
+        while True:
+            hdr = f.read(512)
+            if len(hdr) < 512 or hdr == _NUL:
+                break
+            size = int(hdr[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
+            typ = hdr[156:157]
+            padded = (size + 511) & ~511
+            if typ == b"L":
+                longname = f.read(padded)[:size].split(b"\0", 1)[0].decode()
+                continue
+            if typ in (b"x", b"g"):
+                raise ValueError(f"{path}: pax tar headers are not supported; write shards as ustar")
+            name = longname or hdr[:100].split(b"\0", 1)[0].decode()
+            prefix = hdr[345:500].split(b"\0", 1)[0]
+            if prefix and not longname:
+                name = f"{prefix.decode()}/{name}"
+            longname = None
+            if typ not in (b"0", b"\0"):
+                f.seek(padded, 1)
+                continue
+            base = name.rsplit("/", 1)[-1]
+            k, _, ext = base.partition(".")
+            if k != key:
+                if files:
+                    yield key, files
+                key, files = k, {}
+            if _wanted(name):
+                files[ext.lower()] = f.read(size)
+                f.seek(padded - size, 1)
+            else:
+                f.seek(padded, 1)
+    if files:
+        yield key, files
 
 
 def decode(raw: Any) -> Image.Image:
@@ -193,29 +315,27 @@ def part_stream(
     import webdataset as wds
 
     urls = part.get("_urls") or nested_shards(part["shards"], limit)
-    if not urls:
-        return
-    ds = wds.WebDataset(
-        urls,
-        shardshuffle=len(urls) if shuffle else False,
-        detshuffle=True,
-        seed=_mix_seed(seed, epoch, 29) % (2**31),
-        nodesplitter=wds.split_by_node if split and world > 1 else None,
-        workersplitter=wds.split_by_worker if split else None,
-        empty_check=False,
-    )
+    # WebDataset's splitters (shards by node, then by worker), then this stream's shard order
+    mine = [str(u) for u in urls]
+    if split and world > 1:
+        mine = list(wds.split_by_node(mine))
+    if split:
+        mine = list(wds.split_by_worker(mine))
+    if shuffle:
+        random.Random(_mix_seed(seed, epoch, 29)).shuffle(mine)
     # one stream per (rank, worker): numbered globally, so 2 ranks x 1 worker = 1 rank x 2 workers
     rng = random.Random(_mix_seed(seed, epoch, rank * nw + wid, 31))
 
     def raw() -> Iterator[tuple[Any, int, int]]:
-        for s in ds:
-            i = sample_index(s)
-            if limit is not None and i >= limit:
-                continue
-            ext = next((e for e in IMAGE_EXTS if e in s), None)
-            if ext is None:
-                raise ValueError(f"sample {s['__key__']} in {s.get('__url__')} has no image entry")
-            yield bytes(s[ext]), int(s["cls"]), i
+        for url in mine:
+            for key, files in tar_samples(url):
+                i = sample_index({"__key__": key, **files})
+                if limit is not None and i >= limit:
+                    break  # a shard holds consecutive positions: the rest is past N too
+                ext = next((e for e in IMAGE_EXTS if e in files), None)
+                if ext is None or "cls" not in files:
+                    raise ValueError(f"sample {key} in {url} lacks an image or a .cls entry")
+                yield files[ext], int(files["cls"]), i
 
     yield from _buffer_shuffle(raw(), buffer if shuffle else 0, rng)
 
