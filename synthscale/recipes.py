@@ -16,7 +16,8 @@ Keys:
   (random-resized-crop), `pad_crop` (random translation by up to this many pixels, zero padding),
   `hflip`, `color_jitter`, `auto_augment` (timm RandAugment string or null), `re_prob` (random
   erasing), `mixup`, `cutmix` (alphas; 0 = off, applied with timm.data.Mixup)
-- data loading: `num_workers`, `prefetch_factor`, `pin_memory`, `persistent_workers`,
+- data loading (a new DataLoader per epoch: its seed and epoch fix the order): `num_workers`,
+  `prefetch_factor`, `pin_memory`,
   `shuffle_buffer` (samples held per worker for the in-stream shuffle)
 - GPU: `amp` (bf16 autocast), `channels_last`, `compile` (false or a torch.compile mode)
 """
@@ -59,7 +60,6 @@ _DIGITS: dict[str, Any] = {
     "num_workers": 0,
     "prefetch_factor": 2,
     "pin_memory": False,
-    "persistent_workers": False,
     "shuffle_buffer": 2000,
     "amp": False,
     "channels_last": False,
@@ -98,7 +98,6 @@ _RESNET50: dict[str, Any] = {
     "num_workers": 8,
     "prefetch_factor": 4,
     "pin_memory": True,
-    "persistent_workers": True,
     "shuffle_buffer": 5000,
     "amp": True,
     "channels_last": True,

@@ -198,6 +198,8 @@ def test_recipes_resolve_and_validate():
     assert check_config(cfg)["train"]["input_size"] == cfg["dataset"]["image_size"]
     with pytest.raises(ConfigError, match="config key train.recipe: unknown recipe 'nope'"):
         check_config({**cfg, "train": {"recipe": "nope"}})
+    with pytest.raises(ConfigError, match="config key train.micro_batch_size"):
+        check_config({**cfg, "train": {"batch_size": 64, "micro_batch_size": 24}})
     with pytest.raises(ConfigError, match="config key train.seeds"):
         check_config({**cfg, "train": {"seeds": [0, 0]}})
 
