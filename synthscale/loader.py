@@ -13,8 +13,10 @@ Under DDP (torch.distributed initialised) shards are split by node, then by work
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+import os
 import math
 import random
 import tarfile
@@ -89,8 +91,15 @@ class TrainTransform:
         self.uses_numpy = bool(recipe["auto_augment"])
         self.uses_torch = not self.identity
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        if self.identity and image.size == (self.size, self.size) and image.mode == "RGB":
+    def __call__(self, image: Image.Image | np.ndarray) -> torch.Tensor:
+        """A PIL image or a uint8 (H, W, 3) array (a decoded image from the cache)."""
+        if isinstance(image, np.ndarray):
+            fast = self.identity and image.shape == (self.size, self.size, 3)
+            if not fast:
+                image = Image.fromarray(image)
+        else:
+            fast = self.identity and image.size == (self.size, self.size) and image.mode == "RGB"
+        if fast:
             arr = np.asarray(image)
             if self.pad:
                 p, s = self.pad, self.size
@@ -190,7 +199,14 @@ def _wanted(name: str) -> bool:
 
 
 def first_index(shard: str | Path) -> int:
-    """The global position of a shard's first sample (reads one tar header)."""
+    """The global position of a shard's first sample (reads one tar header; remembered per file
+    version)."""
+    st = os.stat(shard)
+    return _first_index(str(shard), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=100_000)
+def _first_index(shard: str, _mtime: int, _size: int) -> int:
     with tarfile.open(shard) as tar:
         member = tar.next()
         if member is None:
@@ -250,6 +266,26 @@ def tar_samples(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
                 f.seek(padded, 1)
     if files:
         yield key, files
+
+
+_DECODED: dict[bytes, np.ndarray] = {}
+_DECODED_BYTES = [0]
+
+
+def decode_cached(raw: Any, budget_mb: float) -> np.ndarray | Image.Image:
+    """`decode`, remembering decoded images (keyed by their encoded bytes) up to `budget_mb` per
+    process: small sets trained for many epochs decode each image once. Budget 0: no cache."""
+    if not budget_mb or isinstance(raw, np.ndarray):
+        return decode(raw)
+    hit = _DECODED.get(raw)
+    if hit is not None:
+        return hit
+    arr = np.asarray(decode(raw))
+    if _DECODED_BYTES[0] + arr.nbytes + len(raw) <= budget_mb * 2**20:
+        arr.setflags(write=False)
+        _DECODED[raw] = arr
+        _DECODED_BYTES[0] += arr.nbytes + len(raw)
+    return arr
 
 
 def decode(raw: Any) -> Image.Image:
@@ -420,7 +456,8 @@ class TrainStream(torch.utils.data.IterableDataset):
         if self.tf is None:
             self.tf = train_transform(self.recipe)
         for raw, y, k, i in self._samples():
-            x = seeded_apply(self.tf, decode(raw), _mix_seed(self.seed, self.epoch, k, i, 53))
+            image = decode_cached(raw, self.recipe.get("decode_cache_mb", 0))
+            x = seeded_apply(self.tf, image, _mix_seed(self.seed, self.epoch, k, i, 53))
             yield x, y
 
 

@@ -18,7 +18,8 @@ Keys:
   erasing), `mixup`, `cutmix` (alphas; 0 = off, applied with timm.data.Mixup)
 - data loading (a new DataLoader per epoch: its seed and epoch fix the order): `num_workers`,
   `prefetch_factor`, `pin_memory`,
-  `shuffle_buffer` (samples held per worker for the in-stream shuffle)
+  `shuffle_buffer` (samples held per worker for the in-stream shuffle), `decode_cache_mb` (decoded
+  images kept per process across epochs; small sets decode each image once)
 - GPU: `amp` (bf16 autocast), `channels_last`, `compile` (false or a torch.compile mode)
 """
 
@@ -61,6 +62,7 @@ _DIGITS: dict[str, Any] = {
     "prefetch_factor": 2,
     "pin_memory": False,
     "shuffle_buffer": 2000,
+    "decode_cache_mb": 64,
     "amp": False,
     "channels_last": False,
     "compile": False,
@@ -99,6 +101,7 @@ _RESNET50: dict[str, Any] = {
     "prefetch_factor": 4,
     "pin_memory": True,
     "shuffle_buffer": 5000,
+    "decode_cache_mb": 0,
     "amp": True,
     "channels_last": True,
 }

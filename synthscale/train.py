@@ -214,7 +214,7 @@ def train_model(
             loader = build_train_loader(parts, recipe, seed, epoch, mix=mix, batch_size=micro)
             it = iter(loader)
             for _ in range(state["batches"]):  # resume mid-epoch: skip the batches already done
-                next(it)
+                next(it, None)
             while True:
                 batches = [b for b in (next(it, None) for _ in range(accum)) if b is not None]
                 local = sum(len(b[1]) for b in batches)

@@ -244,3 +244,19 @@ def test_fast_identity_path_equals_timm(digits_16):
     assert len(shifts) > 3
     big = decode(np.zeros((20, 20, 1), np.uint8))
     assert tf2(big).shape == (3, 16, 16), "other sizes take timm's path"
+
+
+def test_gpu_recipe_paths_run_on_cpu(tmp_path, digit_shards):
+    """bf16 autocast, channels_last, mixup/cutmix with soft targets, SGD and gradient accumulation."""
+    recipe = {**RESOLVED_VIT_LIKE, "epochs": 1, "min_steps": 3, "batch_size": 16, "micro_batch_size": 8}
+    log = train_model([{"shards": digit_shards[0], "limit": 48}], 10, recipe, 0, tmp_path / "m.safetensors", tmp_path / "log.csv", progress=False)
+    assert log["step"].tolist() == [3] and np.isfinite(log["train_loss"]).all()
+    model, meta = load_classifier(tmp_path / "m.safetensors")
+    assert meta["recipe"] == "imagenet-resnet50" and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+RESOLVED_VIT_LIKE = {
+    "recipe": "imagenet-resnet50", "arch": "resnet18", "model_kwargs": {"channels": [8, 16, 32, 64]},
+    "input_size": 16, "num_workers": 0, "amp": True, "channels_last": True, "mixup": 0.8, "cutmix": 1.0,
+    "auto_augment": "rand-m9-mstd0.5", "re_prob": 0.25, "hflip": 0.5, "optimizer": "sgd", "lr": 0.05,
+}
