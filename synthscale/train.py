@@ -264,6 +264,11 @@ def train_model(
                         _save_checkpoint(ckpt, model, opt, state)
                     raise Preempted(f"stopped at step {state['step']}/{total}; checkpoint {ckpt}")
             ep_loss, ep_correct, ep_seen = _all_sum(state["running"], world)
+            if not ep_seen:
+                raise ValueError(
+                    f"epoch {epoch + 1} trained on no image: a rank got no shard of the parts "
+                    f"({world} ranks); write more, smaller shards than ranks"
+                )
             state["log"].append(
                 {
                     "epoch": epoch + 1,
