@@ -31,6 +31,7 @@ wildcard_constraints:
     generator=r"[A-Za-z0-9_.-]+",
     strategy=r"[A-Za-z0-9_-]+",
     filter=r"[A-Za-z0-9_-]+",
+    seed=r"\d+",
 
 
 def res(stage):

@@ -1,11 +1,13 @@
-# Stage 6: every trained classifier on every evaluation set (in and out of distribution).
-# One job per training source evaluates its models at every N: evaluation takes about a second,
-# while starting a job (importing torch and timm) takes several.
+# Stage 6: every trained classifier on every evaluation set (in and out of distribution), streamed.
+# One job per training source evaluates its models at every (N, seed): evaluation takes about a
+# second, while starting a job (importing torch and timm) takes several.
 
 
 rule evaluate:
     input:
-        models=lambda wc: [PLAN.model(wc.source, n) for n in PLAN.n_labels(wc.source)],
+        models=lambda wc: [
+            PLAN.model(wc.source, n, s) for n, s in PLAN.seed_runs(wc.source)
+        ],
         manifest=PLAN.manifest,
     output:
         metrics=f"{R}/eval/{config['train']['arch']}/{{source}}/metrics.csv",
@@ -18,9 +20,12 @@ rule evaluate:
     resources:
         **res("evaluate"),
     params:
-        n_labels=lambda wc: PLAN.n_labels(wc.source),
+        n_labels=lambda wc: [n for n, _ in PLAN.seed_runs(wc.source)],
+        seeds=lambda wc: [s for _, s in PLAN.seed_runs(wc.source)],
         eval_sets=[e["name"] for e in config["eval_sets"]],
+        recipe=config["train"],
         batch_size=config["train"]["eval_batch_size"],
+        workers=config["train"]["eval_workers"],
         device=config["device"],
         threads=threads("evaluate"),
     script:

@@ -1,4 +1,6 @@
-# Stage 5: a timm classifier per (source, N): synthetic sets, the real baseline and the full real set.
+# Stage 5: a timm classifier per (source, N, seed): synthetic sets, the real baseline and the full
+# real set, streamed from the shards through a DataLoader (synthscale.loader); one model per
+# replicate seed of train.seeds. A job with resources.train.gpu > 1 runs DDP through torchrun.
 
 
 rule train_classifier:
@@ -6,10 +8,12 @@ rule train_classifier:
         data=train_inputs,
         manifest=PLAN.manifest,
     output:
-        model=f"{R}/train/{config['train']['arch']}/{{source}}/n{{n}}/model.safetensors",
-        log=f"{R}/train/{config['train']['arch']}/{{source}}/n{{n}}/log.csv",
+        model=f"{R}/train/{config['train']['arch']}/{{source}}/n{{n}}/s{{seed}}/model.safetensors",
+        log=f"{R}/train/{config['train']['arch']}/{{source}}/n{{n}}/s{{seed}}/log.csv",
     log:
-        f"{R}/logs/train/{config['train']['arch']}/{{source}}/n{{n}}.log",
+        f"{R}/logs/train/{config['train']['arch']}/{{source}}/n{{n}}/s{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/train_classifier/{config['train']['arch']}/{{source}}/n{{n}}_s{{seed}}.tsv"
     conda:
         "../envs/synthscale.yaml"
     threads: threads("train")
@@ -17,8 +21,8 @@ rule train_classifier:
         **res("train"),
     params:
         recipe=config["train"],
-        seed=config["seed"],
         device=config["device"],
+        gpus=config["resources"]["train"]["gpu"],
         threads=threads("train"),
     script:
         "../scripts/train_classifier.py"

@@ -1,15 +1,18 @@
-"""Snakemake entry for rule evaluate: adapt snakemake.* to synthscale.train."""
+"""Snakemake entry for rule evaluate: adapt snakemake.* to synthscale.evaluate."""
+from synthscale.evaluate import evaluate_models
 from synthscale.runtime import job_setup
-from synthscale.train import evaluate_models
 
 job_setup(snakemake, snakemake.params.threads)
 evaluate_models(
     snakemake.input.models,
     snakemake.params.n_labels,
+    snakemake.params.seeds,
     snakemake.input.manifest,
     snakemake.params.eval_sets,
     snakemake.output.metrics,
     snakemake.output.per_class,
+    recipe=snakemake.params.recipe,
     batch_size=snakemake.params.batch_size,
     device=snakemake.params.device,
+    num_workers=snakemake.params.workers,
 )

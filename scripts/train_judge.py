@@ -1,16 +1,15 @@
 """Snakemake entry for rule train_judge: the real-data classifier that scores synthetic sets."""
 from synthscale.runtime import job_setup
-from synthscale.train import load_training_set, train_classifier
+from synthscale.train import train_model, training_parts
 
 job_setup(snakemake, snakemake.params.threads)
-images, labels, n_classes = load_training_set(
-    "real", "all", snakemake.input.manifest, [], snakemake.params.image_size
-)
-train_classifier(
-    images,
-    labels,
+parts, n_classes = training_parts("real", "all", snakemake.input.manifest, [])
+# the judge's overrides over the study's full training recipe
+recipe = {**snakemake.config["train"], **snakemake.params.recipe}
+train_model(
+    parts,
     n_classes,
-    snakemake.params.recipe,
+    recipe,
     snakemake.params.seed,
     snakemake.output.model,
     snakemake.output.log,

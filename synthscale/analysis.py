@@ -66,8 +66,8 @@ def build_summary(
 ) -> pd.DataFrame:
     """Tidy table: one row per trained model (source, N, seed) and eval set, with every grid column."""
     out = _collect(sources, metric_paths, arch, n_real_train)
-    out["ood"] = out["eval_set"].map(lambda e: bool(ood.get(e, False)))
-    cols = GRID_COLUMNS + ["eval_set", "ood"]
+    out["ood"] = out["eval_set"].map(ood).fillna(False).astype(bool)
+    cols = GRID_COLUMNS + (["seed"] if "seed" in out.columns else []) + ["eval_set", "ood"]
     return out[cols + [c for c in out.columns if c not in cols]]
 
 

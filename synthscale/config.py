@@ -127,6 +127,23 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
 
     _check_finetuned(cfg["generators"], workdir)
 
+    from synthscale.recipes import resolve_recipe
+
+    try:
+        cfg["train"] = resolve_recipe(cfg["train"])
+    except KeyError as err:
+        raise ConfigError(f"config key train.recipe: {err.args[0]}") from None
+    if cfg["train"]["input_size"] is None:
+        cfg["train"]["input_size"] = cfg["dataset"]["image_size"]
+    res_cfg = cfg.get("resources", {})
+    gpus = {**RESOURCE_DEFAULTS, **res_cfg.get("default", {}), **res_cfg.get("train", {})}["gpu"] or 1
+    micro = cfg["train"]["micro_batch_size"]
+    if micro and cfg["train"]["batch_size"] % (micro * max(1, gpus)):
+        raise ConfigError(
+            f"config key train.micro_batch_size: batch_size {cfg['train']['batch_size']} is not a multiple "
+            f"of micro_batch_size {micro} x {max(1, gpus)} GPU(s)"
+        )
+
     import timm
 
     arch = cfg["train"]["arch"]

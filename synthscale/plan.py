@@ -227,11 +227,23 @@ class Plan:
             runs.append(("real", "all"))
         return runs
 
-    def model(self, source: str, n: str) -> str:
-        return f"{self.r}/train/{self.arch}/{source}/n{n}/model.safetensors"
+    @property
+    def seeds(self) -> list[int]:
+        """Replicate training seeds (`train.seeds`): one model per (source, N, seed)."""
+        return [int(s) for s in self.cfg["train"].get("seeds", [0])]
 
-    def train_log(self, source: str, n: str) -> str:
-        return f"{self.r}/train/{self.arch}/{source}/n{n}/log.csv"
+    def model(self, source: str, n: str, seed: int | str | None = None) -> str:
+        """A trained classifier's weights; seed None = the first replicate seed."""
+        s = self.seeds[0] if seed is None else seed
+        return f"{self.r}/train/{self.arch}/{source}/n{n}/s{s}/model.safetensors"
+
+    def train_log(self, source: str, n: str, seed: int | str | None = None) -> str:
+        s = self.seeds[0] if seed is None else seed
+        return f"{self.r}/train/{self.arch}/{source}/n{n}/s{s}/log.csv"
+
+    def seed_runs(self, source: str) -> list[tuple[str, int]]:
+        """Every (n_label, seed) model of one source, N-major."""
+        return [(n, s) for n in self.n_labels(source) for s in self.seeds]
 
     def sources(self) -> list[str]:
         """Training sources in run order, each once."""

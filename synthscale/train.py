@@ -1,12 +1,14 @@
-"""Classifier training and evaluation: a timm model from the registry, one loop top to bottom.
+"""Classifier training: a timm model from the registry, one loop top to bottom, fed by a DataLoader.
 
-Data order and augmentation come from (seed, epoch) and (seed, step) alone, never from a running
-random state, so a run stopped at any step (SIGTERM: SLURM's warning before its time limit) and
-resumed from its checkpoint reaches bit-identical weights for a pinned thread count.
+Data order and augmentation come from (seed, epoch) and (seed, epoch, image) alone (synthscale.loader),
+and dropout/mixup from (seed, step), never from a running random state, so a run stopped at any step
+(SIGTERM: SLURM's warning before its time limit) and resumed from its checkpoint reaches
+bit-identical weights for a pinned thread count and worker count.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -24,6 +26,8 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from synthscale.io import atomic_path, write_csv
+from synthscale.loader import build_train_loader, epoch_size
+from synthscale.recipes import resolve_recipe
 
 
 class Preempted(RuntimeError):
@@ -46,23 +50,6 @@ def to_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x.expand(-1, 3, -1, -1).contiguous() if x.shape[1] == 1 else x
 
 
-def pad_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """Random translation by up to `pad` pixels (zero padding, then a crop of the original size)."""
-    if pad == 0:
-        return x
-    n, _, h, w = x.shape
-    xp = F.pad(x, (pad, pad, pad, pad), value=-1.0)
-    offs = torch.randint(0, 2 * pad + 1, (n, 2), generator=gen)
-    return torch.stack([xp[i, :, a : a + h, b : b + w] for i, (a, b) in enumerate(offs.tolist())])
-
-
-def plan_steps(n: int, recipe: dict[str, Any]) -> tuple[int, int]:
-    """(steps per epoch, epochs): `epochs` passes, stretched so small sets get `min_steps` updates."""
-    spe = math.ceil(n / recipe["batch_size"])
-    epochs = max(recipe["epochs"], math.ceil(recipe["min_steps"] / spe))
-    return spe, epochs
-
-
 def save_classifier(model, path: str | os.PathLike, meta: dict[str, Any]) -> None:
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
@@ -80,9 +67,58 @@ def load_classifier(path: str | os.PathLike, device: str = "cpu"):
     return model.to(device).eval(), meta
 
 
-def train_classifier(
-    images: np.ndarray,
-    labels: np.ndarray,
+def plan_steps(n: int, recipe: dict[str, Any]) -> tuple[int, int]:
+    """(global steps per epoch, epochs): `epochs` passes, stretched so small sets get `min_steps`."""
+    spe = math.ceil(n / recipe["batch_size"])
+    epochs = max(recipe["epochs"], math.ceil(recipe["min_steps"] / spe))
+    return spe, epochs
+
+
+def lr_factor(seen: int, total: int, warmup: float, batch: int) -> float:
+    """Linear warm-up over `warmup` images, then cosine decay, as a function of images seen."""
+    return min(1.0, (seen + batch) / max(warmup, 1.0)) * 0.5 * (1 + math.cos(math.pi * min(seen / total, 1.0)))
+
+
+def make_optimizer(model, recipe: dict[str, Any]) -> torch.optim.Optimizer:
+    name, lr, wd = recipe["optimizer"], recipe["lr"], recipe["weight_decay"]
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=recipe["momentum"], weight_decay=wd)
+    if name == "lamb":
+        from timm.optim import Lamb
+
+        return Lamb(model.parameters(), lr=lr, weight_decay=wd)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def full_recipe(recipe: dict[str, Any], parts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A recipe with every key: its named row under it; input_size from in-memory images if unset."""
+    out = resolve_recipe(recipe)
+    if out["input_size"] is None:
+        arrays = [p for p in parts or [] if "arrays" in p]
+        if not arrays:
+            raise ValueError("recipe has no input_size (set train.input_size or dataset.image_size)")
+        out["input_size"] = int(np.asarray(arrays[0]["arrays"][0]).shape[1])
+    return out
+
+
+def _dist() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _all_sum(values: list[float], world: int) -> list[float]:
+    if world == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
+def train_model(
+    parts: list[dict[str, Any]],
     n_classes: int,
     recipe: dict[str, Any],
     seed: int,
@@ -92,33 +128,64 @@ def train_classifier(
     device: str = "cpu",
     progress: bool = True,
     stop_after_steps: int | None = None,
+    mix: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Train `recipe["arch"]` on uint8 images; write safetensors weights and a per-epoch CSV log.
+    """Train `recipe["arch"]` on the parts' images streamed through the DataLoader (see
+    `synthscale.loader.build_train_loader` for parts and mix); write safetensors weights and a
+    per-epoch CSV log.
+
+    Steps follow the global batch (`batch_size`): each step takes `batch_size / (micro * devices)`
+    micro-batches (gradient accumulation). The learning rate follows the images seen (warm-up, then
+    cosine), since a worker's last batch of an epoch may be short. Under DDP (torch.distributed
+    initialised, e.g. by torchrun) every rank trains its node's shards and rank 0 writes the files.
 
     With `checkpoint_path`, a SIGTERM or SIGINT saves a checkpoint after the current step and raises
-    `Preempted`; a later call resumes from it. `stop_after_steps` simulates that stop in tests.
+    `Preempted`; a later call resumes from it (rebuilding the epoch's loader and skipping the batches
+    already done). `stop_after_steps` simulates that stop in tests.
     """
+    recipe = full_recipe(recipe, parts)
+    rank, world = _dist()
+    micro = recipe["micro_batch_size"] or max(1, recipe["batch_size"] // world)
+    accum = max(1, recipe["batch_size"] // (micro * world))
+    n = epoch_size(parts, mix)
+    spe, epochs = plan_steps(n, recipe)
+    total, total_images = spe * epochs, n * epochs
+    warmup = recipe["warmup_frac"] * total_images
+
     torch.manual_seed(seed)
     model = create_classifier(recipe["arch"], n_classes, recipe.get("model_kwargs")).to(device)
-    x_all, y_all = to_input(images), torch.as_tensor(labels, dtype=torch.long)
-    n = len(y_all)
-    spe, epochs = plan_steps(n, recipe)
-    total = spe * epochs
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"])
-    warmup = max(1, total // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / total))
-    )
-    step, log_rows = 0, []
-    running = [0.0, 0.0, 0.0]  # this epoch's summed loss, correct count and images seen
+    if recipe["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, recipe)
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    state = {"epoch": 0, "batches": 0, "step": 0, "seen": 0, "log": [], "running": [0.0, 0.0, 0.0]}
     ckpt = Path(checkpoint_path) if checkpoint_path else None
     if ckpt and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        step, log_rows = int(state["step"]), json.loads(state["log"])
-        running = json.loads(state["running"])
+        saved = torch.load(ckpt, map_location=device, weights_only=True)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["opt"])
+        state = json.loads(saved["state"])
+
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None
+        )
+    if recipe["compile"]:
+        mode = recipe["compile"] if isinstance(recipe["compile"], str) else None
+        net = torch.compile(net, mode=mode)
+    mixup = None
+    if recipe["mixup"] > 0 or recipe["cutmix"] > 0:
+        from timm.data import Mixup
+
+        mixup = Mixup(
+            mixup_alpha=recipe["mixup"],
+            cutmix_alpha=recipe["cutmix"],
+            label_smoothing=recipe["label_smoothing"],
+            num_classes=n_classes,
+        )
+    dev_type = torch.device(device).type
+    amp = torch.autocast(dev_type, dtype=torch.bfloat16, enabled=bool(recipe["amp"]))
 
     stop = {"signal": None}
 
@@ -132,75 +199,197 @@ def train_classifier(
         "n_classes": n_classes,
         "n_train": n,
         "seed": seed,
+        "recipe": recipe["recipe"],
+        "input_size": recipe["input_size"],
+        "mean": recipe["mean"],
+        "std": recipe["std"],
     }
-    bar = tqdm(total=total, initial=step, desc=f"train {recipe['arch']} n={n}", disable=not progress)
+    desc = f"train {recipe['arch']} n={n}"
+    bar = tqdm(total=total, initial=state["step"], desc=desc, disable=not progress or rank > 0)
+    t0 = time.time()
     try:
-        model.train()
-        ep_loss, ep_correct, ep_seen = running
-        t0 = time.time()
-        while step < total:
-            epoch, i = divmod(step, spe)
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-            idx = perm[i * recipe["batch_size"] : (i + 1) * recipe["batch_size"]]
-            aug = torch.Generator().manual_seed(seed * 1_000_003 + step)
-            xb = pad_crop(x_all[idx], recipe.get("pad_crop", 0), aug).to(device)
-            yb = y_all[idx].to(device)
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb, label_smoothing=recipe.get("label_smoothing", 0.0))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            bar.update(1)
-            ep_loss += loss.item() * len(yb)
-            ep_correct += float((logits.argmax(1) == yb).sum())
-            ep_seen += len(yb)
-            if step % spe == 0:
-                log_rows.append(
-                    {
-                        "epoch": epoch + 1,
-                        "step": step,
-                        "train_loss": ep_loss / ep_seen,
-                        "train_acc": ep_correct / ep_seen,
-                        "lr": sched.get_last_lr()[0],
-                        "seconds": round(time.time() - t0, 3),
-                    }
+        net.train()
+        while state["epoch"] < epochs:
+            epoch = state["epoch"]
+            loader = build_train_loader(parts, recipe, seed, epoch, mix=mix, batch_size=micro)
+            it = iter(loader)
+            for _ in range(state["batches"]):  # resume mid-epoch: skip the batches already done
+                next(it, None)
+            while True:
+                batches = [b for b in (next(it, None) for _ in range(accum)) if b is not None]
+                local = sum(len(b[1]) for b in batches)
+                empty, seen_now, _ = _all_sum([float(not batches), float(local), 0.0], world)
+                if empty:  # an epoch ends when any rank runs out (ranks must step together)
+                    break
+                factor = lr_factor(state["seen"], total_images, warmup, recipe["batch_size"])
+                for g, lr in zip(opt.param_groups, base_lrs):
+                    g["lr"] = lr * factor
+                step_seed = (seed * 1_000_003 + state["step"]) % (2**31)
+                torch.default_generator.manual_seed(step_seed)  # dropout, drop-path
+                if dev_type == "cuda":
+                    torch.cuda.manual_seed(step_seed)
+                np.random.seed(step_seed)  # timm Mixup draws from numpy
+                opt.zero_grad(set_to_none=True)
+                loss_sum = correct = 0.0
+                for j, (xb, yb) in enumerate(batches):
+                    xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+                    if recipe["channels_last"]:
+                        xb = xb.contiguous(memory_format=torch.channels_last)
+                    target = yb
+                    if mixup is not None and len(yb) % 2 == 0:
+                        xb, target = mixup(xb, yb)
+                    sync = world == 1 or j == len(batches) - 1
+                    ctx = net.no_sync() if not sync and hasattr(net, "no_sync") else contextlib.nullcontext()
+                    with ctx:
+                        with amp:
+                            logits = net(xb)
+                        logits = logits.float()
+                        if target.ndim == 2:
+                            loss = torch.sum(-target * F.log_softmax(logits, -1), -1).mean()
+                        else:
+                            loss = F.cross_entropy(logits, target, label_smoothing=recipe["label_smoothing"])
+                        (loss * len(yb) / local).backward()
+                    loss_sum += loss.item() * len(yb)
+                    correct += float((logits.argmax(1) == yb).sum())
+                opt.step()
+                state["step"] += 1
+                state["batches"] += len(batches)
+                state["seen"] += int(seen_now)
+                r = state["running"]
+                state["running"] = [r[0] + loss_sum, r[1] + correct, r[2] + local]
+                bar.update(1)
+                stopping = stop["signal"] is not None or stop_after_steps == state["step"]
+                if ckpt and _all_sum([float(stopping)], world)[0] > 0:
+                    if rank == 0:
+                        _save_checkpoint(ckpt, model, opt, state)
+                    raise Preempted(f"stopped at step {state['step']}/{total}; checkpoint {ckpt}")
+            ep_loss, ep_correct, ep_seen = _all_sum(state["running"], world)
+            if not ep_seen:
+                raise ValueError(
+                    f"epoch {epoch + 1} trained on no image: a rank got no shard of the parts "
+                    f"({world} ranks); write more, smaller shards than ranks"
                 )
-                ep_loss = ep_correct = ep_seen = 0.0
-            stopping = stop["signal"] is not None or stop_after_steps == step
-            if ckpt and stopping and step < total:
-                _save_checkpoint(ckpt, model, opt, sched, step, log_rows, [ep_loss, ep_correct, ep_seen])
-                raise Preempted(f"stopped at step {step}/{total}; checkpoint {ckpt}")
+            state["log"].append(
+                {
+                    "epoch": epoch + 1,
+                    "step": state["step"],
+                    "train_loss": ep_loss / max(ep_seen, 1),
+                    "train_acc": ep_correct / max(ep_seen, 1),
+                    "lr": opt.param_groups[0]["lr"],
+                    "seconds": round(time.time() - t0, 3),
+                }
+            )
+            state.update(epoch=epoch + 1, batches=0, running=[0.0, 0.0, 0.0])
     finally:
         bar.close()
         for s, h in old.items():
             signal.signal(s, h)
     model.eval()
-    log = pd.DataFrame(log_rows)
-    write_csv(log_path, log)
-    save_classifier(model, model_path, meta)
-    if ckpt and ckpt.exists():
-        ckpt.unlink()
+    log = pd.DataFrame(state["log"])
+    if rank == 0:
+        write_csv(log_path, log)
+        save_classifier(model, model_path, meta)
+        if ckpt and ckpt.exists():
+            ckpt.unlink()
     return log
 
 
-def _save_checkpoint(
-    path: Path, model, opt, sched, step: int, log_rows: list, running: list[float]
-) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "opt": opt.state_dict(),
-                "sched": sched.state_dict(),
-                "step": step,
-                "log": json.dumps(log_rows),
-                "running": json.dumps(running),
-            },
-            tmp,
-        )
+def train_classifier(
+    images: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    recipe: dict[str, Any],
+    seed: int,
+    model_path: str | os.PathLike,
+    log_path: str | os.PathLike,
+    checkpoint_path: str | os.PathLike | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    stop_after_steps: int | None = None,
+) -> pd.DataFrame:
+    """`train_model` on in-memory uint8 images (N, H, W, C): the same loader, transform and loop."""
+    parts = [{"arrays": (images, np.asarray(labels)), "limit": None}]
+    return train_model(
+        parts, n_classes, recipe, seed, model_path, log_path, checkpoint_path, device, progress,
+        stop_after_steps,
+    )
 
+
+def _save_checkpoint(path: Path, model, opt, state: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "state": json.dumps(state)}, tmp)
+
+
+def training_parts(
+    source: str, n: str, manifest: str | os.PathLike, shards: list[str] | list[Path]
+) -> tuple[list[dict[str, Any]], int]:
+    """The loader parts and class count of a (source, n) run: the first N images of its shards."""
+    from synthscale.data import read_manifest, split_shards
+
+    m = read_manifest(manifest)
+    limit = None if n == "all" else int(n)
+    if source == "real":
+        split = m["splits"]["train"]
+        part = {"shards": [str(s) for s in split_shards(manifest, "train")], "limit": limit, "count": split["count"]}
+    else:
+        part = {"shards": [str(s) for s in shards], "limit": limit}
+    return [part], int(m["classes"])
+
+
+# --------------------------------------------------------------------------------------------------
+# multi-GPU: torchrun runs this module, one process per GPU
+# --------------------------------------------------------------------------------------------------
+
+
+def run_distributed(spec: dict[str, Any], nproc: int, spec_path: str | os.PathLike) -> None:
+    """Launch `train_model(**spec)` on `nproc` processes with torchrun (DDP); raise Preempted on a stop."""
+    import subprocess
+    import sys
+
+    Path(spec_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(spec_path).write_text(json.dumps(spec))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "synthscale.train", str(spec_path)]
+    rc = subprocess.call(cmd)
+    if rc == PREEMPTED_EXIT:
+        raise Preempted(f"distributed training stopped; checkpoint {spec.get('checkpoint_path')}")
+    if rc != 0:
+        raise RuntimeError(f"distributed training failed with exit code {rc}: {' '.join(cmd)}")
+
+
+PREEMPTED_EXIT = 75
+
+
+def main(spec_path: str) -> int:
+    """torchrun entry: init the process group (nccl on GPU, gloo on CPU), train, clean up."""
+    spec = json.loads(Path(spec_path).read_text())
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = spec.get("device", "cpu")
+    if world > 1:
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        torch.distributed.init_process_group(backend)
+        if device.startswith("cuda"):
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            torch.cuda.set_device(device)
+    threads = spec.pop("threads", None)
+    if threads:
+        torch.set_num_threads(int(threads))
+    spec["parts"] = [{**p} for p in spec["parts"]]
+    try:
+        train_model(**{**spec, "device": device})
+    except Preempted as err:
+        print(f"preempted: {err}", flush=True)
+        return PREEMPTED_EXIT
+    finally:
+        if world > 1:
+            torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1]))
 
 @torch.no_grad()
 def predict(
@@ -217,35 +406,6 @@ def predict(
     return torch.cat(logits).numpy(), torch.cat(feats).numpy()
 
 
-def evaluate_logits(
-    logits: np.ndarray, labels: np.ndarray, n_classes: int
-) -> tuple[dict[str, float], pd.DataFrame]:
-    """Cross-entropy, top-1 and mean per-class accuracy, plus a per-class table (acc, loss, count)."""
-    lt = torch.as_tensor(logits, dtype=torch.float64)
-    yt = torch.as_tensor(labels, dtype=torch.long)
-    losses = F.cross_entropy(lt, yt, reduction="none").numpy()
-    correct = (logits.argmax(1) == labels).astype(float)
-    rows = []
-    for c in range(n_classes):
-        m = labels == c
-        rows.append(
-            {
-                "class_index": c,
-                "count": int(m.sum()),
-                "accuracy": float(correct[m].mean()) if m.any() else float("nan"),
-                "loss": float(losses[m].mean()) if m.any() else float("nan"),
-            }
-        )
-    per_class = pd.DataFrame(rows)
-    metrics = {
-        "loss": float(losses.mean()),
-        "top1": float(correct.mean()),
-        "mean_class_acc": float(per_class["accuracy"].mean()),
-        "n_eval": int(len(labels)),
-    }
-    return metrics, per_class
-
-
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     """Bring uint8 (N, H, W, C) images to size x size (synthetic sets may come at 512 px)."""
     if images.shape[1] == size and images.shape[2] == size:
@@ -259,52 +419,3 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     return np.stack(out)
 
 
-def load_training_set(
-    source: str,
-    n: str,
-    manifest: str | os.PathLike,
-    shards: list[str] | list[Path],
-    image_size: int,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Images, labels and class count for a (source, n) run: the first N images of its shards."""
-    from synthscale.data import read_manifest, split_shards
-    from synthscale.shards import load_arrays
-
-    n_classes = int(read_manifest(manifest)["classes"])
-    limit = None if n == "all" else int(n)
-    if source == "real":
-        shards = split_shards(manifest, "train")
-    images, labels, _ = load_arrays(shards, mode="RGB", limit=limit)
-    return resize_images(images, image_size), labels, n_classes
-
-
-def evaluate_models(
-    model_paths: list[str] | list[Path],
-    n_labels: list[str],
-    manifest: str | os.PathLike,
-    eval_sets: list[str],
-    metrics_path: str | os.PathLike,
-    per_class_path: str | os.PathLike,
-    batch_size: int = 256,
-    device: str = "cpu",
-) -> pd.DataFrame:
-    """Evaluate the classifiers of one source (one per N) on every eval set.
-
-    Writes one metrics row per (n_label, eval set) and per-class rows (accuracy, loss, count).
-    """
-    from synthscale.data import split_shards
-    from synthscale.shards import load_arrays
-
-    sets = {name: load_arrays(split_shards(manifest, name), mode="RGB")[:2] for name in eval_sets}
-    rows, per_class = [], []
-    for path, n_label in zip(model_paths, n_labels):
-        model, meta = load_classifier(path, device)
-        for name, (images, labels) in sets.items():
-            logits, _ = predict(model, images, batch_size, device)
-            metrics, pc = evaluate_logits(logits, labels, meta["n_classes"])
-            rows.append({"n_label": n_label, "eval_set": name, **metrics})
-            per_class.append(pc.assign(n_label=n_label, eval_set=name))
-    df = pd.DataFrame(rows)
-    write_csv(metrics_path, df)
-    write_csv(per_class_path, pd.concat(per_class, ignore_index=True))
-    return df

@@ -198,6 +198,30 @@ def test_resume_keeps_epoch_metrics(tmp_path, one_thread):
     assert_same_log(ref_log, run / "log.csv", columns=("epoch", "step", "lr", "train_loss", "train_acc"))
 
 
+def test_resume_from_shards_with_a_loader_worker(tmp_path, one_thread):
+    """Streaming from shards through one worker process: stop mid-epoch, resume, same weights."""
+    from synthscale.shards import write_shard
+    from synthscale.train import train_model
+
+    images, labels = make_data(72)
+    shards = []
+    for k in range(3):
+        recs = [{"key": f"{i:08d}", "label": int(labels[i])} for i in range(24 * k, 24 * k + 24)]
+        shards.append(str(tmp_path / f"shard-{k:06d}.tar"))
+        write_shard(shards[-1], list(images[24 * k : 24 * k + 24]), recs)
+    parts = [{"shards": shards, "limit": 60}]
+    recipe = {**RECIPE, "num_workers": 1, "input_size": 16, "shuffle_buffer": 20}
+    ref = tmp_path / "ref"
+    train_model(parts, N_CLASSES, recipe, 3, ref / "m.safetensors", ref / "log.csv", progress=False)
+    run = tmp_path / "run"
+    kwargs = dict(model_path=run / "m.safetensors", log_path=run / "log.csv", checkpoint_path=run / "c.pt", progress=False)
+    with pytest.raises(Preempted, match="stopped at step 6/"):  # 4 steps per epoch: mid-epoch 2
+        train_model(parts, N_CLASSES, recipe, 3, stop_after_steps=6, **kwargs)
+    train_model(parts, N_CLASSES, recipe, 3, **kwargs)
+    assert_same_weights(ref / "m.safetensors", run / "m.safetensors")
+    assert_same_log(ref / "log.csv", run / "log.csv", columns=("epoch", "step", "lr", "train_loss", "train_acc"))
+
+
 # ---------------------------------------------------------------- generation: shard granularity
 
 KILLED_WRITER = textwrap.dedent("""

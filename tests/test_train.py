@@ -1,8 +1,13 @@
-"""Classifier training beats chance on real digits; evaluation metrics are right on known logits."""
+"""Classifier training from shards through the DataLoader; streaming evaluation; recipes."""
 import numpy as np
 import pytest
+import torch
 
-from synthscale.train import evaluate_logits, load_classifier, predict, train_classifier
+from synthscale.evaluate import Accumulator, build_eval_loader, evaluate_logits, evaluate_model
+from synthscale.loader import build_train_loader, epoch_size, nested_shards, part_stream
+from synthscale.recipes import RECIPES, resolve_recipe
+from synthscale.shards import write_shard
+from synthscale.train import full_recipe, load_classifier, predict, train_classifier, train_model
 
 RECIPE = {
     "arch": "resnet18",
@@ -13,16 +18,51 @@ RECIPE = {
     "lr": 0.003,
     "weight_decay": 0.05,
     "pad_crop": 1,
+    "input_size": 16,
 }
 
 
-def test_training_beats_chance_on_digits(tmp_path, digits_16):
+def write_digit_shards(folder, images, labels, shard_size, start=0):
+    """Shards whose keys are the images' global positions (as prepare_data and generation write)."""
+    paths = []
+    for k, s in enumerate(range(0, len(labels), shard_size)):
+        recs = [{"key": f"{start + i:08d}", "label": int(labels[i])} for i in range(s, min(s + shard_size, len(labels)))]
+        path = folder / f"shard-{k:06d}.tar"
+        write_shard(path, list(images[s : s + shard_size]), recs)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def digit_shards(tmp_path_factory, digits_16):
+    images, labels = digits_16
+    d = tmp_path_factory.mktemp("shards")
+    (d / "train").mkdir()
+    (d / "test").mkdir()
+    train = write_digit_shards(d / "train", images[:600], labels[:600], 100)
+    test = write_digit_shards(d / "test", images[1400:1700], labels[1400:1700], 100)
+    return train, test
+
+
+def test_training_from_shards_is_accurate(tmp_path, digit_shards):
+    """The default recipe from PNG shards through the DataLoader learns digits (N=300, 16 px)."""
+    train, test = digit_shards
+    recipe = {**RECIPE, "pad_crop": 2}
+    log = train_model([{"shards": train, "limit": 300}], 10, recipe, 0, tmp_path / "m.safetensors", tmp_path / "log.csv", progress=False)
+    assert list(log.columns[:4]) == ["epoch", "step", "train_loss", "train_acc"]
+    assert log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
+    model, meta = load_classifier(tmp_path / "m.safetensors")
+    assert meta["n_train"] == 300 and meta["input_size"] == 16
+    metrics, per_class = evaluate_model(model, build_eval_loader(test, full_recipe(recipe), 128), 10)
+    assert metrics["n_eval"] == 300 and per_class["count"].sum() == 300
+    assert metrics["top1"] > 0.5, f"top-1 {metrics['top1']} on held-out digits (chance: 0.1)"
+
+
+def test_in_memory_training_beats_chance(tmp_path, digits_16):
     images, labels = digits_16
     images = np.repeat(images, 3, axis=-1)
     train_x, train_y, test_x, test_y = images[:400], labels[:400], images[1000:1300], labels[1000:1300]
-    log = train_classifier(train_x, train_y, 10, RECIPE, 0, tmp_path / "m.safetensors", tmp_path / "log.csv", progress=False)
-    assert list(log.columns[:4]) == ["epoch", "step", "train_loss", "train_acc"]
-    assert log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
+    train_classifier(train_x, train_y, 10, {**RECIPE, "epochs": 8}, 0, tmp_path / "m.safetensors", tmp_path / "log.csv", progress=False)
     model, meta = load_classifier(tmp_path / "m.safetensors")
     assert meta["arch"] == "resnet18" and meta["n_classes"] == 10
     logits, feats = predict(model, test_x)
@@ -32,13 +72,78 @@ def test_training_beats_chance_on_digits(tmp_path, digits_16):
     assert len(per_class) == 10
 
 
-def test_training_is_deterministic(tmp_path, digits_16):
-    images, labels = digits_16
-    images = np.repeat(images[:100], 3, axis=-1)
-    recipe = {**RECIPE, "epochs": 1, "min_steps": 4}
+def test_training_is_deterministic(tmp_path, digit_shards):
+    recipe = {**RECIPE, "epochs": 1, "min_steps": 3, "batch_size": 32}
     for name in ("a", "b"):
-        train_classifier(images, labels[:100], 10, recipe, 1, tmp_path / f"{name}.safetensors", tmp_path / f"{name}.csv", progress=False)
+        train_model([{"shards": digit_shards[0], "limit": 90}], 10, recipe, 1, tmp_path / f"{name}.safetensors", tmp_path / f"{name}.csv", progress=False)
     assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+
+
+def test_nested_n_reads_the_first_n_images(digit_shards):
+    train = digit_shards[0]
+    assert nested_shards(train, 150) == train[:2] and nested_shards(train, None) == train
+    part = {"shards": train, "limit": 150}
+    idx = [i for _, _, i in part_stream(part, seed=0, epoch=0, shuffle=True, buffer=50)]
+    assert sorted(idx) == list(range(150)) and idx != list(range(150))
+    again = [i for _, _, i in part_stream(part, seed=0, epoch=0, shuffle=True, buffer=50)]
+    other = [i for _, _, i in part_stream(part, seed=0, epoch=1, shuffle=True, buffer=50)]
+    assert again == idx and other != idx
+    assert epoch_size([part]) == 150 and epoch_size([{"shards": train, "limit": None}]) == 600
+
+
+def _epoch(parts, recipe, seed, epoch, workers, mix=None):
+    xs, ys = [], []
+    for x, y in build_train_loader(parts, recipe, seed, epoch, mix=mix, batch_size=16, num_workers=workers):
+        xs.append(x)
+        ys.append(y)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def test_loader_order_and_augmentation_per_seed_and_epoch(digit_shards):
+    """Batches repeat for the same (seed, epoch); each image's augmentation is the same in any worker."""
+    recipe = full_recipe({**RECIPE, "pad_crop": 2})
+    parts = [{"shards": digit_shards[0], "limit": 250}]
+    x0, y0 = _epoch(parts, recipe, 3, 0, workers=0)
+    assert x0.shape == (250, 3, 16, 16) and x0.dtype == torch.float32
+    x0b, _ = _epoch(parts, recipe, 3, 0, workers=0)
+    assert torch.equal(x0, x0b)
+    x1, _ = _epoch(parts, recipe, 3, 1, workers=0)
+    assert not torch.equal(x0, x1)
+    x2w, y2w = _epoch(parts, recipe, 3, 0, workers=2)
+    x2wb, _ = _epoch(parts, recipe, 3, 0, workers=2)
+    assert torch.equal(x2w, x2wb), "fixed worker count: identical batches"
+    key = lambda x: sorted(x.flatten(1).sum(1).tolist())  # noqa: E731
+    assert key(x2w) == pytest.approx(key(x0)), "same augmented images whichever worker draws them"
+    assert sorted(y2w.tolist()) == sorted(y0.tolist())
+
+
+def test_prob_mix_replaces_real_slots(tmp_path, digits_16):
+    images, labels = digits_16
+    real = write_digit_shards(tmp_path, images[:40], np.zeros(40, int), 40)
+    (tmp_path / "syn").mkdir()
+    syn = write_digit_shards(tmp_path / "syn", images[40:70], np.ones(30, int), 30)
+    recipe = full_recipe(RECIPE)
+    parts = [{"shards": real, "limit": None}, {"shards": syn, "limit": 25}]
+    assert epoch_size(parts, {"mode": "prob"}) == 40 and epoch_size(parts) == 65
+    _, y = _epoch(parts, recipe, 0, 0, 0)
+    assert len(y) == 65 and int(y.sum()) == 25, "concat: the union of the parts"
+    _, y = _epoch(parts, recipe, 0, 0, 0, mix={"mode": "prob", "synthetic_prob": 1.0})
+    assert len(y) == 40 and int(y.sum()) == 40, "every slot synthetic (the part restarts when it runs out)"
+    _, y = _epoch(parts, recipe, 0, 0, 0, mix={"mode": "prob", "synthetic_prob": 0.5})
+    assert len(y) == 40 and 5 < int(y.sum()) < 35
+    _, y = _epoch(parts, recipe, 0, 0, 0, mix={"mode": "prob", "synthetic_prob": 0.5, "per": "batch"})
+    assert len(y) == 40 and all(len(set(y[s : s + 16].tolist())) == 1 for s in (0, 16)), "one draw per batch"
+
+
+def test_any_stored_size_becomes_the_input_size(tmp_path):
+    big = np.random.default_rng(0).integers(0, 256, (6, 40, 30, 3), dtype=np.uint8)
+    shards = write_digit_shards(tmp_path, big, np.arange(6), 6)
+    for name in RECIPES:
+        recipe = full_recipe({**RECIPES[name], "input_size": 24, "num_workers": 0})
+        x, _ = _epoch([{"shards": shards, "limit": None}], recipe, 0, 0, 0)
+        assert x.shape == (6, 3, 24, 24)
+        xe, _ = next(iter(build_eval_loader(shards, recipe, 8)))
+        assert xe.shape == (6, 3, 24, 24)
 
 
 def test_evaluate_logits_on_known_values():
@@ -49,3 +154,109 @@ def test_evaluate_logits_on_known_values():
     assert metrics["mean_class_acc"] == pytest.approx((1 + 0.5 + 1) / 3)
     assert per_class["count"].tolist() == [1, 2, 1]
     assert per_class.loc[1, "loss"] > per_class.loc[0, "loss"]
+
+
+def test_accumulated_batches_equal_one_pass():
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(size=(50, 4)), rng.integers(0, 4, 50)
+    whole, pc_whole = evaluate_logits(logits, labels, 4)
+    acc = Accumulator(4)
+    for s in range(0, 50, 7):
+        acc.update(torch.as_tensor(logits[s : s + 7]), torch.as_tensor(labels[s : s + 7]))
+    parts, pc_parts = acc.compute()
+    assert parts == pytest.approx(whole)
+    assert np.allclose(pc_parts["loss"], pc_whole["loss"])
+
+
+def test_class_subset_eval_masks_logits():
+    """ImageNet-R/-A: only the covered classes compete, so a higher logit elsewhere is ignored."""
+    logits = np.array([[9.0, 2.0, 1.0, 0.0], [9.0, 0.0, 3.0, 0.0]])
+    labels = np.array([1, 2])
+    full, _ = evaluate_logits(logits, labels, 4)
+    sub, pc = evaluate_logits(logits, labels, 4, classes=[1, 2])
+    assert full["top1"] == 0.0 and sub["top1"] == 1.0
+    expected = -np.log(np.exp(2.0) / (np.exp(2.0) + np.exp(1.0)))
+    assert pc.loc[1, "loss"] == pytest.approx(expected)
+    assert np.isnan(pc.loc[0, "accuracy"]) and pc["count"].tolist() == [0, 1, 1, 0]
+    with pytest.raises(ValueError, match="label 0"):
+        evaluate_logits(logits, np.array([0, 2]), 4, classes=[1, 2])
+
+
+def test_recipes_resolve_and_validate():
+    from synthscale.config import ConfigError, check_config, validate_schema
+    import yaml
+
+    assert resolve_recipe({"recipe": "imagenet-vit-b16", "lr": 0.1})["lr"] == 0.1
+    assert resolve_recipe({})["recipe"] == "digits"
+    r = resolve_recipe({"recipe": "imagenet-vit-b16"})
+    assert r["mean"] == [0.5] * 3 and r["input_size"] == 224 and r["crop_pct"] == 0.875
+    cfg = yaml.safe_load(open("config.yaml"))
+    for name, row in RECIPES.items():  # every row is a valid `train` section
+        validate_schema({**cfg, "train": {**row, "recipe": name}})
+    checked = check_config({**cfg, "train": {"recipe": "imagenet-resnet50", "epochs": 3}})
+    assert checked["train"]["arch"] == "resnet50" and checked["train"]["epochs"] == 3
+    assert check_config(cfg)["train"]["input_size"] == cfg["dataset"]["image_size"]
+    with pytest.raises(ConfigError, match="config key train.recipe: unknown recipe 'nope'"):
+        check_config({**cfg, "train": {"recipe": "nope"}})
+    with pytest.raises(ConfigError, match="config key train.micro_batch_size"):
+        check_config({**cfg, "train": {"batch_size": 64, "micro_batch_size": 24}})
+    with pytest.raises(ConfigError, match="config key train.seeds"):
+        check_config({**cfg, "train": {"seeds": [0, 0]}})
+
+
+def test_seeds_are_a_grid_axis(tmp_path):
+    """Each replicate seed is its own training target; one evaluate job per source covers them all."""
+    from conftest import new_workdir
+    from synthscale.config import load_config
+    from synthscale.plan import Plan
+    from test_workflow import dry
+
+    counts = dry(new_workdir(tmp_path / "wd"), overrides={"train": {"seeds": [0, 4]}})
+    assert counts["train_classifier"] == 2 * 6 and counts["evaluate"] == 3
+    cfg = load_config("config.yaml")
+    plan = Plan({**cfg, "train": {**cfg["train"], "seeds": [4, 0]}})
+    assert plan.model("real", "30").endswith("/real/n30/s4/model.safetensors"), "no seed: the first"
+    assert plan.model("real", "30", 0).endswith("/real/n30/s0/model.safetensors")
+    assert plan.seed_runs("real")[:3] == [("30", 4), ("30", 0), ("60", 4)]
+
+
+def test_fast_identity_path_equals_timm(digits_16):
+    """The digits recipe's short-cut gives timm's transform's output, then a black-padded shift."""
+    from synthscale.loader import decode, seeded_apply, train_transform
+
+    images, _ = digits_16
+    recipe = full_recipe({**RECIPE, "pad_crop": 0})
+    tf = train_transform(recipe)
+    assert tf.identity and not tf.uses_torch and not tf.uses_numpy
+    im = decode(images[7])
+    fast = tf(im)
+    slow = tf.tf(im)  # timm's create_transform output
+    assert torch.allclose(fast, slow, atol=1e-6)
+    tf2 = train_transform({**recipe, "pad_crop": 2})
+    shifts = set()
+    for seed in range(12):
+        x = seeded_apply(tf2, im, seed)
+        assert torch.equal(x, seeded_apply(tf2, im, seed))
+        padded = torch.nn.functional.pad(slow, (2, 2, 2, 2), value=-1.0)
+        match = [(a, b) for a in range(5) for b in range(5) if torch.allclose(padded[:, a : a + 16, b : b + 16], x, atol=1e-6)]
+        assert match, "every output is a shift of the image with black padding"
+        shifts.add(match[0])
+    assert len(shifts) > 3
+    big = decode(np.zeros((20, 20, 1), np.uint8))
+    assert tf2(big).shape == (3, 16, 16), "other sizes take timm's path"
+
+
+def test_gpu_recipe_paths_run_on_cpu(tmp_path, digit_shards):
+    """bf16 autocast, channels_last, mixup/cutmix with soft targets, SGD and gradient accumulation."""
+    recipe = {**RESOLVED_VIT_LIKE, "epochs": 1, "min_steps": 3, "batch_size": 16, "micro_batch_size": 8}
+    log = train_model([{"shards": digit_shards[0], "limit": 48}], 10, recipe, 0, tmp_path / "m.safetensors", tmp_path / "log.csv", progress=False)
+    assert log["step"].tolist() == [3] and np.isfinite(log["train_loss"]).all()
+    model, meta = load_classifier(tmp_path / "m.safetensors")
+    assert meta["recipe"] == "imagenet-resnet50" and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+RESOLVED_VIT_LIKE = {
+    "recipe": "imagenet-resnet50", "arch": "resnet18", "model_kwargs": {"channels": [8, 16, 32, 64]},
+    "input_size": 16, "num_workers": 0, "amp": True, "channels_last": True, "mixup": 0.8, "cutmix": 1.0,
+    "auto_augment": "rand-m9-mstd0.5", "re_prob": 0.25, "hflip": 0.5, "optimizer": "sgd", "lr": 0.05,
+}

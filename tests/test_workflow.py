@@ -51,7 +51,7 @@ def test_outputs_are_complete_and_real(study):
                 "plots/samples/tiny_g1_classname.png", "plots/samples/tiny_g3_classname.png"]:
         assert (results / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     assert "Scaling ability k" in (results / "findings.html").read_text()
-    log = pd.read_csv(results / "train/resnet18/real/n40/log.csv")
+    log = pd.read_csv(results / "train/resnet18/real/n40/s0/log.csv")
     assert {"epoch", "train_loss", "train_acc"} <= set(log.columns)
 
 

@@ -1,0 +1,568 @@
+"""Training and evaluation data: torch DataLoaders over WebDataset shards, decoded in the workers.
+
+The training stream (`build_train_loader`) reads the shards of one or more *parts*, keeps each
+part's first N images (every record's key is its global position, so the filter does not depend on
+the worker count), shuffles shards and samples per (seed, epoch), and decodes and augments in the
+loader's workers with `timm.data.create_transform`. Each sample's augmentation is seeded from
+(seed, epoch, part, position), so it is the same whichever worker draws it; for a fixed worker count
+the batch order is fixed too. Batches form inside each worker (a worker's last batch may be short),
+so the number of batches of an epoch is counted as they come; the trainer schedules by images seen.
+
+Under DDP (torch.distributed initialised) shards are split by node, then by worker.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import os
+import math
+import random
+import tarfile
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
+
+
+# --------------------------------------------------------------------------------------------------
+# transforms
+# --------------------------------------------------------------------------------------------------
+
+
+def train_transform(recipe: dict[str, Any]):
+    """PIL image to normalised float (3, S, S): timm's training transform, plus pad-crop when asked."""
+    from timm.data import create_transform
+
+    size = int(recipe["input_size"])
+    tf = create_transform(
+        size,
+        is_training=True,
+        scale=tuple(recipe["scale"]),
+        ratio=tuple(recipe["ratio"]),
+        hflip=float(recipe["hflip"]),
+        vflip=0.0,
+        color_jitter=float(recipe["color_jitter"]) or None,
+        auto_augment=recipe["auto_augment"],
+        interpolation=recipe["interpolation"],
+        mean=tuple(recipe["mean"]),
+        std=tuple(recipe["std"]),
+        re_prob=float(recipe["re_prob"]),
+    )
+    return TrainTransform(tf, recipe)
+
+
+def _geometry_is_identity(recipe: dict[str, Any]) -> bool:
+    """True when timm's training transform maps an image already at the input size to itself (the
+    random-resized crop takes the whole image; no flip, colour, RandAugment or erasing)."""
+    return (
+        tuple(recipe["scale"]) == (1.0, 1.0)
+        and tuple(recipe["ratio"]) == (1.0, 1.0)
+        and not recipe["hflip"]
+        and not recipe["color_jitter"]
+        and not recipe["auto_augment"]
+        and not recipe["re_prob"]
+    )
+
+
+class TrainTransform:
+    """timm's training transform, then the pad-crop translation when the recipe asks for one.
+
+    When timm's part is the identity for an image already at the input size (`_geometry_is_identity`:
+    today's digits recipe) it is short-cut: the pad-crop on the uint8 array and ToTensor/Normalize's
+    arithmetic in numpy, a fraction of the per-image cost, the same result (a test checks it).
+    Random draws: python's `random` (pad offsets, timm's crops), numpy's (RandAugment) and torch's
+    default generator (flips, erasing): `seeded_apply` seeds the ones `uses_numpy`/`uses_torch` name.
+    """
+
+    def __init__(self, tf, recipe: dict[str, Any]):
+        self.tf, self.size = tf, int(recipe["input_size"])
+        self.pad = int(recipe.get("pad_crop") or 0)
+        self.identity = _geometry_is_identity(recipe)
+        self.mean = np.asarray(recipe["mean"], dtype=np.float32)
+        self.std = np.asarray(recipe["std"], dtype=np.float32)
+        black = [-m / s for m, s in zip(recipe["mean"], recipe["std"])]
+        self.padcrop = PadCrop(self.pad, black) if self.pad else None
+        self.uses_numpy = bool(recipe["auto_augment"])
+        self.uses_torch = not self.identity
+
+    def __call__(self, image: Image.Image | np.ndarray) -> torch.Tensor:
+        """A PIL image or a uint8 (H, W, 3) array (a decoded image from the cache)."""
+        if isinstance(image, np.ndarray):
+            fast = self.identity and image.shape == (self.size, self.size, 3)
+            if not fast:
+                image = Image.fromarray(image)
+        else:
+            fast = self.identity and image.size == (self.size, self.size) and image.mode == "RGB"
+        if fast:
+            arr = np.asarray(image)
+            if self.pad:
+                p, s = self.pad, self.size
+                padded = np.zeros((s + 2 * p, s + 2 * p, 3), dtype=np.uint8)
+                padded[p : p + s, p : p + s] = arr
+                a, b = random.randint(0, 2 * p), random.randint(0, 2 * p)
+                arr = padded[a : a + s, b : b + s]
+            x = (arr.astype(np.float32) / np.float32(255) - self.mean) / self.std
+            return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+        x = self.tf(image)
+        return self.padcrop(x) if self.padcrop is not None else x
+
+    def __repr__(self) -> str:
+        return f"TrainTransform(pad_crop={self.pad}, identity={self.identity}, {self.tf!r})"
+
+
+class PadCrop(torch.nn.Module):
+    """Random translation of a normalised (C, H, W) tensor by up to `pad` pixels, padding with `fill`
+    (per channel): a random crop of the padded image, on the tensor (cheap at any size)."""
+
+    def __init__(self, pad: int, fill: Sequence[float]):
+        super().__init__()
+        self.pad, self.fill = pad, torch.tensor(fill, dtype=torch.float32)[:, None, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p, (c, h, w) = self.pad, x.shape
+        out = self.fill.expand(c, h + 2 * p, w + 2 * p).clone()
+        out[:, p : p + h, p : p + w] = x
+        a, b = random.randint(0, 2 * p), random.randint(0, 2 * p)
+        return out[:, a : a + h, b : b + w].contiguous()
+
+    def extra_repr(self) -> str:
+        return f"pad={self.pad}"
+
+
+def eval_transform(recipe: dict[str, Any]):
+    """PIL image to normalised float (3, S, S): resize to S / crop_pct, centre-crop S."""
+    from timm.data import create_transform
+
+    return create_transform(
+        int(recipe["input_size"]),
+        is_training=False,
+        crop_pct=float(recipe["crop_pct"]),
+        interpolation=recipe["interpolation"],
+        mean=tuple(recipe["mean"]),
+        std=tuple(recipe["std"]),
+    )
+
+
+def _mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (stable across processes, unlike hash())."""
+    h = 1469598103934665603
+    for p in parts:
+        h = ((h ^ (int(p) & 0xFFFFFFFFFFFF)) * 1099511628211) & 0x7FFFFFFFFFFFFFFF
+    return h
+
+
+def seeded_apply(tf, image: Image.Image, seed: int) -> torch.Tensor:
+    """Apply a random transform with its randomness drawn from `seed`: python's `random` always,
+    numpy's and torch's CPU generator when the transform says it uses them (`uses_numpy`,
+    `uses_torch`; absent = yes). Torch's generator state is restored afterwards."""
+    random.seed(seed)
+    if getattr(tf, "uses_numpy", True):
+        np.random.seed(seed % (2**32))
+    if not getattr(tf, "uses_torch", True):
+        return tf(image)
+    # the CPU generator only: torch.manual_seed would also queue lazy CUDA seeding (milliseconds)
+    gen = torch.default_generator
+    state = gen.get_state()
+    gen.manual_seed(seed)
+    try:
+        return tf(image)
+    finally:
+        gen.set_state(state)
+
+
+# --------------------------------------------------------------------------------------------------
+# raw samples: (image bytes or array, label, global index)
+# --------------------------------------------------------------------------------------------------
+
+
+def sample_index(sample: dict[str, Any]) -> int:
+    """A WebDataset sample's global position: its key (prepare_data and generation write the position
+    as the key), else its record's `index`."""
+    key = Path(sample["__key__"]).name
+    if key.isdigit():
+        return int(key)
+    rec = sample["json"]
+    return int((json.loads(rec) if isinstance(rec, (bytes, bytearray)) else rec)["index"])
+
+
+def _wanted(name: str) -> bool:
+    """Tar members the training stream reads: the image and the class (the record only when the key
+    is no position)."""
+    ext = name.rsplit(".", 1)[-1].lower()
+    return ext in IMAGE_EXTS or ext == "cls" or (ext == "json" and not name.split("/")[-1].split(".")[0].isdigit())
+
+
+def first_index(shard: str | Path) -> int:
+    """The global position of a shard's first sample (reads one tar header; remembered per file
+    version)."""
+    st = os.stat(shard)
+    return _first_index(str(shard), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=100_000)
+def _first_index(shard: str, _mtime: int, _size: int) -> int:
+    with tarfile.open(shard) as tar:
+        member = tar.next()
+        if member is None:
+            return 1 << 62
+        key = member.name.split("/")[-1].split(".")[0]
+        return int(key)
+
+
+def nested_shards(shards: Sequence[str | Path], limit: int | None) -> list[str]:
+    """The shards that can hold one of the first `limit` images (shards are in index order)."""
+    urls = [str(s) for s in shards]
+    if limit is None:
+        return urls
+    return [u for u in urls if first_index(u) < limit]
+
+
+_NUL = b"\0" * 512
+
+
+def tar_samples(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {ext: bytes}) of a WebDataset shard, reading only the members the stream needs.
+
+    A lean tar reader (ustar headers, GNU long names), one sample in memory at a time; members are
+    grouped by key as WebDataset groups them (the basename up to its first dot)."""
+    key, files, longname = None, {}, None
+    with open(path, "rb", buffering=1 << 20) as f:
+        while True:
+            hdr = f.read(512)
+            if len(hdr) < 512 or hdr == _NUL:
+                break
+            size = int(hdr[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
+            typ = hdr[156:157]
+            padded = (size + 511) & ~511
+            if typ == b"L":
+                longname = f.read(padded)[:size].split(b"\0", 1)[0].decode()
+                continue
+            if typ in (b"x", b"g"):
+                raise ValueError(f"{path}: pax tar headers are not supported; write shards as ustar")
+            name = longname or hdr[:100].split(b"\0", 1)[0].decode()
+            prefix = hdr[345:500].split(b"\0", 1)[0]
+            if prefix and not longname:
+                name = f"{prefix.decode()}/{name}"
+            longname = None
+            if typ not in (b"0", b"\0"):
+                f.seek(padded, 1)
+                continue
+            base = name.rsplit("/", 1)[-1]
+            k, _, ext = base.partition(".")
+            if k != key:
+                if files:
+                    yield key, files
+                key, files = k, {}
+            if _wanted(name):
+                files[ext.lower()] = f.read(size)
+                f.seek(padded - size, 1)
+            else:
+                f.seek(padded, 1)
+    if files:
+        yield key, files
+
+
+_DECODED: dict[bytes, np.ndarray] = {}
+_DECODED_BYTES = [0]
+
+
+def decode_cached(raw: Any, budget_mb: float) -> np.ndarray | Image.Image:
+    """`decode`, remembering decoded images (keyed by their encoded bytes) up to `budget_mb` per
+    process: small sets trained for many epochs decode each image once. Budget 0: no cache."""
+    if not budget_mb or isinstance(raw, np.ndarray):
+        return decode(raw)
+    hit = _DECODED.get(raw)
+    if hit is not None:
+        return hit
+    arr = np.asarray(decode(raw))
+    if _DECODED_BYTES[0] + arr.nbytes + len(raw) <= budget_mb * 2**20:
+        arr.setflags(write=False)
+        _DECODED[raw] = arr
+        _DECODED_BYTES[0] += arr.nbytes + len(raw)
+    return arr
+
+
+def decode(raw: Any) -> Image.Image:
+    """Image bytes (png/jpg/webp) or a uint8 array to an RGB PIL image (grey repeated to 3 channels)."""
+    if isinstance(raw, np.ndarray):
+        arr = raw[..., 0] if raw.ndim == 3 and raw.shape[2] == 1 else raw
+        return Image.fromarray(arr).convert("RGB")
+    with Image.open(io.BytesIO(raw)) as im:
+        return im.convert("RGB")
+
+
+def _worker() -> tuple[int, int]:
+    info = torch.utils.data.get_worker_info()
+    return (info.id, info.num_workers) if info else (0, 1)
+
+
+def _rank() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _buffer_shuffle(it: Iterator, size: int, rng: random.Random) -> Iterator:
+    """Shuffle a stream through a buffer of `size` items (size 0: keep the order)."""
+    if size <= 0:
+        yield from it
+        return
+    buf: list = []
+    for x in it:
+        if len(buf) < size:
+            buf.append(x)
+            continue
+        j = rng.randrange(size)
+        yield buf[j]
+        buf[j] = x
+    rng.shuffle(buf)
+    yield from buf
+
+
+def part_stream(
+    part: dict[str, Any], seed: int, epoch: int, shuffle: bool, buffer: int, split: bool = True
+) -> Iterator[tuple[Any, int, int]]:
+    """This worker's (raw image, label, index) of one part for one epoch.
+
+    A part is {"shards": [paths], "limit": N or None} or, in memory, {"arrays": (images, labels),
+    "limit": N or None}. With `split`, shards (samples for arrays) are divided by node and worker.
+    """
+    wid, nw = _worker()
+    rank, world = _rank()
+    limit = part.get("limit")
+    if "arrays" in part:
+        images, labels = part["arrays"]
+        n = len(labels) if limit is None else min(limit, len(labels))
+        order = np.arange(n)
+        if shuffle:
+            order = np.random.default_rng(_mix_seed(seed, epoch, 17)).permutation(n)
+        if split:
+            order = order[rank * nw + wid :: world * nw]
+        for i in order:
+            yield images[i], int(labels[i]), int(i)
+        return
+
+    import webdataset as wds
+
+    urls = part.get("_urls") or nested_shards(part["shards"], limit)
+    # WebDataset's splitters (shards by node, then by worker), then this stream's shard order
+    mine = [str(u) for u in urls]
+    if split and world > 1:
+        mine = list(wds.split_by_node(mine))
+    if split:
+        mine = list(wds.split_by_worker(mine))
+    if shuffle:
+        random.Random(_mix_seed(seed, epoch, 29)).shuffle(mine)
+    # one stream per (rank, worker): numbered globally, so 2 ranks x 1 worker = 1 rank x 2 workers
+    rng = random.Random(_mix_seed(seed, epoch, rank * nw + wid, 31))
+
+    def raw() -> Iterator[tuple[Any, int, int]]:
+        for url in mine:
+            for key, files in tar_samples(url):
+                i = sample_index({"__key__": key, **files})
+                if limit is not None and i >= limit:
+                    break  # a shard holds consecutive positions: the rest is past N too
+                ext = next((e for e in IMAGE_EXTS if e in files), None)
+                if ext is None or "cls" not in files:
+                    raise ValueError(f"sample {key} in {url} lacks an image or a .cls entry")
+                yield files[ext], int(files["cls"]), i
+
+    yield from _buffer_shuffle(raw(), buffer if shuffle else 0, rng)
+
+
+# --------------------------------------------------------------------------------------------------
+# datasets
+# --------------------------------------------------------------------------------------------------
+
+
+class TrainStream(torch.utils.data.IterableDataset):
+    """One epoch of augmented (image, label) samples over the parts (see `build_train_loader`)."""
+
+    def __init__(
+        self,
+        parts: list[dict[str, Any]],
+        recipe: dict[str, Any],
+        seed: int,
+        epoch: int,
+        mix: dict[str, Any] | None = None,
+        batch_size: int = 1,
+        shuffle: bool = True,
+    ):
+        super().__init__()
+        self.parts = [self._prepare(p) for p in parts]
+        self.recipe, self.seed, self.epoch = recipe, int(seed), int(epoch)
+        self.mix = {"mode": "concat", **(mix or {})}
+        if self.mix["mode"] not in ("concat", "prob"):
+            raise ValueError(f"mix mode must be 'concat' or 'prob', got {self.mix['mode']!r}")
+        if self.mix["mode"] == "prob" and len(self.parts) != 2:
+            raise ValueError("mix mode 'prob' takes two parts: real first, synthetic second")
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.tf = None
+
+    @staticmethod
+    def _prepare(part: dict[str, Any]) -> dict[str, Any]:
+        if "arrays" in part:
+            return dict(part)
+        return {**part, "_urls": nested_shards(part["shards"], part.get("limit"))}
+
+    def _samples(self) -> Iterator[tuple[Any, int, int, int]]:
+        buf = int(self.recipe.get("shuffle_buffer", 0))
+        if self.mix["mode"] == "concat":
+            for k, p in enumerate(self.parts):
+                for raw, y, i in part_stream(p, _mix_seed(self.seed, k), self.epoch, self.shuffle, buf):
+                    yield raw, y, k, i
+            return
+        # "prob": each slot of the real stream is taken from the synthetic part with probability p
+        prob = float(self.mix.get("synthetic_prob", 0.5))
+        per_batch = self.mix.get("per", "sample") == "batch"
+        wid, nw = _worker()
+        rank, _ = _rank()
+        rng = random.Random(_mix_seed(self.seed, self.epoch, rank * nw + wid, 41))
+        synth = self._cycle(self.parts[1], buf)
+        pick = False
+        for slot, (raw, y, i) in enumerate(
+            part_stream(self.parts[0], _mix_seed(self.seed, 0), self.epoch, self.shuffle, buf)
+        ):
+            if not per_batch or slot % self.batch_size == 0:
+                pick = rng.random() < prob
+            if pick:
+                s = next(synth, None)
+                if s is not None:
+                    yield s
+                    continue
+            yield raw, y, 0, i
+
+    def _cycle(self, part: dict[str, Any], buf: int) -> Iterator[tuple[Any, int, int, int]]:
+        """The synthetic part, reshuffled and restarted whenever it runs out."""
+        rounds = 0
+        while True:
+            got = False
+            ep = self.epoch * 1_000 + rounds
+            for raw, y, i in part_stream(part, _mix_seed(self.seed, 1), ep, self.shuffle, buf):
+                got = True
+                yield raw, y, 1, i
+            if not got:
+                return
+            rounds += 1
+
+    def __iter__(self):
+        if self.tf is None:
+            self.tf = train_transform(self.recipe)
+        for raw, y, k, i in self._samples():
+            image = decode_cached(raw, self.recipe.get("decode_cache_mb", 0))
+            x = seeded_apply(self.tf, image, _mix_seed(self.seed, self.epoch, k, i, 53))
+            yield x, y
+
+
+class EvalStream(torch.utils.data.IterableDataset):
+    """(image, label) of an eval split in shard order through the eval transform; split by worker."""
+
+    def __init__(self, shards: Sequence[str | Path], recipe: dict[str, Any]):
+        super().__init__()
+        self.part = {"shards": [str(s) for s in shards], "limit": None}
+        self.recipe = recipe
+
+    def __iter__(self):
+        tf = eval_transform(self.recipe)
+        for raw, y, _ in part_stream(self.part, 0, 0, shuffle=False, buffer=0):
+            yield tf(decode(raw)), y
+
+
+def _loader(ds, batch_size: int, recipe: dict[str, Any], workers: int) -> torch.utils.data.DataLoader:
+    kw: dict[str, Any] = {}
+    if workers > 0:
+        kw = {
+            "prefetch_factor": int(recipe.get("prefetch_factor", 2)),
+            "persistent_workers": False,
+            "multiprocessing_context": "fork" if _can_fork() else None,
+        }
+    return torch.utils.data.DataLoader(
+        ds,
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=bool(recipe.get("pin_memory", False)) and torch.cuda.is_available(),
+        **kw,
+    )
+
+
+def _can_fork() -> bool:
+    import multiprocessing as mp
+
+    return "fork" in mp.get_all_start_methods()
+
+
+def part_size(part: dict[str, Any], manifest_counts: dict[str, int] | None = None) -> int:
+    """Images in a part: its limit, else the count of its shards (read from the shards if needed)."""
+    if "arrays" in part:
+        n = len(part["arrays"][1])
+        return n if part.get("limit") is None else min(n, int(part["limit"]))
+    if part.get("count") is not None:
+        n = int(part["count"])
+        return n if part.get("limit") is None else min(n, int(part["limit"]))
+    if part.get("limit") is not None:
+        return int(part["limit"])
+    n = 0
+    for s in part["shards"]:
+        with tarfile.open(s) as tar:
+            n += sum(1 for m in tar if m.name.endswith(".cls"))
+    return n
+
+
+def epoch_size(parts: list[dict[str, Any]], mix: dict[str, Any] | None = None) -> int:
+    """Images per epoch: all parts' images (concat) or the real part's (prob)."""
+    if (mix or {}).get("mode", "concat") == "prob":
+        return part_size(parts[0])
+    return sum(part_size(p) for p in parts)
+
+
+def build_train_loader(
+    parts: list[dict[str, Any]],
+    recipe: dict[str, Any],
+    seed: int,
+    epoch: int,
+    mix: dict[str, Any] | None = None,
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+    shuffle: bool = True,
+) -> torch.utils.data.DataLoader:
+    """A DataLoader of augmented (x, y) batches for one epoch of training.
+
+    parts: a list of {"shards": [tar paths], "limit": N or None, "count": images (optional)}: each
+        part contributes its first N images (the records' keys are their global positions, so
+        nested N holds whatever the worker count). In memory, {"arrays": (uint8 images (n, H, W, C),
+        labels), "limit": N or None} also works (tests, the quality judge).
+    recipe: a resolved recipe (synthscale.recipes): transform, shuffle buffer, workers, batch size.
+    seed, epoch: the order and every sample's augmentation are functions of these (and the part and
+        the image's position); for a fixed worker count the batches are identical run to run.
+    mix: how parts combine. {"mode": "concat"} (default): one dataset, the union of the parts, read
+        part after part by each worker (shuffled within its buffer). {"mode": "prob",
+        "synthetic_prob": p, "per": "sample" | "batch"}: parts[0] is real, parts[1] synthetic; each
+        slot of the real stream is replaced with probability p by the next synthetic image (drawn
+        per sample, or once per batch of slots: DA-Fusion's scheme), the synthetic part restarting
+        reshuffled when it runs out.
+    Epoch length (`epoch_size`): every image of every part (concat) or the real part's count (prob).
+    batch_size: per device and pass (default recipe["micro_batch_size"] or recipe["batch_size"]).
+    num_workers: default recipe["num_workers"]. A worker's last batch may be short.
+    """
+    bs = batch_size or recipe.get("micro_batch_size") or recipe["batch_size"]
+    workers = recipe.get("num_workers", 0) if num_workers is None else num_workers
+    ds = TrainStream(parts, recipe, seed, epoch, mix=mix, batch_size=bs, shuffle=shuffle)
+    return _loader(ds, bs, recipe, int(workers))
+
+
+def build_eval_loader(
+    shards: Sequence[str | Path], recipe: dict[str, Any], batch_size: int, num_workers: int = 0
+) -> torch.utils.data.DataLoader:
+    """(x, y) batches of an eval split in the recipe's eval preprocessing."""
+    return _loader(EvalStream(shards, recipe), batch_size, recipe, num_workers)
+
+
+def steps_estimate(n: int, batch: int) -> int:
+    return math.ceil(n / batch)
