@@ -13,7 +13,7 @@ rule train_classifier:
     log:
         f"{R}/logs/train/{config['train']['arch']}/{{source}}/n{{n}}/s{{seed}}.log",
     benchmark:
-        f"{R}/benchmarks/train_classifier/{config['train']['arch']}/{{source}}/n{{n}}_s{{seed}}.tsv"
+        PLAN.benchmark("train_classifier", "{source}", "n{n}", "s{seed}")
     conda:
         "../envs/synthscale.yaml"
     threads: threads("train")

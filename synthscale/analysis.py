@@ -67,7 +67,9 @@ def build_summary(
     """Tidy table: one row per trained model (source, N, seed) and eval set, with every grid column."""
     out = _collect(sources, metric_paths, arch, n_real_train)
     out["ood"] = out["eval_set"].map(ood).fillna(False).astype(bool)
-    cols = GRID_COLUMNS + (["seed"] if "seed" in out.columns else []) + ["eval_set", "ood"]
+    if "seed" not in out.columns:
+        out["seed"] = 0
+    cols = GRID_COLUMNS + ["eval_set", "ood"]
     return out[cols + [c for c in out.columns if c not in cols]]
 
 

@@ -223,7 +223,7 @@ def test_block_jobs_plan_one_job_per_block(tmp_path):
     from test_workflow import dry
 
     work = new_workdir(tmp_path / "w")
-    counts = dry(work, "results-test/train/resnet18/synthetic/tiny/g1/classname/n400/model.safetensors",
+    counts = dry(work, "results-test/train/resnet18/synthetic/tiny/g1/classname/n400/s0/model.safetensors",
                  overrides={"generation": {"shard_size": 20, "images_per_job": 200}, "n_images": [20, 400]})
     assert counts["generate_block"] == 2  # 20 shards of 20, 10 shards per job
 
