@@ -4,10 +4,12 @@ import sys
 from synthscale import quality as Q
 from synthscale.config import ConfigError, check_config
 from synthscale.plan import (
+    CLIP_SOURCE_REGEX,
     N_REGEX,
     SOURCE_REGEX,
     Plan,
     fmt_guidance,
+    parse_clip_source,
     parse_source,
     synthetic_source,
 )
@@ -64,6 +66,7 @@ def all_targets():
     ]
     targets += [PLAN.sample_grid(s) for s in PLAN.synthetic_grid()]
     targets += quality_targets()
+    targets += PLAN.clip_targets()
     return targets
 
 
