@@ -15,7 +15,8 @@ Training is open_clip's own entry point, `open_clip_train.main.main(argv)`, with
 - open_clip_train's sample shuffle buffer seeds its RNG from the clock and the PID
   (webdataset's `shuffle` without `rng`), so reruns would differ. It is replaced by the same buffer
   seeded from (seed, epoch, pass), which makes CPU reruns bit-identical for a pinned thread count.
-The final checkpoint (`epoch_latest.pt`, read with `torch.load(weights_only=True)`) becomes
+Checkpoints `epoch_K.pt` are written every `save_frequency` epochs (0: only the last; a rerun of a
+killed job resumes from the newest). The last one, read with `torch.load(weights_only=True)`, becomes
 `model.safetensors` plus `model_config.json` (the open_clip model name and config).
 """
 
@@ -284,8 +285,8 @@ def open_clip_argv(
         "--device", device,
         "--logs", str(Path(logs).resolve()),
         "--name", OPEN_CLIP_RUN,
-        "--save-most-recent",
-        "--save-frequency", "0",
+        "--save-frequency", str(int(recipe["save_frequency"])),
+        "--delete-previous-checkpoint",
         "--resume", "latest",
         "--zeroshot-frequency", "0",
         "--log-every-n-steps", str(int(recipe["log_every_n_steps"])),
@@ -339,8 +340,10 @@ def load_clip(model_path: str | os.PathLike, device: str = "cpu"):
         meta = json.loads(f.metadata()["synthscale"])
     name = meta["model"]
     if open_clip.get_model_config(name) != meta["config"]:
-        folder = Path(model_path).parent / CONFIG_DIR
-        register_model(name, meta["config"], folder)
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:  # the registry reads the file at once
+            register_model(name, meta["config"], folder)
     model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None, device="cpu")
     model.load_state_dict(load_file(str(model_path)))
     return model.to(device).eval(), preprocess, open_clip.get_tokenizer(name)
@@ -392,8 +395,8 @@ def train_clip(
 ) -> dict[str, Any]:
     """Write the run's caption shards, train with open_clip_train, save safetensors; return run info.
 
-    The work folder (shards, open_clip's logs and `epoch_latest.pt`) survives a kill, so a rerun
-    resumes from the last finished epoch; it is removed once the model is saved.
+    The work folder (shards, open_clip's logs and checkpoints) survives a kill, so a rerun resumes
+    from the newest checkpoint (every `save_frequency` epochs); it is removed once the model is saved.
     """
     model_path = Path(model_path)
     work = Path(work_dir) if work_dir else model_path.with_name("work")
@@ -420,7 +423,7 @@ def train_clip(
         launch(list(recipe["launcher"]), argv, config_dir)
     else:
         run_open_clip_train(argv, seed, config_dir)
-    ckpt = work / OPEN_CLIP_RUN / "checkpoints" / "epoch_latest.pt"
+    ckpt = work / OPEN_CLIP_RUN / "checkpoints" / f"epoch_{epochs}.pt"  # always saved at the end
     state = read_open_clip_checkpoint(ckpt)
     info = {
         "model": recipe["model"],

@@ -107,7 +107,7 @@ def evaluate_clip_models(
             loader = eval_loader(split_shards(manifest, name), preprocess, batch_size)
             metrics = evaluate_zero_shot(model, classifier, loader, device)
             rows.append({"n_label": n_label, "eval_set": name, **metrics,
-                         "logit_scale": float(model.logit_scale.exp())})
+                         "logit_scale": float(model.logit_scale.exp().detach())})
     df = pd.DataFrame(rows)
     write_csv(metrics_path, df)
     return df

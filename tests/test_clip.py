@@ -43,6 +43,7 @@ def recipe(**kw):
         "precision": "fp32",
         "shard_size": 1000,
         "log_every_n_steps": 100,
+        "save_frequency": 0,
         "extra_args": [],
         "launcher": [],
         "caption_strategies": ["classname", "templates"],
@@ -148,7 +149,7 @@ def test_zero_shot_logits_reproduce_open_clip_classifier():
         logits = E.zero_shot_logits(model, x, clf)
         want = model.logit_scale.exp() * F.normalize(model.encode_image(x), dim=-1) @ manual
     assert torch.allclose(logits, want, atol=1e-4)
-    assert abs(float(model.logit_scale.exp()) - 1 / 0.07) < 1e-3  # CLIP's initial temperature
+    assert abs(float(model.logit_scale.exp().detach()) - 1 / 0.07) < 1e-3  # CLIP's initial temperature
 
 
 def test_evaluate_zero_shot_accumulates_batches(digits):
@@ -163,10 +164,10 @@ def test_evaluate_zero_shot_accumulates_batches(digits):
 
 def test_tiny_clip_trains_with_open_clip_train_and_beats_chance(tmp_path, digits):
     real = split_shards(digits / "splits.json", "train")
-    r = recipe(model="test-train-clip", epochs=12, batch_size=64, lr=2e-3,
-               model_config={**TINY, "embed_dim": 64,
-                             "vision_cfg": {**TINY["vision_cfg"], "width": 64, "layers": 2},
-                             "text_cfg": {**TINY["text_cfg"], "width": 64}})
+    from synthscale.config import load_schema
+
+    default = load_schema()["properties"]["clip"]["properties"]["model_config"]["default"]
+    r = recipe(model="test-train-clip", epochs=8, batch_size=64, lr=2e-3, model_config=default)
     info = C.train_clip(C.clip_parts("real", 300, real, [], 0), digits_classes(), r, 0, tmp_path / "m" / "model.safetensors")
     assert info["n_pairs"] == 300 and not (tmp_path / "m" / "work").exists()
     cfg = json.loads((tmp_path / "m" / "model_config.json").read_text())
@@ -174,7 +175,7 @@ def test_tiny_clip_trains_with_open_clip_train_and_beats_chance(tmp_path, digits
     df = E.evaluate_clip_models([tmp_path / "m" / "model.safetensors"], ["300"], digits / "splits.json",
                                 digits / "classes.csv", ["test"], tmp_path / "metrics.csv")
     row = df.iloc[0]
-    assert row["top1"] > 0.2, row  # chance is 0.1
+    assert row["top1"] > 0.15, row  # chance is 0.1; 0.15 is 4 standard errors above it on 594 images
     assert row["loss"] < np.log(10)
 
 
@@ -237,7 +238,7 @@ def raw():
 
 def test_plan_lists_clip_sources_and_paths(raw):
     raw["clip"].update({"sources": [{"generator": "tinydigits", "guidance": 2.0, "strategy": "classname"}],
-                        "n_images": [100, 200]})
+                        "n_images": [100, 200], "mix_real_n": None})
     cfg = check_config(raw)
     plan = Plan(cfg)
     assert plan.clip_sources() == ["real", "synthetic/tinydigits/g2/classname", "mixed/tinydigits/g2/classname"]
