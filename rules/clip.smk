@@ -1,17 +1,6 @@
 # Stage 8: Fan et al.'s CLIP arm. open_clip (open_clip_train) trained from scratch per (source, N) on
 # real, synthetic and synthetic + real image-text pairs, evaluated zero-shot (class names x CLIP's 80
 # templates), with its own scaling fits, plot and findings.
-CLIP = config["clip"]
-
-
-def clip_train_inputs(wildcards):
-    """The real manifest and class table, plus the first ceil(N/S) shards of the synthetic set."""
-    kind, syn = parse_clip_source(wildcards.clip_source)
-    if syn is None:
-        return []
-    return PLAN.shards(syn.generator, syn.guidance, syn.strategy, int(wildcards.n))
-
-
 rule train_clip:
     input:
         data=clip_train_inputs,
@@ -33,7 +22,7 @@ rule train_clip:
     resources:
         **res("clip"),
     params:
-        recipe=CLIP,
+        recipe=clip_recipe(CLIP),
         mix_real_n=PLAN.clip_mix_real_n() if CLIP["enabled"] else 0,
         seed=config["seed"],
         device=config["device"],

@@ -2,6 +2,7 @@
 import sys
 
 from synthscale import quality as Q
+from synthscale.clip import clip_recipe
 from synthscale.config import ConfigError, check_config
 from synthscale.plan import (
     CLIP_SOURCE_REGEX,
@@ -131,3 +132,15 @@ def inception_input(wildcards):
 
 def quality_sets():
     return [(s.generator, float(s.guidance), s.strategy) for s in PLAN.synthetic_grid()]
+
+
+# --- the CLIP stage ---
+CLIP = config["clip"]
+
+
+def clip_train_inputs(wildcards):
+    """The first ceil(N/S) shards of the synthetic set a CLIP run uses (none for real)."""
+    kind, syn = parse_clip_source(wildcards.clip_source)
+    if syn is None:
+        return []
+    return PLAN.shards(syn.generator, syn.guidance, syn.strategy, int(wildcards.n))

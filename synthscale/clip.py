@@ -349,6 +349,19 @@ def load_clip(model_path: str | os.PathLike, device: str = "cpu"):
     return model.to(device).eval(), preprocess, open_clip.get_tokenizer(name)
 
 
+# the keys of `clip` that change a trained CLIP (evaluation and selection keys do not)
+TRAIN_KEYS = (
+    "model", "model_config", "caption_strategies", "epochs", "min_steps", "batch_size", "lr", "wd",
+    "warmup", "workers", "precision", "shard_size", "log_every_n_steps", "save_frequency",
+    "extra_args", "launcher",
+)  # fmt: skip
+
+
+def clip_recipe(clip_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The training recipe of a CLIP run: the config's `clip` keys that change the weights."""
+    return {k: clip_cfg[k] for k in TRAIN_KEYS}
+
+
 def clip_epochs(n_pairs: int, recipe: dict[str, Any]) -> int:
     """`epochs` passes, raised so that a small N still gets `min_steps` optimiser steps."""
     steps_per_epoch = math.ceil(n_pairs / recipe["batch_size"])

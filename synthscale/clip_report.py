@@ -63,8 +63,13 @@ def fit_loglog(n: Sequence[float], loss: Sequence[float]) -> tuple[float, float]
 
 
 def bootstrap_k(n: Sequence[float], loss: Sequence[float], draws: int, seed: int) -> np.ndarray:
-    """k of `draws` resamples of the (N, loss) points with replacement (draws with one N are skipped)."""
+    """k of `draws` resamples of the (N, loss) points with replacement (draws with one N are skipped).
+
+    Empty with fewer than three distinct N: every resample of two points gives the same line.
+    """
     n, loss = np.asarray(n, float), np.asarray(loss, float)
+    if len(np.unique(n)) < 3:
+        return np.asarray([])  # two points always give the same line: no interval
     rng = np.random.default_rng(seed)
     ks = []
     for _ in range(draws):
@@ -174,6 +179,13 @@ def plot_clip_scaling(summary: pd.DataFrame, path: str | os.PathLike, metric: st
     plt.close(fig)
 
 
+def _interval(lo: float, hi: float, n_points: int | None) -> str:
+    if np.isnan(lo) or np.isnan(hi):
+        return f"(no interval: {n_points} N values)" if n_points is not None else "(no interval)"
+    where = f", {n_points} N values" if n_points is not None else ""
+    return f"(95% bootstrap interval [{lo:.3f}, {hi:.3f}]{where})"
+
+
 def clip_findings(summary: pd.DataFrame, scaling: pd.DataFrame, n_classes: int, reference_set: str) -> list[str]:
     """Sentences, each stating numbers from the tables, next to Fan et al.'s CLIP results."""
     out: list[str] = []
@@ -191,12 +203,12 @@ def clip_findings(summary: pd.DataFrame, scaling: pd.DataFrame, n_classes: int, 
     for e, g in scaling.groupby("eval_set", sort=False):
         r = g[g["kind"] == "real"]
         for row in g[g["kind"] != "real"].itertuples():
-            s = (f"On {e}, {_label(row.source)} scales with k = {row.k:.3f} "
-                 f"(95% bootstrap interval [{row.k_lo:.3f}, {row.k_hi:.3f}], {row.n_points} N values)")
+            s = f"On {e}, {_label(row.source)} scales with k = {row.k:.3f} {_interval(row.k_lo, row.k_hi, row.n_points)}"
             if len(r):
-                s += (f" against real's k = {r['k'].iloc[0]:.3f} [{r['k_lo'].iloc[0]:.3f}, "
-                      f"{r['k_hi'].iloc[0]:.3f}]: a ratio of {row.k_ratio_to_real:.2f} "
-                      f"[{row.k_ratio_lo:.2f}, {row.k_ratio_hi:.2f}]")
+                real_row = r.iloc[0]
+                s += (f" against real's k = {real_row['k']:.3f} "
+                      f"{_interval(real_row['k_lo'], real_row['k_hi'], real_row['n_points'])}: "
+                      f"a ratio of {row.k_ratio_to_real:.2f} {_interval(row.k_ratio_lo, row.k_ratio_hi, None)}")
             out.append(s + ".")
     # loss comparisons at the largest common N, per eval set
     for e, d in summary.groupby("eval_set", sort=False):

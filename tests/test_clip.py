@@ -267,3 +267,11 @@ def test_bad_clip_config_names_the_key(raw, edit, key):
     with pytest.raises(ConfigError, match=key) as err:
         check_config(raw)
     assert "\n" not in str(err.value)
+
+
+def test_two_n_values_give_no_interval():
+    s = pd.DataFrame([{**CR.clip_source_columns("real"), "eval_set": "test", "n": n, "n_label": str(n),
+                       "loss": 2.0 * n ** -0.3, "top1": 0.3, "ood": False} for n in (10, 20)])
+    fits = CR.clip_scaling(s, draws=100, seed=0)
+    assert fits["k"].iloc[0] == pytest.approx(0.3) and np.isnan(fits["k_lo"].iloc[0])
+    assert len(CR.bootstrap_k([10, 20], [1.0, 0.8], 100, 0)) == 0
