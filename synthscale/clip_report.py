@@ -148,6 +148,7 @@ def plot_clip_scaling(summary: pd.DataFrame, path: str | os.PathLike, metric: st
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     sets = list(dict.fromkeys(summary["eval_set"]))
     fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.6), squeeze=False)
@@ -169,6 +170,11 @@ def plot_clip_scaling(summary: pd.DataFrame, path: str | os.PathLike, metric: st
         ax.set_xscale("log")
         if metric == "loss":
             ax.set_yscale("log")
+        ns = sorted(d["n"].unique())
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
         ax.set_xlabel("N (synthetic or real image-text pairs)")
         ax.set_ylabel(f"zero-shot {metric}")
         ax.grid(alpha=0.3, which="both")
