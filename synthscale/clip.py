@@ -14,7 +14,8 @@ Training is open_clip's own entry point, `open_clip_train.main.main(argv)`, with
 - webdataset's end-of-shard marker, which open_clip_train 3.3 cannot read, is switched off;
 - open_clip_train's sample shuffle buffer seeds its RNG from the clock and the PID
   (webdataset's `shuffle` without `rng`), so reruns would differ. It is replaced by the same buffer
-  seeded from (seed, epoch, pass), which makes CPU reruns bit-identical for a pinned thread count.
+  seeded from (seed, epoch, pass); it also reseeds torch (crop augmentation) from (seed, epoch) at
+  each epoch's start, so CPU reruns with a pinned thread count, and resumed runs, are bit-identical.
 Checkpoints `epoch_K.pt` are written every `save_frequency` epochs (0: only the last; a rerun of a
 killed job resumes from the newest). The last one, read with `torch.load(weights_only=True)`, becomes
 `model.safetensors` plus `model_config.json` (the open_clip model name and config).
@@ -217,8 +218,14 @@ class SeededShuffle:
     def __call__(self, src):
         from webdataset.filters import _shuffle
 
+        import torch
+
         e = int(self.epoch.get_value()) if self.epoch is not None else 0
         p = self.passes[e] = self.passes.get(e, -1) + 1
+        if p == 0 and torch.utils.data.get_worker_info() is None:
+            # augmentation draws from torch's global RNG, which a resumed run does not restore:
+            # reseed it from (seed, epoch) so a resumed epoch crops as the uninterrupted one does
+            torch.manual_seed(int.from_bytes(f"{self.seed}-{e}".encode(), "little") % (2**63))
         rng = random.Random(f"synthscale-{self.seed}-{e}-{p}")
         return _shuffle(src, self.bufsize, self.initial, rng=rng)
 

@@ -167,7 +167,7 @@ def test_tiny_clip_trains_with_open_clip_train_and_beats_chance(tmp_path, digits
     from synthscale.config import load_schema
 
     default = load_schema()["properties"]["clip"]["properties"]["model_config"]["default"]
-    r = recipe(model="test-train-clip", epochs=8, batch_size=64, lr=2e-3, model_config=default)
+    r = recipe(model="test-train-clip", epochs=16, batch_size=64, lr=2e-3, model_config=default)
     info = C.train_clip(C.clip_parts("real", 300, real, [], 0), digits_classes(), r, 0, tmp_path / "m" / "model.safetensors")
     assert info["n_pairs"] == 300 and not (tmp_path / "m" / "work").exists()
     cfg = json.loads((tmp_path / "m" / "model_config.json").read_text())
@@ -275,3 +275,26 @@ def test_two_n_values_give_no_interval():
     fits = CR.clip_scaling(s, draws=100, seed=0)
     assert fits["k"].iloc[0] == pytest.approx(0.3) and np.isnan(fits["k_lo"].iloc[0])
     assert len(CR.bootstrap_k([10, 20], [1.0, 0.8], 100, 0)) == 0
+
+
+def test_a_resumed_run_reaches_the_same_weights(tmp_path, digits):
+    """A job killed after epoch 1 (its work folder holds epoch_1.pt) resumes to bit-identical weights."""
+    from safetensors.torch import load_file
+
+    real = split_shards(digits / "splits.json", "train")
+    parts = C.clip_parts("real", 64, real, [], 0)
+    r = recipe(epochs=2, save_frequency=1)
+    C.train_clip(parts, digits_classes(), r, 0, tmp_path / "full" / "model.safetensors")
+    # the "killed" job's work folder: its caption shards and open_clip_train stopped after epoch 1
+    work = tmp_path / "resumed" / "work"
+    shards, count = C.write_caption_shards(work / "shards", parts, C.caption_pools(digits_classes(), r["caption_strategies"]), 0)
+    (work / "shards" / "done.json").write_text(json.dumps({"shards": [str(p) for p in shards], "count": count}))
+    C.register_model(r["model"], r["model_config"], work / C.CONFIG_DIR)
+    C.run_open_clip_train(C.open_clip_argv(shards, count, {**r, "epochs": 1}, 0, work, "cpu"), 0, work / C.CONFIG_DIR)
+    assert (work / C.OPEN_CLIP_RUN / "checkpoints" / "epoch_1.pt").exists()
+    C.train_clip(parts, digits_classes(), r, 0, tmp_path / "resumed" / "model.safetensors", work_dir=work)
+    log = (tmp_path / "resumed" / "train.log").read_text()
+    before, after = log.split("resuming checkpoint", 1)
+    assert "Start epoch 0" in before and "Start epoch 0" not in after and "Start epoch 1" in after
+    a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
