@@ -21,6 +21,7 @@ include: "rules/evaluate.smk"
 include: "rules/quality.smk"
 include: "rules/analysis.smk"
 include: "rules/filter.smk"
+include: "rules/clip.smk"
 
 
 rule all:

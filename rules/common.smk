@@ -2,13 +2,16 @@
 import re
 import sys
 
+from synthscale.clip import clip_recipe
 from synthscale.config import ConfigError, check_config
 from synthscale.prompts import STRATEGIES
 from synthscale.plan import (
+    CLIP_SOURCE_REGEX,
     N_REGEX,
     SOURCE_REGEX,
     Plan,
     fmt_guidance,
+    parse_clip_source,
     parse_source,
     shard_name,
     synthetic_source,
@@ -69,6 +72,7 @@ def all_targets():
     targets += [PLAN.sample_grid(s) for s in PLAN.synthetic_grid()]
     targets += quality_targets()
     targets += filter_targets()
+    targets += PLAN.clip_targets()
     return targets
 
 
@@ -224,3 +228,15 @@ def filter_clip_input(wildcards):
 def name_alternatives(names):
     """A wildcard regex matching exactly these names (one that matches nothing when empty)."""
     return "|".join(re.escape(n) for n in sorted(names)) or "(?!)"
+
+
+# --- the CLIP stage ---
+CLIP = config["clip"]
+
+
+def clip_train_inputs(wildcards):
+    """The first ceil(N/S) shards of the synthetic set a CLIP run uses (none for real)."""
+    kind, syn = parse_clip_source(wildcards.clip_source)
+    if syn is None:
+        return []
+    return PLAN.shards(syn.generator, syn.guidance, syn.strategy, int(wildcards.n))

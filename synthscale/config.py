@@ -27,6 +27,7 @@ RESOURCE_DEFAULTS: dict[str, Any] = {
 }
 STAGES = (
     "prepare", "train_generator", "finetune", "generate", "train", "evaluate", "quality", "prompts", "filter",
+    "clip",
 )
 
 
@@ -149,6 +150,8 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
     arch = cfg["train"]["arch"]
     if not timm.is_model(arch):
         raise ConfigError(f"config key train.arch: {arch!r} is not a timm model name")
+
+    _check_clip(cfg)
 
     res = cfg["resources"]
     base = {**RESOURCE_DEFAULTS, **res.get("default", {})}
@@ -334,6 +337,53 @@ def _check_finetuned(generators: list[dict[str, Any]], workdir: Path) -> None:
                 f"{key}.base: {base!r} is neither a generator of this study ({sorted(by_name)}), "
                 "a local pipeline folder, nor a Hub id (owner/name)"
             )
+
+
+def _check_clip(cfg: dict[str, Any]) -> None:
+    """The CLIP arm: model name or config, caption strategies, sources in the grid, N within reach."""
+    c = cfg["clip"]
+    if not c["enabled"]:
+        return
+    from synthscale.prompts import STRATEGIES
+
+    for s in c["caption_strategies"]:
+        if s not in STRATEGIES:
+            raise ConfigError(
+                f"config key clip.caption_strategies: unknown prompt strategy {s!r}; known: {sorted(STRATEGIES)}"
+            )
+    mc = c["model_config"]
+    if mc is None:
+        import open_clip
+
+        if c["model"] not in open_clip.list_models():
+            raise ConfigError(
+                f"config key clip.model: {c['model']!r} is no open_clip model name; give clip.model_config"
+            )
+    elif isinstance(mc, str) and not Path(mc).is_file():
+        raise ConfigError(f"config key clip.model_config: file {mc!r} does not exist")
+    elif isinstance(mc, dict) and not {"embed_dim", "vision_cfg", "text_cfg"} <= set(mc):
+        raise ConfigError("config key clip.model_config: needs embed_dim, vision_cfg and text_cfg")
+    if isinstance(c["sources"], list):
+        grid = {(g["name"], float(gs), s) for g in cfg["generators"] for gs in cfg["guidance"]
+                for s in cfg["strategies"]}
+        for i, s in enumerate(c["sources"]):
+            if (s["generator"], float(s["guidance"]), s["strategy"]) not in grid:
+                raise ConfigError(
+                    f"config key clip.sources[{i}]: {s} is not a synthetic set of the grid "
+                    "(generators x guidance x strategies)"
+                )
+    n_clip = c["n_images"] or cfg["n_images"]
+    has_synthetic = c["sources"] != "none"
+    if has_synthetic and max(n_clip) > max(cfg["n_images"]):
+        raise ConfigError(
+            f"config key clip.n_images: {max(n_clip)} is more than the largest n_images "
+            f"({max(cfg['n_images'])}), the size of every synthetic set"
+        )
+    smallest = min(n_clip)
+    if c["batch_size"] > smallest:
+        raise ConfigError(
+            f"config key clip.batch_size: {c['batch_size']} is more than the smallest CLIP N ({smallest})"
+        )
 
 
 def _check_unique(names: list[str], key: str) -> None:

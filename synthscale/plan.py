@@ -354,3 +354,83 @@ class Plan:
             "plot": self.plot("cost"),
             "findings": f"{self.r}/cost_findings.html",
         }
+    # --- CLIP (Fan et al.'s CLIP arm): sources real, synthetic/..., mixed/... (synthetic + real) ---
+    def clip_synthetic(self) -> list[Source]:
+        """The synthetic sets that CLIPs train on (`clip.sources`: all, none or a list)."""
+        sel = self.cfg["clip"]["sources"]
+        if sel == "all":
+            return self.synthetic_grid()
+        if sel == "none":
+            return []
+        return [Source("synthetic", s["generator"], float(s["guidance"]), s["strategy"]) for s in sel]
+
+    def clip_n(self) -> list[int]:
+        return list(self.cfg["clip"]["n_images"] or self.cfg["n_images"])
+
+    def clip_mix_real_n(self) -> int:
+        return int(self.cfg["clip"]["mix_real_n"] or max(self.clip_n()))
+
+    def clip_sources(self) -> list[str]:
+        """CLIP training sources in report order: real, each synthetic set, then each synthetic + real."""
+        if not self.cfg["clip"]["enabled"]:
+            return []
+        syn = [s.name for s in self.clip_synthetic()]
+        out = ["real"] if self.cfg["clip"]["real"] else []
+        out += syn
+        if self.cfg["clip"]["mixed"]:
+            out += [clip_mixed_source(s) for s in syn]
+        return out
+
+    def clip_runs(self) -> list[tuple[str, str]]:
+        return [(s, str(n)) for s in self.clip_sources() for n in self.clip_n()]
+
+    def clip_dir(self, source: str, n: str | int) -> str:
+        return f"{self.r}/clip/{source}/n{n}"
+
+    def clip_model(self, source: str, n: str | int) -> str:
+        return f"{self.clip_dir(source, n)}/model.safetensors"
+
+    def clip_eval_csv(self, source: str) -> str:
+        return f"{self.r}/clip/eval/{source}/metrics.csv"
+
+    @property
+    def clip_summary(self) -> str:
+        return f"{self.r}/clip/summary.csv"
+
+    @property
+    def clip_scaling(self) -> str:
+        return f"{self.r}/clip/scaling.csv"
+
+    @property
+    def clip_table(self) -> str:
+        return f"{self.r}/clip/zero_shot.csv"
+
+    @property
+    def clip_findings(self) -> str:
+        return f"{self.r}/clip/findings.html"
+
+    def clip_targets(self) -> list[str]:
+        """What rule all needs from the CLIP arm (empty when it is off)."""
+        if not self.clip_sources():
+            return []
+        return [self.clip_summary, self.clip_scaling, self.clip_table, self.plot("clip_scaling"),
+                self.clip_findings]
+
+
+CLIP_SOURCE_REGEX = r"real|(synthetic|mixed)/[^/]+/g[^/]+/[^/]+"
+
+
+def clip_mixed_source(synthetic: str) -> str:
+    """`synthetic/...` -> `mixed/...`: the same synthetic set with the first mix_real_n real pairs."""
+    if not synthetic.startswith("synthetic/"):
+        raise ValueError(f"not a synthetic source: {synthetic!r}")
+    return "mixed/" + synthetic[len("synthetic/"):]
+
+
+def parse_clip_source(source: str) -> tuple[str, Source | None]:
+    """(kind, synthetic Source or None) of a CLIP source: real, synthetic/... or mixed/..."""
+    if source == "real":
+        return "real", None
+    if source.startswith("mixed/"):
+        return "mixed", parse_source("synthetic/" + source[len("mixed/"):])
+    return "synthetic", parse_source(source)

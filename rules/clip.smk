@@ -1,0 +1,112 @@
+# Stage 8: Fan et al.'s CLIP arm. open_clip (open_clip_train) trained from scratch per (source, N) on
+# real, synthetic and synthetic + real image-text pairs, evaluated zero-shot (class names x CLIP's 80
+# templates), with its own scaling fits, plot and findings.
+rule train_clip:
+    input:
+        data=clip_train_inputs,
+        manifest=PLAN.manifest,
+        classes=PLAN.classes,
+    output:
+        model=f"{R}/clip/{{clip_source}}/n{{n}}/model.safetensors",
+        config=f"{R}/clip/{{clip_source}}/n{{n}}/model_config.json",
+    log:
+        f"{R}/logs/clip/train/{{clip_source}}/n{{n}}.log",
+    benchmark:
+        f"{R}/benchmarks/train_clip/{{clip_source}}/n{{n}}.tsv"
+    wildcard_constraints:
+        clip_source=CLIP_SOURCE_REGEX,
+        n=r"\d+",
+    conda:
+        "../envs/synthscale.yaml"
+    threads: threads("clip")
+    resources:
+        **res("clip"),
+    params:
+        recipe=clip_recipe(CLIP),
+        mix_real_n=PLAN.clip_mix_real_n() if CLIP["enabled"] else 0,
+        seed=config["seed"],
+        device=config["device"],
+        threads=threads("clip"),
+    script:
+        "../scripts/train_clip.py"
+
+
+rule evaluate_clip:
+    input:
+        models=lambda wc: [PLAN.clip_model(wc.clip_source, n) for n in PLAN.clip_n()],
+        manifest=PLAN.manifest,
+        classes=PLAN.classes,
+    output:
+        metrics=f"{R}/clip/eval/{{clip_source}}/metrics.csv",
+    log:
+        f"{R}/logs/clip/eval/{{clip_source}}.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate_clip/{{clip_source}}.tsv"
+    wildcard_constraints:
+        clip_source=CLIP_SOURCE_REGEX,
+    conda:
+        "../envs/synthscale.yaml"
+    threads: threads("clip")
+    resources:
+        **res("clip"),
+    params:
+        n_labels=lambda wc: [str(n) for n in PLAN.clip_n()],
+        eval_sets=[e["name"] for e in config["eval_sets"]],
+        templates=CLIP["templates"],
+        batch_size=CLIP["eval_batch_size"],
+        device=config["device"],
+        threads=threads("clip"),
+    script:
+        "../scripts/evaluate_clip.py"
+
+
+rule clip_report:
+    input:
+        metrics=[PLAN.clip_eval_csv(s) for s in PLAN.clip_sources()],
+        manifest=PLAN.manifest,
+    output:
+        summary=report(
+            PLAN.clip_summary,
+            caption="../report/clip_summary.rst",
+            category="CLIP",
+            labels={"table": "CLIP zero-shot results"},
+        ),
+        scaling=report(
+            PLAN.clip_scaling,
+            caption="../report/clip_scaling.rst",
+            category="CLIP",
+            labels={"table": "CLIP scaling fits"},
+        ),
+        table=report(
+            PLAN.clip_table,
+            caption="../report/clip_table.rst",
+            category="CLIP",
+            labels={"table": "CLIP zero-shot table"},
+        ),
+        plot=report(
+            PLAN.plot("clip_scaling"),
+            caption="../report/clip_scaling_plot.rst",
+            category="CLIP",
+            labels={"figure": "CLIP zero-shot loss against N"},
+        ),
+        findings=report(
+            PLAN.clip_findings,
+            caption="../report/clip_findings.rst",
+            category="CLIP",
+            labels={"page": "CLIP findings"},
+        ),
+    log:
+        f"{R}/logs/clip/report.log",
+    localrule: True
+    conda:
+        "../envs/synthscale.yaml"
+    params:
+        sources=PLAN.clip_sources(),
+        ood={e["name"]: e["ood"] for e in config["eval_sets"]},
+        mix_real_n=PLAN.clip_mix_real_n() if CLIP["enabled"] else 0,
+        reference_set=config["eval_sets"][0]["name"],
+        bootstrap=CLIP["bootstrap"],
+        seed=config["seed"],
+        study=config["study"],
+    script:
+        "../scripts/clip_report.py"

@@ -1,0 +1,16 @@
+"""Snakemake entry for rule evaluate_clip: adapt snakemake.* to synthscale.clip_eval."""
+from synthscale.clip_eval import evaluate_clip_models
+from synthscale.runtime import job_setup
+
+job_setup(snakemake, snakemake.params.threads)
+evaluate_clip_models(
+    snakemake.input.models,
+    snakemake.params.n_labels,
+    snakemake.input.manifest,
+    snakemake.input.classes,
+    snakemake.params.eval_sets,
+    snakemake.output.metrics,
+    template_set=snakemake.params.templates,
+    batch_size=snakemake.params.batch_size,
+    device=snakemake.params.device,
+)

@@ -1,0 +1,260 @@
+"""The CLIP arm's tables, scaling fits, plot and findings (kept apart from the classifier analysis).
+
+Fits: zero-shot loss against N per (source, eval set) as L = B * N^-k by least squares on log-log
+axes (k: Fan et al.'s "scaling ability"), with a seeded bootstrap interval that resamples N points;
+the synthetic/real slope ratio per eval set with its bootstrap interval.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from synthscale.io import atomic_path, write_csv
+from synthscale.plan import parse_clip_source
+
+# Fan et al. 2023, CLIP zero-shot ImageNet scaling ability, read from their figure
+FAN_CLIP_K = {"real": 0.387, "synthetic": 0.355}
+
+
+def clip_source_columns(source: str) -> dict[str, Any]:
+    kind, syn = parse_clip_source(source)
+    return {
+        "source": source,
+        "kind": kind,
+        "generator": syn.generator if syn else "",
+        "guidance": syn.guidance if syn else np.nan,
+        "strategy": syn.strategy if syn else "",
+    }
+
+
+def build_clip_summary(
+    sources: Sequence[str],
+    metric_paths: Sequence[str | os.PathLike],
+    ood: dict[str, bool],
+    mix_real_n: int,
+) -> pd.DataFrame:
+    """One row per CLIP and eval set: source columns, N (synthetic or real pairs), n_pairs, metrics."""
+    frames = []
+    for source, path in zip(sources, metric_paths):
+        df = pd.read_csv(path, dtype={"n_label": str})
+        cols = clip_source_columns(source)
+        df.insert(0, "n", df["n_label"].astype(int))
+        for k, v in reversed(cols.items()):
+            df.insert(0, k, v)
+        df.insert(df.columns.get_loc("n") + 1, "n_pairs", df["n"] + (mix_real_n if cols["kind"] == "mixed" else 0))
+        frames.append(df)
+    out = pd.concat(frames, ignore_index=True)
+    out["ood"] = out["eval_set"].map(ood).fillna(False).astype(bool)
+    return out
+
+
+def fit_loglog(n: Sequence[float], loss: Sequence[float]) -> tuple[float, float]:
+    """(k, B) of L = B * N^-k by least squares on log-log axes."""
+    x, y = np.log(np.asarray(n, float)), np.log(np.asarray(loss, float))
+    if len(np.unique(x)) < 2:
+        raise ValueError("a scaling fit needs at least two distinct N values")
+    slope, intercept = np.polyfit(x, y, 1)
+    return float(-slope), float(np.exp(intercept))
+
+
+def bootstrap_k(n: Sequence[float], loss: Sequence[float], draws: int, seed: int) -> np.ndarray:
+    """k of `draws` resamples of the (N, loss) points with replacement (draws with one N are skipped).
+
+    Empty with fewer than three distinct N: every resample of two points gives the same line.
+    """
+    n, loss = np.asarray(n, float), np.asarray(loss, float)
+    if len(np.unique(n)) < 3:
+        return np.asarray([])  # two points always give the same line: no interval
+    rng = np.random.default_rng(seed)
+    ks = []
+    for _ in range(draws):
+        idx = rng.integers(0, len(n), len(n))
+        if len(np.unique(n[idx])) < 2:
+            continue
+        ks.append(fit_loglog(n[idx], loss[idx])[0])
+    return np.asarray(ks)
+
+
+def clip_scaling(summary: pd.DataFrame, draws: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """Per (source, eval set): k, B, k's bootstrap interval, and k / k_real with its interval."""
+    lo_q, hi_q = 50 * (1 - level), 50 * (1 + level)
+    rows, boots = [], {}
+    for (source, eval_set), g in summary.groupby(["source", "eval_set"], sort=False):
+        g = g.sort_values("n")
+        k, b = fit_loglog(g["n"], g["loss"])
+        ks = bootstrap_k(g["n"], g["loss"], draws, seed)
+        boots[(source, eval_set)] = ks
+        rows.append(
+            {
+                **clip_source_columns(source),
+                "eval_set": eval_set,
+                "k": k,
+                "B": b,
+                "k_lo": float(np.percentile(ks, lo_q)) if len(ks) else np.nan,
+                "k_hi": float(np.percentile(ks, hi_q)) if len(ks) else np.nan,
+                "n_points": len(g),
+                "n_min": int(g["n"].min()),
+                "n_max": int(g["n"].max()),
+                "loss_at_max_n": float(g["loss"].iloc[-1]),
+                "top1_at_max_n": float(g["top1"].iloc[-1]),
+            }
+        )
+    out = pd.DataFrame(rows)
+    ratio, rlo, rhi = [], [], []
+    for r in out.itertuples():
+        real = boots.get(("real", r.eval_set))
+        real_k = out[(out["source"] == "real") & (out["eval_set"] == r.eval_set)]["k"]
+        if real is None or real_k.empty or real_k.iloc[0] == 0:
+            ratio.append(np.nan), rlo.append(np.nan), rhi.append(np.nan)
+            continue
+        ratio.append(r.k / real_k.iloc[0])
+        mine = boots[(r.source, r.eval_set)]
+        m = min(len(mine), len(real))
+        rs = mine[:m] / np.where(real[:m] == 0, np.nan, real[:m])
+        rs = rs[np.isfinite(rs)]
+        rlo.append(float(np.percentile(rs, lo_q)) if len(rs) else np.nan)
+        rhi.append(float(np.percentile(rs, hi_q)) if len(rs) else np.nan)
+    out["k_ratio_to_real"], out["k_ratio_lo"], out["k_ratio_hi"] = ratio, rlo, rhi
+    return out
+
+
+def zero_shot_table(summary: pd.DataFrame, n_classes: int) -> pd.DataFrame:
+    """Zero-shot top-1 and loss of every CLIP, one row per (source, N), one column pair per eval set."""
+    wide = summary.pivot_table(index=["source", "kind", "n", "n_pairs"], columns="eval_set",
+                               values=["top1", "loss"], sort=False)
+    wide.columns = [f"{m}_{e}" for m, e in wide.columns]
+    wide = wide.reset_index()
+    wide["chance_top1"] = 1.0 / n_classes
+    return wide
+
+
+def _label(source: str) -> str:
+    kind, syn = parse_clip_source(source)
+    if kind == "real":
+        return "real"
+    name = f"{syn.generator} g{syn.guidance:g} {syn.strategy}"
+    return f"synthetic + real ({name})" if kind == "mixed" else f"synthetic ({name})"
+
+
+def plot_clip_scaling(summary: pd.DataFrame, path: str | os.PathLike, metric: str = "loss") -> None:
+    """Zero-shot `metric` against N, one panel per eval set: real (black), each synthetic set (colour,
+    solid) and its synthetic + real run (same colour, dashed), on log-log axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    sets = list(dict.fromkeys(summary["eval_set"]))
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.6), squeeze=False)
+    synthetic = [s for s in dict.fromkeys(summary["source"]) if s.startswith("synthetic/")]
+    colours = {s: plt.cm.tab10(i % 10) for i, s in enumerate(synthetic)}
+    for ax, e in zip(axes[0], sets):
+        d = summary[summary["eval_set"] == e]
+        for source, g in d.groupby("source", sort=False):
+            g = g.sort_values("n")
+            kind, _ = parse_clip_source(source)
+            if kind == "real":
+                style = {"color": "black", "lw": 2.2}
+            else:
+                base = "synthetic/" + source.split("/", 1)[1]
+                style = {"color": colours.get(base, "grey"), "ls": "--" if kind == "mixed" else "-"}
+            ax.plot(g["n"], g[metric], marker="o", label=_label(source), **style)
+        ood = bool(d["ood"].iloc[0]) if "ood" in d and len(d) else False
+        ax.set_title(f"{e}{' (OOD)' if ood else ''}")
+        ax.set_xscale("log")
+        if metric == "loss":
+            ax.set_yscale("log")
+        ns = sorted(d["n"].unique())
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
+        ax.set_xlabel("N (synthetic or real image-text pairs)")
+        ax.set_ylabel(f"zero-shot {metric}")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _interval(lo: float, hi: float, n_points: int | None) -> str:
+    if np.isnan(lo) or np.isnan(hi):
+        return f"(no interval: {n_points} N values)" if n_points is not None else "(no interval)"
+    where = f", {n_points} N values" if n_points is not None else ""
+    return f"(95% bootstrap interval [{lo:.3f}, {hi:.3f}]{where})"
+
+
+def clip_findings(summary: pd.DataFrame, scaling: pd.DataFrame, n_classes: int, reference_set: str) -> list[str]:
+    """Sentences, each stating numbers from the tables, next to Fan et al.'s CLIP results."""
+    out: list[str] = []
+    chance = 1.0 / n_classes
+    ref = summary[summary["eval_set"] == reference_set]
+    real = ref[ref["kind"] == "real"].sort_values("n")
+    if len(real):
+        last = real.iloc[-1]
+        out.append(
+            f"The CLIP trained on {int(last['n'])} real image-text pairs reaches zero-shot top-1 "
+            f"{last['top1']:.3f} on {reference_set}, {last['top1'] - chance:+.3f} against chance "
+            f"({chance:.3f}, {last['top1'] / chance:.1f} times chance); its zero-shot loss is "
+            f"{last['loss']:.3f} against {np.log(n_classes):.3f} for uniform logits."
+        )
+    for e, g in scaling.groupby("eval_set", sort=False):
+        r = g[g["kind"] == "real"]
+        for row in g[g["kind"] != "real"].itertuples():
+            s = f"On {e}, {_label(row.source)} scales with k = {row.k:.3f} {_interval(row.k_lo, row.k_hi, row.n_points)}"
+            if len(r):
+                real_row = r.iloc[0]
+                s += (f" against real's k = {real_row['k']:.3f} "
+                      f"{_interval(real_row['k_lo'], real_row['k_hi'], real_row['n_points'])}: "
+                      f"a ratio of {row.k_ratio_to_real:.2f} {_interval(row.k_ratio_lo, row.k_ratio_hi, None)}")
+            out.append(s + ".")
+    # loss comparisons at the largest common N, per eval set
+    for e, d in summary.groupby("eval_set", sort=False):
+        n_max = d.groupby("source")["n"].max().min()
+        at = d[d["n"] == n_max].set_index("source")
+        if "real" not in at.index:
+            continue
+        real_loss = at.loc["real", "loss"]
+        for src in at.index:
+            kind, _ = parse_clip_source(src)
+            if kind == "real":
+                continue
+            diff = at.loc[src, "loss"] - real_loss
+            out.append(
+                f"On {e} at N = {int(n_max)}, {_label(src)} has zero-shot loss {at.loc[src, 'loss']:.3f}, "
+                f"{'above' if diff > 0 else 'below'} real's {real_loss:.3f} by {abs(diff):.3f} "
+                f"(top-1 {at.loc[src, 'top1']:.3f} against {at.loc['real', 'top1']:.3f})."
+            )
+        best = at["loss"].idxmin()
+        out.append(f"On {e} at N = {int(n_max)}, the lowest zero-shot loss is {_label(best)}'s "
+                   f"({at.loc[best, 'loss']:.3f}).")
+    ratio = FAN_CLIP_K["synthetic"] / FAN_CLIP_K["real"]
+    out.append(
+        f"For comparison, Fan et al. read k = {FAN_CLIP_K['synthetic']} for synthetic against "
+        f"{FAN_CLIP_K['real']} for real on zero-shot ImageNet (ratio {ratio:.2f}: synthetic slightly "
+        "below real), with synthetic + real the best of the three."
+    )
+    return out
+
+
+def write_clip_findings(sentences: Sequence[str], path: str | os.PathLike, study: str) -> None:
+    items = "\n".join(f"<li>{html.escape(s)}</li>" for s in sentences)
+    page = (f"<html><head><meta charset='utf-8'><title>{html.escape(study)}: CLIP findings</title></head>"
+            f"<body><h1>CLIP: synthetic against real image-text pairs</h1><ul>\n{items}\n</ul></body></html>\n")
+    with atomic_path(path) as tmp:
+        tmp.write_text(page)
+
+
+def write_tables(summary: pd.DataFrame, summary_path, scaling: pd.DataFrame, scaling_path,
+                 table: pd.DataFrame, table_path) -> None:
+    write_csv(summary_path, summary)
+    write_csv(scaling_path, scaling)
+    write_csv(table_path, table)
