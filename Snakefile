@@ -20,6 +20,7 @@ include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/quality.smk"
 include: "rules/analysis.smk"
+include: "rules/mix.smk"
 
 
 rule all:

@@ -1,4 +1,5 @@
-# Stage 5: a timm classifier per (source, N): synthetic sets, the real baseline and the full real set.
+# Stage 5: a timm classifier per (source, N): synthetic sets, the real baseline, the full real set
+# and real + synthetic mixes (the parts come from PLAN.train_parts: real first, then synthetic).
 
 
 rule train_classifier:
@@ -17,6 +18,8 @@ rule train_classifier:
         **res("train"),
     params:
         recipe=config["train"],
+        parts=lambda wc: PLAN.train_parts(wc.source, wc.n),
+        mix={k: config["mix"][k] for k in ("mode", "synthetic_prob")},
         seed=config["seed"],
         device=config["device"],
         threads=threads("train"),

@@ -2,13 +2,20 @@
 import sys
 from pathlib import Path
 
+from synthscale.mixing import load_mixed_training_set
 from synthscale.runtime import job_setup
-from synthscale.train import Preempted, load_training_set, train_classifier
+from synthscale.train import Preempted, train_classifier
 
 job_setup(snakemake, snakemake.params.threads)
-wc, cfg = snakemake.wildcards, snakemake.config
-images, labels, n_classes = load_training_set(
-    wc.source, wc.n, snakemake.input.manifest, snakemake.input.data, cfg["dataset"]["image_size"]
+cfg = snakemake.config
+# the run's parts (real first, then synthetic) combined as the mix spec says; the streaming loader
+# (synthscale.loader.build_train_loader(parts, recipe, seed, epoch, mix=...)) takes the same two
+images, labels, n_classes = load_mixed_training_set(
+    snakemake.params.parts,
+    snakemake.input.manifest,
+    cfg["dataset"]["image_size"],
+    snakemake.params.mix,
+    snakemake.params.seed,
 )
 try:
     train_classifier(

@@ -11,7 +11,7 @@ import pandas as pd
 from scipy import stats
 
 from synthscale.io import atomic_path, write_csv
-from synthscale.plan import parse_source
+from synthscale.plan import parse_source, train_counts
 
 GRID_COLUMNS = ["arch", "source", "kind", "generator", "guidance", "strategy", "n", "n_label"]
 
@@ -54,7 +54,12 @@ def build_summary(
     """Tidy table: one row per trained model and eval set, with every grid column."""
     out = _collect(sources, metric_paths, arch, n_real_train)
     out["ood"] = out["eval_set"].map(ood).fillna(False).astype(bool)
-    cols = GRID_COLUMNS + ["eval_set", "ood"]
+    # real and synthetic images of each run; a mixed run's n is their sum (issue 9)
+    counts = [train_counts(s, n, n_real_train) for s, n in zip(out["source"], out["n_label"])]
+    out["real_n"] = [r for r, _ in counts]
+    out["synthetic_n"] = [s for _, s in counts]
+    out["n"] = out["real_n"] + out["synthetic_n"]
+    cols = GRID_COLUMNS + ["real_n", "synthetic_n", "eval_set", "ood"]
     return out[cols + [c for c in out.columns if c not in cols]]
 
 
