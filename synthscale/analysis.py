@@ -95,6 +95,7 @@ def fit_power_law(n: Sequence[float], loss: Sequence[float], level: float = 0.95
 
 def scaling_fits(summary: pd.DataFrame, metric: str = "loss") -> pd.DataFrame:
     """One fit per (source, eval set) over the N grid (the full real set is left out of fits)."""
+    summary = summary[summary["kind"] != "mix"]  # mixes have their own analysis (synthscale.mixing)
     rows = []
     df = summary[summary["n_label"] != "all"]
     for (source, eval_set), g in df.groupby(["source", "eval_set"], sort=True):
@@ -140,6 +141,7 @@ def _synthetic_label(df: pd.DataFrame) -> pd.Series:
 
 def plot_scaling(summary: pd.DataFrame, metric: str, path: str | os.PathLike, chance: float) -> None:
     """metric against N, log-log for loss: one panel per eval set, synthetic sets against the real baseline."""
+    summary = summary[summary["kind"] != "mix"]  # mixes have their own analysis (synthscale.mixing)
     plt, sns = _plotting()
     import matplotlib.ticker  # noqa: F401  (for the tick formatter below)
 
@@ -232,6 +234,7 @@ def plot_sample_grid(
 
 def findings(summary: pd.DataFrame, fits: pd.DataFrame, n_classes: int) -> list[str]:
     """Plain sentences about this study's numbers; they say so where the result is weak."""
+    summary = summary[summary["kind"] != "mix"]  # mixes have their own analysis (synthscale.mixing)
     out: list[str] = []
     chance = 1.0 / n_classes
     ind = summary[~summary["ood"]]

@@ -312,3 +312,13 @@ def test_adding_a_real_n_value_schedules_only_its_runs(tmp_path):
     trained = {o for rule, o in before if rule == "train_classifier"}
     assert f"{r}/mix/real20/synthetic/tiny/g1/classname/n20/model.safetensors" in trained
     assert {rule for rule, _ in before} >= {"mix_exchange_rate", "plot_mix", "mix_findings"}
+
+
+def test_mix_rows_leave_the_synthetic_scaling_analysis_alone():
+    from synthscale.analysis import findings, scaling_fits
+
+    summary = _summary().assign(arch="resnet18", generator="", guidance=np.nan, strategy="")
+    plain = summary[summary["kind"] != "mix"]
+    assert findings(summary, pd.DataFrame(), 10) == findings(plain, pd.DataFrame(), 10)
+    fits = scaling_fits(summary)
+    assert len(fits) and not fits["source"].str.startswith("mix/").any()
