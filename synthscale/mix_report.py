@@ -82,7 +82,11 @@ def plot_scarce_real(summary: pd.DataFrame, mix: dict[str, Any], path: str | os.
             if metric == "top1":
                 ax.axhline(chance, color="red", lw=0.8, ls=":", label="chance")
             else:
+                from matplotlib.ticker import FormatStrFormatter
+
                 ax.set_yscale("log")
+                ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
+                ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2g"))
             ax.set_xscale("log")
             ns = sorted(real["real_n"].unique())
             ax.set_xticks(ns, [str(n) for n in ns])
@@ -156,7 +160,8 @@ def plot_exchange(rates: pd.DataFrame, path: str | os.PathLike, metric: str = "t
             ax.set_yscale("symlog", linthresh=max(1.0, float(ev["synthetic_n"].min())))
         ax.set_title(name + (" (OOD)" if len(ev) and ev["ood"].iloc[0] else ""), fontsize=10)
         ax.set_xlabel("synthetic images")
-        ax.set_ylabel(f"worth in real images ({metric})")
+    axes[0][0].set_ylabel(f"worth in real images ({metric})")
+    for ax in axes[0]:
         ax.grid(True, alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle("Exchange rate: real images a synthetic set is worth (read off the real-only curve)")
@@ -181,16 +186,15 @@ def findings(effects: pd.DataFrame, rates: pd.DataFrame) -> list[str]:
         return ["No mixed classifier has a real-only run at the same real N: nothing to compare."]
     e = effects.copy()
     basis = e["noise_basis"].iloc[0]
-    out.append(
-        "Noise: a difference counts as helped or hurt only when it exceeds "
-        + (
-            "2 standard errors over training seeds"
-            if basis == "seeds"
-            else f"the real-only curve's largest reversal on that eval set (up to {e['noise'].max():.3f} top-1; "
-            "one training seed per point)"
-        )
-        + "."
-    )
+    if basis == "seeds":
+        out.append(f"Noise: a difference counts as helped or hurt only beyond 2 standard errors over training "
+                   f"seeds (up to {e['noise'].max():.3f} top-1 here).")
+    elif e["noise"].max() > 0:
+        out.append(f"Noise: one training seed per point, so a difference counts as helped or hurt only beyond the "
+                   f"real-only curve's largest reversal on that eval set (up to {e['noise'].max():.3f} top-1).")
+    else:
+        out.append("Noise: one training seed per point and a monotone real-only curve (largest reversal 0.000), "
+                   "so there is no noise estimate: small differences below may be seed noise.")
     scarce_r = e.loc[~e["real_all"], "real_n"].min() if (~e["real_all"]).any() else None
     for label, part in [("scarce real", e[e["real_n"] == scarce_r]), ("full real", e[e["real_all"]])]:
         for _, row in part.sort_values(["ood", "eval_set", "synthetic_n"]).iterrows():
@@ -212,8 +216,9 @@ def findings(effects: pd.DataFrame, rates: pd.DataFrame) -> list[str]:
     if len(e) and (~e["real_all"]).any() and e["real_all"].any():
         s, f = e[~e["real_all"]]["delta_top1"].mean(), e[e["real_all"]]["delta_top1"].mean()
         out.append(
-            f"Mean top-1 change from adding synthetic data: {s:+.3f} with scarce real data against "
-            f"{f:+.3f} with the full real set (Fan et al.: synthetic data helps most when real data is scarce)."
+            f"Mean top-1 change from adding synthetic data, over all eval sets: {s:+.3f} with fewer real images "
+            f"than the whole split against {f:+.3f} with the whole split (Fan et al.: synthetic data helps most "
+            "when real data is scarce)."
         )
     if len(rates):
         r = rates[(rates["metric"] == "top1") & rates["set"].isin(set(e["set"]))]
@@ -223,7 +228,8 @@ def findings(effects: pd.DataFrame, rates: pd.DataFrame) -> list[str]:
                 if row["kind"] == "synthetic"
                 else f"{row['synthetic_n']} synthetic images added to {row['real_n']} real ({row['set']})"
             )
-            if row["kind"] == "synthetic" and row["synthetic_n"] != r["synthetic_n"].max():
+            alone = r[(r["kind"] == "synthetic") & (r["set"] == row["set"])]
+            if row["kind"] == "synthetic" and row["synthetic_n"] != alone["synthetic_n"].max():
                 continue  # synthetic-only sets: only the largest N, to keep the list readable
             out.append(
                 f"Exchange rate on {row['eval_set']}{' (OOD)' if row['ood'] else ''}: {what} "
