@@ -166,8 +166,9 @@ def _check_mix(cfg: dict[str, Any], workdir: Path) -> None:
         )
     known = full if full is not None else prepared
     for i, e in enumerate(entries):
-        absolute = e.get("synthetic_n", mix["synthetic_n"])
-        multiples = e.get("synthetic_multiples", mix["synthetic_multiples"])
+        own = "synthetic_n" in e or "synthetic_multiples" in e  # then they replace the section's
+        absolute = e.get("synthetic_n", []) if own else mix["synthetic_n"]
+        multiples = e.get("synthetic_multiples", []) if own else mix["synthetic_multiples"]
         if not absolute and not multiples:
             raise ConfigError(
                 f"config key mix.synthetic_n: mix.real_n {e['n']!r} gets no synthetic amount "

@@ -173,16 +173,21 @@ class Plan:
         return [Source("synthetic", s["generator"], float(s["guidance"]), s["strategy"]) for s in sets]
 
     def mix_real(self) -> list[tuple[int | str, list[int], list[float]]]:
-        """(R, absolute amounts, multiples) per mix.real_n entry; an entry's own amounts win."""
+        """(R, absolute amounts, multiples) per mix.real_n entry.
+
+        An entry that names amounts of its own (either key) replaces the section's amounts.
+        """
         mix = self.cfg.get("mix", {})
         out = []
         for e in mix.get("real_n", []):
             spec = e if isinstance(e, dict) else {"n": e}
+            own = "synthetic_n" in spec or "synthetic_multiples" in spec
+            amounts = spec if own else mix
             out.append(
                 (
                     spec["n"],
-                    list(spec.get("synthetic_n", mix.get("synthetic_n", []))),
-                    list(spec.get("synthetic_multiples", mix.get("synthetic_multiples", []))),
+                    list(amounts.get("synthetic_n", [])),
+                    list(amounts.get("synthetic_multiples", [])),
                 )
             )
         return out

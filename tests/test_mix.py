@@ -66,9 +66,9 @@ def test_plan_schedules_mixes_with_multiples_and_overrides(default_raw):
                                 synthetic_n=[50], synthetic_multiples=[1, 3], full_real_n=1203, sets=[SET]))
     plan = Plan(cfg)
     mix = [r for r in plan.mix_runs() if r[0].startswith("mix/")]
-    assert mix == [
+    assert mix == [  # the `all` entry's own amounts replace the section's (no +50, no 3x)
         (f"mix/real30/{SYN}", "50"), (f"mix/real30/{SYN}", "30"), (f"mix/real30/{SYN}", "90"),
-        (f"mix/realall/{SYN}", "50"), (f"mix/realall/{SYN}", "1203"),
+        (f"mix/realall/{SYN}", "1203"),
     ]
     runs = plan.runs()
     assert len(runs) == len(set(runs)), "real baselines already in the N grid are not scheduled twice"
