@@ -174,7 +174,7 @@ def _fmt_worth(row: pd.Series) -> str:
     if row["censored"] == "above":
         return f"more than {row['real_equivalent_low'] - row['real_n']:.0f} real images (beyond the real curve)"
     return (
-        f"{row['worth']:.0f} real images [{row['worth_low']:.0f}, {row['worth_high']:.0f}] "
+        f"{row['worth'] + 0:.0f} real images [{row['worth_low'] + 0:.0f}, {row['worth_high'] + 0:.0f}] "
         f"({row['rate']:.2f} per synthetic image)"
     )
 
@@ -191,7 +191,7 @@ def findings(effects: pd.DataFrame, rates: pd.DataFrame) -> list[str]:
                    f"seeds (up to {e['noise'].max():.3f} top-1 here).")
     elif e["noise"].max() > 0:
         out.append(f"Noise: one training seed per point, so a difference counts as helped or hurt only beyond the "
-                   f"real-only curve's largest reversal on that eval set (up to {e['noise'].max():.3f} top-1).")
+                   f"largest reversal of a real-only curve over the eval sets ({e['noise'].max():.3f} top-1).")
     else:
         out.append("Noise: one training seed per point and a monotone real-only curve (largest reversal 0.000), "
                    "so there is no noise estimate: small differences below may be seed noise.")

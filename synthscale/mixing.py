@@ -236,16 +236,20 @@ def mix_effects(summary: pd.DataFrame, mix: dict[str, Any]) -> pd.DataFrame:
     """Each mixed classifier against real-only at the same real_n: delta of top-1 and loss.
 
     `verdict` is helped / hurt / within noise, the noise being the seed spread (2 standard errors)
-    with several seeds, else the real-only curve's `noise_floor` on that eval set.
+    with several seeds, else the largest `noise_floor` of the real-only curves over the eval sets.
     """
     from synthscale.plan import parse_source
 
     rows = []
     seed_col = "seed" if "seed" in summary.columns else None
+    # one seed: the largest reversal of any eval set's real-only curve (a monotone curve shows none)
+    floor = 0.0
+    for _, ev in summary[summary["kind"] == "real"].groupby("eval_set"):
+        c = ev.groupby("real_n")["top1"].mean()
+        floor = max(floor, noise_floor(c.index, c.to_numpy()))
     for eval_set, ev in summary.groupby("eval_set", sort=False):
         real = ev[ev["kind"] == "real"]
         curve = real.groupby("real_n")[["top1", "loss"]].mean()
-        floor = noise_floor(curve.index, curve["top1"].to_numpy()) if len(curve) else 0.0
         for (source, n_label), g in ev[ev["kind"] == "mix"].groupby(["source", "n_label"], sort=False):
             first = g.iloc[0]
             r, syn = int(first["real_n"]), int(first["synthetic_n"])
