@@ -22,6 +22,7 @@ include: "rules/quality.smk"
 include: "rules/analysis.smk"
 include: "rules/filter.smk"
 include: "rules/clip.smk"
+include: "rules/mix.smk"
 
 
 rule all:

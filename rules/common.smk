@@ -73,6 +73,7 @@ def all_targets():
     targets += quality_targets()
     targets += filter_targets()
     targets += PLAN.clip_targets()
+    targets += mix_targets()
     return targets
 
 
@@ -130,14 +131,26 @@ def finetune_base_source(wildcards):
 
 
 def train_inputs(wildcards):
-    """The real manifest, or the first ceil(N/S) shards of a synthetic set."""
-    if wildcards.source == "real":
-        return [PLAN.manifest]
-    src = parse_source(wildcards.source)
-    n = PLAN.max_n if wildcards.n == "all" else int(wildcards.n)
-    if src.filter is not None:
-        return PLAN.set_shards(src, n)
-    return PLAN.shards(src.generator, src.guidance, src.strategy, n)
+    """The real manifest, and the first ceil(N/S) shards of a synthetic (or mixed) source's set."""
+    parts = PLAN.train_parts(wildcards.source, wildcards.n)
+    files = [s for p in parts for s in p.get("shards", [])]
+    return files + ([PLAN.manifest] if any("split" in p for p in parts) else [])
+
+
+# --- real + synthetic mixes (rules/mix.smk) ---
+MIX_OUTPUTS = {
+    "exchange": f"{R}/mix/exchange_rate.csv",
+    "effects": f"{R}/mix/effects.csv",
+    "scarce": PLAN.plot("mix_scarce_real"),
+    "augment": PLAN.plot("mix_augmentation"),
+    "exchange_plot": PLAN.plot("mix_exchange_rate"),
+    "findings": f"{R}/mix/findings.html",
+}
+
+
+def mix_targets():
+    """The mix analysis, when the config schedules mixed runs."""
+    return list(MIX_OUTPUTS.values()) if PLAN.mix_runs() else []
 
 
 # --- the quality stage ---

@@ -1,5 +1,6 @@
-# Stage 5: a timm classifier per (source, N, seed): synthetic sets, the real baseline and the full
-# real set, streamed from the shards through a DataLoader (synthscale.loader); one model per
+# Stage 5: a timm classifier per (source, N, seed): synthetic sets, the real baseline, the full
+# real set and real + synthetic mixes (the parts come from PLAN.train_parts: real first, then
+# synthetic), streamed from the shards through a DataLoader (synthscale.loader); one model per
 # replicate seed of train.seeds. A job with resources.train.gpu > 1 runs DDP through torchrun.
 
 
@@ -21,6 +22,8 @@ rule train_classifier:
         **res("train"),
     params:
         recipe=config["train"],
+        parts=lambda wc: PLAN.train_parts(wc.source, wc.n),
+        mix={k: config["mix"][k] for k in ("mode", "synthetic_prob")},
         device=config["device"],
         gpus=config["resources"]["train"]["gpu"],
         threads=threads("train"),

@@ -7,7 +7,8 @@ from synthscale.train import Preempted, run_distributed, train_model, training_p
 
 job_setup(snakemake, snakemake.params.threads)
 wc = snakemake.wildcards
-parts, n_classes = training_parts(wc.source, wc.n, snakemake.input.manifest, snakemake.input.data)
+# the run's parts (real first, then synthetic), combined by the loader as the mix spec says
+parts, n_classes = training_parts(snakemake.params.parts, snakemake.input.manifest)
 out = Path(snakemake.output.model)
 spec = dict(
     parts=parts,
@@ -18,6 +19,7 @@ spec = dict(
     log_path=snakemake.output.log,
     checkpoint_path=str(out.with_name("checkpoint.pt")),
     device=snakemake.params.device,
+    mix=snakemake.params.mix if len(parts) > 1 else None,
 )
 try:
     if snakemake.params.gpus > 1:

@@ -3,7 +3,7 @@ from synthscale.runtime import job_setup
 from synthscale.train import train_model, training_parts
 
 job_setup(snakemake, snakemake.params.threads)
-parts, n_classes = training_parts("real", "all", snakemake.input.manifest, [])
+parts, n_classes = training_parts([{"split": "train", "limit": None}], snakemake.input.manifest)
 # the judge's overrides over the study's full training recipe
 recipe = {**snakemake.config["train"], **snakemake.params.recipe}
 train_model(

@@ -18,7 +18,7 @@ import pandas as pd
 from synthscale import fits as F
 from synthscale import report
 from synthscale.io import write_csv
-from synthscale.plan import parse_source
+from synthscale.plan import parse_source, train_counts
 
 GRID_COLUMNS = ["arch", "source", "kind", "generator", "guidance", "strategy", "n", "n_label", "seed"]
 # the error rate 1 - top1 is fitted like a loss: it falls as a power of N
@@ -69,7 +69,12 @@ def build_summary(
     out["ood"] = out["eval_set"].map(ood).fillna(False).astype(bool)
     if "seed" not in out.columns:
         out["seed"] = 0
-    cols = GRID_COLUMNS + ["eval_set", "ood"]
+    # real and synthetic images of each run; a mixed run's n is their sum (issue 9)
+    counts = [train_counts(s, n, n_real_train) for s, n in zip(out["source"], out["n_label"])]
+    out["real_n"] = [r for r, _ in counts]
+    out["synthetic_n"] = [s for _, s in counts]
+    out["n"] = out["real_n"] + out["synthetic_n"]
+    cols = GRID_COLUMNS + ["real_n", "synthetic_n", "eval_set", "ood"]
     return out[cols + [c for c in out.columns if c not in cols]]
 
 
@@ -99,6 +104,12 @@ def read_summary(path: str | os.PathLike) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------------
 
 
+def grid_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    """Real-only and synthetic-only rows: the scaling grid (mixes have their own analysis in
+    synthscale.mixing)."""
+    return summary[summary["kind"].isin(["real", "synthetic"])]
+
+
 def metric_values(df: pd.DataFrame, metric: str) -> pd.Series:
     """The fitted quantity: the loss, or the error rate 1 - top1."""
     if metric not in METRICS:
@@ -117,6 +128,7 @@ def scaling_fits(
     """One row per (source, eval set, metric): both forms, the better one, bootstrap intervals over
     the (seed, N) points, the slope ratio to real's with a paired interval, and the N that reaches
     `targets[metric]` (the full real set, n_label "all", is left out of the fits)."""
+    summary = grid_rows(summary)
     metrics = [metric] if isinstance(metric, str) else list(metric)
     targets = targets or {}
     df = summary[summary["n_label"] != "all"].copy()

@@ -152,6 +152,7 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
         raise ConfigError(f"config key train.arch: {arch!r} is not a timm model name")
 
     _check_clip(cfg)
+    _check_mix(cfg, workdir)
 
     res = cfg["resources"]
     base = {**RESOURCE_DEFAULTS, **res.get("default", {})}
@@ -384,6 +385,61 @@ def _check_clip(cfg: dict[str, Any]) -> None:
         raise ConfigError(
             f"config key clip.batch_size: {c['batch_size']} is more than the smallest CLIP N ({smallest})"
         )
+
+
+def _check_mix(cfg: dict[str, Any], workdir: Path) -> None:
+    """The `mix` section: sets inside the synthetic grid, amounts given, real_n within the real split."""
+    mix = cfg["mix"]
+    if mix["sets"] != "all":
+        gens = {g["name"] for g in cfg["generators"]}
+        guidance = {float(g) for g in cfg["guidance"]}
+        for i, s in enumerate(mix["sets"]):
+            for key, ok, grid in [
+                ("generator", s["generator"] in gens, sorted(gens)),
+                ("guidance", float(s["guidance"]) in guidance, sorted(guidance)),
+                ("strategy", s["strategy"] in cfg["strategies"], cfg["strategies"]),
+            ]:
+                if not ok:
+                    raise ConfigError(
+                        f"config key mix.sets.{i}.{key}: {s[key]!r} is not in the synthetic grid "
+                        f"(config key {key if key != 'generator' else 'generators'}: {grid})"
+                    )
+    entries = [e if isinstance(e, dict) else {"n": e} for e in mix["real_n"]]
+    values = [e["n"] for e in entries]
+    if len(set(values)) != len(values):
+        raise ConfigError(f"config key mix.real_n: a value appears twice in {values}")
+    manifest = workdir / cfg["results"] / "data" / cfg["dataset"]["name"] / "splits.json"
+    prepared = None
+    if manifest.exists():
+        import json
+
+        prepared = int(json.loads(manifest.read_text())["splits"]["train"]["count"])
+    full = mix["full_real_n"]
+    if full is not None and prepared is not None and full != prepared:
+        raise ConfigError(
+            f"config key mix.full_real_n: {full}, but the prepared real train split {manifest} "
+            f"holds {prepared} images"
+        )
+    known = full if full is not None else prepared
+    for i, e in enumerate(entries):
+        own = "synthetic_n" in e or "synthetic_multiples" in e  # then they replace the section's
+        absolute = e.get("synthetic_n", []) if own else mix["synthetic_n"]
+        multiples = e.get("synthetic_multiples", []) if own else mix["synthetic_multiples"]
+        if not absolute and not multiples:
+            raise ConfigError(
+                f"config key mix.synthetic_n: mix.real_n {e['n']!r} gets no synthetic amount "
+                "(give mix.synthetic_n and/or mix.synthetic_multiples)"
+            )
+        if e["n"] == "all" and multiples and full is None:
+            raise ConfigError(
+                "config key mix.full_real_n: needed to turn mix.synthetic_multiples into counts for "
+                f"real_n 'all' (the real train split's size{f', {prepared} here' if prepared else ''})"
+            )
+        if e["n"] != "all" and known is not None and e["n"] > known:
+            raise ConfigError(
+                f"config key mix.real_n.{i}: {e['n']} is more than the {known} images of the real "
+                "train split"
+            )
 
 
 def _check_unique(names: list[str], key: str) -> None:

@@ -5,11 +5,13 @@ Sources of training data are named like paths:
 - `synthetic/{generator}/g{guidance}/{strategy}` (n{N} takes the first N images of its shards)
 - `synthetic/{generator}/g{guidance}/{strategy}/f-{filter}`: that set filtered (synthscale.filtering):
   the first images that pass the filter, in index order, so nested N holds for it too
+- `mix/real{R}/synthetic/{generator}/g{guidance}/{strategy}` (the first R real images, or `realall`,
+  plus the first N images of the synthetic set at n{N})
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 
@@ -48,6 +50,9 @@ JUDGE_RECIPE_KEYS = (
 )
 
 SOURCE_REGEX = r"real|synthetic/[^/]+/g[^/]+/[^/]+(?:/f-[^/]+)?"
+# a mixed source: real{R} in front of any synthetic source name
+MIX_PREFIX_REGEX = r"mix/real(?:\d+|all)/"
+SOURCE_REGEX = rf"{MIX_PREFIX_REGEX}(?:{SOURCE_REGEX})|{SOURCE_REGEX}"
 N_REGEX = r"\d+|all"
 
 
@@ -63,26 +68,48 @@ def synthetic_source(generator: str, guidance: float, strategy: str, filter: str
 
 @dataclass(frozen=True)
 class Source:
-    kind: str  # "real" or "synthetic"
+    kind: str  # "real", "synthetic" or "mix"
     generator: str | None = None
     guidance: float | None = None
     strategy: str | None = None
     filter: str | None = None  # a filter_specs name; None for the unfiltered set
+    real_n: str | None = None  # mix only: the real images, "R" or "all"
+
+    @property
+    def synthetic(self) -> "Source":
+        """A mixed source's synthetic part (a synthetic source is its own)."""
+        return replace(self, kind="synthetic", real_n=None)
 
     @property
     def name(self) -> str:
         if self.kind == "real":
             return "real"
+        if self.kind == "mix":
+            return mix_source(self.real_n, self.synthetic.name)
         return synthetic_source(self.generator, self.guidance, self.strategy, self.filter)
 
     @property
     def unfiltered(self) -> "Source":
-        return Source(self.kind, self.generator, self.guidance, self.strategy)
+        return Source(self.kind, self.generator, self.guidance, self.strategy, None, self.real_n)
+
+
+def mix_source(real_n: int | str, synthetic: str) -> str:
+    """The name of a mixed source: `mix/real{R}/` in front of the synthetic source's name."""
+    return f"mix/real{real_n}/{synthetic}"
 
 
 def parse_source(source: str) -> Source:
     if source == "real":
         return Source("real")
+    if source.startswith("mix/"):
+        head, _, rest = source[len("mix/") :].partition("/")
+        r = head[len("real") :]
+        if not head.startswith("real") or not (r == "all" or r.isdigit()) or r.startswith("0"):
+            raise ValueError(f"not a mixed source name (mix/real{{R}}/synthetic/...): {source!r}")
+        syn = parse_source(rest)
+        if syn.kind != "synthetic":
+            raise ValueError(f"a mixed source needs a synthetic part: {source!r}")
+        return replace(syn, kind="mix", real_n=r)
     parts = source.split("/")
     filt = None
     if len(parts) == 5 and parts[4].startswith("f-") and len(parts[4]) > 2:
@@ -90,6 +117,16 @@ def parse_source(source: str) -> Source:
     if len(parts) != 4 or parts[0] != "synthetic" or not parts[2].startswith("g"):
         raise ValueError(f"not a source name: {source!r}")
     return Source("synthetic", parts[1], float(parts[2][1:]), parts[3], filt)
+
+
+def train_counts(source: str, n_label: str, n_real_train: int) -> tuple[int, int]:
+    """(real images, synthetic images) a run trained on; `all` real is the real split's size."""
+    src = parse_source(source)
+    if src.kind == "real":
+        return (n_real_train if n_label == "all" else int(n_label)), 0
+    if src.kind == "synthetic":
+        return 0, int(n_label)
+    return (n_real_train if src.real_n == "all" else int(src.real_n)), int(n_label)
 
 
 class Plan:
@@ -225,12 +262,82 @@ class Plan:
             runs += [("real", str(n)) for n in self.cfg["n_images"]]
         if self.cfg["train"]["real_full"]:
             runs.append(("real", "all"))
+        return runs + [r for r in self.mix_runs() if r not in runs]
+
+    # --- real + synthetic mixes (config section `mix`) ---
+    def mix_sets(self) -> list[Source]:
+        """The synthetic sets that are mixed with real data: `mix.sets`, or the whole grid."""
+        sets = self.cfg.get("mix", {}).get("sets", "all")
+        if sets == "all":
+            return self.synthetic_grid()
+        return [Source("synthetic", s["generator"], float(s["guidance"]), s["strategy"]) for s in sets]
+
+    def mix_real(self) -> list[tuple[int | str, list[int], list[float]]]:
+        """(R, absolute amounts, multiples) per mix.real_n entry.
+
+        An entry that names amounts of its own (either key) replaces the section's amounts.
+        """
+        mix = self.cfg.get("mix", {})
+        out = []
+        for e in mix.get("real_n", []):
+            spec = e if isinstance(e, dict) else {"n": e}
+            own = "synthetic_n" in spec or "synthetic_multiples" in spec
+            amounts = spec if own else mix
+            out.append(
+                (
+                    spec["n"],
+                    list(amounts.get("synthetic_n", [])),
+                    list(amounts.get("synthetic_multiples", [])),
+                )
+            )
+        return out
+
+    def real_count(self, real_n: int | str) -> int | None:
+        """Real images behind a real_n value; None for `all` when mix.full_real_n is unset."""
+        if real_n == "all":
+            return self.cfg.get("mix", {}).get("full_real_n")
+        return int(real_n)
+
+    def mix_amounts(self, real_n: int | str, absolute: list[int], multiples: list[float]) -> list[int]:
+        """Synthetic amounts added to real_n: the absolute ones, then multiples of the real count."""
+        amounts = list(absolute)
+        if multiples:
+            count = self.real_count(real_n)
+            if count is None:
+                raise ValueError("mix.full_real_n is needed for multiples of real_n 'all'")
+            amounts += [max(1, round(m * count)) for m in multiples]
+        return list(dict.fromkeys(amounts))
+
+    def mix_runs(self) -> list[tuple[str, str]]:
+        """Every mixed (source, n), n being the synthetic amount, plus the real-only run at each real_n."""
+        runs = []
+        for r, absolute, multiples in self.mix_real():
+            if self.cfg["mix"].get("real_only_baselines", True):
+                runs.append(("real", str(r)))
+            amounts = self.mix_amounts(r, absolute, multiples)
+            runs += [(mix_source(r, s.name), str(n)) for s in self.mix_sets() for n in amounts]
         return runs
 
     @property
     def seeds(self) -> list[int]:
         """Replicate training seeds (`train.seeds`): one model per (source, N, seed)."""
         return [int(s) for s in self.cfg["train"].get("seeds", [0])]
+
+    def train_parts(self, source: str, n: str) -> list[dict[str, Any]]:
+        """The training data of a run as parts: real first, then synthetic.
+
+        A part is {"shards": [...], "limit": N or None} (the first N images of its shards), or, for
+        the real split whose shard names the manifest holds, {"split": "train", "limit": ...}.
+        """
+        src = parse_source(source)
+        if src.kind == "real":
+            return [{"split": "train", "limit": None if n == "all" else int(n)}]
+        syn_n = self.max_n if n == "all" else int(n)
+        part = {"shards": self.set_shards(src.synthetic, syn_n), "limit": None if n == "all" else syn_n}
+        if src.kind == "synthetic":
+            return [part]
+        real = {"split": "train", "limit": None if src.real_n == "all" else int(src.real_n)}
+        return [real, part]
 
     def model(self, source: str, n: str, seed: int | str | None = None) -> str:
         """A trained classifier's weights; seed None = the first replicate seed."""

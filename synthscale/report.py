@@ -91,6 +91,7 @@ def scaling_figure(summary: pd.DataFrame, metric: str, chance: float):
     """metric against N: rows = generators, columns = eval sets; one line per (guidance, strategy)
     of that generator, with the real baseline in every panel. Points are means over training seeds,
     bars one sd, and each seed's value is drawn faintly."""
+    summary = summary[summary["kind"].isin(["real", "synthetic"])]  # mixes: synthscale.mixing
     plt, sns = plotting()
     import matplotlib.ticker
 
@@ -155,6 +156,7 @@ def plot_scaling(summary: pd.DataFrame, metric: str, path: str | os.PathLike, ch
 def guidance_strategy_figure(summary: pd.DataFrame):
     """Top-1 at the largest N: one heatmap per eval set, rows = (generator, strategy), columns =
     guidance, so each cell is one (generator, guidance, strategy); cells are means over seeds."""
+    summary = summary[summary["kind"].isin(["real", "synthetic"])]  # mixes: synthscale.mixing
     plt, sns = plotting()
     df = summary[(summary["kind"] == "synthetic") & (summary["n_label"] != "all")]
     n_max = df["n"].max()
@@ -303,6 +305,7 @@ def plot_cost(table: pd.DataFrame, path: str | os.PathLike) -> None:
 
 def scaling_findings(summary: pd.DataFrame, fits: pd.DataFrame, n_classes: int) -> list[str]:
     """Sentences about this study's accuracy and slopes; each states numbers from the tables."""
+    summary = summary[summary["kind"].isin(["real", "synthetic"])]  # mixes: synthscale.mixing
     out: list[str] = []
     chance = 1.0 / n_classes
     seeds = int(summary["seed"].nunique()) if "seed" in summary else 1

@@ -321,19 +321,22 @@ def _save_checkpoint(path: Path, model, opt, state: dict[str, Any]) -> None:
 
 
 def training_parts(
-    source: str, n: str, manifest: str | os.PathLike, shards: list[str] | list[Path]
+    parts: list[dict[str, Any]], manifest: str | os.PathLike
 ) -> tuple[list[dict[str, Any]], int]:
-    """The loader parts and class count of a (source, n) run: the first N images of its shards."""
+    """Loader parts and the class count of a run, from Plan.train_parts (real first, then synthetic):
+    a `{"split": name, "limit": R}` part becomes that split's shards from the manifest."""
     from synthscale.data import read_manifest, split_shards
 
     m = read_manifest(manifest)
-    limit = None if n == "all" else int(n)
-    if source == "real":
-        split = m["splits"]["train"]
-        part = {"shards": [str(s) for s in split_shards(manifest, "train")], "limit": limit, "count": split["count"]}
-    else:
-        part = {"shards": [str(s) for s in shards], "limit": limit}
-    return [part], int(m["classes"])
+    out = []
+    for part in parts:
+        if "split" in part:
+            split = m["splits"][part["split"]]
+            shards = [str(s) for s in split_shards(manifest, part["split"])]
+            out.append({"shards": shards, "limit": part["limit"], "count": split["count"]})
+        else:
+            out.append({"shards": [str(s) for s in part["shards"]], "limit": part["limit"]})
+    return out, int(m["classes"])
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,8 @@
+"""Snakemake entry for rule mix_findings: adapt snakemake.* to synthscale.mix_report."""
+from synthscale.mix_report import findings, write_findings_html
+from synthscale.mixing import read_rates
+from synthscale.runtime import job_setup
+
+job_setup(snakemake)
+lines = findings(read_rates(snakemake.input.effects), read_rates(snakemake.input.exchange))
+write_findings_html(lines, snakemake.output[0], f"Real + synthetic: {snakemake.params.study}")

@@ -1,0 +1,312 @@
+"""Real + synthetic mixes (issue 9): source names, the plan, config checks, data, exchange rates, report."""
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from synthscale.config import ConfigError, check_config
+from synthscale.mixing import (
+    exchange_rates,
+    mix_effects,
+    noise_floor,
+    read_rates,
+    real_equivalent,
+)
+from synthscale.plan import SOURCE_REGEX, Plan, parse_source, train_counts
+
+torch.set_num_threads(1)
+SET = {"generator": "tinydigits", "guidance": 2.0, "strategy": "classname"}
+SYN = "synthetic/tinydigits/g2/classname"
+
+
+@pytest.fixture(scope="module")
+def default_raw():
+    with open("config.yaml") as f:
+        return yaml.safe_load(f)
+
+
+def with_mix(raw, **mix):
+    cfg = copy.deepcopy(raw)
+    cfg["mix"] = mix
+    return cfg
+
+
+# --- source names and the plan ---
+
+
+@pytest.mark.parametrize("r", ["30", "all"])
+def test_mix_source_names_round_trip(r):
+    name = f"mix/real{r}/{SYN}"
+    src = parse_source(name)
+    assert (src.kind, src.real_n, src.generator, src.guidance, src.strategy) == (
+        "mix", r, "tinydigits", 2.0, "classname"
+    )
+    assert src.name == name and src.synthetic.name == SYN
+    assert re.fullmatch(SOURCE_REGEX, name)
+
+
+@pytest.mark.parametrize("bad", ["mix/real/" + SYN, "mix/realx/" + SYN, "mix/real030/" + SYN, "mix/real30/real"])
+def test_bad_mix_names_are_rejected(bad):
+    with pytest.raises(ValueError):
+        parse_source(bad)
+
+
+def test_plan_schedules_mixes_with_multiples_and_overrides(default_raw):
+    cfg = check_config(with_mix(default_raw, real_n=[30, {"n": "all", "synthetic_multiples": [1]}],
+                                synthetic_n=[50], synthetic_multiples=[1, 3], full_real_n=1203, sets=[SET]))
+    plan = Plan(cfg)
+    mix = [r for r in plan.mix_runs() if r[0].startswith("mix/")]
+    assert mix == [  # the `all` entry's own amounts replace the section's (no +50, no 3x)
+        (f"mix/real30/{SYN}", "50"), (f"mix/real30/{SYN}", "30"), (f"mix/real30/{SYN}", "90"),
+        (f"mix/realall/{SYN}", "1203"),
+    ]
+    runs = plan.runs()
+    assert len(runs) == len(set(runs)), "real baselines already in the N grid are not scheduled twice"
+    assert ("real", "all") in runs and set(mix) <= set(runs)
+    real, syn = plan.train_parts(f"mix/real30/{SYN}", "90")
+    assert real == {"split": "train", "limit": 30}
+    assert syn["limit"] == 90 and syn["shards"] == plan.shards("tinydigits", 2.0, "classname", 90)
+    big = plan.train_parts(f"mix/realall/{SYN}", "1203")
+    assert big[0]["limit"] is None and len(big[1]["shards"]) == 5  # ceil(1203 / 300)
+    assert plan.train_parts("real", "60") == [{"split": "train", "limit": 60}]
+    assert plan.train_parts(SYN, "60")[0]["limit"] == 60
+
+
+def test_all_sets_mix_the_whole_grid(default_raw):
+    plan = Plan(check_config(with_mix(default_raw, real_n=[30], synthetic_n=[30])))
+    assert len([r for r in plan.mix_runs() if r[0].startswith("mix/")]) == len(plan.synthetic_grid())
+
+
+def test_train_counts():
+    assert train_counts("real", "all", 1203) == (1203, 0)
+    assert train_counts("real", "30", 1203) == (30, 0)
+    assert train_counts(SYN, "300", 1203) == (0, 300)
+    assert train_counts(f"mix/real30/{SYN}", "90", 1203) == (30, 90)
+    assert train_counts(f"mix/realall/{SYN}", "600", 1203) == (1203, 600)
+
+
+# --- config checks ---
+
+
+@pytest.mark.parametrize(
+    "mix,expected",
+    [
+        ({"real_n": [30], "synthetic_n": [30], "sets": [{**SET, "guidance": 7.5}]}, "mix.sets.0.guidance"),
+        ({"real_n": [30], "synthetic_n": [30], "sets": [{**SET, "strategy": "hypernym"}]}, "mix.sets.0.strategy"),
+        ({"real_n": [30], "synthetic_n": [30], "sets": [{**SET, "generator": "sd"}]}, "mix.sets.0.generator"),
+        ({"real_n": [30]}, "config key mix.synthetic_n"),
+        ({"real_n": ["all"], "synthetic_multiples": [1]}, "config key mix.full_real_n"),
+        ({"real_n": [30, 5000], "synthetic_n": [30], "full_real_n": 1203}, "config key mix.real_n.1: 5000"),
+        ({"real_n": [30, {"n": 30}], "synthetic_n": [30]}, "config key mix.real_n: a value appears twice"),
+        ({"real_n": [0], "synthetic_n": [30]}, "config key mix.real_n.0"),
+        ({"real_n": [30], "synthetic_n": [30], "mode": "mixup"}, "config key mix.mode"),
+        ({"real_n": [30], "synthetic_n": [30], "synthetic_prob": 1.5}, "config key mix.synthetic_prob"),
+    ],
+)
+def test_bad_mix_config_names_the_key(default_raw, mix, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)) as err:
+        check_config(with_mix(default_raw, **mix))
+    assert "\n" not in str(err.value)
+
+
+def test_full_real_n_is_checked_against_the_manifest(default_raw, tmp_path):
+    manifest = tmp_path / "results/data/digits/splits.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps({"classes": 10, "splits": {"train": {"count": 1000, "shards": []}}}))
+    cfg = with_mix(default_raw, real_n=[30], synthetic_n=[30], full_real_n=1203)
+    with pytest.raises(ConfigError, match="config key mix.full_real_n: 1203, but"):
+        check_config(cfg, tmp_path)
+    cfg["mix"].pop("full_real_n")
+    cfg["mix"]["real_n"] = [1100]  # the manifest's count is known: more than it is an error
+    with pytest.raises(ConfigError, match="config key mix.real_n.0: 1100 is more than the 1000"):
+        check_config(cfg, tmp_path)
+
+
+# --- training data ---
+
+
+
+def test_training_parts_take_first_r_real_and_n_synthetic(tmp_path, digits_16):
+    """Plan's parts resolve to loader parts: the real split's shards with limit R, then the synthetic set."""
+    from synthscale.data import write_split
+    from synthscale.loader import build_train_loader, epoch_size
+    from synthscale.recipes import resolve_recipe
+    from synthscale.shards import write_shard
+    from synthscale.train import training_parts
+
+    images, labels = digits_16
+    names = write_split(tmp_path / "train", images[:100], labels[:100], shard_size=40)
+    manifest = tmp_path / "splits.json"
+    manifest.write_text(json.dumps({"classes": 10, "splits": {"train": {"shards": [f"train/{n}" for n in names], "count": 100}}}))
+    syn = tmp_path / "syn.tar"
+    write_shard(syn, images[100:160], [{"key": f"{i:08d}", "label": 7} for i in range(60)])
+    parts, c = training_parts([{"split": "train", "limit": 45}, {"shards": [str(syn)], "limit": 20}], manifest)
+    assert c == 10 and parts[0]["limit"] == 45 and len(parts[0]["shards"]) == 3 and parts[1]["limit"] == 20
+    assert epoch_size(parts, {"mode": "concat"}) == 65
+    recipe = resolve_recipe({"recipe": "digits", "input_size": 16})
+    ys = [y for _, y in build_train_loader(parts, recipe, 0, 0, mix={"mode": "concat"}, batch_size=16, num_workers=0)]
+    y = np.concatenate([t.numpy() for t in ys])
+    assert len(y) == 65 and (y == 7).sum() == 20 + (labels[:45] == 7).sum()
+
+
+# --- exchange rate ---
+
+
+def test_real_equivalent_reads_the_curve_in_log_n():
+    n, acc = [10, 100, 1000], [0.2, 0.5, 0.8]
+    est, lo, hi, cens = real_equivalent(n, acc, 0.65)
+    assert est == pytest.approx(np.sqrt(100 * 1000)) and (lo, hi, cens) == (100, 1000, "")
+    assert real_equivalent(n, acc, 0.5)[0] == pytest.approx(100)
+    assert real_equivalent(n, acc, 0.1)[3] == "below" and np.isnan(real_equivalent(n, acc, 0.1)[0])
+    assert real_equivalent(n, acc, 0.9)[3] == "above"
+    # loss falls with N: the same reading with lower as better
+    assert real_equivalent(n, [2.0, 1.0, 0.5], 0.75, higher_is_better=False)[0] == pytest.approx(np.sqrt(1e5))
+    # a dip in the real curve is pooled before inverting, so the reading is unique
+    est, lo, hi, _ = real_equivalent([10, 30, 100, 300], [0.2, 0.5, 0.4, 0.8], 0.6)
+    assert 100 <= est <= 300 and (lo, hi) == (100, 300)
+    assert noise_floor([10, 30, 100, 300], [0.2, 0.5, 0.4, 0.8]) == pytest.approx(0.05)
+    assert noise_floor(n, acc) == 0.0
+
+
+def _summary(seeds=(0,), jitter=0.0):
+    """A study: real at 10/100/1000 (=all), synthetic-only, mixes at scarce and full real, two eval sets."""
+    rng = np.random.default_rng(0)
+    rows = []
+
+    def add(source, kind, n_label, real_n, syn_n, top1_test, top1_ood):
+        for seed in seeds:
+            for ev, t, ood in [("test", top1_test, False), ("test-rotated", top1_ood, True)]:
+                t = t + jitter * rng.standard_normal()
+                rows.append({"source": source, "kind": kind, "n_label": n_label, "real_n": real_n,
+                             "synthetic_n": syn_n, "n": real_n + syn_n, "eval_set": ev, "ood": ood,
+                             "top1": t, "loss": 3 * (1 - t), "seed": seed})
+
+    add("real", "real", "10", 10, 0, 0.2, 0.1)
+    add("real", "real", "100", 100, 0, 0.5, 0.3)
+    add("real", "real", "all", 1000, 0, 0.8, 0.5)
+    add(SYN, "synthetic", "100", 0, 100, 0.35, 0.3)
+    add(f"mix/real10/{SYN}", "mix", "10", 10, 10, 0.35, 0.25)
+    add(f"mix/real10/{SYN}", "mix", "30", 10, 30, 0.5, 0.3)
+    add(f"mix/realall/{SYN}", "mix", "1000", 1000, 1000, 0.75, 0.55)
+    return pd.DataFrame(rows)
+
+
+def test_exchange_rates_from_one_seed():
+    rates = exchange_rates(_summary())
+    top = rates[(rates.metric == "top1") & (rates.eval_set == "test")].set_index(["source", "synthetic_n"])
+    alone = top.loc[(SYN, 100)]
+    assert alone["real_equivalent"] == pytest.approx(np.sqrt(1000)) and alone["worth"] == pytest.approx(np.sqrt(1000))
+    assert alone["rate"] == pytest.approx(np.sqrt(1000) / 100) and alone["interval"] == "bracket"
+    assert (alone["real_equivalent_low"], alone["real_equivalent_high"]) == (10, 100)
+    scarce = top.loc[(f"mix/real10/{SYN}", 30)]  # 10 real + 30 synthetic reach real-100 accuracy
+    assert scarce["real_equivalent"] == pytest.approx(100) and scarce["worth"] == pytest.approx(90)
+    assert scarce["rate"] == pytest.approx(3.0)
+    full = top.loc[(f"mix/realall/{SYN}", 1000)]  # below the full real set: synthetic data cost accuracy
+    assert full["worth"] < 0 and full["censored"] == ""
+    ood_full = rates[(rates.metric == "top1") & (rates.eval_set == "test-rotated") & (rates.real_n == 1000)]
+    assert ood_full["censored"].iloc[0] == "above"  # better than anything on the real curve
+    loss = rates[(rates.metric == "loss") & (rates.eval_set == "test")].set_index(["source", "synthetic_n"])
+    assert loss.loc[(SYN, 100), "real_equivalent"] == pytest.approx(np.sqrt(1000))
+
+
+def test_exchange_rate_interval_bootstraps_over_seeds():
+    rates = exchange_rates(_summary(seeds=(0, 1, 2, 3), jitter=0.02), draws=200)
+    row = rates[(rates.metric == "top1") & (rates.eval_set == "test") & (rates.kind == "synthetic")].iloc[0]
+    assert row["interval"] == "bootstrap" and row["seeds"] == 4
+    assert row["real_equivalent_low"] < row["real_equivalent"] < row["real_equivalent_high"]
+
+
+def test_effects_findings_and_figures(tmp_path):
+    from synthscale.mix_report import findings, plot_augmentation, plot_exchange, plot_scarce_real
+
+    summary = _summary()
+    mix = {"real_n": [10, "all"], "synthetic_multiples": [1, 3]}
+    effects = mix_effects(summary, mix)
+    e = effects[effects.eval_set == "test"].set_index("synthetic_n")
+    assert e.loc[30, "delta_top1"] == pytest.approx(0.3) and e.loc[30, "verdict"] == "helped"
+    assert e.loc[30, "amount"] == "+3x" and e.loc[10, "amount"] == "+1x"
+    assert e.loc[1000, "verdict"] == "hurt" and bool(e.loc[1000, "real_all"])
+    rates = exchange_rates(summary)
+    # the tables survive their CSV round trip
+    effects.to_csv(tmp_path / "e.csv", index=False)
+    rates.to_csv(tmp_path / "r.csv", index=False)
+    effects, rates = read_rates(tmp_path / "e.csv"), read_rates(tmp_path / "r.csv")
+    lines = findings(effects, rates)
+    text = "\n".join(lines)
+    assert "Scarce real (10 real images), test: adding 30 synthetic images (+3x" in text
+    assert "from 0.200 to 0.500 (+0.300)" in text and "helped" in text
+    assert "Full real (1000 real images), test: adding 1000 synthetic images" in text and "hurt" in text
+    assert all(re.search(r"\d", s) for s in lines), "every finding states a number"
+    for fn, args in [(plot_scarce_real, (summary, mix)), (plot_augmentation, (summary,))]:
+        fn(*args, tmp_path / f"{fn.__name__}.png", 0.1)
+    plot_exchange(rates, tmp_path / "exchange.png")
+    for p in ["plot_scarce_real.png", "plot_augmentation.png", "exchange.png"]:
+        assert (tmp_path / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_summary_carries_real_and_synthetic_counts(tmp_path):
+    from synthscale.analysis import build_summary
+
+    paths = []
+    for i, labels in enumerate([["30", "all"], ["30"], ["30", "90"]]):
+        p = tmp_path / f"m{i}.csv"
+        pd.DataFrame({"n_label": labels, "eval_set": "test", "loss": 1.0, "top1": 0.5}).to_csv(p, index=False)
+        paths.append(p)
+    out = build_summary(["real", SYN, f"mix/real30/{SYN}"], paths, "resnet18", {"test": False}, 1203)
+    got = out[["source", "kind", "real_n", "synthetic_n", "n"]].values.tolist()
+    assert got == [
+        ["real", "real", 30, 0, 30], ["real", "real", 1203, 0, 1203], [SYN, "synthetic", 0, 30, 30],
+        [f"mix/real30/{SYN}", "mix", 30, 30, 60], [f"mix/real30/{SYN}", "mix", 30, 90, 120],
+    ]
+
+
+# --- the workflow: adding a real_n value schedules only its own runs ---
+
+
+def _dry_jobs(workdir: Path, overrides: dict) -> list[tuple[str, str]]:
+    """(rule, first output) of every job a dry run plans."""
+    from conftest import smk
+
+    proc = smk(workdir, "-n", overrides=overrides)
+    out = proc.stdout + proc.stderr
+    return re.findall(r"^rule (\w+):\n(?:    .*\n)*?    output: ([^,\n]+)", out, re.M)
+
+
+@pytest.mark.workflow
+def test_adding_a_real_n_value_schedules_only_its_runs(tmp_path):
+    from conftest import new_workdir
+
+    work = new_workdir(tmp_path / "w")
+    base = {"mix": {"real_n": [20], "synthetic_multiples": [1], "sets": [{"generator": "tiny", "guidance": 1.0, "strategy": "classname"}]}}
+    more = copy.deepcopy(base)
+    more["mix"]["real_n"] = [20, 10]
+    before, after = set(_dry_jobs(work, base)), set(_dry_jobs(work, more))
+    assert before < after
+    new = sorted(after - before)
+    r = "results-test/train/resnet18"
+    assert new == [
+        ("evaluate", "results-test/eval/resnet18/mix/real10/synthetic/tiny/g1/classname/metrics.csv"),
+        ("train_classifier", f"{r}/mix/real10/synthetic/tiny/g1/classname/n10/model.safetensors"),
+        ("train_classifier", f"{r}/real/n10/model.safetensors"),  # its real-only baseline
+    ]
+    trained = {o for rule, o in before if rule == "train_classifier"}
+    assert f"{r}/mix/real20/synthetic/tiny/g1/classname/n20/model.safetensors" in trained
+    assert {rule for rule, _ in before} >= {"mix_exchange_rate", "plot_mix", "mix_findings"}
+
+
+def test_mix_rows_leave_the_synthetic_scaling_analysis_alone():
+    from synthscale.analysis import findings, scaling_fits
+
+    summary = _summary().assign(arch="resnet18", generator="", guidance=np.nan, strategy="")
+    plain = summary[summary["kind"] != "mix"]
+    assert findings(summary, pd.DataFrame(), 10) == findings(plain, pd.DataFrame(), 10)
+    fits = scaling_fits(summary)
+    assert len(fits) and not fits["source"].str.startswith("mix/").any()
