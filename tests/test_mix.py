@@ -303,10 +303,12 @@ def test_adding_a_real_n_value_schedules_only_its_runs(tmp_path):
 
 
 def test_mix_rows_leave_the_synthetic_scaling_analysis_alone():
-    from synthscale.analysis import findings, scaling_fits
+    from synthscale.analysis import scaling_fits
+    from synthscale.report import scaling_findings as findings
 
     summary = _summary().assign(arch="resnet18", generator="", guidance=np.nan, strategy="")
     plain = summary[summary["kind"] != "mix"]
     assert findings(summary, pd.DataFrame(), 10) == findings(plain, pd.DataFrame(), 10)
-    fits = scaling_fits(summary)
+    fits = scaling_fits(summary, n_draws=100)
     assert len(fits) and not fits["source"].str.startswith("mix/").any()
+    assert fits.equals(scaling_fits(plain, n_draws=100))
