@@ -94,7 +94,11 @@ def generator_input(wildcards):
     dirs = [PLAN.generator_dir(gen["name"])]
     # LoRA weights load over their base: a base made by this study is an input too
     names = {g["name"] for g in config["generators"]}
-    if gen["kind"] == "finetuned" and gen["finetune"]["mode"] == "lora" and gen["base"] in names:
+    if (
+        gen["kind"] == "finetuned"
+        and gen["finetune"]["mode"] == "lora"
+        and gen["base"] in names
+    ):
         if PLAN.generator(gen["base"])["kind"] != "pretrained":
             dirs.append(PLAN.generator_dir(gen["base"]))
     return dirs

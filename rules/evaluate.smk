@@ -14,6 +14,8 @@ rule evaluate:
         per_class=f"{R}/eval/{config['train']['arch']}/{{source}}/per_class.csv",
     log:
         f"{R}/logs/eval/{config['train']['arch']}/{{source}}.log",
+    benchmark:
+        PLAN.benchmark("evaluate", "{source}")
     conda:
         "../envs/synthscale.yaml"
     threads: threads("evaluate")

@@ -9,6 +9,8 @@ rule train_generator:
         directory(f"{R}/generators/{{generator}}"),
     log:
         f"{R}/logs/generators/{{generator}}.log",
+    benchmark:
+        PLAN.benchmark("train_generator", "{generator}")
     wildcard_constraints:
         generator=generator_regex("trained"),
     conda:

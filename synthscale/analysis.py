@@ -420,8 +420,12 @@ def summarize_quality(
     reference_json: str | os.PathLike | None,
     outputs: dict[str, str | os.PathLike],
     eval_set: str = "test",
+    generators: Sequence[dict[str, Any]] = (),
 ) -> pd.DataFrame:
     """Collect every set's quality, add CAS and per-class slopes, write the table, plots, findings.
+
+    With fine-tuned `generators` (the config's list), the findings compare each with its base
+    (Azizi et al.: fine-tuning should lower FID and raise CAS).
 
     `outputs` holds the paths `table`, `per_class`, `tradeoff`, `fid_cas`, `per_class_plot`, `findings`.
     """
@@ -454,5 +458,9 @@ def summarize_quality(
     report.plot_fid_cas(df, outputs["fid_cas"], real_top1)
     report.plot_per_class_slope(per_class, outputs["per_class_plot"], rho)
     lines = report.quality_findings(df, trends(df), reference, rho, points, real_top1)
+    if any(g.get("kind") == "finetuned" for g in generators):
+        from synthscale.finetune_report import finetune_findings
+
+        lines += finetune_findings(df, list(generators))
     report.write_html(outputs["findings"], "Quality of the synthetic sets: findings", lines, table=df)
     return df

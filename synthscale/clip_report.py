@@ -144,12 +144,11 @@ def _label(source: str) -> str:
 def plot_clip_scaling(summary: pd.DataFrame, path: str | os.PathLike, metric: str = "loss") -> None:
     """Zero-shot `metric` against N, one panel per eval set: real (black), each synthetic set (colour,
     solid) and its synthetic + real run (same colour, dashed), on log-log axes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
 
+    from synthscale.report import plotting, save
+
+    plt, _ = plotting()
     sets = list(dict.fromkeys(summary["eval_set"]))
     fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.6), squeeze=False)
     synthetic = [s for s in dict.fromkeys(summary["source"]) if s.startswith("synthetic/")]
@@ -180,9 +179,7 @@ def plot_clip_scaling(summary: pd.DataFrame, path: str | os.PathLike, metric: st
         ax.grid(alpha=0.3, which="both")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def _interval(lo: float, hi: float, n_points: int | None) -> str:

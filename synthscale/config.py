@@ -175,6 +175,10 @@ def _check_dataset(cfg: dict[str, Any], workdir: Path) -> None:
         except (ValueError, KeyError, FileNotFoundError) as err:
             raise ConfigError(f"config key dataset.classes_csv: {err}") from None
     for e in cfg["eval_sets"]:
+        if e.get("classes") == "folders":
+            if ds["kind"] != "imagefolder":
+                raise ConfigError(f"config key eval_sets.{e['name']}.classes: `folders` needs an imagefolder dataset")
+            continue
         unknown = [c for c in e.get("classes", []) if str(c) not in set(ids)]
         if unknown:
             raise ConfigError(

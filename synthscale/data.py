@@ -164,10 +164,23 @@ def split_entry(
     return entry
 
 
-def class_subset(ev: dict[str, Any], class_ids: Sequence[str]) -> list[int] | None:
-    """The class indices an eval set covers (its `classes` ids), or None for all classes."""
+def class_subset(
+    ev: dict[str, Any], class_ids: Sequence[str], root: str | os.PathLike | None = None
+) -> list[int] | None:
+    """The class indices an eval set covers (its `classes` ids), or None for all classes.
+
+    `classes: folders` takes the class ids that have a sub-folder under `root` (ImageNet-R and -A ship
+    200 of ImageNet's 1000 class folders)."""
     if ev.get("classes") is None:
         return None
+    if ev["classes"] == "folders":
+        if root is None or not Path(root).is_dir():
+            raise ValueError(f"eval set {ev['name']!r}: classes: folders needs its image folder, got {root!r}")
+        present = {d.name for d in Path(root).iterdir() if d.is_dir()}
+        subset = [i for i, cid in enumerate(class_ids) if str(cid) in present]
+        if not subset:
+            raise ValueError(f"eval set {ev['name']!r}: no class folder of the class table under {root}")
+        return subset
     index = {cid: i for i, cid in enumerate(class_ids)}
     unknown = [c for c in ev["classes"] if str(c) not in index]
     if unknown:

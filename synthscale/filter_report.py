@@ -94,10 +94,9 @@ def findings(df: pd.DataFrame, n_label: str) -> list[str]:
 
 def plot(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """One panel per metric: each set's value without and with each filter."""
-    import matplotlib
+    from synthscale.report import plotting, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt, _ = plotting()
 
     filters = list(dict.fromkeys(df["filter"]))
     sets = list(dict.fromkeys(df["set"]))
@@ -111,9 +110,7 @@ def plot(df: pd.DataFrame, path: str | os.PathLike) -> None:
         ax.set_title(m.upper() if m in ("fid", "cas") else m, fontsize=9)
     axes[0][-1].legend(title="filter", fontsize=7)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    save(fig, path)
 
 
 def write_report(

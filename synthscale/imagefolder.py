@@ -304,8 +304,9 @@ def prepare_imagefolder(
     manifest["splits"]["train"] = split_entry("train", shards, per_class, None, bad)
 
     for k, ev in enumerate(eval_sets):
-        subset = class_subset(ev, ids)
-        files = scan_imagefolder(ev.get("root") or ds["test_dir"], ids, subset, allow_empty=True)
+        root = ev.get("root") or ds["test_dir"]
+        subset = class_subset(ev, ids, root)
+        files = scan_imagefolder(root, ids, subset, allow_empty=True)
         if files.empty_classes:
             log.warning("eval set %s: no images for class(es) %s", ev["name"], files.empty_classes)
         shards, bad, per_class = prepare_split(

@@ -16,24 +16,17 @@ import numpy as np
 import pandas as pd
 
 from synthscale.io import atomic_path
+from synthscale.report import plotting, save
 from synthscale.mixing import all_multiples, amount_label
 
 METRIC_LABELS = {"top1": "top-1 accuracy", "loss": "cross-entropy loss"}
 
 
 def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return plotting()[0]
 
 
-def _save(fig, path: str | os.PathLike) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    _plt().close(fig)
+_save = save
 
 
 def _eval_sets(summary: pd.DataFrame) -> list[tuple[str, bool]]:

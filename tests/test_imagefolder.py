@@ -235,3 +235,23 @@ def test_config_fills_storage_defaults_and_checks_eval_classes(folder, tmp_path)
         check_config(_config(folder, classes_csv=str(tmp_path / "c.csv")))
     with pytest.raises(ConfigError, match=r"config key dataset\.encoding\.format"):
         check_config(_config(folder, encoding={"format": "gif"}))
+
+
+def test_eval_classes_from_folders_takes_the_class_folders_present(folder):
+    """`classes: folders` (ImageNet-R/-A style): the ids with a sub-folder under the set's root."""
+    from synthscale.data import class_subset
+
+    ev = {"name": "sub", "root": str(folder / "sub"), "classes": "folders"}
+    assert class_subset(ev, IDS, folder / "sub") == list(range(5)), "the empty folder counts: it is reported"
+    with pytest.raises(ValueError, match="needs its image folder"):
+        class_subset(ev, IDS, folder / "nowhere")
+    with pytest.raises(ValueError, match="no class folder"):
+        class_subset(ev, ["x", "y"], folder / "sub")
+    cfg = _config(folder)
+    cfg["eval_sets"] = [{"name": "sub", "root": str(folder / "sub"), "classes": "folders"}]
+    assert check_config(cfg)["eval_sets"][0]["classes"] == "folders"
+    digits = {"dataset": {"name": "d", "kind": "digits"}, "eval_sets": [{"name": "t", "classes": "folders"}],
+              "generators": [{"name": "g", "kind": "trained"}], "guidance": [1.0], "strategies": ["classname"],
+              "n_images": [10]}
+    with pytest.raises(ConfigError, match="config key eval_sets.t.classes"):
+        check_config(digits)

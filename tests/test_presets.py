@@ -1,0 +1,49 @@
+"""The paper presets plan as they are: every config check passes and the job counts follow the grid.
+
+Timing (the 10-second budget) is printed by benchmarks/bench_presets.py, not asserted here."""
+from __future__ import annotations
+
+import math
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import new_workdir  # noqa: F401  (keeps the conftest import order)
+from preset_data import PRESETS, REPO, dry_run_cmd, preset_workdir
+from test_workflow import job_counts
+
+from synthscale.config import check_config
+from synthscale.plan import Plan, shards_for
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return preset_workdir(tmp_path_factory.mktemp("presets"))
+
+
+def _plan(workdir, preset, monkeypatch):
+    """The preset as Snakemake sees it: config.yaml with the preset laid over it."""
+    from snakemake.utils import update_config
+
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    update_config(cfg, yaml.safe_load((REPO / "configs" / f"{preset}.yaml").read_text()))
+    monkeypatch.chdir(workdir)
+    return Plan(check_config(cfg, workdir))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_plans_within_the_scheduler_budget(workdir, preset, monkeypatch):
+    plan = _plan(workdir, preset, monkeypatch)
+    proc = subprocess.run(dry_run_cmd(workdir, preset), capture_output=True, text=True, cwd=workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = job_counts(proc.stdout + proc.stderr)
+    total = sum(v for k, v in counts.items() if k != "all")
+    assert 0 < total <= 10_000, counts
+    gen = plan.cfg["generation"]
+    per_job = plan.shards_per_job()
+    # one generation job per block of shards of each set, up to its largest N
+    blocks = sum(math.ceil(shards_for(plan.max_n, gen["shard_size"]) / per_job) for _ in plan.synthetic_grid())
+    assert counts.get("generate_block", 0) == blocks
+    assert counts["train_classifier"] == len(plan.runs()) * len(plan.seeds)
+    assert counts["prepare_data"] == 1
