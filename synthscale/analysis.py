@@ -237,11 +237,20 @@ def parse_benchmark(path: str | os.PathLike, root: str | os.PathLike) -> dict[st
     i = 0
     while i < len(p):
         tok = p[i]
+        if tok == "mix" and i + 1 < len(p) and p[i + 1].startswith("real"):
+            # a mixed source: mix/real{R}/synthetic/...; its synthetic part follows
+            out["source"] = f"mix/{p[i + 1]}/"
+            i += 2
+            continue
+        if tok.startswith("f-") and "synthetic/" in out["source"] and not out["rest"]:
+            out["source"] += f"/{tok}"  # a filtered set: synthetic/.../f-{filter}
+            i += 1
+            continue
         if tok == "real":
             out["source"] = "real"
         elif tok == "synthetic" and i + 3 < len(p) and _G.match(p[i + 2]):
             out["generator"], out["guidance"], out["strategy"] = p[i + 1], float(p[i + 2][1:]), p[i + 3]
-            out["source"] = f"synthetic/{p[i + 1]}/{p[i + 2]}/{p[i + 3]}"
+            out["source"] += f"synthetic/{p[i + 1]}/{p[i + 2]}/{p[i + 3]}"
             i += 3
         elif i + 2 < len(p) and _G.match(p[i + 1]) and not out["generator"]:
             out["generator"], out["guidance"], out["strategy"] = tok, float(p[i + 1][1:]), p[i + 2]
@@ -306,13 +315,15 @@ def cost_table(summary: pd.DataFrame, bench: pd.DataFrame, chance: float, eval_s
     df = summary[(summary["n_label"] != "all") & (summary["eval_set"] == eval_set)]
     if df.empty:
         return pd.DataFrame()
-    n_max = int(df["n"].max())
+    grid = grid_rows(df)
+    n_max = int((grid if len(grid) else df)["n"].max())  # a mix's n (real + synthetic) is not on the grid
     rows = []
     for source, g in df.groupby("source", sort=True):
         first = g.iloc[0]
-        at = g[g["n"] == n_max]
+        nm = n_max if first["kind"] in ("real", "synthetic") else int(g["n"].max())
+        at = g[g["n"] == nm]
         b_train = bench[(bench["stage"] == "training") & (bench["source"] == source)]
-        if first["kind"] == "synthetic":
+        if first["kind"] in ("synthetic", "mix"):
             sel = (bench["generator"] == first["generator"]) & (bench["strategy"] == first["strategy"]) & (
                 np.isclose(bench["guidance"].astype(float), float(first["guidance"])))
             b_gen = bench[(bench["stage"] == "generation") & sel]
@@ -331,7 +342,7 @@ def cost_table(summary: pd.DataFrame, bench: pd.DataFrame, chance: float, eval_s
             "guidance": first["guidance"], "strategy": first["strategy"],
             "generation_h": gen_h, "training_h": train_h, "total_h": total,
             "generator_training_h": b_gtrain["s"].sum() / 3600 if len(b_gtrain) else np.nan,
-            "benchmarks": int(recorded), "n_max": n_max, "seeds": int(at["seed"].nunique()) if len(at) else 0,
+            "benchmarks": int(recorded), "n_max": nm, "seeds": int(at["seed"].nunique()) if len(at) else 0,
             "top1_at_n_max": top1, "gain_over_chance": gain,
             "gain_per_hour": gain / total if np.isfinite(total) and total > 0 else np.nan,
         })

@@ -206,6 +206,12 @@ def clip_findings(summary: pd.DataFrame, scaling: pd.DataFrame, n_classes: int, 
     for e, g in scaling.groupby("eval_set", sort=False):
         r = g[g["kind"] == "real"]
         for row in g[g["kind"] != "real"].itertuples():
+            if row.n_points < 3:
+                # two points fix a line exactly: no interval, and a ratio to a near-zero real slope explodes
+                out.append(f"On {e}, {_label(row.source)} has only {row.n_points} N values, so its zero-shot "
+                           f"slope (k = {row.k:.3f}) has no interval and is not compared with real's: add "
+                           "clip.n_images values to fit it.")
+                continue
             s = f"On {e}, {_label(row.source)} scales with k = {row.k:.3f} {_interval(row.k_lo, row.k_hi, row.n_points)}"
             if len(r):
                 real_row = r.iloc[0]

@@ -166,8 +166,14 @@ def _fmt_worth(row: pd.Series) -> str:
         return f"less than {row['real_equivalent_high'] - row['real_n']:.0f} real images (below the real curve)"
     if row["censored"] == "above":
         return f"more than {row['real_equivalent_low'] - row['real_n']:.0f} real images (beyond the real curve)"
+    if row["worth"] < 0:
+        # the mix scores like fewer real images than it already holds: the synthetic part hurt
+        return (
+            f"less than nothing: the mix scores like {row['worth'] + row['real_n']:.0f} real images, fewer "
+            f"than the {row['real_n']:.0f} it holds (the synthetic images cost {-row['worth']:.0f})"
+        )
     return (
-        f"{row['worth'] + 0:.0f} real images [{row['worth_low'] + 0:.0f}, {row['worth_high'] + 0:.0f}] "
+        f"{row['worth'] + 0:.0f} real images [{max(row['worth_low'], 0) + 0:.0f}, {row['worth_high'] + 0:.0f}] "
         f"({row['rate']:.2f} per synthetic image)"
     )
 

@@ -134,6 +134,16 @@ def test_benchmark_paths_map_to_grid_points(tmp_path):
     assert parse_benchmark(plan.benchmark("train_classifier", "real", "nall"), root)["source"] == "real"
 
 
+def test_benchmark_paths_of_mixed_and_filtered_sources(tmp_path):
+    """A mix and a filtered set are sources of their own, not charged to the plain synthetic set."""
+    plan = Plan({"results": str(tmp_path), "dataset": {"name": "d"}, "train": {"arch": "r"}})
+    root = tmp_path / "benchmarks"
+    mix = parse_benchmark(plan.benchmark("train_classifier", "mix/real30/synthetic/gen/g2/classname", "n90", "s0"), root)
+    assert (mix["source"], mix["generator"], mix["n_label"]) == ("mix/real30/synthetic/gen/g2/classname", "gen", "90")
+    filt = parse_benchmark(plan.benchmark("train_classifier", "synthetic/gen/g2/classname/f-conf", "n30", "s0"), root)
+    assert filt["source"] == "synthetic/gen/g2/classname/f-conf" and filt["rest"] == ""
+
+
 def test_cost_table_from_benchmarks_and_without_them(tmp_path):
     summary = _summary(gens=("gen",))
     root = tmp_path / "benchmarks"

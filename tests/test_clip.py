@@ -211,6 +211,9 @@ def test_scaling_fit_recovers_slope_and_ratio():
     assert fits.loc["real", "k_lo"] == pytest.approx(0.4) and fits.loc["real", "B"] == pytest.approx(3)
     text = " ".join(CR.clip_findings(s.assign(ood=False), fits.reset_index(), 10, "test"))
     assert "k = 0.200" in text and "ratio of 0.50" in text and "0.355" in text
+    two = s[s["n"].isin([100, 200])]
+    text = " ".join(CR.clip_findings(two.assign(ood=False), CR.clip_scaling(two, draws=50, seed=0), 10, "test"))
+    assert "only 2 N values" in text and "ratio of" not in text, "two points give no slope worth a ratio"
 
 
 def test_clip_summary_and_plot(tmp_path):

@@ -312,3 +312,14 @@ def test_mix_rows_leave_the_synthetic_scaling_analysis_alone():
     fits = scaling_fits(summary, n_draws=100)
     assert len(fits) and not fits["source"].str.startswith("mix/").any()
     assert fits.equals(scaling_fits(plain, n_draws=100))
+
+
+def test_a_mix_worse_than_its_real_part_is_said_to_hurt():
+    from synthscale.mix_report import _fmt_worth
+
+    row = pd.Series({"censored": "", "worth": -23.0, "worth_low": -30.0, "worth_high": 0.0, "rate": -0.13,
+                     "real_n": 60, "real_equivalent_low": 30.0, "real_equivalent_high": 60.0})
+    text = _fmt_worth(row)
+    assert "like 37 real images" in text and "fewer than the 60" in text and "-23" not in text
+    good = _fmt_worth(pd.Series({**row.to_dict(), "worth": 25.0, "worth_low": -5.0, "worth_high": 40.0, "rate": 0.4}))
+    assert good.startswith("25 real images [0, 40]")
