@@ -138,6 +138,7 @@ rule quality_summary:
     conda:
         "../envs/synthscale.yaml"
     params:
+        generators=config["generators"],
         eval_set=QCFG["reference_set"],
         output_keys=list(QUALITY_OUTPUTS),
     script:

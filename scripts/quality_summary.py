@@ -11,5 +11,5 @@ summarize_quality(
     reference_json=snakemake.input.reference,
     outputs={k: snakemake.output[k] for k in snakemake.params.output_keys},
     eval_set=snakemake.params.eval_set,
-    generators=snakemake.config["generators"],
+    generators=snakemake.params.generators,
 )

@@ -196,7 +196,7 @@ def _check_prompt_models(cfg: dict[str, Any], workdir: Path) -> None:
         if name in STRATEGIES:
             raise ConfigError(f"config key {key}: {name!r} is a rule-based strategy's name")
         model = spec["model"]
-        if looks_local(model) or looks_local(str(workdir / model)):
+        if looks_local(model) or (workdir / model).exists():
             path = Path(model).expanduser()
             path = path if path.is_absolute() else workdir / path
             if not (path / "config.json").exists():

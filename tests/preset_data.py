@@ -18,7 +18,9 @@ def preset_workdir(root: Path, n_classes: int = 1000) -> Path:
         (root / d).mkdir(parents=True, exist_ok=True)
     for cid in ids[:200]:
         (root / "data/imagenet-r" / cid).mkdir(exist_ok=True)
-    table = pd.DataFrame({"id": ids, "name": [f"class {k}" for k in range(n_classes)]})
+    # names, glosses and hypernyms given, so planning needs no WordNet (ImageNet's table may give ids only)
+    table = pd.DataFrame({"id": ids, "name": [f"class {k}" for k in range(n_classes)],
+                          "description": ["a thing"] * n_classes, "hypernym": ["object"] * n_classes})
     table.to_csv(root / "data/imagenet/classes.csv", index=False)
     (root / "data/imagenet100").mkdir(exist_ok=True)
     table.iloc[:100].to_csv(root / "data/imagenet100/classes.csv", index=False)

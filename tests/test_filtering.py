@@ -231,7 +231,7 @@ def test_a_filtered_set_trains_and_reaches_the_report(tmp_path):
     assert table[metrics].notna().all().all()
     # a filter that passes everything keeps the same images in the same order: same quality and CAS
     assert table.set_index("filter").loc["all", metrics].tolist() == table.set_index("filter").loc["none", metrics].tolist()
-    assert (results / "train/resnet18/synthetic/tiny/g1/classname/f-all/n40/model.safetensors").exists()
+    assert (results / "train/resnet18/synthetic/tiny/g1/classname/f-all/n40/s0/model.safetensors").exists()
     assert "Filter all" in (results / "filter_findings.html").read_text()
     assert (results / "plots/filter.png").read_bytes()[:4] == b"\x89PNG"
 

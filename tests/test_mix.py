@@ -294,11 +294,11 @@ def test_adding_a_real_n_value_schedules_only_its_runs(tmp_path):
     r = "results-test/train/resnet18"
     assert new == [
         ("evaluate", "results-test/eval/resnet18/mix/real10/synthetic/tiny/g1/classname/metrics.csv"),
-        ("train_classifier", f"{r}/mix/real10/synthetic/tiny/g1/classname/n10/model.safetensors"),
-        ("train_classifier", f"{r}/real/n10/model.safetensors"),  # its real-only baseline
+        ("train_classifier", f"{r}/mix/real10/synthetic/tiny/g1/classname/n10/s0/model.safetensors"),
+        ("train_classifier", f"{r}/real/n10/s0/model.safetensors"),  # its real-only baseline
     ]
     trained = {o for rule, o in before if rule == "train_classifier"}
-    assert f"{r}/mix/real20/synthetic/tiny/g1/classname/n20/model.safetensors" in trained
+    assert f"{r}/mix/real20/synthetic/tiny/g1/classname/n20/s0/model.safetensors" in trained
     assert {rule for rule, _ in before} >= {"mix_exchange_rate", "plot_mix", "mix_findings"}
 
 

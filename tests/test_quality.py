@@ -438,7 +438,7 @@ def test_scripts_end_to_end(judge_file, digits, test_set, tmp_path):
     run_script("quality_summary.py",
                input={"sets": sets, "per_class": per_class, "reference": ref["json"],
                       "summary": str(tmp_path / "summary.csv"), "eval_per_class": str(tmp_path / "per_class.csv")},
-               output=outputs, params={"eval_set": "test", "output_keys": list(outputs)})
+               output=outputs, params={"eval_set": "test", "output_keys": list(outputs), "generators": []})
     table = pd.read_csv(outputs["table"])
     assert len(table) == 2 and list(table["cas"]) == pytest.approx([0.8, 0.7])
     assert list(table["cas_seeds"]) == [2, 2] and table["cas_sd"].iloc[0] == pytest.approx(np.std([0.79, 0.81], ddof=1))
