@@ -199,7 +199,9 @@ def filter_set(
             fmt = fmt or ext
             if ext != fmt:
                 raise ValueError(f"{shard}: mixed image formats {fmt} and {ext} in one set")
-            out = {**rec, "filter": name, "filter_score": float(score), "filtered_index": len(written)}
+            # the key is the position in the filtered set (nested N reads keys); `index` stays the original
+            out = {**rec, "key": f"{len(written):08d}", "filter": name, "filter_score": float(score),
+                   "filtered_index": len(written)}
             buffer.append((data, out))
             written.append(out)
             kept[c] += 1
