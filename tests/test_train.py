@@ -249,6 +249,8 @@ def test_fast_identity_path_equals_timm(digits_16):
 
 def test_gpu_recipe_paths_run_on_cpu(tmp_path, digit_shards):
     """bf16 autocast, channels_last, mixup/cutmix with soft targets, SGD and gradient accumulation."""
+    torch.set_num_threads(1)  # other tests' scripts pin their own thread counts
+    torch.manual_seed(0)
     recipe = {**RESOLVED_VIT_LIKE, "epochs": 1, "min_steps": 3, "batch_size": 16, "micro_batch_size": 8}
     log = train_model([{"shards": digit_shards[0], "limit": 48}], 10, recipe, 0, tmp_path / "m.safetensors", tmp_path / "log.csv", progress=False)
     assert log["step"].tolist() == [3] and np.isfinite(log["train_loss"]).all()
