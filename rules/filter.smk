@@ -64,7 +64,7 @@ rule filter_quality:
         device=config["device"],
         threads=threads("quality"),
     script:
-        "../scripts/filter_quality.py"
+        "../scripts/quality.py"
 
 
 rule filter_report:

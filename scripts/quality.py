@@ -1,4 +1,5 @@
-"""Snakemake entry for rule quality: every per-set metric of one (generator, guidance, strategy)."""
+"""Snakemake entry for rules quality and filter_quality: every per-set metric of one synthetic set
+(generator, guidance, strategy, and its filter when filtered)."""
 from synthscale.data import read_manifest
 from synthscale.quality_metrics import measure_synthetic
 from synthscale.runtime import job_setup
@@ -17,5 +18,7 @@ measure_synthetic(
     seed=snakemake.params.seed,
     device=snakemake.params.device,
     classes_csv=snakemake.input.classes,
-    extra={"generator": wc.generator, "guidance": float(wc.guidance), "strategy": wc.strategy},
+    # a filtered set (rule filter_quality) also records its filter
+    extra={"generator": wc.generator, "guidance": float(wc.guidance), "strategy": wc.strategy}
+    | ({"filter": wc.filter} if getattr(wc, "filter", None) else {}),
 )
