@@ -61,7 +61,9 @@ def local_run(study_config, study):
 
 def comparable_files(results: Path) -> dict[str, Path]:
     """Outputs that must match between runs: data, prompts, generator, shards, models, tables."""
-    skip_dirs = {"logs", "plots"}  # logs hold timings and hosts; plots are PNGs with renderer metadata
+    # logs hold timings and hosts; benchmarks hold timings (Snakemake's benchmark:); plots are PNGs with
+    # renderer metadata
+    skip_dirs = {"logs", "benchmarks", "plots"}
     out = {}
     for p in sorted(results.rglob("*")):
         rel = p.relative_to(results)
