@@ -15,6 +15,8 @@ import numpy as np
 from synthscale import fits as F
 
 GRIDS = [
+    ((30, 100, 300), 1),
+    ((30, 100, 300), 3),  # the default study's real grid (train.real_seeds: [0, 1, 2])
     ((30, 60, 120, 300), 1),
     ((30, 60, 120, 300), 2),
     ((30, 60, 120, 300), 3),

@@ -17,6 +17,8 @@ rule generate_block:
         f"{R}/benchmarks/generate_block/{{generator}}/g{{guidance}}/{{strategy}}/block-{{block}}.tsv"
     wildcard_constraints:
         block=PLAN.block_regex,
+    # on the critical path: every synthetic set waits for it, so it starts before independent jobs
+    priority: 5
     conda:
         "../envs/synthscale.yaml"
     threads: threads("generate")

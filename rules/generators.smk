@@ -13,6 +13,8 @@ rule train_generator:
         PLAN.benchmark("train_generator", "{generator}")
     wildcard_constraints:
         generator=generator_regex("trained"),
+    # on the critical path: every synthetic set waits for it, so it starts before independent jobs
+    priority: 10
     conda:
         "../envs/synthscale.yaml"
     threads: threads("train_generator")
@@ -41,6 +43,8 @@ rule finetune_generator:
         f"{R}/benchmarks/finetune_generator/{{generator}}.tsv"
     wildcard_constraints:
         generator=generator_regex("finetuned"),
+    # on the critical path: every synthetic set waits for it, so it starts before independent jobs
+    priority: 10
     conda:
         "../envs/synthscale.yaml"
     threads: threads("finetune")

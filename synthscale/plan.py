@@ -323,6 +323,17 @@ class Plan:
         """Replicate training seeds (`train.seeds`): one model per (source, N, seed)."""
         return [int(s) for s in self.cfg["train"].get("seeds", [0])]
 
+    def seeds_for(self, source: str, n: str | None = None) -> list[int]:
+        """Replicate seeds of one (source, N): `train.real_seeds` (when set) for the real-only runs on
+        the N grid (n_images, where real's slope is fitted), `train.seeds` for every other run
+        (synthetic, mixed, the full real set, a mix's real-only baseline off the grid). n None = any
+        grid N."""
+        real = self.cfg["train"].get("real_seeds")
+        on_grid = n is None or n in {str(v) for v in self.cfg["n_images"]}
+        if real and on_grid and parse_source(source).kind == "real":
+            return [int(s) for s in real]
+        return self.seeds
+
     def train_parts(self, source: str, n: str) -> list[dict[str, Any]]:
         """The training data of a run as parts: real first, then synthetic.
 
@@ -340,17 +351,17 @@ class Plan:
         return [real, part]
 
     def model(self, source: str, n: str, seed: int | str | None = None) -> str:
-        """A trained classifier's weights; seed None = the first replicate seed."""
-        s = self.seeds[0] if seed is None else seed
+        """A trained classifier's weights; seed None = the source's first replicate seed."""
+        s = self.seeds_for(source, n)[0] if seed is None else seed
         return f"{self.r}/train/{self.arch}/{source}/n{n}/s{s}/model.safetensors"
 
     def train_log(self, source: str, n: str, seed: int | str | None = None) -> str:
-        s = self.seeds[0] if seed is None else seed
+        s = self.seeds_for(source, n)[0] if seed is None else seed
         return f"{self.r}/train/{self.arch}/{source}/n{n}/s{s}/log.csv"
 
     def seed_runs(self, source: str) -> list[tuple[str, int]]:
         """Every (n_label, seed) model of one source, N-major."""
-        return [(n, s) for n in self.n_labels(source) for s in self.seeds]
+        return [(n, s) for n in self.n_labels(source) for s in self.seeds_for(source, n)]
 
     def sources(self) -> list[str]:
         """Training sources in run order, each once."""
