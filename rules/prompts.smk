@@ -10,6 +10,8 @@ rule prompts:
         f"{R}/logs/prompts/{{strategy}}.log",
     wildcard_constraints:
         strategy=name_alternatives(STRATEGIES),
+    # upstream of the generators and of every synthetic set: scheduled before independent jobs
+    priority: 10
     conda:
         "../envs/synthscale.yaml"
     threads: threads("default")
@@ -31,6 +33,8 @@ rule prompts_model:
         f"{R}/benchmarks/prompts_model/{{strategy}}.tsv"
     wildcard_constraints:
         strategy=name_alternatives(config["prompt_models"]),
+    # upstream of the generators and of every synthetic set: scheduled before independent jobs
+    priority: 10
     conda:
         "../envs/synthscale.yaml"
     threads: threads("prompts")

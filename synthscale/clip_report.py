@@ -7,15 +7,15 @@ the synthetic/real slope ratio per eval set with its bootstrap interval.
 
 from __future__ import annotations
 
-import html
 import os
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from synthscale.io import atomic_path, write_csv
+from synthscale.io import write_csv
 from synthscale.plan import parse_clip_source
+from synthscale.report import write_html
 
 # Fan et al. 2023, CLIP zero-shot ImageNet scaling ability, read from their figure
 FAN_CLIP_K = {"real": 0.387, "synthetic": 0.355}
@@ -249,11 +249,8 @@ def clip_findings(summary: pd.DataFrame, scaling: pd.DataFrame, n_classes: int, 
 
 
 def write_clip_findings(sentences: Sequence[str], path: str | os.PathLike, study: str) -> None:
-    items = "\n".join(f"<li>{html.escape(s)}</li>" for s in sentences)
-    page = (f"<html><head><meta charset='utf-8'><title>{html.escape(study)}: CLIP findings</title></head>"
-            f"<body><h1>CLIP: synthetic against real image-text pairs</h1><ul>\n{items}\n</ul></body></html>\n")
-    with atomic_path(path) as tmp:
-        tmp.write_text(page)
+    write_html(path, f"{study}: CLIP, synthetic against real image-text pairs", sentences,
+               source="this run's CLIP tables (results/clip/)")
 
 
 def write_tables(summary: pd.DataFrame, summary_path, scaling: pd.DataFrame, scaling_path,

@@ -7,15 +7,15 @@ cost (generated images looked at per kept image). A plot and plain sentences go 
 
 from __future__ import annotations
 
-import html
 import json
 import os
 from typing import Any, Sequence
 
 import pandas as pd
 
-from synthscale.io import atomic_path, write_csv
+from synthscale.io import write_csv
 from synthscale.plan import parse_source
+from synthscale.report import write_html
 
 METRICS = ["recognizability", "diversity", "fid", "cas"]
 
@@ -119,7 +119,5 @@ def write_report(
     write_csv(outputs["table"], df)
     plot(df, outputs["plot"])
     lines = findings(df, n_label)
-    body = "\n".join(f"<li>{html.escape(s)}</li>" for s in lines)
-    with atomic_path(outputs["findings"]) as tmp:
-        tmp.write_text(f"<html><body><h2>Filtering</h2><ul>\n{body}\n</ul></body></html>\n")
+    write_html(outputs["findings"], "Filtering", lines, source="this run's quality and filter tables")
     return lines

@@ -8,15 +8,13 @@
 
 from __future__ import annotations
 
-import html
 import os
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from synthscale.io import atomic_path
-from synthscale.report import plotting, save
+from synthscale.report import plotting, save, write_html
 from synthscale.mixing import all_multiples, amount_label
 
 METRIC_LABELS = {"top1": "top-1 accuracy", "loss": "cross-entropy loss"}
@@ -238,12 +236,5 @@ def findings(effects: pd.DataFrame, rates: pd.DataFrame) -> list[str]:
 
 
 def write_findings_html(lines: Sequence[str], path: str | os.PathLike, title: str) -> None:
-    body = "\n".join(f"<li>{html.escape(s)}</li>" for s in lines)
-    page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
-        f"<body><h2>{html.escape(title)}</h2><ul>\n{body}\n</ul>"
-        "<p>Computed from results/summary.csv and results/mix/exchange_rate.csv of this run.</p>"
-        "</body></html>\n"
-    )
-    with atomic_path(path) as tmp:
-        tmp.write_text(page)
+    write_html(path, title, lines,
+               source="results/summary.csv and results/mix/exchange_rate.csv of this run")

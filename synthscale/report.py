@@ -47,16 +47,21 @@ def save(fig, path: str | os.PathLike) -> None:
 
 
 def write_html(
-    path: str | os.PathLike, title: str, lines: Sequence[str], table: pd.DataFrame | None = None
+    path: str | os.PathLike,
+    title: str,
+    lines: Sequence[str],
+    table: pd.DataFrame | None = None,
+    source: str = "this run's result tables",
 ) -> None:
-    """A findings page: one list item per sentence, and optionally the table the numbers come from."""
+    """A findings page: one list item per sentence, optionally the table the numbers come from, and
+    where they come from (`source`)."""
     e = html.escape
     body = "\n".join(f"<li>{e(s)}</li>" for s in lines)
     tab = table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="") if table is not None else ""
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title></head>"
         f"<body><h2>{e(title)}</h2><ul>\n{body}\n</ul>{tab}"
-        "<p>Every number is computed from this run's result tables.</p></body></html>\n"
+        f"<p>Every number is computed from {e(source)}.</p></body></html>\n"
     )
     with atomic_path(path) as tmp:
         tmp.write_text(page)
