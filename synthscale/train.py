@@ -241,7 +241,7 @@ def train_model(
                     sync = world == 1 or j == len(batches) - 1
                     ctx = net.no_sync() if not sync and hasattr(net, "no_sync") else contextlib.nullcontext()
                     with ctx:
-                        with amp:
+                        with amp, batchnorm_frozen_if_single(model, len(yb)):
                             logits = net(xb)
                         logits = logits.float()
                         if target.ndim == 2:
@@ -313,6 +313,24 @@ def train_classifier(
         parts, n_classes, recipe, seed, model_path, log_path, checkpoint_path, device, progress,
         stop_after_steps,
     )
+
+
+@contextlib.contextmanager
+def batchnorm_frozen_if_single(model: torch.nn.Module, batch: int):
+    """A batch of one image (the last, short batch of an epoch or of a loader worker, e.g. N = 65 at
+    batch 64) cannot train BatchNorm on its own statistics: its layers run in eval mode for that
+    batch (their running statistics normalise it, their affine weights still train)."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
+    if batch > 1 or not bns:
+        yield
+        return
+    for m in bns:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m in bns:
+            m.train()
 
 
 def _save_checkpoint(path: Path, model, opt, state: dict[str, Any]) -> None:

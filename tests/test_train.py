@@ -263,3 +263,15 @@ RESOLVED_VIT_LIKE = {
     "input_size": 16, "num_workers": 0, "amp": True, "channels_last": True, "mixup": 0.8, "cutmix": 1.0,
     "auto_augment": "rand-m9-mstd0.5", "re_prob": 0.25, "hflip": 0.5, "optimizer": "sgd", "lr": 0.01,
 }
+
+
+def test_a_last_batch_of_one_image_trains(tmp_path, digit_shards):
+    """N = 65 at batch 64: the epoch's last batch holds one image, which BatchNorm cannot normalise by
+    its own statistics; it trains with the layers' running statistics instead of failing."""
+    torch.set_num_threads(1)
+    recipe = full_recipe({**RECIPE, "epochs": 2, "min_steps": 1})
+    log = train_model([{"shards": digit_shards[0], "limit": 65}], 10, recipe, 0, tmp_path / "m.safetensors", tmp_path / "log.csv", progress=False)
+    assert log["step"].tolist() == [2, 4] and np.isfinite(log["train_loss"]).all()
+    model, _ = load_classifier(tmp_path / "m.safetensors")
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(torch.isfinite(m.running_var).all() for m in bns)
