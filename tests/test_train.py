@@ -275,3 +275,18 @@ def test_a_last_batch_of_one_image_trains(tmp_path, digit_shards):
     model, _ = load_classifier(tmp_path / "m.safetensors")
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert bns and all(torch.isfinite(m.running_var).all() for m in bns)
+
+
+def test_compiled_training_runs_on_cpu(tmp_path, digit_shards):
+    """`compile: true` wraps the model in torch.compile (inductor); on CPU it compiles too, and the saved
+    weights are the plain module's (no `_orig_mod.` prefixes), loadable without torch.compile."""
+    torch.set_num_threads(1)
+    torch._dynamo.reset()
+    recipe = full_recipe({**RECIPE, "model_kwargs": {"channels": [8, 16, 32, 64]}, "epochs": 1, "min_steps": 2,
+                          "batch_size": 32, "compile": True})
+    log = train_model([{"shards": digit_shards[0], "limit": 64}], 10, recipe, 0, tmp_path / "m.safetensors", tmp_path / "log.csv", progress=False)
+    assert log["step"].tolist() == [2] and np.isfinite(log["train_loss"]).all()
+    model, meta = load_classifier(tmp_path / "m.safetensors")
+    assert not any("_orig_mod" in k for k in model.state_dict())
+    with torch.no_grad():
+        assert model.eval()(torch.zeros(2, 3, 16, 16)).shape == (2, 10)
