@@ -114,6 +114,7 @@ def scaling_figure(summary: pd.DataFrame, metric: str, chance: float):
     guidances = sorted(syn["guidance"].unique())
     ns = sorted(df["n"].unique())
     seeds = int(df["seed"].nunique()) if "seed" in df else 1
+    n_seeds = {k: int(g["seed"].nunique()) if "seed" in g else 1 for k, g in (("real", real), ("synthetic", syn))}
 
     def draw(ax, d, label, **style):
         st = seed_stats(d, metric, ["n"]).sort_values("n")
@@ -147,10 +148,12 @@ def scaling_figure(summary: pd.DataFrame, metric: str, chance: float):
             ax.set_ylabel({"loss": "cross-entropy loss", "top1": "top-1 accuracy"}.get(metric, metric))
             ax.grid(True, which="both", alpha=0.3)
         axes[i][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    counts = ", ".join(f"{k} {v} seed{'s' if v > 1 else ''}" for k, v in n_seeds.items() if v)
     fig.suptitle(
         f"{metric} against N (one row per generator; colour = prompt strategy, dash = guidance; "
-        f"mean and sd over {seeds} seed{'s' if seeds > 1 else ''})"
+        f"mean and sd over seeds: {counts})"
     )
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     return fig
 
 
@@ -313,7 +316,6 @@ def scaling_findings(summary: pd.DataFrame, fits: pd.DataFrame, n_classes: int) 
     summary = summary[summary["kind"].isin(["real", "synthetic"])]  # mixes: synthscale.mixing
     out: list[str] = []
     chance = 1.0 / n_classes
-    seeds = int(summary["seed"].nunique()) if "seed" in summary else 1
     ind = summary[~summary["ood"]]
     grid = summary[summary["n_label"] != "all"]
     n_max = grid["n"].max()
@@ -322,11 +324,15 @@ def scaling_findings(summary: pd.DataFrame, fits: pd.DataFrame, n_classes: int) 
     syn = seed_stats(at[at["kind"] == "synthetic"], "top1", by)
     real = seed_stats(at[at["kind"] == "real"], "top1", by)
     full = ind[ind["n_label"] == "all"]
-    mean_of = f"mean over {seeds} training seed{'s' if seeds > 1 else ''}"
+    def mean_of(kind: str) -> str:
+        g = at[at["kind"] == kind]
+        seeds = int(g["seed"].nunique()) if "seed" in g and len(g) else 1
+        return f"mean over {seeds} training seed{'s' if seeds > 1 else ''}"
+
     if len(syn):
         best, worst = syn.loc[syn["mean"].idxmax()], syn.loc[syn["mean"].idxmin()]
         out.append(
-            f"At N={n_max} ({mean_of}), the best synthetic set ({best['source']}) reaches top-1 "
+            f"At N={n_max} ({mean_of('synthetic')}), the best synthetic set ({best['source']}) reaches top-1 "
             f"{best['mean']:.3f} on {best['eval_set']}; the worst ({worst['source']}) {worst['mean']:.3f}; "
             f"chance is {chance:.3f}."
         )
@@ -338,7 +344,7 @@ def scaling_findings(summary: pd.DataFrame, fits: pd.DataFrame, n_classes: int) 
     if len(real) and len(syn):
         gap = real["mean"].iloc[0] - syn["mean"].max()
         out.append(
-            f"Real images at the same N reach {real['mean'].iloc[0]:.3f}: the best synthetic set "
+            f"Real images at the same N reach {real['mean'].iloc[0]:.3f} ({mean_of('real')}): the best synthetic set "
             + (f"trails them by {gap:.3f}." if gap > 0 else f"beats them by {-gap:.3f}.")
         )
     if len(full):
