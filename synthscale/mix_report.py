@@ -182,16 +182,24 @@ def findings(effects: pd.DataFrame, rates: pd.DataFrame) -> list[str]:
     if not len(effects):
         return ["No mixed classifier has a real-only run at the same real N: nothing to compare."]
     e = effects.copy()
-    basis = e["noise_basis"].iloc[0]
-    if basis == "seeds":
-        out.append(f"Noise: a difference counts as helped or hurt only beyond 2 standard errors over training "
-                   f"seeds (up to {e['noise'].max():.3f} top-1 here).")
-    elif e["noise"].max() > 0:
-        out.append(f"Noise: one training seed per point, so a difference counts as helped or hurt only beyond the "
-                   f"largest reversal of a real-only curve over the eval sets ({e['noise'].max():.3f} top-1).")
-    else:
-        out.append("Noise: one training seed per point and a monotone real-only curve (largest reversal 0.000), "
-                   "so there is no noise estimate: small differences below may be seed noise.")
+    bases = set(e["noise_basis"])
+    if "seeds" in bases:
+        out.append(f"Noise: where the mixed runs have several training seeds, a difference counts as helped or "
+                   f"hurt only beyond 2 standard errors over seeds (up to {e.loc[e['noise_basis'] == 'seeds', 'noise'].max():.3f} top-1).")
+    if "real seeds" in bases:
+        rs = sorted(e.loc[e["noise_basis"] == "real seeds", "real_n"].unique())
+        out.append(f"Noise: at {', '.join(str(r) for r in rs)} real images the real-only runs have several seeds "
+                   f"and the mixed run one, so a difference counts only beyond 2 standard errors from the real-only "
+                   f"runs' seed spread (up to {e.loc[e['noise_basis'] == 'real seeds', 'noise'].max():.3f} top-1).")
+    if "curve" in bases:
+        c = e[e["noise_basis"] == "curve"]
+        where = "elsewhere " if len(bases) > 1 else ""
+        if c["noise"].max() > 0:
+            out.append(f"Noise: {where}one training seed per point, so a difference counts as helped or hurt only "
+                       f"beyond the largest reversal of a real-only curve over the eval sets ({c['noise'].max():.3f} top-1).")
+        else:
+            out.append(f"Noise: {where}one training seed per point and a monotone real-only curve (largest "
+                       "reversal 0.000), so there is no noise estimate: small differences may be seed noise.")
     scarce_r = e.loc[~e["real_all"], "real_n"].min() if (~e["real_all"]).any() else None
     for label, part in [("scarce real", e[e["real_n"] == scarce_r]), ("full real", e[e["real_all"]])]:
         for _, row in part.sort_values(["ood", "eval_set", "synthetic_n"]).iterrows():

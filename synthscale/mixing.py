@@ -163,8 +163,10 @@ def noise_floor(n: Sequence[float], values: Sequence[float], higher_is_better: b
 def mix_effects(summary: pd.DataFrame, mix: dict[str, Any]) -> pd.DataFrame:
     """Each mixed classifier against real-only at the same real_n: delta of top-1 and loss.
 
-    `verdict` is helped / hurt / within noise, the noise being the seed spread (2 standard errors)
-    with several seeds, else the largest `noise_floor` of the real-only curves over the eval sets.
+    `verdict` is helped / hurt / within noise, the noise being 2 standard errors of the difference:
+    from both sides' seed spreads when the mix has several seeds ("seeds"), from the real-only runs'
+    seed spread when only they have several ("real seeds"), else the largest `noise_floor` of the
+    real-only curves over the eval sets ("curve").
     """
     from synthscale.plan import parse_source
 
@@ -186,10 +188,14 @@ def mix_effects(summary: pd.DataFrame, mix: dict[str, Any]) -> pd.DataFrame:
             top1, loss = float(g["top1"].mean()), float(g["loss"].mean())
             delta = top1 - float(curve.loc[r, "top1"])
             noise, basis = floor, "curve"
+            base = real[real["real_n"] == r]["top1"]
             if seed_col and g[seed_col].nunique() > 1:
-                base = real[real["real_n"] == r]["top1"]
                 se = np.sqrt(g["top1"].var(ddof=1) / len(g) + base.var(ddof=1) / max(len(base), 1))
                 noise, basis = float(2 * se) if np.isfinite(se) else floor, "seeds"
+            elif seed_col and real.loc[base.index, seed_col].nunique() > 1:
+                # the real-only runs have seeds and the mix has one: their seed sd stands for both
+                se = base.std(ddof=1) * np.sqrt(1 / len(g) + 1 / len(base))
+                noise, basis = float(2 * se), "real seeds"
             verdict = "within noise" if abs(delta) <= noise else ("helped" if delta > 0 else "hurt")
             rows.append(
                 {

@@ -323,3 +323,28 @@ def test_a_mix_worse_than_its_real_part_is_said_to_hurt():
     assert "like 37 real images" in text and "fewer than the 60" in text and "-23" not in text
     good = _fmt_worth(pd.Series({**row.to_dict(), "worth": 25.0, "worth_low": -5.0, "worth_high": 40.0, "rate": 0.4}))
     assert good.startswith("25 real images [0, 40]")
+
+
+def test_noise_comes_from_the_real_only_seeds_when_only_they_have_several():
+    """5 real-only seeds at real_n 10, one mixed run: the noise is 2 standard errors of a difference
+    between one run and the mean of 5, from the real-only seed sd; a delta inside it is within noise."""
+    from synthscale.mix_report import findings
+
+    one = _summary()
+    extra = one[(one["source"] == "real") & (one["n_label"] == "10")]
+    spread = [extra.assign(seed=s, top1=extra["top1"] + d) for s, d in zip(range(1, 5), (0.1, -0.1, 0.2, -0.2))]
+    summary = pd.concat([one, *spread], ignore_index=True)
+    effects = mix_effects(summary, {"real_n": [10, "all"], "synthetic_multiples": [1, 3]})
+    scarce = effects[(effects.real_n == 10) & (effects.eval_set == "test")].set_index("synthetic_n")
+    real = summary[(summary.source == "real") & (summary.n_label == "10") & (summary.eval_set == "test")]["top1"]
+    expected = 2 * real.std(ddof=1) * np.sqrt(1 + 1 / 5)
+    assert (scarce["noise_basis"] == "real seeds").all()
+    assert scarce["noise"].tolist() == pytest.approx([expected] * 2)
+    mean = real.mean()
+    for n, row in scarce.iterrows():
+        assert row["delta_top1"] == pytest.approx(row["top1"] - mean)
+        assert row["verdict"] == ("within noise" if abs(row["top1"] - mean) <= expected else "helped")
+    assert (effects[effects.real_all]["noise_basis"] == "curve").all()  # the full set has one seed
+    text = "\n".join(findings(effects, exchange_rates(summary)))
+    assert "at 10 real images the real-only runs have several seeds" in text
+    assert "Noise: elsewhere one training seed per point" in text
