@@ -530,11 +530,15 @@ def cost_findings(table: pd.DataFrame, eval_set: str = "test") -> list[str]:
     if len(syn):
         out.append(
             f"A synthetic set costs {syn['total_h'].min() * 3600:.0f} to {syn['total_h'].max() * 3600:.0f} "
-            f"compute seconds (generation + training, every N and seed); generation is "
+            f"compute seconds (generation + one replicate of training: every N, mean over seeds); generation is "
             f"{(syn['generation_h'].sum() / syn['total_h'].sum()):.0%} of it."
         )
     if len(real):
-        out.append(f"Training on real images costs {real['total_h'].iloc[0] * 3600:.0f} compute seconds in all.")
+        r = real.iloc[0]
+        out.append(
+            f"Training on real images costs {r['total_h'] * 3600:.0f} compute seconds per replicate "
+            f"({r['training_total_h'] * 3600:.0f} over all {int(r['seeds'])} seeds and the full set)."
+        )
     if len(syn) and syn["gain_per_hour"].notna().any():
         b = syn.loc[syn["gain_per_hour"].idxmax()]
         line = (

@@ -156,11 +156,16 @@ def test_cost_table_from_benchmarks_and_without_them(tmp_path):
     for src in ("real", "synthetic/gen/g2/classname"):
         for n in (30, 300):
             _bench(tmp_path / plan.benchmark("train_classifier", src, f"n{n}", "s0").split(str(tmp_path) + "/")[1], 180)
+    for seed, seconds in ((1, 90), (2, 270)):  # more real seeds: the same mean cost per replicate, more in all
+        _bench(tmp_path / plan.benchmark("train_classifier", "real", "n30", f"s{seed}").split(str(tmp_path) + "/")[1], seconds)
+    _bench(tmp_path / plan.benchmark("train_classifier", "real", "nall", "s0").split(str(tmp_path) + "/")[1], 720)
+    _bench(tmp_path / "benchmarks" / "train_clip" / "synthetic" / "gen" / "g2" / "classname" / "n30.tsv", 999)  # CLIP arm
     _bench(tmp_path / "benchmarks" / "train_generator" / "gen.tsv", 900)
     table = cost_table(summary, read_benchmarks(root), 0.1).set_index("source")
     syn, real = table.loc["synthetic/gen/g2/classname"], table.loc["real"]
     assert syn["generation_h"] == pytest.approx(0.2) and syn["training_h"] == pytest.approx(0.1)
     assert syn["total_h"] == pytest.approx(0.3) and real["total_h"] == pytest.approx(0.1)
+    assert real["training_total_h"] == pytest.approx(1440 / 3600)  # n30 s0-s2, n300 s0 and nall
     assert syn["generator_training_h"] == pytest.approx(0.25)
     top1 = summary[(summary.source == "real") & (summary.n == 300) & (summary.eval_set == "test")]["top1"].mean()
     assert real["gain_per_hour"] == pytest.approx((top1 - 0.1) / 0.1)
