@@ -100,6 +100,9 @@ def assert_same_outputs(local: Path, remote: Path) -> None:
 
 
 def test_study_through_profile_matches_local_run(slurm_cluster, local_run, tmp_path):  # noqa: F811
+    from conftest import new_workdir
+
+    new_workdir(tmp_path)  # config.yaml under configs/test.yaml, as in the local run's working directory
     results = tmp_path / "results"
     cmd = study_command(
         results, "--profile", str(PROFILE), *FAST_POLL, "--slurm-keep-successful-logs", "--jobs", "4"
