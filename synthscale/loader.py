@@ -397,6 +397,9 @@ class TrainStream(torch.utils.data.IterableDataset):
         super().__init__()
         self.parts = [self._prepare(p) for p in parts]
         self.recipe, self.seed, self.epoch = recipe, int(seed), int(epoch)
+        # the epoch as persistent workers see it: shared memory, set by `set_epoch` in the main
+        # process before each epoch's iterator starts (workers read it when their stream begins)
+        self._shared_epoch = torch.full((), int(epoch), dtype=torch.int64).share_memory_()
         self.mix = {"mode": "concat", **(mix or {})}
         if self.mix["mode"] not in ("concat", "prob"):
             raise ValueError(f"mix mode must be 'concat' or 'prob', got {self.mix['mode']!r}")
@@ -405,6 +408,11 @@ class TrainStream(torch.utils.data.IterableDataset):
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.tf = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch of the next iteration, in this process and in persistent workers."""
+        self.epoch = int(epoch)
+        self._shared_epoch.fill_(int(epoch))
 
     @staticmethod
     def _prepare(part: dict[str, Any]) -> dict[str, Any]:
@@ -453,6 +461,7 @@ class TrainStream(torch.utils.data.IterableDataset):
             rounds += 1
 
     def __iter__(self):
+        self.epoch = int(self._shared_epoch)  # a persistent worker's copy learns the epoch here
         if self.tf is None:
             self.tf = train_transform(self.recipe)
         for raw, y, k, i in self._samples():
@@ -475,12 +484,14 @@ class EvalStream(torch.utils.data.IterableDataset):
             yield tf(decode(raw)), y
 
 
-def _loader(ds, batch_size: int, recipe: dict[str, Any], workers: int) -> torch.utils.data.DataLoader:
+def _loader(
+    ds, batch_size: int, recipe: dict[str, Any], workers: int, persistent: bool = False
+) -> torch.utils.data.DataLoader:
     kw: dict[str, Any] = {}
     if workers > 0:
         kw = {
             "prefetch_factor": int(recipe.get("prefetch_factor", 2)),
-            "persistent_workers": False,
+            "persistent_workers": persistent,
             "multiprocessing_context": "fork" if _can_fork() else None,
         }
     return torch.utils.data.DataLoader(
@@ -555,6 +566,48 @@ def build_train_loader(
     workers = recipe.get("num_workers", 0) if num_workers is None else num_workers
     ds = TrainStream(parts, recipe, seed, epoch, mix=mix, batch_size=bs, shuffle=shuffle)
     return _loader(ds, bs, recipe, int(workers))
+
+
+class TrainLoader:
+    """Every epoch of one training run from one DataLoader whose workers persist across epochs.
+
+    `epoch(e)` gives epoch e's batches: the same batches, in the same order, as
+    `build_train_loader(..., epoch=e)` (same worker count), but the workers start once, not once per
+    epoch, and keep their decoded-image cache (`decode_cache_mb`): with a small set trained for
+    many epochs, each worker decodes each of its images once. Arguments as `build_train_loader`'s.
+    Call `close()` (or use it as a context manager) to stop the workers.
+    """
+
+    def __init__(
+        self,
+        parts: list[dict[str, Any]],
+        recipe: dict[str, Any],
+        seed: int,
+        mix: dict[str, Any] | None = None,
+        batch_size: int | None = None,
+        num_workers: int | None = None,
+        shuffle: bool = True,
+    ):
+        bs = batch_size or recipe.get("micro_batch_size") or recipe["batch_size"]
+        workers = int(recipe.get("num_workers", 0) if num_workers is None else num_workers)
+        self.dataset = TrainStream(parts, recipe, seed, 0, mix=mix, batch_size=bs, shuffle=shuffle)
+        self.loader = _loader(self.dataset, bs, recipe, workers, persistent=workers > 0)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.dataset.set_epoch(epoch)
+        return iter(self.loader)
+
+    def close(self) -> None:
+        it = getattr(self.loader, "_iterator", None)
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        self.loader._iterator = None
+
+    def __enter__(self) -> "TrainLoader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def build_eval_loader(

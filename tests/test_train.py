@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from synthscale.evaluate import Accumulator, build_eval_loader, evaluate_logits, evaluate_model
-from synthscale.loader import build_train_loader, epoch_size, nested_shards, part_stream
+from synthscale.loader import TrainLoader, build_train_loader, epoch_size, nested_shards, part_stream
 from synthscale.recipes import RECIPES, resolve_recipe
 from synthscale.shards import write_shard
 from synthscale.train import full_recipe, load_classifier, predict, train_classifier, train_model
@@ -115,6 +115,25 @@ def test_loader_order_and_augmentation_per_seed_and_epoch(digit_shards):
     key = lambda x: sorted(x.flatten(1).sum(1).tolist())  # noqa: E731
     assert key(x2w) == pytest.approx(key(x0)), "same augmented images whichever worker draws them"
     assert sorted(y2w.tolist()) == sorted(y0.tolist())
+
+
+def test_persistent_loader_gives_each_epochs_batches(digit_shards):
+    """One DataLoader whose 2 workers live across epochs: epoch e's batches are build_train_loader's
+    for epoch e, also after an epoch left half-read (a resume skips batches, DDP ranks stop early)."""
+    recipe = full_recipe({**RECIPE, "pad_crop": 2, "shuffle_buffer": 40})
+    parts = [{"shards": digit_shards[0], "limit": 250}]
+    with TrainLoader(parts, recipe, 3, batch_size=16, num_workers=2) as loader:
+        it = loader.epoch(0)
+        next(it)  # epoch 0 abandoned after one batch
+        for epoch in (1, 2, 0):
+            got = list(loader.epoch(epoch))
+            want = list(build_train_loader(parts, recipe, 3, epoch, batch_size=16, num_workers=2))
+            assert len(got) == len(want) and sum(len(y) for _, y in got) == 250
+            for (xg, yg), (xw, yw) in zip(got, want):
+                assert torch.equal(xg, xw) and torch.equal(yg, yw)
+        workers = loader.loader._iterator._workers
+        assert len(workers) == 2 and all(w.is_alive() for w in workers), "the same workers, still running"
+    assert not any(w.is_alive() for w in workers)
 
 
 def test_prob_mix_replaces_real_slots(tmp_path, digits_16):
