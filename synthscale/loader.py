@@ -184,7 +184,7 @@ def seeded_apply(tf, image: Image.Image, seed: int) -> torch.Tensor:
 def sample_index(sample: dict[str, Any]) -> int:
     """A WebDataset sample's global position: its key (prepare_data and generation write the position
     as the key), else its record's `index`."""
-    key = Path(sample["__key__"]).name
+    key = sample["__key__"].rsplit("/", 1)[-1]
     if key.isdigit():
         return int(key)
     rec = sample["json"]
@@ -269,7 +269,36 @@ def tar_samples(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
 
 
 _DECODED: dict[bytes, np.ndarray] = {}
-_DECODED_BYTES = [0]
+_DECODED_BYTES = [0]  # what the decode cache and the shard cache hold in this process
+_SHARDS: dict[tuple[str, int, int], list[tuple[Any, int, int]]] = {}
+
+
+def shard_samples(url: str, budget_mb: float) -> Iterator[tuple[Any, int, int]] | list[tuple[Any, int, int]]:
+    """(image bytes, label, global index) of every sample of a shard, in order.
+
+    Within `budget_mb` per process (the budget `decode_cached` also draws on) a shard's samples are
+    kept after its first read, so later epochs of a small set skip the tar parsing; a shard that does
+    not fit streams from disk, one sample at a time. Budget 0: always from disk."""
+    if budget_mb:
+        st = os.stat(url)
+        key = (url, st.st_mtime_ns, st.st_size)
+        hit = _SHARDS.get(key)
+        if hit is not None:
+            return hit
+        if _DECODED_BYTES[0] + st.st_size <= budget_mb * 2**20:
+            samples = list(_read_shard(url))
+            _SHARDS[key] = samples
+            _DECODED_BYTES[0] += sum(len(raw) for raw, _, _ in samples)
+            return samples
+    return _read_shard(url)
+
+
+def _read_shard(url: str) -> Iterator[tuple[Any, int, int]]:
+    for key, files in tar_samples(url):
+        ext = next((e for e in IMAGE_EXTS if e in files), None)
+        if ext is None or "cls" not in files:
+            raise ValueError(f"sample {key} in {url} lacks an image or a .cls entry")
+        yield files[ext], int(files["cls"]), sample_index({"__key__": key, **files})
 
 
 def decode_cached(raw: Any, budget_mb: float) -> np.ndarray | Image.Image:
@@ -326,12 +355,14 @@ def _buffer_shuffle(it: Iterator, size: int, rng: random.Random) -> Iterator:
 
 
 def part_stream(
-    part: dict[str, Any], seed: int, epoch: int, shuffle: bool, buffer: int, split: bool = True
+    part: dict[str, Any], seed: int, epoch: int, shuffle: bool, buffer: int, split: bool = True,
+    cache_mb: float = 0,
 ) -> Iterator[tuple[Any, int, int]]:
     """This worker's (raw image, label, index) of one part for one epoch.
 
     A part is {"shards": [paths], "limit": N or None} or, in memory, {"arrays": (images, labels),
     "limit": N or None}. With `split`, shards (samples for arrays) are divided by node and worker.
+    `cache_mb`: shards kept in memory across epochs within this budget (`shard_samples`).
     """
     wid, nw = _worker()
     rank, world = _rank()
@@ -364,14 +395,10 @@ def part_stream(
 
     def raw() -> Iterator[tuple[Any, int, int]]:
         for url in mine:
-            for key, files in tar_samples(url):
-                i = sample_index({"__key__": key, **files})
-                if limit is not None and i >= limit:
+            for sample in shard_samples(url, cache_mb):
+                if limit is not None and sample[2] >= limit:
                     break  # a shard holds consecutive positions: the rest is past N too
-                ext = next((e for e in IMAGE_EXTS if e in files), None)
-                if ext is None or "cls" not in files:
-                    raise ValueError(f"sample {key} in {url} lacks an image or a .cls entry")
-                yield files[ext], int(files["cls"]), i
+                yield sample
 
     yield from _buffer_shuffle(raw(), buffer if shuffle else 0, rng)
 
@@ -422,9 +449,10 @@ class TrainStream(torch.utils.data.IterableDataset):
 
     def _samples(self) -> Iterator[tuple[Any, int, int, int]]:
         buf = int(self.recipe.get("shuffle_buffer", 0))
+        mb = self.recipe.get("decode_cache_mb", 0)
         if self.mix["mode"] == "concat":
             for k, p in enumerate(self.parts):
-                for raw, y, i in part_stream(p, _mix_seed(self.seed, k), self.epoch, self.shuffle, buf):
+                for raw, y, i in part_stream(p, _mix_seed(self.seed, k), self.epoch, self.shuffle, buf, cache_mb=mb):
                     yield raw, y, k, i
             return
         # "prob": each slot of the real stream is taken from the synthetic part with probability p
@@ -436,7 +464,7 @@ class TrainStream(torch.utils.data.IterableDataset):
         synth = self._cycle(self.parts[1], buf)
         pick = False
         for slot, (raw, y, i) in enumerate(
-            part_stream(self.parts[0], _mix_seed(self.seed, 0), self.epoch, self.shuffle, buf)
+            part_stream(self.parts[0], _mix_seed(self.seed, 0), self.epoch, self.shuffle, buf, cache_mb=mb)
         ):
             if not per_batch or slot % self.batch_size == 0:
                 pick = rng.random() < prob
@@ -453,7 +481,8 @@ class TrainStream(torch.utils.data.IterableDataset):
         while True:
             got = False
             ep = self.epoch * 1_000 + rounds
-            for raw, y, i in part_stream(part, _mix_seed(self.seed, 1), ep, self.shuffle, buf):
+            mb = self.recipe.get("decode_cache_mb", 0)
+            for raw, y, i in part_stream(part, _mix_seed(self.seed, 1), ep, self.shuffle, buf, cache_mb=mb):
                 got = True
                 yield raw, y, 1, i
             if not got:

@@ -20,7 +20,8 @@ Keys:
   order): `num_workers`,
   `prefetch_factor`, `pin_memory`,
   `shuffle_buffer` (samples held per worker for the in-stream shuffle), `decode_cache_mb` (decoded
-  images kept per process across epochs; small sets decode each image once)
+  images, and the samples of shards that fit, kept per process across epochs; small sets decode
+  each image and parse each shard once)
 - GPU: `amp` (bf16 autocast), `channels_last`, `compile` (false or a torch.compile mode)
 """
 
