@@ -47,3 +47,24 @@ def test_preset_plans_within_the_scheduler_budget(workdir, preset, monkeypatch):
     assert counts.get("generate_block", 0) == blocks
     assert counts["train_classifier"] == len(plan.runs()) * len(plan.seeds)
     assert counts["prepare_data"] == 1
+
+
+def test_training_jobs_name_one_shard_per_generation_job(workdir, monkeypatch):
+    """A run's inputs are one shard per generate_block job (the job writes its block together); its
+    params still carry every shard. This keeps the presets' dry-runs within seconds."""
+    plan = _plan(workdir, "fan-imagenet", monkeypatch)
+    per_job = plan.shards_per_job()
+    assert per_job == 100
+    src = plan.synthetic_grid()[0]
+    shards = plan.train_parts(src.name, str(plan.max_n))[0]["shards"]
+    heads = plan.block_heads(shards)
+    assert len(shards) == 2000 and len(heads) == 20
+    assert heads == shards[::per_job], "the first shard of each block"
+    outputs = set(plan.block_outputs(plan.synthetic_dir(src.generator, src.guidance, src.strategy), "0000"))
+    assert heads[0] in outputs and shards[per_job - 1] in outputs and shards[per_job] not in outputs
+    # a partial last block still names its block; other files pass through
+    assert plan.block_heads(shards[:150] + ["x/manifest.json"]) == [shards[0], shards[100], "x/manifest.json"]
+    from dataclasses import replace
+
+    filtered = [f"{plan.filtered_dir(replace(src, filter='f1'))}/shard-000001.tar"]
+    assert plan.block_heads(filtered) == filtered
