@@ -68,3 +68,37 @@ def test_training_jobs_name_one_shard_per_generation_job(workdir, monkeypatch):
 
     filtered = [f"{plan.filtered_dir(replace(src, filter='f1'))}/shard-000001.tar"]
     assert plan.block_heads(filtered) == filtered
+
+
+def test_timm_names_are_checked_without_importing_timm():
+    """check_config's train.arch check reads timm's sources (importing timm costs seconds on every
+    dry-run); it agrees with timm.is_model, falling back to it for names it does not find."""
+    import random
+    import sys
+
+    import timm
+
+    from synthscale.config import timm_model_exists
+
+    names = random.Random(0).sample(timm.list_models(), 200) + ["resnet50.a1_in1k", "resnet18"]
+    assert all(timm_model_exists(n) for n in names)
+    assert not timm_model_exists("resnet18_but_not_a_model") and not timm_model_exists("../x")
+    code = "import sys; from synthscale.config import timm_model_exists as e; " \
+           "assert e('vit_base_patch16_224') and e('resnet50'); print('timm' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_open_clip_names_are_checked_without_importing_open_clip():
+    import sys
+
+    import open_clip
+
+    from synthscale.config import open_clip_model_exists
+
+    assert all(open_clip_model_exists(n) for n in open_clip.list_models())
+    assert not open_clip_model_exists("ViT-B-16-not-a-model") and not open_clip_model_exists("../ViT-B-16")
+    code = "import sys; from synthscale.config import open_clip_model_exists as e; " \
+           "assert e('ViT-B-16'); print('open_clip' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "False"
