@@ -47,13 +47,13 @@ def study_config(data: Path, args: argparse.Namespace) -> dict:
         "eval_sets": [{"name": "test"}],
         "guidance": [2.0],
         "strategies": ["classname"],
-        "n_images": [args.n_synthetic],
+        "n_images": args.n_synthetic,
         "generation": {"sampler": "ddim", "steps": 4, "batch_size": 50, "shard_size": 100, "seed": 7},
         "train": {"epochs": 1, "min_steps": 20, "batch_size": 128, "real_baseline": True, "real_full": True,
                   "num_workers": args.workers},
         "quality": {"batch_size": 256},
         "clip": {"enabled": False},
-        "mix": {"real_n": [], "sets": "all"},
+        "mix": {"real_n": [], "sets": "all", "full_real_n": None},
         "resources": {"default": {"threads": 1, "mem_mb": 2000, "runtime": 60},
                       "prepare": {"threads": 2, "mem_mb": 2000, "runtime": 60}},
     }
@@ -100,7 +100,8 @@ def main() -> None:
     p.add_argument("--source-size", type=int, nargs=2, default=[48, 40], metavar=("W", "H"))
     p.add_argument("--image-size", type=int, default=16)
     p.add_argument("--shard-size", type=int, default=1000)
-    p.add_argument("--n-synthetic", type=int, default=200, help="synthetic images per set (the grid's N)")
+    p.add_argument("--n-synthetic", type=int, nargs="+", default=[100, 200],
+                   help="the grid's N (two at least: the scaling fit and findings need two)")
     p.add_argument("--workers", type=int, default=0, help="train.num_workers")
     p.add_argument("--workdir", default=None, help="keep the runs here (default: a temp dir, removed)")
     args = p.parse_args()
