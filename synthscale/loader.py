@@ -90,9 +90,33 @@ class TrainTransform:
         self.padcrop = PadCrop(self.pad, black) if self.pad else None
         self.uses_numpy = bool(recipe["auto_augment"])
         self.uses_torch = not self.identity
+        # what `ready`'s form depends on: caches of it are kept per key
+        self.ready_key = (self.size, self.pad, tuple(self.mean.tolist()), tuple(self.std.tolist()))
 
-    def __call__(self, image: Image.Image | np.ndarray) -> torch.Tensor:
-        """A PIL image or a uint8 (H, W, 3) array (a decoded image from the cache)."""
+    def ready(self, image: np.ndarray) -> "Ready | None":
+        """A decoded image in the fast path's form, kept across epochs: padded and normalised, (C, H, W)
+        float32 (None when the fast path does not apply). Cropping it gives `__call__`'s result."""
+        if not (self.identity and image.shape == (self.size, self.size, 3)):
+            return None
+        p, s = self.pad, self.size
+        padded = image
+        if p:
+            padded = np.zeros((s + 2 * p, s + 2 * p, 3), dtype=np.uint8)
+            padded[p : p + s, p : p + s] = image
+        x = (padded.astype(np.float32) / np.float32(255) - self.mean) / self.std
+        out = np.ascontiguousarray(x.transpose(2, 0, 1))
+        out.setflags(write=False)
+        return Ready(out)
+
+    def __call__(self, image: "Image.Image | np.ndarray | Ready") -> torch.Tensor:
+        """A PIL image, a uint8 (H, W, 3) array (a decoded image from the cache), or `ready`'s form."""
+        if isinstance(image, Ready):
+            x = image.array
+            if self.pad:
+                p, s = self.pad, self.size
+                a, b = random.randint(0, 2 * p), random.randint(0, 2 * p)
+                x = x[:, a : a + s, b : b + s]
+            return torch.from_numpy(np.array(x, dtype=np.float32, order="C"))
         if isinstance(image, np.ndarray):
             fast = self.identity and image.shape == (self.size, self.size, 3)
             if not fast:
@@ -114,6 +138,15 @@ class TrainTransform:
 
     def __repr__(self) -> str:
         return f"TrainTransform(pad_crop={self.pad}, identity={self.identity}, {self.tf!r})"
+
+
+class Ready:
+    """A decoded image already padded and normalised for `TrainTransform`'s fast path."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
 
 
 class PadCrop(torch.nn.Module):
@@ -317,6 +350,28 @@ def decode_cached(raw: Any, budget_mb: float) -> np.ndarray | Image.Image:
     return arr
 
 
+_READY: dict[tuple, dict[bytes, Any]] = {}  # per transform (size, pad, mean, std): raw bytes -> Ready
+
+
+def ready_cached(raw: Any, budget_mb: float, tf: Any) -> Any:
+    """`decode_cached`, then, when the transform has a fast path for the image (`tf.ready`), its
+    padded and normalised form, kept within the same budget: later epochs only crop it."""
+    if not budget_mb or isinstance(raw, np.ndarray) or not hasattr(tf, "ready"):
+        return decode_cached(raw, budget_mb)
+    cache = _READY.setdefault(tf.ready_key, {})
+    hit = cache.get(raw)
+    if hit is not None:
+        return hit
+    image = decode_cached(raw, budget_mb)
+    ready = tf.ready(np.asarray(image)) if getattr(tf, "identity", False) else None
+    if ready is None:
+        return image
+    if _DECODED_BYTES[0] + ready.array.nbytes <= budget_mb * 2**20:
+        cache[raw] = ready
+        _DECODED_BYTES[0] += ready.array.nbytes
+    return ready
+
+
 def decode(raw: Any) -> Image.Image:
     """Image bytes (png/jpg/webp) or a uint8 array to an RGB PIL image (grey repeated to 3 channels)."""
     if isinstance(raw, np.ndarray):
@@ -494,7 +549,7 @@ class TrainStream(torch.utils.data.IterableDataset):
         if self.tf is None:
             self.tf = train_transform(self.recipe)
         for raw, y, k, i in self._samples():
-            image = decode_cached(raw, self.recipe.get("decode_cache_mb", 0))
+            image = ready_cached(raw, self.recipe.get("decode_cache_mb", 0), self.tf)
             x = seeded_apply(self.tf, image, _mix_seed(self.seed, self.epoch, k, i, 53))
             yield x, y
 

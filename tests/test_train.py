@@ -136,6 +136,25 @@ def test_persistent_loader_gives_each_epochs_batches(digit_shards):
     assert not any(w.is_alive() for w in workers)
 
 
+def test_caches_change_no_batch(digit_shards):
+    """Decoded images, whole shards and the fast path's padded, normalised images kept across epochs
+    (decode_cache_mb) give the batches of a run without caches, epoch after epoch."""
+    parts = [{"shards": digit_shards[0], "limit": 250}]
+    runs = {}
+    for mb in (0, 64):
+        recipe = full_recipe({**RECIPE, "pad_crop": 2, "decode_cache_mb": mb, "shuffle_buffer": 40})
+        with TrainLoader(parts, recipe, 3, batch_size=16, num_workers=0) as loader:
+            runs[mb] = [torch.cat([x for x, _ in loader.epoch(e)]) for e in range(3)]
+    for a, b in zip(runs[0], runs[64]):
+        assert torch.equal(a, b)
+    assert not torch.equal(runs[0][0], runs[0][1])
+    # another transform in the same process (pad 1, not 2) does not take the first one's images
+    recipe = full_recipe({**RECIPE, "pad_crop": 1, "shuffle_buffer": 40})
+    with TrainLoader(parts, {**recipe, "decode_cache_mb": 64}, 3, batch_size=16, num_workers=0) as cached:
+        with TrainLoader(parts, {**recipe, "decode_cache_mb": 0}, 3, batch_size=16, num_workers=0) as plain:
+            assert torch.equal(torch.cat([x for x, _ in cached.epoch(0)]), torch.cat([x for x, _ in plain.epoch(0)]))
+
+
 def test_prob_mix_replaces_real_slots(tmp_path, digits_16):
     images, labels = digits_16
     real = write_digit_shards(tmp_path, images[:40], np.zeros(40, int), 40)
