@@ -138,7 +138,9 @@ def main() -> None:
     recipe = load_config(args.config)["train"]
     images, labels = load_digits_images(recipe["input_size"])
     images, labels = images[: args.n], labels[: args.n]
-    x_all = torch.as_tensor(np.repeat(images, 3, -1)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    # in the loader's memory format (NCHW contiguous): the permuted view's strides are channels_last,
+    # whose CPU convolutions run ~10-20% faster on this model, which the earlier ceiling had for itself
+    x_all = torch.as_tensor(np.repeat(images, 3, -1)).permute(0, 3, 1, 2).float().div(127.5).sub(1).contiguous()
     y_all = torch.as_tensor(labels)
     with tempfile.TemporaryDirectory() as d:
         shards = write_shards(Path(d), images, labels, 500)
