@@ -298,6 +298,8 @@ def test_gpu_recipe_paths_run_on_cpu(tmp_path, digit_shards):
 
 RESOLVED_VIT_LIKE = {
     "recipe": "imagenet-resnet50", "arch": "resnet18", "model_kwargs": {"channels": [8, 16, 32, 64]},
-    "input_size": 16, "num_workers": 0, "amp": True, "channels_last": True, "mixup": 0.8, "cutmix": 1.0,
+    # 32 px, not 16: at 16 px layer4's stride-2 conv runs on a 1x1 map, where torch's CPU bf16 autocast
+    # backward left NaN or garbage in layer4.0.conv1's weights in about half the runs (torch 2.15)
+    "input_size": 32, "num_workers": 0, "amp": True, "channels_last": True, "mixup": 0.8, "cutmix": 1.0,
     "auto_augment": "rand-m9-mstd0.5", "re_prob": 0.25, "hflip": 0.5, "optimizer": "sgd", "lr": 0.01,
 }
