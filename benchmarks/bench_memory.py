@@ -3,8 +3,11 @@
 Builds synthetic ImageFolder trees (small random-ish JPEGs over `--classes` classes) of each size,
 then runs each stage in a fresh subprocess and prints its peak RSS (the stage's own process, and
 the largest of its worker processes), its time, and the ratio of the largest size to the smallest.
+Stages: prepare (ImageFolder to shards), train (one epoch over all N through the shard DataLoader),
+evaluate (the trained model on the test split and on all N training images), quality (the reference
+set, then all N training images measured as a set, uncapped, with the trained model as the judge).
 
-    python benchmarks/bench_memory.py                         # prepare at 5k and 50k images
+    python benchmarks/bench_memory.py                         # every stage at 5k and 50k images
     python benchmarks/bench_memory.py --sizes 2000 20000 --workers 2 --stages prepare
 
 Adding a stage: write `def stage_x(ctx: Context) -> None` below (it runs inside the measured
@@ -52,9 +55,68 @@ def stage_prepare(ctx: Context) -> None:
     )
 
 
-# Hooks for the other stages ("train", "evaluate", "quality"): add `name: function` here.
+def _model(ctx: Context) -> Path:
+    """Where "train" leaves its classifier for "evaluate" and "quality" (the judge)."""
+    return Path(ctx.prepared).parent / "model" / "model.safetensors"
+
+
+def _pin(ctx: Context) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # the training/eval process; decoding runs in ctx.workers loader workers
+
+
+def stage_train(ctx: Context) -> None:
+    """One epoch over every training image through the shard DataLoader (ctx.workers workers)."""
+    from synthscale.train import train_model, training_parts
+
+    _pin(ctx)
+    manifest = Path(ctx.prepared) / "splits.json"
+    parts, n_classes = training_parts([{"split": "train", "limit": None}], manifest)
+    recipe = {**ctx.config["train"], "num_workers": ctx.workers}
+    _model(ctx).parent.mkdir(parents=True, exist_ok=True)
+    train_model(parts, n_classes, recipe, ctx.config["seed"], _model(ctx), Path(ctx.tmp) / "log.csv", progress=False)
+
+
+def stage_evaluate(ctx: Context) -> None:
+    """The trained classifier on the test split and on the whole training split (N images), streamed."""
+    from synthscale.evaluate import evaluate_models
+
+    _pin(ctx)
+    evaluate_models(
+        [_model(ctx)], ["n"], [0], Path(ctx.prepared) / "splits.json", ["test", "train"],
+        Path(ctx.tmp) / "metrics.csv", Path(ctx.tmp) / "per_class.csv", ctx.config["train"],
+        batch_size=256, num_workers=ctx.workers,
+    )
+
+
+def stage_quality(ctx: Context) -> None:
+    """The quality stage's two jobs, with the trained classifier as the judge: the reference set
+    (quality_reference: the test split) and a set measured on all N training images (quality; the
+    study caps it at quality.n_images, here it is uncapped so that it grows with N)."""
+    import json as _json
+
+    from synthscale.data import split_shards
+    from synthscale.quality_metrics import measure_reference, measure_synthetic
+
+    _pin(ctx)
+    cfg, tmp, manifest = ctx.config, Path(ctx.tmp), Path(ctx.prepared) / "splits.json"
+    qcfg = cfg["quality"]
+    ref = {"npz": tmp / "ref.npz", "json": tmp / "ref.json", "per_class": tmp / "ref.csv"}
+    measure_reference(qcfg, _model(ctx), manifest, cfg["dataset"]["image_size"], qcfg["n_images"], ref,
+                      seed=cfg["seed"])
+    m = _json.loads(manifest.read_text())
+    n = int(m["splits"]["train"]["count"])
+    measure_synthetic(qcfg, _model(ctx), split_shards(manifest, "train"), n, int(m["classes"]),
+                      cfg["dataset"]["image_size"], ref["npz"],
+                      {"json": tmp / "set.json", "per_class": tmp / "set.csv"}, seed=cfg["seed"])
+
+
 STAGES: dict[str, Callable[[Context], None]] = {
     "prepare": stage_prepare,
+    "train": stage_train,
+    "evaluate": stage_evaluate,
+    "quality": stage_quality,
 }
 
 
@@ -97,6 +159,10 @@ def study_config(data: Path, args: argparse.Namespace) -> dict[str, Any]:
         "eval_sets": [{"name": "test"}],
         "generators": [{"name": "g", "kind": "trained"}],
         "guidance": [1.0], "strategies": ["classname"], "n_images": [10],
+        # the digits recipe, one epoch over every image, a small ResNet-18 at the image size
+        "train": {"recipe": "digits", "input_size": args.image_size, "epochs": 1, "min_steps": 0, "batch_size": 128,
+                  "model_kwargs": {"channels": [16, 32, 64, 128]}},
+        "quality": {"batch_size": 256},
     }
     return validate_schema(cfg)
 

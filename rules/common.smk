@@ -135,9 +135,10 @@ def finetune_base_source(wildcards):
 
 
 def train_inputs(wildcards):
-    """The real manifest, and the first ceil(N/S) shards of a synthetic (or mixed) source's set."""
+    """The real manifest, and the first ceil(N/S) shards of a synthetic (or mixed) source's set,
+    one per generation job (PLAN.block_heads): the job reads every shard from params.parts"""
     parts = PLAN.train_parts(wildcards.source, wildcards.n)
-    files = [s for p in parts for s in p.get("shards", [])]
+    files = PLAN.block_heads([s for p in parts for s in p.get("shards", [])])
     return files + ([PLAN.manifest] if any("split" in p for p in parts) else [])
 
 
@@ -189,9 +190,12 @@ def quality_sets():
 
 
 # --- the filter stage (rules/filter.smk) ---
+# no filtered set: no shard outputs either (Snakemake would try every synthetic shard an input names
+# against each of them: 2,000 patterns at 2M images made the ImageNet presets' dry-runs take minutes)
 FILTER_SHARD_NAMES = [
     shard_name(k)
     for k in range(PLAN.filter_target() // config["generation"]["shard_size"])
+    if PLAN.filtered_grid()
 ]
 FILTER_OUTPUTS = {
     "table": f"{R}/filter.csv",

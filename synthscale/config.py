@@ -72,6 +72,41 @@ def validate_schema(config: dict[str, Any], schema: dict[str, Any] | None = None
     return config
 
 
+def timm_model_exists(arch: str) -> bool:
+    """`timm.is_model(arch)`, without importing timm (and torch: seconds, on every dry-run) when it can:
+    a name that timm's model sources register (`@register_model` then `def <name>(`) exists; any other
+    name (aliases, deprecated names, a timm laid out differently) is asked of timm itself."""
+    import importlib.util
+    import re
+
+    name = arch.split(".", 1)[0]  # a pretrained tag (resnet50.a1_in1k) names the same architecture
+    spec = importlib.util.find_spec("timm")
+    if name.isidentifier() and spec is not None and spec.submodule_search_locations:
+        pattern = re.compile(rf"@register_model[^\n]*\n\s*def {re.escape(name)}\(")
+        for folder in spec.submodule_search_locations:
+            for source in sorted(Path(folder, "models").glob("*.py")):
+                text = source.read_text(encoding="utf-8", errors="replace")
+                if f"def {name}(" in text and pattern.search(text):
+                    return True
+    import timm
+
+    return bool(timm.is_model(arch))
+
+
+def open_clip_model_exists(name: str) -> bool:
+    """`name in open_clip.list_models()`, without importing open_clip (and torch) when it can: the
+    names are open_clip's bundled `model_configs/<name>.json`; any other name is asked of open_clip."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("open_clip")
+    if "/" not in name and spec is not None and spec.submodule_search_locations:
+        if any(Path(f, "model_configs", f"{name}.json").is_file() for f in spec.submodule_search_locations):
+            return True
+    import open_clip
+
+    return name in open_clip.list_models()
+
+
 def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> dict[str, Any]:
     """Validate against the schema, then check names, paths and registries. Returns the full config."""
     cfg = validate_schema(config)
@@ -145,10 +180,8 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
             f"of micro_batch_size {micro} x {max(1, gpus)} GPU(s)"
         )
 
-    import timm
-
     arch = cfg["train"]["arch"]
-    if not timm.is_model(arch):
+    if not timm_model_exists(arch):
         raise ConfigError(f"config key train.arch: {arch!r} is not a timm model name")
 
     _check_clip(cfg)
@@ -247,9 +280,7 @@ def _check_filters(cfg: dict[str, Any], workdir: Path) -> None:
                         f"config key {key}.clip.model: {str(folder)!r} holds no open_clip_config.json"
                     )
             else:
-                import open_clip
-
-                if model not in open_clip.list_models():
+                if not open_clip_model_exists(model):
                     raise ConfigError(f"config key {key}.clip.model: {model!r} is no open_clip model name")
                 if not weights:
                     raise ConfigError(
@@ -358,9 +389,7 @@ def _check_clip(cfg: dict[str, Any]) -> None:
             )
     mc = c["model_config"]
     if mc is None:
-        import open_clip
-
-        if c["model"] not in open_clip.list_models():
+        if not open_clip_model_exists(c["model"]):
             raise ConfigError(
                 f"config key clip.model: {c['model']!r} is no open_clip model name; give clip.model_config"
             )

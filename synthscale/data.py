@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -112,6 +112,23 @@ def thicken(images: np.ndarray, size: int) -> np.ndarray:
     """Thicker strokes: a grey-level dilation (max filter) of odd `size`."""
     rng = np.random.default_rng(0)
     return np.stack([shift_image(im, {"kind": "thicken", "size": size}, rng) for im in images])
+
+
+def shift_each(images: Iterable[np.ndarray], shift: dict[str, Any], seed: int) -> Iterator[np.ndarray]:
+    """`apply_shift` one image at a time (a stream): the same images, in the same order, as
+    `apply_shift` on their stack, without holding them."""
+    kind = shift["kind"]
+    if kind == "none":
+        yield from images
+        return
+    if kind == "rotate":
+        rng, one = np.random.default_rng(seed), {"kind": "rotate", "degrees": shift["degrees"]}
+    elif kind == "thicken":
+        rng, one = np.random.default_rng(0), {"kind": "thicken", "size": shift["size"]}
+    else:
+        raise ValueError(f"unknown shift {kind!r}; choose none, rotate or thicken")
+    for image in images:
+        yield shift_image(image, one, rng)
 
 
 def apply_shift(images: np.ndarray, shift: dict[str, Any], seed: int) -> np.ndarray:

@@ -39,6 +39,7 @@ from synthscale.tinygen import (  # noqa: F401
     caption_sampler,
     clip_tokenizer,
     encode_prompts,
+    generator_training_set,
     train_tiny_generator,
 )
 

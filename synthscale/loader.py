@@ -90,9 +90,33 @@ class TrainTransform:
         self.padcrop = PadCrop(self.pad, black) if self.pad else None
         self.uses_numpy = bool(recipe["auto_augment"])
         self.uses_torch = not self.identity
+        # what `ready`'s form depends on: caches of it are kept per key
+        self.ready_key = (self.size, self.pad, tuple(self.mean.tolist()), tuple(self.std.tolist()))
 
-    def __call__(self, image: Image.Image | np.ndarray) -> torch.Tensor:
-        """A PIL image or a uint8 (H, W, 3) array (a decoded image from the cache)."""
+    def ready(self, image: np.ndarray) -> "Ready | None":
+        """A decoded image in the fast path's form, kept across epochs: padded and normalised, (C, H, W)
+        float32 (None when the fast path does not apply). Cropping it gives `__call__`'s result."""
+        if not (self.identity and image.shape == (self.size, self.size, 3)):
+            return None
+        p, s = self.pad, self.size
+        padded = image
+        if p:
+            padded = np.zeros((s + 2 * p, s + 2 * p, 3), dtype=np.uint8)
+            padded[p : p + s, p : p + s] = image
+        x = (padded.astype(np.float32) / np.float32(255) - self.mean) / self.std
+        out = np.ascontiguousarray(x.transpose(2, 0, 1))
+        out.setflags(write=False)
+        return Ready(out)
+
+    def __call__(self, image: "Image.Image | np.ndarray | Ready") -> torch.Tensor:
+        """A PIL image, a uint8 (H, W, 3) array (a decoded image from the cache), or `ready`'s form."""
+        if isinstance(image, Ready):
+            x = image.array
+            if self.pad:
+                p, s = self.pad, self.size
+                a, b = random.randint(0, 2 * p), random.randint(0, 2 * p)
+                x = x[:, a : a + s, b : b + s]
+            return torch.from_numpy(np.array(x, dtype=np.float32, order="C"))
         if isinstance(image, np.ndarray):
             fast = self.identity and image.shape == (self.size, self.size, 3)
             if not fast:
@@ -114,6 +138,15 @@ class TrainTransform:
 
     def __repr__(self) -> str:
         return f"TrainTransform(pad_crop={self.pad}, identity={self.identity}, {self.tf!r})"
+
+
+class Ready:
+    """A decoded image already padded and normalised for `TrainTransform`'s fast path."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
 
 
 class PadCrop(torch.nn.Module):
@@ -184,7 +217,7 @@ def seeded_apply(tf, image: Image.Image, seed: int) -> torch.Tensor:
 def sample_index(sample: dict[str, Any]) -> int:
     """A WebDataset sample's global position: its key (prepare_data and generation write the position
     as the key), else its record's `index`."""
-    key = Path(sample["__key__"]).name
+    key = sample["__key__"].rsplit("/", 1)[-1]
     if key.isdigit():
         return int(key)
     rec = sample["json"]
@@ -269,7 +302,36 @@ def tar_samples(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
 
 
 _DECODED: dict[bytes, np.ndarray] = {}
-_DECODED_BYTES = [0]
+_DECODED_BYTES = [0]  # what the decode cache and the shard cache hold in this process
+_SHARDS: dict[tuple[str, int, int], list[tuple[Any, int, int]]] = {}
+
+
+def shard_samples(url: str, budget_mb: float) -> Iterator[tuple[Any, int, int]] | list[tuple[Any, int, int]]:
+    """(image bytes, label, global index) of every sample of a shard, in order.
+
+    Within `budget_mb` per process (the budget `decode_cached` also draws on) a shard's samples are
+    kept after its first read, so later epochs of a small set skip the tar parsing; a shard that does
+    not fit streams from disk, one sample at a time. Budget 0: always from disk."""
+    if budget_mb:
+        st = os.stat(url)
+        key = (url, st.st_mtime_ns, st.st_size)
+        hit = _SHARDS.get(key)
+        if hit is not None:
+            return hit
+        if _DECODED_BYTES[0] + st.st_size <= budget_mb * 2**20:
+            samples = list(_read_shard(url))
+            _SHARDS[key] = samples
+            _DECODED_BYTES[0] += sum(len(raw) for raw, _, _ in samples)
+            return samples
+    return _read_shard(url)
+
+
+def _read_shard(url: str) -> Iterator[tuple[Any, int, int]]:
+    for key, files in tar_samples(url):
+        ext = next((e for e in IMAGE_EXTS if e in files), None)
+        if ext is None or "cls" not in files:
+            raise ValueError(f"sample {key} in {url} lacks an image or a .cls entry")
+        yield files[ext], int(files["cls"]), sample_index({"__key__": key, **files})
 
 
 def decode_cached(raw: Any, budget_mb: float) -> np.ndarray | Image.Image:
@@ -286,6 +348,28 @@ def decode_cached(raw: Any, budget_mb: float) -> np.ndarray | Image.Image:
         _DECODED[raw] = arr
         _DECODED_BYTES[0] += arr.nbytes + len(raw)
     return arr
+
+
+_READY: dict[tuple, dict[bytes, Any]] = {}  # per transform (size, pad, mean, std): raw bytes -> Ready
+
+
+def ready_cached(raw: Any, budget_mb: float, tf: Any) -> Any:
+    """`decode_cached`, then, when the transform has a fast path for the image (`tf.ready`), its
+    padded and normalised form, kept within the same budget: later epochs only crop it."""
+    if not budget_mb or isinstance(raw, np.ndarray) or not hasattr(tf, "ready"):
+        return decode_cached(raw, budget_mb)
+    cache = _READY.setdefault(tf.ready_key, {})
+    hit = cache.get(raw)
+    if hit is not None:
+        return hit
+    image = decode_cached(raw, budget_mb)
+    ready = tf.ready(np.asarray(image)) if getattr(tf, "identity", False) else None
+    if ready is None:
+        return image
+    if _DECODED_BYTES[0] + ready.array.nbytes <= budget_mb * 2**20:
+        cache[raw] = ready
+        _DECODED_BYTES[0] += ready.array.nbytes
+    return ready
 
 
 def decode(raw: Any) -> Image.Image:
@@ -326,12 +410,14 @@ def _buffer_shuffle(it: Iterator, size: int, rng: random.Random) -> Iterator:
 
 
 def part_stream(
-    part: dict[str, Any], seed: int, epoch: int, shuffle: bool, buffer: int, split: bool = True
+    part: dict[str, Any], seed: int, epoch: int, shuffle: bool, buffer: int, split: bool = True,
+    cache_mb: float = 0,
 ) -> Iterator[tuple[Any, int, int]]:
     """This worker's (raw image, label, index) of one part for one epoch.
 
     A part is {"shards": [paths], "limit": N or None} or, in memory, {"arrays": (images, labels),
     "limit": N or None}. With `split`, shards (samples for arrays) are divided by node and worker.
+    `cache_mb`: shards kept in memory across epochs within this budget (`shard_samples`).
     """
     wid, nw = _worker()
     rank, world = _rank()
@@ -364,14 +450,10 @@ def part_stream(
 
     def raw() -> Iterator[tuple[Any, int, int]]:
         for url in mine:
-            for key, files in tar_samples(url):
-                i = sample_index({"__key__": key, **files})
-                if limit is not None and i >= limit:
+            for sample in shard_samples(url, cache_mb):
+                if limit is not None and sample[2] >= limit:
                     break  # a shard holds consecutive positions: the rest is past N too
-                ext = next((e for e in IMAGE_EXTS if e in files), None)
-                if ext is None or "cls" not in files:
-                    raise ValueError(f"sample {key} in {url} lacks an image or a .cls entry")
-                yield files[ext], int(files["cls"]), i
+                yield sample
 
     yield from _buffer_shuffle(raw(), buffer if shuffle else 0, rng)
 
@@ -397,6 +479,9 @@ class TrainStream(torch.utils.data.IterableDataset):
         super().__init__()
         self.parts = [self._prepare(p) for p in parts]
         self.recipe, self.seed, self.epoch = recipe, int(seed), int(epoch)
+        # the epoch as persistent workers see it: shared memory, set by `set_epoch` in the main
+        # process before each epoch's iterator starts (workers read it when their stream begins)
+        self._shared_epoch = torch.full((), int(epoch), dtype=torch.int64).share_memory_()
         self.mix = {"mode": "concat", **(mix or {})}
         if self.mix["mode"] not in ("concat", "prob"):
             raise ValueError(f"mix mode must be 'concat' or 'prob', got {self.mix['mode']!r}")
@@ -406,6 +491,11 @@ class TrainStream(torch.utils.data.IterableDataset):
         self.shuffle = shuffle
         self.tf = None
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch of the next iteration, in this process and in persistent workers."""
+        self.epoch = int(epoch)
+        self._shared_epoch.fill_(int(epoch))
+
     @staticmethod
     def _prepare(part: dict[str, Any]) -> dict[str, Any]:
         if "arrays" in part:
@@ -414,9 +504,10 @@ class TrainStream(torch.utils.data.IterableDataset):
 
     def _samples(self) -> Iterator[tuple[Any, int, int, int]]:
         buf = int(self.recipe.get("shuffle_buffer", 0))
+        mb = self.recipe.get("decode_cache_mb", 0)
         if self.mix["mode"] == "concat":
             for k, p in enumerate(self.parts):
-                for raw, y, i in part_stream(p, _mix_seed(self.seed, k), self.epoch, self.shuffle, buf):
+                for raw, y, i in part_stream(p, _mix_seed(self.seed, k), self.epoch, self.shuffle, buf, cache_mb=mb):
                     yield raw, y, k, i
             return
         # "prob": each slot of the real stream is taken from the synthetic part with probability p
@@ -428,7 +519,7 @@ class TrainStream(torch.utils.data.IterableDataset):
         synth = self._cycle(self.parts[1], buf)
         pick = False
         for slot, (raw, y, i) in enumerate(
-            part_stream(self.parts[0], _mix_seed(self.seed, 0), self.epoch, self.shuffle, buf)
+            part_stream(self.parts[0], _mix_seed(self.seed, 0), self.epoch, self.shuffle, buf, cache_mb=mb)
         ):
             if not per_batch or slot % self.batch_size == 0:
                 pick = rng.random() < prob
@@ -445,7 +536,8 @@ class TrainStream(torch.utils.data.IterableDataset):
         while True:
             got = False
             ep = self.epoch * 1_000 + rounds
-            for raw, y, i in part_stream(part, _mix_seed(self.seed, 1), ep, self.shuffle, buf):
+            mb = self.recipe.get("decode_cache_mb", 0)
+            for raw, y, i in part_stream(part, _mix_seed(self.seed, 1), ep, self.shuffle, buf, cache_mb=mb):
                 got = True
                 yield raw, y, 1, i
             if not got:
@@ -453,10 +545,11 @@ class TrainStream(torch.utils.data.IterableDataset):
             rounds += 1
 
     def __iter__(self):
+        self.epoch = int(self._shared_epoch)  # a persistent worker's copy learns the epoch here
         if self.tf is None:
             self.tf = train_transform(self.recipe)
         for raw, y, k, i in self._samples():
-            image = decode_cached(raw, self.recipe.get("decode_cache_mb", 0))
+            image = ready_cached(raw, self.recipe.get("decode_cache_mb", 0), self.tf)
             x = seeded_apply(self.tf, image, _mix_seed(self.seed, self.epoch, k, i, 53))
             yield x, y
 
@@ -475,12 +568,14 @@ class EvalStream(torch.utils.data.IterableDataset):
             yield tf(decode(raw)), y
 
 
-def _loader(ds, batch_size: int, recipe: dict[str, Any], workers: int) -> torch.utils.data.DataLoader:
+def _loader(
+    ds, batch_size: int, recipe: dict[str, Any], workers: int, persistent: bool = False
+) -> torch.utils.data.DataLoader:
     kw: dict[str, Any] = {}
     if workers > 0:
         kw = {
             "prefetch_factor": int(recipe.get("prefetch_factor", 2)),
-            "persistent_workers": False,
+            "persistent_workers": persistent,
             "multiprocessing_context": "fork" if _can_fork() else None,
         }
     return torch.utils.data.DataLoader(
@@ -555,6 +650,48 @@ def build_train_loader(
     workers = recipe.get("num_workers", 0) if num_workers is None else num_workers
     ds = TrainStream(parts, recipe, seed, epoch, mix=mix, batch_size=bs, shuffle=shuffle)
     return _loader(ds, bs, recipe, int(workers))
+
+
+class TrainLoader:
+    """Every epoch of one training run from one DataLoader whose workers persist across epochs.
+
+    `epoch(e)` gives epoch e's batches: the same batches, in the same order, as
+    `build_train_loader(..., epoch=e)` (same worker count), but the workers start once, not once per
+    epoch, and keep their decoded-image cache (`decode_cache_mb`): with a small set trained for
+    many epochs, each worker decodes each of its images once. Arguments as `build_train_loader`'s.
+    Call `close()` (or use it as a context manager) to stop the workers.
+    """
+
+    def __init__(
+        self,
+        parts: list[dict[str, Any]],
+        recipe: dict[str, Any],
+        seed: int,
+        mix: dict[str, Any] | None = None,
+        batch_size: int | None = None,
+        num_workers: int | None = None,
+        shuffle: bool = True,
+    ):
+        bs = batch_size or recipe.get("micro_batch_size") or recipe["batch_size"]
+        workers = int(recipe.get("num_workers", 0) if num_workers is None else num_workers)
+        self.dataset = TrainStream(parts, recipe, seed, 0, mix=mix, batch_size=bs, shuffle=shuffle)
+        self.loader = _loader(self.dataset, bs, recipe, workers, persistent=workers > 0)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.dataset.set_epoch(epoch)
+        return iter(self.loader)
+
+    def close(self) -> None:
+        it = getattr(self.loader, "_iterator", None)
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        self.loader._iterator = None
+
+    def __enter__(self) -> "TrainLoader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def build_eval_loader(

@@ -178,6 +178,30 @@ class Plan:
         d = block_digits(self.shards_per_job())
         return [f"{folder}/shard-{block}{j:0{d}d}.tar" if d else f"{folder}/shard-{block}.tar" for j in range(10**d)]
 
+    def block_heads(self, paths: list[str]) -> list[str]:
+        """One shard per generation job among `paths`: the first shard of each block of an
+        unfiltered synthetic set (other paths kept as they are).
+
+        A generate_block job writes its block's shards together, so naming one of them as an input
+        makes Snakemake wait for (and rerun) the whole job; the consumer reads the full list from
+        its params. With blocks of 100 shards a 2M-image run names 20 files, not 2,000, which keeps
+        the dry-run of the ImageNet presets within seconds. One shard per job: `paths` unchanged."""
+        per_job = self.shards_per_job()
+        if per_job == 1:
+            return list(paths)
+        synthetic = f"{self.r}/synthetic/"
+        out, seen = [], set()
+        for p in paths:
+            folder, _, name = p.rpartition("/")
+            if not (p.startswith(synthetic) and name.startswith("shard-") and "/f-" not in folder):
+                out.append(p)
+                continue
+            block = (folder, int(name[len("shard-") : -len(".tar")]) // per_job)
+            if block not in seen:
+                seen.add(block)
+                out.append(p)
+        return out
+
     @property
     def block_regex(self) -> str:
         return rf"\d{{{SHARD_DIGITS - block_digits(self.shards_per_job())}}}"

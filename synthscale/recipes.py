@@ -16,10 +16,12 @@ Keys:
   (random-resized-crop), `pad_crop` (random translation by up to this many pixels, zero padding),
   `hflip`, `color_jitter`, `auto_augment` (timm RandAugment string or null), `re_prob` (random
   erasing), `mixup`, `cutmix` (alphas; 0 = off, applied with timm.data.Mixup)
-- data loading (a new DataLoader per epoch: its seed and epoch fix the order): `num_workers`,
+- data loading (one DataLoader per run, its workers kept across epochs; seed and epoch fix the
+  order): `num_workers`,
   `prefetch_factor`, `pin_memory`,
   `shuffle_buffer` (samples held per worker for the in-stream shuffle), `decode_cache_mb` (decoded
-  images kept per process across epochs; small sets decode each image once)
+  images, and the samples of shards that fit, kept per process across epochs; small sets decode
+  each image and parse each shard once)
 - GPU: `amp` (bf16 autocast), `channels_last`, `compile` (false or a torch.compile mode)
 """
 

@@ -214,6 +214,37 @@ def encode_prompts(pipe, prompts: Sequence[str]) -> torch.Tensor:
     return pipe.text_encoder(tok.input_ids.to(device))[0]
 
 
+def images_used(n: int, captions: Callable[[np.random.Generator, int], str], recipe: dict[str, Any],
+                seed: int) -> np.ndarray:
+    """The training-image indices a `train_tiny_generator` run reads, sorted and unique: its own
+    seeded draws (indices, then per image the unconditional coin and the caption), without a model.
+    At most steps x batch_size images, however large the split."""
+    rng = np.random.default_rng(seed)
+    used: set[int] = set()
+    for _ in range(recipe["steps"]):
+        idx = rng.integers(0, n, size=recipe["batch_size"])
+        for i in idx:
+            if not rng.random() < recipe["uncond_prob"]:
+                captions(rng, int(i))
+        used.update(int(i) for i in idx)
+    return np.asarray(sorted(used), dtype=np.int64)
+
+
+class ImageRows:
+    """Some rows of an (N, H, W, C) uint8 image set, indexed by their positions in the whole set."""
+
+    def __init__(self, n: int, positions: np.ndarray, rows: np.ndarray):
+        self.positions, self.rows = np.asarray(positions, dtype=np.int64), rows
+        self.shape = (int(n), *rows.shape[1:])
+
+    def __getitem__(self, idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx)
+        k = np.searchsorted(self.positions, idx)
+        if np.any(k >= len(self.positions)) or np.any(self.positions[np.minimum(k, len(self.positions) - 1)] != idx):
+            raise IndexError("an image outside the loaded rows was asked for")
+        return self.rows[k]
+
+
 def train_tiny_generator(
     images: np.ndarray,
     captions: Callable[[np.random.Generator, int], str],
@@ -225,6 +256,9 @@ def train_tiny_generator(
 ) -> list[dict[str, float]]:
     """Train the tiny pipeline on uint8 images (N, H, W, C) with captions drawn per step.
 
+    `images` is an array or `ImageRows`: only the rows `images_used` names are read, so a large
+    real split need not be held (the script loads those rows alone).
+
     `captions(rng, index)` returns a caption for training image `index`; a fraction
     `recipe["uncond_prob"]` of captions is replaced by "" so classifier-free guidance works.
     The run is seeded and the step count fixed, so it is deterministic for a pinned thread count.
@@ -232,7 +266,6 @@ def train_tiny_generator(
     """
     n, h, w, c = images.shape
     pipe = build_tiny_pipeline(arch, image_size=h, channels=c, seed=seed)
-    x_all = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     # A text encoder trained from scratch at the UNet's rate collapses: early on its random features
     # only add noise to the denoiser, so training flattens them before the UNet learns to read them.
     # `text_lr_scale` slows it down; 0 freezes it (as Stable Diffusion freezes CLIP).
@@ -261,7 +294,8 @@ def train_tiny_generator(
         texts = [
             "" if rng.random() < recipe["uncond_prob"] else captions(rng, int(i)) for i in idx
         ]
-        x0 = x_all[idx]
+        # uint8 rows to [-1, 1] per batch (the same values as converting every image first)
+        x0 = torch.from_numpy(np.asarray(images[idx])).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(idx),), generator=gen)
         xt = noise_sched.add_noise(x0, noise, t)
@@ -300,3 +334,39 @@ def caption_sampler(
         return prompts[int(rng.integers(len(prompts)))]
 
     return caption
+
+
+def generator_training_set(
+    shards: Sequence[str | os.PathLike],
+    mode: str,
+    strategy_prompts: Sequence[Sequence[Sequence[str]]],
+    recipe: dict[str, Any],
+    seed: int,
+    shift: dict[str, Any] | None = None,
+) -> tuple[ImageRows, Callable[[np.random.Generator, int], str]]:
+    """(images, captions) for `train_tiny_generator` from a split's shards, streaming: the labels
+    first, then only the images the run will draw (`images_used`: at most steps x batch_size), under
+    the generator's `train_shift` (applied in order over the whole split, as `apply_shift` does).
+    The same run as on the whole split loaded, with memory bounded by the rows it reads."""
+    from synthscale.data import shift_each
+    from synthscale.loader import IMAGE_EXTS, tar_samples
+    from synthscale.shards import decode_image
+
+    def samples():
+        for url in shards:
+            for _, files in tar_samples(url):
+                yield files
+
+    def decode(files: dict[str, bytes]) -> np.ndarray:
+        return decode_image(files[next(e for e in IMAGE_EXTS if e in files)], mode)
+
+    labels = np.asarray([int(f["cls"]) for f in samples()], dtype=np.int64)
+    captions = caption_sampler(strategy_prompts, labels)
+    used = images_used(len(labels), captions, recipe, seed)
+    want, rows = set(used.tolist()), []
+    shift = shift or {"kind": "none"}
+    if shift["kind"] == "none":  # decode only the rows the run reads
+        rows = [decode(f) for i, f in enumerate(samples()) if i in want]
+    else:  # a rotation draws per image in order: shift the whole stream, keep the rows
+        rows = [im for i, im in enumerate(shift_each((decode(f) for f in samples()), shift, seed)) if i in want]
+    return ImageRows(len(labels), used, np.stack(rows)), captions

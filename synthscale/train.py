@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from synthscale.io import atomic_path, write_csv
-from synthscale.loader import build_train_loader, epoch_size
+from synthscale.loader import TrainLoader, epoch_size
 from synthscale.recipes import resolve_recipe
 
 
@@ -140,8 +140,8 @@ def train_model(
     initialised, e.g. by torchrun) every rank trains its node's shards and rank 0 writes the files.
 
     With `checkpoint_path`, a SIGTERM or SIGINT saves a checkpoint after the current step and raises
-    `Preempted`; a later call resumes from it (rebuilding the epoch's loader and skipping the batches
-    already done). `stop_after_steps` simulates that stop in tests.
+    `Preempted`; a later call resumes from it (starting the epoch's loader again and skipping the
+    batches already done). `stop_after_steps` simulates that stop in tests.
     """
     recipe = full_recipe(recipe, parts)
     rank, world = _dist()
@@ -207,12 +207,13 @@ def train_model(
     desc = f"train {recipe['arch']} n={n}"
     bar = tqdm(total=total, initial=state["step"], desc=desc, disable=not progress or rank > 0)
     t0 = time.time()
+    # one DataLoader for every epoch: its workers start once and keep their decoded images
+    loader = TrainLoader(parts, recipe, seed, mix=mix, batch_size=micro)
     try:
         net.train()
         while state["epoch"] < epochs:
             epoch = state["epoch"]
-            loader = build_train_loader(parts, recipe, seed, epoch, mix=mix, batch_size=micro)
-            it = iter(loader)
+            it = loader.epoch(epoch)
             for _ in range(state["batches"]):  # resume mid-epoch: skip the batches already done
                 next(it, None)
             while True:
@@ -281,6 +282,7 @@ def train_model(
             )
             state.update(epoch=epoch + 1, batches=0, running=[0.0, 0.0, 0.0])
     finally:
+        loader.close()
         bar.close()
         for s, h in old.items():
             signal.signal(s, h)

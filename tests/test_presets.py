@@ -47,3 +47,58 @@ def test_preset_plans_within_the_scheduler_budget(workdir, preset, monkeypatch):
     assert counts.get("generate_block", 0) == blocks
     assert counts["train_classifier"] == sum(len(plan.seeds_for(s, n)) for s, n in plan.runs())
     assert counts["prepare_data"] == 1
+
+
+def test_training_jobs_name_one_shard_per_generation_job(workdir, monkeypatch):
+    """A run's inputs are one shard per generate_block job (the job writes its block together); its
+    params still carry every shard. This keeps the presets' dry-runs within seconds."""
+    plan = _plan(workdir, "fan-imagenet", monkeypatch)
+    per_job = plan.shards_per_job()
+    assert per_job == 100
+    src = plan.synthetic_grid()[0]
+    shards = plan.train_parts(src.name, str(plan.max_n))[0]["shards"]
+    heads = plan.block_heads(shards)
+    assert len(shards) == 2000 and len(heads) == 20
+    assert heads == shards[::per_job], "the first shard of each block"
+    outputs = set(plan.block_outputs(plan.synthetic_dir(src.generator, src.guidance, src.strategy), "0000"))
+    assert heads[0] in outputs and shards[per_job - 1] in outputs and shards[per_job] not in outputs
+    # a partial last block still names its block; other files pass through
+    assert plan.block_heads(shards[:150] + ["x/manifest.json"]) == [shards[0], shards[100], "x/manifest.json"]
+    from dataclasses import replace
+
+    filtered = [f"{plan.filtered_dir(replace(src, filter='f1'))}/shard-000001.tar"]
+    assert plan.block_heads(filtered) == filtered
+
+
+def test_timm_names_are_checked_without_importing_timm():
+    """check_config's train.arch check reads timm's sources (importing timm costs seconds on every
+    dry-run); it agrees with timm.is_model, falling back to it for names it does not find."""
+    import random
+    import sys
+
+    import timm
+
+    from synthscale.config import timm_model_exists
+
+    names = random.Random(0).sample(timm.list_models(), 200) + ["resnet50.a1_in1k", "resnet18"]
+    assert all(timm_model_exists(n) for n in names)
+    assert not timm_model_exists("resnet18_but_not_a_model") and not timm_model_exists("../x")
+    code = "import sys; from synthscale.config import timm_model_exists as e; " \
+           "assert e('vit_base_patch16_224') and e('resnet50'); print('timm' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_open_clip_names_are_checked_without_importing_open_clip():
+    import sys
+
+    import open_clip
+
+    from synthscale.config import open_clip_model_exists
+
+    assert all(open_clip_model_exists(n) for n in open_clip.list_models())
+    assert not open_clip_model_exists("ViT-B-16-not-a-model") and not open_clip_model_exists("../ViT-B-16")
+    code = "import sys; from synthscale.config import open_clip_model_exists as e; " \
+           "assert e('ViT-B-16'); print('open_clip' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "False"

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from synthscale.evaluate import Accumulator, build_eval_loader, evaluate_logits, evaluate_model
-from synthscale.loader import build_train_loader, epoch_size, nested_shards, part_stream
+from synthscale.loader import TrainLoader, build_train_loader, epoch_size, nested_shards, part_stream
 from synthscale.recipes import RECIPES, resolve_recipe
 from synthscale.shards import write_shard
 from synthscale.train import full_recipe, load_classifier, predict, train_classifier, train_model
@@ -115,6 +115,44 @@ def test_loader_order_and_augmentation_per_seed_and_epoch(digit_shards):
     key = lambda x: sorted(x.flatten(1).sum(1).tolist())  # noqa: E731
     assert key(x2w) == pytest.approx(key(x0)), "same augmented images whichever worker draws them"
     assert sorted(y2w.tolist()) == sorted(y0.tolist())
+
+
+def test_persistent_loader_gives_each_epochs_batches(digit_shards):
+    """One DataLoader whose 2 workers live across epochs: epoch e's batches are build_train_loader's
+    for epoch e, also after an epoch left half-read (a resume skips batches, DDP ranks stop early)."""
+    recipe = full_recipe({**RECIPE, "pad_crop": 2, "shuffle_buffer": 40})
+    parts = [{"shards": digit_shards[0], "limit": 250}]
+    with TrainLoader(parts, recipe, 3, batch_size=16, num_workers=2) as loader:
+        it = loader.epoch(0)
+        next(it)  # epoch 0 abandoned after one batch
+        for epoch in (1, 2, 0):
+            got = list(loader.epoch(epoch))
+            want = list(build_train_loader(parts, recipe, 3, epoch, batch_size=16, num_workers=2))
+            assert len(got) == len(want) and sum(len(y) for _, y in got) == 250
+            for (xg, yg), (xw, yw) in zip(got, want):
+                assert torch.equal(xg, xw) and torch.equal(yg, yw)
+        workers = loader.loader._iterator._workers
+        assert len(workers) == 2 and all(w.is_alive() for w in workers), "the same workers, still running"
+    assert not any(w.is_alive() for w in workers)
+
+
+def test_caches_change_no_batch(digit_shards):
+    """Decoded images, whole shards and the fast path's padded, normalised images kept across epochs
+    (decode_cache_mb) give the batches of a run without caches, epoch after epoch."""
+    parts = [{"shards": digit_shards[0], "limit": 250}]
+    runs = {}
+    for mb in (0, 64):
+        recipe = full_recipe({**RECIPE, "pad_crop": 2, "decode_cache_mb": mb, "shuffle_buffer": 40})
+        with TrainLoader(parts, recipe, 3, batch_size=16, num_workers=0) as loader:
+            runs[mb] = [torch.cat([x for x, _ in loader.epoch(e)]) for e in range(3)]
+    for a, b in zip(runs[0], runs[64]):
+        assert torch.equal(a, b)
+    assert not torch.equal(runs[0][0], runs[0][1])
+    # another transform in the same process (pad 1, not 2) does not take the first one's images
+    recipe = full_recipe({**RECIPE, "pad_crop": 1, "shuffle_buffer": 40})
+    with TrainLoader(parts, {**recipe, "decode_cache_mb": 64}, 3, batch_size=16, num_workers=0) as cached:
+        with TrainLoader(parts, {**recipe, "decode_cache_mb": 0}, 3, batch_size=16, num_workers=0) as plain:
+            assert torch.equal(torch.cat([x for x, _ in cached.epoch(0)]), torch.cat([x for x, _ in plain.epoch(0)]))
 
 
 def test_prob_mix_replaces_real_slots(tmp_path, digits_16):
@@ -260,7 +298,9 @@ def test_gpu_recipe_paths_run_on_cpu(tmp_path, digit_shards):
 
 RESOLVED_VIT_LIKE = {
     "recipe": "imagenet-resnet50", "arch": "resnet18", "model_kwargs": {"channels": [8, 16, 32, 64]},
-    "input_size": 16, "num_workers": 0, "amp": True, "channels_last": True, "mixup": 0.8, "cutmix": 1.0,
+    # 32 px, not 16: at 16 px layer4's stride-2 conv runs on a 1x1 map, where torch's CPU bf16 autocast
+    # backward left NaN or garbage in layer4.0.conv1's weights in about half the runs (torch 2.15)
+    "input_size": 32, "num_workers": 0, "amp": True, "channels_last": True, "mixup": 0.8, "cutmix": 1.0,
     "auto_augment": "rand-m9-mstd0.5", "re_prob": 0.25, "hflip": 0.5, "optimizer": "sgd", "lr": 0.01,
 }
 
