@@ -99,6 +99,14 @@ def read_summary(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
+def read_scaling(path: str | os.PathLike) -> pd.DataFrame:
+    """scaling.csv back; empty (no columns) when no source had two N values to fit."""
+    try:
+        return pd.read_csv(path, dtype={"generator": str, "strategy": str})
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
 # --------------------------------------------------------------------------------------------------
 # scaling fits
 # --------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from synthscale.analysis import (
     cost_table,
     parse_benchmark,
     read_benchmarks,
+    read_scaling,
     read_summary,
     scaling_fits,
     write_cost,
@@ -174,3 +175,18 @@ def test_cost_table_from_benchmarks_and_without_them(tmp_path):
     out = write_cost(s_csv, root, 10, tmp_path / "cost.csv", tmp_path / "cost.png", tmp_path / "cost.html")
     assert len(out) == 2 and (tmp_path / "cost.png").stat().st_size > 1000
     assert "compute seconds" in (tmp_path / "cost.html").read_text()
+
+
+def test_one_n_value_gives_an_empty_scaling_table_and_findings_without_slopes(tmp_path):
+    """A study with a single n_images value has nothing to fit: scaling.csv is empty, and the findings
+    still report accuracy (no slope sentences)."""
+    from synthscale.io import write_csv
+
+    one_n = _summary()[lambda d: d["n"] == 300]
+    fits = scaling_fits(one_n, n_draws=50)
+    assert fits.empty
+    write_csv(tmp_path / "scaling.csv", fits)
+    back = read_scaling(tmp_path / "scaling.csv")
+    assert back.empty
+    lines = report.scaling_findings(one_n, back, 10)
+    assert lines and any("N=300" in s for s in lines) and not any("Scaling ability" in s for s in lines)
