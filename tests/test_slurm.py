@@ -70,7 +70,7 @@ def comparable_files(results: Path) -> dict[str, Path]:
         if p.is_file() and rel.parts[0] not in skip_dirs and not p.name.startswith("."):
             if p.suffix in {".html"}:  # the findings page embeds the run's time
                 continue
-            if rel.name == "cost.csv":  # compute hours, read from the benchmark files
+            if rel.name in {"cost.csv", "train.log"}:  # compute hours; open_clip_train's log (times, paths)
                 continue
             out[str(rel)] = p
     return out
