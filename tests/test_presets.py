@@ -102,3 +102,11 @@ def test_open_clip_names_are_checked_without_importing_open_clip():
            "assert e('ViT-B-16'); print('open_clip' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_do_not_inherit_the_digits_studys_real_seeds(workdir, preset, monkeypatch):
+    """config.yaml lies under every --configfile: its five real seeds must not multiply a preset's
+    ImageNet-scale real runs."""
+    plan = _plan(workdir, preset, monkeypatch)
+    assert plan.seeds_for("real") == plan.seeds
