@@ -82,6 +82,19 @@ def set_label(row: pd.Series | dict, with_generator: bool = True) -> str:
     return f"{row['generator']}: {g}" if with_generator else g
 
 
+def source_label(source: str) -> str:
+    """A training source for a plot axis: `real`, a set's label, with its filter and its real part."""
+    from synthscale.plan import parse_source
+
+    src = parse_source(source)
+    if src.kind == "real":
+        return "real"
+    label = set_label({"generator": src.generator, "strategy": src.strategy, "guidance": src.guidance})
+    if src.filter:
+        label += f" [{src.filter}]"
+    return f"{src.real_n} real + {label}" if src.kind == "mix" else label
+
+
 def seed_stats(df: pd.DataFrame, value: str, by: Sequence[str]) -> pd.DataFrame:
     """Mean, sd and count over training seeds of `value`, per `by`."""
     return df.groupby(list(by), dropna=False)[value].agg(["mean", "std", "count"]).reset_index()
@@ -286,18 +299,17 @@ def plot_per_class_slope(per_class: pd.DataFrame, path: str | os.PathLike, rho: 
 def plot_cost(table: pd.DataFrame, path: str | os.PathLike) -> None:
     """Compute hours per source (generation + training, stacked) and top-1 gained per hour."""
     plt, _ = plotting()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 0.8 + 0.3 * max(len(table), 4)))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 0.8 + 0.3 * max(len(table), 4)), sharey=True)
     if len(table) and table["total_h"].notna().any():
-        t = table.assign(label=[("real" if r["kind"] == "real" else set_label(r)) for _, r in table.iterrows()])
+        t = table.assign(label=[source_label(s) for s in table["source"]])
         y = np.arange(len(t))
         a.barh(y, t["generation_h"].fillna(0), color="tab:orange", label="generation")
         a.barh(y, t["training_h"].fillna(0), left=t["generation_h"].fillna(0), color="tab:blue", label="training")
         a.set_yticks(y, t["label"], fontsize=7)
-        a.set_xlabel("compute hours (wall clock, all N and seeds)")
-        a.legend(fontsize=8)
+        a.set_xlabel("compute hours (wall clock; training: one replicate, every N at its mean over seeds)")
+        a.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False)
         colors = ["black" if k == "real" else "tab:green" for k in t["kind"]]
         b.barh(y, t["gain_per_hour"].fillna(0), color=colors)
-        b.set_yticks(y, t["label"], fontsize=7)
         b.set_xlabel("top-1 above chance per compute hour")
     else:
         a.text(0.5, 0.5, "no benchmark recorded", ha="center", va="center", transform=a.transAxes)
