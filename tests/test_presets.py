@@ -58,7 +58,8 @@ def test_training_jobs_name_one_shard_per_generation_job(workdir, monkeypatch):
     src = plan.synthetic_grid()[0]
     shards = plan.train_parts(src.name, str(plan.max_n))[0]["shards"]
     heads = plan.block_heads(shards)
-    assert len(shards) == 2000 and len(heads) == 20
+    n_shards = shards_for(plan.max_n, plan.cfg["generation"]["shard_size"])  # 2M images: 1,000 of 2,000
+    assert len(shards) == n_shards and len(heads) == math.ceil(n_shards / per_job) > 1
     assert heads == shards[::per_job], "the first shard of each block"
     outputs = set(plan.block_outputs(plan.synthetic_dir(src.generator, src.guidance, src.strategy), "0000"))
     assert heads[0] in outputs and shards[per_job - 1] in outputs and shards[per_job] not in outputs
