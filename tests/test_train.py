@@ -249,10 +249,10 @@ def test_seeds_are_a_grid_axis(tmp_path):
     from synthscale.plan import Plan
     from test_workflow import dry
 
-    counts = dry(new_workdir(tmp_path / "wd"), overrides={"train": {"seeds": [0, 4]}})
+    counts = dry(new_workdir(tmp_path / "wd"), overrides={"train": {"seeds": [0, 4], "real_seeds": None}})
     assert counts["train_classifier"] == 2 * 6 and counts["evaluate"] == 3
     cfg = load_config("config.yaml")
-    plan = Plan({**cfg, "train": {**cfg["train"], "seeds": [4, 0]}})
+    plan = Plan({**cfg, "train": {**cfg["train"], "seeds": [4, 0], "real_seeds": None}})
     assert plan.model("real", "30").endswith("/real/n30/s4/model.safetensors"), "no seed: the first"
     assert plan.model("real", "30", 0).endswith("/real/n30/s0/model.safetensors")
     second = str(cfg["n_images"][1])

@@ -37,8 +37,10 @@ def dry(workdir: Path, *targets: str, overrides: dict | None = None) -> dict[str
 def test_outputs_are_complete_and_real(study):
     results = study / "results-test"
     summary = pd.read_csv(results / "summary.csv")
-    # 2 guidance x 1 strategy x 2 N synthetic + real at 2 N, each on 2 eval sets
-    assert len(summary) == (2 * 2 + 2) * 2
+    # 2 guidance x 1 strategy x 2 N synthetic + real at 2 N x 2 seeds (train.real_seeds), each on 2 eval sets
+    assert len(summary) == (2 * 2 + 2 * 2) * 2
+    assert sorted(summary.loc[summary.kind == "real", "seed"].unique()) == [0, 1]
+    assert set(summary.loc[summary.kind == "synthetic", "seed"]) == {0}
     assert set(summary["eval_set"]) == {"test", "test-rotated"}
     assert summary.loc[summary.eval_set == "test-rotated", "ood"].all()
     assert summary["loss"].notna().all() and summary["top1"].between(0, 1).all()
@@ -79,14 +81,14 @@ def test_adding_a_strategy_schedules_only_its_jobs(study):
 def test_raising_n_generates_only_new_shards(study):
     counts = dry(study, overrides={"n_images": [20, 40, 60]})
     assert counts["generate_block"] == 2  # one new shard per guidance value
-    assert counts["train_classifier"] == 3  # two synthetic sets and the real baseline at N=60
+    assert counts["train_classifier"] == 4  # two synthetic sets and the real baseline (2 seeds) at N=60
     assert counts["evaluate"] == 3
     assert "train_generator" not in counts
 
 
 def test_new_recipe_retrains_but_regenerates_nothing(study):
     counts = dry(study, overrides={"train": {"lr": 0.001}})
-    assert counts["train_classifier"] == 6 and counts["evaluate"] == 3
+    assert counts["train_classifier"] == 2 * 2 + 2 * 2 and counts["evaluate"] == 3  # real: 2 seeds
     assert "generate_block" not in counts and "train_generator" not in counts
 
 
