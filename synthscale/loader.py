@@ -319,14 +319,15 @@ def shard_samples(url: str, budget_mb: float) -> Iterator[tuple[Any, int, int]] 
         if hit is not None:
             return hit
         if _DECODED_BYTES[0] + st.st_size <= budget_mb * 2**20:
-            samples = list(_read_shard(url))
+            samples = list(read_shard(url))
             _SHARDS[key] = samples
             _DECODED_BYTES[0] += sum(len(raw) for raw, _, _ in samples)
             return samples
-    return _read_shard(url)
+    return read_shard(url)
 
 
-def _read_shard(url: str) -> Iterator[tuple[Any, int, int]]:
+def read_shard(url: str | os.PathLike) -> Iterator[tuple[Any, int, int]]:
+    """(image bytes, label, global index) of every sample of a shard, in order, from disk."""
     for key, files in tar_samples(url):
         ext = next((e for e in IMAGE_EXTS if e in files), None)
         if ext is None or "cls" not in files:
@@ -626,6 +627,7 @@ def build_train_loader(
     batch_size: int | None = None,
     num_workers: int | None = None,
     shuffle: bool = True,
+    persistent: bool = False,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader of augmented (x, y) batches for one epoch of training.
 
@@ -645,11 +647,12 @@ def build_train_loader(
     Epoch length (`epoch_size`): every image of every part (concat) or the real part's count (prob).
     batch_size: per device and pass (default recipe["micro_batch_size"] or recipe["batch_size"]).
     num_workers: default recipe["num_workers"]. A worker's last batch may be short.
+    persistent: keep the workers across iterations (`TrainLoader` sets the epoch of each).
     """
     bs = batch_size or recipe.get("micro_batch_size") or recipe["batch_size"]
     workers = recipe.get("num_workers", 0) if num_workers is None else num_workers
     ds = TrainStream(parts, recipe, seed, epoch, mix=mix, batch_size=bs, shuffle=shuffle)
-    return _loader(ds, bs, recipe, int(workers))
+    return _loader(ds, bs, recipe, int(workers), persistent=persistent)
 
 
 class TrainLoader:
@@ -672,10 +675,11 @@ class TrainLoader:
         num_workers: int | None = None,
         shuffle: bool = True,
     ):
-        bs = batch_size or recipe.get("micro_batch_size") or recipe["batch_size"]
-        workers = int(recipe.get("num_workers", 0) if num_workers is None else num_workers)
-        self.dataset = TrainStream(parts, recipe, seed, 0, mix=mix, batch_size=bs, shuffle=shuffle)
-        self.loader = _loader(self.dataset, bs, recipe, workers, persistent=workers > 0)
+        self.loader = build_train_loader(
+            parts, recipe, seed, 0, mix=mix, batch_size=batch_size, num_workers=num_workers,
+            shuffle=shuffle, persistent=True,
+        )
+        self.dataset: TrainStream = self.loader.dataset
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.dataset.set_epoch(epoch)

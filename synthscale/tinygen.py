@@ -349,18 +349,17 @@ def generator_training_set(
     the generator's `train_shift` (applied in order over the whole split, as `apply_shift` does).
     The same run as on the whole split loaded, with memory bounded by the rows it reads."""
     from synthscale.data import shift_each
-    from synthscale.loader import IMAGE_EXTS, tar_samples
+    from synthscale.loader import read_shard
     from synthscale.shards import decode_image
 
     def samples():
         for url in shards:
-            for _, files in tar_samples(url):
-                yield files
+            yield from read_shard(url)
 
-    def decode(files: dict[str, bytes]) -> np.ndarray:
-        return decode_image(files[next(e for e in IMAGE_EXTS if e in files)], mode)
+    def decode(sample: tuple[bytes, int, int]) -> np.ndarray:
+        return decode_image(sample[0], mode)
 
-    labels = np.asarray([int(f["cls"]) for f in samples()], dtype=np.int64)
+    labels = np.asarray([label for _, label, _ in samples()], dtype=np.int64)
     captions = caption_sampler(strategy_prompts, labels)
     used = images_used(len(labels), captions, recipe, seed)
     want, rows = set(used.tolist()), []
