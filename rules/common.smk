@@ -136,7 +136,8 @@ def finetune_base_source(wildcards):
 
 def train_inputs(wildcards):
     """The real manifest, and the first ceil(N/S) shards of a synthetic (or mixed) source's set,
-    one per generation job (PLAN.block_heads): the job reads every shard from params.parts"""
+    one per generation job (PLAN.block_heads): the job reads every shard from params.parts
+    """
     parts = PLAN.train_parts(wildcards.source, wildcards.n)
     files = PLAN.block_heads([s for p in parts for s in p.get("shards", [])])
     return files + ([PLAN.manifest] if any("split" in p for p in parts) else [])
