@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 if command -v slurmctld >/dev/null && command -v slurmd >/dev/null \
     && command -v sbatch >/dev/null && command -v munged >/dev/null; then
-    echo "slurm-setup: SLURM already installed: $(sbatch --version)"
+    echo "slurm-setup: SLURM already installed: $(dpkg-query -W -f '${Version}' slurm-client 2>/dev/null || echo unknown version)"
     exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
@@ -20,4 +20,4 @@ apt-get install -y -qq slurmctld slurmd slurm-client munge
 if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
     systemctl disable --now slurmctld slurmd >/dev/null 2>&1 || true
 fi
-echo "slurm-setup: installed $(sbatch --version)"
+echo "slurm-setup: installed $(dpkg-query -W -f '${Version}' slurm-client 2>/dev/null || echo unknown version)"
