@@ -66,7 +66,7 @@ def build_summary(
 ) -> pd.DataFrame:
     """Tidy table: one row per trained model (source, N, seed) and eval set, with every grid column."""
     out = _collect(sources, metric_paths, arch, n_real_train)
-    out["ood"] = out["eval_set"].map(ood).fillna(False).astype(bool)
+    out["ood"] = [bool(ood.get(name, False)) for name in out["eval_set"]]
     if "seed" not in out.columns:
         out["seed"] = 0
     # real and synthetic images of each run; a mixed run's n is their sum (issue 9)
