@@ -61,14 +61,16 @@ def threads(stage):
 
 
 def all_targets():
-    targets = [
-        PLAN.summary,
-        PLAN.scaling,
-        PLAN.plot("scaling_loss"),
-        PLAN.plot("scaling_top1"),
-        PLAN.plot("guidance_strategy"),
-        f"{R}/findings.html",
-    ]
+    targets = []
+    if PLAN.supervised:  # the classifier arm (train.supervised)
+        targets += [
+            PLAN.summary,
+            PLAN.scaling,
+            PLAN.plot("scaling_loss"),
+            PLAN.plot("scaling_top1"),
+            PLAN.plot("guidance_strategy"),
+            f"{R}/findings.html",
+        ]
     targets += [PLAN.sample_grid(s) for s in PLAN.synthetic_grid()]
     targets += quality_targets()
     targets += filter_targets()
@@ -168,7 +170,16 @@ COST_OUTPUTS = PLAN.cost_outputs()
 
 def quality_targets():
     """What rule all needs for this stage (the summary pulls in every per-set file)."""
-    return list(QUALITY_OUTPUTS.values()) + list(COST_OUTPUTS.values())
+    targets = list(QUALITY_OUTPUTS.values())
+    # cost is accuracy per compute hour: it needs the classifier arm
+    return targets + (list(COST_OUTPUTS.values()) if PLAN.supervised else [])
+
+
+def classifier_tables():
+    """The classifier arm's tables, read for CAS and per-class slopes; none when train.supervised is off."""
+    if not PLAN.supervised:
+        return {}
+    return {"summary": PLAN.summary, "eval_per_class": PLAN.per_class}
 
 
 def judge_input(wildcards):

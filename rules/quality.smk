@@ -95,11 +95,10 @@ rule quality:
 
 rule quality_summary:
     input:
+        **classifier_tables(),
         sets=[PLAN.quality_json(g, gs, s) for g, gs, s in quality_sets()],
         per_class=[PLAN.quality_per_class(g, gs, s) for g, gs, s in quality_sets()],
         reference=QREF["json"],
-        summary=PLAN.summary,
-        eval_per_class=PLAN.per_class,
     output:
         table=report(
             QUALITY_OUTPUTS["table"],

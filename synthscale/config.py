@@ -186,6 +186,7 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
 
     _check_clip(cfg)
     _check_mix(cfg, workdir)
+    _check_supervised(cfg)
 
     res = cfg["resources"]
     base = {**RESOURCE_DEFAULTS, **res.get("default", {})}
@@ -418,6 +419,27 @@ def _check_clip(cfg: dict[str, Any]) -> None:
         raise ConfigError(
             f"config key clip.batch_size: {c['batch_size']} is more than the smallest CLIP N ({smallest})"
         )
+
+
+def _check_supervised(cfg: dict[str, Any]) -> None:
+    """`train.supervised: false` turns the classifier arm off (a CLIP-only study): no classifier is
+    trained, so the real baselines are off too, and nothing that is read through a classifier may be
+    asked for: mixed classifiers (`mix.real_n`) and filtered sets (compared by their CAS)."""
+    if cfg["train"]["supervised"]:
+        return
+    if cfg["mix"]["real_n"]:
+        raise ConfigError(
+            "config key mix.real_n: mixed sources train classifiers, but train.supervised is false; "
+            "set mix.real_n: [] (the CLIP arm mixes through clip.mixed)"
+        )
+    filters = [f for f in cfg["filters"] if f != "none"]
+    if filters:
+        raise ConfigError(
+            f"config key filters: {filters} are compared by the CAS of classifiers trained on them, "
+            "but train.supervised is false; set filters: [none]"
+        )
+    cfg["train"]["real_baseline"] = False
+    cfg["train"]["real_full"] = False
 
 
 def _check_mix(cfg: dict[str, Any], workdir: Path) -> None:

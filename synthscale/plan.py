@@ -279,9 +279,17 @@ class Plan:
         ]
 
     # --- training and evaluation ---
+    @property
+    def supervised(self) -> bool:
+        """Whether the classifier arm runs (`train.supervised`)."""
+        return bool(self.cfg["train"].get("supervised", True))
+
     def runs(self) -> list[tuple[str, str]]:
-        """Every (source, n) pair to train: synthetic at each N, real at each N, real at all."""
-        runs = [(s.name, str(n)) for s in self.synthetic_grid() for n in self.cfg["n_images"]]
+        """Every (source, n) pair to train: synthetic at each N, real at each N, real at all (none
+        when `train.supervised` is false: the config check then turns the real runs off too)."""
+        runs = []
+        if self.supervised:
+            runs = [(s.name, str(n)) for s in self.synthetic_grid() for n in self.cfg["n_images"]]
         if self.cfg["train"]["real_baseline"]:
             runs += [("real", str(n)) for n in self.cfg["n_images"]]
         if self.cfg["train"]["real_full"]:

@@ -509,7 +509,9 @@ def quality_findings(
                 f"Hypothesis, since all {more} sets exceed the real diversity, not tested here: judge features "
                 "of samples unlike the real images spread more, so this diversity may also count noise."
             )
-    if "cas" in df and df["cas"].notna().any():
+    if "cas" not in df or df["cas"].isna().all():
+        out.append("CAS is not measured: no classifier was trained on the synthetic sets (train.supervised: false).")
+    else:
         b = df.loc[df["cas"].idxmax()]
         line = f"Best CAS {b['cas']:.3f}: {set_label(b)}"
         if real_top1 is not None and np.isfinite(real_top1):

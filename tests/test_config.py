@@ -84,3 +84,27 @@ def test_present_quality_weights_pass(default_raw, tmp_path):
     cfg["quality"] = {"judge": {"kind": "timm", "name": "resnet18", "weights": "judge.safetensors"},
                       "features": "inception", "inception_weights": "inception.pth"}
     assert check_config(cfg, tmp_path)["quality"]["n_images"] == 10000
+
+
+def test_supervised_off_plans_no_classifier(default_raw):
+    """train.supervised: false (a CLIP-only study) turns off every classifier, real baselines included;
+    what needs a classifier (mixed classifiers, filters compared by CAS) is an error naming its key."""
+    from synthscale.plan import Plan
+
+    cfg = copy.deepcopy(default_raw)
+    cfg["train"]["supervised"] = False
+    cfg["mix"]["real_n"] = []
+    cfg["filters"] = ["none"]
+    checked = check_config(cfg)
+    plan = Plan(checked)
+    # the quality judge then cannot be the full-real classifier: it is trained on its own
+    assert not checked["train"]["real_full"] and not checked["train"]["real_baseline"]
+    assert plan.runs() == [] and plan.sources() == [] and not plan.supervised
+    assert plan.synthetic_grid(), "the synthetic sets are still generated (quality, CLIP)"
+    assert Plan(check_config(copy.deepcopy(default_raw))).runs(), "on by default"
+    for key, edit in [("mix.real_n", {"filters": ["none"]}), ("filters", {"mix": {**cfg["mix"], "real_n": []}})]:
+        bad = copy.deepcopy(default_raw)
+        bad["train"]["supervised"] = False
+        bad.update(edit)
+        with pytest.raises(ConfigError, match=f"config key {key}: .*train.supervised is false"):
+            check_config(bad)

@@ -135,3 +135,27 @@ def test_bad_input_stops_before_any_job(tmp_path, override, message):
     lines = [ln for ln in proc.stderr.splitlines() if "synthscale:" in ln]
     assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
     assert not (work / "results-test").exists(), "no job may start on a bad config"
+
+
+def test_clip_only_study_trains_no_classifier(study, tmp_path):
+    """train.supervised: false (a CLIP-only study, as configs/fan-clip.yaml) drops the classifier arm:
+    no classifier, evaluation, summary, fits or cost; the quality stage runs with its own judge and
+    without CAS; the CLIP arm is untouched."""
+    import shutil
+
+    work = tmp_path / "clip-only"
+    shutil.copytree(study, work, symlinks=True)  # copy2 keeps the mtimes: nothing is stale
+    off = {"train": {"supervised": False}}
+    counts = dry(work, overrides=off)
+    assert not {"train_classifier", "evaluate", "summary", "scaling_fits", "findings", "cost"} & set(counts), counts
+    assert not {"generate_block", "train_generator", "train_clip", "evaluate_clip"} & set(counts), counts
+    # the test study's judge is its own (train.real_full is off): only the summary's inputs changed
+    assert counts == {"quality_summary": 1, "all": 1}, counts
+    smk(work, "--cores", "2", overrides=off)
+    quality = pd.read_csv(work / "results-test/quality.csv")
+    assert len(quality) == 2 and quality["cas"].isna().all()
+    assert quality["recognizability"].between(0, 1).all() and quality["fid"].notna().all()
+    assert "CAS is not measured" in (work / "results-test/quality_findings.html").read_text()
+    assert (work / "results-test/plots/quality_fid_cas.png").stat().st_size > 0
+    proc = smk(work, "-n", overrides=off)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
