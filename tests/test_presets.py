@@ -106,8 +106,26 @@ def test_open_clip_names_are_checked_without_importing_open_clip():
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_presets_do_not_inherit_the_digits_studys_real_seeds(workdir, preset, monkeypatch):
-    """config.yaml lies under every --configfile: its five real seeds must not multiply a preset's
-    ImageNet-scale real runs."""
-    plan = _plan(workdir, preset, monkeypatch)
-    assert plan.seeds_for("real") == plan.seeds
+def test_a_preset_means_the_same_alone_and_over_config_yaml(workdir, preset, monkeypatch):
+    """Snakemake lays config.yaml (the digits study) under every --configfile. A preset takes nothing
+    from it that changes what runs or how: the same jobs, seeds and resources as when it is read alone
+    (`--replace-workflow-config`), and the same values in every section it uses."""
+    layered = _plan(workdir, preset, monkeypatch)
+    alone = Plan(check_config(yaml.safe_load((REPO / "configs" / f"{preset}.yaml").read_text()), workdir))
+
+    def jobs(p: Plan):
+        return ([(s, n, p.seeds_for(s, n)) for s, n in p.runs()], p.clip_runs(), p.filtered_grid(),
+                p.mix_runs(), p.synthetic_grid())
+
+    assert jobs(layered) == jobs(alone)
+    unused = {"filter_specs"} if alone.cfg["filters"] == ["none"] else set()
+    unused |= set() if alone.cfg["clip"]["enabled"] else {"clip"}
+    unused |= set() if alone.mix_runs() else {"mix"}
+    for key in sorted(set(layered.cfg) | set(alone.cfg)):
+        if key in unused:
+            continue
+        if key == "prompt_models":  # only the strategies the preset uses
+            for s in alone.cfg["strategies"]:
+                assert layered.cfg[key].get(s) == alone.cfg[key].get(s), f"{key}.{s}"
+            continue
+        assert layered.cfg.get(key) == alone.cfg.get(key), key
