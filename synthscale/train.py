@@ -252,6 +252,11 @@ def train_model(
                         (loss * len(yb) / local).backward()
                     loss_sum += loss.item() * len(yb)
                     correct += float((logits.argmax(1) == yb).sum())
+                if not math.isfinite(loss_sum):
+                    raise FloatingPointError(
+                        f"training diverged: loss {loss_sum / max(local, 1)} at step {state['step'] + 1}/{total}; "
+                        + _divergence_hint(recipe, dev_type)
+                    )
                 opt.step()
                 state["step"] += 1
                 state["batches"] += len(batches)
@@ -287,6 +292,11 @@ def train_model(
         for s, h in old.items():
             signal.signal(s, h)
     model.eval()
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise FloatingPointError(
+            f"training left non-finite weights in {bad[:3]} ({len(bad)} tensors); " + _divergence_hint(recipe, dev_type)
+        )
     log = pd.DataFrame(state["log"])
     if rank == 0:
         write_csv(log_path, log)
@@ -294,6 +304,14 @@ def train_model(
         if ckpt and ckpt.exists():
             ckpt.unlink()
     return log
+
+
+def _divergence_hint(recipe: dict[str, Any], dev_type: str) -> str:
+    """What to change when training diverges: nothing is saved, the job fails."""
+    hint = f"nothing was saved; lower train.lr ({recipe['lr']})"
+    if recipe["amp"] and dev_type == "cpu":
+        hint += " or set train.amp: false (bf16 autocast is meant for GPUs; on a CPU it can leave NaNs)"
+    return hint
 
 
 def train_classifier(

@@ -330,3 +330,15 @@ def test_compiled_training_runs_on_cpu(tmp_path, digit_shards):
     assert not any("_orig_mod" in k for k in model.state_dict())
     with torch.no_grad():
         assert model.eval()(torch.zeros(2, 3, 16, 16)).shape == (2, 10)
+
+
+def test_a_diverging_run_fails_and_saves_nothing(tmp_path, digit_shards):
+    """A loss that turns inf or NaN stops the job with an error that names train.lr, and no model file
+    is written (Snakemake would otherwise take the NaN weights as the run's output)."""
+    torch.set_num_threads(1)
+    recipe = full_recipe({**RECIPE, "amp": False, "mixup": 0.0, "cutmix": 0.0, "epochs": 3, "min_steps": 8,
+                          "lr": 1e12, "warmup_frac": 0.0})
+    with pytest.raises(FloatingPointError, match=r"train\.lr"):
+        train_model([{"shards": digit_shards[0], "limit": 64}], 10, recipe, 0, tmp_path / "m.safetensors",
+                    tmp_path / "log.csv", progress=False)
+    assert not (tmp_path / "m.safetensors").exists()
