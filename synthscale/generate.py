@@ -96,9 +96,15 @@ class PromptEmbeddings:
     def __init__(self, pipe, max_entries: int = 1024):
         self.pipe = pipe
         self.names = encode_layout(pipe)
-        params = set(inspect.signature(pipe.encode_prompt).parameters)
+        signature = inspect.signature(pipe.encode_prompt).parameters
+        params = set(signature)
         self.call_params = set(inspect.signature(pipe.__call__).parameters)
         self.kwargs: dict[str, Any] = {"num_images_per_prompt": 1}
+        # SD3 and Flux take the prompt once per text encoder (prompt_2, prompt_3), positionally and
+        # without defaults; None means "the same prompt" to every encoder
+        for name, param in signature.items():
+            if name.startswith("prompt_") and name[7:].isdigit() and param.default is inspect.Parameter.empty:
+                self.kwargs[name] = None
         if "device" in params:
             self.kwargs["device"] = pipe._execution_device
         if "do_classifier_free_guidance" in params:

@@ -1,6 +1,6 @@
-"""Every diffusers text-to-image family through one generation path: tiny SD 1.x, SDXL and PixArt-alpha
-pipelines with random weights, saved to disk and loaded as local folders; per-image noise; LoRA folders;
-config errors; blocks of shards with shard-granular resume; the workflow on all three families."""
+"""Every diffusers text-to-image family through one generation path: tiny SD 1.x, SDXL, PixArt-alpha,
+SD3 and Flux pipelines with random weights, saved to disk and loaded as local folders; per-image noise;
+LoRA folders; config errors; blocks of shards with shard-granular resume; the workflow on every family."""
 import json
 import shutil
 from pathlib import Path
@@ -25,12 +25,13 @@ from synthscale.generators import load_generator, set_sampler, speed_up
 from synthscale.plan import Plan
 from synthscale.shards import iter_shards, load_arrays
 from synthscale.tinygen import build_tiny_pipeline
-from tiny_pipelines import build_pixart, build_sd, build_sdxl
+from tiny_pipelines import build_flux, build_pixart, build_sd, build_sd3, build_sdxl
 
 torch.set_num_threads(1)
 dlogging.set_verbosity_error()
 REPO = Path(__file__).resolve().parent.parent
-BUILDERS = {"sd": build_sd, "sdxl": build_sdxl, "pixart": build_pixart}
+BUILDERS = {"sd": build_sd, "sdxl": build_sdxl, "pixart": build_pixart, "sd3": build_sd3, "flux": build_flux}
+FLOW = {"sd3", "flux"}  # flow-matching schedulers: they keep their own sampler
 PROMPTS = [[f"a photo of the digit {w}", f"the number {w}"] for w in ("zero", "one", "two")]
 ARCH = dict(unet_widths=[16, 32], layers_per_block=1, attention_head_dim=8, norm_groups=8,
             text_width=32, text_layers=1, text_heads=2, max_tokens=16)
@@ -44,16 +45,17 @@ def folders(tmp_path_factory):
 
 def shard_kwargs(**kw):
     base = dict(shard_size=4, class_prompts=PROMPTS, base_seed=3, steps=2, sampler="ddim", batch_size=3,
-                generator_name="g", class_names=["zero", "one", "two"], progress=False)
+                generator_name="g", class_names=["zero", "one", "two"], progress=False, size=16)
     return {**base, **kw}
 
 
 @pytest.mark.parametrize("family", list(BUILDERS))
 def test_each_family_writes_a_shard(family, folders, tmp_path):
     pipe = load_generator(folders[family])
-    set_sampler(pipe, "ddim")
+    sampler = None if family in FLOW else "ddim"
+    set_sampler(pipe, sampler)
     speed_up(pipe)
-    kw = shard_kwargs()
+    kw = shard_kwargs(sampler=sampler)
     r2 = generate_shard(pipe, tmp_path / "g2.tar", 1, guidance=2.0, **kw)
     r1 = generate_shard(pipe, tmp_path / "g1.tar", 1, guidance=1.0, **kw)
     x2, labels, recs = load_arrays([tmp_path / "g2.tar"])
@@ -68,14 +70,14 @@ def test_each_family_writes_a_shard(family, folders, tmp_path):
     assert (tmp_path / "again.tar").read_bytes() == (tmp_path / "g2.tar").read_bytes()
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
-@pytest.mark.parametrize("family", ["tiny", "sd"])
+@pytest.mark.parametrize("family,sampler", [("tiny", "ddim"), ("tiny", "ddpm"), ("sd", "ddim"), ("sd", "ddpm"),
+                                            ("sd3", None), ("flux", None)])
 def test_an_image_does_not_depend_on_its_batch(family, sampler, folders):
-    pipe = build_tiny_pipeline(ARCH, 16, 1, 0) if family == "tiny" else load_generator(folders["sd"])
+    pipe = build_tiny_pipeline(ARCH, 16, 1, 0) if family == "tiny" else load_generator(folders[family])
     set_sampler(pipe, sampler)
     specs = [ImageSpec(i, i % 3, PROMPTS[i % 3][i % 2], 100 + i) for i in range(7)]
-    together = np.stack(generate_images(pipe, specs, 2.0, 3, batch_size=7))
-    alone = np.stack([generate_images(pipe, [s], 2.0, 3, batch_size=1)[0] for s in specs])
+    together = np.stack(generate_images(pipe, specs, 2.0, 3, batch_size=7, height=16, width=16))
+    alone = np.stack([generate_images(pipe, [s], 2.0, 3, batch_size=1, height=16, width=16)[0] for s in specs])
     if family == "tiny":
         np.testing.assert_array_equal(together, alone)
     else:
@@ -84,7 +86,7 @@ def test_an_image_does_not_depend_on_its_batch(family, sampler, folders):
         assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
     # the old path seeded step noise from the batch's first image: a different first image changed
     # every DDPM image after it; here image 3 is the same whatever comes before it
-    shifted = generate_images(pipe, specs[3:], 2.0, 3, batch_size=4)[0]
+    shifted = generate_images(pipe, specs[3:], 2.0, 3, batch_size=4, height=16, width=16)[0]
     assert np.abs(shifted.astype(int) - alone[3]).max() <= (0 if family == "tiny" else 1)
 
 
@@ -229,16 +231,17 @@ def test_block_jobs_plan_one_job_per_block(tmp_path):
 
 
 @pytest.mark.workflow
-def test_three_pipeline_families_run_through_the_study(folders, tmp_path):
-    """SD 1.x, SDXL and PixArt-alpha as pretrained local folders, on the tiny study's grid."""
+def test_every_pipeline_family_runs_through_the_study(folders, tmp_path):
+    """SD 1.x, SDXL, PixArt-alpha, SD3 and Flux as pretrained local folders, on the tiny study's grid;
+    `generation.sampler: null` keeps each pipeline's own scheduler (flow matching for SD3 and Flux)."""
     work = new_workdir(tmp_path / "study")
     gens = [{"name": n, "kind": "pretrained", "source": str(folders[n]), "size": 16} for n in BUILDERS]
     smk(work, "--cores", "2", "results-test/summary.csv",
-        overrides={"generators": gens, "train": {"real_baseline": False}})
+        overrides={"generators": gens, "generation": {"sampler": None}, "train": {"real_baseline": False}})
     summary = pd.read_csv(work / "results-test/summary.csv")
     synth = summary[summary.kind == "synthetic"]
     assert set(synth["generator"]) == set(BUILDERS)
-    assert len(synth) == 3 * 2 * 2 * 2  # generators x guidance x N x eval sets
+    assert len(synth) == len(BUILDERS) * 2 * 2 * 2  # generators x guidance x N x eval sets
     for n in BUILDERS:
         shards = sorted((work / f"results-test/synthetic/{n}/g3/classname").glob("shard-*.tar"))
         assert [s.name for s in shards] == ["shard-000000.tar", "shard-000001.tar"]
@@ -247,7 +250,7 @@ def test_three_pipeline_families_run_through_the_study(folders, tmp_path):
 
 
 def test_every_family_is_recognised_from_its_signatures():
-    """SD3 and Flux have no tiny build here: their encode_prompt layouts are read off the signatures."""
+    """Every family's encode_prompt layout is read off its signatures, Sigma included (no tiny build)."""
     import diffusers
 
     from synthscale.generate import encode_layout
