@@ -5,8 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+from diffusers import StableDiffusionPipeline
 
 from synthscale.config import ConfigError, check_config, load_schema
 from synthscale.data import write_split
@@ -20,6 +19,7 @@ from synthscale.finetune import (
     read_finetune_meta,
 )
 from synthscale.generators import PixelTextToImagePipeline, build_tiny_pipeline
+from tiny_pipelines import build_sd, build_sdxl
 
 torch.set_num_threads(1)
 
@@ -46,25 +46,7 @@ def shards(tmp_path_factory, digits_16):
 @pytest.fixture(scope="module")
 def sd_dir(tmp_path_factory):
     """A Stable Diffusion 1.x pipeline with random weights, saved as safetensors like a Hub checkpoint."""
-    from synthscale.generators import clip_tokenizer
-
-    torch.manual_seed(0)
-    tok = clip_tokenizer(16)
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                                        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16))
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
-                                layers_per_block=1, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-                                attention_head_dim=8, norm_num_groups=8)
-    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        norm_num_groups=8)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
-                                   scheduler=DDIMScheduler(), safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    path = tmp_path_factory.mktemp("sd") / "tiny-sd"
-    pipe.save_pretrained(path, safe_serialization=True)
-    return path
+    return build_sd(tmp_path_factory.mktemp("sd") / "tiny-sd", text_layers=1)
 
 
 def falls(log, k=8, by=0.8):
@@ -269,29 +251,9 @@ def test_azizi_preset_is_a_valid_study():
 
 def test_sdxl_pipeline_fine_tunes_with_lora(shards, tmp_path):
     """SDXL: two text encoders, a pooled embedding and size conditions (added_cond_kwargs)."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
-    from transformers import CLIPTextModelWithProjection
+    from diffusers import StableDiffusionXLPipeline
 
-    from synthscale.generators import clip_tokenizer
-
-    torch.manual_seed(0)
-    tok = clip_tokenizer(16)
-    text_cfg = CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                              num_attention_heads=2, max_position_embeddings=16, projection_dim=32)
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
-                                layers_per_block=1, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=64,
-                                attention_head_dim=8, norm_num_groups=8, use_linear_projection=True,
-                                addition_embed_type="text_time", addition_time_embed_dim=8,
-                                projection_class_embeddings_input_dim=6 * 8 + 32)
-    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        norm_num_groups=8)
-    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=CLIPTextModel(text_cfg),
-                                     text_encoder_2=CLIPTextModelWithProjection(text_cfg), tokenizer=tok,
-                                     tokenizer_2=tok, unet=unet, scheduler=EulerDiscreteScheduler())
-    base = tmp_path / "tiny-sdxl"
-    pipe.save_pretrained(base, safe_serialization=True)
+    base = build_sdxl(tmp_path / "tiny-sdxl")
     out = tmp_path / "sdxl-lora"
     log = finetune_generator(str(base), shards, PROMPTS, recipe(mode="lora", steps=6, batch_size=8, lr=1e-2),
                              0, out, progress=False)

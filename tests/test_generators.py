@@ -4,8 +4,6 @@ path (`encode_prompt`, then `__call__` with embeddings and one generator per ima
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
 
 from synthscale.generate import generate_shard, sample
 from synthscale.generators import load_generator, set_sampler
@@ -13,10 +11,10 @@ from synthscale.tinygen import (
     PixelTextToImagePipeline,
     build_tiny_pipeline,
     caption_sampler,
-    clip_tokenizer,
     train_tiny_generator,
 )
 from synthscale.shards import load_arrays
+from tiny_pipelines import build_sd
 
 ARCH = dict(unet_widths=[16, 32], layers_per_block=1, attention_head_dim=8, norm_groups=8,
             text_width=32, text_layers=1, text_heads=2, max_tokens=16)
@@ -25,23 +23,7 @@ ARCH = dict(unet_widths=[16, 32], layers_per_block=1, attention_head_dim=8, norm
 @pytest.fixture(scope="module")
 def sd_dir(tmp_path_factory):
     """A Stable Diffusion pipeline with random weights, saved as safetensors like a Hub checkpoint."""
-    torch.manual_seed(0)
-    tok = clip_tokenizer(16)
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                                        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16))
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
-                                layers_per_block=1, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-                                attention_head_dim=8, norm_num_groups=8)
-    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        norm_num_groups=8)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
-                                   scheduler=DDIMScheduler(), safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    path = tmp_path_factory.mktemp("sd") / "tiny-sd"
-    pipe.save_pretrained(path, safe_serialization=True)
-    return path
+    return build_sd(tmp_path_factory.mktemp("sd") / "tiny-sd", text_layers=1)
 
 
 def test_pretrained_pipeline_loads_and_samples(sd_dir):

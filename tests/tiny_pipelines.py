@@ -49,7 +49,8 @@ def clip_text(tok, width: int, layers: int = 2, projection: bool = False):
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(cfg)
 
 
-def build_sd(path: Path, widths=(16, 32), sample_size: int = 8, text_width: int = 32, seed: int = 0) -> Path:
+def build_sd(path: Path, widths=(16, 32), sample_size: int = 8, text_width: int = 32, seed: int = 0,
+             text_layers: int = 2) -> Path:
     """Stable Diffusion 1.x: a CLIP text encoder, a UNet and a VAE (16 px images at the defaults)."""
     torch.manual_seed(seed)
     tok = clip_tokenizer(16)
@@ -57,7 +58,8 @@ def build_sd(path: Path, widths=(16, 32), sample_size: int = 8, text_width: int 
                                 layers_per_block=1, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=text_width,
                                 attention_head_dim=8, norm_num_groups=8)
-    pipe = StableDiffusionPipeline(vae=tiny_vae(), text_encoder=clip_text(tok, text_width), tokenizer=tok, unet=unet,
+    pipe = StableDiffusionPipeline(vae=tiny_vae(), text_encoder=clip_text(tok, text_width, text_layers), tokenizer=tok,
+                                   unet=unet,
                                    scheduler=DDIMScheduler(), safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.save_pretrained(path, safe_serialization=True)
