@@ -7,8 +7,8 @@ summarize_quality(
     snakemake.input.sets,
     snakemake.input.per_class,
     # absent when train.supervised is false: no CAS, no per-class slopes
-    summary_csv=snakemake.input.get("summary"),
-    per_class_csv=snakemake.input.get("eval_per_class"),
+    summary_csv=getattr(snakemake.input, "summary", None),
+    per_class_csv=getattr(snakemake.input, "eval_per_class", None),
     reference_json=snakemake.input.reference,
     outputs={k: snakemake.output[k] for k in snakemake.params.output_keys},
     eval_set=snakemake.params.eval_set,

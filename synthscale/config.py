@@ -184,6 +184,7 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
     if not timm_model_exists(arch):
         raise ConfigError(f"config key train.arch: {arch!r} is not a timm model name")
 
+    _check_eval_set_refs(cfg)
     _check_clip(cfg)
     _check_mix(cfg, workdir)
     _check_supervised(cfg)
@@ -419,6 +420,18 @@ def _check_clip(cfg: dict[str, Any]) -> None:
         raise ConfigError(
             f"config key clip.batch_size: {c['batch_size']} is more than the smallest CLIP N ({smallest})"
         )
+
+
+def _check_eval_set_refs(cfg: dict[str, Any]) -> None:
+    """Keys that name one eval set: null means the first of `eval_sets`; any other name must be one
+    (the prepared splits are named after them, so a typo would fail inside a job)."""
+    names = [e["name"] for e in cfg["eval_sets"]]
+    for section, key in [("quality", "reference_set"), ("analysis", "eval_set")]:
+        value = cfg[section][key]
+        if value is None:
+            cfg[section][key] = names[0]
+        elif value not in names:
+            raise ConfigError(f"config key {section}.{key}: {value!r} is not an eval set; eval_sets: {names}")
 
 
 def _check_supervised(cfg: dict[str, Any]) -> None:

@@ -40,6 +40,11 @@ def test_default_config_is_valid_and_gets_defaults(default_raw):
             lambda c: c["generators"].append({"name": "sd", "kind": "pretrained", "source": "./no/such/pipe"}),
             "no diffusers pipeline",
         ),
+        (lambda c: c.setdefault("quality", {}).update(reference_set="tset"),
+         "config key quality.reference_set: 'tset' is not an eval set"),
+        (lambda c: c.setdefault("analysis", {}).update(eval_set="val"), "config key analysis.eval_set: 'val'"),
+        (lambda c: c.update(results=""), "config key results"),
+        (lambda c: c.update(results="/"), "config key results"),
     ],
 )
 def test_bad_config_names_the_key(default_raw, edit, expected):
@@ -108,3 +113,15 @@ def test_supervised_off_plans_no_classifier(default_raw):
         bad.update(edit)
         with pytest.raises(ConfigError, match=f"config key {key}: .*train.supervised is false"):
             check_config(bad)
+
+
+def test_eval_set_keys_default_to_the_first_eval_set(default_raw):
+    """quality.reference_set and analysis.eval_set name prepared splits; unset, they take the first eval
+    set, so a study whose sets are named e.g. `val` (configs/fan-clip.yaml) needs no `test`."""
+    cfg = copy.deepcopy(default_raw)
+    cfg["eval_sets"] = [{"name": "val"}, {"name": "val-rotated", "ood": True, "shift": {"kind": "rotate", "degrees": 30}}]
+    checked = check_config(cfg)
+    assert checked["quality"]["reference_set"] == "val" and checked["analysis"]["eval_set"] == "val"
+    cfg = copy.deepcopy(default_raw)
+    cfg["quality"] = {"reference_set": "test-rotated"}
+    assert check_config(cfg)["quality"]["reference_set"] == "test-rotated"

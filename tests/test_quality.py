@@ -21,7 +21,7 @@ from synthscale import judge as J
 from synthscale import quality_metrics as M
 from synthscale import report
 from synthscale.analysis import per_class_slopes, trends
-from synthscale.config import validate_schema
+from synthscale.config import check_config
 from synthscale.data import prepare_digits, split_shards
 from synthscale.plan import Plan
 from synthscale.shards import load_arrays, write_shard
@@ -42,9 +42,10 @@ RECIPE = {
 
 
 def qcfg(**over) -> dict:
-    """The schema's `quality` defaults (the only copy of them), with small KID subsets."""
+    """The schema's `quality` defaults (the only copy of them), as the config check resolves them (the
+    reference set: the first eval set), with small KID subsets."""
     raw = yaml.safe_load((ROOT / "config.yaml").read_text())
-    cfg = copy.deepcopy(validate_schema(raw)["quality"])
+    cfg = copy.deepcopy(check_config(raw)["quality"])
     cfg.update(kid_subsets=10, kid_subset_size=50, **over)
     return cfg
 
