@@ -186,6 +186,7 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
 
     _check_eval_set_refs(cfg)
     _check_clip(cfg)
+    _check_real_counts(cfg, workdir)
     _check_mix(cfg, workdir)
     _check_supervised(cfg)
 
@@ -455,6 +456,39 @@ def _check_supervised(cfg: dict[str, Any]) -> None:
     cfg["train"]["real_full"] = False
 
 
+def _prepared_train_count(cfg: dict[str, Any], workdir: Path) -> tuple[Path, int | None]:
+    """The prepared manifest's path, and its real train split's size once it is prepared."""
+    manifest = workdir / cfg["results"] / "data" / cfg["dataset"]["name"] / "splits.json"
+    if not manifest.exists():
+        return manifest, None
+    import json
+
+    return manifest, int(json.loads(manifest.read_text())["splits"]["train"]["count"])
+
+
+def _check_real_counts(cfg: dict[str, Any], workdir: Path) -> None:
+    """Real runs take the first N real images, so N may not pass the real train split. Its size is
+    `mix.full_real_n`, or, unset, the prepared manifest's (the two must agree when both exist); the
+    real-only grids stop there (Plan.real_ns), and a CLIP mix's real part past it is an error.
+    Before the split is prepared and without `mix.full_real_n`, a too-large N fails in its job."""
+    manifest, prepared = _prepared_train_count(cfg, workdir)
+    full = cfg["mix"]["full_real_n"]
+    if full is not None and prepared is not None and full != prepared:
+        raise ConfigError(
+            f"config key mix.full_real_n: {full}, but the prepared real train split {manifest} "
+            f"holds {prepared} images"
+        )
+    if full is None and prepared is not None:
+        # unset, the split's size comes from the prepared manifest (multiples of `all` use it too)
+        cfg["mix"]["full_real_n"] = full = prepared
+    c = cfg["clip"]
+    if full is not None and c["enabled"] and c["mixed"] and c["sources"] != "none":
+        key, n = ("clip.mix_real_n", c["mix_real_n"]) if c["mix_real_n"] is not None else (
+            "clip.n_images", max(c["n_images"] or cfg["n_images"]))
+        if n > full:
+            raise ConfigError(f"config key {key}: {n} real images asked for, but the real train split holds {full}")
+
+
 def _check_mix(cfg: dict[str, Any], workdir: Path) -> None:
     """The `mix` section: sets inside the synthetic grid, amounts given, real_n within the real split."""
     mix = cfg["mix"]
@@ -476,18 +510,8 @@ def _check_mix(cfg: dict[str, Any], workdir: Path) -> None:
     values = [e["n"] for e in entries]
     if len(set(values)) != len(values):
         raise ConfigError(f"config key mix.real_n: a value appears twice in {values}")
-    manifest = workdir / cfg["results"] / "data" / cfg["dataset"]["name"] / "splits.json"
-    prepared = None
-    if manifest.exists():
-        import json
-
-        prepared = int(json.loads(manifest.read_text())["splits"]["train"]["count"])
-    full = mix["full_real_n"]
-    if full is not None and prepared is not None and full != prepared:
-        raise ConfigError(
-            f"config key mix.full_real_n: {full}, but the prepared real train split {manifest} "
-            f"holds {prepared} images"
-        )
+    _, prepared = _prepared_train_count(cfg, workdir)
+    full = mix["full_real_n"]  # checked against the prepared split in _check_real_counts
     known = full if full is not None else prepared
     for i, e in enumerate(entries):
         own = "synthetic_n" in e or "synthetic_multiples" in e  # then they replace the section's

@@ -291,10 +291,16 @@ class Plan:
         if self.supervised:
             runs = [(s.name, str(n)) for s in self.synthetic_grid() for n in self.cfg["n_images"]]
         if self.cfg["train"]["real_baseline"]:
-            runs += [("real", str(n)) for n in self.cfg["n_images"]]
+            runs += [("real", str(n)) for n in self.real_ns(self.cfg["n_images"])]
         if self.cfg["train"]["real_full"]:
             runs.append(("real", "all"))
         return runs + [r for r in self.mix_runs() if r not in runs]
+
+    def real_ns(self, ns: list[int]) -> list[int]:
+        """The N values a real-only run can take: those within the real train split, when its size is
+        given (`mix.full_real_n`); past it, "real at N" would be the whole split again under another name."""
+        known = self.cfg.get("mix", {}).get("full_real_n")
+        return [n for n in ns if known is None or n <= known]
 
     # --- real + synthetic mixes (config section `mix`) ---
     def mix_sets(self) -> list[Source]:
@@ -532,7 +538,9 @@ class Plan:
         return out
 
     def clip_runs(self) -> list[tuple[str, str]]:
-        return [(s, str(n)) for s in self.clip_sources() for n in self.clip_n()]
+        return [
+            (s, str(n)) for s in self.clip_sources() for n in (self.real_ns(self.clip_n()) if s == "real" else self.clip_n())
+        ]
 
     def clip_dir(self, source: str, n: str | int) -> str:
         return f"{self.r}/clip/{source}/n{n}"

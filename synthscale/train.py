@@ -370,6 +370,12 @@ def training_parts(
     for part in parts:
         if "split" in part:
             split = m["splits"][part["split"]]
+            if part["limit"] is not None and int(part["limit"]) > int(split["count"]):
+                # the loader would train on fewer images than the run's name says
+                raise ValueError(
+                    f"the run asks for {part['limit']} real images (n_images or mix.real_n), but the "
+                    f"{part['split']!r} split of {manifest} holds {split['count']}"
+                )
             shards = [str(s) for s in split_shards(manifest, part["split"])]
             out.append({"shards": shards, "limit": part["limit"], "count": split["count"]})
         else:

@@ -111,9 +111,9 @@ def test_train_counts():
         ({"real_n": [30], "synthetic_n": [30], "synthetic_prob": 1.5}, "config key mix.synthetic_prob"),
     ],
 )
-def test_bad_mix_config_names_the_key(default_raw, mix, expected):
+def test_bad_mix_config_names_the_key(default_raw, mix, expected, tmp_path):
     with pytest.raises(ConfigError, match=re.escape(expected)) as err:
-        check_config(with_mix(default_raw, **mix))
+        check_config(with_mix(default_raw, **mix), tmp_path)  # no prepared split there
     assert "\n" not in str(err.value)
 
 
@@ -128,6 +128,16 @@ def test_full_real_n_is_checked_against_the_manifest(default_raw, tmp_path):
     cfg["mix"]["real_n"] = [1100]  # the manifest's count is known: more than it is an error
     with pytest.raises(ConfigError, match="config key mix.real_n.0: 1100 is more than the 1000"):
         check_config(cfg, tmp_path)
+    # unset, the split's size is the manifest's: multiples of `all` count from it, and the real-only
+    # grid stops at it (a real run "at 1500" would be the whole split under another name)
+    cfg["mix"].update(real_n=["all"], synthetic_n=[], synthetic_multiples=[1])
+    cfg["n_images"] = [30, 100, 300, 1500]
+    checked = check_config(cfg, tmp_path)
+    assert checked["mix"]["full_real_n"] == 1000
+    plan = Plan(checked)
+    assert plan.mix_amounts("all", [], [1]) == [1000]
+    assert [n for s, n in plan.runs() if s == "real"] == ["30", "100", "300", "all"]
+    assert ("synthetic/tinydigits/g2/classname", "1500") in plan.runs()
 
 
 # --- training data ---
@@ -155,6 +165,9 @@ def test_training_parts_take_first_r_real_and_n_synthetic(tmp_path, digits_16):
     ys = [y for _, y in build_train_loader(parts, recipe, 0, 0, mix={"mode": "concat"}, batch_size=16, num_workers=0)]
     y = np.concatenate([t.numpy() for t in ys])
     assert len(y) == 65 and (y == 7).sum() == 20 + (labels[:45] == 7).sum()
+    # more real images than the split holds: the job fails rather than train on fewer under the run's name
+    with pytest.raises(ValueError, match="asks for 101 real images"):
+        training_parts([{"split": "train", "limit": 101}], manifest)
 
 
 # --- exchange rate ---

@@ -121,6 +121,7 @@ def test_a_preset_means_the_same_alone_and_over_config_yaml(workdir, preset, mon
     unused = {"filter_specs"} if alone.cfg["filters"] == ["none"] else set()
     unused |= set() if alone.cfg["clip"]["enabled"] else {"clip"}
     unused |= set() if alone.mix_runs() else {"mix"}
+    assert layered.cfg["mix"]["full_real_n"] == alone.cfg["mix"]["full_real_n"], "the real-only grid stops there"
     for key in sorted(set(layered.cfg) | set(alone.cfg)):
         if key in unused:
             continue
