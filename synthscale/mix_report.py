@@ -72,16 +72,18 @@ def plot_scarce_real(summary: pd.DataFrame, mix: dict[str, Any], path: str | os.
                 )
             if metric == "top1":
                 ax.axhline(chance, color="red", lw=0.8, ls=":", label="chance")
-            else:
-                from matplotlib.ticker import FormatStrFormatter
-
-                ax.set_yscale("log")
-                ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
-                ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2g"))
             ax.set_xscale("log")
             ns = sorted(real["real_n"].unique())
             ax.set_xticks(ns, [str(n) for n in ns])
             ax.minorticks_off()
+            if metric == "loss":
+                from matplotlib.ticker import FormatStrFormatter, LogLocator
+
+                # labelled ticks at 1, 2 and 5 per decade: a panel within one decade still has some
+                ax.set_yscale("log")
+                ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
+                ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
+                ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2g"))
             ax.set_title(_title(name, ood), fontsize=10)
             ax.set_ylabel(METRIC_LABELS[metric])
             ax.grid(True, alpha=0.3)
