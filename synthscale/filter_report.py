@@ -108,7 +108,7 @@ def plot(df: pd.DataFrame, path: str | os.PathLike) -> None:
             ax.bar([i + j * width for i in range(len(sets))], sub[m].astype(float), width, label=f)
         ax.set_xticks([i + width * (len(filters) - 1) / 2 for i in range(len(sets))], sets, rotation=30, ha="right", fontsize=7)
         ax.set_title(m.upper() if m in ("fid", "cas") else m, fontsize=9)
-    axes[0][-1].legend(title="filter", fontsize=7)
+    axes[0][-1].legend(title="filter", fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # off the bars
     fig.tight_layout()
     save(fig, path)
 
