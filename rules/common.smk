@@ -156,6 +156,11 @@ MIX_OUTPUTS = {
 }
 
 
+# the mix section as the analysis reads it; full_real_n is left out, because the config check fills it in
+# from the prepared manifest when unset, and a changed param would rerun the analysis after preparation
+MIX_PARAMS = {k: v for k, v in config["mix"].items() if k != "full_real_n"}
+
+
 def mix_targets():
     """The mix analysis, when the config schedules mixed runs."""
     return list(MIX_OUTPUTS.values()) if PLAN.mix_runs() else []

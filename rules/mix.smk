@@ -24,7 +24,7 @@ rule mix_exchange_rate:
     conda:
         "../envs/synthscale.yaml"
     params:
-        mix=config["mix"],
+        mix=MIX_PARAMS,
         seed=config["seed"],
     script:
         "../scripts/mix_exchange_rate.py"
@@ -60,7 +60,7 @@ rule plot_mix:
     conda:
         "../envs/synthscale.yaml"
     params:
-        mix=config["mix"],
+        mix=MIX_PARAMS,
     script:
         "../scripts/plot_mix.py"
 
