@@ -187,7 +187,7 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
     _check_eval_set_refs(cfg)
     _check_clip(cfg)
     _check_real_counts(cfg, workdir)
-    _check_mix(cfg, workdir)
+    _check_mix(cfg)
     _check_supervised(cfg)
 
     res = cfg["resources"]
@@ -489,7 +489,7 @@ def _check_real_counts(cfg: dict[str, Any], workdir: Path) -> None:
             raise ConfigError(f"config key {key}: {n} real images asked for, but the real train split holds {full}")
 
 
-def _check_mix(cfg: dict[str, Any], workdir: Path) -> None:
+def _check_mix(cfg: dict[str, Any]) -> None:
     """The `mix` section: sets inside the synthetic grid, amounts given, real_n within the real split."""
     mix = cfg["mix"]
     if mix["sets"] != "all":
@@ -510,9 +510,8 @@ def _check_mix(cfg: dict[str, Any], workdir: Path) -> None:
     values = [e["n"] for e in entries]
     if len(set(values)) != len(values):
         raise ConfigError(f"config key mix.real_n: a value appears twice in {values}")
-    _, prepared = _prepared_train_count(cfg, workdir)
-    full = mix["full_real_n"]  # checked against the prepared split in _check_real_counts
-    known = full if full is not None else prepared
+    # _check_real_counts ran first: full_real_n agrees with the prepared split, or holds its size if unset
+    full = mix["full_real_n"]
     for i, e in enumerate(entries):
         own = "synthetic_n" in e or "synthetic_multiples" in e  # then they replace the section's
         absolute = e.get("synthetic_n", []) if own else mix["synthetic_n"]
@@ -525,11 +524,11 @@ def _check_mix(cfg: dict[str, Any], workdir: Path) -> None:
         if e["n"] == "all" and multiples and full is None:
             raise ConfigError(
                 "config key mix.full_real_n: needed to turn mix.synthetic_multiples into counts for "
-                f"real_n 'all' (the real train split's size{f', {prepared} here' if prepared else ''})"
+                "real_n 'all' (the real train split's size; read from the prepared split once it exists)"
             )
-        if e["n"] != "all" and known is not None and e["n"] > known:
+        if e["n"] != "all" and full is not None and e["n"] > full:
             raise ConfigError(
-                f"config key mix.real_n.{i}: {e['n']} is more than the {known} images of the real "
+                f"config key mix.real_n.{i}: {e['n']} is more than the {full} images of the real "
                 "train split"
             )
 

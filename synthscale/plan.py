@@ -299,7 +299,7 @@ class Plan:
     def real_ns(self, ns: list[int]) -> list[int]:
         """The N values a real-only run can take: those within the real train split, when its size is
         given (`mix.full_real_n`); past it, "real at N" would be the whole split again under another name."""
-        known = self.cfg.get("mix", {}).get("full_real_n")
+        known = self.real_count("all")
         return [n for n in ns if known is None or n <= known]
 
     # --- real + synthetic mixes (config section `mix`) ---
