@@ -170,6 +170,125 @@ def test_training_parts_take_first_r_real_and_n_synthetic(tmp_path, digits_16):
         training_parts([{"split": "train", "limit": 101}], manifest)
 
 
+# --- the order of a mix: a mixture at every worker count and rank, never a curriculum ---
+
+N_REAL, N_SYN, SYN_ID = 600, 300, 10_000  # labels carry identities: real 0.., synthetic SYN_ID..
+MIX_BATCH = 32  # a window of 4 batches is 128 draws: a random interleaving's share has sd 0.04 there
+
+
+def _order_parts(kind, tmp_path):
+    """600 real + 300 synthetic images whose labels are their identities. The real part holds 650 and
+    keeps its first 600 (nested N); shard parts come in shards of 50 (so each stream gets several)."""
+    from test_train import write_digit_shards
+
+    img = np.zeros((650, 8, 8, 3), np.uint8)
+    real_y, syn_y = np.arange(650), SYN_ID + np.arange(N_SYN)
+    if kind == "arrays":
+        return [{"arrays": (img, real_y), "limit": N_REAL}, {"arrays": (img[:N_SYN], syn_y), "limit": None}]
+    for d in ("real", "syn"):
+        (tmp_path / d).mkdir(parents=True, exist_ok=True)
+    return [{"shards": write_digit_shards(tmp_path / "real", img, real_y, 50), "limit": N_REAL},
+            {"shards": write_digit_shards(tmp_path / "syn", img[:N_SYN], syn_y, 50), "limit": N_SYN}]
+
+
+def _order_recipe():
+    from synthscale.train import full_recipe
+
+    return full_recipe({"arch": "resnet18", "input_size": 8, "pad_crop": 1, "shuffle_buffer": 64})
+
+
+def _batch_labels(parts, workers, epoch=0, mix=None, seed=7):
+    from synthscale.loader import build_train_loader
+
+    loader = build_train_loader(parts, _order_recipe(), seed, epoch, mix=mix, batch_size=MIX_BATCH,
+                                num_workers=workers)
+    return [y.numpy() for _, y in loader]
+
+
+def _window_gaps(batches):
+    """Each window of 4 consecutive batches: |its synthetic share - the whole stream's share|."""
+    syn = np.array([(y >= SYN_ID).sum() for y in batches])
+    size = np.array([len(y) for y in batches])
+    overall = syn.sum() / size.sum()
+    return overall, [abs(syn[s : s + 4].sum() / size[s : s + 4].sum() - overall) for s in range(len(batches) - 3)]
+
+
+def _assert_mixture(batches, where):
+    overall, gaps = _window_gaps(batches)
+    assert len(gaps) >= 3, where
+    assert 0 < overall < 1, where
+    worst = int(np.argmax(gaps))
+    assert gaps[worst] <= 0.15, (
+        f"{where}: batches {worst}-{worst + 3} have a synthetic share {gaps[worst]:.2f} away from the "
+        f"stream's {overall:.2f} (a curriculum, not a mixture)"
+    )
+
+
+def _assert_each_image_once(labels):
+    expected = np.concatenate([np.arange(N_REAL), SYN_ID + np.arange(N_SYN)])
+    assert np.array_equal(np.sort(labels), expected), "concat reads every image of every part exactly once"
+
+
+@pytest.mark.parametrize("kind", ["arrays", "shards"])
+@pytest.mark.parametrize("workers", [0, 2])
+def test_concat_mix_interleaves_its_parts(tmp_path, kind, workers):
+    """600 real + 300 synthetic: every window of 4 batches has about a third synthetic images (the
+    first batches are not all real, the last not all synthetic), every image comes exactly once an
+    epoch, the order repeats for the same (seed, epoch) and changes with the epoch."""
+    parts = _order_parts(kind, tmp_path)
+    batches = _batch_labels(parts, workers)
+    _assert_mixture(batches, f"{kind}, {workers} workers")
+    labels = np.concatenate(batches)
+    _assert_each_image_once(labels)
+    assert abs((labels >= SYN_ID).mean() - N_SYN / (N_REAL + N_SYN)) < 1e-9
+    again = np.concatenate(_batch_labels(parts, workers))
+    assert np.array_equal(again, labels), "the same (seed, epoch) gives the same order"
+    other = _batch_labels(parts, workers, epoch=1)
+    _assert_mixture(other, f"{kind}, {workers} workers, epoch 1")
+    assert not np.array_equal(np.concatenate(other), labels)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_prob_mix_is_a_mixture_too(tmp_path, workers):
+    parts = _order_parts("arrays", tmp_path)
+    batches = _batch_labels(parts, workers, mix={"mode": "prob", "synthetic_prob": 1 / 3})
+    _assert_mixture(batches, f"prob, {workers} workers")
+    assert sum(len(y) for y in batches) == N_REAL
+
+
+def _rank_batches(rank, tmp, runs):
+    """One gloo rank: its batches for each (kind, parts, workers) in `runs`, saved for the test."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=2)
+    try:
+        for kind, parts, workers in runs:
+            batches = _batch_labels(parts, workers)
+            np.savez(Path(tmp) / f"{kind}-{workers}-rank{rank}.npz", *batches)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_concat_mix_interleaves_on_every_rank(tmp_path):
+    """Two gloo ranks (2 processes): each rank's batches are a mixture, and the ranks together read
+    every image exactly once an epoch (arrays split by sample, shards by node then worker)."""
+    import torch.multiprocessing as mp
+
+    parts = {kind: _order_parts(kind, tmp_path) for kind in ("arrays", "shards")}
+    runs = [("arrays", parts["arrays"], 0), ("arrays", parts["arrays"], 2), ("shards", parts["shards"], 0)]
+    mp.spawn(_rank_batches, args=(str(tmp_path), runs), nprocs=2, join=True)
+    for kind, _, workers in runs:
+        labels = []
+        for rank in range(2):
+            with np.load(tmp_path / f"{kind}-{workers}-rank{rank}.npz") as z:
+                batches = [z[f"arr_{i}"] for i in range(len(z.files))]
+            _assert_mixture(batches, f"{kind}, {workers} workers, rank {rank} of 2")
+            labels.append(np.concatenate(batches))
+        _assert_each_image_once(np.concatenate(labels))
+
+
 # --- exchange rate ---
 
 
