@@ -8,6 +8,12 @@ loader's workers with `timm.data.create_transform`. Each sample's augmentation i
 the batch order is fixed too. Batches form inside each worker (a worker's last batch may be short),
 so the number of batches of an epoch is counted as they come; the trainer schedules by images seen.
 
+Parts are mixed at the sample level, never read one after the other: in `concat` mode each stream
+(a rank's worker) reads its share of every part through that part's own shuffle buffer, and each draw
+takes the next image of a part chosen with probability proportional to the images that part has left
+in this stream (`interleave`): a uniformly random interleaving, so every stretch of batches holds the
+parts in about their overall proportion, from the first batch to the last.
+
 Under DDP (torch.distributed initialised) shards are split by node, then by worker.
 """
 
@@ -248,6 +254,20 @@ def _first_index(shard: str, _mtime: int, _size: int) -> int:
         return int(key)
 
 
+def shard_count(shard: str | Path) -> int:
+    """The samples in a shard (images; counted from its tar headers, no image read; remembered per
+    file version)."""
+    st = os.stat(shard)
+    return _shard_count(str(shard), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=100_000)
+def _shard_count(shard: str, _mtime: int, _size: int) -> int:
+    with tarfile.open(shard) as tar:
+        return len({m.name.rsplit("/", 1)[-1].split(".")[0] for m in tar
+                    if m.name.rsplit(".", 1)[-1].lower() in IMAGE_EXTS})
+
+
 def nested_shards(shards: Sequence[str | Path], limit: int | None) -> list[str]:
     """The shards that can hold one of the first `limit` images (shards are in index order)."""
     urls = [str(s) for s in shards]
@@ -419,6 +439,7 @@ def part_stream(
     A part is {"shards": [paths], "limit": N or None} or, in memory, {"arrays": (images, labels),
     "limit": N or None}. With `split`, shards (samples for arrays) are divided by node and worker.
     `cache_mb`: shards kept in memory across epochs within this budget (`shard_samples`).
+    `stream_size` counts what it yields.
     """
     wid, nw = _worker()
     rank, world = _rank()
@@ -435,15 +456,7 @@ def part_stream(
             yield images[i], int(labels[i]), int(i)
         return
 
-    import webdataset as wds
-
-    urls = part.get("_urls") or nested_shards(part["shards"], limit)
-    # WebDataset's splitters (shards by node, then by worker), then this stream's shard order
-    mine = [str(u) for u in urls]
-    if split and world > 1:
-        mine = list(wds.split_by_node(mine))
-    if split:
-        mine = list(wds.split_by_worker(mine))
+    mine = _my_shards(part, split)
     if shuffle:
         random.Random(_mix_seed(seed, epoch, 29)).shuffle(mine)
     # one stream per (rank, worker): numbered globally, so 2 ranks x 1 worker = 1 rank x 2 workers
@@ -457,6 +470,71 @@ def part_stream(
                 yield sample
 
     yield from _buffer_shuffle(raw(), buffer if shuffle else 0, rng)
+
+
+def _my_shards(part: dict[str, Any], split: bool) -> list[str]:
+    """The shards of a part this stream reads: WebDataset's splitters (by node, then by worker)."""
+    import webdataset as wds
+
+    urls = part.get("_urls") or nested_shards(part["shards"], part.get("limit"))
+    mine = [str(u) for u in urls]
+    if split and _rank()[1] > 1:
+        mine = list(wds.split_by_node(mine))
+    if split:
+        mine = list(wds.split_by_worker(mine))
+    return mine
+
+
+def stream_size(part: dict[str, Any], split: bool = True) -> int:
+    """How many samples `part_stream` yields in this worker (arrays: its share of the first N; shards:
+    its shards' counts, each cut at N)."""
+    limit = part.get("limit")
+    if "arrays" in part:
+        n = len(part["arrays"][1]) if limit is None else min(int(limit), len(part["arrays"][1]))
+        if not split:
+            return n
+        wid, nw = _worker()
+        rank, world = _rank()
+        return len(range(rank * nw + wid, n, world * nw))
+    total = 0
+    for url in _my_shards(part, split):
+        n = shard_count(url)
+        total += n if limit is None else max(0, min(n, int(limit) - first_index(url)))
+    return total
+
+
+_END = object()
+
+
+def interleave(
+    streams: Sequence[Iterator], sizes: Sequence[int], rng: random.Random
+) -> Iterator[tuple[int, Any]]:
+    """(k, item): the items of every stream, each draw from stream k with probability proportional to
+    what it has left (`sizes`: each stream's length). This gives every interleaving of the streams the
+    same chance: any stretch holds them in about their overall proportion. Memory: one item.
+
+    Sizes only steer the draws: a stream that ends early drops out, one that runs past its size is
+    read out at the end, so every item still comes exactly once."""
+    its = [iter(s) for s in streams]
+    left = [max(0, int(n)) for n in sizes]
+    total = sum(left)
+    while total > 0:
+        r = rng.randrange(total)
+        k = 0
+        while r >= left[k]:
+            r -= left[k]
+            k += 1
+        item = next(its[k], _END)
+        if item is _END:
+            total -= left[k]
+            left[k] = 0
+            continue
+        left[k] -= 1
+        total -= 1
+        yield k, item
+    for k, it in enumerate(its):
+        for item in it:
+            yield k, item
 
 
 # --------------------------------------------------------------------------------------------------
@@ -506,16 +584,20 @@ class TrainStream(torch.utils.data.IterableDataset):
     def _samples(self) -> Iterator[tuple[Any, int, int, int]]:
         buf = int(self.recipe.get("shuffle_buffer", 0))
         mb = self.recipe.get("decode_cache_mb", 0)
+        wid, nw = _worker()
+        rank, _ = _rank()
         if self.mix["mode"] == "concat":
-            for k, p in enumerate(self.parts):
-                for raw, y, i in part_stream(p, _mix_seed(self.seed, k), self.epoch, self.shuffle, buf, cache_mb=mb):
-                    yield raw, y, k, i
+            # a mixture: each draw from a part with probability proportional to what it has left here
+            streams = [part_stream(p, _mix_seed(self.seed, k), self.epoch, self.shuffle, buf, cache_mb=mb)
+                       for k, p in enumerate(self.parts)]
+            sizes = [stream_size(p) for p in self.parts]
+            rng = random.Random(_mix_seed(self.seed, self.epoch, rank * nw + wid, 37))
+            for k, (raw, y, i) in interleave(streams, sizes, rng):
+                yield raw, y, k, i
             return
         # "prob": each slot of the real stream is taken from the synthetic part with probability p
         prob = float(self.mix.get("synthetic_prob", 0.5))
         per_batch = self.mix.get("per", "sample") == "batch"
-        wid, nw = _worker()
-        rank, _ = _rank()
         rng = random.Random(_mix_seed(self.seed, self.epoch, rank * nw + wid, 41))
         synth = self._cycle(self.parts[1], buf)
         pick = False
@@ -532,13 +614,16 @@ class TrainStream(torch.utils.data.IterableDataset):
             yield raw, y, 0, i
 
     def _cycle(self, part: dict[str, Any], buf: int) -> Iterator[tuple[Any, int, int, int]]:
-        """The synthetic part, reshuffled and restarted whenever it runs out."""
+        """The synthetic part, reshuffled and restarted whenever it runs out: this stream's share of it,
+        or the whole part when the share is empty (fewer shards than streams), so that every stream
+        draws synthetic images at the same rate."""
         rounds = 0
+        split = stream_size(part) > 0
         while True:
             got = False
             ep = self.epoch * 1_000 + rounds
             mb = self.recipe.get("decode_cache_mb", 0)
-            for raw, y, i in part_stream(part, _mix_seed(self.seed, 1), ep, self.shuffle, buf, cache_mb=mb):
+            for raw, y, i in part_stream(part, _mix_seed(self.seed, 1), ep, self.shuffle, buf, split, mb):
                 got = True
                 yield raw, y, 1, i
             if not got:
@@ -638,8 +723,11 @@ def build_train_loader(
     recipe: a resolved recipe (synthscale.recipes): transform, shuffle buffer, workers, batch size.
     seed, epoch: the order and every sample's augmentation are functions of these (and the part and
         the image's position); for a fixed worker count the batches are identical run to run.
-    mix: how parts combine. {"mode": "concat"} (default): one dataset, the union of the parts, read
-        part after part by each worker (shuffled within its buffer). {"mode": "prob",
+    mix: how parts combine; both modes mix at the sample level in every worker and on every rank.
+        {"mode": "concat"} (default): one dataset, the union of the parts; each worker shuffles its
+        share of each part within that part's buffer and draws the next image from a part with
+        probability proportional to the images that part has left in the worker (`interleave`), so
+        the parts are spread evenly through the epoch. {"mode": "prob",
         "synthetic_prob": p, "per": "sample" | "batch"}: parts[0] is real, parts[1] synthetic; each
         slot of the real stream is replaced with probability p by the next synthetic image (drawn
         per sample, or once per batch of slots: DA-Fusion's scheme), the synthetic part restarting
