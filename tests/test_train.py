@@ -167,10 +167,32 @@ def test_prob_mix_replaces_real_slots(tmp_path, digits_16):
     assert len(y) == 65 and int(y.sum()) == 25, "concat: the union of the parts"
     _, y = _epoch(parts, recipe, 0, 0, 0, mix={"mode": "prob", "synthetic_prob": 1.0})
     assert len(y) == 40 and int(y.sum()) == 40, "every slot synthetic (the part restarts when it runs out)"
-    _, y = _epoch(parts, recipe, 0, 0, 0, mix={"mode": "prob", "synthetic_prob": 0.5})
-    assert len(y) == 40 and 5 < int(y.sum()) < 35
-    _, y = _epoch(parts, recipe, 0, 0, 0, mix={"mode": "prob", "synthetic_prob": 0.5, "per": "batch"})
-    assert len(y) == 40 and all(len(set(y[s : s + 16].tolist())) == 1 for s in (0, 16)), "one draw per batch"
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5])
+@pytest.mark.parametrize("per,workers,epochs", [("sample", 0, 1), ("sample", 2, 1), ("batch", 2, 2)])
+def test_prob_mix_draws_synthetic_with_probability_p(tmp_path, digits_16, p, per, workers, epochs):
+    """Over >= 400 slots the synthetic share is within 3 standard deviations of p (binomial, counted
+    in draws: slots, or batches when drawn per batch), and both kinds of draw occur. The synthetic part
+    is one shard: a worker without a share of it still draws synthetic images."""
+    images, labels = digits_16
+    real = write_digit_shards(tmp_path, images[:480], np.zeros(480, int), 120)
+    (tmp_path / "syn").mkdir()
+    syn = write_digit_shards(tmp_path / "syn", images[500:530], np.ones(30, int), 30)
+    parts = [{"shards": real, "limit": None}, {"shards": syn, "limit": 25}]
+    recipe = full_recipe(RECIPE)
+    mix = {"mode": "prob", "synthetic_prob": p, "per": per}
+    batches = [y for e in range(epochs) for _, y in
+               build_train_loader(parts, recipe, 0, e, mix=mix, batch_size=16, num_workers=workers)]
+    assert sum(len(y) for y in batches) == 480 * epochs >= 400
+    if per == "batch":
+        assert all(len(set(y.tolist())) == 1 for y in batches), "one draw per batch"
+        draws = np.array([int(y[0]) for y in batches])
+    else:
+        draws = torch.cat(batches).numpy()
+    sd = np.sqrt(p * (1 - p) / len(draws))
+    assert abs(draws.mean() - p) <= 3 * sd, f"synthetic share {draws.mean():.3f}, p = {p}, sd {sd:.3f}"
+    assert 0 < draws.sum() < len(draws), "both real and synthetic draws"
 
 
 def test_any_stored_size_becomes_the_input_size(tmp_path):
