@@ -289,6 +289,36 @@ def test_concat_mix_interleaves_on_every_rank(tmp_path):
         _assert_each_image_once(np.concatenate(labels))
 
 
+def test_mixed_run_resumes_bit_identically(tmp_path):
+    """A two-part concat mix through a loader worker, stopped mid-epoch and resumed: the weights of the
+    uninterrupted run, bit for bit (the interleaving replays from the epoch's seed)."""
+    from test_preemption import RECIPE, assert_same_weights, make_data
+    from test_train import write_digit_shards
+
+    from synthscale.train import Preempted, train_model
+
+    images, labels = make_data(72)
+    for d in ("real", "syn"):
+        (tmp_path / d).mkdir()
+    parts = [{"shards": write_digit_shards(tmp_path / "real", images[:48], labels[:48], 24), "limit": 40},
+             {"shards": write_digit_shards(tmp_path / "syn", images[48:], labels[48:], 12), "limit": 20}]
+    recipe = {**RECIPE, "num_workers": 1, "input_size": 16, "shuffle_buffer": 8}
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ref = tmp_path / "ref"
+        train_model(parts, 10, recipe, 3, ref / "m.safetensors", ref / "log.csv", progress=False)
+        run = tmp_path / "run"
+        kwargs = dict(model_path=run / "m.safetensors", log_path=run / "log.csv", checkpoint_path=run / "c.pt",
+                      progress=False)
+        with pytest.raises(Preempted, match="stopped at step 6/"):  # 4 steps an epoch: mid-epoch 2
+            train_model(parts, 10, recipe, 3, stop_after_steps=6, **kwargs)
+        train_model(parts, 10, recipe, 3, **kwargs)
+    finally:
+        torch.set_num_threads(old)
+    assert_same_weights(ref / "m.safetensors", run / "m.safetensors")
+
+
 # --- exchange rate ---
 
 
