@@ -590,6 +590,10 @@ class TrainStream(torch.utils.data.IterableDataset):
             # a mixture: each draw from a part with probability proportional to what it has left here
             streams = [part_stream(p, _mix_seed(self.seed, k), self.epoch, self.shuffle, buf, cache_mb=mb)
                        for k, p in enumerate(self.parts)]
+            if len(streams) == 1:  # nothing to mix (no shard counts to read)
+                for raw, y, i in streams[0]:
+                    yield raw, y, 0, i
+                return
             sizes = [stream_size(p) for p in self.parts]
             rng = random.Random(_mix_seed(self.seed, self.epoch, rank * nw + wid, 37))
             for k, (raw, y, i) in interleave(streams, sizes, rng):
