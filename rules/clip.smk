@@ -46,16 +46,16 @@ rule evaluate_clip:
         clip_source=CLIP_SOURCE_REGEX,
     conda:
         "../envs/synthscale.yaml"
-    threads: threads("clip")
+    threads: threads("clip_eval")
     resources:
-        **res("clip"),
+        **res("clip_eval"),
     params:
         n_labels=lambda wc: [str(n) for n in PLAN.clip_n()],
         eval_sets=[e["name"] for e in config["eval_sets"]],
         templates=CLIP["templates"],
         batch_size=CLIP["eval_batch_size"],
         device=config["device"],
-        threads=threads("clip"),
+        threads=threads("clip_eval"),
     script:
         "../scripts/evaluate_clip.py"
 

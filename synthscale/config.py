@@ -7,6 +7,7 @@ job starts.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,24 @@ RESOURCE_DEFAULTS: dict[str, Any] = {
     "gpu_model": None,
     "slurm_partition": None,
     "slurm_extra": None,
+    "retry_runtime_factor": 1.5,
+    "max_runtime": None,
 }
+# every rule's resources come from one of these (rules/common.smk: res); `default` serves the rest
 STAGES = (
     "prepare", "train_generator", "finetune", "generate", "train", "evaluate", "quality", "prompts", "filter",
-    "clip",
+    "clip", "judge", "clip_eval",
 )
+# a generation block's time limit covers its images at the stated throughput with this margin, plus
+# the pipeline's load (generators[].images_per_second; _check_generate_runtime)
+GENERATE_RUNTIME_MARGIN = 1.25
+GENERATE_LOAD_MINUTES = 10
+
+
+def generate_minutes(images: int, images_per_second: float) -> int:
+    """The time limit (minutes) a generation job of `images` needs at `images_per_second`: the images
+    with GENERATE_RUNTIME_MARGIN to spare, plus GENERATE_LOAD_MINUTES to load the pipeline."""
+    return math.ceil(GENERATE_RUNTIME_MARGIN * images / images_per_second / 60) + GENERATE_LOAD_MINUTES
 
 
 class ConfigError(ValueError):
@@ -193,7 +207,33 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
     res = cfg["resources"]
     base = {**RESOURCE_DEFAULTS, **res.get("default", {})}
     cfg["resources"] = {"default": base} | {s: {**base, **res.get(s, {})} for s in STAGES}
+    _check_generate_runtime(cfg)
     return cfg
+
+
+def _check_generate_runtime(cfg: dict[str, Any]) -> None:
+    """A generation block fits its time limit at every generator's stated throughput: a block that
+    cannot finish would be killed at the same point on every retry."""
+    gen = cfg["generation"]
+    images = gen["images_per_job"] or gen["shard_size"]
+    res = cfg["resources"]["generate"]
+    for g in cfg["generators"]:
+        ips = g.get("images_per_second")
+        if not ips:
+            continue
+        need = generate_minutes(images, ips)
+        if res["runtime"] < need:
+            raise ConfigError(
+                f"config key resources.generate.runtime: {res['runtime']} min is under the {need} min a block of "
+                f"generation.images_per_job = {images} images needs at generators.{g['name']}.images_per_second "
+                f"= {ips} (x{GENERATE_RUNTIME_MARGIN} margin + {GENERATE_LOAD_MINUTES} min to load); raise the "
+                "runtime or lower images_per_job"
+            )
+        if res["max_runtime"] and res["max_runtime"] < need:
+            raise ConfigError(
+                f"config key resources.generate.max_runtime: {res['max_runtime']} min is under the {need} min a "
+                f"block needs at generators.{g['name']}.images_per_second = {ips}; lower generation.images_per_job"
+            )
 
 
 def _check_dataset(cfg: dict[str, Any], workdir: Path) -> None:
