@@ -11,6 +11,7 @@ Sources of training data are named like paths:
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, replace
 from typing import Any
@@ -53,6 +54,8 @@ def retry_runtime(minutes: int, factor: float = 1.0, cap: int | None = None):
         grown = math.ceil(minutes * factor ** (attempt - 1))
         return min(grown, cap) if cap else grown
 
+    # Snakemake reads the signature of a resource callable for every job: computed once, it costs nothing
+    runtime.__signature__ = inspect.signature(runtime)
     return runtime
 
 
