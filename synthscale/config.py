@@ -33,6 +33,8 @@ STAGES = (
     "prepare", "train_generator", "finetune", "generate", "train", "evaluate", "quality", "prompts", "filter",
     "clip", "judge", "clip_eval",
 )
+# one-process stages that used to share a multi-GPU stage: unnamed, they take its resources, one GPU at most
+STAGE_PARENTS = {"judge": "train", "clip_eval": "clip"}
 # a generation block's time limit covers its images at the stated throughput with this margin, plus
 # the pipeline's load (generators[].images_per_second; _check_generate_runtime)
 GENERATE_RUNTIME_MARGIN = 1.25
@@ -207,6 +209,10 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
     res = cfg["resources"]
     base = {**RESOURCE_DEFAULTS, **res.get("default", {})}
     cfg["resources"] = {"default": base} | {s: {**base, **res.get(s, {})} for s in STAGES}
+    for stage, parent in STAGE_PARENTS.items():
+        if stage not in res:
+            own = cfg["resources"][parent]
+            cfg["resources"][stage] = {**own, "gpu": min(own["gpu"], 1)}
     _check_generate_runtime(cfg)
     return cfg
 

@@ -172,3 +172,15 @@ def test_a_generator_may_set_its_own_batch_size(default_raw):
     first, *rest = [g["name"] for g in plan.cfg["generators"]]
     assert plan.generation_batch_size(first) == 8
     assert rest and all(plan.generation_batch_size(g) == 64 for g in rest)
+
+
+def test_one_process_stages_take_their_multi_gpu_parent_with_one_gpu_when_unnamed(default_raw):
+    """train_judge and evaluate_clip run one process: a config that names only train and clip (as
+    configs did before the judge and clip_eval stages) gives them those resources with one GPU."""
+    raw = copy.deepcopy(default_raw)
+    raw["resources"].update(train={"threads": 64, "gpu": 8, "mem_mb": 256000}, clip={"gpu": 8, "runtime": 4320})
+    res = check_config(copy.deepcopy(raw))["resources"]
+    assert res["judge"]["gpu"] == 1 and res["judge"]["threads"] == 64 and res["judge"]["mem_mb"] == 256000
+    assert res["clip_eval"]["gpu"] == 1 and res["clip_eval"]["runtime"] == 4320
+    raw["resources"]["judge"] = {"gpu": 0}
+    assert check_config(raw)["resources"]["judge"]["gpu"] == 0
