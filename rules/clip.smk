@@ -33,7 +33,10 @@ rule train_clip:
 
 rule evaluate_clip:
     input:
-        models=lambda wc: [PLAN.clip_model(wc.clip_source, n) for n in PLAN.clip_n()],
+        models=lambda wc: [
+            PLAN.clip_model(wc.clip_source, n)
+            for n in PLAN.clip_source_ns(wc.clip_source)
+        ],
         manifest=PLAN.manifest,
         classes=PLAN.classes,
     output:
@@ -50,7 +53,7 @@ rule evaluate_clip:
     resources:
         **res("clip_eval"),
     params:
-        n_labels=lambda wc: [str(n) for n in PLAN.clip_n()],
+        n_labels=lambda wc: [str(n) for n in PLAN.clip_source_ns(wc.clip_source)],
         eval_sets=[e["name"] for e in config["eval_sets"]],
         templates=CLIP["templates"],
         batch_size=CLIP["eval_batch_size"],

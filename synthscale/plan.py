@@ -579,9 +579,11 @@ class Plan:
         return out
 
     def clip_runs(self) -> list[tuple[str, str]]:
-        return [
-            (s, str(n)) for s in self.clip_sources() for n in (self.real_ns(self.clip_n()) if s == "real" else self.clip_n())
-        ]
+        return [(s, str(n)) for s in self.clip_sources() for n in self.clip_source_ns(s)]
+
+    def clip_source_ns(self, source: str) -> list[int]:
+        """The N of a CLIP source's runs: real ones stop at the real split's size (real_ns)."""
+        return self.real_ns(self.clip_n()) if source == "real" else self.clip_n()
 
     def clip_dir(self, source: str, n: str | int) -> str:
         return f"{self.r}/clip/{source}/n{n}"

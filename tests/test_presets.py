@@ -205,3 +205,16 @@ def test_every_stage_has_explicit_resources_that_fit(workdir, preset, monkeypatc
             assert raw[stage].get("gpu", 0) <= 1, f"{preset}: {rule} runs one process but asks for GPUs"
     for stage in raw:
         assert minutes(stage, attempt=2) > minutes(stage), f"{preset}: a retry of {stage} gets the same limit"
+
+
+def test_fan_clip_trains_real_clips_only_within_the_real_split(workdir, monkeypatch):
+    """ImageNet has 1.28M training images: real CLIP runs (and the real part of a mix) stop there, and
+    the evaluation asks for no real model past it (Snakemake would otherwise schedule it)."""
+    plan = _plan(workdir, "fan-clip", monkeypatch)
+    split = plan.cfg["mix"]["full_real_n"]
+    assert split == 1_281_167
+    real = [int(n) for s, n in plan.clip_runs() if s == "real"]
+    assert len(real) >= 3 and max(real) <= split and plan.clip_mix_real_n() <= split
+    proc = subprocess.run(dry_run_cmd(workdir, "fan-clip"), capture_output=True, text=True, cwd=workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert job_counts(proc.stdout + proc.stderr)["train_clip"] == len(plan.clip_runs())
