@@ -213,6 +213,11 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
         if stage not in res:
             own = cfg["resources"][parent]
             cfg["resources"][stage] = {**own, "gpu": min(own["gpu"], 1)}
+    for stage, r in cfg["resources"].items():
+        if r["max_runtime"] and r["runtime"] > r["max_runtime"]:
+            raise ConfigError(
+                f"config key resources.{stage}.runtime: {r['runtime']} min is over its max_runtime of {r['max_runtime']}"
+            )
     _check_generate_runtime(cfg)
     return cfg
 
@@ -234,11 +239,6 @@ def _check_generate_runtime(cfg: dict[str, Any]) -> None:
                 f"generation.images_per_job = {images} images needs at generators.{g['name']}.images_per_second "
                 f"= {ips} (x{GENERATE_RUNTIME_MARGIN} margin + {GENERATE_LOAD_MINUTES} min to load); raise the "
                 "runtime or lower images_per_job"
-            )
-        if res["max_runtime"] and res["max_runtime"] < need:
-            raise ConfigError(
-                f"config key resources.generate.max_runtime: {res['max_runtime']} min is under the {need} min a "
-                f"block needs at generators.{g['name']}.images_per_second = {ips}; lower generation.images_per_job"
             )
 
 

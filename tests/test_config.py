@@ -140,8 +140,8 @@ def test_a_generation_block_must_fit_its_time_limit_at_the_stated_throughput(def
         check_config(copy.deepcopy(raw))
     raw["resources"]["generate"] = {"runtime": 200}
     check_config(copy.deepcopy(raw))
-    raw["resources"]["generate"]["max_runtime"] = 90
-    with pytest.raises(ConfigError, match="resources.generate.max_runtime"):
+    raw["resources"]["generate"]["max_runtime"] = 90  # the partition's limit: lower images_per_job instead
+    with pytest.raises(ConfigError, match="resources.generate.runtime: 200 min is over its max_runtime of 90"):
         check_config(copy.deepcopy(raw))
 
 
@@ -160,6 +160,9 @@ def test_a_retried_job_gets_a_longer_time_limit_up_to_the_cap(default_raw):
     import inspect
 
     assert "attempt" in inspect.signature(runtime).parameters, "Snakemake passes attempt by name"
+    raw["resources"]["prepare"]["runtime"] = 150
+    with pytest.raises(ConfigError, match="resources.prepare.runtime: 150 min is over its max_runtime of 120"):
+        check_config(raw)
 
 
 def test_a_generator_may_set_its_own_batch_size(default_raw):
