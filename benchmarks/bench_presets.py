@@ -1,4 +1,5 @@
-"""Dry-run time and job count of every paper preset (budget: 10 s and 10,000 jobs each).
+"""Dry-run time and job count of every paper preset (budget: 10 s and 10,000 jobs each), and of
+configs/hub-grid.yaml, the scale check (3 Hub generators x 5 guidance x 4 strategies up to 1M images).
 
     uv run python benchmarks/bench_presets.py
 

@@ -33,7 +33,10 @@ rule train_clip:
 
 rule evaluate_clip:
     input:
-        models=lambda wc: [PLAN.clip_model(wc.clip_source, n) for n in PLAN.clip_n()],
+        models=lambda wc: [
+            PLAN.clip_model(wc.clip_source, n)
+            for n in PLAN.clip_source_ns(wc.clip_source)
+        ],
         manifest=PLAN.manifest,
         classes=PLAN.classes,
     output:
@@ -46,16 +49,16 @@ rule evaluate_clip:
         clip_source=CLIP_SOURCE_REGEX,
     conda:
         "../envs/synthscale.yaml"
-    threads: threads("clip")
+    threads: threads("clip_eval")
     resources:
-        **res("clip"),
+        **res("clip_eval"),
     params:
-        n_labels=lambda wc: [str(n) for n in PLAN.clip_n()],
+        n_labels=lambda wc: [str(n) for n in PLAN.clip_source_ns(wc.clip_source)],
         eval_sets=[e["name"] for e in config["eval_sets"]],
         templates=CLIP["templates"],
         batch_size=CLIP["eval_batch_size"],
         device=config["device"],
-        threads=threads("clip"),
+        threads=threads("clip_eval"),
     script:
         "../scripts/evaluate_clip.py"
 

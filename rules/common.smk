@@ -38,22 +38,9 @@ wildcard_constraints:
 
 
 def res(stage):
-    """Snakemake resources of a stage, from the config (SLURM reads the same keys)."""
-    r = config["resources"][stage]
-    out = {
-        "mem_mb": r["mem_mb"],
-        "runtime": r["runtime"],
-        "cpus_per_task": r["threads"],
-    }
-    if r["gpu"]:
-        out["gpu"] = r["gpu"]
-        if r["gpu_model"]:
-            out["gpu_model"] = r["gpu_model"]
-    if r["slurm_partition"]:
-        out["slurm_partition"] = r["slurm_partition"]
-    if r["slurm_extra"]:
-        out["slurm_extra"] = r["slurm_extra"]
-    return out
+    """Snakemake resources of a stage, from the config (SLURM reads the same keys); the runtime grows
+    with each retry (resources.<stage>.retry_runtime_factor)."""
+    return PLAN.resources(stage)
 
 
 def threads(stage):

@@ -17,15 +17,15 @@ rule train_judge:
         PLAN.benchmark("train_judge", PLAN.dataset)
     conda:
         "../envs/synthscale.yaml"
-    threads: threads("train")
+    threads: threads("judge")
     resources:
-        **res("train"),
+        **res("judge"),
     params:
         recipe=PLAN.judge_recipe(),
         seed=config["seed"],
         image_size=config["dataset"]["image_size"],
         device=config["device"],
-        threads=threads("train"),
+        threads=threads("judge"),
     script:
         "../scripts/train_judge.py"
 

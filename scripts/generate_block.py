@@ -35,7 +35,7 @@ generate_block(
     guidance=float(wc.guidance),
     steps=gen_cfg["steps"],
     sampler=scheduler,
-    batch_size=gen_cfg["batch_size"],
+    batch_size=snakemake.params.batch_size,
     generator_name=spec["name"],
     class_names=classes.sort_values("index")["name"].tolist(),
     size=spec["size"],

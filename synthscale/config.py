@@ -7,6 +7,7 @@ job starts.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,26 @@ RESOURCE_DEFAULTS: dict[str, Any] = {
     "gpu_model": None,
     "slurm_partition": None,
     "slurm_extra": None,
+    "retry_runtime_factor": 1.5,
+    "max_runtime": None,
 }
+# every rule's resources come from one of these (rules/common.smk: res); `default` serves the rest
 STAGES = (
     "prepare", "train_generator", "finetune", "generate", "train", "evaluate", "quality", "prompts", "filter",
-    "clip",
+    "clip", "judge", "clip_eval",
 )
+# one-process stages that used to share a multi-GPU stage: unnamed, they take its resources, one GPU at most
+STAGE_PARENTS = {"judge": "train", "clip_eval": "clip"}
+# a generation block's time limit covers its images at the stated throughput with this margin, plus
+# the pipeline's load (generators[].images_per_second; _check_generate_runtime)
+GENERATE_RUNTIME_MARGIN = 1.25
+GENERATE_LOAD_MINUTES = 10
+
+
+def generate_minutes(images: int, images_per_second: float) -> int:
+    """The time limit (minutes) a generation job of `images` needs at `images_per_second`: the images
+    with GENERATE_RUNTIME_MARGIN to spare, plus GENERATE_LOAD_MINUTES to load the pipeline."""
+    return math.ceil(GENERATE_RUNTIME_MARGIN * images / images_per_second / 60) + GENERATE_LOAD_MINUTES
 
 
 class ConfigError(ValueError):
@@ -193,7 +209,37 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
     res = cfg["resources"]
     base = {**RESOURCE_DEFAULTS, **res.get("default", {})}
     cfg["resources"] = {"default": base} | {s: {**base, **res.get(s, {})} for s in STAGES}
+    for stage, parent in STAGE_PARENTS.items():
+        if stage not in res:
+            own = cfg["resources"][parent]
+            cfg["resources"][stage] = {**own, "gpu": min(own["gpu"], 1)}
+    for stage, r in cfg["resources"].items():
+        if r["max_runtime"] and r["runtime"] > r["max_runtime"]:
+            raise ConfigError(
+                f"config key resources.{stage}.runtime: {r['runtime']} min is over its max_runtime of {r['max_runtime']}"
+            )
+    _check_generate_runtime(cfg)
     return cfg
+
+
+def _check_generate_runtime(cfg: dict[str, Any]) -> None:
+    """A generation block fits its time limit at every generator's stated throughput: a block that
+    cannot finish would be killed at the same point on every retry."""
+    gen = cfg["generation"]
+    images = gen["images_per_job"] or gen["shard_size"]
+    res = cfg["resources"]["generate"]
+    for g in cfg["generators"]:
+        ips = g.get("images_per_second")
+        if not ips:
+            continue
+        need = generate_minutes(images, ips)
+        if res["runtime"] < need:
+            raise ConfigError(
+                f"config key resources.generate.runtime: {res['runtime']} min is under the {need} min a block of "
+                f"generation.images_per_job = {images} images needs at generators.{g['name']}.images_per_second "
+                f"= {ips} (x{GENERATE_RUNTIME_MARGIN} margin + {GENERATE_LOAD_MINUTES} min to load); raise the "
+                "runtime or lower images_per_job"
+            )
 
 
 def _check_dataset(cfg: dict[str, Any], workdir: Path) -> None:

@@ -190,11 +190,14 @@ def generate_images(
     storage_size: int | None = None,
     pad: bool = False,
     progress: bool = False,
+    sampled: dict[str, int] | None = None,
 ) -> list[np.ndarray]:
     """Sample one image per spec through `pipe.__call__`, as diffusers calls it; uint8 (h, w, C) each.
 
     Image b gets `generator=torch.Generator("cpu").manual_seed(spec.seed)` (device-independent noise);
     with `pad`, the last batch is filled up to `batch_size` (and trimmed), so every call has one shape.
+    Images are stored with their shorter side at `storage_size` (None: as sampled); `sampled`, when
+    given, receives the sampled `height` and `width` (provenance).
     """
     embeddings = embeddings or PromptEmbeddings(pipe)
     fixed = call_defaults(pipe)
@@ -215,6 +218,8 @@ def generate_images(
             **size,
             **fixed,
         ).images
+        if sampled is not None:
+            sampled.update(height=int(images.shape[-2]), width=int(images.shape[-1]))
         out.extend(to_uint8(images[:n], storage_size))
         bar.update(n)
     bar.close()
@@ -281,14 +286,17 @@ def generate_shard(
     it at `storage` (`size`, `format`, `quality`), write it atomically, and return its records."""
     storage = {"size": None, "format": "png", "quality": 95, **(storage or {})}
     specs = shard_specs(k, shard_size, class_prompts, base_seed)
+    sampled: dict[str, int] = {}
     images = generate_images(
         pipe, specs, guidance, steps, min(batch_size, shard_size), embeddings,
-        height=size, width=size, storage_size=storage["size"], pad=pad, progress=progress,
+        height=size, width=size, storage_size=storage["size"], pad=pad, progress=progress, sampled=sampled,
     )
+    # height and width are the stored image's; sample_height and sample_width what the model made
     records = records_of(
         specs, class_names, guidance=guidance, steps=steps,
         sampler=sampler or type(pipe.scheduler).__name__, generator=generator_name,
         height=int(images[0].shape[0]), width=int(images[0].shape[1]),
+        sample_height=sampled["height"], sample_width=sampled["width"],
     )
     write_shard(path, images, records, fmt=storage["format"], quality=storage["quality"])
     return records

@@ -11,6 +11,8 @@ Sources of training data are named like paths:
 
 from __future__ import annotations
 
+import inspect
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -42,6 +44,37 @@ def shards_for(n: int, shard_size: int) -> int:
     if n < 1 or shard_size < 1:
         raise ValueError(f"N and shard size must be positive, got {n} and {shard_size}")
     return -(-n // shard_size)
+
+
+def retry_runtime(minutes: int, factor: float = 1.0, cap: int | None = None):
+    """A Snakemake resource callable: `minutes` on the first attempt, times `factor` per retry, at most
+    `cap`, so a job killed at its time limit is not resubmitted with the same one."""
+
+    def runtime(wildcards, attempt: int = 1) -> int:
+        grown = math.ceil(minutes * factor ** (attempt - 1))
+        return min(grown, cap) if cap else grown
+
+    # Snakemake reads the signature of a resource callable for every job: computed once, it costs nothing
+    runtime.__signature__ = inspect.signature(runtime)
+    return runtime
+
+
+def stage_resources(res: dict[str, Any]) -> dict[str, Any]:
+    """A stage's Snakemake resources from its checked `resources.<stage>` entry (SLURM reads the same
+    keys): the runtime grows with the attempt; a GPU model is named only by the site's profile or here."""
+    out = {
+        "mem_mb": res["mem_mb"],
+        "runtime": retry_runtime(res["runtime"], res["retry_runtime_factor"], res["max_runtime"]),
+        "cpus_per_task": res["threads"],
+    }
+    if res["gpu"]:
+        out["gpu"] = res["gpu"]
+        if res["gpu_model"]:
+            out["gpu_model"] = res["gpu_model"]
+    for key in ("slurm_partition", "slurm_extra"):
+        if res[key]:
+            out[key] = res[key]
+    return out
 
 
 # keys of `train` that `quality.judge.recipe` may override
@@ -155,6 +188,14 @@ class Plan:
             if g["name"] == name:
                 return g
         raise KeyError(f"no generator named {name!r} in the config")
+
+    def generation_batch_size(self, name: str) -> int:
+        """Images per pipeline call of a generator: its own batch_size, else generation.batch_size."""
+        return self.generator(name).get("batch_size") or self.cfg["generation"]["batch_size"]
+
+    def resources(self, stage: str) -> dict[str, Any]:
+        """Snakemake resources of a stage (`resources.<stage>`; rules/common.smk: res)."""
+        return stage_resources(self.cfg["resources"][stage])
 
     def generator_dir(self, name: str) -> str:
         return f"{self.r}/generators/{name}"
@@ -538,9 +579,11 @@ class Plan:
         return out
 
     def clip_runs(self) -> list[tuple[str, str]]:
-        return [
-            (s, str(n)) for s in self.clip_sources() for n in (self.real_ns(self.clip_n()) if s == "real" else self.clip_n())
-        ]
+        return [(s, str(n)) for s in self.clip_sources() for n in self.clip_source_ns(s)]
+
+    def clip_source_ns(self, source: str) -> list[int]:
+        """The N of a CLIP source's runs: real ones stop at the real split's size (real_ns)."""
+        return self.real_ns(self.clip_n()) if source == "real" else self.clip_n()
 
     def clip_dir(self, source: str, n: str | int) -> str:
         return f"{self.r}/clip/{source}/n{n}"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
-PRESETS = ["fan-imagenet", "imagenet100-sd", "azizi-imagenet", "fan-clip"]
+PRESETS = ["fan-imagenet", "imagenet100-sd", "azizi-imagenet", "fan-clip", "hub-grid"]  # hub-grid: the scale check
 
 
 def preset_workdir(root: Path, n_classes: int = 1000) -> Path:

@@ -125,3 +125,65 @@ def test_eval_set_keys_default_to_the_first_eval_set(default_raw):
     cfg = copy.deepcopy(default_raw)
     cfg["quality"] = {"reference_set": "test-rotated"}
     assert check_config(cfg)["quality"]["reference_set"] == "test-rotated"
+
+
+def test_a_generation_block_must_fit_its_time_limit_at_the_stated_throughput(default_raw):
+    """generators[].images_per_second sizes the generate time limit: a block that cannot finish in it
+    (it would be killed at the same point on every retry) is a config error naming the key."""
+    raw = copy.deepcopy(default_raw)
+    raw["generation"].update(shard_size=100, images_per_job=10_000)
+    raw["resources"]["generate"] = {"runtime": 60}
+    raw["generators"][0]["images_per_second"] = 10.0  # 10k images: ~17 min, x1.25 + load: under 60
+    check_config(copy.deepcopy(raw))
+    raw["generators"][0]["images_per_second"] = 2.0  # ~83 min of images alone
+    with pytest.raises(ConfigError, match="resources.generate.runtime: 60 min is under the .*images_per_second"):
+        check_config(copy.deepcopy(raw))
+    raw["resources"]["generate"] = {"runtime": 200}
+    check_config(copy.deepcopy(raw))
+    raw["resources"]["generate"]["max_runtime"] = 90  # the partition's limit: lower images_per_job instead
+    with pytest.raises(ConfigError, match="resources.generate.runtime: 200 min is over its max_runtime of 90"):
+        check_config(copy.deepcopy(raw))
+
+
+def test_a_retried_job_gets_a_longer_time_limit_up_to_the_cap(default_raw):
+    """Snakemake calls the runtime with the attempt: a job killed at its limit is retried with more."""
+    from synthscale.plan import Plan
+
+    raw = copy.deepcopy(default_raw)
+    raw["resources"]["prepare"] = {"runtime": 60, "threads": 8, "max_runtime": 120}
+    raw["resources"]["judge"] = {"runtime": 60, "retry_runtime_factor": 1}
+    plan = Plan(check_config(raw))
+    runtime = plan.resources("prepare")["runtime"]
+    assert [runtime(None, attempt=a) for a in (1, 2, 3)] == [60, 90, 120]
+    assert plan.resources("prepare")["cpus_per_task"] == 8
+    assert [plan.resources("judge")["runtime"](None, attempt=a) for a in (1, 2)] == [60, 60]
+    import inspect
+
+    assert "attempt" in inspect.signature(runtime).parameters, "Snakemake passes attempt by name"
+    raw["resources"]["prepare"]["runtime"] = 150
+    with pytest.raises(ConfigError, match="resources.prepare.runtime: 150 min is over its max_runtime of 120"):
+        check_config(raw)
+
+
+def test_a_generator_may_set_its_own_batch_size(default_raw):
+    from synthscale.plan import Plan
+
+    raw = copy.deepcopy(default_raw)
+    raw["generation"]["batch_size"] = 64
+    raw["generators"][0]["batch_size"] = 8  # e.g. SDXL at 1024 px
+    plan = Plan(check_config(raw))
+    first, *rest = [g["name"] for g in plan.cfg["generators"]]
+    assert plan.generation_batch_size(first) == 8
+    assert rest and all(plan.generation_batch_size(g) == 64 for g in rest)
+
+
+def test_one_process_stages_take_their_multi_gpu_parent_with_one_gpu_when_unnamed(default_raw):
+    """train_judge and evaluate_clip run one process: a config that names only train and clip (as
+    configs did before the judge and clip_eval stages) gives them those resources with one GPU."""
+    raw = copy.deepcopy(default_raw)
+    raw["resources"].update(train={"threads": 64, "gpu": 8, "mem_mb": 256000}, clip={"gpu": 8, "runtime": 4320})
+    res = check_config(copy.deepcopy(raw))["resources"]
+    assert res["judge"]["gpu"] == 1 and res["judge"]["threads"] == 64 and res["judge"]["mem_mb"] == 256000
+    assert res["clip_eval"]["gpu"] == 1 and res["clip_eval"]["runtime"] == 4320
+    raw["resources"]["judge"] = {"gpu": 0}
+    assert check_config(raw)["resources"]["judge"]["gpu"] == 0

@@ -38,3 +38,36 @@ def test_shards_nest_as_n_grows():
 def test_shards_for_rejects_bad_sizes(n, s):
     with pytest.raises(ValueError):
         shards_for(n, s)
+
+
+def test_images_are_stored_at_the_storage_size_as_a_downscale_of_the_sampled_ones(tmp_path):
+    """Sample at the model's size, store smaller (Azizi's base: 512 px sampled, 256 px stored): the stored
+    image is the sampled one downscaled with antialiasing (PIL's area-weighted bilinear as the
+    reference), and each record names both sizes."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from synthscale.generate import generate_images, generate_shard
+    from synthscale.generators import load_generator
+    from synthscale.shards import load_arrays
+    from tiny_pipelines import build_sd
+
+    torch.set_num_threads(1)
+    pipe = load_generator(build_sd(tmp_path / "sd"))
+    names = ["zero", "one", "two"]
+    prompts = [[f"a photo of {w}"] for w in names]
+    kw = dict(guidance=2.0, steps=2, sampler="ddim", batch_size=4, generator_name="g", class_names=names,
+              progress=False)
+    recs = generate_shard(pipe, tmp_path / "s.tar", 0, 4, prompts, 3, size=32,
+                          storage={"size": 8, "format": "png"}, **kw)
+    stored, _, _ = load_arrays([tmp_path / "s.tar"])
+    sampled = np.stack(generate_images(pipe, shard_specs(0, 4, prompts, 3), 2.0, 2, 4, height=32, width=32))
+    assert sampled.shape == (4, 32, 32, 3) and stored.shape == (4, 8, 8, 3)
+    reference = np.stack([np.asarray(Image.fromarray(im).resize((8, 8), Image.BILINEAR)) for im in sampled])
+    diff = np.abs(stored.astype(int) - reference.astype(int))
+    # the device resizes the float image before rounding, PIL the rounded one: a level or two apart
+    assert diff.max() <= 3 and diff.mean() < 0.75, (diff.max(), diff.mean())
+    assert np.abs(sampled[:, ::4, ::4].astype(int) - stored.astype(int)).mean() > 4 * diff.mean(), \
+        "the images vary within 4 px, so a plain subsample would not pass as the downscale"
+    assert all((r["height"], r["width"], r["sample_height"], r["sample_width"]) == (8, 8, 32, 32) for r in recs)

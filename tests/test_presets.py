@@ -130,3 +130,91 @@ def test_a_preset_means_the_same_alone_and_over_config_yaml(workdir, preset, mon
                 assert layered.cfg[key].get(s) == alone.cfg[key].get(s), f"{key}.{s}"
             continue
         assert layered.cfg.get(key) == alone.cfg.get(key), key
+
+
+# --- resources: every stage named by the preset, and time limits that cover a computed need ---
+
+# images in the folders the presets prepare (ImageNet-1k train and val, ImageNet-R, ImageNet-Sketch); a
+# preset that keeps a class subset is charged the whole folder, an upper bound
+FOLDER_IMAGES = {"data/imagenet/train": 1_281_167, "data/imagenet/val": 50_000, "data/imagenet-r": 30_000,
+                 "data/imagenet-sketch": 50_889}
+# images/s one thread of prepare_data decodes, resizes and re-encodes (an ImageNet JPEG is ~500x375;
+# DESIGN.md: decoding alone takes ~2.5 ms): a stated planning rate, on the slow side
+PREPARE_PER_THREAD = 100
+# rules that start torchrun (or open_clip_train's DDP) and so may hold more than one GPU
+MULTI_GPU_RULES = {"train_classifier", "train_clip"}
+
+
+def rule_stages() -> dict[str, str | None]:
+    """Each rule of rules/*.smk and the resources stage it reads (`res("stage")`); None for a local rule."""
+    import re
+
+    out = {}
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        for name, body in re.findall(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", smk.read_text(), re.M | re.S):
+            stage = re.search(r"\*\*res\(\"(\w+)\"\)", body)
+            assert stage or "localrule: True" in body, f"rule {name} runs as a job without a resources stage"
+            out[name] = stage.group(1) if stage else None
+    return out
+
+
+def test_the_rules_read_every_stage_and_only_stages_the_schema_knows():
+    from synthscale.config import STAGES
+
+    stages = rule_stages()
+    assert {"prepare_data", "generate_block", "train_judge", "evaluate_clip"} <= set(stages)
+    used = {s for s in stages.values() if s}
+    assert used <= set(STAGES) | {"default"}
+    # one-process rules get their own stage, not a multi-GPU one
+    assert stages["train_judge"] != stages["train_classifier"] and stages["evaluate_clip"] != stages["train_clip"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_stage_has_explicit_resources_that_fit(workdir, preset, monkeypatch):
+    from synthscale.config import STAGES
+
+    raw = yaml.safe_load((REPO / "configs" / f"{preset}.yaml").read_text())["resources"]
+    stages = rule_stages()
+    # every stage, so no job of this preset (or of an edit of it) runs on config.yaml's digits resources
+    missing = (set(STAGES) | {"default"} | {s for s in stages.values() if s}) - set(raw)
+    assert not missing, f"{preset}: no resources for {sorted(missing)}"
+    for stage, r in raw.items():
+        assert {"threads", "mem_mb", "runtime"} <= set(r), f"{preset}: resources.{stage}"
+        assert "gpu_model" not in r, f"{preset}: resources.{stage}.gpu_model belongs to the site's profile"
+    plan = _plan(workdir, preset, monkeypatch)
+    cfg = plan.cfg
+
+    def minutes(stage, attempt=1):
+        return plan.resources(stage)["runtime"](None, attempt=attempt)
+
+    # prepare_data reads the train and test folders and every OOD set's root
+    ds = cfg["dataset"]
+    folders = [ds["train_dir"], ds["test_dir"]] + [e["root"] for e in cfg["eval_sets"] if e.get("root")]
+    images = sum(FOLDER_IMAGES[f] for f in folders)
+    need = images / (raw["prepare"]["threads"] * PREPARE_PER_THREAD) / 60
+    assert minutes("prepare") >= 1.5 * need, f"{preset}: prepare needs ~{need:.0f} min for {images} images"
+    # a generation block at the slowest generator's stated throughput, with 20% to spare
+    gen = cfg["generation"]
+    per_job = gen["images_per_job"] or gen["shard_size"]
+    for g in cfg["generators"]:
+        assert g["images_per_second"], f"{preset}: generators.{g['name']}.images_per_second is not stated"
+        need = per_job / g["images_per_second"] / 60
+        assert minutes("generate") >= 1.2 * need, f"{preset}: a block of {g['name']} needs ~{need:.0f} min"
+    for rule, stage in stages.items():
+        if stage and rule not in MULTI_GPU_RULES:
+            assert raw[stage].get("gpu", 0) <= 1, f"{preset}: {rule} runs one process but asks for GPUs"
+    for stage in raw:
+        assert minutes(stage, attempt=2) > minutes(stage), f"{preset}: a retry of {stage} gets the same limit"
+
+
+def test_fan_clip_trains_real_clips_only_within_the_real_split(workdir, monkeypatch):
+    """ImageNet has 1.28M training images: real CLIP runs (and the real part of a mix) stop there, and
+    the evaluation asks for no real model past it (Snakemake would otherwise schedule it)."""
+    plan = _plan(workdir, "fan-clip", monkeypatch)
+    split = plan.cfg["mix"]["full_real_n"]
+    assert split == 1_281_167
+    real = [int(n) for s, n in plan.clip_runs() if s == "real"]
+    assert len(real) >= 3 and max(real) <= split and plan.clip_mix_real_n() <= split
+    proc = subprocess.run(dry_run_cmd(workdir, "fan-clip"), capture_output=True, text=True, cwd=workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert job_counts(proc.stdout + proc.stderr)["train_clip"] == len(plan.clip_runs())
