@@ -14,7 +14,12 @@ takes the next image of a part chosen with probability proportional to the image
 in this stream (`interleave`): a uniformly random interleaving, so every stretch of batches holds the
 parts in about their overall proportion, from the first batch to the last.
 
-Under DDP (torch.distributed initialised) shards are split by node, then by worker.
+Every stream reads a balanced share of every part: the part's shards, in one order for the epoch
+(shuffled per (seed, epoch)), are one sequence of n samples, and stream s of S (ranks x workers;
+torch.distributed initialised or not) reads the contiguous range [s*n//S, (s+1)*n//S) of it, so every
+stream holds each part in its global share (to one sample) and every image comes once an epoch
+(arrays: every S-th position of a permutation). Memory: one shuffle buffer per part, all alive at
+once, in every worker.
 """
 
 from __future__ import annotations
@@ -279,12 +284,14 @@ def nested_shards(shards: Sequence[str | Path], limit: int | None) -> list[str]:
 _NUL = b"\0" * 512
 
 
-def tar_samples(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+def tar_samples(path: str | Path, skip: int = 0) -> Iterator[tuple[str, dict[str, bytes]]]:
     """(key, {ext: bytes}) of a WebDataset shard, reading only the members the stream needs.
 
     A lean tar reader (ustar headers, GNU long names), one sample in memory at a time; members are
-    grouped by key as WebDataset groups them (the basename up to its first dot)."""
+    grouped by key as WebDataset groups them (the basename up to its first dot). `skip`: the first
+    `skip` samples are passed over by their headers (their bytes are not read)."""
     key, files, longname = None, {}, None
+    seen = 0  # keys met so far; the current key's number is seen - 1
     with open(path, "rb", buffering=1 << 20) as f:
         while True:
             hdr = f.read(512)
@@ -312,7 +319,8 @@ def tar_samples(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
                 if files:
                     yield key, files
                 key, files = k, {}
-            if _wanted(name):
+                seen += 1
+            if _wanted(name) and seen > skip:
                 files[ext.lower()] = f.read(size)
                 f.seek(padded - size, 1)
             else:
@@ -326,29 +334,33 @@ _DECODED_BYTES = [0]  # what the decode cache and the shard cache hold in this p
 _SHARDS: dict[tuple[str, int, int], list[tuple[Any, int, int]]] = {}
 
 
-def shard_samples(url: str, budget_mb: float) -> Iterator[tuple[Any, int, int]] | list[tuple[Any, int, int]]:
+def shard_samples(
+    url: str, budget_mb: float, skip: int = 0
+) -> Iterator[tuple[Any, int, int]] | list[tuple[Any, int, int]]:
     """(image bytes, label, global index) of every sample of a shard, in order.
 
     Within `budget_mb` per process (the budget `decode_cached` also draws on) a shard's samples are
     kept after its first read, so later epochs of a small set skip the tar parsing; a shard that does
-    not fit streams from disk, one sample at a time. Budget 0: always from disk."""
+    not fit streams from disk, one sample at a time. Budget 0: always from disk. `skip`: start at the
+    shard's sample `skip` (a stream's range can begin inside a shard)."""
     if budget_mb:
         st = os.stat(url)
         key = (url, st.st_mtime_ns, st.st_size)
         hit = _SHARDS.get(key)
         if hit is not None:
-            return hit
+            return hit[skip:]
         if _DECODED_BYTES[0] + st.st_size <= budget_mb * 2**20:
             samples = list(read_shard(url))
             _SHARDS[key] = samples
             _DECODED_BYTES[0] += sum(len(raw) for raw, _, _ in samples)
-            return samples
-    return read_shard(url)
+            return samples[skip:]
+    return read_shard(url, skip)
 
 
-def read_shard(url: str | os.PathLike) -> Iterator[tuple[Any, int, int]]:
-    """(image bytes, label, global index) of every sample of a shard, in order, from disk."""
-    for key, files in tar_samples(url):
+def read_shard(url: str | os.PathLike, skip: int = 0) -> Iterator[tuple[Any, int, int]]:
+    """(image bytes, label, global index) of every sample of a shard from its sample `skip` on, in
+    order, from disk."""
+    for key, files in tar_samples(url, skip):
         ext = next((e for e in IMAGE_EXTS if e in files), None)
         if ext is None or "cls" not in files:
             raise ValueError(f"sample {key} in {url} lacks an image or a .cls entry")
@@ -437,7 +449,8 @@ def part_stream(
     """This worker's (raw image, label, index) of one part for one epoch.
 
     A part is {"shards": [paths], "limit": N or None} or, in memory, {"arrays": (images, labels),
-    "limit": N or None}. With `split`, shards (samples for arrays) are divided by node and worker.
+    "limit": N or None}. With `split`, samples are divided over the streams (ranks x workers) in
+    balanced ranges (`_my_range`; arrays: every S-th position).
     `cache_mb`: shards kept in memory across epochs within this budget (`shard_samples`).
     `stream_size` counts what it yields.
     """
@@ -456,38 +469,86 @@ def part_stream(
             yield images[i], int(labels[i]), int(i)
         return
 
-    mine = _my_shards(part, split)
-    if shuffle:
-        random.Random(_mix_seed(seed, epoch, 29)).shuffle(mine)
     # one stream per (rank, worker): numbered globally, so 2 ranks x 1 worker = 1 rank x 2 workers
     rng = random.Random(_mix_seed(seed, epoch, rank * nw + wid, 31))
+    pieces = _my_range(part, split, seed if shuffle else None, epoch)
 
     def raw() -> Iterator[tuple[Any, int, int]]:
-        for url in mine:
-            for sample in shard_samples(url, cache_mb):
-                if limit is not None and sample[2] >= limit:
+        for url, skip, take in pieces:
+            got = 0
+            for sample in shard_samples(url, cache_mb, skip):
+                if got == take or (limit is not None and sample[2] >= limit):
                     break  # a shard holds consecutive positions: the rest is past N too
+                got += 1
                 yield sample
 
     yield from _buffer_shuffle(raw(), buffer if shuffle else 0, rng)
 
 
-def _my_shards(part: dict[str, Any], split: bool) -> list[str]:
-    """The shards of a part this stream reads: WebDataset's splitters (by node, then by worker)."""
-    import webdataset as wds
+def shard_lengths(urls: Sequence[str], limit: int | None) -> list[int]:
+    """Each shard's sample count in the part, cut at the first `limit` positions. The keys are global
+    positions and shards come in index order, so a shard's count is where the next one starts minus
+    where it starts (one tar header a shard, `first_index`); the last shard's is `limit` minus its
+    start, or its header count (`shard_count`). Shards whose keys are no positions: header counts.
+    A count may exceed what a shard holds (a gap in the positions), never fall short of it."""
+    if not urls:
+        return []
+    try:
+        starts = [first_index(u) for u in urls]
+    except ValueError:  # keys that are no positions
+        starts = None
+    if starts is None or any(b <= a for a, b in zip(starts, starts[1:])):
+        counts = [shard_count(u) for u in urls]
+        if starts is None or limit is None:
+            return counts
+        return [max(0, min(n, int(limit) - a)) for n, a in zip(counts, starts)]
+    ends = starts[1:] + [int(limit) if limit is not None else starts[-1] + shard_count(urls[-1])]
+    if limit is not None:
+        ends = [min(e, int(limit)) for e in ends]
+    return [max(0, e - a) for a, e in zip(starts, ends)]
 
-    urls = part.get("_urls") or nested_shards(part["shards"], part.get("limit"))
-    mine = [str(u) for u in urls]
-    if split and _rank()[1] > 1:
-        mine = list(wds.split_by_node(mine))
-    if split:
-        mine = list(wds.split_by_worker(mine))
-    return mine
+
+def _lengths(part: dict[str, Any]) -> tuple[list[str], list[int]]:
+    urls = [str(u) for u in (part.get("_urls") or nested_shards(part["shards"], part.get("limit")))]
+    lengths = part.get("_lengths")
+    if lengths is None or len(lengths) != len(urls):
+        lengths = shard_lengths(urls, part.get("limit"))
+    return urls, list(lengths)
+
+
+def _stream_bounds(n: int, split: bool) -> tuple[int, int]:
+    """This stream's range [lo, hi) of a part's n sample positions: stream s of S (ranks x workers,
+    numbered globally) gets [s*n//S, (s+1)*n//S), so every stream's share is within one sample of n/S."""
+    if not split:
+        return 0, n
+    wid, nw = _worker()
+    rank, world = _rank()
+    s, streams = rank * nw + wid, world * nw
+    return s * n // streams, (s + 1) * n // streams
+
+
+def _my_range(part: dict[str, Any], split: bool, seed: int | None, epoch: int) -> list[tuple[str, int, int]]:
+    """(shard, first sample, samples) this stream reads of a shard part: the part's shards in one order
+    (shuffled per (seed, epoch) unless seed is None; the same in every stream) are one sequence of n
+    samples, of which this stream takes its contiguous range (`_stream_bounds`): a balanced share of
+    every part in every stream, and together every sample exactly once."""
+    urls, lengths = _lengths(part)
+    order = list(range(len(urls)))
+    if seed is not None:
+        random.Random(_mix_seed(seed, epoch, 29)).shuffle(order)
+    lo, hi = _stream_bounds(sum(lengths), split)
+    out, at = [], 0
+    for j in order:
+        a, b = max(lo, at), min(hi, at + lengths[j])
+        if a < b:
+            out.append((urls[j], a - at, b - a))
+        at += lengths[j]
+    return out
 
 
 def stream_size(part: dict[str, Any], split: bool = True) -> int:
-    """How many samples `part_stream` yields in this worker (arrays: its share of the first N; shards:
-    its shards' counts, each cut at N)."""
+    """How many samples `part_stream` yields in this worker: its share of the part's first N (arrays:
+    every S-th position; shards: its range of the shards' counts, `_my_range`)."""
     limit = part.get("limit")
     if "arrays" in part:
         n = len(part["arrays"][1]) if limit is None else min(int(limit), len(part["arrays"][1]))
@@ -496,11 +557,8 @@ def stream_size(part: dict[str, Any], split: bool = True) -> int:
         wid, nw = _worker()
         rank, world = _rank()
         return len(range(rank * nw + wid, n, world * nw))
-    total = 0
-    for url in _my_shards(part, split):
-        n = shard_count(url)
-        total += n if limit is None else max(0, min(n, int(limit) - first_index(url)))
-    return total
+    lo, hi = _stream_bounds(sum(_lengths(part)[1]), split)
+    return hi - lo
 
 
 _END = object()
@@ -579,7 +637,9 @@ class TrainStream(torch.utils.data.IterableDataset):
     def _prepare(part: dict[str, Any]) -> dict[str, Any]:
         if "arrays" in part:
             return dict(part)
-        return {**part, "_urls": nested_shards(part["shards"], part.get("limit"))}
+        urls = nested_shards(part["shards"], part.get("limit"))
+        # counted once here, before the workers start (they inherit the counts)
+        return {**part, "_urls": urls, "_lengths": shard_lengths(urls, part.get("limit"))}
 
     def _samples(self) -> Iterator[tuple[Any, int, int, int]]:
         buf = int(self.recipe.get("shuffle_buffer", 0))
@@ -618,11 +678,10 @@ class TrainStream(torch.utils.data.IterableDataset):
             yield raw, y, 0, i
 
     def _cycle(self, part: dict[str, Any], buf: int) -> Iterator[tuple[Any, int, int, int]]:
-        """The synthetic part, reshuffled and restarted whenever it runs out: this stream's share of it,
-        or the whole part when the share is empty (fewer shards than streams), so that every stream
-        draws synthetic images at the same rate."""
+        """This stream's balanced share of the synthetic part, read again (reshuffled, a new share) when
+        it runs out; the whole part when the share is empty (fewer images than streams)."""
         rounds = 0
-        split = stream_size(part) > 0
+        split = stream_size(part) > 0  # from the counts: no image read
         while True:
             got = False
             ep = self.epoch * 1_000 + rounds
@@ -728,14 +787,15 @@ def build_train_loader(
     seed, epoch: the order and every sample's augmentation are functions of these (and the part and
         the image's position); for a fixed worker count the batches are identical run to run.
     mix: how parts combine; both modes mix at the sample level in every worker and on every rank.
-        {"mode": "concat"} (default): one dataset, the union of the parts; each worker shuffles its
-        share of each part within that part's buffer and draws the next image from a part with
-        probability proportional to the images that part has left in the worker (`interleave`), so
-        the parts are spread evenly through the epoch. {"mode": "prob",
+        {"mode": "concat"} (default): one dataset, the union of the parts; each worker reads a
+        balanced share of each part (its global share, to one sample, whatever the shard layout),
+        shuffles it within that part's buffer (one buffer per part alive at once) and draws the next
+        image from a part with probability proportional to the images that part has left in the
+        worker (`interleave`), so the parts are spread evenly through the epoch. {"mode": "prob",
         "synthetic_prob": p, "per": "sample" | "batch"}: parts[0] is real, parts[1] synthetic; each
         slot of the real stream is replaced with probability p by the next synthetic image (drawn
-        per sample, or once per batch of slots: DA-Fusion's scheme), the synthetic part restarting
-        reshuffled when it runs out.
+        per sample, or once per batch of slots: DA-Fusion's scheme); each worker reads its balanced
+        share of the synthetic part and, when that runs out, a new share of it, reshuffled.
     Epoch length (`epoch_size`): every image of every part (concat) or the real part's count (prob).
     batch_size: per device and pass (default recipe["micro_batch_size"] or recipe["batch_size"]).
     num_workers: default recipe["num_workers"]. A worker's last batch may be short.

@@ -176,19 +176,21 @@ N_REAL, N_SYN, SYN_ID = 600, 300, 10_000  # labels carry identities: real 0.., s
 MIX_BATCH = 32  # a window of 4 batches is 128 draws: a random interleaving's share has sd 0.04 there
 
 
-def _order_parts(kind, tmp_path):
+def _order_parts(kind, tmp_path, syn_shard=50):
     """600 real + 300 synthetic images whose labels are their identities. The real part holds 650 and
-    keeps its first 600 (nested N); shard parts come in shards of 50 (so each stream gets several)."""
+    keeps its first 600 (nested N); shard parts come in shards of 50 (synthetic: of `syn_shard`, so 1
+    or 3 shards leave some streams without a whole synthetic shard)."""
     from test_train import write_digit_shards
 
     img = np.zeros((650, 8, 8, 3), np.uint8)
     real_y, syn_y = np.arange(650), SYN_ID + np.arange(N_SYN)
     if kind == "arrays":
         return [{"arrays": (img, real_y), "limit": N_REAL}, {"arrays": (img[:N_SYN], syn_y), "limit": None}]
-    for d in ("real", "syn"):
+    syn = f"syn{syn_shard}"
+    for d in ("real", syn):
         (tmp_path / d).mkdir(parents=True, exist_ok=True)
     return [{"shards": write_digit_shards(tmp_path / "real", img, real_y, 50), "limit": N_REAL},
-            {"shards": write_digit_shards(tmp_path / "syn", img[:N_SYN], syn_y, 50), "limit": N_SYN}]
+            {"shards": write_digit_shards(tmp_path / syn, img[:N_SYN], syn_y, syn_shard), "limit": N_SYN}]
 
 
 def _order_recipe():
@@ -248,6 +250,28 @@ def test_concat_mix_interleaves_its_parts(tmp_path, kind, workers):
     assert not np.array_equal(np.concatenate(other), labels)
 
 
+@pytest.mark.parametrize("syn_shard", [300, 100])
+def test_concat_mix_is_balanced_when_shards_do_not_split_evenly(tmp_path, syn_shard):
+    """300 synthetic images in 1 (or 3) shards over 2 workers: each worker reads half of them (not
+    one worker all), so every window of 4 batches holds about a third synthetic images, each image once."""
+    parts = _order_parts("shards", tmp_path, syn_shard)
+    assert len(parts[1]["shards"]) == N_SYN // syn_shard
+    batches = _batch_labels(parts, 2)
+    _assert_mixture(batches, f"synthetic in {N_SYN // syn_shard} shard(s), 2 workers")
+    _assert_each_image_once(np.concatenate(batches))
+    _assert_workers_balanced(batches, 2, "2 workers")
+
+
+def _assert_workers_balanced(batches, workers, where):
+    """The loader takes batches from its workers in turn: each worker's batches (every `workers`-th)
+    hold the parts in their global share, and the workers give the same number of batches."""
+    for w in range(workers):
+        mine = np.concatenate(batches[w::workers])
+        share = (mine >= SYN_ID).mean()
+        assert abs(share - N_SYN / (N_REAL + N_SYN)) < 0.01, f"{where}: worker {w}'s synthetic share is {share:.2f}"
+    assert len(batches) % workers == 0, f"{where}: the workers' epochs differ in length"
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_prob_mix_is_a_mixture_too(tmp_path, workers):
     parts = _order_parts("arrays", tmp_path)
@@ -273,11 +297,12 @@ def _rank_batches(rank, tmp, runs):
 
 def test_concat_mix_interleaves_on_every_rank(tmp_path):
     """Two gloo ranks (2 processes): each rank's batches are a mixture, and the ranks together read
-    every image exactly once an epoch (arrays split by sample, shards by node then worker)."""
+    every image exactly once an epoch (arrays split by sample, shards by balanced sample ranges)."""
     import torch.multiprocessing as mp
 
     parts = {kind: _order_parts(kind, tmp_path) for kind in ("arrays", "shards")}
-    runs = [("arrays", parts["arrays"], 0), ("arrays", parts["arrays"], 2), ("shards", parts["shards"], 0)]
+    runs = [("arrays", parts["arrays"], 0), ("arrays", parts["arrays"], 2), ("shards", parts["shards"], 0),
+            ("shards", parts["shards"], 2)]  # 6 synthetic shards over 4 streams: whole shards split 2/2/1/1
     mp.spawn(_rank_batches, args=(str(tmp_path), runs), nprocs=2, join=True)
     for kind, _, workers in runs:
         labels = []
@@ -285,6 +310,8 @@ def test_concat_mix_interleaves_on_every_rank(tmp_path):
             with np.load(tmp_path / f"{kind}-{workers}-rank{rank}.npz") as z:
                 batches = [z[f"arr_{i}"] for i in range(len(z.files))]
             _assert_mixture(batches, f"{kind}, {workers} workers, rank {rank} of 2")
+            if workers:
+                _assert_workers_balanced(batches, workers, f"{kind}, rank {rank} of 2")
             labels.append(np.concatenate(batches))
         _assert_each_image_once(np.concatenate(labels))
 

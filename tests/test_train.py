@@ -170,11 +170,11 @@ def test_prob_mix_replaces_real_slots(tmp_path, digits_16):
 
 
 @pytest.mark.parametrize("p", [0.2, 0.5])
-@pytest.mark.parametrize("per,workers,epochs", [("sample", 0, 1), ("sample", 2, 1), ("batch", 2, 2)])
-def test_prob_mix_draws_synthetic_with_probability_p(tmp_path, digits_16, p, per, workers, epochs):
-    """Over >= 400 slots the synthetic share is within 3 standard deviations of p (binomial, counted
-    in draws: slots, or batches when drawn per batch), and both kinds of draw occur. The synthetic part
-    is one shard: a worker without a share of it still draws synthetic images."""
+@pytest.mark.parametrize("per,workers,epochs,batch", [("sample", 0, 1, 16), ("sample", 2, 1, 16), ("batch", 2, 2, 2)])
+def test_prob_mix_draws_synthetic_with_probability_p(tmp_path, digits_16, p, per, workers, epochs, batch):
+    """Over >= 400 independent draws (slots, or batches when drawn per batch: batches of 2 over 2
+    epochs give 480) the synthetic share is within 3 standard deviations of p (binomial), and both
+    kinds of draw occur. The synthetic part is one shard: every worker still draws its share of it."""
     images, labels = digits_16
     real = write_digit_shards(tmp_path, images[:480], np.zeros(480, int), 120)
     (tmp_path / "syn").mkdir()
@@ -183,13 +183,14 @@ def test_prob_mix_draws_synthetic_with_probability_p(tmp_path, digits_16, p, per
     recipe = full_recipe(RECIPE)
     mix = {"mode": "prob", "synthetic_prob": p, "per": per}
     batches = [y for e in range(epochs) for _, y in
-               build_train_loader(parts, recipe, 0, e, mix=mix, batch_size=16, num_workers=workers)]
+               build_train_loader(parts, recipe, 0, e, mix=mix, batch_size=batch, num_workers=workers)]
     assert sum(len(y) for y in batches) == 480 * epochs >= 400
     if per == "batch":
         assert all(len(set(y.tolist())) == 1 for y in batches), "one draw per batch"
         draws = np.array([int(y[0]) for y in batches])
     else:
         draws = torch.cat(batches).numpy()
+    assert len(draws) >= 400, "enough independent draws for a 3 sd bound of about 0.07"
     sd = np.sqrt(p * (1 - p) / len(draws))
     assert abs(draws.mean() - p) <= 3 * sd, f"synthetic share {draws.mean():.3f}, p = {p}, sd {sd:.3f}"
     assert 0 < draws.sum() < len(draws), "both real and synthetic draws"
