@@ -260,6 +260,11 @@ class PromptEncoder:
 # --- the training loop ---
 
 
+def frozen_parts_dtype(device: str) -> torch.dtype:
+    """The dtype the frozen VAE and text encoders encode in: bfloat16 on a GPU, float32 elsewhere."""
+    return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+
+
 def _trainable(unet) -> dict[str, torch.Tensor]:
     return {k: p for k, p in unet.named_parameters() if p.requires_grad}
 
@@ -299,12 +304,16 @@ def finetune_generator(
     size = recipe["resolution"] or native_resolution(pipe)
     mode = "L" if image_channels(pipe) == 1 else "RGB"
     # frozen parts: bf16 on a GPU (half the memory and time of fp32), fp32 on the CPU as before
-    frozen_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    for module in (vae, getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)):
-        if module is not None:
-            module.requires_grad_(False).eval()
-            if frozen_dtype != torch.float32:
-                module.to(dtype=frozen_dtype)
+    frozen_dtype = frozen_parts_dtype(device)
+    frozen = {n: getattr(pipe, n, None) for n in ("vae", "text_encoder", "text_encoder_2")}
+    frozen = {n: m for n, m in frozen.items() if m is not None}
+    # the fp32 weights of the frozen parts, on the host, so a full save writes them as loaded
+    frozen_fp32 = {}
+    for n, module in frozen.items():
+        module.requires_grad_(False).eval()
+        if frozen_dtype != torch.float32:
+            frozen_fp32[n] = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+            module.to(dtype=frozen_dtype)
     torch.manual_seed(seed)
     if lora:
         from peft import LoraConfig
@@ -479,9 +488,8 @@ def finetune_generator(
                 safe_serialization=True,
             )
         else:
-            for module in (vae, getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)):
-                if module is not None and frozen_dtype != torch.float32:
-                    module.to(dtype=torch.float32)  # saved as loaded (bf16 was for encoding only)
+            for n, state in frozen_fp32.items():  # saved as loaded: bf16 was for encoding only
+                frozen[n].to(dtype=torch.float32).load_state_dict(state)
             pipe.save_pretrained(tmp, safe_serialization=True)
         (Path(tmp) / META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
         log.to_csv(Path(tmp) / LOG, index=False)

@@ -351,3 +351,22 @@ def test_ema_saves_the_moving_average_of_the_trained_weights(sd_dir, shards, tmp
     saved = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")["conv_in.weight"].numpy()
     assert not np.allclose(saved, trail[-1].numpy(), atol=1e-6), "the EMA must differ from the last weights"
     np.testing.assert_allclose(saved, ema, atol=1e-6)
+
+
+def test_bf16_frozen_parts_encode_and_are_saved_as_loaded(sd_dir, shards, tmp_path, monkeypatch):
+    """The GPU path (frozen VAE and text encoder in bf16), forced on the CPU: it trains, and a full save
+    writes the frozen parts bit for bit as loaded, not rounded through bf16."""
+    from safetensors.torch import load_file
+
+    import synthscale.finetune as ft
+
+    r = recipe(steps=3, batch_size=8, lr=1e-3)
+    fp32 = finetune_generator(str(sd_dir), shards, PROMPTS[:1], r, 0, tmp_path / "fp32", progress=False)
+    monkeypatch.setattr(ft, "frozen_parts_dtype", lambda device: torch.bfloat16)
+    out = tmp_path / "bf16"
+    log = finetune_generator(str(sd_dir), shards, PROMPTS[:1], r, 0, out, progress=False)
+    assert np.isfinite(log["loss"]).all() and not np.allclose(log["loss"], fp32["loss"]), "bf16 encoding ran"
+    for part in ("vae/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        base, saved = load_file(sd_dir / part), load_file(out / part)
+        assert base.keys() == saved.keys()
+        assert all(saved[k].dtype == base[k].dtype and torch.equal(saved[k], base[k]) for k in base), part
