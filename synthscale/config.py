@@ -286,6 +286,12 @@ def _check_prompt_models(cfg: dict[str, Any], workdir: Path) -> None:
                     f"config key {key}.model: {model!r} is no local transformers model folder "
                     "(no config.json there)"
                 )
+        rounds, batch = spec.get("max_rounds"), spec.get("batch_size")
+        if spec["kind"] != "caption" and rounds and batch and rounds * batch < spec["count"]:
+            raise ConfigError(
+                f"config key {key}.max_rounds: {rounds} rounds x {batch} texts cannot fill a pool of "
+                f"count {spec['count']}; raise it, or leave it null (4 x ceil(count / batch_size))"
+            )
         for field in ("template", "format"):
             if field in spec:
                 try:

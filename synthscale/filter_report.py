@@ -3,6 +3,12 @@
 One row per (set, filter), `none` included: recognizability, diversity, FID (quality stage), CAS
 (real-test top-1 of the classifier trained on the largest N, evaluate stage), and what the filter
 cost (generated images looked at per kept image). A plot and plain sentences go with the table.
+
+A `judge` filter keeps images by the quality stage's judge, and that same judge then measures the
+filtered set's recognizability: its gain there is partly by construction. The table says which
+judge measured each row (`recognizability_judge`: `selecting` or `independent`), and the findings
+say so and point to CAS (a classifier trained on the set, scored on real test images), which no
+filter saw, as the independent measure.
 """
 
 from __future__ import annotations
@@ -52,13 +58,15 @@ def filter_table(
             rows[base] = {
                 **key, "filter": "none", **{m: bqj.get(m) for m in METRICS[:3]},
                 "cas": _cas(bca, eval_set, n_label), "seen": None, "kept": None, "cost": 1.0,
-                "pass_rate": 1.0,
+                "pass_rate": 1.0, "recognizability_judge": "independent",
             }
         qj, cj = _read_json(q), _read_json(c)
         rows[(src.generator, src.guidance, src.strategy, src.filter)] = {
             **key, "filter": src.filter, **{m: qj.get(m) for m in METRICS[:3]},
             "cas": _cas(ca, eval_set, n_label), "seen": cj["seen"], "kept": cj["kept"],
             "cost": cj["cost"], "pass_rate": cj["pass_rate"],
+            # a judge filter selects with the very judge that measures recognizability
+            "recognizability_judge": "selecting" if cj.get("kind") == "judge" else "independent",
         }
     df = pd.DataFrame(list(rows.values()))
     df["set"] = df["strategy"] + ", g=" + df["guidance"].map(lambda g: f"{g:g}") + " (" + df["generator"] + ")"
@@ -84,6 +92,12 @@ def findings(df: pd.DataFrame, n_label: str) -> list[str]:
             f"Recognizability {r['d_recognizability']:+.3f}, diversity {r['d_diversity']:+.3f}, "
             f"FID {r['d_fid']:+.2f}, CAS at N={n_label} {r['d_cas']:+.3f} against the unfiltered set."
         )
+        if r.get("recognizability_judge") == "selecting":
+            out.append(
+                f"  Filter {r['filter']} kept images by the judge that also measures recognizability, so "
+                "that gain is partly by construction, not independent evidence; CAS, from a classifier "
+                f"that no filter saw, is the independent measure ({r['d_cas']:+.3f})."
+            )
         if r["d_recognizability"] > 0 and r["d_cas"] <= 0:
             out.append(
                 f"  Filter {r['filter']} made {r['set']} more recognizable without raising CAS: "

@@ -1,11 +1,18 @@
 """Filtering synthetic sets (He et al.: CLIP score; ALIA: a real-data classifier's confidence).
 
-A filter over-generates and keeps, in index order, the first images that pass, so a filtered set
-is nested in N like any other: its first N images are the first N that passed, whatever the largest
-N is. A filter job streams the unfiltered set's shards in order, scores them batch by batch, writes
-the kept images (bytes untouched) into shards of the same size and format, each record keeping its
-original index plus the filter's score, and stops once it has the largest N. It also writes counts:
-how many images it looked at and kept, per class, so the report can say what a filter cost.
+A filter over-generates and keeps a class-balanced set: position j of the filtered set holds class
+j mod C (as the unfiltered set does), filled with that class's next passing image in index order. So
+every prefix, and hence every N, holds N/C images per class (within one), and a filtered set is
+nested in N like any other: its first N images do not depend on the largest N. A class that passes
+more rarely than the others sets the pace; when the generated shards run out first, the remaining
+positions go round-robin to the classes that still have passing images (as many as possible per
+class), and the counts list the classes left short. A filter job streams the unfiltered set's shards
+in order, scores them batch by batch, writes the kept images (bytes untouched) into shards of the same
+size and format, each record keeping its original index plus the filter's score, and stops once it has
+the largest N. Passing images that wait for their class's turn are held in memory, at most
+`class_buffer(shard_size, C)` per class (further ones are counted as passed, not kept). It also writes
+counts: how many images it looked at, passed and kept, per class, so the report can say what a
+filter cost.
 
 Scorers:
 - `judge`: p(class) under the quality stage's judge (synthscale.judge.load_judge); an image passes
@@ -22,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -139,6 +146,11 @@ def passes(scores: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     return mask
 
 
+def class_buffer(shard_size: int, n_classes: int) -> int:
+    """Passing images of one class held while they wait for its turn: two shards' worth in all."""
+    return max(8, math.ceil(2 * shard_size / n_classes))
+
+
 @dataclass
 class FilterResult:
     counts: dict[str, Any]
@@ -156,11 +168,13 @@ def filter_set(
     batch_size: int = 256,
     progress: bool = True,
 ) -> FilterResult:
-    """Keep the first len(out_paths) x shard_size images that pass, in index order; write them.
+    """Keep len(out_paths) x shard_size passing images, class-balanced (position j: class j mod C,
+    that class's next passing image in index order); write them.
 
     Reads one generated shard at a time (scored in batches of `batch_size`) and holds at most one
-    generated and one output shard of encoded images. Raises FilterShortfall, naming the config key
-    to raise, when the generated shards run out first.
+    generated shard, one output shard and `class_buffer` waiting images per class. When the generated
+    shards run out, the remaining positions go round-robin to the classes with images left. Raises
+    FilterShortfall, naming the config key to raise, when fewer images passed than the set needs.
     """
     from tqdm.auto import tqdm
 
@@ -173,8 +187,27 @@ def filter_set(
     buffer: list[tuple[bytes, dict[str, Any]]] = []
     fmt: str | None = None
     written: list[dict[str, Any]] = []
+    waiting: list[deque] = [deque() for _ in range(n_classes)]
+    cap = class_buffer(shard_size, n_classes)
+    turn = 0  # the class whose image fills the next position
     k_out = 0
     bar = tqdm(total=target, desc=f"filter {name}", unit="img", disable=not progress)
+
+    def emit(c: int) -> None:
+        nonlocal buffer, k_out
+        data, rec, score = waiting[c].popleft()
+        # the key is the position in the filtered set (nested N reads keys); `index` stays the original
+        out = {**rec, "key": f"{len(written):08d}", "filter": name, "filter_score": score,
+               "filtered_index": len(written)}
+        buffer.append((data, out))
+        written.append(out)
+        kept[c] += 1
+        kept_scores.append(score)
+        bar.update(1)
+        if len(buffer) == shard_size:
+            write_shard(out_paths[k_out], [b for b, _ in buffer], [r for _, r in buffer], fmt={"jpg": "jpeg"}.get(fmt, fmt))
+            buffer, k_out = [], k_out + 1
+
     for shard in shards:
         if k_out == len(out_paths):
             break
@@ -199,17 +232,16 @@ def filter_set(
             fmt = fmt or ext
             if ext != fmt:
                 raise ValueError(f"{shard}: mixed image formats {fmt} and {ext} in one set")
-            # the key is the position in the filtered set (nested N reads keys); `index` stays the original
-            out = {**rec, "key": f"{len(written):08d}", "filter": name, "filter_score": float(score),
-                   "filtered_index": len(written)}
-            buffer.append((data, out))
-            written.append(out)
-            kept[c] += 1
-            kept_scores.append(float(score))
-            bar.update(1)
-            if len(buffer) == shard_size:
-                write_shard(out_paths[k_out], [b for b, _ in buffer], [r for _, r in buffer], fmt={"jpg": "jpeg"}.get(fmt, fmt))
-                buffer, k_out = [], k_out + 1
+            if len(waiting[c]) < cap:
+                waiting[c].append((data, rec, float(score)))
+            while k_out < len(out_paths) and waiting[turn]:
+                emit(turn)
+                turn = (turn + 1) % n_classes
+    # the generated shards ran out: the remaining positions go round-robin to classes with images left
+    while k_out < len(out_paths) and any(waiting):
+        if waiting[turn]:
+            emit(turn)
+        turn = (turn + 1) % n_classes
     bar.close()
     n_seen = sum(seen.values())
     if k_out < len(out_paths):
@@ -217,7 +249,8 @@ def filter_set(
         rate = have / max(n_seen, 1)
         need = spec["overgenerate"] * target / max(have, 1) if have else float("inf")
         raise FilterShortfall(
-            f"filter {name!r}: only {have} of {n_seen} generated images passed but the filtered set "
+            f"filter {name!r}: only {have} of {n_seen} generated images passed (and fit the class "
+            f"balance: {sum(passed.values())} passed in all) but the filtered set "
             f"needs {target}; raise config key filter_specs.{name}.overgenerate (now "
             f"{spec['overgenerate']:g}; the pass rate {rate:.3f} asks for about {need:.2f})"
         )
@@ -236,6 +269,7 @@ def filter_set(
         "cost": n_seen / max(len(written), 1),
         "mean_score_seen": float(np.mean(seen_scores)) if seen_scores else None,
         "mean_score_kept": float(np.mean(kept_scores)) if kept_scores else None,
+        "classes_short": [c for c in range(n_classes) if kept[c] < len(written) // n_classes],
         "per_class": [
             {"class_index": c, "seen": seen[c], "passed": passed[c], "kept": kept[c]} for c in range(n_classes)
         ],

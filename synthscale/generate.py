@@ -291,9 +291,11 @@ def generate_shard(
         pipe, specs, guidance, steps, min(batch_size, shard_size), embeddings,
         height=size, width=size, storage_size=storage["size"], pad=pad, progress=progress, sampled=sampled,
     )
+    from synthscale.generators import guidance_kind
+
     # height and width are the stored image's; sample_height and sample_width what the model made
     records = records_of(
-        specs, class_names, guidance=guidance, steps=steps,
+        specs, class_names, guidance=guidance, guidance_kind=guidance_kind(pipe), steps=steps,
         sampler=sampler or type(pipe.scheduler).__name__, generator=generator_name,
         height=int(images[0].shape[0]), width=int(images[0].shape[1]),
         sample_height=sampled["height"], sample_width=sampled["width"],

@@ -179,6 +179,22 @@ def load_generator(
     return pipe.to(device)
 
 
+def guidance_kind(pipe) -> str:
+    """What the guidance axis means for this pipeline, recorded with every image:
+
+    - `cfg`: classifier-free guidance, a conditional and an unconditional pass mixed by
+      `guidance_scale` (SD 1.x/2.x, SDXL, SD3, PixArt, the workflow's own pipeline);
+    - `distilled`: a guidance *embedding* the model was distilled on (FLUX.1-dev's `guidance_embeds`):
+      one conditional pass, no unconditional one, so its scale is not CFG's and its values do not
+      compare with CFG's;
+    - `none`: the model ignores `guidance_scale` (FLUX.1-schnell, no guidance embedding).
+    """
+    config = getattr(denoiser(pipe), "config", {})
+    if "guidance_embeds" in config:  # Flux's transformer: guidance is an input, not CFG
+        return "distilled" if config["guidance_embeds"] else "none"
+    return "cfg"
+
+
 def set_sampler(pipe, name: str | None) -> str:
     """Swap the pipeline's scheduler for the named sampler (same noise schedule); `None`/`default`
     keeps the pipeline's own. Returns the scheduler's class name."""

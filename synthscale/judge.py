@@ -38,13 +38,22 @@ class Judge:
     input_size: int | None = None
     class_indices: list[int] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    transform: Any = None
 
     def preprocess(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 NHWC to the normalised float NCHW batch the judge was trained on.
 
         The workflow's judge was trained on `to_input` (mean = std = 0.5, native size), so the
-        defaults reproduce it exactly; a timm judge gets its pretrained_cfg mean, std and size.
+        defaults reproduce it exactly; a timm judge gets timm's own eval transform for its
+        pretrained_cfg (`resolve_data_config` + `create_transform`: resize the shorter side to
+        input_size / crop_pct, centre crop, normalise), image by image.
         """
+        if self.transform is not None:
+            from PIL import Image
+
+            arr = images.cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+            pil = [Image.fromarray(a.squeeze(-1) if a.shape[-1] == 1 else a).convert("RGB") for a in arr]
+            return torch.stack([self.transform(im) for im in pil])
         x = to_input(images)  # [-1, 1], i.e. (v - 0.5) / 0.5 on [0, 1]
         if self.input_size and x.shape[-1] != self.input_size:
             x = F.interpolate(
@@ -105,6 +114,7 @@ def load_judge(spec: dict[str, Any], model_path: str | os.PathLike | None, devic
         name, pretrained=True, pretrained_cfg_overlay=overlay or None, **model_kwargs
     ).to(device).eval()
     cfg = model.pretrained_cfg
+    data_cfg = timm.data.resolve_data_config({}, model=model)
     return Judge(
         model=model,
         kind="timm",
@@ -113,6 +123,7 @@ def load_judge(spec: dict[str, Any], model_path: str | os.PathLike | None, devic
         input_size=int(cfg["input_size"][-1]) if cfg.get("input_size") else None,
         class_indices=spec.get("class_indices"),
         meta={"arch": name, "weights": weights},
+        transform=timm.data.create_transform(**data_cfg, is_training=False),
     )
 
 

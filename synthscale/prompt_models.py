@@ -10,6 +10,11 @@ image i's prompt from its class's pool by (seed, i) as for any strategy (synthsc
   did (transformers 5 dropped that pipeline); a causal LM through the `text-generation` pipeline.
 - `llm` (SynthCLIP, ALIA): an instruction-tuned causal LM writes scene descriptions from a template;
   its chat template is applied when the tokenizer has one.
+- Both sample `batch_size` texts per round until `count` distinct ones are in hand, for at most
+  `max_rounds` rounds (null: 4 x ceil(count / batch_size), enough to fill the pool with room for
+  repeats); a pool left short is reported. A prompt of either that does not name its class (the
+  model may drop it) gets the class name put in front ("{name}, {prompt}"), so every prompt names
+  its class as the paper's strategies do; the JSONL counts how many were named this way.
 - `caption` (IN-Caption, Lei et al.): an `image-text-to-text` pipeline (BLIP, BLIP-2, any
   vision-encoder-decoder) captions the first `images_per_class` real training images of each class,
   greedily; the prompt is `format` with the class name and the caption ("a photo of {name}, {text}").
@@ -134,13 +139,26 @@ class TextSampler:
         return texts
 
 
+def max_rounds(spec: dict[str, Any]) -> int:
+    """Sampling rounds allowed per class: `max_rounds`, or (null) 4 x the rounds that fill `count`."""
+    if spec.get("max_rounds"):
+        return int(spec["max_rounds"])
+    return 4 * -(-int(spec["count"]) // int(spec["batch_size"]))
+
+
+def named(prompt: str, name: str) -> str:
+    """The prompt, with the class name put in front when it does not contain it (case-insensitive)."""
+    return prompt if name.lower() in prompt.lower() else f"{name}, {prompt}"
+
+
 def sample_pool(
     sampler, row: dict[str, Any], spec: dict[str, Any], seed: int
 ) -> tuple[list[str], int]:
     """Up to `count` distinct prompts for one class, and how many texts were sampled for them.
 
-    Samples `batch_size` texts per round, for at most `max_rounds` rounds, until `count` distinct
-    non-empty texts are in hand (He et al.: sample, deduplicate, keep 200).
+    Samples `batch_size` texts per round, for at most `max_rounds(spec)` rounds, until `count`
+    distinct non-empty texts are in hand (He et al.: sample, deduplicate, keep 200). Every prompt
+    names the class (`named`).
     """
     from transformers import set_seed
 
@@ -149,13 +167,14 @@ def sample_pool(
     seen: set[str] = set()
     pool: list[str] = []
     sampled = 0
-    for _ in range(spec["max_rounds"]):
+    for _ in range(max_rounds(spec)):
         outs = sampler(text, spec["batch_size"], spec["max_new_tokens"], dict(spec["sampling"]))
         sampled += len(outs)
         pool += dedupe(outs, seen)
         if len(pool) >= spec["count"]:
             break
-    return [_fill(spec["format"], row, text=t, caption=t) for t in pool[: spec["count"]]], sampled
+    name = str(row["name"])
+    return [named(_fill(spec["format"], row, text=t, caption=t), name) for t in pool[: spec["count"]]], sampled
 
 
 # --------------------------------------------------------------------------------------------------
@@ -246,7 +265,8 @@ def build_pools(
     sampler = TextSampler(spec["model"], spec["dtype"], device, chat=kind == "llm")
     for row in tqdm(rows, desc=kind, disable=not progress):
         prompts, sampled = sample_pool(sampler, row, spec, seed + int(row["index"]))
-        out.append({"row": row, "prompts": prompts, "generated": sampled, "kept": len(prompts)})
+        out.append({"row": row, "prompts": prompts, "generated": sampled, "kept": len(prompts),
+                    "named": sum(p.startswith(f"{row['name']}, ") for p in prompts)})
     return out
 
 
@@ -282,6 +302,7 @@ def write_model_prompts(
                         "kind": spec["kind"],
                         "generated": int(p["generated"]),
                         "kept": int(p["kept"]),
+                        **({"named": int(p["named"])} if "named" in p else {}),
                     }
                 )
                 + "\n"

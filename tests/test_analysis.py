@@ -117,6 +117,42 @@ def test_guidance_strategy_keeps_generators_apart():
     plt.close(fig)
 
 
+def test_guidance_strategy_cells_are_the_seed_means_at_the_largest_n():
+    """Each heatmap cell (colour and annotation) is the mean top-1 over seeds of its (generator,
+    strategy, guidance) at the largest N, computed here by plain loops over the rows."""
+    rng = np.random.default_rng(7)
+    rows, cells = [], {}
+    for ev in ("test", "test-rotated"):
+        for seed in (0, 1):
+            for n in (30, 300):
+                rows.append(dict(kind="real", source="real", generator="", strategy="", guidance=np.nan, n=n,
+                                 n_label=str(n), seed=seed, eval_set=ev, top1=0.9 - 0.1 * seed))
+                for gen in ("alpha", "beta"):
+                    for strat in ("classname", "templates"):
+                        for g in (1.0, 2.0, 4.0):
+                            top1 = float(rng.uniform(0.05, 0.95))
+                            rows.append(dict(kind="synthetic", source=f"synthetic/{gen}/g{g:g}/{strat}",
+                                             generator=gen, strategy=strat, guidance=g, n=n, n_label=str(n),
+                                             seed=seed, eval_set=ev, top1=top1))
+                            if n == 300:
+                                cells.setdefault((ev, f"{gen}: {strat}", g), []).append(top1)
+    summary = pd.DataFrame(rows).assign(loss=1.0)
+    fig = report.guidance_strategy_figure(summary)
+    import matplotlib.pyplot as plt
+
+    for ax, ev in zip(fig.axes, ("test", "test-rotated")):
+        row_labels = [t.get_text() for t in ax.get_yticklabels()]
+        col_labels = [float(t.get_text()) for t in ax.get_xticklabels()]
+        assert sorted(row_labels) == ["alpha: classname", "alpha: templates", "beta: classname", "beta: templates"]
+        assert col_labels == [1.0, 2.0, 4.0]
+        want = np.array([[np.mean(cells[(ev, r, g)]) for g in col_labels] for r in row_labels])
+        got = np.asarray(ax.collections[0].get_array(), float).reshape(want.shape)
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+        assert [t.get_text() for t in ax.texts] == [f"{v:.2f}" for v in want.ravel()]
+        assert ax.get_title().endswith("real at same N: 0.85")
+    plt.close(fig)
+
+
 def _bench(path, seconds):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"

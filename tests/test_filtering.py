@@ -56,6 +56,29 @@ def test_pass_rules():
     assert passes(s, {"kind": "clip", "keep_fraction": 0.4}).tolist() == [False, True, True, False, False]
 
 
+def rate_scorer(images, labels, prompts):
+    """Classes pass at different rates: class 0 always, class 1 every other time it comes, class 2
+    every third time (image i is the (i // 3)-th of its class)."""
+    idx = images[:, 0, 0, 0].astype(int)
+    every = np.where(idx % 3 == 0, 1, np.where(idx % 3 == 1, 2, 3))
+    return ((idx // 3) % every == 0).astype(float)
+
+
+def test_filter_keeps_a_class_balanced_set(tmp_path):
+    src = make_set(tmp_path / "set", 6, 6)
+    outs = [tmp_path / "f" / f"shard-{k:06d}.tar" for k in range(2)]
+    counts = run_filter(src, JUDGE, "conf", outs, tmp_path / "f/counts.json", 6, 3, rate_scorer, progress=False)
+    _, labels, recs = load_arrays(outs)
+    # the reference: each class's first 12 / 3 = 4 passing images, in index order, interleaved by class
+    ok = rate_scorer(np.arange(36, dtype=np.uint8)[:, None, None, None].repeat(3, -1), None, None) == 1
+    first = {c: [i for i in range(36) if i % 3 == c and ok[i]][:4] for c in range(3)}
+    assert list(labels) == [0, 1, 2] * 4
+    assert [r["index"] for r in recs] == [first[j % 3][j // 3] for j in range(12)]
+    assert [c["kept"] for c in counts["per_class"]] == [4, 4, 4] and counts["classes_short"] == []
+    # the set is complete once class 2's 4th passing image (index 29) is seen
+    assert counts["seen"] == 30 and counts["passed"] == 10 + 5 + 4
+
+
 def test_filter_keeps_the_first_passing_images_in_order_and_counts_them(tmp_path):
     src = make_set(tmp_path / "set", 4, 6)
     outs = [tmp_path / "f" / f"shard-{k:06d}.tar" for k in range(2)]
@@ -66,11 +89,13 @@ def test_filter_keeps_the_first_passing_images_in_order_and_counts_them(tmp_path
     assert all(r["filter"] == "conf" and r["filter_score"] == 1.0 for r in recs)
     assert [r["filtered_index"] for r in recs] == list(range(12))
     assert list(labels) == [i % 3 for i in want]
-    # the 12th kept image is index 17: 18 images seen, 12 kept; class 0 (multiples of 3) never passes
-    assert counts["seen"] == 18 and counts["kept"] == 12 and counts["passed"] == 12
-    assert counts["cost"] == pytest.approx(1.5) and counts["generated"] == 24
+    # class 0 (multiples of 3) never passes: every generated image is looked at, then classes 1 and 2
+    # share the positions (as many as possible per class), and the counts say class 0 is short
+    assert counts["seen"] == 24 and counts["kept"] == 12 and counts["passed"] == 16
+    assert counts["cost"] == pytest.approx(2.0) and counts["generated"] == 24
     pc = {c["class_index"]: c for c in counts["per_class"]}
-    assert [pc[c]["seen"] for c in range(3)] == [6, 6, 6] and [pc[c]["kept"] for c in range(3)] == [0, 6, 6]
+    assert [pc[c]["seen"] for c in range(3)] == [8, 8, 8] and [pc[c]["kept"] for c in range(3)] == [0, 6, 6]
+    assert counts["classes_short"] == [0]
     assert json.loads((tmp_path / "f/counts.json").read_text()) == counts
     # image bytes are copied, not re-encoded
     raw_src = {r["index"]: b for b, _, r in iter_raw(src)}
@@ -78,11 +103,11 @@ def test_filter_keeps_the_first_passing_images_in_order_and_counts_them(tmp_path
 
 
 def test_nested_n_holds_when_the_largest_n_grows(tmp_path):
-    src = make_set(tmp_path / "set", 6, 6)
+    src = make_set(tmp_path / "set", 12, 6)
     small = [tmp_path / "a" / f"shard-{k:06d}.tar" for k in range(1)]
     large = [tmp_path / "b" / f"shard-{k:06d}.tar" for k in range(3)]
-    filter_set(src, index_scorer, JUDGE, "conf", small, 6, 3, progress=False)
-    filter_set(src, index_scorer, JUDGE, "conf", large, 6, 3, progress=False)
+    filter_set(src, rate_scorer, JUDGE, "conf", small, 6, 3, progress=False)
+    filter_set(src, rate_scorer, JUDGE, "conf", large, 6, 3, progress=False)
     assert small[0].read_bytes() == large[0].read_bytes()
 
 
@@ -249,7 +274,7 @@ def test_filter_report_pairs_each_filtered_set_with_its_unfiltered_set(tmp_path)
         return path
 
     counts = tmp_path / "c.json"
-    counts.write_text(json.dumps({"seen": 450, "kept": 300, "cost": 1.5, "pass_rate": 2 / 3}))
+    counts.write_text(json.dumps({"kind": "judge", "seen": 450, "kept": 300, "cost": 1.5, "pass_rate": 2 / 3}))
     src = "synthetic/tiny/g2/classname/f-conf"
     df = filter_table([src], [counts], [q(tmp_path / "fq.json", 0.8, 0.2, 30.0)],
                       [q(tmp_path / "bq.json", 0.6, 0.3, 40.0)], [ev(tmp_path / "fe.csv", 0.7)],
@@ -262,6 +287,14 @@ def test_filter_report_pairs_each_filtered_set_with_its_unfiltered_set(tmp_path)
     out = {"table": tmp_path / "t.csv", "plot": tmp_path / "p.png", "findings": tmp_path / "f.html"}
     lines = write_report(df, out, "300")
     assert "kept 300 of the first 450" in lines[0] and "1.50 generated per kept image" in lines[0]
+    # the judge that filtered measured the recognizability gain: the table and the findings say so
+    assert df["recognizability_judge"].tolist() == ["independent", "selecting"]
+    assert "judge that also measures recognizability" in lines[1] and "CAS" in lines[1] and "+0.050" in lines[1]
+    counts.write_text(json.dumps({"kind": "clip", "seen": 450, "kept": 300, "cost": 1.5, "pass_rate": 2 / 3}))
+    clip = filter_table([src], [counts], [tmp_path / "fq.json"], [tmp_path / "bq.json"], [tmp_path / "fe.csv"],
+                        [tmp_path / "be.csv"], "test", "300")
+    assert clip["recognizability_judge"].tolist() == ["independent", "independent"]
+    assert not any("by construction" in line for line in write_report(clip, out, "300"))
     assert out["plot"].read_bytes()[:4] == b"\x89PNG" and len(pd.read_csv(out["table"])) == 2
 
 

@@ -82,6 +82,26 @@ def test_guidance_values_share_noise_and_prompts(tmp_path):
     x1, _, recs = load_arrays([tmp_path / "g1.tar"], mode="L")
     x3, _, _ = load_arrays([tmp_path / "g3.tar"], mode="L")
     assert recs[0]["guidance"] == 1.0 and recs[0]["generator"] == "tiny" and "prompt" in recs[0]
+    assert recs[0]["guidance_kind"] == "cfg"
     assert not np.array_equal(x1, x3), "guidance must change the images"
     generate_shard(pipe, tmp_path / "again.tar", guidance=1.0, **kw)
     assert (tmp_path / "again.tar").read_bytes() == (tmp_path / "g1.tar").read_bytes()
+
+
+def test_flux_guidance_is_recorded_as_distilled_not_cfg(sd_dir, tmp_path):
+    """Flux's guidance_scale feeds a distilled guidance embedding (one pass), not classifier-free guidance."""
+    import json
+
+    from synthscale.generators import guidance_kind
+    from tiny_pipelines import build_flux
+
+    flux = load_generator(str(build_flux(tmp_path / "flux")))
+    assert guidance_kind(flux) == "distilled" and guidance_kind(load_generator(str(sd_dir))) == "cfg"
+    recs = generate_shard(flux, tmp_path / "f.tar", k=0, shard_size=2, class_prompts=[["a cat"], ["a dog"]],
+                          base_seed=0, guidance=3.5, steps=1, sampler=None, batch_size=2, generator_name="flux",
+                          class_names=["cat", "dog"], progress=False)
+    _, _, stored = load_arrays([tmp_path / "f.tar"])
+    assert [r["guidance_kind"] for r in recs] == [r["guidance_kind"] for r in stored] == ["distilled"] * 2
+    cfg_path = tmp_path / "flux" / "transformer" / "config.json"  # schnell: no guidance embedding
+    cfg_path.write_text(json.dumps(json.loads(cfg_path.read_text()) | {"guidance_embeds": False}))
+    assert guidance_kind(load_generator(str(tmp_path / "flux"))) == "none"

@@ -157,7 +157,19 @@ def test_llm_pool_and_jsonl_that_generation_reads(tiny_models, tmp_path):
     assert report["classes"] == 3
     assert set(report["short"]) == {r["name"] for r in rows if r["kept"] < 4}
     pools_read = read_prompts(out)
-    assert all(len(p) >= 1 for p in pools_read)
+    # the pools hold the model's text, not the class-name fallback: round one of each class's pool is
+    # what the model samples from that class's seed, deduplicated, in order
+    from transformers import set_seed
+
+    from synthscale.prompt_models import TextSampler, _fill, dedupe, named
+
+    sampler = TextSampler(str(tiny_models["gpt2"]), chat=True)
+    assert report["empty"] == []
+    for row, pool in zip(classes().to_dict("records"), pools_read):
+        set_seed(3 + row["index"])
+        first = dedupe(sampler(_fill(s["template"], row), 6, 5, dict(s["sampling"])))
+        assert first and pool[: len(first)] == [named(t, row["name"]) for t in first][:4], (pool, first)
+        assert pool != [row["name"]] and all(row["name"] in p and len(p) > len(row["name"]) + 2 for p in pool)
     # per-image assignment stays a function of (seed, index)
     spec5 = image_spec(5, pools_read, 1234)
     assert spec5.label == 2 and spec5.prompt in pools_read[2]
@@ -267,3 +279,47 @@ def test_a_missing_model_stops_before_any_job(tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if "synthscale:" in ln]
     assert len(lines) == 1 and "config key prompt_models.w2s.model" in lines[0], proc.stderr[-2000:]
     assert not (work / "results-test").exists()
+
+
+class CountingSampler:
+    """A stand-in model: `n` new distinct texts per call, none naming any class."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, text, n, max_new_tokens, sampling):
+        self.calls += 1
+        return [f"text {self.calls}-{j}" for j in range(n)]
+
+
+def test_word2sen_defaults_fill_the_pool(tiny_models):
+    from synthscale.prompt_models import sample_pool
+
+    w = spec("word2sen", tiny_models["t5"])  # count 200, batch_size 16: 13 rounds at the least
+    row = classes().to_dict("records")[2]
+    pool, sampled = sample_pool(CountingSampler(), row, w, 0)
+    assert len(pool) == w["count"] == 200 and sampled == 13 * 16
+
+
+def test_max_rounds_that_cannot_fill_the_pool_is_a_config_error(tiny_models):
+    with pytest.raises(ConfigError, match=r"config key prompt_models\.m\.max_rounds: 2 rounds x 8 texts"):
+        spec("word2sen", tiny_models["t5"], count=20, batch_size=8, max_rounds=2)
+
+
+def test_llm_prompts_name_their_class(tiny_models, tmp_path):
+    """The llm default format is the model's text; a text that drops the class name gets it in front."""
+    from synthscale.prompt_models import sample_pool, write_model_prompts
+
+    s = spec("llm", tiny_models["gpt2"], count=3, batch_size=4)
+    rows = classes().to_dict("records")
+    pools = []
+    for row in rows:
+        prompts, sampled = sample_pool(CountingSampler(), row, s, 0)
+        assert prompts == [f"{row['name']}, text 1-{j}" for j in range(3)]
+        pools.append({"row": row, "prompts": prompts, "generated": sampled, "kept": 3, "named": 3})
+    write_model_prompts(tmp_path / "l.jsonl", "llm", s, pools)
+    assert [json.loads(line)["named"] for line in (tmp_path / "l.jsonl").read_text().splitlines()] == [3, 3, 3]
+    # a text that names its class (any case) is kept as written
+    from synthscale.prompt_models import named
+
+    assert named("A Zero on a desk", "zero") == "A Zero on a desk" and named("a desk", "zero") == "zero, a desk"

@@ -133,6 +133,28 @@ def test_kid_clamps_subset_size_and_is_zero_ish_for_same_set():
     assert far > 10 * abs(same)
 
 
+def poly_mmd2_reference(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD^2 with KID's polynomial kernel k(a, b) = (a.b / d + 1)^3, written out in numpy."""
+    d = x.shape[1]
+    kxx, kyy, kxy = ((x @ x.T) / d + 1) ** 3, ((y @ y.T) / d + 1) ** 3, ((x @ y.T) / d + 1) ** 3
+    m, n = len(x), len(y)
+    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+                 - 2 * kxy.mean())
+
+
+def test_kid_matches_a_numpy_polynomial_mmd_reference():
+    # equal sizes and subsets as large as the sets: every subset is the whole set, so each draw is the
+    # full-set unbiased MMD^2 and the mean is that number
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(40, 6))
+    b = rng.normal(size=(40, 6)) * 1.3 + 0.4
+    kid, std, size = M.kid_from_features(a, b, subsets=4, subset_size=1000, seed=0)
+    ref = poly_mmd2_reference(a, b)
+    assert size == 40 and ref > 0.1
+    assert kid == pytest.approx(ref, rel=1e-5) and std == pytest.approx(0.0, abs=1e-6 * ref)
+    assert M.kid_from_features(a, a, 4, 1000, 0)[0] == pytest.approx(poly_mmd2_reference(a, a), abs=1e-6)
+
+
 def test_inception_score_bounds():
     uniform = np.zeros((50, 10))
     assert M.inception_score_from_logits(uniform, splits=5, seed=0)[0] == pytest.approx(1.0)
@@ -285,6 +307,22 @@ def test_timm_judge_weights_honoured_and_missing_fails(no_downloads, tmp_path):
     assert judge.mean != (0.5, 0.5, 0.5)  # timm's ImageNet normalisation, from its pretrained_cfg
     with pytest.raises(FileNotFoundError, match="quality.judge.weights.*nothing is downloaded"):
         J.load_judge({**spec, "weights": str(tmp_path / "nope.safetensors")}, None)
+    # a larger, non-square image goes through timm's eval transform (resize to size / crop_pct, centre
+    # crop), not squashed to the input size
+    import timm
+    from PIL import Image
+
+    ref_model = timm.create_model("resnet18", pretrained=False, channels=(16, 32, 64, 128), num_classes=10)
+    data_cfg = timm.data.resolve_data_config({}, model=ref_model)
+    assert data_cfg["crop_pct"] < 1.0
+    want_tf = timm.data.create_transform(**data_cfg, is_training=False)
+    image = np.random.default_rng(0).integers(0, 256, (1, 300, 200, 3), dtype=np.uint8)
+    want = want_tf(Image.fromarray(image[0]))[None]
+    got = judge.preprocess(image)
+    assert got.shape == want.shape == (1, 3, *data_cfg["input_size"][1:])
+    torch.testing.assert_close(got, want)
+    # uint8 NCHW tensors through torchmetrics' feature module take the same path
+    torch.testing.assert_close(judge.preprocess(torch.from_numpy(image)), want)
 
 
 # ---------------------------------------------------------------- streaming, summary, findings
