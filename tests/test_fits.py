@@ -158,8 +158,9 @@ def test_saturating_profile_interval_matches_a_brute_force_profile():
         return best
 
     thr = sat["rss_sat"] * (1 + stats.f.ppf(0.95, 1, 3) / 3)
-    assert rss_at(lo * 1.03) <= thr * 1.02 and rss_at(hi / 1.03) <= thr * 1.02
-    assert rss_at(lo / 1.1) > thr and rss_at(hi * 1.1) > thr
+    assert why == "profile likelihood, 3 df" and lo < sat["k_sat"] < hi
+    # each end is where scipy's profile RSS crosses the F threshold
+    assert rss_at(lo) == pytest.approx(thr, rel=0.01) and rss_at(hi) == pytest.approx(thr, rel=0.01)
 
 
 def test_aicc_compares_like_with_like():
@@ -174,11 +175,12 @@ def test_aicc_compares_like_with_like():
 
 
 def test_saturating_bootstrap_restarts_instead_of_trusting_its_warm_start():
-    """Every draw finds the best of many starts even from a poor warm start (a floor above the data)."""
+    """Every draw finds the best of many starts even from a poor warm start (no floor, a huge B and
+    k near its bound: Levenberg-Marquardt from there alone stalls at 1,000 times the best RSS)."""
     rng = np.random.default_rng(2)
     cells = {(s, int(n)): 0.3 + 6 * n**-0.7 * np.exp(rng.normal(0, 0.03)) for s in range(3) for n in NS[:5]}
     d = F.Draws.within_n(sorted(cells), 8, 1)
-    bad = np.log([5.0, 1e-3, 4.0])
+    bad = np.log([1e-10, 1e4, 4.9])
     out = F.bootstrap_saturating(d, cells, bad)
     for i in range(len(out)):
         idx = np.repeat(np.arange(len(d.cells)), d.counts[i])
