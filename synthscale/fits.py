@@ -18,7 +18,8 @@ Intervals (each is NaN with its reason in a `*_interval` column where the design
   unbounded).
 - k of the saturating form: the profile-likelihood interval (F quantile on points - 3 df) over a grid
   of k, E and B refitted at each k from several starts (on the per-N means where replicate seeds show
-  lack of fit). Undetermined with under 5 N values (measured: with 3 or 4 it under-covers), below 1 df, or when the profile does not close within k <= 5.
+  lack of fit). Undetermined with under 5 N values (measured: 0.84-0.87 coverage at 3 seeds x 4 N),
+  below 1 df, or when the profile does not close within k <= 5.
 - the N that reaches a target: Fieller's interval for the inverse of the power law; for the saturating
   form a bootstrap that resamples training seeds within each N (>= 2 seeds at every N, else
   undetermined), every draw refitted from several starts. This last one is not coverage-checked.
@@ -52,8 +53,9 @@ def fit_power_law(n: Sequence[float], y: Sequence[float], level: float = 0.95) -
 
     The interval's noise: the residuals of the fit over all (seed, N) points (points - 2 df), exact for
     independent run noise. With the same number (>= 2) of seeds at each of >= 3 N values, a lack-of-fit
-    F test (level `LOF_ALPHA`) checks for noise shared by the seeds at one N
-    (the same first-N images for every seed, or a curve that is not a power law); where it shows, the interval comes from the fit to the per-N means (N values - 2 df).
+    F test (level `LOF_ALPHA`) checks for noise shared by the seeds at one N (the same first-N images
+    for every seed, or a curve that is not a power law); where it shows, the interval comes from the
+    fit to the per-N means (N values - 2 df).
     Non-positive values are dropped (they have no logarithm). Raises when fewer than two distinct N
     remain. With 0 residual df the interval is NaN and `k_interval` says why.
     """
@@ -310,7 +312,7 @@ def saturating_k_interval(
     df = points - 3, RSS(k) minimised over E and B (`_profile_rss`): a grid of k in [0.001, 5] brackets
     each end, bisection sharpens it.
 
-    Needs 5 N values (with 4 it under-covered in benchmarks/fit_coverage.py). With the same number
+    Needs 5 N values (at 3 seeds x 4 N it covered 0.84-0.87 in benchmarks/fit_coverage.py). With the same number
     (>= 2) of seeds at every N, a lack-of-fit F test (level `LOF_ALPHA`) picks the per-N means
     (df = N values - 3) where the seeds at one N share noise. Reaching k = 0.001 gives a lower end of
     0 (k > 0); not closing by k = 5 leaves it undetermined."""
