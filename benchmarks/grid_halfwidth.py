@@ -1,8 +1,8 @@
-"""Which (seeds x N values) grid makes the real slope's 95% bootstrap interval narrow enough?
+"""Which (seeds x N values) grid makes the real slope's 95% t interval narrow enough?
 
 Reads a study's summary.csv (default: results/summary.csv), fits the real in-distribution loss
 (k, B, and the residual sd of log loss, which stands in for seed-to-seed noise plus lack of fit),
-then simulates grids and prints the median half-width of k's 95% bootstrap interval for each.
+then simulates grids and prints the median half-width of k's 95% t interval for each.
 Without a summary it uses the default study's measured real losses (one seed, N = 30..300).
 
     python benchmarks/grid_halfwidth.py [results/summary.csv] [eval_set]

@@ -133,9 +133,12 @@ def scaling_fits(
     seed: int = 0,
     level: float = 0.95,
 ) -> pd.DataFrame:
-    """One row per (source, eval set, metric): both forms, the better one, bootstrap intervals over
-    the (seed, N) points, the slope ratio to real's with a paired interval, and the N that reaches
-    `targets[metric]` (the full real set, n_label "all", is left out of the fits)."""
+    """One row per (source, eval set, metric): both forms, the better one, k's t interval over the
+    (seed, N) points, the slope ratio to real's with Fieller's interval on the N values both have, and
+    the N that reaches `targets[metric]` (the full real set, n_label "all", is left out of the fits).
+    Every interval has a `*_interval` column: its method, or "undetermined: why" with a NaN interval
+    (`synthscale.fits`; coverage measured by benchmarks/fit_coverage.py). `n_draws` bootstrap draws
+    serve only the saturating form's N-to-target interval."""
     summary = grid_rows(summary)
     metrics = [metric] if isinstance(metric, str) else list(metric)
     targets = targets or {}
@@ -146,15 +149,11 @@ def scaling_fits(
     for m in metrics:
         df["_y"] = metric_values(df, m)
         for (arch, eval_set), grp in df.groupby(["arch", "eval_set"], sort=True):
-            cells = sorted({(int(s), int(n)) for s, n in zip(grp["seed"], grp["n"])})
-            draws = F.Draws.make(cells, n_draws, seed)
-            k_draws: dict[str, np.ndarray] = {}
             for source, g in grp.groupby("source", sort=True):
                 values = {(int(s), int(n)): float(y) for s, n, y in zip(g["seed"], g["n"], g["_y"])}
                 if len({n for (_, n), y in values.items() if y > 0}) < 2:
                     continue
-                fit, kd = F.fit_source(values, draws, targets.get(m), level)
-                k_draws[source] = kd
+                fit = F.fit_source(values, targets.get(m), level, n_draws, seed)
                 first = g.iloc[0]
                 rows.append(
                     {
@@ -166,19 +165,21 @@ def scaling_fits(
                         "n_max": int(g["n"].max()),
                         "seeds": int(g["seed"].nunique()),
                         **fit,
+                        "_cells": values,
                     }
                 )
-                rows[-1]["_kd"] = kd
     out = pd.DataFrame(rows)
     if out.empty:
         return out
     out = _add_ratios(out, level)
-    return out.drop(columns="_kd")
+    return out.drop(columns="_cells")
 
 
 def _add_ratios(fits: pd.DataFrame, level: float) -> pd.DataFrame:
-    """k / k_real for every source, with the paired bootstrap interval, and whether it excludes 1."""
-    ratio, lo, hi, differs = [], [], [], []
+    """k / k_real for every source with Fieller's interval (`fits.slope_ratio`), and whether it
+    excludes 1: lower / higher / no, or undetermined where no interval exists."""
+    cols: dict[str, list] = {"ratio": [], "ratio_low": [], "ratio_high": [], "ratio_interval": [],
+                             "differs_from_real": []}
     real = {
         (r["arch"], r["eval_set"], r["metric"]): r
         for _, r in fits[fits["kind"] == "real"].iterrows()
@@ -186,26 +187,16 @@ def _add_ratios(fits: pd.DataFrame, level: float) -> pd.DataFrame:
     for _, r in fits.iterrows():
         ref = real.get((r["arch"], r["eval_set"], r["metric"]))
         if ref is None or r["kind"] == "real":
-            ratio.append(np.nan), lo.append(np.nan), hi.append(np.nan), differs.append("")
-            continue
-        a, b = F.ratio_interval(r["_kd"], ref["_kd"], level)
-        ratio.append(r["k"] / ref["k"] if ref["k"] > 0 else np.nan)
-        lo.append(a)
-        hi.append(b)
-        if np.isfinite(a) and np.isfinite(b):
-            differs.append("lower" if b < 1 else "higher" if a > 1 else "no")
+            res = {"ratio": np.nan, "ratio_low": np.nan, "ratio_high": np.nan, "ratio_interval": "",
+                   "differs_from_real": ""}
         else:
-            differs.append("undetermined")
-    disjoint = []
-    for _, r in fits.iterrows():
-        ref = real.get((r["arch"], r["eval_set"], r["metric"]))
-        if ref is None or r["kind"] == "real":
-            disjoint.append(np.nan)
-        else:
-            known = np.isfinite([r["k_low"], r["k_high"], ref["k_low"], ref["k_high"]]).all()
-            disjoint.append(bool(r["k_high"] < ref["k_low"] or r["k_low"] > ref["k_high"]) if known else np.nan)
-    return fits.assign(ratio=ratio, ratio_low=lo, ratio_high=hi, differs_from_real=differs,
-                       k_intervals_disjoint=disjoint)
+            res = F.slope_ratio(r["_cells"], ref["_cells"], level)
+            a, b = res["ratio_low"], res["ratio_high"]
+            known = np.isfinite(a) and np.isfinite(b)
+            res["differs_from_real"] = ("lower" if b < 1 else "higher" if a > 1 else "no") if known else "undetermined"
+        for c in cols:
+            cols[c].append(res[c])
+    return fits.assign(**cols)
 
 
 def per_class_slopes(per_class: pd.DataFrame, eval_set: str = "test") -> pd.DataFrame:
@@ -415,6 +406,25 @@ def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
     return float(spearmanr(x[ok], y[ok]).statistic)
 
 
+def within_set_spearman(per_class: pd.DataFrame, x: str = "f1", y: str = "slope") -> tuple[float, int, int]:
+    """Spearman rho of `x` and `y` over classes *within* each synthetic set (generator, guidance,
+    strategy), averaged over sets weighted by their points, so differences between sets (one set
+    better and steeper than another) do not make a correlation. Returns (rho, points, sets used);
+    sets with under 3 points or a constant column are left out."""
+    keys = [c for c in ("generator", "guidance", "strategy") if c in per_class.columns]
+    rhos, weights = [], []
+    groups = per_class.groupby(keys, dropna=False) if keys else [((), per_class)]
+    for _, g in groups:
+        g = g[[x, y]].astype(float).dropna()
+        r = _spearman(g[x], g[y]) if len(g) >= 3 else np.nan
+        if np.isfinite(r):
+            rhos.append(r)
+            weights.append(len(g))
+    if not rhos:
+        return float("nan"), 0, 0
+    return float(np.average(rhos, weights=weights)), int(sum(weights)), len(rhos)
+
+
 def _monotone(values: Sequence[float]) -> int:
     """+1 if every step up the guidance grid raises the value, -1 if every step lowers it, else 0."""
     d = np.diff(np.asarray(values, float))
@@ -478,8 +488,8 @@ def summarize_quality(
         r = summary[(summary["kind"] == "real") & (summary["eval_set"] == eval_set) & (summary["n_label"] != "all")]
         if len(r):
             real_top1 = float(r[r["n"] == r["n"].max()]["top1"].mean())
-    rho = _spearman(per_class["f1"], per_class["slope"]) if len(per_class) else np.nan
-    points = int(per_class[["f1", "slope"]].dropna().shape[0]) if len(per_class) else 0
+    # within each set, then averaged: pooled (set, class) points would let between-set gaps drive it
+    rho, points, _ = within_set_spearman(per_class) if len(per_class) else (np.nan, 0, 0)
     write_csv(outputs["table"], df)
     write_csv(outputs["per_class"], per_class)
     report.plot_tradeoff(df, outputs["tradeoff"], reference)

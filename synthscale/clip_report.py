@@ -1,8 +1,9 @@
 """The CLIP arm's tables, scaling fits, plot and findings (kept apart from the classifier analysis).
 
 Fits: zero-shot loss against N per (source, eval set) as L = B * N^-k by least squares on log-log
-axes (k: Fan et al.'s "scaling ability"), with a seeded bootstrap interval that resamples N points;
-the synthetic/real slope ratio per eval set with its bootstrap interval.
+axes (k: Fan et al.'s "scaling ability"), with the same functions and intervals as the classifier
+arm (`synthscale.fits`): k's t interval over every (seed, N) point, and the synthetic/real slope
+ratio with Fieller's interval on the N values both have; each NaN with its reason where undetermined.
 """
 
 from __future__ import annotations
@@ -53,73 +54,48 @@ def build_clip_summary(
     return out
 
 
-def fit_loglog(n: Sequence[float], loss: Sequence[float]) -> tuple[float, float]:
-    """(k, B) of L = B * N^-k by least squares on log-log axes."""
-    x, y = np.log(np.asarray(n, float)), np.log(np.asarray(loss, float))
-    if len(np.unique(x)) < 2:
-        raise ValueError("a scaling fit needs at least two distinct N values")
-    slope, intercept = np.polyfit(x, y, 1)
-    return float(-slope), float(np.exp(intercept))
-
-
-def bootstrap_k(n: Sequence[float], loss: Sequence[float], draws: int, seed: int) -> np.ndarray:
-    """k of `draws` resamples of the (N, loss) points with replacement (draws with one N are skipped).
-
-    Empty with fewer than three distinct N: every resample of two points gives the same line.
-    """
-    n, loss = np.asarray(n, float), np.asarray(loss, float)
-    if len(np.unique(n)) < 3:
-        return np.asarray([])  # two points always give the same line: no interval
-    rng = np.random.default_rng(seed)
-    ks = []
-    for _ in range(draws):
-        idx = rng.integers(0, len(n), len(n))
-        if len(np.unique(n[idx])) < 2:
-            continue
-        ks.append(fit_loglog(n[idx], loss[idx])[0])
-    return np.asarray(ks)
-
-
 def clip_scaling(summary: pd.DataFrame, draws: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
-    """Per (source, eval set): k, B, k's bootstrap interval, and k / k_real with its interval."""
-    lo_q, hi_q = 50 * (1 - level), 50 * (1 + level)
-    rows, boots = [], {}
+    """Per (source, eval set): k, B, k's t interval (`fits.fit_power_law`), and k / k_real with
+    Fieller's interval (`fits.slope_ratio`); `k_interval` / `k_ratio_interval` name the method or say
+    why it is undetermined. `draws` and `seed` are unused (the intervals are analytic)."""
+    from synthscale import fits as F
+
+    rows, cells = [], {}
     for (source, eval_set), g in summary.groupby(["source", "eval_set"], sort=False):
         g = g.sort_values("n")
-        k, b = fit_loglog(g["n"], g["loss"])
-        ks = bootstrap_k(g["n"], g["loss"], draws, seed)
-        boots[(source, eval_set)] = ks
+        seeds = g["seed"] if "seed" in g.columns else pd.Series(0, index=g.index)
+        values = {(int(s), int(n)): float(v) for s, n, v in zip(seeds, g["n"], g["loss"])}
+        cells[(source, eval_set)] = values
+        pl = F.fit_power_law(g["n"], g["loss"], level)
+        at = g[g["n"] == g["n"].max()]
         rows.append(
             {
                 **clip_source_columns(source),
                 "eval_set": eval_set,
-                "k": k,
-                "B": b,
-                "k_lo": float(np.percentile(ks, lo_q)) if len(ks) else np.nan,
-                "k_hi": float(np.percentile(ks, hi_q)) if len(ks) else np.nan,
+                "k": pl["k"],
+                "B": pl["B"],
+                "k_lo": pl["k_low"],
+                "k_hi": pl["k_high"],
+                "k_interval": pl["k_interval"],
                 "n_points": len(g),
+                "n_values": pl["n_values"],
                 "n_min": int(g["n"].min()),
                 "n_max": int(g["n"].max()),
-                "loss_at_max_n": float(g["loss"].iloc[-1]),
-                "top1_at_max_n": float(g["top1"].iloc[-1]),
+                "loss_at_max_n": float(at["loss"].mean()),
+                "top1_at_max_n": float(at["top1"].mean()),
             }
         )
     out = pd.DataFrame(rows)
-    ratio, rlo, rhi = [], [], []
+    ratio, rlo, rhi, how = [], [], [], []
     for r in out.itertuples():
-        real = boots.get(("real", r.eval_set))
-        real_k = out[(out["source"] == "real") & (out["eval_set"] == r.eval_set)]["k"]
-        if real is None or real_k.empty or real_k.iloc[0] == 0:
-            ratio.append(np.nan), rlo.append(np.nan), rhi.append(np.nan)
+        real = cells.get(("real", r.eval_set))
+        if real is None or r.kind == "real":
+            ratio.append(np.nan), rlo.append(np.nan), rhi.append(np.nan), how.append("")
             continue
-        ratio.append(r.k / real_k.iloc[0])
-        mine = boots[(r.source, r.eval_set)]
-        m = min(len(mine), len(real))
-        rs = mine[:m] / np.where(real[:m] == 0, np.nan, real[:m])
-        rs = rs[np.isfinite(rs)]
-        rlo.append(float(np.percentile(rs, lo_q)) if len(rs) else np.nan)
-        rhi.append(float(np.percentile(rs, hi_q)) if len(rs) else np.nan)
-    out["k_ratio_to_real"], out["k_ratio_lo"], out["k_ratio_hi"] = ratio, rlo, rhi
+        res = F.slope_ratio(cells[(r.source, r.eval_set)], real, level)
+        ratio.append(res["ratio"]), rlo.append(res["ratio_low"]), rhi.append(res["ratio_high"])
+        how.append(res["ratio_interval"])
+    out["k_ratio_to_real"], out["k_ratio_lo"], out["k_ratio_hi"], out["k_ratio_interval"] = ratio, rlo, rhi, how
     return out
 
 
@@ -182,11 +158,12 @@ def plot_clip_scaling(summary: pd.DataFrame, path: str | os.PathLike, metric: st
     save(fig, path)
 
 
-def _interval(lo: float, hi: float, n_points: int | None) -> str:
+def _interval(lo: float, hi: float, n_points: int | None, how: Any = "") -> str:
+    how = how if isinstance(how, str) and how else "undetermined"
     if np.isnan(lo) or np.isnan(hi):
-        return f"(no interval: {n_points} N values)" if n_points is not None else "(no interval)"
-    where = f", {n_points} N values" if n_points is not None else ""
-    return f"(95% bootstrap interval [{lo:.3f}, {hi:.3f}]{where})"
+        return f"(no interval, {how})"
+    where = f", {n_points} points" if n_points is not None else ""
+    return f"(95% interval [{lo:.3f}, {hi:.3f}]: {how}{where})"
 
 
 def clip_findings(summary: pd.DataFrame, scaling: pd.DataFrame, n_classes: int, reference_set: str) -> list[str]:
@@ -206,18 +183,20 @@ def clip_findings(summary: pd.DataFrame, scaling: pd.DataFrame, n_classes: int, 
     for e, g in scaling.groupby("eval_set", sort=False):
         r = g[g["kind"] == "real"]
         for row in g[g["kind"] != "real"].itertuples():
-            if row.n_points < 3:
+            if getattr(row, "n_values", row.n_points) < 3:
                 # two points fix a line exactly: no interval, and a ratio to a near-zero real slope explodes
-                out.append(f"On {e}, {_label(row.source)} has only {row.n_points} N values, so its zero-shot "
+                out.append(f"On {e}, {_label(row.source)} has only {getattr(row, 'n_values', row.n_points)} N values, so its zero-shot "
                            f"slope (k = {row.k:.3f}) has no interval and is not compared with real's: add "
                            "clip.n_images values to fit it.")
                 continue
-            s = f"On {e}, {_label(row.source)} scales with k = {row.k:.3f} {_interval(row.k_lo, row.k_hi, row.n_points)}"
+            s = (f"On {e}, {_label(row.source)} scales with k = {row.k:.3f} "
+                 f"{_interval(row.k_lo, row.k_hi, row.n_points, getattr(row, 'k_interval', ''))}")
             if len(r):
                 real_row = r.iloc[0]
                 s += (f" against real's k = {real_row['k']:.3f} "
-                      f"{_interval(real_row['k_lo'], real_row['k_hi'], real_row['n_points'])}: "
-                      f"a ratio of {row.k_ratio_to_real:.2f} {_interval(row.k_ratio_lo, row.k_ratio_hi, None)}")
+                      f"{_interval(real_row['k_lo'], real_row['k_hi'], real_row['n_points'], real_row.get('k_interval'))}"
+                      f": a ratio of {row.k_ratio_to_real:.2f} "
+                      f"{_interval(row.k_ratio_lo, row.k_ratio_hi, None, getattr(row, 'k_ratio_interval', ''))}")
             out.append(s + ".")
     # loss comparisons at the largest common N, per eval set
     for e, d in summary.groupby("eval_set", sort=False):

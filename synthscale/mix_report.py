@@ -184,24 +184,21 @@ def findings(effects: pd.DataFrame, rates: pd.DataFrame) -> list[str]:
     if not len(effects):
         return ["No mixed classifier has a real-only run at the same real N: nothing to compare."]
     e = effects.copy()
-    bases = set(e["noise_basis"])
-    if "seeds" in bases:
-        out.append(f"Noise: where the mixed runs have several training seeds, a difference counts as helped or "
-                   f"hurt only beyond 2 standard errors over seeds (up to {e.loc[e['noise_basis'] == 'seeds', 'noise'].max():.3f} top-1).")
-    if "real seeds" in bases:
-        rs = sorted(e.loc[e["noise_basis"] == "real seeds", "real_n"].unique())
-        out.append(f"Noise: at {', '.join(str(r) for r in rs)} real images the real-only runs have several seeds "
-                   f"and the mixed run one, so a difference counts only beyond 2 standard errors from the real-only "
-                   f"runs' seed spread (up to {e.loc[e['noise_basis'] == 'real seeds', 'noise'].max():.3f} top-1).")
-    if "curve" in bases:
-        c = e[e["noise_basis"] == "curve"]
-        where = "elsewhere " if len(bases) > 1 else ""
-        if c["noise"].max() > 0:
-            out.append(f"Noise: {where}one training seed per point, so a difference counts as helped or hurt only "
-                       f"beyond the largest reversal of a real-only curve over the eval sets ({c['noise'].max():.3f} top-1).")
-        else:
-            out.append(f"Noise: {where}one training seed per point and a monotone real-only curve (largest "
-                       "reversal 0.000), so there is no noise estimate: small differences may be seed noise.")
+    known = e[e["verdict"] != "undetermined"]
+    for (ev, ood), part in known.groupby(["eval_set", "ood"], sort=False):
+        r = part.iloc[0]
+        out.append(
+            f"Noise on {ev}{' (OOD)' if ood else ''}: one run's top-1 varies by {r['noise_sd']:.3f} (sd between "
+            f"training seeds, pooled over {r['noise_basis']}; {int(r['noise_df'])} df), so a mix counts as "
+            f"helped or hurt only beyond the t-quantile times the sd of the difference of means "
+            f"({part['noise'].min():.3f} to {part['noise'].max():.3f} top-1)."
+        )
+    if (e["verdict"] == "undetermined").any():
+        out.append(
+            f"{int((e['verdict'] == 'undetermined').sum())} of {len(e)} comparisons are undetermined: no "
+            "real-only N of their eval set has two training seeds, so there is no estimate of one run's "
+            "noise (set train.real_seeds to get one)."
+        )
     scarce_r = e.loc[~e["real_all"], "real_n"].min() if (~e["real_all"]).any() else None
     for label, part in [("scarce real", e[e["real_n"] == scarce_r]), ("full real", e[e["real_all"]])]:
         for _, row in part.sort_values(["ood", "eval_set", "synthetic_n"]).iterrows():
@@ -217,7 +214,8 @@ def findings(effects: pd.DataFrame, rates: pd.DataFrame) -> list[str]:
         out.append(
             f"Over all {len(part)} mixed classifiers on {'OOD' if ood else 'in-distribution'} sets: "
             f"{counts.get('helped', 0)} helped, {counts.get('hurt', 0)} hurt, "
-            f"{counts.get('within noise', 0)} within noise; top-1 changes range from "
+            f"{counts.get('within noise', 0)} within noise, {counts.get('undetermined', 0)} undetermined; "
+            f"top-1 changes range from "
             f"{part['delta_top1'].min():+.3f} to {part['delta_top1'].max():+.3f}."
         )
     if len(e) and (~e["real_all"]).any() and e["real_all"].any():

@@ -148,11 +148,8 @@ def all_multiples(mix: dict[str, Any]) -> list[float]:
 
 
 def noise_floor(n: Sequence[float], values: Sequence[float], higher_is_better: bool = True) -> float:
-    """The largest gap between the real-only curve and its monotone fit: how far one run strays.
-
-    With one training seed this is the only noise estimate the grid gives; 0 when the curve is
-    already monotone (then there is none).
-    """
+    """The largest gap between the real-only curve and its monotone fit (a description of the curve,
+    not a noise estimate: it is 0 wherever the curve is monotone, so verdicts do not use it)."""
     order = np.argsort(np.asarray(n, float))
     y = np.asarray(values, float)[order]
     if len(y) < 2:
@@ -160,26 +157,42 @@ def noise_floor(n: Sequence[float], values: Sequence[float], higher_is_better: b
     return float(np.max(np.abs(y - monotone(np.asarray(n, float)[order], y, higher_is_better))))
 
 
-def mix_effects(summary: pd.DataFrame, mix: dict[str, Any]) -> pd.DataFrame:
+def pooled_seed_sd(real: pd.DataFrame, metric: str = "top1") -> tuple[float, int, list[int]]:
+    """The sd of one run's `metric` between training seeds, pooled over the real-only grid N values
+    that have >= 2 seeds: sqrt(sum (n_i - 1) s_i^2 / sum (n_i - 1)). Returns (sd, df, those N values);
+    (NaN, 0, []) where no N has two seeds. The full real set (n_label "all") is not a grid run."""
+    if "seed" not in real.columns:
+        return np.nan, 0, []
+    grid = real[real["n_label"].astype(str) != "all"] if "n_label" in real.columns else real
+    ss, df, used = 0.0, 0, []
+    for n, g in grid.groupby("real_n", sort=True):
+        v = g.groupby("seed")[metric].mean()
+        if len(v) >= 2:
+            ss += float(((v - v.mean()) ** 2).sum())
+            df += len(v) - 1
+            used.append(int(n))
+    return (float(np.sqrt(ss / df)) if df else np.nan), df, used
+
+
+def mix_effects(summary: pd.DataFrame, mix: dict[str, Any], level: float = 0.95) -> pd.DataFrame:
     """Each mixed classifier against real-only at the same real_n: delta of top-1 and loss.
 
-    `verdict` is helped / hurt / within noise, the noise being 2 standard errors of the difference:
-    from both sides' seed spreads when the mix has several seeds ("seeds"), from the real-only runs'
-    seed spread when only they have several ("real seeds"), else the largest `noise_floor` of the
-    real-only curves over the eval sets ("curve").
+    The noise of one run is the seed sd of top-1 pooled over the real-only grid runs (`pooled_seed_sd`,
+    per eval set; with several seeds the mix's own seed spread joins the pool). The difference between
+    the mix's mean over its n_m seeds and real-only's over its n_r is compared with
+    t(level, pooled df) * sd * sqrt(1/n_m + 1/n_r), the `noise` column. `verdict`: helped / hurt beyond
+    it, within noise inside it, undetermined where no N has two seeds (no noise estimate).
     """
+    from scipy import stats
+
     from synthscale.plan import parse_source
 
     rows = []
     seed_col = "seed" if "seed" in summary.columns else None
-    # one seed: the largest reversal of any eval set's real-only curve (a monotone curve shows none)
-    floor = 0.0
-    for _, ev in summary[summary["kind"] == "real"].groupby("eval_set"):
-        c = ev.groupby("real_n")["top1"].mean()
-        floor = max(floor, noise_floor(c.index, c.to_numpy()))
     for eval_set, ev in summary.groupby("eval_set", sort=False):
         real = ev[ev["kind"] == "real"]
         curve = real.groupby("real_n")[["top1", "loss"]].mean()
+        sd, df, used = pooled_seed_sd(real)
         for (source, n_label), g in ev[ev["kind"] == "mix"].groupby(["source", "n_label"], sort=False):
             first = g.iloc[0]
             r, syn = int(first["real_n"]), int(first["synthetic_n"])
@@ -187,16 +200,21 @@ def mix_effects(summary: pd.DataFrame, mix: dict[str, Any]) -> pd.DataFrame:
                 continue
             top1, loss = float(g["top1"].mean()), float(g["loss"].mean())
             delta = top1 - float(curve.loc[r, "top1"])
-            noise, basis = floor, "curve"
-            base = real[real["real_n"] == r]["top1"]
-            if seed_col and g[seed_col].nunique() > 1:
-                se = np.sqrt(g["top1"].var(ddof=1) / len(g) + base.var(ddof=1) / max(len(base), 1))
-                noise, basis = float(2 * se) if np.isfinite(se) else floor, "seeds"
-            elif seed_col and real.loc[base.index, seed_col].nunique() > 1:
-                # the real-only runs have seeds and the mix has one: their seed sd stands for both
-                se = base.std(ddof=1) * np.sqrt(1 / len(g) + 1 / len(base))
-                noise, basis = float(2 * se), "real seeds"
-            verdict = "within noise" if abs(delta) <= noise else ("helped" if delta > 0 else "hurt")
+            base = real[real["real_n"] == r]
+            n_r = int(base[seed_col].nunique()) if seed_col else 1
+            n_m = int(g[seed_col].nunique()) if seed_col else 1
+            s, d, basis = sd, df, f"real-only seeds at N = {', '.join(map(str, used))}" if used else ""
+            if n_m > 1:  # the mix's own seeds join the pool
+                v = g.groupby(seed_col)["top1"].mean()
+                ss = (0.0 if not df else sd**2 * df) + float(((v - v.mean()) ** 2).sum())
+                d = df + n_m - 1
+                s = float(np.sqrt(ss / d))
+                basis = (basis + " and " if basis else "") + "the mix's own seeds"
+            if d > 0 and np.isfinite(s):
+                noise = float(stats.t.ppf(0.5 + level / 2, d) * s * np.sqrt(1 / n_m + 1 / n_r))
+                verdict = "within noise" if abs(delta) <= noise else ("helped" if delta > 0 else "hurt")
+            else:
+                noise, verdict, basis = np.nan, "undetermined", "none: no N has two seeds"
             rows.append(
                 {
                     "source": source,
@@ -213,6 +231,10 @@ def mix_effects(summary: pd.DataFrame, mix: dict[str, Any]) -> pd.DataFrame:
                     "loss_real_only": float(curve.loc[r, "loss"]),
                     "loss": loss,
                     "delta_loss": loss - float(curve.loc[r, "loss"]),
+                    "seeds_mix": n_m,
+                    "seeds_real_only": n_r,
+                    "noise_sd": s if d > 0 else np.nan,
+                    "noise_df": int(d),
                     "noise": noise,
                     "noise_basis": basis,
                     "verdict": verdict,
@@ -236,7 +258,7 @@ def read_rates(path: str | os.PathLike) -> pd.DataFrame:
         df = pd.read_csv(path)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
-    for c in ("censored", "amount", "verdict", "set", "source"):
+    for c in ("censored", "amount", "verdict", "set", "source", "noise_basis"):
         if c in df:
             df[c] = df[c].fillna("").astype(str)
     return df

@@ -77,6 +77,19 @@ def _n(v: float) -> str:
     return f"{v:,.0f}" if v < 1e7 else f"{v:.2e}"
 
 
+def _how(row: Any, name: str) -> str:
+    """How an interval was made, or why it is undetermined (the `{name}_interval` column)."""
+    v = row.get(f"{name}_interval", "") if hasattr(row, "get") else ""
+    return str(v) if isinstance(v, str) and v else "undetermined"
+
+
+def _n_interval(row: Any) -> str:
+    lo, hi = row["n_target_low"], row["n_target_high"]
+    if isinstance(lo, float) and isinstance(hi, float) and np.isnan(lo) and np.isnan(hi):
+        return f"(interval {_how(row, 'n_target')})"
+    return f"[{_n(lo)}, {_n(hi)}]"
+
+
 def set_label(row: pd.Series | dict, with_generator: bool = True) -> str:
     g = f"{row['strategy']}, g={float(row['guidance']):g}"
     return f"{row['generator']}: {g}" if with_generator else g
@@ -289,7 +302,7 @@ def plot_per_class_slope(per_class: pd.DataFrame, path: str | os.PathLike, rho: 
             sns.regplot(data=d, x="f1", y="slope", scatter=False, ax=ax, color="grey")
     title = "per-class recognizability vs scaling slope"
     if rho is not None and np.isfinite(rho):
-        title += f" (Spearman {rho:.2f})"
+        title += f" (within-set Spearman {rho:.2f})"
     ax.set_title(title)
     ax.set_xlabel("per-class recognizability (judge F1)")
     ax.set_ylabel("per-class scaling slope k (loss ~ N^-k)")
@@ -378,8 +391,8 @@ def scaling_findings(summary: pd.DataFrame, fits: pd.DataFrame, n_classes: int) 
         half = (r["k_high"] - r["k_low"]) / 2
         out.append(
             f"Scaling ability k of real images (loss ~ B N^-k on {r['eval_set']}): k = {r['k']:.3f}, "
-            + (f"95% bootstrap interval [{r['k_low']:.3f}, {r['k_high']:.3f}] (half-width {half:.3f}) from "
-               if np.isfinite(half) else "no interval from ")
+            + (f"95% interval [{r['k_low']:.3f}, {r['k_high']:.3f}] (half-width {half:.3f}; {_how(r, 'k')}) from "
+               if np.isfinite(half) else f"interval {_how(r, 'k')}, from ")
             + f"{int(r['points'])} (seed, N) points over {int(r['n_values'])} N values and {int(r['seeds'])} "
             f"seed{'s' if int(r['seeds']) > 1 else ''} (Fan et al. on ImageNet: about 0.53)."
         )
@@ -394,18 +407,23 @@ def scaling_findings(summary: pd.DataFrame, fits: pd.DataFrame, n_classes: int) 
                 "lower": "lower than real's (the ratio interval lies below 1)",
                 "higher": "higher than real's (the ratio interval lies above 1)",
                 "no": "not distinguishable from real's (the ratio interval contains 1)",
-            }.get(s["differs_from_real"], "not compared with real's (no ratio interval: too few points, or real k <= 0)")
-            disjoint = str(s["k_intervals_disjoint"])
+            }.get(s["differs_from_real"], "undetermined against real's (no ratio interval)")
+            seeds = int(s["seeds"]) if "seeds" in s else 0
+            k_part = (f"k = {s['k']:.3f} [{_f(s['k_low'])}, {_f(s['k_high'])}]" if np.isfinite(s["k_low"])
+                      else f"k = {s['k']:.3f}, interval")
             out.append(
-                f"{s['source']}: k = {s['k']:.3f} [{_f(s['k_low'])}, {_f(s['k_high'])}], ratio to real "
-                f"{_f(s['ratio'], 2)} [{_f(s['ratio_low'], 2)}, {_f(s['ratio_high'], 2)}]: {verdict}"
-                + ("; k intervals disjoint." if disjoint == "True" else "; k intervals overlap." if disjoint == "False" else ".")
+                f"{s['source']} ({seeds} seed{'s' if seeds != 1 else ''}): {k_part} ({_how(s, 'k')}); ratio to "
+                f"real {_f(s['ratio'], 2)}"
+                + (f" [{_f(s['ratio_low'], 2)}, {_f(s['ratio_high'], 2)}] ({_how(s, 'ratio')})"
+                   if np.isfinite(s["ratio_low"]) else f", interval {_how(s, 'ratio')}")
+                + f": {verdict}."
             )
         counts = fs["differs_from_real"].value_counts()
         lower, higher, same = (int(counts.get(k, 0)) for k in ("lower", "higher", "no"))
         out.append(
             f"In distribution, {lower} of {len(fs)} synthetic slopes are lower than real's, {higher} higher, "
-            f"{same} not distinguishable at 95%, and {len(fs) - lower - higher - same} not compared."
+            f"{same} not distinguishable at 95%, and {len(fs) - lower - higher - same} undetermined (no ratio "
+            "interval: too few shared N values or residual df, or real's slope not distinguishable from 0)."
         )
         if lower * 2 > len(fs):
             out.append(
@@ -416,9 +434,18 @@ def scaling_findings(summary: pd.DataFrame, fits: pd.DataFrame, n_classes: int) 
     if "form" in f and len(f):
         sat = int((f["form"] == "saturating").sum())
         out.append(
-            f"The saturating form E + B N^-k fits better than the power law (lower AICc) for {sat} of "
-            f"{len(f)} in-distribution loss fits."
+            f"The saturating form E + B N^-k fits better than the power law (lower AICc, both by least squares "
+            f"on log loss) for {sat} of {len(f)} in-distribution loss fits."
         )
+        if "k_sat_low" in f:
+            known = f[np.isfinite(f["k_sat_low"].astype(float))]
+            why = sorted({_how(r, "k_sat") for _, r in f.iterrows() if not np.isfinite(float(r["k_sat_low"]))})
+            out.append(
+                f"The saturating form's k has a 95% interval for {len(known)} of {len(f)} fits"
+                + (f" (e.g. {known.iloc[0]['source']}: k = {known.iloc[0]['k_sat']:.3f} "
+                   f"[{known.iloc[0]['k_sat_low']:.3f}, {known.iloc[0]['k_sat_high']:.3f}])" if len(known) else "")
+                + (f"; the others are {'; '.join(why)}" if why else "") + "."
+            )
     if len(fs) and fs["generator"].nunique():
         for gen, g in fs.groupby("generator"):
             by_g = g.groupby("guidance")["k"].agg(["mean", "count"])
@@ -434,13 +461,10 @@ def scaling_findings(summary: pd.DataFrame, fits: pd.DataFrame, n_classes: int) 
         parts = []
         if len(r):
             r = r.iloc[0]
-            parts.append(f"real needs N = {_n(r['n_target'])} [{_n(r['n_target_low'])}, {_n(r['n_target_high'])}]")
+            parts.append(f"real needs N = {_n(r['n_target'])} {_n_interval(r)}")
         if len(s):
             b = s.iloc[0]
-            parts.append(
-                f"the closest synthetic set ({b['source']}) N = {_n(b['n_target'])} "
-                f"[{_n(b['n_target_low'])}, {_n(b['n_target_high'])}]"
-            )
+            parts.append(f"the closest synthetic set ({b['source']}) N = {_n(b['n_target'])} {_n_interval(b)}")
         if parts:
             out.append(f"Extrapolated to reach {what} on {g['eval_set'].iloc[0]}: " + "; ".join(parts) + ".")
     return out
@@ -522,9 +546,9 @@ def quality_findings(
         out.append(f"Lowest FID {b['fid']:.2f}: {set_label(b)}.")
     if per_class_rho is not None and np.isfinite(per_class_rho):
         out.append(
-            f"Across {per_class_points} (set, class) points, the Spearman correlation between per-class "
-            f"recognizability and per-class scaling slope is {per_class_rho:.2f} (the paper reports a "
-            "positive one)."
+            f"Within each synthetic set, over its classes ({per_class_points} (set, class) points in all), the "
+            f"Spearman correlation between per-class recognizability and per-class scaling slope averages "
+            f"{per_class_rho:.2f} over sets (the paper reports a positive one)."
         )
     else:
         out.append(f"Per-class recognizability and slope could not be correlated ({per_class_points} points).")

@@ -65,7 +65,9 @@ def test_findings_state_numbers_and_compare_every_slope_with_real(rng):
     import re
 
     for gen in ("a", "b"):
-        assert re.search(rf"synthetic/{gen}/g2/classname: k = 0\.\d+ \[0\.\d+, 0\.\d+\], ratio to real 0\.\d+", text)
+        assert re.search(rf"synthetic/{gen}/g2/classname \(3 seeds\): k = 0\.\d+ \[0\.\d+, 0\.\d+\] "
+                         rf"\(t(, from the fit residuals, 10 df| on the per-N means \(lack of fit shown\), 2 df)\); "
+                         rf"ratio to real 0\.\d+ \[0\.\d+, 0\.\d+\] \(Fieller, 4 shared N, (10|2) df\)", text)
     assert "lower than real's" in text
     assert "2 of 2 synthetic slopes are lower than real's" in text
     assert "mean over 3 training seeds" in text
@@ -76,6 +78,19 @@ def test_findings_state_numbers_and_compare_every_slope_with_real(rng):
     same.loc[same["kind"] == "synthetic", "loss"] = same.loc[same["kind"] == "real", "loss"].to_numpy()
     text_same = " ".join(report.scaling_findings(same, scaling_fits(same, n_draws=500), 10))
     assert "Hypothesis" not in text_same and "not distinguishable from real's" in text_same
+
+
+def test_findings_say_undetermined_and_one_seed_where_the_design_cannot_show_more(rng):
+    """One seed at 2 N for the synthetic set: its k has no interval and its ratio is undetermined;
+    the sentence says so instead of calling it lower or higher than real's."""
+    summary = _summary(gens=("a",), seeds=1, noise=0.05, rng=rng)
+    summary = summary[(summary["kind"] == "real") | summary["n"].isin([30, 300])]
+    text = " ".join(report.scaling_findings(summary, scaling_fits(summary), 10))
+    assert "synthetic/a/g2/classname (1 seed): k = 0." in text
+    assert "undetermined: 2 points leave no residual df" in text
+    assert "undetermined against real's (no ratio interval)" in text
+    assert "0 of 1 synthetic slopes are lower than real's" in text and "1 undetermined" in text
+    assert "t, one seed per N: from the fit residuals, 2 df" in text  # real: 1 seed at 4 N
 
 
 def test_two_generators_get_one_line_each_in_the_scaling_plot():

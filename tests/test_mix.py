@@ -420,9 +420,10 @@ def test_effects_findings_and_figures(tmp_path):
     mix = {"real_n": [10, "all"], "synthetic_multiples": [1, 3]}
     effects = mix_effects(summary, mix)
     e = effects[effects.eval_set == "test"].set_index("synthetic_n")
-    assert e.loc[30, "delta_top1"] == pytest.approx(0.3) and e.loc[30, "verdict"] == "helped"
-    assert e.loc[30, "amount"] == "+3x" and e.loc[10, "amount"] == "+1x"
-    assert e.loc[1000, "verdict"] == "hurt" and bool(e.loc[1000, "real_all"])
+    assert e.loc[30, "delta_top1"] == pytest.approx(0.3) and e.loc[30, "amount"] == "+3x"
+    assert e.loc[10, "amount"] == "+1x" and bool(e.loc[1000, "real_all"])
+    # one seed everywhere: no estimate of one run's noise, so no change is called helped or hurt
+    assert (effects["verdict"] == "undetermined").all() and effects["noise"].isna().all()
     rates = exchange_rates(summary)
     # the tables survive their CSV round trip
     effects.to_csv(tmp_path / "e.csv", index=False)
@@ -431,8 +432,9 @@ def test_effects_findings_and_figures(tmp_path):
     lines = findings(effects, rates)
     text = "\n".join(lines)
     assert "Scarce real (10 real images), test: adding 30 synthetic images (+3x" in text
-    assert "from 0.200 to 0.500 (+0.300)" in text and "helped" in text
-    assert "Full real (1000 real images), test: adding 1000 synthetic images" in text and "hurt" in text
+    assert "from 0.200 to 0.500 (+0.300)" in text and "undetermined" in text
+    assert "Full real (1000 real images), test: adding 1000 synthetic images" in text
+    assert ": helped." not in text and ": hurt." not in text
     assert all(re.search(r"\d", s) for s in lines), "every finding states a number"
     for fn, args in [(plot_scarce_real, (summary, mix)), (plot_augmentation, (summary,))]:
         fn(*args, tmp_path / f"{fn.__name__}.png", 0.1)
@@ -514,26 +516,44 @@ def test_a_mix_worse_than_its_real_part_is_said_to_hurt():
     assert good.startswith("25 real images [0, 40]")
 
 
-def test_noise_comes_from_the_real_only_seeds_when_only_they_have_several():
-    """5 real-only seeds at real_n 10, one mixed run: the noise is 2 standard errors of a difference
-    between one run and the mean of 5, from the real-only seed sd; a delta inside it is within noise."""
+def test_noise_is_the_pooled_single_run_seed_sd_with_t_quantiles():
+    """Real-only seeds at real_n 10 (5 seeds) and 100 (3 seeds), one mixed run per point: one run's
+    noise is the seed sd pooled over both N (6 df), the threshold t(0.975, 6) * sd * sqrt(1 + 1/n_r),
+    computed here by hand; a delta inside it is within noise, beyond it helped or hurt."""
+    from scipy import stats
+
     from synthscale.mix_report import findings
 
     one = _summary()
-    extra = one[(one["source"] == "real") & (one["n_label"] == "10")]
-    spread = [extra.assign(seed=s, top1=extra["top1"] + d) for s, d in zip(range(1, 5), (0.1, -0.1, 0.2, -0.2))]
-    summary = pd.concat([one, *spread], ignore_index=True)
+    parts = [one]
+    for n_label, devs in (("10", (0.07, -0.07, 0.14, -0.14)), ("100", (0.035, -0.035))):
+        extra = one[(one["source"] == "real") & (one["n_label"] == n_label)]
+        parts += [extra.assign(seed=s, top1=extra["top1"] + d) for s, d in zip(range(1, 5), devs)]
+    summary = pd.concat(parts, ignore_index=True)
     effects = mix_effects(summary, {"real_n": [10, "all"], "synthetic_multiples": [1, 3]})
+    test = summary[(summary.source == "real") & (summary.eval_set == "test")]
+    a, b = test[test.n_label == "10"]["top1"], test[test.n_label == "100"]["top1"]
+    sd = np.sqrt((4 * a.var(ddof=1) + 2 * b.var(ddof=1)) / 6)
     scarce = effects[(effects.real_n == 10) & (effects.eval_set == "test")].set_index("synthetic_n")
-    real = summary[(summary.source == "real") & (summary.n_label == "10") & (summary.eval_set == "test")]["top1"]
-    expected = 2 * real.std(ddof=1) * np.sqrt(1 + 1 / 5)
-    assert (scarce["noise_basis"] == "real seeds").all()
+    expected = stats.t.ppf(0.975, 6) * sd * np.sqrt(1 + 1 / 5)
+    assert scarce["noise_df"].tolist() == [6, 6] and scarce["noise_sd"].tolist() == pytest.approx([sd] * 2)
     assert scarce["noise"].tolist() == pytest.approx([expected] * 2)
-    mean = real.mean()
-    for n, row in scarce.iterrows():
-        assert row["delta_top1"] == pytest.approx(row["top1"] - mean)
-        assert row["verdict"] == ("within noise" if abs(row["top1"] - mean) <= expected else "helped")
-    assert (effects[effects.real_all]["noise_basis"] == "curve").all()  # the full set has one seed
+    for _, row in scarce.iterrows():
+        d = row["top1"] - a.mean()
+        assert row["delta_top1"] == pytest.approx(d)
+        assert row["verdict"] == ("within noise" if abs(d) <= expected else "helped" if d > 0 else "hurt")
+    assert set(scarce["verdict"]) == {"within noise", "helped"}  # +0.15 inside, +0.30 beyond
+    # the full set has one real-only run: the same pooled sd, one run against one run
+    full = effects[(effects.real_all) & (effects.eval_set == "test")].iloc[0]
+    assert full["noise"] == pytest.approx(stats.t.ppf(0.975, 6) * sd * np.sqrt(2))
     text = "\n".join(findings(effects, exchange_rates(summary)))
-    assert "at 10 real images the real-only runs have several seeds" in text
-    assert "Noise: elsewhere one training seed per point" in text
+    assert "pooled over real-only seeds at N = 10, 100; 6 df" in text
+
+
+def test_monotone_single_seed_curve_gives_undetermined_not_helped():
+    """The old floor (largest reversal of the real-only curve) was 0 on a monotone curve, so a tiny
+    change counted as helped or hurt; with no seed replicates there is no noise estimate at all."""
+    summary = _summary()
+    summary.loc[summary.source.str.startswith("mix/real10"), "top1"] += 0.001 - 0.15
+    effects = mix_effects(summary, {"real_n": [10, "all"], "synthetic_multiples": [1, 3]})
+    assert set(effects["verdict"]) == {"undetermined"}
