@@ -569,6 +569,18 @@ class EvalStream(torch.utils.data.IterableDataset):
             yield tf(decode(raw)), y
 
 
+def ignore_stop_signals(_worker_id: int = 0) -> None:
+    """A loader worker's init: ignore SIGTERM and SIGINT. SLURM signals every process of a job before
+    its time limit (a terminal's Ctrl-C, the whole foreground group): a worker that died of it would
+    take the main process down ("DataLoader worker killed") before it saved its checkpoint. The main
+    process stops its workers itself; a worker whose main process died exits on its own (torch's
+    watchdog)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _loader(
     ds, batch_size: int, recipe: dict[str, Any], workers: int, persistent: bool = False
 ) -> torch.utils.data.DataLoader:
@@ -578,6 +590,7 @@ def _loader(
             "prefetch_factor": int(recipe.get("prefetch_factor", 2)),
             "persistent_workers": persistent,
             "multiprocessing_context": "fork" if _can_fork() else None,
+            "worker_init_fn": ignore_stop_signals,
         }
     return torch.utils.data.DataLoader(
         ds,
