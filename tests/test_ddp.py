@@ -49,3 +49,106 @@ def test_two_process_ddp_matches_one_process(tmp_path, digits_16):
     assert diff < TOL, f"DDP and single-process parameters differ by {diff}"
     assert np.allclose(log1["train_loss"], log2["train_loss"], atol=1e-4)
     assert not (ddp / "ckpt.pt").exists()
+
+
+# ------------------------------------------------------------------ the GPU path's process group
+
+
+def test_a_cuda_run_reduces_cpu_tensors_on_gloo_and_cuda_tensors_on_nccl(monkeypatch, tmp_path):
+    """NCCL reduces CUDA tensors only: torchrun ranks of a CUDA run init the group as torch documents
+    for mixed tensors, "cpu:gloo,cuda:nccl" (plain "nccl" crashed at the first step on the loop's
+    CPU control values). main() is run with the collective and CUDA calls stubbed: no GPU needed."""
+    import json
+
+    import synthscale.train as train
+
+    seen = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend: seen.setdefault("backend", backend))
+    monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda: None)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: seen.setdefault("cuda", d))
+    monkeypatch.setattr(train, "train_model", lambda **kw: seen.setdefault("device", kw["device"]))
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"parts": [], "device": "cuda"}))
+    assert train.main(str(spec)) == 0
+    assert seen == {"backend": "cpu:gloo,cuda:nccl", "cuda": "cuda:1", "device": "cuda:1"}
+    seen.clear()
+    spec.write_text(json.dumps({"parts": [], "device": "cpu"}))
+    train.main(str(spec))
+    assert seen["backend"] == "gloo" and seen["device"] == "cpu"
+
+
+# NCCL's reduction types (ncclDataType_t): what a reduced device tensor may hold
+NCCL_DTYPES = {torch.int8, torch.uint8, torch.int32, torch.int64, torch.float16, torch.bfloat16,
+               torch.float32, torch.float64}
+
+
+def _rank_main(rank: int, world: int, port: int, out: str, images, labels, recipe: dict) -> None:
+    """One gloo rank of a 2-process run, recording what the loop reduces and draws."""
+    import json
+    import os
+
+    import timm.layers.drop as drop
+    from timm.data.mixup import Mixup
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    rec = {"reduced": [], "lam": [], "drop": []}
+    all_reduce, params, drop_path = torch.distributed.all_reduce, Mixup._params_per_batch, drop.drop_path
+
+    def record_reduce(t, *a, **k):
+        rec["reduced"].append([str(t.device), str(t.dtype)])
+        return all_reduce(t, *a, **k)
+
+    def record_lam(self):
+        lam, cutmix = params(self)
+        rec["lam"].append(float(lam))
+        return lam, cutmix
+
+    def record_drop(x, p=0.0, training=False, scale_by_keep=True):
+        y = drop_path(x, p, training, scale_by_keep)
+        if training and p > 0:
+            rec["drop"].append([bool(v) for v in (y.flatten(1).abs().sum(1) == 0)])
+        return y
+
+    torch.distributed.all_reduce, Mixup._params_per_batch, drop.drop_path = record_reduce, record_lam, record_drop
+    try:
+        train_model([{"arrays": (images, labels), "limit": None}], 10, recipe, 7, f"{out}/m.safetensors",
+                    f"{out}/log.csv", checkpoint_path=f"{out}/c.pt", progress=False)
+    finally:
+        torch.distributed.destroy_process_group()
+    with open(f"{out}/rank{rank}.json", "w") as f:
+        json.dump(rec, f)
+
+
+def test_ranks_draw_their_own_mixup_and_drop_path_and_reduce_on_the_model_device(tmp_path):
+    """Two gloo ranks with mixup, cutmix and drop-path: each step's mixup lambda and drop-path masks
+    differ between the ranks (one seed for all had every rank mix with the same lambda and box), and
+    every tensor the loop reduces is a CPU control value (gloo under "cpu:gloo,cuda:nccl") or lives on
+    the model's device in one of NCCL's types."""
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8)
+    labels = np.arange(64) % 10
+    recipe = {"arch": "resnet18", "model_kwargs": {"channels": [8, 16, 32, 64], "drop_path_rate": 0.5},
+              "input_size": 16, "epochs": 1, "min_steps": 4, "batch_size": 16, "lr": 0.003,
+              "mixup": 0.8, "cutmix": 1.0, "num_workers": 0}
+    mp.start_processes(_rank_main, args=(2, port, str(tmp_path), images, labels, recipe), nprocs=2,
+                       start_method="spawn")
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert len(r0["lam"]) == len(r1["lam"]) == 4, "one mixup draw per step (micro-batch 8 per rank)"
+    assert all(a != b for a, b in zip(r0["lam"], r1["lam"])), (r0["lam"], r1["lam"])
+    assert len(r0["drop"]) == len(r1["drop"]) > 0
+    assert r0["drop"] != r1["drop"], "the ranks drop the same paths"
+    for device, dtype in r0["reduced"] + r1["reduced"]:
+        assert device == "cpu" and getattr(torch, dtype.split(".")[1]) in NCCL_DTYPES, (device, dtype)
+    assert not (tmp_path / "c.pt").exists() and (tmp_path / "m.safetensors").exists()
