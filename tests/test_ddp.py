@@ -152,3 +152,59 @@ def test_ranks_draw_their_own_mixup_and_drop_path_and_reduce_on_the_model_device
     for device, dtype in r0["reduced"] + r1["reduced"]:
         assert device == "cpu" and getattr(torch, dtype.split(".")[1]) in NCCL_DTYPES, (device, dtype)
     assert not (tmp_path / "c.pt").exists() and (tmp_path / "m.safetensors").exists()
+
+
+def test_torchrun_ranks_share_the_jobs_threads(monkeypatch, tmp_path):
+    """8 ranks in a 64-thread job get 8 threads each (torch threads and OMP_NUM_THREADS of the
+    torchrun children), not 64 each on 64 cores."""
+    import json
+    import subprocess
+
+    launched = {}
+
+    class FakePopen:
+        def __init__(self, cmd, env):
+            launched.update(cmd=cmd, env=env)
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    monkeypatch.setenv("OMP_NUM_THREADS", "64")  # job_setup pins the job's threads in the environment
+    run_distributed({"parts": [], "threads": 64}, 8, tmp_path / "spec.json")
+    assert launched["env"]["OMP_NUM_THREADS"] == "8" and "--nproc_per_node=8" in launched["cmd"]
+    assert json.loads((tmp_path / "spec.json").read_text())["threads"] == 8
+    run_distributed({"parts": [], "threads": 3}, 8, tmp_path / "spec.json")
+    assert launched["env"]["OMP_NUM_THREADS"] == "1", "at least one thread per rank"
+
+
+def test_a_stopped_ddp_run_resumes_to_the_same_weights_and_log(tmp_path, digits_16):
+    """Two gloo ranks stopped mid-epoch: run_distributed raises Preempted (torchrun itself exits 1
+    whatever its ranks' codes), and the rerun reaches the uninterrupted DDP run's weights and log bit
+    for bit, the epoch's loss sums over both ranks included (rank 0 saves them)."""
+    import pandas as pd
+    import pytest
+    from test_train import write_digit_shards
+
+    from synthscale.train import Preempted
+
+    images, labels = digits_16
+    shards = write_digit_shards(tmp_path, images[:160], labels[:160], 40)
+    recipe = {"arch": "resnet18", "model_kwargs": {"channels": [8, 16, 32, 64]}, "input_size": 16, "epochs": 2,
+              "min_steps": 0, "batch_size": 32, "micro_batch_size": 16, "lr": 0.003, "pad_crop": 2,
+              "shuffle_buffer": 30, "num_workers": 0}
+
+    def spec(out, **kw):
+        return dict(parts=[{"shards": shards, "limit": None}], n_classes=10, recipe=recipe, seed=5,
+                    model_path=str(out / "m.safetensors"), log_path=str(out / "log.csv"),
+                    checkpoint_path=str(out / "c.pt"), device="cpu", progress=False, threads=2, **kw)
+
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    run_distributed(spec(ref), 2, ref / "spec.json")
+    with pytest.raises(Preempted):
+        run_distributed(spec(run, stop_after_steps=3), 2, run / "spec.json")  # 5 steps per epoch
+    assert (run / "c.pt").exists() and not (run / "m.safetensors").exists()
+    run_distributed(spec(run), 2, run / "spec.json")
+    assert (ref / "m.safetensors").read_bytes() == (run / "m.safetensors").read_bytes()
+    pd.testing.assert_frame_equal(pd.read_csv(ref / "log.csv").drop(columns="seconds"),
+                                  pd.read_csv(run / "log.csv").drop(columns="seconds"), check_exact=True)
