@@ -631,6 +631,19 @@ def epoch_size(parts: list[dict[str, Any]], mix: dict[str, Any] | None = None) -
     return sum(part_size(p) for p in parts)
 
 
+def useful_workers(parts: list[dict[str, Any]], workers: int, mix: dict[str, Any] | None = None) -> int:
+    """The loader workers that get data: at most this rank's shards of its largest part (of the real
+    part, which drives a `prob` mix). Shards are split by node, then by worker, so a worker past that
+    count would get no shard and idle (its start-up, memory and prefetch wasted): e.g. 32 shards on 8
+    ranks feed 4 workers each, not 8. In-memory parts split by sample: no cap. At least one worker."""
+    if workers <= 1 or any("arrays" in p for p in parts):
+        return workers
+    rank, world = _rank()
+    driving = parts[:1] if (mix or {}).get("mode") == "prob" else parts
+    most = max(len(nested_shards(p["shards"], p.get("limit"))[rank::world]) for p in driving)
+    return max(1, min(workers, most))
+
+
 def build_train_loader(
     parts: list[dict[str, Any]],
     recipe: dict[str, Any],
@@ -659,11 +672,13 @@ def build_train_loader(
         reshuffled when it runs out.
     Epoch length (`epoch_size`): every image of every part (concat) or the real part's count (prob).
     batch_size: per device and pass (default recipe["micro_batch_size"] or recipe["batch_size"]).
-    num_workers: default recipe["num_workers"]. A worker's last batch may be short.
+    num_workers: default recipe["num_workers"], capped by `useful_workers`. A worker's last batch
+        may be short.
     persistent: keep the workers across iterations (`TrainLoader` sets the epoch of each).
     """
     bs = batch_size or recipe.get("micro_batch_size") or recipe["batch_size"]
     workers = recipe.get("num_workers", 0) if num_workers is None else num_workers
+    workers = useful_workers(parts, int(workers), mix)
     ds = TrainStream(parts, recipe, seed, epoch, mix=mix, batch_size=bs, shuffle=shuffle)
     return _loader(ds, bs, recipe, int(workers), persistent=persistent)
 
