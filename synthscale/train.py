@@ -326,7 +326,9 @@ def train_model(
                 state["step"] += 1
                 state["batches"] += len(batches)
                 state["seen"] += int(seen_now)
-                running += torch.stack([loss_sum, correct, loss_sum.new_tensor(float(local))])
+                running[0] += loss_sum  # (a python number added on the device: no host-to-device copy)
+                running[1] += correct
+                running[2] += local
                 bar.update(1)
                 if state["step"] % SYNC_EVERY == 0:  # a sync point between epochs: check, show the loss
                     sums = _finite_sums(running, world, state, total, recipe, dev_type)
