@@ -163,12 +163,11 @@ def enable_fast_cuda_math() -> None:
     """cuDNN autotuning and TF32 matmuls/convolutions (CUDA runs only: kernel choice then depends on
     timing, so GPU runs are not bit-reproducible; CPU runs are untouched)."""
     torch.backends.cudnn.benchmark = True
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch >= 2.9
-        torch.backends.cuda.matmul.fp32_precision = "tf32"
-        torch.backends.cudnn.conv.fp32_precision = "tf32"
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    # TF32 matmuls; cuDNN convolutions use TF32 by default. (Setting only the per-backend
+    # `fp32_precision` of torch >= 2.9 makes torch.get_float32_matmul_precision(), which inductor
+    # reads, raise on a "mix of the legacy and new APIs": this call keeps both views consistent.)
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.allow_tf32 = True
 
 
 def train_model(

@@ -410,3 +410,19 @@ def test_fewer_shards_than_workers_start_fewer_workers(tmp_path, digits_16):
     x8, y8 = _epoch(parts, recipe, 3, 0, workers=8)
     x3, y3 = _epoch(parts, recipe, 3, 0, workers=3)
     assert len(y8) == 90 and torch.equal(x8, x3) and torch.equal(y8, y3)
+
+
+def test_cuda_speed_switches_leave_torch_precision_readable(monkeypatch):
+    """A CUDA run turns on cuDNN autotuning and TF32 matmuls and convolutions, through an API that keeps
+    torch.get_float32_matmul_precision() (read by inductor) answering instead of raising."""
+    from synthscale.train import enable_fast_cuda_math
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)  # restored after
+    old = torch.get_float32_matmul_precision()
+    try:
+        enable_fast_cuda_math()
+        assert torch.backends.cudnn.benchmark and torch.backends.cudnn.allow_tf32
+        assert torch.get_float32_matmul_precision() == "high" and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.set_float32_matmul_precision(old)
+    assert torch.get_float32_matmul_precision() == old
