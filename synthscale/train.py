@@ -503,12 +503,24 @@ def run_distributed(spec: dict[str, Any], nproc: int, spec_path: str | os.PathLi
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "synthscale.train", str(spec_path)]
     proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    got: list[int] = []
+
+    def forward(signum, _frame):
+        # once: SLURM signals torchrun too, and a second signal cuts torchrun's wait for its ranks short
+        if not got:
+            proc.send_signal(signum)
+        got.append(signum)
+
     old = {}
     with contextlib.suppress(ValueError):  # signal handlers can be set from the main thread only
         for s in (signal.SIGTERM, signal.SIGINT):
-            old[s] = signal.signal(s, lambda signum, _f: proc.send_signal(signum))
+            old[s] = signal.signal(s, forward)
     try:
         rc = proc.wait()
+        # torchrun may be gone while its signalled ranks still finish their step and save
+        deadline = time.monotonic() + STOP_WAIT_S
+        while rc != 0 and got and not stop_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -520,6 +532,7 @@ def run_distributed(spec: dict[str, Any], nproc: int, spec_path: str | os.PathLi
 
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: stopped after saving a checkpoint; rerun to resume
+STOP_WAIT_S = 30  # after a signal, how long run_distributed waits for the ranks' checkpoint (SLURM's KillWait)
 
 
 def main(spec_path: str) -> int:

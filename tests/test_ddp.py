@@ -208,3 +208,67 @@ def test_a_stopped_ddp_run_resumes_to_the_same_weights_and_log(tmp_path, digits_
     assert (ref / "m.safetensors").read_bytes() == (run / "m.safetensors").read_bytes()
     pd.testing.assert_frame_equal(pd.read_csv(ref / "log.csv").drop(columns="seconds"),
                                   pd.read_csv(run / "log.csv").drop(columns="seconds"), check_exact=True)
+
+
+DDP_JOB = """
+import sys
+from synthscale.train import Preempted, run_distributed
+try:
+    run_distributed(json.loads(sys.argv[1]), 2, sys.argv[2])
+except Preempted as err:
+    print("PREEMPTED", err, flush=True)
+    sys.exit(75)
+print("DONE", flush=True)
+"""
+
+
+def test_sigterm_to_a_ddp_job_checkpoints_and_exits_75(tmp_path, digits_16):
+    """SIGTERM to every process of a 2-rank job (the launching process, torchrun, the ranks and their
+    loader workers), as SLURM sends it: the ranks stop together after a step, rank 0 saves, and the
+    launcher reports Preempted (exit 75) although torchrun itself exits 1 on a signal."""
+    import json
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    from test_train import write_digit_shards
+
+    images, labels = digits_16
+    shards = write_digit_shards(tmp_path, images[:640], labels[:640], 40)  # 16 shards: 8 per rank
+    recipe = {"arch": "resnet18", "model_kwargs": {"channels": [8, 16, 32, 64]}, "input_size": 16, "epochs": 2,
+              "min_steps": 0, "batch_size": 16, "lr": 0.003, "num_workers": 1}  # 40 steps per epoch
+    out = tmp_path / "job"
+    spec = dict(parts=[{"shards": shards, "limit": None}], n_classes=10, recipe=recipe, seed=5,
+                model_path=str(out / "m.safetensors"), log_path=str(out / "log.csv"),
+                checkpoint_path=str(out / "c.pt"), device="cpu", progress=True, threads=2)
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", "import json\n" + DDP_JOB, json.dumps(spec), str(out / "spec.json")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=repo, start_new_session=True)
+    err: list[bytes] = []
+    sent = threading.Event()
+
+    def watch():
+        buf = b""
+        while chunk := proc.stderr.read1(4096):
+            err.append(chunk)
+            buf = (buf + chunk)[-4096:]
+            if not sent.is_set() and any(int(m) >= 3 for m in re.findall(rb"\| *(\d+)/\d+ ", buf)):
+                os.killpg(proc.pid, signal.SIGTERM)
+                sent.set()
+
+    reader = threading.Thread(target=watch, daemon=True)
+    reader.start()
+    stdout = proc.stdout.read().decode()
+    proc.wait(timeout=600)
+    reader.join(timeout=10)
+    stderr = b"".join(err).decode(errors="replace")
+    assert sent.is_set(), stderr[-3000:]
+    assert proc.returncode == 75, f"{proc.returncode}\n{stdout}\n{stderr[-3000:]}"
+    m = re.search(r"stopped at step (\d+)/80", stderr + stdout)
+    assert m and 0 < int(m.group(1)) < 80, stdout
+    assert (out / "c.pt").exists() and not (out / "m.safetensors").exists()
+    assert "DataLoader worker" not in stderr
