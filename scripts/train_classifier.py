@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 from synthscale.runtime import job_setup
-from synthscale.train import Preempted, run_distributed, train_model, training_parts
+from synthscale.train import PREEMPTED_EXIT, Preempted, run_distributed, train_model, training_parts
 
 job_setup(snakemake, snakemake.params.threads)
 wc = snakemake.wildcards
@@ -27,5 +27,6 @@ try:
         run_distributed(spec, snakemake.params.gpus, out.with_name("ddp_spec.json"))
     else:
         train_model(**spec)
-except Preempted as stop:
-    sys.exit(f"preempted: {stop}")
+except Preempted as stop:  # checkpoint saved: exit 75 (EX_TEMPFAIL); the retry resumes from it
+    print(f"preempted: {stop}", file=sys.stderr, flush=True)
+    sys.exit(PREEMPTED_EXIT)

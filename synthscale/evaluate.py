@@ -83,11 +83,15 @@ def evaluate_model(
     model, loader, n_classes: int, classes: Sequence[int] | None = None, device: str = "cpu",
     desc: str | None = None,
 ) -> tuple[dict[str, float], pd.DataFrame]:
-    """One model on one eval loader, accumulated batch by batch."""
+    """One model on one eval loader, accumulated batch by batch (under bf16 autocast on CUDA; the
+    logits are read in float32)."""
     model.eval()
     acc = Accumulator(n_classes, classes)
+    cuda = torch.device(device).type == "cuda"
     for x, y in tqdm(loader, desc=desc, disable=desc is None, leave=False):
-        acc.update(model(x.to(device)).float(), y)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            logits = model(x.to(device, non_blocking=True))
+        acc.update(logits.float(), y)
     return acc.compute()
 
 
@@ -124,6 +128,8 @@ def evaluate_models(
     rows, per_class = [], []
     for path, n_label, seed in zip(model_paths, n_labels, seeds):
         model, meta = load_classifier(path, device)
+        if recipe["channels_last"] and torch.device(device).type == "cuda":  # as trained (CNNs: cuDNN NHWC)
+            model = model.to(memory_format=torch.channels_last)
         for name, split in splits.items():
             loader = build_eval_loader(split["shards"], recipe, batch_size, num_workers)
             metrics, pc = evaluate_model(

@@ -717,6 +717,18 @@ class EvalStream(torch.utils.data.IterableDataset):
             yield tf(decode(raw)), y
 
 
+def ignore_stop_signals(_worker_id: int = 0) -> None:
+    """A loader worker's init: ignore SIGTERM and SIGINT. SLURM signals every process of a job before
+    its time limit (a terminal's Ctrl-C, the whole foreground group): a worker that died of it would
+    take the main process down ("DataLoader worker killed") before it saved its checkpoint. The main
+    process stops its workers itself; a worker whose main process died exits on its own (torch's
+    watchdog)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _loader(
     ds, batch_size: int, recipe: dict[str, Any], workers: int, persistent: bool = False
 ) -> torch.utils.data.DataLoader:
@@ -726,6 +738,7 @@ def _loader(
             "prefetch_factor": int(recipe.get("prefetch_factor", 2)),
             "persistent_workers": persistent,
             "multiprocessing_context": "fork" if _can_fork() else None,
+            "worker_init_fn": ignore_stop_signals,
         }
     return torch.utils.data.DataLoader(
         ds,
@@ -766,6 +779,19 @@ def epoch_size(parts: list[dict[str, Any]], mix: dict[str, Any] | None = None) -
     return sum(part_size(p) for p in parts)
 
 
+def useful_workers(parts: list[dict[str, Any]], workers: int, mix: dict[str, Any] | None = None) -> int:
+    """The loader workers that get data: at most this rank's shards of its largest part (of the real
+    part, which drives a `prob` mix). Shards are split by node, then by worker, so a worker past that
+    count would get no shard and idle (its start-up, memory and prefetch wasted): e.g. 32 shards on 8
+    ranks feed 4 workers each, not 8. In-memory parts split by sample: no cap. At least one worker."""
+    if workers <= 1 or any("arrays" in p for p in parts):
+        return workers
+    rank, world = _rank()
+    driving = parts[:1] if (mix or {}).get("mode") == "prob" else parts
+    most = max(len(nested_shards(p["shards"], p.get("limit"))[rank::world]) for p in driving)
+    return max(1, min(workers, most))
+
+
 def build_train_loader(
     parts: list[dict[str, Any]],
     recipe: dict[str, Any],
@@ -798,11 +824,13 @@ def build_train_loader(
         share of the synthetic part and, when that runs out, a new share of it, reshuffled.
     Epoch length (`epoch_size`): every image of every part (concat) or the real part's count (prob).
     batch_size: per device and pass (default recipe["micro_batch_size"] or recipe["batch_size"]).
-    num_workers: default recipe["num_workers"]. A worker's last batch may be short.
+    num_workers: default recipe["num_workers"], capped by `useful_workers`. A worker's last batch
+        may be short.
     persistent: keep the workers across iterations (`TrainLoader` sets the epoch of each).
     """
     bs = batch_size or recipe.get("micro_batch_size") or recipe["batch_size"]
     workers = recipe.get("num_workers", 0) if num_workers is None else num_workers
+    workers = useful_workers(parts, int(workers), mix)
     ds = TrainStream(parts, recipe, seed, epoch, mix=mix, batch_size=bs, shuffle=shuffle)
     return _loader(ds, bs, recipe, int(workers), persistent=persistent)
 

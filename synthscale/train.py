@@ -1,8 +1,9 @@
 """Classifier training: a timm model from the registry, one loop top to bottom, fed by a DataLoader.
 
 Data order and augmentation come from (seed, epoch) and (seed, epoch, image) alone (synthscale.loader),
-and dropout/mixup from (seed, step), never from a running random state, so a run stopped at any step
-(SIGTERM: SLURM's warning before its time limit) and resumed from its checkpoint reaches
+and dropout/drop-path/mixup from (seed, step, rank) (`step_seed`), never from a running random state,
+so a run stopped at any step (SIGTERM: SLURM's warning before its time limit; or a periodic
+checkpoint, every `checkpoint_minutes`, and a kill) and resumed from its checkpoint reaches
 bit-identical weights for a pinned thread count and worker count.
 """
 
@@ -28,6 +29,9 @@ from tqdm.auto import tqdm
 from synthscale.io import atomic_path, write_csv
 from synthscale.loader import TrainLoader, epoch_size
 from synthscale.recipes import resolve_recipe
+
+
+SYNC_EVERY = 100  # steps between reads of the device-side loss sums within an epoch (and at its end)
 
 
 class Preempted(RuntimeError):
@@ -80,15 +84,21 @@ def lr_factor(seen: int, total: int, warmup: float, batch: int) -> float:
 
 
 def make_optimizer(model, recipe: dict[str, Any]) -> torch.optim.Optimizer:
+    """The recipe's optimizer. AdamW and LAMB decay only the weight matrices and kernels, as DeiT and
+    timm's training script do: 1-D parameters (norms, biases) and the model's `no_weight_decay()`
+    names (a ViT's position embedding and class token) get none (timm's `param_groups_weight_decay`).
+    SGD decays every parameter (the Goyal et al. ResNet-50 recipe)."""
     name, lr, wd = recipe["optimizer"], recipe["lr"], recipe["weight_decay"]
-    if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
+    if name in ("adamw", "lamb"):
+        from timm.optim import Lamb, param_groups_weight_decay
+
+        skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
+        groups = param_groups_weight_decay(model, wd, no_weight_decay_list=skip)
+        if name == "adamw":
+            return torch.optim.AdamW(groups, lr=lr, weight_decay=wd)
+        return Lamb(groups, lr=lr, weight_decay=wd)
     if name == "sgd":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=recipe["momentum"], weight_decay=wd)
-    if name == "lamb":
-        from timm.optim import Lamb
-
-        return Lamb(model.parameters(), lr=lr, weight_decay=wd)
     raise ValueError(f"unknown optimizer {name!r}")
 
 
@@ -109,12 +119,55 @@ def _dist() -> tuple[int, int]:
     return 0, 1
 
 
+def process_group_backend(device: str) -> str:
+    """The torch.distributed backend of a run on `device`. NCCL reduces CUDA tensors only, so on CUDA
+    the group pairs NCCL for the device's tensors with gloo for CPU ones ("cpu:gloo,cuda:nccl", the
+    device-to-backend form `init_process_group` documents); the loop's control values (stop, epoch
+    end, images seen) are then reduced on the CPU without waiting on the GPU. gloo on a CPU run."""
+    return "cpu:gloo,cuda:nccl" if torch.device(device).type == "cuda" else "gloo"
+
+
 def _all_sum(values: list[float], world: int) -> list[float]:
+    """Sum small control values over the ranks: a CPU tensor (gloo), no GPU synchronisation."""
     if world == 1:
         return values
     t = torch.tensor(values, dtype=torch.float64)
     torch.distributed.all_reduce(t)
     return t.tolist()
+
+
+def _all_sum_device(t: torch.Tensor, world: int) -> torch.Tensor:
+    """Sum a tensor that lives on the model's device over the ranks (NCCL on CUDA: float64 is one of
+    its types), returning a copy; the caller reads it at a sync point."""
+    t = t.clone()
+    if world > 1:
+        torch.distributed.all_reduce(t)
+    return t
+
+
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """The seed of one step's dropout, drop-path and mixup/cutmix draws on one rank.
+
+    Rank 0 (and so every single-device run) keeps (seed * 1000003 + step) mod 2^31; another rank
+    mixes its rank in, so ranks draw different mixup lambdas, cutmix boxes and drop-path masks
+    (with one seed for all, every rank would mix its batch with the same lambda and box)."""
+    base = (seed * 1_000_003 + step) % (2**31)
+    if rank == 0:
+        return base
+    from synthscale.loader import _mix_seed
+
+    return _mix_seed(base, rank, 59) % (2**31)
+
+
+def enable_fast_cuda_math() -> None:
+    """cuDNN autotuning and TF32 matmuls/convolutions (CUDA runs only: kernel choice then depends on
+    timing, so GPU runs are not bit-reproducible; CPU runs are untouched)."""
+    torch.backends.cudnn.benchmark = True
+    # TF32 matmuls; cuDNN convolutions use TF32 by default. (Setting only the per-backend
+    # `fp32_precision` of torch >= 2.9 makes torch.get_float32_matmul_precision(), which inductor
+    # reads, raise on a "mix of the legacy and new APIs": this call keeps both views consistent.)
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.allow_tf32 = True
 
 
 def train_model(
@@ -141,7 +194,13 @@ def train_model(
 
     With `checkpoint_path`, a SIGTERM or SIGINT saves a checkpoint after the current step and raises
     `Preempted`; a later call resumes from it (starting the epoch's loader again and skipping the
-    batches already done). `stop_after_steps` simulates that stop in tests.
+    batches already done). Loader workers ignore both signals (SLURM signals every process of the
+    job), so the main process outlives them and saves. `recipe["checkpoint_minutes"]` (0 or absent:
+    off) also saves one every that many minutes, for a job killed without warning.
+    `stop_after_steps` simulates a stop in tests.
+
+    The loss and accuracy sums stay on the device and are read (and checked for inf/NaN) at the
+    sync points only: every `SYNC_EVERY` steps, each epoch's end and each checkpoint.
     """
     recipe = full_recipe(recipe, parts)
     rank, world = _dist()
@@ -152,6 +211,9 @@ def train_model(
     total, total_images = spe * epochs, n * epochs
     warmup = recipe["warmup_frac"] * total_images
 
+    dev_type = torch.device(device).type
+    if dev_type == "cuda":
+        enable_fast_cuda_math()
     torch.manual_seed(seed)
     model = create_classifier(recipe["arch"], n_classes, recipe.get("model_kwargs")).to(device)
     if recipe["channels_last"]:
@@ -165,6 +227,11 @@ def train_model(
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["opt"])
         state = json.loads(saved["state"])
+        if rank > 0:  # rank 0 saved the epoch's sums over every rank
+            state["running"] = [0.0, 0.0, 0.0]
+    # this rank's (loss sum, correct, images) of the epoch so far, on the device
+    running = torch.tensor(state["running"], dtype=torch.float64, device=device)
+    every = float(recipe.get("checkpoint_minutes") or 0) * 60
 
     net = model
     if world > 1:
@@ -184,7 +251,6 @@ def train_model(
             label_smoothing=recipe["label_smoothing"],
             num_classes=n_classes,
         )
-    dev_type = torch.device(device).type
     amp = torch.autocast(dev_type, dtype=torch.bfloat16, enabled=bool(recipe["amp"]))
 
     stop = {"signal": None}
@@ -207,6 +273,7 @@ def train_model(
     desc = f"train {recipe['arch']} n={n}"
     bar = tqdm(total=total, initial=state["step"], desc=desc, disable=not progress or rank > 0)
     t0 = time.time()
+    last_save = time.monotonic()
     # one DataLoader for every epoch: its workers start once and keep their decoded images
     loader = TrainLoader(parts, recipe, seed, mix=mix, batch_size=micro)
     try:
@@ -225,13 +292,14 @@ def train_model(
                 factor = lr_factor(state["seen"], total_images, warmup, recipe["batch_size"])
                 for g, lr in zip(opt.param_groups, base_lrs):
                     g["lr"] = lr * factor
-                step_seed = (seed * 1_000_003 + state["step"]) % (2**31)
-                torch.default_generator.manual_seed(step_seed)  # dropout, drop-path
+                s_seed = step_seed(seed, state["step"], rank)
+                torch.default_generator.manual_seed(s_seed)  # dropout, drop-path
                 if dev_type == "cuda":
-                    torch.cuda.manual_seed(step_seed)
-                np.random.seed(step_seed)  # timm Mixup draws from numpy
+                    torch.cuda.manual_seed(s_seed)
+                np.random.seed(s_seed)  # timm Mixup draws from numpy
                 opt.zero_grad(set_to_none=True)
-                loss_sum = correct = 0.0
+                loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+                correct = torch.zeros((), dtype=torch.float64, device=device)
                 for j, (xb, yb) in enumerate(batches):
                     xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
                     if recipe["channels_last"]:
@@ -250,26 +318,34 @@ def train_model(
                         else:
                             loss = F.cross_entropy(logits, target, label_smoothing=recipe["label_smoothing"])
                         (loss * len(yb) / local).backward()
-                    loss_sum += loss.item() * len(yb)
-                    correct += float((logits.argmax(1) == yb).sum())
-                if not math.isfinite(loss_sum):
-                    raise FloatingPointError(
-                        f"training diverged: loss {loss_sum / max(local, 1)} at step {state['step'] + 1}/{total}; "
-                        + _divergence_hint(recipe, dev_type)
-                    )
+                    # no .item(): the sums stay on the device (no host sync per micro-batch)
+                    loss_sum += loss.detach().double() * len(yb)
+                    correct += (logits.argmax(1) == yb).sum().double()
                 opt.step()
                 state["step"] += 1
                 state["batches"] += len(batches)
                 state["seen"] += int(seen_now)
-                r = state["running"]
-                state["running"] = [r[0] + loss_sum, r[1] + correct, r[2] + local]
+                running[0] += loss_sum  # (a python number added on the device: no host-to-device copy)
+                running[1] += correct
+                running[2] += local
                 bar.update(1)
+                if state["step"] % SYNC_EVERY == 0:  # a sync point between epochs: check, show the loss
+                    sums = _finite_sums(running, world, state, total, recipe, dev_type)
+                    bar.set_postfix(loss=f"{sums[0] / max(sums[2], 1):.4g}", refresh=False)
+                if not ckpt:
+                    continue
                 stopping = stop["signal"] is not None or stop_after_steps == state["step"]
-                if ckpt and _all_sum([float(stopping)], world)[0] > 0:
+                due = rank == 0 and every > 0 and time.monotonic() - last_save >= every
+                stop_all, due_all = _all_sum([float(stopping), float(due)], world)
+                if stop_all or due_all:
+                    # every rank's epoch sums, checked, in the checkpoint (rank 0 writes it)
+                    sums = _finite_sums(running, world, state, total, recipe, dev_type)
                     if rank == 0:
-                        _save_checkpoint(ckpt, model, opt, state)
+                        _save_checkpoint(ckpt, model, opt, {**state, "running": sums})
+                    last_save = time.monotonic()
+                if stop_all:
                     raise Preempted(f"stopped at step {state['step']}/{total}; checkpoint {ckpt}")
-            ep_loss, ep_correct, ep_seen = _all_sum(state["running"], world)
+            ep_loss, ep_correct, ep_seen = _finite_sums(running, world, state, total, recipe, dev_type)
             if not ep_seen:
                 raise ValueError(
                     f"epoch {epoch + 1} trained on no image: a rank got no shard of the parts "
@@ -286,6 +362,7 @@ def train_model(
                 }
             )
             state.update(epoch=epoch + 1, batches=0, running=[0.0, 0.0, 0.0])
+            running.zero_()
     finally:
         loader.close()
         bar.close()
@@ -304,6 +381,20 @@ def train_model(
         if ckpt and ckpt.exists():
             ckpt.unlink()
     return log
+
+
+def _finite_sums(
+    running: torch.Tensor, world: int, state: dict[str, Any], total: int, recipe: dict[str, Any], dev_type: str
+) -> list[float]:
+    """A sync point: the epoch's (loss sum, correct, images) over every rank, read from the device;
+    an inf or NaN loss fails the job here, before anything is saved."""
+    sums = _all_sum_device(running, world).tolist()
+    if not math.isfinite(sums[0]):
+        raise FloatingPointError(
+            f"training diverged: loss {sums[0] / max(sums[2], 1)} in epoch {state['epoch'] + 1} "
+            f"(by step {state['step']}/{total}); " + _divergence_hint(recipe, dev_type)
+        )
+    return sums
 
 
 def _divergence_hint(recipe: dict[str, Any], dev_type: str) -> str:
@@ -388,33 +479,71 @@ def training_parts(
 # --------------------------------------------------------------------------------------------------
 
 
+def rank_threads(job_threads: int, nproc: int) -> int:
+    """Intra-op threads of each of `nproc` ranks sharing a job's `job_threads` CPU threads (at least
+    one): 8 ranks on 64 threads get 8 each, not 64 each."""
+    return max(1, int(job_threads) // int(nproc))
+
+
 def run_distributed(spec: dict[str, Any], nproc: int, spec_path: str | os.PathLike) -> None:
-    """Launch `train_model(**spec)` on `nproc` processes with torchrun (DDP); raise Preempted on a stop."""
+    """Launch `train_model(**spec)` on `nproc` processes with torchrun (DDP); raise Preempted on a stop.
+
+    `spec["threads"]` (default: this process's torch threads) is the job's CPU threads: each rank gets
+    its share (`rank_threads`), as torch threads and OMP_NUM_THREADS. A SIGTERM or SIGINT sent to this
+    process is passed on to torchrun, which passes it to the ranks. torchrun exits 1 whatever its
+    ranks' codes, so a rank that stopped after saving its checkpoint says so in a stop file."""
     import subprocess
     import sys
 
+    threads = rank_threads(spec.get("threads") or torch.get_num_threads(), nproc)
+    stop_file = Path(spec_path).with_name(Path(spec_path).name + ".stopped")
+    stop_file.unlink(missing_ok=True)
     Path(spec_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(spec_path).write_text(json.dumps(spec))
+    Path(spec_path).write_text(json.dumps({**spec, "threads": threads, "stop_file": str(stop_file)}))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "synthscale.train", str(spec_path)]
-    rc = subprocess.call(cmd)
-    if rc == PREEMPTED_EXIT:
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    got: list[int] = []
+
+    def forward(signum, _frame):
+        # once: SLURM signals torchrun too, and a second signal cuts torchrun's wait for its ranks short
+        if not got:
+            proc.send_signal(signum)
+        got.append(signum)
+
+    old = {}
+    with contextlib.suppress(ValueError):  # signal handlers can be set from the main thread only
+        for s in (signal.SIGTERM, signal.SIGINT):
+            old[s] = signal.signal(s, forward)
+    try:
+        rc = proc.wait()
+        # torchrun may be gone while its signalled ranks still finish their step and save
+        deadline = time.monotonic() + STOP_WAIT_S
+        while rc != 0 and got and not stop_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if rc == PREEMPTED_EXIT or (rc != 0 and stop_file.exists()):
+        stop_file.unlink(missing_ok=True)
         raise Preempted(f"distributed training stopped; checkpoint {spec.get('checkpoint_path')}")
     if rc != 0:
         raise RuntimeError(f"distributed training failed with exit code {rc}: {' '.join(cmd)}")
 
 
-PREEMPTED_EXIT = 75
+PREEMPTED_EXIT = 75  # EX_TEMPFAIL: stopped after saving a checkpoint; rerun to resume
+STOP_WAIT_S = 30  # after a signal, how long run_distributed waits for the ranks' checkpoint (SLURM's KillWait)
 
 
 def main(spec_path: str) -> int:
-    """torchrun entry: init the process group (nccl on GPU, gloo on CPU), train, clean up."""
+    """torchrun entry (or a plain process: world size 1): init the process group (`process_group_backend`),
+    train, clean up; exit PREEMPTED_EXIT after a stop that saved a checkpoint."""
     spec = json.loads(Path(spec_path).read_text())
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = spec.get("device", "cpu")
+    stop_file = spec.pop("stop_file", None)
     if world > 1:
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        torch.distributed.init_process_group(backend)
+        torch.distributed.init_process_group(process_group_backend(device))
         if device.startswith("cuda"):
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
             torch.cuda.set_device(device)
@@ -426,6 +555,8 @@ def main(spec_path: str) -> int:
         train_model(**{**spec, "device": device})
     except Preempted as err:
         print(f"preempted: {err}", flush=True)
+        if stop_file and int(os.environ.get("RANK", "0")) == 0:
+            Path(stop_file).write_text(str(err))
         return PREEMPTED_EXIT
     finally:
         if world > 1:

@@ -49,3 +49,226 @@ def test_two_process_ddp_matches_one_process(tmp_path, digits_16):
     assert diff < TOL, f"DDP and single-process parameters differ by {diff}"
     assert np.allclose(log1["train_loss"], log2["train_loss"], atol=1e-4)
     assert not (ddp / "ckpt.pt").exists()
+
+
+# ------------------------------------------------------------------ the GPU path's process group
+
+
+def test_a_cuda_run_reduces_cpu_tensors_on_gloo_and_cuda_tensors_on_nccl(monkeypatch, tmp_path):
+    """NCCL reduces CUDA tensors only: torchrun ranks of a CUDA run init the group as torch documents
+    for mixed tensors, "cpu:gloo,cuda:nccl" (plain "nccl" crashed at the first step on the loop's
+    CPU control values). main() is run with the collective and CUDA calls stubbed: no GPU needed."""
+    import json
+
+    import synthscale.train as train
+
+    seen = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend: seen.setdefault("backend", backend))
+    monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda: None)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: seen.setdefault("cuda", d))
+    monkeypatch.setattr(train, "train_model", lambda **kw: seen.setdefault("device", kw["device"]))
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"parts": [], "device": "cuda"}))
+    assert train.main(str(spec)) == 0
+    assert seen == {"backend": "cpu:gloo,cuda:nccl", "cuda": "cuda:1", "device": "cuda:1"}
+    seen.clear()
+    spec.write_text(json.dumps({"parts": [], "device": "cpu"}))
+    train.main(str(spec))
+    assert seen["backend"] == "gloo" and seen["device"] == "cpu"
+
+
+# NCCL's reduction types (ncclDataType_t): what a reduced device tensor may hold
+NCCL_DTYPES = {torch.int8, torch.uint8, torch.int32, torch.int64, torch.float16, torch.bfloat16,
+               torch.float32, torch.float64}
+
+
+def _rank_main(rank: int, world: int, port: int, out: str, images, labels, recipe: dict) -> None:
+    """One gloo rank of a 2-process run, recording what the loop reduces and draws."""
+    import json
+    import os
+
+    import timm.layers.drop as drop
+    from timm.data.mixup import Mixup
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    rec = {"reduced": [], "lam": [], "drop": []}
+    all_reduce, params, drop_path = torch.distributed.all_reduce, Mixup._params_per_batch, drop.drop_path
+
+    def record_reduce(t, *a, **k):
+        rec["reduced"].append([str(t.device), str(t.dtype)])
+        return all_reduce(t, *a, **k)
+
+    def record_lam(self):
+        lam, cutmix = params(self)
+        rec["lam"].append(float(lam))
+        return lam, cutmix
+
+    def record_drop(x, p=0.0, training=False, scale_by_keep=True):
+        y = drop_path(x, p, training, scale_by_keep)
+        if training and p > 0:
+            rec["drop"].append([bool(v) for v in (y.flatten(1).abs().sum(1) == 0)])
+        return y
+
+    torch.distributed.all_reduce, Mixup._params_per_batch, drop.drop_path = record_reduce, record_lam, record_drop
+    try:
+        train_model([{"arrays": (images, labels), "limit": None}], 10, recipe, 7, f"{out}/m.safetensors",
+                    f"{out}/log.csv", checkpoint_path=f"{out}/c.pt", progress=False)
+    finally:
+        torch.distributed.destroy_process_group()
+    with open(f"{out}/rank{rank}.json", "w") as f:
+        json.dump(rec, f)
+
+
+def test_ranks_draw_their_own_mixup_and_drop_path_and_reduce_on_the_model_device(tmp_path):
+    """Two gloo ranks with mixup, cutmix and drop-path: each step's mixup lambda and drop-path masks
+    differ between the ranks (one seed for all had every rank mix with the same lambda and box), and
+    every tensor the loop reduces is a CPU control value (gloo under "cpu:gloo,cuda:nccl") or lives on
+    the model's device in one of NCCL's types."""
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8)
+    labels = np.arange(64) % 10
+    recipe = {"arch": "resnet18", "model_kwargs": {"channels": [8, 16, 32, 64], "drop_path_rate": 0.5},
+              "input_size": 16, "epochs": 1, "min_steps": 4, "batch_size": 16, "lr": 0.003,
+              "mixup": 0.8, "cutmix": 1.0, "num_workers": 0}
+    mp.start_processes(_rank_main, args=(2, port, str(tmp_path), images, labels, recipe), nprocs=2,
+                       start_method="spawn")
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert len(r0["lam"]) == len(r1["lam"]) == 4, "one mixup draw per step (micro-batch 8 per rank)"
+    assert all(a != b for a, b in zip(r0["lam"], r1["lam"])), (r0["lam"], r1["lam"])
+    assert len(r0["drop"]) == len(r1["drop"]) > 0
+    assert r0["drop"] != r1["drop"], "the ranks drop the same paths"
+    for device, dtype in r0["reduced"] + r1["reduced"]:
+        assert device == "cpu" and getattr(torch, dtype.split(".")[1]) in NCCL_DTYPES, (device, dtype)
+    assert not (tmp_path / "c.pt").exists() and (tmp_path / "m.safetensors").exists()
+
+
+def test_torchrun_ranks_share_the_jobs_threads(monkeypatch, tmp_path):
+    """8 ranks in a 64-thread job get 8 threads each (torch threads and OMP_NUM_THREADS of the
+    torchrun children), not 64 each on 64 cores."""
+    import json
+    import subprocess
+
+    launched = {}
+
+    class FakePopen:
+        def __init__(self, cmd, env):
+            launched.update(cmd=cmd, env=env)
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    monkeypatch.setenv("OMP_NUM_THREADS", "64")  # job_setup pins the job's threads in the environment
+    run_distributed({"parts": [], "threads": 64}, 8, tmp_path / "spec.json")
+    assert launched["env"]["OMP_NUM_THREADS"] == "8" and "--nproc_per_node=8" in launched["cmd"]
+    assert json.loads((tmp_path / "spec.json").read_text())["threads"] == 8
+    run_distributed({"parts": [], "threads": 3}, 8, tmp_path / "spec.json")
+    assert launched["env"]["OMP_NUM_THREADS"] == "1", "at least one thread per rank"
+
+
+def test_a_stopped_ddp_run_resumes_to_the_same_weights_and_log(tmp_path, digits_16):
+    """Two gloo ranks stopped mid-epoch: run_distributed raises Preempted (torchrun itself exits 1
+    whatever its ranks' codes), and the rerun reaches the uninterrupted DDP run's weights and log bit
+    for bit, the epoch's loss sums over both ranks included (rank 0 saves them)."""
+    import pandas as pd
+    import pytest
+    from test_train import write_digit_shards
+
+    from synthscale.train import Preempted
+
+    images, labels = digits_16
+    shards = write_digit_shards(tmp_path, images[:160], labels[:160], 40)
+    recipe = {"arch": "resnet18", "model_kwargs": {"channels": [8, 16, 32, 64]}, "input_size": 16, "epochs": 2,
+              "min_steps": 0, "batch_size": 32, "micro_batch_size": 16, "lr": 0.003, "pad_crop": 2,
+              "shuffle_buffer": 30, "num_workers": 0}
+
+    def spec(out, **kw):
+        return dict(parts=[{"shards": shards, "limit": None}], n_classes=10, recipe=recipe, seed=5,
+                    model_path=str(out / "m.safetensors"), log_path=str(out / "log.csv"),
+                    checkpoint_path=str(out / "c.pt"), device="cpu", progress=False, threads=2, **kw)
+
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    run_distributed(spec(ref), 2, ref / "spec.json")
+    with pytest.raises(Preempted):
+        run_distributed(spec(run, stop_after_steps=3), 2, run / "spec.json")  # 5 steps per epoch
+    assert (run / "c.pt").exists() and not (run / "m.safetensors").exists()
+    run_distributed(spec(run), 2, run / "spec.json")
+    assert (ref / "m.safetensors").read_bytes() == (run / "m.safetensors").read_bytes()
+    pd.testing.assert_frame_equal(pd.read_csv(ref / "log.csv").drop(columns="seconds"),
+                                  pd.read_csv(run / "log.csv").drop(columns="seconds"), check_exact=True)
+
+
+DDP_JOB = """
+import sys
+from synthscale.train import Preempted, run_distributed
+try:
+    run_distributed(json.loads(sys.argv[1]), 2, sys.argv[2])
+except Preempted as err:
+    print("PREEMPTED", err, flush=True)
+    sys.exit(75)
+print("DONE", flush=True)
+"""
+
+
+def test_sigterm_to_a_ddp_job_checkpoints_and_exits_75(tmp_path, digits_16):
+    """SIGTERM to every process of a 2-rank job (the launching process, torchrun, the ranks and their
+    loader workers), as SLURM sends it: the ranks stop together after a step, rank 0 saves, and the
+    launcher reports Preempted (exit 75) although torchrun itself exits 1 on a signal."""
+    import json
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    from test_train import write_digit_shards
+
+    images, labels = digits_16
+    shards = write_digit_shards(tmp_path, images[:640], labels[:640], 40)  # 16 shards: 8 per rank
+    recipe = {"arch": "resnet18", "model_kwargs": {"channels": [8, 16, 32, 64]}, "input_size": 16, "epochs": 2,
+              "min_steps": 0, "batch_size": 16, "lr": 0.003, "num_workers": 1}  # 40 steps per epoch
+    out = tmp_path / "job"
+    spec = dict(parts=[{"shards": shards, "limit": None}], n_classes=10, recipe=recipe, seed=5,
+                model_path=str(out / "m.safetensors"), log_path=str(out / "log.csv"),
+                checkpoint_path=str(out / "c.pt"), device="cpu", progress=True, threads=2)
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", "import json\n" + DDP_JOB, json.dumps(spec), str(out / "spec.json")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=repo, start_new_session=True)
+    err: list[bytes] = []
+    sent = threading.Event()
+
+    def watch():
+        buf = b""
+        while chunk := proc.stderr.read1(4096):
+            err.append(chunk)
+            buf = (buf + chunk)[-4096:]
+            if not sent.is_set() and any(int(m) >= 3 for m in re.findall(rb"\| *(\d+)/\d+ ", buf)):
+                os.killpg(proc.pid, signal.SIGTERM)
+                sent.set()
+
+    reader = threading.Thread(target=watch, daemon=True)
+    reader.start()
+    stdout = proc.stdout.read().decode()
+    proc.wait(timeout=600)
+    reader.join(timeout=10)
+    stderr = b"".join(err).decode(errors="replace")
+    assert sent.is_set(), stderr[-3000:]
+    assert proc.returncode == 75, f"{proc.returncode}\n{stdout}\n{stderr[-3000:]}"
+    m = re.search(r"stopped at step (\d+)/80", stderr + stdout)
+    assert m and 0 < int(m.group(1)) < 80, stdout
+    assert (out / "c.pt").exists() and not (out / "m.safetensors").exists()
+    assert "DataLoader worker" not in stderr

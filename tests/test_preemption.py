@@ -222,6 +222,168 @@ def test_resume_from_shards_with_a_loader_worker(tmp_path, one_thread):
     assert_same_log(ref / "log.csv", run / "log.csv", columns=("epoch", "step", "lr", "train_loss", "train_acc"))
 
 
+def write_shards(folder: Path, images: np.ndarray, labels: np.ndarray, size: int) -> list[str]:
+    """Shards of `size` images whose keys are their global positions (as prepare_data writes them)."""
+    from synthscale.shards import write_shard
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, s in enumerate(range(0, len(labels), size)):
+        recs = [{"key": f"{i:08d}", "label": int(labels[i])} for i in range(s, min(s + size, len(labels)))]
+        paths.append(str(folder / f"shard-{k:06d}.tar"))
+        write_shard(paths[-1], list(images[s : s + size]), recs)
+    return paths
+
+
+# the paths the presets train on: timm's RandAugment, flips, erasing and crops in 2 loader workers,
+# mixup and cutmix on the batch, drop-path in the model; and a real + synthetic `prob` mix
+AUGMENTED = {
+    **RECIPE, "model_kwargs": {"channels": [16, 32, 64, 128], "drop_path_rate": 0.2}, "input_size": 16,
+    "num_workers": 2, "shuffle_buffer": 20, "auto_augment": "rand-m9-mstd0.5-inc1", "re_prob": 0.25,
+    "hflip": 0.5, "scale": [0.5, 1.0], "ratio": [0.75, 4 / 3], "mixup": 0.8, "cutmix": 1.0,
+}
+PROB_MIX = {**RECIPE, "input_size": 16, "num_workers": 2, "shuffle_buffer": 20}
+
+
+@pytest.mark.parametrize("path", ["augmented", "prob-mix"])
+def test_resume_is_bit_identical_on_the_presets_paths(tmp_path, one_thread, path):
+    """Stopped mid-epoch twice and resumed, a run reaches the uninterrupted run's weights and log bit
+    for bit on the presets' paths, where the random state of the workers (RandAugment, crops, flips,
+    erasing, the mix's draws), of mixup/cutmix and of drop-path must all come back."""
+    from synthscale.train import train_model
+
+    images, labels = make_data(112)
+    if path == "augmented":
+        recipe, mix = AUGMENTED, None
+        parts = [{"shards": write_shards(tmp_path / "real", images[:64], labels[:64], 24), "limit": 64}]
+    else:
+        recipe, mix = PROB_MIX, {"mode": "prob", "synthetic_prob": 0.5}
+        parts = [
+            {"shards": write_shards(tmp_path / "real", images[:48], labels[:48], 24), "limit": 48},
+            {"shards": write_shards(tmp_path / "syn", images[48:], labels[48:], 20), "limit": 40},
+        ]
+    ref = tmp_path / "ref"
+    train_model(parts, N_CLASSES, recipe, 3, ref / "m.safetensors", ref / "log.csv", progress=False, mix=mix)
+    run = tmp_path / "run"
+    kwargs = dict(model_path=run / "m.safetensors", log_path=run / "log.csv", checkpoint_path=run / "c.pt",
+                  progress=False, mix=mix)
+    with pytest.raises(Preempted, match="stopped at step 6/"):  # 4-5 steps per epoch: mid-epoch 2
+        train_model(parts, N_CLASSES, recipe, 3, stop_after_steps=6, **kwargs)
+    with pytest.raises(Preempted, match="stopped at step 9/"):
+        train_model(parts, N_CLASSES, recipe, 3, stop_after_steps=9, **kwargs)
+    train_model(parts, N_CLASSES, recipe, 3, **kwargs)
+    assert_same_weights(ref / "m.safetensors", run / "m.safetensors")
+    assert_same_log(ref / "log.csv", run / "log.csv", columns=("epoch", "step", "lr", "train_loss", "train_acc"))
+
+
+# ------------------------------------------- a real job: SIGTERM to every process, or SIGKILL
+
+# 320 images in 8 shards, 2 workers with 4 shards each: 20 steps per epoch, 2 epochs
+WORKERS_RECIPE = {**RECIPE, "epochs": 2, "min_steps": 0, "input_size": 16, "num_workers": 2, "shuffle_buffer": 20}
+STEPS_PER_EPOCH, TOTAL_STEPS = 20, 40
+
+
+@pytest.fixture(scope="module")
+def worker_job(tmp_path_factory):
+    """Shards and the uninterrupted run's weights and log (same worker count, one thread)."""
+    from synthscale.train import train_model
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("worker_job")
+    images, labels = make_data(320)
+    parts = [{"shards": write_shards(tmp / "shards", images, labels, 40), "limit": None}]
+    ref = tmp / "ref"
+    log = train_model(parts, N_CLASSES, WORKERS_RECIPE, 3, ref / "m.safetensors", ref / "log.csv", progress=False)
+    torch.set_num_threads(old)
+    assert log["step"].tolist() == [STEPS_PER_EPOCH, TOTAL_STEPS]
+    return parts, ref
+
+
+def run_job(out: Path, parts: list, recipe: dict, sig: int | None = None, after_step: int = 0):
+    """`python -m synthscale.train spec.json` (the entry torchrun runs, here as one process) in its own
+    process group; optionally send `sig` to the whole group, as SLURM signals every process of a job,
+    loader workers included, once the progress bar shows `after_step`. Returns (exit code, stdout,
+    stderr, the step the bar showed when the signal went)."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    spec = dict(parts=parts, n_classes=N_CLASSES, recipe=recipe, seed=3, model_path=str(out / "m.safetensors"),
+                log_path=str(out / "log.csv"), checkpoint_path=str(out / "c.pt"), device="cpu", progress=True,
+                threads=1)
+    (out / "spec.json").write_text(json.dumps(spec))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "synthscale.train", str(out / "spec.json")], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
+    )
+    err_chunks: list[bytes] = []
+    sent: list[int] = []
+
+    def read_stderr():
+        buf = b""
+        while chunk := proc.stderr.read1(4096):
+            err_chunks.append(chunk)
+            buf = (buf + chunk)[-4096:]
+            if sig is not None and not sent:
+                steps = [int(m) for m in re.findall(rb"\| *(\d+)/\d+ ", buf)]
+                if steps and max(steps) >= after_step:
+                    sent.append(max(steps))
+                    os.killpg(proc.pid, sig)
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    out_text = proc.stdout.read().decode()
+    proc.wait(timeout=600)
+    reader.join(timeout=10)
+    return proc.returncode, out_text, b"".join(err_chunks).decode(errors="replace"), (sent or [None])[0]
+
+
+def test_sigterm_to_a_job_with_loader_workers_checkpoints_and_resumes(tmp_path, worker_job):
+    """SIGTERM to the main process and its 2 loader workers mid-epoch: the workers ignore it, the main
+    process saves after its step and exits 75; the rerun resumes to the uninterrupted weights."""
+    parts, ref = worker_job
+    out = tmp_path / "job"
+    rc, stdout, stderr, at = run_job(out, parts, WORKERS_RECIPE, signal.SIGTERM, after_step=3)
+    assert at is not None, f"training never showed progress:\n{stderr[-2000:]}"
+    assert rc == 75, f"expected the preempted exit 75, got {rc}:\n{stdout}\n{stderr[-3000:]}"
+    m = re.search(rf"stopped at step (\d+)/{TOTAL_STEPS}", stdout)
+    assert m and int(m.group(1)) % STEPS_PER_EPOCH != 0, f"stopped mid-epoch: {stdout}"
+    assert (out / "c.pt").exists() and not (out / "m.safetensors").exists()
+    assert "DataLoader worker" not in stderr
+
+    rc, stdout, stderr, _ = run_job(out, parts, WORKERS_RECIPE)
+    assert rc == 0, stderr[-3000:]
+    assert re.search(rf"\b{m.group(1)}/{TOTAL_STEPS}\b", stderr), "the rerun resumed from the checkpoint"
+    assert not (out / "c.pt").exists()
+    assert_same_weights(ref / "m.safetensors", out / "m.safetensors")
+    assert_same_log(ref / "log.csv", out / "log.csv", columns=("epoch", "step", "lr", "train_loss", "train_acc"))
+
+
+def test_periodic_checkpoints_survive_a_kill_without_warning(tmp_path, worker_job):
+    """`checkpoint_minutes`: checkpoints written as training goes (here every step or so), so a job
+    SIGKILLed mid-epoch (no signal to catch) resumes from the last one to the uninterrupted weights."""
+    parts, ref = worker_job
+    out = tmp_path / "job"
+    recipe = {**WORKERS_RECIPE, "checkpoint_minutes": 1e-4}
+    rc, stdout, stderr, at = run_job(out, parts, recipe, signal.SIGKILL, after_step=7)
+    assert at is not None and rc == -signal.SIGKILL, f"{rc}\n{stderr[-2000:]}"
+    assert (out / "c.pt").exists() and not (out / "m.safetensors").exists()
+    saved = json_state(out / "c.pt")
+    assert 0 < saved["step"] < TOTAL_STEPS
+
+    rc, stdout, stderr, _ = run_job(out, parts, recipe)
+    assert rc == 0, stderr[-3000:]
+    assert re.search(rf"\b{saved['step']}/{TOTAL_STEPS}\b", stderr), "the rerun resumed from the checkpoint"
+    assert_same_weights(ref / "m.safetensors", out / "m.safetensors")
+    assert_same_log(ref / "log.csv", out / "log.csv", columns=("epoch", "step", "lr", "train_loss", "train_acc"))
+
+
+def json_state(ckpt: Path) -> dict:
+    import json
+
+    return json.loads(torch.load(ckpt, weights_only=True)["state"])
+
+
 # ---------------------------------------------------------------- generation: shard granularity
 
 KILLED_WRITER = textwrap.dedent("""

@@ -365,3 +365,87 @@ def test_a_diverging_run_fails_and_saves_nothing(tmp_path, digit_shards):
         train_model([{"shards": digit_shards[0], "limit": 64}], 10, recipe, 0, tmp_path / "m.safetensors",
                     tmp_path / "log.csv", progress=False)
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_adamw_decays_no_norm_bias_or_position_embedding():
+    """DeiT's AdamW (and timm's training script) decays weight matrices and kernels only: norms,
+    biases (1-D), a ViT's position embedding and class token get none. SGD decays everything."""
+    from synthscale.train import create_classifier, make_optimizer
+
+    vit = create_classifier("vit_tiny_patch16_224", 10, {"img_size": 16, "patch_size": 4, "embed_dim": 32,
+                                                         "depth": 1, "num_heads": 2})
+    recipe = full_recipe({**RECIPE, "optimizer": "adamw", "weight_decay": 0.05})
+    decay = {id(p): g["weight_decay"] for g in make_optimizer(vit, recipe).param_groups for p in g["params"]}
+    names = dict(vit.named_parameters())
+    assert len(decay) == len(names)
+    free = {n for n, p in names.items() if p.ndim == 1 or n in ("pos_embed", "cls_token")}
+    assert {"pos_embed", "cls_token", "norm.weight", "blocks.0.attn.qkv.bias"} <= free
+    assert {n for n, p in names.items() if decay[id(p)] == 0.0} == free
+    assert all(decay[id(p)] == 0.05 for n, p in names.items() if n not in free)
+    sgd = make_optimizer(vit, {**recipe, "optimizer": "sgd"})
+    assert all(g["weight_decay"] == 0.05 for g in sgd.param_groups)
+
+
+def test_training_reads_the_loss_at_sync_points_only(monkeypatch, tmp_path, digit_shards):
+    """No host sync per step: the loss and accuracy sums stay on the device and are read at the
+    epoch's end (16 steps here), not with .item() per micro-batch; a diverging run still fails
+    (test_a_diverging_run_fails_and_saves_nothing)."""
+    import sys
+
+    import synthscale.train
+
+    torch.set_num_threads(1)
+    reads = []
+
+    def counted(name):  # reads made by the training loop itself (torch's optimizers read CPU step counts)
+        orig = getattr(torch.Tensor, name)
+
+        def read(self, *a, **k):
+            if sys._getframe(1).f_code.co_filename == synthscale.train.__file__:
+                reads.append(name)
+            return orig(self, *a, **k)
+
+        return read
+
+    for name in ("item", "tolist", "__float__"):  # (not __bool__: the final check of the weights)
+        monkeypatch.setattr(torch.Tensor, name, counted(name))
+    recipe = full_recipe({**RECIPE, "epochs": 1, "min_steps": 0, "batch_size": 16, "micro_batch_size": 8})
+    log = train_model([{"shards": digit_shards[0], "limit": 256}], 10, recipe, 0, tmp_path / "m.safetensors",
+                      tmp_path / "log.csv", progress=False)
+    assert log["step"].tolist() == [16] and np.isfinite(log["train_loss"]).all()
+    assert len(reads) <= 3, f"{len(reads)} reads of device values in 16 steps of 2 micro-batches: {reads}"
+
+
+def test_fewer_shards_than_workers_start_fewer_workers(tmp_path, digits_16):
+    """3 shards and 8 workers: 5 workers would get no shard. The loader starts 3, and its batches are
+    those of a loader built with 3 workers (deterministic as any fixed worker count)."""
+    from synthscale.loader import useful_workers
+
+    images, labels = digits_16
+    shards = write_digit_shards(tmp_path, images[:90], labels[:90], 30)
+    recipe = full_recipe({**RECIPE, "pad_crop": 2, "shuffle_buffer": 10})
+    parts = [{"shards": shards, "limit": None}]
+    assert useful_workers(parts, 8) == 3 and useful_workers(parts, 2) == 2
+    assert useful_workers([{"shards": shards, "limit": 45}], 8) == 2, "the shards that hold the first N"
+    assert useful_workers([{"arrays": (images[:90], labels[:90]), "limit": None}], 8) == 8
+    loader = build_train_loader(parts, recipe, 3, 0, batch_size=16, num_workers=8)
+    assert loader.num_workers == 3
+    x8, y8 = _epoch(parts, recipe, 3, 0, workers=8)
+    x3, y3 = _epoch(parts, recipe, 3, 0, workers=3)
+    assert len(y8) == 90 and torch.equal(x8, x3) and torch.equal(y8, y3)
+
+
+def test_cuda_speed_switches_leave_torch_precision_readable(monkeypatch):
+    """A CUDA run turns on cuDNN autotuning and TF32 matmuls and convolutions, through an API that keeps
+    torch.get_float32_matmul_precision() (read by inductor) answering instead of raising."""
+    from synthscale.train import enable_fast_cuda_math
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)  # restored after
+    old = torch.get_float32_matmul_precision()
+    try:
+        enable_fast_cuda_math()
+        assert torch.backends.cudnn.benchmark and torch.backends.cudnn.allow_tf32
+        assert torch.get_float32_matmul_precision() == "high" and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.set_float32_matmul_precision(old)
+    assert torch.get_float32_matmul_precision() == old
