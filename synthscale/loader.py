@@ -780,10 +780,11 @@ def epoch_size(parts: list[dict[str, Any]], mix: dict[str, Any] | None = None) -
 
 
 def useful_workers(parts: list[dict[str, Any]], workers: int, mix: dict[str, Any] | None = None) -> int:
-    """The loader workers that get data: at most this rank's shards of its largest part (of the real
-    part, which drives a `prob` mix). Shards are split by node, then by worker, so a worker past that
-    count would get no shard and idle (its start-up, memory and prefetch wasted): e.g. 32 shards on 8
-    ranks feed 4 workers each, not 8. In-memory parts split by sample: no cap. At least one worker."""
+    """The loader workers worth starting: at most this rank's share of the shards of its largest part
+    (of the real part, which drives a `prob` mix). Every stream reads a balanced range of samples
+    (`_my_range`), so more workers than shards would split single shards between workers, each opening
+    and seeking the same tar, for start-up, memory and prefetch that buy nothing: e.g. 32 shards on 8
+    ranks feed 4 workers each, not 8. In-memory parts: no cap. At least one worker."""
     if workers <= 1 or any("arrays" in p for p in parts):
         return workers
     rank, world = _rank()
