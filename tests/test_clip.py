@@ -407,3 +407,27 @@ def test_a_resumed_run_reaches_the_same_weights(tmp_path, digits):
     assert "Start epoch 0" in before and "Start epoch 0" not in after and "Start epoch 1" in after
     a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _real_rows(losses: dict[int, list[float]]) -> pd.DataFrame:
+    return pd.DataFrame([{**CR.clip_source_columns("real"), "eval_set": "test", "n": n, "seed": s, "loss": l,
+                          "top1": 0.5, "ood": False} for n, ls in losses.items() for s, l in enumerate(ls)])
+
+
+def test_findings_say_whether_reals_loss_falls_beyond_its_seed_noise():
+    """Per-N means over seeds, with the seed SD: a fall larger than twice the standard error of the
+    difference is stated as a fall, a smaller one as weak, a rise as no scaling."""
+    clear = CR.seed_means(_real_rows({75: [2.10, 2.12], 150: [1.90, 1.92], 300: [1.60, 1.62]}))
+    assert clear.set_index("n").loc[75, "loss"] == pytest.approx(2.11) and clear["seeds"].eq(2).all()
+    text = CR.real_trend(clear, "test")
+    assert "2.110 ± 0.014 at N = 75" in text and "falls at every step, by 0.500" in text
+    noisy = CR.seed_means(_real_rows({75: [2.3, 1.9], 150: [2.2, 1.8], 300: [2.1, 1.8]}))
+    assert "weak result" in CR.real_trend(noisy, "test")
+    flat = CR.seed_means(_real_rows({75: [1.9, 1.91], 150: [1.95, 1.96], 300: [1.97, 1.98]}))
+    assert "does not fall with N" in CR.real_trend(flat, "test")
+    one = CR.seed_means(_real_rows({75: [2.1], 150: [1.9], 300: [1.6]}))
+    assert "one seed per N nothing measures its noise" in CR.real_trend(one, "test")
+    sentences = CR.clip_findings(_real_rows({75: [2.10, 2.12], 150: [1.90, 1.92], 300: [1.60, 1.62]}),
+                                 pd.DataFrame(columns=["eval_set", "kind"]), 10, "test")
+    assert any("falls at every step" in s for s in sentences)
+    assert any("300 real image-text pairs" in s and "1.610" in s for s in sentences), "the mean over seeds"
