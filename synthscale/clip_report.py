@@ -99,11 +99,11 @@ def clip_scaling(summary: pd.DataFrame, draws: int = 1000, seed: int = 0, level:
                 "B": b,
                 "k_lo": float(np.percentile(ks, lo_q)) if len(ks) else np.nan,
                 "k_hi": float(np.percentile(ks, hi_q)) if len(ks) else np.nan,
-                "n_points": len(g),
+                "n_points": int(g["n"].nunique()),  # N values (each may hold several seeds)
                 "n_min": int(g["n"].min()),
                 "n_max": int(g["n"].max()),
-                "loss_at_max_n": float(g["loss"].iloc[-1]),
-                "top1_at_max_n": float(g["top1"].iloc[-1]),
+                "loss_at_max_n": float(g[g["n"] == g["n"].max()]["loss"].mean()),  # over seeds
+                "top1_at_max_n": float(g[g["n"] == g["n"].max()]["top1"].mean()),
             }
         )
     out = pd.DataFrame(rows)

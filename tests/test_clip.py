@@ -431,3 +431,9 @@ def test_findings_say_whether_reals_loss_falls_beyond_its_seed_noise():
                                  pd.DataFrame(columns=["eval_set", "kind"]), 10, "test")
     assert any("falls at every step" in s for s in sentences)
     assert any("300 real image-text pairs" in s and "1.610" in s for s in sentences), "the mean over seeds"
+
+
+def test_scaling_table_counts_n_values_not_seed_rows():
+    rows = _real_rows({75: [2.10, 2.12], 150: [1.90, 1.92], 300: [1.60, 1.64]})
+    fit = CR.clip_scaling(rows, draws=50, seed=0).iloc[0]
+    assert fit["n_points"] == 3 and fit["loss_at_max_n"] == pytest.approx(1.62)
