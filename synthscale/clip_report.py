@@ -213,21 +213,27 @@ def real_trend(means: pd.DataFrame, eval_set: str) -> str | None:
         f"{l:.3f}" + (f" ± {sd:.3f}" if np.isfinite(sd) else "") + f" at N = {int(n)}"
         for n, l, sd in zip(r["n"], r["loss"], r["loss_sd"])
     )
+    from scipy.stats import t as student_t
+
     seeds = int(r["seeds"].min())
     falls = bool(np.all(np.diff(r["loss"].to_numpy()) < 0))
     drop = float(r["loss"].iloc[0] - r["loss"].iloc[-1])
-    sd = float(np.sqrt(np.nanmean(r["loss_sd"].to_numpy() ** 2))) if seeds > 1 else np.nan
+    df = int((r["seeds"] - 1).sum())  # pooled seed SD over every N, with its degrees of freedom
+    sd = float(np.sqrt(np.nansum((r["seeds"] - 1) * r["loss_sd"].fillna(0) ** 2) / df)) if df > 0 else np.nan
     s = f"On {eval_set}, real's zero-shot loss (mean ± seed SD over {seeds} seed{'s' * (seeds > 1)}) is {pts}: "
     if not np.isfinite(sd):
         return s + ("it falls with N, but with one seed per N nothing measures its noise: a weak result."
                     if falls else "it does not fall with N at every step, and one seed measures no noise: no scaling shown.")
-    if falls and drop > 2 * sd * np.sqrt(2 / seeds):
-        return s + (f"it falls at every step, by {drop:.3f} from the smallest to the largest N, more than twice "
-                    "the standard error of that difference.")
+    q = float(student_t.ppf(0.975, df))
+    margin = q * sd * np.sqrt(1 / r["seeds"].iloc[0] + 1 / r["seeds"].iloc[-1])
+    if falls and drop > margin:
+        return s + (f"it falls at every step, by {drop:.3f} from the smallest to the largest N, more than the "
+                    f"95% margin of that difference ({margin:.3f}: t = {q:.2f} with {df} degrees of freedom "
+                    "times the pooled seed SD's standard error).")
     if drop > 0:
         return s + (f"it falls by {drop:.3f} from the smallest to the largest N"
-                    f"{'' if falls else ', not at every step'}, within about two standard errors of the seed "
-                    "noise: a weak result at this size.")
+                    f"{'' if falls else ', not at every step'}, within the 95% margin of the seed noise "
+                    f"({margin:.3f}, t = {q:.2f} with {df} degrees of freedom): a weak result at this size.")
     return s + "it does not fall with N: the CLIP arm does not learn with N at this size."
 
 
