@@ -7,15 +7,16 @@ rule train_clip:
         manifest=PLAN.manifest,
         classes=PLAN.classes,
     output:
-        model=f"{R}/clip/{{clip_source}}/n{{n}}/model.safetensors",
-        config=f"{R}/clip/{{clip_source}}/n{{n}}/model_config.json",
+        model=f"{R}/clip/{{clip_source}}/n{{n}}/s{{seed}}/model.safetensors",
+        config=f"{R}/clip/{{clip_source}}/n{{n}}/s{{seed}}/model_config.json",
     log:
-        f"{R}/logs/clip/train/{{clip_source}}/n{{n}}.log",
+        f"{R}/logs/clip/train/{{clip_source}}/n{{n}}/s{{seed}}.log",
     benchmark:
-        f"{R}/benchmarks/train_clip/{{clip_source}}/n{{n}}.tsv"
+        f"{R}/benchmarks/train_clip/{{clip_source}}/n{{n}}/s{{seed}}.tsv"
     wildcard_constraints:
         clip_source=CLIP_SOURCE_REGEX,
         n=r"\d+",
+        seed=r"\d+",
     conda:
         "../envs/synthscale.yaml"
     threads: threads("clip")
@@ -23,8 +24,7 @@ rule train_clip:
         **res("clip"),
     params:
         recipe=clip_recipe(CLIP),
-        mix_real_n=PLAN.clip_mix_real_n() if CLIP["enabled"] else 0,
-        seed=config["seed"],
+        mix_real_fraction=PLAN.clip_mix_real_fraction(),
         device=config["device"],
         threads=threads("clip"),
     script:
@@ -34,8 +34,8 @@ rule train_clip:
 rule evaluate_clip:
     input:
         models=lambda wc: [
-            PLAN.clip_model(wc.clip_source, n)
-            for n in PLAN.clip_source_ns(wc.clip_source)
+            PLAN.clip_model(wc.clip_source, n, s)
+            for n, s in PLAN.clip_seed_runs(wc.clip_source)
         ],
         manifest=PLAN.manifest,
         classes=PLAN.classes,
@@ -53,7 +53,8 @@ rule evaluate_clip:
     resources:
         **res("clip_eval"),
     params:
-        n_labels=lambda wc: [str(n) for n in PLAN.clip_source_ns(wc.clip_source)],
+        n_labels=lambda wc: [n for n, _ in PLAN.clip_seed_runs(wc.clip_source)],
+        seeds=lambda wc: [s for _, s in PLAN.clip_seed_runs(wc.clip_source)],
         eval_sets=[e["name"] for e in config["eval_sets"]],
         templates=CLIP["templates"],
         batch_size=CLIP["eval_batch_size"],
@@ -106,7 +107,6 @@ rule clip_report:
     params:
         sources=PLAN.clip_sources(),
         ood={e["name"]: e["ood"] for e in config["eval_sets"]},
-        mix_real_n=PLAN.clip_mix_real_n() if CLIP["enabled"] else 0,
         reference_set=config["eval_sets"][0]["name"],
         bootstrap=CLIP["bootstrap"],
         seed=config["seed"],

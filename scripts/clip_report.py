@@ -6,7 +6,7 @@ from synthscale.runtime import job_setup
 job_setup(snakemake)
 p, out = snakemake.params, snakemake.output
 n_classes = int(read_manifest(snakemake.input.manifest)["classes"])
-summary = CR.build_clip_summary(p.sources, snakemake.input.metrics, p.ood, p.mix_real_n)
+summary = CR.build_clip_summary(p.sources, snakemake.input.metrics, p.ood)
 scaling = CR.clip_scaling(summary, draws=p.bootstrap, seed=p.seed)
 table = CR.zero_shot_table(summary, n_classes)
 CR.write_tables(summary, out.summary, scaling, out.scaling, table, out.table)

@@ -6,6 +6,7 @@ job_setup(snakemake, snakemake.params.threads)
 evaluate_clip_models(
     snakemake.input.models,
     snakemake.params.n_labels,
+    snakemake.params.seeds,
     snakemake.input.manifest,
     snakemake.input.classes,
     snakemake.params.eval_sets,

@@ -13,13 +13,13 @@ parts = clip_parts(
     int(snakemake.wildcards.n),
     split_shards(snakemake.input.manifest, "train"),
     list(snakemake.input.data),
-    snakemake.params.mix_real_n,
+    snakemake.params.mix_real_fraction,
 )
 train_clip(
     parts,
     pd.read_csv(snakemake.input.classes, dtype={"id": str}, keep_default_na=False),
     snakemake.params.recipe,
-    snakemake.params.seed,
+    int(snakemake.wildcards.seed),
     snakemake.output.model,
     device=snakemake.params.device,
 )

@@ -1,11 +1,20 @@
 """CLIP training (Fan et al. 2023's CLIP arm): image-text shards for a (source, N), then open_clip_train.
 
-A CLIP job first writes its own caption shards: the first N images of its source, each with a caption.
-- synthetic: the image's prompt (its `.txt`, or the `prompt` of its JSON record);
-- real: the dataset's caption when it has one (`.txt` or a `caption` in the record), else a caption
-  drawn deterministically per image from the class prompt strategies (`clip.caption_strategies`):
-  the stand-in for LAION alt-text;
-- mixed (synthetic + real): the first `mix_real_n` real images, then the first N synthetic ones.
+A CLIP job first writes its own caption shards: N image-text pairs of its source.
+- Captions, like for like: every pair, real or synthetic, is captioned by the same function,
+  `pair_caption(i, label)`: a prompt of its class drawn from (seed, i) out of the pool of the class
+  prompt strategies `clip.caption_strategies` (the stand-in for LAION alt-text). A synthetic image's
+  own prompt and a real image's own caption stay in the pair's JSON record, never in its caption, so
+  real and synthetic pairs of the same class sequence carry the same captions. With the default pool
+  (classname + templates) CLIP's 80 zero-shot templates are IN the training captions of both; a pool
+  without `templates` keeps them out of both. `clip.captions: own` instead captions every pair by its
+  own text (a synthetic image's prompt, a real image's caption; an error where one lacks it): like
+  for like only where the synthetic prompts are real captions, as in Fan et al.'s LAION setting.
+- real: the first N real images; synthetic: the first N synthetic ones;
+- mixed (synthetic + real) at N: N pairs in all (`n_pairs`, the axis every source shares), the
+  first round(N * `clip.mix_real_fraction`) real images and the first N minus that synthetic ones,
+  interleaved at the sample level: each pair is drawn from a part with probability proportional to
+  what that part has left, seeded, so every stretch of the shards holds both in proportion.
 
 Training is open_clip's own entry point, `open_clip_train.main.main(argv)`, with
 `--dataset-type webdataset`, called in this process (one Python start-up per job) or as
@@ -57,8 +66,8 @@ def caption_pools(classes, strategies: Sequence[str]) -> list[list[str]]:
     return pools
 
 
-def real_caption(i: int, label: int, pools: Sequence[Sequence[str]], seed: int) -> str:
-    """A caption for real image i without one: a prompt of its class drawn from (seed, i) alone."""
+def pair_caption(i: int, label: int, pools: Sequence[Sequence[str]], seed: int) -> str:
+    """The caption of image i of a part, real or synthetic: a prompt of its class drawn from (seed, i)."""
     pool = pools[label]
     word = np.random.SeedSequence([int(seed), 7919, int(i)]).generate_state(1)[0]
     return pool[int(word) % len(pool)]
@@ -89,10 +98,13 @@ def iter_captioned(
     kind: str,
     pools: Sequence[Sequence[str]] | None = None,
     seed: int = 0,
+    captions: str = "pool",
 ) -> Iterator[tuple[str, bytes, int, str, dict[str, Any]]]:
     """(image extension, image bytes, label, caption, record) of the first n samples of shards.
 
-    `kind` is "synthetic" (caption = prompt) or "real" (caption = the dataset's, else from `pools`).
+    The caption is `pair_caption(i, label, pools, seed)` for either `kind` ("real" or "synthetic"); the
+    sample's own text (a synthetic prompt, a real caption) is kept in the record as `own_text`.
+    captions="own": the caption is that own text (a real record's `prompt` never counts as one).
     """
     count = 0
     for i, s in enumerate(_iter_raw(paths)):
@@ -103,15 +115,22 @@ def iter_captioned(
             raise ValueError(f"sample {s['__key__'].decode()} in {paths} has no image")
         rec = json.loads(s["json"]) if "json" in s else {}
         label = int(s["cls"]) if "cls" in s else int(rec["label"])
-        text = s["txt"].decode() if "txt" in s else rec.get("caption", rec.get("prompt"))
-        if kind == "real" and "caption" not in rec and "txt" not in s:
-            text = None  # a real record's prompt never stands for a caption
-        if text is None:
-            if kind == "synthetic":
-                raise ValueError(f"synthetic sample {s['__key__'].decode()} has no prompt")
+        if kind not in ("real", "synthetic"):
+            raise ValueError(f"unknown part kind {kind!r}")
+        own = s["txt"].decode() if "txt" in s else rec.get("caption", rec.get("prompt" if kind == "synthetic" else ""))
+        if captions == "own":
+            if not own:
+                raise ValueError(f"config key clip.captions: own, but {kind} sample {s['__key__'].decode()} "
+                                 f"in {paths} has no {'prompt' if kind == 'synthetic' else 'caption'}")
+            text = own
+        elif captions == "pool":
             if pools is None:
-                raise ValueError("real images without captions need caption pools")
-            text = real_caption(i, label, pools, seed)
+                raise ValueError("CLIP pairs need caption pools (clip.caption_strategies)")
+            text = pair_caption(i, label, pools, seed)
+        else:
+            raise ValueError(f"config key clip.captions: unknown {captions!r}; choose pool or own")
+        if own:
+            rec = {**rec, "own_text": own}
         yield ext, s[ext], label, text, rec
         count += 1
     if n is not None and count < n:
@@ -124,10 +143,13 @@ def write_caption_shards(
     pools: Sequence[Sequence[str]] | None,
     seed: int,
     shard_size: int = 1000,
+    captions: str = "pool",
 ) -> tuple[list[Path], int]:
-    """Write the image-text shards of one CLIP run; parts are (kind, shards, first n) in order.
+    """Write the image-text shards of one CLIP run; parts are (kind, shards, first n).
 
-    Streams sample by sample (bounded memory); returns (shard paths, number of samples).
+    Two or more parts interleave at the sample level: each pair comes from a part with probability
+    proportional to what it has left, drawn from `seed`. Streams sample by sample (bounded memory);
+    returns (shard paths, number of samples).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -142,24 +164,23 @@ def write_caption_shards(
             tar, tmp_ctx = None, None
 
     try:
-        for kind, paths, n in parts:
-            for ext, data, label, text, rec in iter_captioned(paths, n, kind, pools, seed):
-                if tar is None:
-                    target = out_dir / shard_name(k)
-                    tmp_ctx = atomic_path(target)
-                    tmp = tmp_ctx.__enter__()
-                    tar = tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT)
-                    written.append(target)
-                key = f"{count:09d}"
-                _add(tar, f"{key}.{ext}", data)
-                _add(tar, f"{key}.cls", str(label).encode())
-                _add(tar, f"{key}.txt", text.encode())
-                meta = {"key": key, "label": label, "caption": text, "origin": kind, "record": rec}
-                _add(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
-                count += 1
-                if count % shard_size == 0:
-                    close()
-                    k += 1
+        for kind, ext, data, label, text, rec in interleave_parts(parts, pools, seed, captions):
+            if tar is None:
+                target = out_dir / shard_name(k)
+                tmp_ctx = atomic_path(target)
+                tmp = tmp_ctx.__enter__()
+                tar = tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT)
+                written.append(target)
+            key = f"{count:09d}"
+            _add(tar, f"{key}.{ext}", data)
+            _add(tar, f"{key}.cls", str(label).encode())
+            _add(tar, f"{key}.txt", text.encode())
+            meta = {"key": key, "label": label, "caption": text, "origin": kind, "record": rec}
+            _add(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
+            count += 1
+            if count % shard_size == 0:
+                close()
+                k += 1
         close()
     except BaseException:
         if tar is not None:
@@ -167,6 +188,34 @@ def write_caption_shards(
             tmp_ctx.__exit__(*sys.exc_info())
         raise
     return written, count
+
+
+def interleave_parts(
+    parts: Sequence[tuple[str, Sequence[str | os.PathLike], int | None]],
+    pools: Sequence[Sequence[str]] | None,
+    seed: int,
+    captions: str = "pool",
+) -> Iterator[tuple[str, str, bytes, int, str, dict[str, Any]]]:
+    """(kind, ext, bytes, label, caption, record) of every part's first n samples, mixed at the sample
+    level: each draw picks a part with probability proportional to its samples left (seeded)."""
+    parts = [p for p in parts if p[2] is None or p[2] > 0]
+    if len(parts) == 1:
+        kind, paths, n = parts[0]
+        for sample in iter_captioned(paths, n, kind, pools, seed, captions):
+            yield (kind, *sample)
+        return
+    if any(n is None for _, _, n in parts):
+        raise ValueError("parts that interleave need their sizes")
+    streams = [iter_captioned(paths, n, kind, pools, seed, captions) for kind, paths, n in parts]
+    left = np.array([n for _, _, n in parts], dtype=np.int64)
+    rng = np.random.default_rng([int(seed), 104729])
+    while left.sum() > 0:
+        j = int(rng.choice(len(parts), p=left / left.sum()))
+        left[j] -= 1
+        yield (parts[j][0], *next(streams[j]))
+    for it in streams:  # let each stream check that its shards held n samples
+        for _ in it:
+            pass
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -358,7 +407,7 @@ def load_clip(model_path: str | os.PathLike, device: str = "cpu"):
 
 # the keys of `clip` that change a trained CLIP (evaluation and selection keys do not)
 TRAIN_KEYS = (
-    "model", "model_config", "caption_strategies", "epochs", "min_steps", "batch_size", "lr", "wd",
+    "model", "model_config", "captions", "caption_strategies", "epochs", "min_steps", "batch_size", "lr", "wd",
     "warmup", "workers", "precision", "shard_size", "log_every_n_steps", "save_frequency",
     "extra_args", "launcher",
 )  # fmt: skip
@@ -375,20 +424,27 @@ def clip_epochs(n_pairs: int, recipe: dict[str, Any]) -> int:
     return max(int(recipe["epochs"]), math.ceil(recipe.get("min_steps", 0) / steps_per_epoch))
 
 
+def mix_split(n_pairs: int, real_fraction: float) -> tuple[int, int]:
+    """(real, synthetic) pairs of a synthetic + real run of n_pairs pairs in all."""
+    n_real = int(round(n_pairs * real_fraction))
+    return n_real, n_pairs - n_real
+
+
 def clip_parts(
     kind: str,
     n: int,
     real_shards: Sequence[str | os.PathLike],
     synthetic_shards: Sequence[str | os.PathLike],
-    mix_real_n: int,
+    mix_real_fraction: float = 0.5,
 ) -> list[tuple[str, Sequence[str | os.PathLike], int]]:
-    """What a (source kind, N) run trains on: (kind, shards, first n) parts, in order."""
+    """What a (source kind, N) run trains on: (kind, shards, first n) parts; N pairs in all."""
     if kind == "real":
         return [("real", real_shards, n)]
     if kind == "synthetic":
         return [("synthetic", synthetic_shards, n)]
     if kind == "mixed":
-        return [("real", real_shards, mix_real_n), ("synthetic", synthetic_shards, n)]
+        n_real, n_syn = mix_split(n, mix_real_fraction)
+        return [("real", real_shards, n_real), ("synthetic", synthetic_shards, n_syn)]
     raise ValueError(f"unknown CLIP source kind {kind!r}")
 
 
@@ -429,7 +485,8 @@ def train_clip(
         if shard_dir.exists():
             shutil.rmtree(shard_dir)
         pools = caption_pools(classes, recipe["caption_strategies"])
-        shards, count = write_caption_shards(shard_dir, parts, pools, seed, recipe["shard_size"])
+        shards, count = write_caption_shards(shard_dir, parts, pools, seed, recipe["shard_size"],
+                                             recipe.get("captions", "pool"))
         write_json(done, {"shards": [str(p) for p in shards], "count": count})
     if count < recipe["batch_size"]:
         raise ValueError(
@@ -449,6 +506,7 @@ def train_clip(
         "model": recipe["model"],
         "config": model_config_of(recipe["model"]),
         "n_pairs": count,
+        "parts": {kind: n for kind, _, n in parts},
         "seed": seed,
         "epochs": epochs,
         "steps_per_epoch": math.ceil(count / recipe["batch_size"]),

@@ -3,6 +3,9 @@
 Class names x CLIP's 80 ImageNet templates (open_clip's OPENAI_IMAGENET_TEMPLATES), the normalised
 text embeddings averaged per class (open_clip.build_zero_shot_classifier); logits =
 logit_scale * normalised image features @ classifier; top-1 and the cross-entropy of those logits.
+An eval set that covers a subset of the classes (the manifest's split lists its "classes", as
+ImageNet-R/-A do) scores over that subset only, as the supervised arm does (synthscale.evaluate's
+Accumulator: logits restricted to the covered classes before loss and top-1).
 Eval images stream from the manifest's split shards through a DataLoader, batch by batch.
 """
 
@@ -68,23 +71,26 @@ def eval_loader(shards: Sequence[str | os.PathLike], preprocess, batch_size: int
 
 
 @torch.no_grad()
-def evaluate_zero_shot(model, classifier: torch.Tensor, loader, device: str = "cpu") -> dict[str, float]:
-    """Top-1 and mean cross-entropy of zero-shot logits, accumulated batch by batch."""
-    loss_sum, correct, n = 0.0, 0, 0
+def evaluate_zero_shot(
+    model, classifier: torch.Tensor, loader, device: str = "cpu", classes: Sequence[int] | None = None
+) -> dict[str, float]:
+    """Top-1 and mean cross-entropy of zero-shot logits, accumulated batch by batch; `classes` (the
+    eval set's class subset, None = all) restricts the logits to those classes first."""
+    from synthscale.evaluate import Accumulator
+
+    acc = Accumulator(classifier.shape[1], classes)
     for images, labels in loader:
-        labels = torch.as_tensor(labels, device=device)
-        logits = zero_shot_logits(model, images.to(device), classifier).double()
-        loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
-        correct += int((logits.argmax(1) == labels).sum())
-        n += len(labels)
-    if n == 0:
+        acc.update(zero_shot_logits(model, images.to(device), classifier), torch.as_tensor(labels))
+    metrics, _ = acc.compute()
+    if metrics["n_eval"] == 0:
         raise ValueError("the evaluation set is empty")
-    return {"loss": loss_sum / n, "top1": correct / n, "n_eval": n}
+    return {k: metrics[k] for k in ("loss", "top1", "n_eval")}
 
 
 def evaluate_clip_models(
     model_paths: Sequence[str | os.PathLike],
     n_labels: Sequence[str],
+    seeds: Sequence[int],
     manifest: str | os.PathLike,
     classes_csv: str | os.PathLike,
     eval_sets: Sequence[str],
@@ -93,20 +99,23 @@ def evaluate_clip_models(
     batch_size: int = 256,
     device: str = "cpu",
 ) -> pd.DataFrame:
-    """Zero-shot metrics of one source's CLIPs (one per N) on every eval set: one row per pair."""
+    """Zero-shot metrics of one source's CLIPs (one per (N, seed)) on every eval set, each over its
+    class subset: one row per (model, eval set)."""
     from synthscale.clip import load_clip
-    from synthscale.data import split_shards
+    from synthscale.evaluate import eval_splits
 
     classes = pd.read_csv(classes_csv, dtype={"id": str}, keep_default_na=False).sort_values("index")
     names = classes["name"].tolist()
+    splits = eval_splits(manifest, eval_sets)
     rows: list[dict[str, Any]] = []
-    for path, n_label in zip(model_paths, n_labels):
+    for path, n_label, seed in zip(model_paths, n_labels, seeds, strict=True):
         model, preprocess, tokenizer = load_clip(path, device)
         classifier = zero_shot_classifier(model, tokenizer, names, template_set, device)
-        for name in eval_sets:
-            loader = eval_loader(split_shards(manifest, name), preprocess, batch_size)
-            metrics = evaluate_zero_shot(model, classifier, loader, device)
-            rows.append({"n_label": n_label, "eval_set": name, **metrics,
+        for name, split in splits.items():
+            loader = eval_loader(split["shards"], preprocess, batch_size)
+            metrics = evaluate_zero_shot(model, classifier, loader, device, split["classes"])
+            n_cls = len(split["classes"]) if split["classes"] is not None else len(names)
+            rows.append({"n_label": n_label, "seed": int(seed), "eval_set": name, **metrics, "n_classes": n_cls,
                          "logit_scale": float(model.logit_scale.exp().detach())})
     df = pd.DataFrame(rows)
     write_csv(metrics_path, df)

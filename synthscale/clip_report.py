@@ -37,9 +37,11 @@ def build_clip_summary(
     sources: Sequence[str],
     metric_paths: Sequence[str | os.PathLike],
     ood: dict[str, bool],
-    mix_real_n: int,
 ) -> pd.DataFrame:
-    """One row per CLIP and eval set: source columns, N (synthetic or real pairs), n_pairs, metrics."""
+    """One row per CLIP (source, N, seed) and eval set: source columns, N, n_pairs, metrics.
+
+    N is the run's total image-text pairs for every kind (`n_pairs` = N): a synthetic + real run at N
+    holds N pairs, a clip.mix_real_fraction share of them real, so sources compare at equal pairs."""
     frames = []
     for source, path in zip(sources, metric_paths):
         df = pd.read_csv(path, dtype={"n_label": str})
@@ -47,7 +49,7 @@ def build_clip_summary(
         df.insert(0, "n", df["n_label"].astype(int))
         for k, v in reversed(cols.items()):
             df.insert(0, k, v)
-        df.insert(df.columns.get_loc("n") + 1, "n_pairs", df["n"] + (mix_real_n if cols["kind"] == "mixed" else 0))
+        df.insert(df.columns.get_loc("n") + 1, "n_pairs", df["n"])
         frames.append(df)
     out = pd.concat(frames, ignore_index=True)
     out["ood"] = out["eval_set"].map(ood).fillna(False).astype(bool)
@@ -77,11 +79,11 @@ def clip_scaling(summary: pd.DataFrame, draws: int = 1000, seed: int = 0, level:
                 "k_lo": pl["k_low"],
                 "k_hi": pl["k_high"],
                 "k_interval": pl["k_interval"],
-                "n_points": len(g),
+                "n_points": int(g["n"].nunique()),  # N values (each may hold several seeds)
                 "n_values": pl["n_values"],
                 "n_min": int(g["n"].min()),
                 "n_max": int(g["n"].max()),
-                "loss_at_max_n": float(at["loss"].mean()),
+                "loss_at_max_n": float(at["loss"].mean()),  # over seeds
                 "top1_at_max_n": float(at["top1"].mean()),
             }
         )
@@ -132,7 +134,8 @@ def plot_clip_scaling(summary: pd.DataFrame, path: str | os.PathLike, metric: st
     for ax, e in zip(axes[0], sets):
         d = summary[summary["eval_set"] == e]
         for source, g in d.groupby("source", sort=False):
-            g = g.sort_values("n")
+            seeds = g
+            g = g.groupby("n", as_index=False)[metric].mean()  # the line joins seed means
             kind, _ = parse_clip_source(source)
             if kind == "real":
                 style = {"color": "black", "lw": 2.2}
@@ -140,6 +143,8 @@ def plot_clip_scaling(summary: pd.DataFrame, path: str | os.PathLike, metric: st
                 base = "synthetic/" + source.split("/", 1)[1]
                 style = {"color": colours.get(base, "grey"), "ls": "--" if kind == "mixed" else "-"}
             ax.plot(g["n"], g[metric], marker="o", label=_label(source), **style)
+            if len(seeds) > len(g):  # each replicate seed as a small point
+                ax.scatter(seeds["n"], seeds[metric], s=8, alpha=0.5, color=style["color"])
         ood = bool(d["ood"].iloc[0]) if "ood" in d and len(d) else False
         ax.set_title(f"{e}{' (OOD)' if ood else ''}")
         ax.set_xscale("log")
@@ -166,10 +171,55 @@ def _interval(lo: float, hi: float, n_points: int | None, how: Any = "") -> str:
     return f"(95% interval [{lo:.3f}, {hi:.3f}]: {how}{where})"
 
 
+def seed_means(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per (source, kind, eval set, N): mean loss and top-1 over replicate seeds, the loss's seed SD
+    (NaN with one seed) and the number of seeds."""
+    g = summary.groupby(["source", "kind", "eval_set", "n"], sort=False)
+    out = g[["loss", "top1"]].mean()
+    out["loss_sd"] = g["loss"].std(ddof=1)
+    out["seeds"] = g.size()
+    return out.reset_index()
+
+
+def real_trend(means: pd.DataFrame, eval_set: str) -> str | None:
+    """Whether real's zero-shot loss falls with N on one eval set, stated against its seed spread."""
+    r = means[(means["kind"] == "real") & (means["eval_set"] == eval_set)].sort_values("n")
+    if len(r) < 2:
+        return None
+    pts = ", ".join(
+        f"{l:.3f}" + (f" ± {sd:.3f}" if np.isfinite(sd) else "") + f" at N = {int(n)}"
+        for n, l, sd in zip(r["n"], r["loss"], r["loss_sd"])
+    )
+    from scipy.stats import t as student_t
+
+    seeds = int(r["seeds"].min())
+    falls = bool(np.all(np.diff(r["loss"].to_numpy()) < 0))
+    drop = float(r["loss"].iloc[0] - r["loss"].iloc[-1])
+    df = int((r["seeds"] - 1).sum())  # pooled seed SD over every N, with its degrees of freedom
+    sd = float(np.sqrt(np.nansum((r["seeds"] - 1) * r["loss_sd"].fillna(0) ** 2) / df)) if df > 0 else np.nan
+    s = f"On {eval_set}, real's zero-shot loss (mean ± seed SD over {seeds} seed{'s' * (seeds > 1)}) is {pts}: "
+    if not np.isfinite(sd):
+        return s + ("it falls with N, but with one seed per N nothing measures its noise: a weak result."
+                    if falls else "it does not fall with N at every step, and one seed measures no noise: no scaling shown.")
+    q = float(student_t.ppf(0.975, df))
+    margin = q * sd * np.sqrt(1 / r["seeds"].iloc[0] + 1 / r["seeds"].iloc[-1])
+    if falls and drop > margin:
+        return s + (f"it falls at every step, by {drop:.3f} from the smallest to the largest N, more than the "
+                    f"95% margin of that difference ({margin:.3f}: t = {q:.2f} with {df} degrees of freedom "
+                    "times the pooled seed SD's standard error).")
+    if drop > 0:
+        return s + (f"it falls by {drop:.3f} from the smallest to the largest N"
+                    f"{'' if falls else ', not at every step'}, within the 95% margin of the seed noise "
+                    f"({margin:.3f}, t = {q:.2f} with {df} degrees of freedom): a weak result at this size.")
+    return s + "it does not fall with N: the CLIP arm does not learn with N at this size."
+
+
 def clip_findings(summary: pd.DataFrame, scaling: pd.DataFrame, n_classes: int, reference_set: str) -> list[str]:
-    """Sentences, each stating numbers from the tables, next to Fan et al.'s CLIP results."""
+    """Sentences, each stating numbers from the tables, next to Fan et al.'s CLIP results; per-N
+    numbers are means over replicate seeds."""
     out: list[str] = []
     chance = 1.0 / n_classes
+    summary = seed_means(summary)
     ref = summary[summary["eval_set"] == reference_set]
     real = ref[ref["kind"] == "real"].sort_values("n")
     if len(real):
@@ -180,6 +230,10 @@ def clip_findings(summary: pd.DataFrame, scaling: pd.DataFrame, n_classes: int, 
             f"({chance:.3f}, {last['top1'] / chance:.1f} times chance); its zero-shot loss is "
             f"{last['loss']:.3f} against {np.log(n_classes):.3f} for uniform logits."
         )
+    for e in dict.fromkeys(summary["eval_set"]):
+        trend = real_trend(summary, e)
+        if trend:
+            out.append(trend)
     for e, g in scaling.groupby("eval_set", sort=False):
         r = g[g["kind"] == "real"]
         for row in g[g["kind"] != "real"].itertuples():

@@ -535,8 +535,10 @@ def _check_real_counts(cfg: dict[str, Any], workdir: Path) -> None:
         cfg["mix"]["full_real_n"] = full = prepared
     c = cfg["clip"]
     if full is not None and c["enabled"] and c["mixed"] and c["sources"] != "none":
-        key, n = ("clip.mix_real_n", c["mix_real_n"]) if c["mix_real_n"] is not None else (
-            "clip.n_images", max(c["n_images"] or cfg["n_images"]))
+        from synthscale.clip import mix_split
+
+        key = "clip.mix_real_fraction"
+        n = mix_split(max(c["n_images"] or cfg["n_images"]), c["mix_real_fraction"])[0]
         if n > full:
             raise ConfigError(f"config key {key}: {n} real images asked for, but the real train split holds {full}")
 

@@ -247,7 +247,10 @@ def read_classes_table(path: str | os.PathLike) -> pd.DataFrame:
 
     Where every id is a WordNet noun id (ImageNet's `n01440764`), missing names, descriptions
     (WordNet glosses) and hypernyms come from WordNet, offline (synthscale.wordnet); otherwise
-    `name` is required.
+    `name` is required. Where every id is one of ImageNet-1k's, missing names are open_clip's curated
+    ImageNet names (OpenAI's, as Fan et al. use them; `wordnet.imagenet1k_names`), not the first
+    WordNet lemma, which repeats ("crane", "maillot") and misleads. Two classes with the same name are
+    an error that names them: give them distinct names in the table's `name` column.
     """
     from synthscale import wordnet
 
@@ -266,12 +269,23 @@ def read_classes_table(path: str | os.PathLike) -> pd.DataFrame:
             f"{df['id'][df['name'] == ''].iloc[0]!r}); only WordNet ids (n01440764) may omit names"
         )
     if wnids:
+        curated = wordnet.imagenet1k_names()
+        in1k = all(i in curated for i in df["id"])
         for i, wnid in enumerate(df["id"]):
+            if in1k and not df.at[i, "name"]:
+                df.at[i, "name"] = curated[wnid]
             missing = [c for c in ("name", "description", "hypernym") if not df.at[i, c]]
             if missing:
                 row = wordnet.class_row(wnid)
                 for c in missing:
                     df.at[i, c] = row[c]
+    dup = df["name"][df["name"].duplicated(keep=False)]
+    if len(dup):
+        which = {n: df["id"][df["name"] == n].tolist() for n in dict.fromkeys(dup)}
+        raise ValueError(
+            f"class table {path}: classes share a name, which prompts and the zero-shot classifier cannot "
+            f"tell apart: {which}; give them distinct names in the table's `name` column"
+        )
     df = df.reset_index(drop=True)
     df.insert(0, "index", np.arange(len(df)))
     return df[CLASS_COLUMNS]

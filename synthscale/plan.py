@@ -564,8 +564,21 @@ class Plan:
     def clip_n(self) -> list[int]:
         return list(self.cfg["clip"]["n_images"] or self.cfg["n_images"])
 
-    def clip_mix_real_n(self) -> int:
-        return int(self.cfg["clip"]["mix_real_n"] or max(self.clip_n()))
+    def clip_mix_real_fraction(self) -> float:
+        """The real share of a synthetic + real CLIP run's N pairs (`clip.mix_real_fraction`)."""
+        return float(self.cfg["clip"].get("mix_real_fraction", 0.5))
+
+    def clip_seeds_for(self, source: str) -> list[int]:
+        """Replicate seeds of a CLIP source: `clip.real_seeds` (when set) for real, else `clip.seeds`."""
+        c = self.cfg["clip"]
+        if source == "real" and c.get("real_seeds"):
+            return [int(s) for s in c["real_seeds"]]
+        return [int(s) for s in c.get("seeds", [0])]
+
+    def clip_seed_runs(self, source: str) -> list[tuple[str, int]]:
+        """Every (n_label, seed) CLIP of one source, N-major."""
+        ns = self.real_ns(self.clip_n()) if source == "real" else self.clip_n()
+        return [(str(n), s) for n in ns for s in self.clip_seeds_for(source)]
 
     def clip_sources(self) -> list[str]:
         """CLIP training sources in report order: real, each synthetic set, then each synthetic + real."""
@@ -578,18 +591,14 @@ class Plan:
             out += [clip_mixed_source(s) for s in syn]
         return out
 
-    def clip_runs(self) -> list[tuple[str, str]]:
-        return [(s, str(n)) for s in self.clip_sources() for n in self.clip_source_ns(s)]
+    def clip_runs(self) -> list[tuple[str, str, int]]:
+        return [(s, n, seed) for s in self.clip_sources() for n, seed in self.clip_seed_runs(s)]
 
-    def clip_source_ns(self, source: str) -> list[int]:
-        """The N of a CLIP source's runs: real ones stop at the real split's size (real_ns)."""
-        return self.real_ns(self.clip_n()) if source == "real" else self.clip_n()
+    def clip_dir(self, source: str, n: str | int, seed: int | str) -> str:
+        return f"{self.r}/clip/{source}/n{n}/s{seed}"
 
-    def clip_dir(self, source: str, n: str | int) -> str:
-        return f"{self.r}/clip/{source}/n{n}"
-
-    def clip_model(self, source: str, n: str | int) -> str:
-        return f"{self.clip_dir(source, n)}/model.safetensors"
+    def clip_model(self, source: str, n: str | int, seed: int | str) -> str:
+        return f"{self.clip_dir(source, n, seed)}/model.safetensors"
 
     def clip_eval_csv(self, source: str) -> str:
         return f"{self.r}/clip/eval/{source}/metrics.csv"
@@ -622,7 +631,7 @@ CLIP_SOURCE_REGEX = r"real|(synthetic|mixed)/[^/]+/g[^/]+/[^/]+"
 
 
 def clip_mixed_source(synthetic: str) -> str:
-    """`synthetic/...` -> `mixed/...`: the same synthetic set with the first mix_real_n real pairs."""
+    """`synthetic/...` -> `mixed/...`: the same synthetic set mixed with real pairs (clip.mix_real_fraction)."""
     if not synthetic.startswith("synthetic/"):
         raise ValueError(f"not a synthetic source: {synthetic!r}")
     return "mixed/" + synthetic[len("synthetic/"):]

@@ -104,3 +104,37 @@ def class_row(wnid: str, folder: str | os.PathLike | None = None) -> dict[str, s
     s = synset(wnid, folder)
     hyper = synset(s.hypernyms[0], folder).name if s.hypernyms else ""
     return {"name": s.name, "description": s.gloss, "hypernym": hyper}
+
+
+# open_clip's curated ImageNet-1k names (OpenAI's, as Fan et al. use them) repeat two names; these two
+# classes take their WordNet lemma instead, so every class keeps a distinct name
+IMAGENET_NAME_FIXES = {"n04008634": "projectile", "n04355933": "sunglass"}
+
+
+def _package_dir(name: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"the {name} package is not installed")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+@lru_cache(maxsize=1)
+def imagenet1k_names() -> dict[str, str]:
+    """ImageNet-1k's class names by wnid: open_clip's curated `IMAGENET_CLASSNAMES`, in the order of the
+    1000 wnids sorted (timm's `data/_info/imagenet_synsets.txt`), with IMAGENET_NAME_FIXES.
+
+    Both lists are read from the installed packages' files, offline and without importing torch."""
+    import ast
+
+    wnids = (_package_dir("timm") / "data" / "_info" / "imagenet_synsets.txt").read_text().split()
+    tree = ast.parse((_package_dir("open_clip") / "zero_shot_metadata.py").read_text())
+    names = next(
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "IMAGENET_CLASSNAMES" for t in node.targets)
+    )
+    if len(wnids) != 1000 or wnids != sorted(wnids) or len(names) != 1000:
+        raise ValueError("timm's imagenet_synsets.txt or open_clip's IMAGENET_CLASSNAMES is not ImageNet-1k's 1000")
+    return {w: IMAGENET_NAME_FIXES.get(w, n) for w, n in zip(wnids, names)}

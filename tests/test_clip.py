@@ -86,37 +86,90 @@ def read_pairs(paths):
     return out
 
 
-def test_real_captions_are_drawn_per_image_from_the_class_pool():
+def test_captions_are_drawn_per_image_from_the_class_pool():
     pools = C.caption_pools(digits_classes(), ["classname", "templates"])
     assert len(pools) == 10 and len(pools[3]) == 81 and pools[3][0] == "three"
-    caps = [C.real_caption(i, 3, pools, seed=0) for i in range(50)]
-    assert caps == [C.real_caption(i, 3, pools, seed=0) for i in range(50)]  # from (seed, i) alone
+    caps = [C.pair_caption(i, 3, pools, seed=0) for i in range(50)]
+    assert caps == [C.pair_caption(i, 3, pools, seed=0) for i in range(50)]  # from (seed, i) alone
     assert all(c in pools[3] for c in caps) and len(set(caps)) > 10
-    assert caps != [C.real_caption(i, 3, pools, seed=1) for i in range(50)]
+    assert caps != [C.pair_caption(i, 3, pools, seed=1) for i in range(50)]
 
 
-def test_caption_shards_mix_real_then_synthetic_with_exact_n(tmp_path, digits):
-    syn = synthetic_shards(tmp_path / "syn", n=40, shard_size=16)
-    real = split_shards(digits / "splits.json", "train")
+def zero_shot_prompts() -> set[str]:
+    """The exact prompts of the zero-shot classifier: every class name in every one of CLIP's 80 templates."""
+    return {t(n) for n in digits_classes()["name"] for t in E.templates("openai_imagenet")}
+
+
+def real_like_shards(folder: Path, n: int = 40, shard_size: int = 16) -> list[Path]:
+    """Real-looking shards with the class sequence of `synthetic_shards` (image i of class i mod 10):
+    half the records carry a dataset caption, half none."""
+    images = [np.full((16, 16, 1), i, np.uint8) for i in range(n)]
+    recs = [{"key": f"{i:08d}", "label": i % 10, **({"caption": f"a scan {i}"} if i % 2 else {})} for i in range(n)]
+    paths = []
+    for k, start in enumerate(range(0, n, shard_size)):
+        paths.append(folder / f"shard-{k:06d}.tar")
+        write_shard(paths[-1], images[start:start + shard_size], recs[start:start + shard_size])
+    return paths
+
+
+@pytest.mark.parametrize("strategies, in_captions", [(["classname", "templates"], True), (["classname"], False)])
+def test_real_and_synthetic_pairs_share_one_caption_distribution(tmp_path, strategies, in_captions):
+    """Like for like: given the same class sequence, real and synthetic pairs carry the same captions
+    (so the same multiset of caption templates), and the zero-shot prompts are in both or in neither."""
+    syn, real = synthetic_shards(tmp_path / "syn", 40), real_like_shards(tmp_path / "real", 40)
+    pools = C.caption_pools(digits_classes(), strategies)
+    caps = {}
+    for kind, paths in (("real", real), ("synthetic", syn)):
+        shards, count = C.write_caption_shards(tmp_path / kind, [(kind, paths, 40)], pools, seed=3)
+        pairs = read_pairs(shards)
+        assert count == 40 and all(m["origin"] == kind for _, _, m in pairs)
+        caps[kind] = [t for _, t, _ in pairs]
+        # the sample's own text stays in its record, out of the caption
+        own = [m["record"].get("own_text") for _, _, m in pairs]
+        assert own[1] == ("a scan 1" if kind == "real" else "prompt 1")
+    assert caps["real"] == caps["synthetic"], "same classes, same caption function"
+    assert sorted(caps["real"]) == sorted(caps["synthetic"]) and len(set(caps["real"])) > 5
+    # the caption templates (class name blanked) form the same multiset too
+    names = digits_classes()["name"].tolist()
+    blank = {k: sorted(c.replace(names[i % 10], "{}") for i, c in enumerate(v)) for k, v in caps.items()}
+    assert blank["real"] == blank["synthetic"]
+    overlap = {k: sum(c in zero_shot_prompts() for c in v) / len(v) for k, v in caps.items()}
+    assert overlap["real"] == overlap["synthetic"] and (overlap["real"] > 0.5) == in_captions
+    assert in_captions or overlap["real"] == 0.0
+
+
+def test_own_captions_use_each_pairs_own_text(tmp_path):
+    syn, real = synthetic_shards(tmp_path / "syn", 10), real_like_shards(tmp_path / "real", 10)
+    got = list(C.iter_captioned(syn, 10, "synthetic", captions="own"))
+    assert [t for _, _, _, t, _ in got] == [f"prompt {i}" for i in range(10)]
+    with pytest.raises(ValueError, match="clip.captions: own, but real sample"):
+        list(C.iter_captioned(real, 10, "real", captions="own"))  # half the real images have no caption
+
+
+def test_a_mixed_run_holds_n_pairs_in_all_interleaved(tmp_path):
+    """Synthetic + real at N = n_pairs: N pairs in all (mix_real_fraction of them real, the first ones of
+    each part, in order), mixed at the sample level: every stretch holds both in proportion."""
+    syn, real = synthetic_shards(tmp_path / "syn", 240, 64), real_like_shards(tmp_path / "real", 240, 64)
     pools = C.caption_pools(digits_classes(), ["classname"])
-    parts = C.clip_parts("mixed", 20, real, syn, mix_real_n=25)
-    shards, count = C.write_caption_shards(tmp_path / "out", parts, pools, seed=0, shard_size=16)
-    assert count == 45 and len(shards) == 3
+    parts = C.clip_parts("mixed", 200, real, syn, mix_real_fraction=0.5)
+    assert [(k, n) for k, _, n in parts] == [("real", 100), ("synthetic", 100)]
+    assert [n for _, _, n in C.clip_parts("mixed", 300, real, syn, 0.25)] == [75, 225]
+    shards, count = C.write_caption_shards(tmp_path / "out", parts, pools, seed=0, shard_size=64)
+    assert count == 200 and len(shards) == 4
     pairs = read_pairs(shards)
-    assert [k for k, _, _ in pairs] == [f"{i:09d}" for i in range(45)]
-    real_pairs, syn_pairs = pairs[:25], pairs[25:]
-    assert all(m["origin"] == "real" and t == digits_classes()["name"][m["label"]] for _, t, m in real_pairs)
-    assert [t for _, t, _ in syn_pairs] == [f"prompt {i}" for i in range(20)]  # the first N, in order
+    assert [k for k, _, _ in pairs] == [f"{i:09d}" for i in range(200)]
+    origin = np.array([m["origin"] == "real" for _, _, m in pairs])
+    assert origin.sum() == 100
+    for start in range(0, 200, 40):  # every window of 40 pairs: real share near 0.5
+        assert abs(origin[start:start + 40].mean() - 0.5) <= 0.2, (start, origin[start:start + 40].mean())
+    own = [m["record"]["own_text"] for _, _, m in pairs if m["origin"] == "synthetic"]
+    assert own == [f"prompt {i}" for i in range(100)]  # the first N synthetic images, in order
+    keys = [m["record"]["key"] for _, _, m in pairs if m["origin"] == "real"]
+    assert keys == [f"{i:08d}" for i in range(100)]
+    again, _ = C.write_caption_shards(tmp_path / "again", parts, pools, seed=0, shard_size=64)
+    assert [m["origin"] for _, _, m in read_pairs(again)] == [m["origin"] for _, _, m in pairs]  # seeded
     with pytest.raises(ValueError, match="hold 40"):
-        C.write_caption_shards(tmp_path / "o2", [("synthetic", syn, 41)], pools, 0)
-
-
-def test_real_images_keep_their_own_captions(tmp_path):
-    images = [np.zeros((16, 16, 1), np.uint8)] * 3
-    recs = [{"key": f"{i:08d}", "label": i, "caption": f"a scan of digit {i}"} for i in range(3)]
-    write_shard(tmp_path / "shard-000000.tar", images, recs)
-    got = list(C.iter_captioned([tmp_path / "shard-000000.tar"], 3, "real", pools=None))
-    assert [t for _, _, _, t, _ in got] == [f"a scan of digit {i}" for i in range(3)]
+        C.write_caption_shards(tmp_path / "o2", [("synthetic", synthetic_shards(tmp_path / "s40", 40), 41)], pools, 0)
 
 
 def make_model(name="test-tiny-clip"):
@@ -162,6 +215,54 @@ def test_evaluate_zero_shot_accumulates_batches(digits):
     assert a["top1"] == b["top1"] and abs(a["loss"] - b["loss"]) < 1e-6
 
 
+class StubClip(torch.nn.Module):
+    """A CLIP whose image features are its inputs, with logit scale 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.logit_scale = torch.nn.Parameter(torch.zeros(()))
+
+    def encode_image(self, x):
+        return x
+
+
+def test_a_class_subset_eval_set_scores_over_its_classes():
+    """As the supervised arm (ImageNet-R/-A): only the covered classes compete. Class 1's images lie
+    nearest class 3's text, which the subset {0, 1, 2} leaves out: top-1 0 over all, 1 over the subset."""
+    clf = F.normalize(torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [0, 1, 0.2]]), dim=1).T  # (3, 4)
+    x = F.normalize(torch.tensor([[0.0, 1, 0.3]] * 4), dim=1)
+    batches = [(x[:2], [1, 1]), (x[2:], [1, 1])]
+    full = E.evaluate_zero_shot(StubClip(), clf, batches)
+    sub = E.evaluate_zero_shot(StubClip(), clf, batches, classes=[0, 1, 2])
+    assert full["top1"] == 0.0 and sub["top1"] == 1.0 and sub["n_eval"] == 4
+    logits = (x @ clf).double()  # by hand: cross-entropy over the subset's columns, label 1 -> column 1
+    want = float((torch.logsumexp(logits[:, :3], 1) - logits[:, 1]).mean())
+    assert sub["loss"] == pytest.approx(want) and full["loss"] == pytest.approx(
+        float((torch.logsumexp(logits, 1) - logits[:, 1]).mean()))
+
+
+def test_evaluate_clip_models_reads_each_eval_sets_class_subset(tmp_path):
+    """The manifest's subset reaches the zero-shot scoring: a subset set scores like its images
+    scored by hand over the subset's columns."""
+    prepare_digits(tmp_path, 16, 0.33, [{"name": "test"}, {"name": "sub", "classes": ["0", "1", "2"]}], 1000, 0)
+    digits_classes().to_csv(tmp_path / "classes.csv", index=False)
+    model, preprocess, tok = make_model("test-subset-clip")
+    C.save_clip(model.state_dict(), tmp_path / "m" / "model.safetensors",
+                {"model": "test-subset-clip", "config": TINY})
+    df = E.evaluate_clip_models([tmp_path / "m" / "model.safetensors"], ["10"], [4], tmp_path / "splits.json",
+                                tmp_path / "classes.csv", ["test", "sub"], tmp_path / "metrics.csv").set_index("eval_set")
+    assert df.loc["sub", "n_classes"] == 3 and df.loc["test", "n_classes"] == 10 and (df["seed"] == 4).all()
+    clf = E.zero_shot_classifier(model, tok, digits_classes()["name"].tolist())
+    correct, losses = 0, []
+    for images, labels in E.eval_loader(split_shards(tmp_path / "splits.json", "sub"), preprocess, 1000):
+        logits = E.zero_shot_logits(model, images, clf).double()[:, :3]
+        labels = torch.as_tensor(labels)
+        correct += int((logits.argmax(1) == labels).sum())
+        losses.append(F.cross_entropy(logits, labels, reduction="none"))
+    assert df.loc["sub", "top1"] == pytest.approx(correct / df.loc["sub", "n_eval"])
+    assert df.loc["sub", "loss"] == pytest.approx(float(torch.cat(losses).mean()), rel=1e-5)
+
+
 def test_tiny_clip_trains_with_open_clip_train_and_beats_chance(tmp_path, digits):
     real = split_shards(digits / "splits.json", "train")
     from synthscale.config import load_schema
@@ -172,7 +273,7 @@ def test_tiny_clip_trains_with_open_clip_train_and_beats_chance(tmp_path, digits
     assert info["n_pairs"] == 300 and not (tmp_path / "m" / "work").exists()
     cfg = json.loads((tmp_path / "m" / "model_config.json").read_text())
     assert cfg["model"] == "test-train-clip" and cfg["config"]["embed_dim"] == 64
-    df = E.evaluate_clip_models([tmp_path / "m" / "model.safetensors"], ["300"], digits / "splits.json",
+    df = E.evaluate_clip_models([tmp_path / "m" / "model.safetensors"], ["300"], [0], digits / "splits.json",
                                 digits / "classes.csv", ["test"], tmp_path / "metrics.csv")
     row = df.iloc[0]
     assert row["top1"] > 0.15, row  # chance is 0.1; 0.15 is 4 standard errors above it on 594 images
@@ -223,8 +324,8 @@ def test_clip_summary_and_plot(tmp_path):
         pd.DataFrame({"n_label": ["10", "20"] * 2, "eval_set": ["test"] * 2 + ["rot"] * 2,
                       "loss": [2.0, 1.5, 2.1, 1.9], "top1": [0.2, 0.3, 0.1, 0.2]}).to_csv(p, index=False)
         paths.append(p)
-    s = CR.build_clip_summary(["real", "synthetic/g/g2/c", "mixed/g/g2/c"], paths, {"rot": True}, 20)
-    assert s[s["kind"] == "mixed"]["n_pairs"].tolist() == [30, 40, 30, 40]
+    s = CR.build_clip_summary(["real", "synthetic/g/g2/c", "mixed/g/g2/c"], paths, {"rot": True})
+    assert s[s["kind"] == "mixed"]["n_pairs"].tolist() == [10, 20, 10, 20], "N is the total pairs of every kind"
     assert s[s["eval_set"] == "rot"]["ood"].all()
     CR.plot_clip_scaling(s, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
@@ -241,12 +342,15 @@ def raw():
 
 def test_plan_lists_clip_sources_and_paths(raw):
     raw["clip"].update({"sources": [{"generator": "tinydigits", "guidance": 2.0, "strategy": "classname"}],
-                        "n_images": [100, 200], "mix_real_n": None})
+                        "n_images": [100, 200], "seeds": [0], "real_seeds": [0, 1]})
     cfg = check_config(raw)
     plan = Plan(cfg)
     assert plan.clip_sources() == ["real", "synthetic/tinydigits/g2/classname", "mixed/tinydigits/g2/classname"]
-    assert len(plan.clip_runs()) == 6 and plan.clip_mix_real_n() == 200
-    assert plan.clip_model("mixed/tinydigits/g2/classname", 100).endswith("clip/mixed/tinydigits/g2/classname/n100/model.safetensors")
+    assert plan.clip_mix_real_fraction() == 0.5
+    assert plan.clip_seed_runs("real") == [("100", 0), ("100", 1), ("200", 0), ("200", 1)]
+    assert len(plan.clip_runs()) == 8 and plan.clip_seed_runs("mixed/tinydigits/g2/classname") == [("100", 0), ("200", 0)]
+    assert plan.clip_model("mixed/tinydigits/g2/classname", 100, 0).endswith(
+        "clip/mixed/tinydigits/g2/classname/n100/s0/model.safetensors")
     assert parse_clip_source("mixed/tinydigits/g2/classname")[0] == "mixed"
     assert plan.plot("clip_scaling") in plan.clip_targets()
     raw["clip"]["enabled"] = False
@@ -263,6 +367,8 @@ def test_plan_lists_clip_sources_and_paths(raw):
         ({"batch_size": 500, "n_images": [100]}, "clip.batch_size"),
         ({"caption_strategies": ["nope"]}, "clip.caption_strategies"),
         ({"precision": "fp8"}, "clip.precision"),
+        ({"mix_real_fraction": 1.5}, "clip.mix_real_fraction"),
+        ({"captions": "mine"}, "clip.captions"),
     ],
 )
 def test_bad_clip_config_names_the_key(raw, edit, key):
@@ -301,3 +407,33 @@ def test_a_resumed_run_reaches_the_same_weights(tmp_path, digits):
     assert "Start epoch 0" in before and "Start epoch 0" not in after and "Start epoch 1" in after
     a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _real_rows(losses: dict[int, list[float]]) -> pd.DataFrame:
+    return pd.DataFrame([{**CR.clip_source_columns("real"), "eval_set": "test", "n": n, "seed": s, "loss": l,
+                          "top1": 0.5, "ood": False} for n, ls in losses.items() for s, l in enumerate(ls)])
+
+
+def test_findings_say_whether_reals_loss_falls_beyond_its_seed_noise():
+    """Per-N means over seeds, with the seed SD: a fall larger than twice the standard error of the
+    difference is stated as a fall, a smaller one as weak, a rise as no scaling."""
+    clear = CR.seed_means(_real_rows({75: [2.10, 2.12], 150: [1.90, 1.92], 300: [1.60, 1.62]}))
+    assert clear.set_index("n").loc[75, "loss"] == pytest.approx(2.11) and clear["seeds"].eq(2).all()
+    text = CR.real_trend(clear, "test")
+    assert "2.110 ± 0.014 at N = 75" in text and "falls at every step, by 0.500" in text
+    noisy = CR.seed_means(_real_rows({75: [2.3, 1.9], 150: [2.2, 1.8], 300: [2.1, 1.8]}))
+    assert "weak result" in CR.real_trend(noisy, "test")
+    flat = CR.seed_means(_real_rows({75: [1.9, 1.91], 150: [1.95, 1.96], 300: [1.97, 1.98]}))
+    assert "does not fall with N" in CR.real_trend(flat, "test")
+    one = CR.seed_means(_real_rows({75: [2.1], 150: [1.9], 300: [1.6]}))
+    assert "one seed per N nothing measures its noise" in CR.real_trend(one, "test")
+    sentences = CR.clip_findings(_real_rows({75: [2.10, 2.12], 150: [1.90, 1.92], 300: [1.60, 1.62]}),
+                                 pd.DataFrame(columns=["eval_set", "kind"]), 10, "test")
+    assert any("falls at every step" in s for s in sentences)
+    assert any("300 real image-text pairs" in s and "1.610" in s for s in sentences), "the mean over seeds"
+
+
+def test_scaling_table_counts_n_values_not_seed_rows():
+    rows = _real_rows({75: [2.10, 2.12], 150: [1.90, 1.92], 300: [1.60, 1.64]})
+    fit = CR.clip_scaling(rows, draws=50, seed=0).iloc[0]
+    assert fit["n_points"] == 3 and fit["loss_at_max_n"] == pytest.approx(1.62)

@@ -170,12 +170,13 @@ def test_interleave_good_fills_holes_from_the_same_class():
 
 # --- class tables from WordNet ids ---
 
-WNIDS = {  # ImageNet wnid: (name, a word of the gloss, hypernym), from WordNet 3.0
+WNIDS = {  # ImageNet wnid: (name, a word of the gloss, hypernym); gloss and hypernym from WordNet 3.0,
+    # the name from OpenAI's curated ImageNet names (not the first WordNet lemma, given in comments)
     "n01440764": ("tench", "freshwater", "cyprinid"),
-    "n02102040": ("English springer", "black-and-white", "springer spaniel"),
-    "n02123045": ("tabby", "mottled", "domestic cat"),
+    "n02102040": ("English Springer Spaniel", "black-and-white", "springer spaniel"),  # English springer
+    "n02123045": ("tabby cat", "mottled", "domestic cat"),  # tabby
     "n09246464": ("cliff", "steep", "geological formation"),
-    "n03000134": ("chainlink fence", "diamond", "fence"),
+    "n03000134": ("chain-link fence", "diamond", "fence"),  # chainlink fence
 }
 needs_wordnet = pytest.mark.skipif(
     not any((d / "data.noun").is_file() for d in wordnet.candidate_dirs()),
@@ -197,6 +198,45 @@ def test_class_table_from_wordnet_ids(tmp_path):
     assert row["name"] == "my tench" and row["hypernym"] == "cyprinid"
     with pytest.raises(KeyError, match="n00000001"):
         wordnet.synset("n00000001")
+
+
+def test_imagenet1k_ids_take_open_clips_curated_names():
+    """ImageNet-1k's 1000 wnids (sorted) map, in order, onto open_clip's IMAGENET_CLASSNAMES: 1000
+    distinct names, the two crane and the two maillot synsets told apart."""
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    names = wordnet.imagenet1k_names()
+    wnids = list(names)
+    assert len(wnids) == 1000 and wnids == sorted(wnids) and wnids[0] == "n01440764" and wnids[-1] == "n15075141"
+    assert len(set(names.values())) == 1000
+    fixed = set(wordnet.IMAGENET_NAME_FIXES)
+    assert [n for w, n in names.items() if w not in fixed] == [
+        n for w, n in zip(wnids, IMAGENET_CLASSNAMES) if w not in fixed]
+    # WordNet's first lemmas: crane (a machine, a bird), maillot (tights, a swimsuit)
+    assert (names["n03126707"], names["n02012849"]) == ("construction crane", "crane bird")
+    assert (names["n03710637"], names["n03710721"]) == ("tights", "one-piece bathing suit")
+
+
+@needs_wordnet
+def test_class_table_names_imagenet1k_ids_by_open_clip_and_others_by_wordnet(tmp_path):
+    pd.DataFrame({"id": ["n03126707", "n02012849"]}).to_csv(tmp_path / "in1k.csv", index=False)
+    assert read_classes_table(tmp_path / "in1k.csv")["name"].tolist() == ["construction crane", "crane bird"]
+    # n02084071 (dog) is no ImageNet-1k class: the table is not ImageNet-1k's, names are WordNet's
+    # first lemmas, and the two cranes collide: an error that names them
+    pd.DataFrame({"id": ["n03126707", "n02012849", "n02084071"]}).to_csv(tmp_path / "mixed.csv", index=False)
+    with pytest.raises(ValueError, match=r"share a name.*'crane': \['n03126707', 'n02012849'\]"):
+        read_classes_table(tmp_path / "mixed.csv")
+    # disambiguated in the table's own `name` column, it reads
+    pd.DataFrame({"id": ["n03126707", "n02012849", "n02084071"], "name": ["crane (machine)", "crane (bird)", ""]}
+                 ).to_csv(tmp_path / "named.csv", index=False)
+    assert read_classes_table(tmp_path / "named.csv")["name"].tolist() == ["crane (machine)", "crane (bird)", "dog"]
+
+
+def test_duplicate_class_names_are_a_config_error(folder, tmp_path):
+    pd.DataFrame({"id": IDS, "name": ["cat", "dog", "cat"] + [f"k{i}" for i in range(len(IDS) - 3)]}
+                 ).to_csv(tmp_path / "dup.csv", index=False)
+    with pytest.raises(ConfigError, match=r"config key dataset\.classes_csv: .*'cat': \['c00', 'c02'\]"):
+        check_config(_config(folder, classes_csv=str(tmp_path / "dup.csv")))
 
 
 def test_missing_wordnet_says_how_to_install(tmp_path, monkeypatch):
