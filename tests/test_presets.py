@@ -213,8 +213,9 @@ def test_fan_clip_trains_real_clips_only_within_the_real_split(workdir, monkeypa
     plan = _plan(workdir, "fan-clip", monkeypatch)
     split = plan.cfg["mix"]["full_real_n"]
     assert split == 1_281_167
-    real = [int(n) for s, n in plan.clip_runs() if s == "real"]
-    assert len(real) >= 3 and max(real) <= split and plan.clip_mix_real_n() <= split
+    real = [int(n) for s, n, _ in plan.clip_runs() if s == "real"]
+    mixed_real = round(max(plan.clip_n()) * plan.clip_mix_real_fraction())
+    assert len(set(real)) >= 3 and max(real) <= split and mixed_real <= split
     proc = subprocess.run(dry_run_cmd(workdir, "fan-clip"), capture_output=True, text=True, cwd=workdir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert job_counts(proc.stdout + proc.stderr)["train_clip"] == len(plan.clip_runs())
