@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Install Debian's SLURM packages for tests/test_slurm.py (a single-node cluster the tests start
 # themselves from tests/slurm_cluster.py: their own munged, slurmctld and slurmd under a temp dir).
-# Needs root on Debian/Ubuntu. Nothing is started or enabled here.
+# Needs root on Debian/Ubuntu; exits 1 saying why when it cannot. Nothing is started or enabled here.
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
-    echo "slurm-setup: needs root (apt-get); the SLURM tests will skip" >&2
+    echo "slurm-setup: needs root (apt-get; slurmd launches the test jobs as root)" >&2
     exit 1
 fi
 if command -v slurmctld >/dev/null && command -v slurmd >/dev/null \

@@ -1,5 +1,7 @@
 """Shared fixtures: pinned threads (bit-identical reruns), small real data, and one local run of the
-tiny study (configs/test.yaml) that the workflow and SLURM tests both read."""
+tiny study (configs/test.yaml) that the workflow and SLURM tests both read; `require_or_skip`, which
+turns a missing system requirement into a failure when SYNTHSCALE_REQUIRE names it (CI: .ci/run)."""
+import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +15,21 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 
 torch.set_num_threads(1)
+
+REQUIRE_VAR = "SYNTHSCALE_REQUIRE"
+
+
+def required() -> set[str]:
+    """The requirements SYNTHSCALE_REQUIRE names (comma-separated, e.g. `slurm,wordnet`)."""
+    return {name.strip() for name in os.environ.get(REQUIRE_VAR, "").split(",") if name.strip()}
+
+
+def require_or_skip(name: str, reason: str) -> None:
+    """Skip the calling test (or fixture) because `name` is missing here, saying why; fail instead when
+    SYNTHSCALE_REQUIRE names it, so that CI cannot pass with a whole group of tests skipped."""
+    if name in required():
+        pytest.fail(f"{REQUIRE_VAR} requires {name!r}, which is missing: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

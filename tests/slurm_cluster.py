@@ -16,7 +16,8 @@ The node advertises a fake GPU (gres `gpu:fake:1`, File=/dev/null) so that GPU r
 scheduled and refused like on a real cluster.
 
 The pytest fixture `slurm_cluster` (session scope) skips, with the reason, when the binaries are
-missing or the process is not root (slurmd must run as root to launch jobs).
+missing or the process is not root (slurmd must run as root to launch jobs); it fails instead when
+SYNTHSCALE_REQUIRE names `slurm` (CI, .ci/run).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from conftest import require_or_skip
 
 DEFAULT_CONF = Path("/etc/slurm/slurm.conf")
 MARKER = "# synthscale test cluster"
@@ -273,7 +276,7 @@ PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=U
 def slurm_cluster(tmp_path_factory):
     reason = missing_reason()
     if reason:
-        pytest.skip(reason)
+        require_or_skip("slurm", reason)
     cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
     cluster.start()
     try:

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from conftest import require_or_skip
 from synthscale import wordnet
 from synthscale.config import ConfigError, check_config
 from synthscale.data import read_classes_table, split_shards
@@ -178,14 +179,11 @@ WNIDS = {  # ImageNet wnid: (name, a word of the gloss, hypernym); gloss and hyp
     "n09246464": ("cliff", "steep", "geological formation"),
     "n03000134": ("chain-link fence", "diamond", "fence"),  # chainlink fence
 }
-needs_wordnet = pytest.mark.skipif(
-    not any((d / "data.noun").is_file() for d in wordnet.candidate_dirs()),
-    reason="WordNet 3.0 data not installed (apt-get install wordnet-base)",
-)
 
 
-@needs_wordnet
 def test_class_table_from_wordnet_ids(tmp_path):
+    if not any((d / "data.noun").is_file() for d in wordnet.candidate_dirs()):
+        require_or_skip("wordnet", "WordNet 3.0 data not installed (apt-get install wordnet-base)")
     pd.DataFrame({"id": list(WNIDS)}).to_csv(tmp_path / "c.csv", index=False)
     df = read_classes_table(tmp_path / "c.csv")
     assert df["index"].tolist() == list(range(len(WNIDS)))

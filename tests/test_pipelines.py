@@ -71,7 +71,8 @@ def test_each_family_writes_a_shard(family, folders, tmp_path):
 
 
 @pytest.mark.parametrize("family,sampler", [("tiny", "ddim"), ("tiny", "ddpm"), ("sd", "ddim"), ("sd", "ddpm"),
-                                            ("sd3", None), ("flux", None)])
+                                            ("sdxl", "ddim"), ("sdxl", "ddpm"), ("pixart", "ddim"),
+                                            ("pixart", "ddpm"), ("sd3", None), ("flux", None)])
 def test_an_image_does_not_depend_on_its_batch(family, sampler, folders):
     pipe = build_tiny_pipeline(ARCH, 16, 1, 0) if family == "tiny" else load_generator(folders[family])
     set_sampler(pipe, sampler)

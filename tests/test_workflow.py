@@ -92,16 +92,22 @@ def test_new_recipe_retrains_but_regenerates_nothing(study):
     assert "generate_block" not in counts and "train_generator" not in counts
 
 
-def test_two_clean_runs_write_identical_shards(study, tmp_path):
+def test_two_clean_runs_write_identical_shards_weights_and_metrics(study, tmp_path):
+    """A second clean run, in another Snakemake process (and other job processes), writes the same
+    bytes: every shard, and one synthetic source's classifiers (N = 20 and 40) and its eval table."""
     other = new_workdir(tmp_path / "again")
     shards = sorted((study / "results-test/synthetic").rglob("*.tar"))
     assert len(shards) == 4
     rel = [str(p.relative_to(study)) for p in shards]
-    smk(other, "--cores", "2", *rel)
-    for r in rel:
+    source = "synthetic/tiny/g1/classname"
+    trained = [f"results-test/train/resnet18/{source}/n{n}/s0/model.safetensors" for n in (20, 40)]
+    metrics = f"results-test/eval/resnet18/{source}/metrics.csv"
+    smk(other, "--cores", "2", *rel, *trained, metrics)
+    for r in rel + trained + [metrics]:
         a = hashlib.sha256((study / r).read_bytes()).hexdigest()
         b = hashlib.sha256((other / r).read_bytes()).hexdigest()
         assert a == b, f"{r} differs between two clean runs"
+    assert len(pd.read_csv(other / metrics)) == 2 * 2  # 2 N x 2 eval sets, one seed
 
     # a job killed mid-shard leaves only a temporary name: the rerun builds exactly that shard again
     lost = other / rel[1]

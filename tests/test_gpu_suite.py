@@ -1,0 +1,50 @@
+"""benchmarks/gpu_suite.py at tiny size on the CPU: every section runs through the project's own code
+paths (generate_images, the loader and train_model, train_clip, run_distributed) and the JSON holds
+every figure, each finite and positive, with the device, date and versions."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load_suite():
+    spec = importlib.util.spec_from_file_location("gpu_suite", REPO / "benchmarks" / "gpu_suite.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_suite_tiny_reports_every_figure(tmp_path):
+    suite = load_suite()
+    out = tmp_path / "suite.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_suite.py"), "--tiny", "--out", str(out),
+                           "--work", str(tmp_path / "work")],
+                          capture_output=True, text=True, cwd=REPO, timeout=900)
+    tail = (proc.stdout + proc.stderr)[-6000:]
+    assert out.exists(), tail
+    result = json.loads(out.read_text())
+    assert result["errors"] == {} and result["skipped"] == [] and result["missing"] == [], tail
+    assert proc.returncode == 0, tail
+    assert result["tiny"] and result["device"] and result["date"] and result["torch"]
+    figures = result["figures"]
+    names = suite.figure_names(suite.TINY)
+    assert len(names) == 17 and set(names) <= set(figures)
+    bad = {k: figures[k] for k in names if not (isinstance(figures[k], float) and math.isfinite(figures[k])
+                                                and figures[k] > 0)}
+    assert not bad, bad
+    for line in ("generation_b4_compiled_img_per_s", "resnet50_loader_img_per_s", "clip_samples_per_s",
+                 "ddp_world1_seconds"):
+        assert f"{line}: " in proc.stdout, f"{line} is not printed"
+
+
+def test_peak_comes_from_the_device_name_or_the_flag():
+    suite = load_suite()
+    assert suite.peak_flops("cpu", 989.0) == (989e12, "--peak-tflops")
+    assert suite.PEAK_BF16_TFLOPS["H100"] == suite.PEAK_BF16_TFLOPS["H200"] == 989.0
+    assert suite.PEAK_BF16_TFLOPS["A100"] == 312.0
