@@ -51,7 +51,8 @@ def grid_job_counts(cfg: dict) -> dict[str, int]:
     - classifiers (when train.supervised): each set at each N x train.seeds; real at each N up to mix.full_real_n x
       train.real_seeds; the full real split; per mix.real_n entry a real-only run (if not trained
       already) and each mix set at each synthetic amount (absolute, then multiples of the real count);
-    - one evaluation per training source; CLIPs: real, each set, each set + real, at each clip N."""
+    - one evaluation per training source; CLIPs: real, each set, each set + real, at each clip N and
+      seed (clip.real_seeds for real, else clip.seeds)."""
     gen, train, mix, clip = cfg["generation"], cfg["train"], cfg.get("mix", {}), cfg.get("clip", {})
     shard, n_images = gen["shard_size"], cfg["n_images"]
     shards_per_job = (gen.get("images_per_job") or shard) // shard
@@ -92,7 +93,10 @@ def grid_job_counts(cfg: dict) -> dict[str, int]:
         syn = [] if clip["sources"] == "none" else named(clip["sources"])
         real_ns = [n for n in clip_ns if full_real is None or n <= full_real] if clip.get("real", True) else []
         sources = (1 if real_ns else 0) + len(syn) * (2 if clip.get("mixed", True) else 1)
-        counts["train_clip"] = len(real_ns) + len(syn) * len(clip_ns) * (2 if clip.get("mixed", True) else 1)
+        seeds = len(clip.get("seeds") or [0])
+        real_seeds = len(clip.get("real_seeds") or clip.get("seeds") or [0])
+        counts["train_clip"] = (len(real_ns) * real_seeds
+                                + len(syn) * len(clip_ns) * seeds * (2 if clip.get("mixed", True) else 1))
         counts["evaluate_clip"] = sources
         assert all(need[s] >= max(clip_ns) for s in syn), "CLIP N beyond n_images: extend the arithmetic"
     return counts
@@ -117,7 +121,8 @@ def test_preset_job_counts_follow_the_grid_arithmetic(workdir, preset):
         ("fan-imagenet", {"generate_block": 24 * 10, "train_classifier": 24 * 6 + 5 + 1 + 3 + 7, "evaluate": 29}),
         ("imagenet100-sd", {"generate_block": 18 * 12, "train_classifier": 18 * 5 + 5 + 1 + 10, "evaluate": 25}),
         ("azizi-imagenet", {"generate_block": 4 * 39, "train_classifier": 4 * 5 + 3 + 1 + 3, "evaluate": 6}),
-        ("fan-clip", {"generate_block": 80, "train_classifier": 0, "evaluate": 0, "train_clip": 12,
+        # real at 250k, 500k, 1M (within ImageNet's 1.28M) + one set and its mix at 6 N, one seed each
+        ("fan-clip", {"generate_block": 80, "train_classifier": 0, "evaluate": 0, "train_clip": 3 + 6 * 2,
                       "evaluate_clip": 3}),
     ],
 )
