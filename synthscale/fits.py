@@ -169,6 +169,8 @@ def n_for_target_interval(pl: dict[str, Any], target: float, level: float = 0.95
     lo, hi, why = fieller(np.log(pl["B"]) - np.log(target), pl["k"], vaa, vbb, vab, t)
     if why:
         return np.nan, np.nan, why
+    if hi > 700:  # exp overflows: an N beyond 1e304 is no bound
+        return np.nan, np.nan, "undetermined: the upper end is beyond 1e304 (unbounded)"
     return float(np.exp(lo)), float(np.exp(hi)), f"Fieller, {pl['dof']} df"
 
 
