@@ -18,7 +18,8 @@ Intervals (each is NaN with its reason in a `*_interval` column where the design
   with fewer than 2 shared N values, 0 df, or a real slope not distinguishable from 0 (the set is then
   unbounded).
 - k of the saturating form: the profile-likelihood interval (F quantile on points - 3 df) over a grid
-  of k, E and B refitted at each k from several starts (on the per-N means with replicated seeds). Undetermined with under 5 N values (measured: 0.84-0.87 coverage at 3 seeds x 4 N),
+  of k, E and B refitted at each k from several starts (on the per-N means with replicated seeds).
+  Undetermined with under 5 N values (measured: 0.84-0.87 coverage at 3 seeds x 4 N),
   below 1 df, or when the profile does not close within k <= 5.
 - the N that reaches a target: Fieller's interval for the inverse of the power law, with >= 2 residual
   df (at 1 df it under-covered, 0.90) and a bounded set, else undetermined. For the saturating form it
