@@ -48,7 +48,7 @@ def main() -> None:
     print(f"real k = {pl['k']:.3f}, B = {pl['B']:.3f}, residual sd of log loss = {noise:.3f}")
     print(f"{'N values':<32} seeds  runs  median 95% half-width of k")
     for grid, seeds in GRIDS:
-        hw = F.halfwidth_for_grid(grid, seeds, pl["k"], pl["B"], noise, draws=1000, sims=40)
+        hw = F.halfwidth_for_grid(grid, seeds, pl["k"], pl["B"], noise, sims=40)
         print(f"{str(grid):<32} {seeds:>5} {len(grid) * seeds:>5}  {hw:.3f}")
 
 

@@ -137,8 +137,8 @@ def scaling_fits(
     (seed, N) points, the slope ratio to real's with Fieller's interval on the N values both have, and
     the N that reaches `targets[metric]` (the full real set, n_label "all", is left out of the fits).
     Every interval has a `*_interval` column: its method, or "undetermined: why" with a NaN interval
-    (`synthscale.fits`; coverage measured by benchmarks/fit_coverage.py). `n_draws` bootstrap draws
-    serve only the saturating form's N-to-target interval."""
+    (`synthscale.fits`; coverage measured by benchmarks/fit_coverage.py). `n_draws` is unused (the
+    saturating form's N-to-target interval, once a bootstrap, is undetermined: coverage not measured)."""
     summary = grid_rows(summary)
     metrics = [metric] if isinstance(metric, str) else list(metric)
     targets = targets or {}

@@ -10,19 +10,20 @@ the grids have a handful of points).
 Intervals (each is NaN with its reason in a `*_interval` column where the design cannot support it):
 - k: the t interval of the log-log slope, on the residual degrees of freedom (points - 2). Exact for
   independent log-normal run noise at any number of seeds per N; one seed at 3 N gives 1 df, valid but
-  wide. With replicate seeds, a lack-of-fit test switches to the per-N means (N values - 2 df) where
-  the seeds at one N share noise. Undetermined with 2 points (0 df).
+  wide. With replicated seeds, always the fit to the per-N means (N values - 2 df): the seeds at one N
+  share noise (the same first N images), and a pretest choosing pooled residuals under-covered.
+  Undetermined with 0 df (2 points, or replicated seeds at only 2 N).
 - k_syn / k_real: Fieller's interval for the ratio of two independent slopes, each source fitted on the
   N values both sources have, with t quantiles on the smaller of their degrees of freedom. Undetermined
   with fewer than 2 shared N values, 0 df, or a real slope not distinguishable from 0 (the set is then
   unbounded).
 - k of the saturating form: the profile-likelihood interval (F quantile on points - 3 df) over a grid
-  of k, E and B refitted at each k from several starts (on the per-N means where replicate seeds show
-  lack of fit). Undetermined with under 5 N values (measured: 0.84-0.87 coverage at 3 seeds x 4 N),
+  of k, E and B refitted at each k from several starts (on the per-N means with replicated seeds).
+  Undetermined with under 5 N values (measured: 0.84-0.87 coverage at 3 seeds x 4 N),
   below 1 df, or when the profile does not close within k <= 5.
-- the N that reaches a target: Fieller's interval for the inverse of the power law; for the saturating
-  form a bootstrap that resamples training seeds within each N (>= 2 seeds at every N, else
-  undetermined), every draw refitted from several starts. This last one is not coverage-checked.
+- the N that reaches a target: Fieller's interval for the inverse of the power law, with >= 2 residual
+  df (at 1 df it under-covered, 0.90) and a bounded set, else undetermined. For the saturating form it
+  is undetermined (its coverage is not measured; the seed bootstrap is kept for reference only).
 
 Points where the metric is 0 (a saturated class or model) have no logarithm: they are dropped, never
 clipped to a tiny floor (a floor would fake a huge slope).
@@ -43,21 +44,18 @@ def _valid(n: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarr
     return n[ok], y[ok]
 
 
-# lack-of-fit pretest level (pool the seeds' residuals only when no lack of fit is seen). Liberal, as the
-# test has few df: measured, 0.25 under-covered (0.91) with noise shared by the seeds at one N.
-LOF_ALPHA = 0.5
-
-
 def fit_power_law(n: Sequence[float], y: Sequence[float], level: float = 0.95) -> dict[str, Any]:
     """y = B * N^-k by least squares on log-log axes, with the t interval on k.
 
-    The interval's noise: the residuals of the fit over all (seed, N) points (points - 2 df), exact for
-    independent run noise. With the same number (>= 2) of seeds at each of >= 3 N values, a lack-of-fit
-    F test (level `LOF_ALPHA`) checks for noise shared by the seeds at one N (the same first-N images
-    for every seed, or a curve that is not a power law); where it shows, the interval comes from the
-    fit to the per-N means (N values - 2 df).
+    One seed per N: the fit to all points, residual df = points - 2. Replicated seeds (>= 2 at some N):
+    always the fit to the per-N means of log y, df = N values - 2, with no pretest choosing between
+    pooled and per-N noise (a pretest is data snooping and under-covered, 0.91-0.93, when the seeds at
+    one N share noise, as they do: every seed trains on the same first N images). The means fit is exact
+    under both independent and shared noise with equal seeds per N; with unequal seeds per N it is
+    unweighted least squares on means of unequal variance (the residual sd absorbs it; approximate).
     Non-positive values are dropped (they have no logarithm). Raises when fewer than two distinct N
-    remain. With 0 residual df the interval is NaN and `k_interval` says why.
+    remain. With 0 residual df (2 points, or replicated seeds at 2 N) the interval is NaN and
+    `k_interval` says why.
     """
     n, y = _valid(n, y)
     x, ly = np.log(n), np.log(y)
@@ -65,19 +63,19 @@ def fit_power_law(n: Sequence[float], y: Sequence[float], level: float = 0.95) -
         raise ValueError("a scaling fit needs at least two distinct N values with a positive metric")
     res = stats.linregress(x, ly)
     resid = ly - (res.intercept + res.slope * x)
-    k = -res.slope
     ns, inv, per_n = np.unique(n, return_inverse=True, return_counts=True)
     m, p = len(ns), len(x)
-    xs, dof, rss = x, p - 2, float((resid**2).sum())
-    how = "t, one seed per N: from the fit residuals" if per_n.max() == 1 else "t, from the fit residuals"
-    if per_n.min() >= 2 and per_n.min() == per_n.max() and m >= 3:
+    xs, dof, rss, k, log_b = x, p - 2, float((resid**2).sum()), -res.slope, res.intercept
+    how = "t, one seed per N: from the fit residuals"
+    zero = "undetermined: 2 points leave no residual df"
+    if per_n.max() >= 2:
         means = np.bincount(inv, ly) / per_n
-        pe = float(((ly - means[inv]) ** 2).sum())
-        lof = rss - pe
-        f = (lof / (m - 2)) / (pe / (p - m)) if pe > 0 else np.inf
-        if stats.f.sf(f, m - 2, p - m) < LOF_ALPHA:
-            xs, dof, rss = np.log(ns), m - 2, lof / per_n[0]
-            how = "t on the per-N means (lack of fit shown)"
+        xs, dof = np.log(ns), m - 2
+        rm = stats.linregress(xs, means)  # m >= 2 distinct N here
+        k, log_b = -rm.slope, rm.intercept
+        rss = float(((means - (rm.intercept + rm.slope * xs)) ** 2).sum())
+        how = "t on the per-N means" + ("" if per_n.min() == per_n.max() else " (unequal seeds per N)")
+        zero = f"undetermined: replicated seeds at {m} N values leave no df on the per-N means"
     sxx = float(((xs - xs.mean()) ** 2).sum())
     s2 = rss / dof if dof > 0 else np.nan
     se = float(np.sqrt(s2 / sxx)) if dof > 0 else np.nan
@@ -86,10 +84,10 @@ def fit_power_law(n: Sequence[float], y: Sequence[float], level: float = 0.95) -
         "k": float(k),
         "k_low": float(k - half),
         "k_high": float(k + half),
-        "k_interval": f"{how}, {dof} df" if dof > 0 else "undetermined: 2 points leave no residual df",
+        "k_interval": f"{how}, {dof} df" if dof > 0 else zero,
         "k_stderr": se,
         "dof": int(dof),
-        "B": float(np.exp(res.intercept)),
+        "B": float(np.exp(log_b)),
         "r2": float(res.rvalue**2) if np.ptp(ly) > 0 else 1.0,
         "rss": float((resid**2).sum()),
         "points": int(p),
@@ -158,9 +156,11 @@ def slope_ratio(
 def n_for_target_interval(pl: dict[str, Any], target: float, level: float = 0.95) -> tuple[float, float, str]:
     """Fieller's interval for the N at which the power law B N^-k reaches `target` (inverse prediction).
 
-    log N* = (log B - log target) / k, a ratio of two estimates of the same OLS fit."""
-    if pl["dof"] < 1:
-        return np.nan, np.nan, "undetermined: no residual df"
+    log N* = (log B - log target) / k, a ratio of two estimates of the same OLS fit. Needs >= 2 residual
+    df (measured in benchmarks/fit_coverage.py: 1 df, e.g. one seed at 3 N, under-covered); an unbounded
+    Fieller set (k not distinguishable from 0) is undetermined."""
+    if pl["dof"] < 2:
+        return np.nan, np.nan, f"undetermined: {pl['dof']} residual df (needs 2)"
     s2, sxx, xbar = pl["_s2"], pl["_sxx"], pl["_xbar"]
     m = pl["_m"]
     vbb = s2 / sxx  # var(k)
@@ -170,6 +170,8 @@ def n_for_target_interval(pl: dict[str, Any], target: float, level: float = 0.95
     lo, hi, why = fieller(np.log(pl["B"]) - np.log(target), pl["k"], vaa, vbb, vab, t)
     if why:
         return np.nan, np.nan, why
+    if hi > 700:  # exp overflows: an N beyond 1e304 is no bound
+        return np.nan, np.nan, "undetermined: the upper end is beyond 1e304 (unbounded)"
     return float(np.exp(lo)), float(np.exp(hi)), f"Fieller, {pl['dof']} df"
 
 
@@ -312,27 +314,23 @@ def saturating_k_interval(
     df = points - 3, RSS(k) minimised over E and B (`_profile_rss`): a grid of k in [0.001, 5] brackets
     each end, bisection sharpens it.
 
-    Needs 5 N values (at 3 seeds x 4 N it covered 0.84-0.87 in benchmarks/fit_coverage.py). With the same number
-    (>= 2) of seeds at every N, a lack-of-fit F test (level `LOF_ALPHA`) picks the per-N means
-    (df = N values - 3) where the seeds at one N share noise. Reaching k = 0.001 gives a lower end of
+    Needs 5 N values (at 3 seeds x 4 N it covered 0.84-0.87 in benchmarks/fit_coverage.py). With
+    replicated seeds (>= 2 at some N) it is always computed on the per-N means (df = N values - 3), as
+    the seeds at one N share noise; no pretest chooses. Reaching k = 0.001 gives a lower end of
     0 (k > 0); not closing by k = 5 leaves it undetermined."""
     n, y = _valid(n, y)
     ns, inv, per_n = np.unique(n, return_inverse=True, return_counts=True)
     if len(ns) < 5:  # measured: at 3 or 4 N values its coverage falls below 0.9
         return np.nan, np.nan, "undetermined: under 5 N values"
-    ly, how = np.log(y), "profile likelihood"
+    ly, how, df = np.log(y), "profile likelihood", len(n) - 3
     grid = np.unique(np.append(_K_GRID, k_hat)) if k_hat is not None and np.isfinite(k_hat) else _K_GRID
-    prof = _profile_rss(n, ly, grid)
-    best = min(float(np.min(prof)), float(rss_min)) if np.isfinite(rss_min) else float(np.min(prof))
-    df = len(n) - 3
-    if per_n.min() >= 2 and per_n.min() == per_n.max():
-        means = np.bincount(inv, ly) / per_n
-        pe = float(((ly - means[inv]) ** 2).sum())
-        f = ((best - pe) / (len(ns) - 3)) / (pe / (len(n) - len(ns))) if pe > 0 else np.inf
-        if stats.f.sf(f, len(ns) - 3, len(n) - len(ns)) < LOF_ALPHA:
-            n, ly, df, how = ns, means, len(ns) - 3, "profile likelihood on the per-N means (lack of fit shown)"
-            prof = _profile_rss(n, ly, grid)
-            best = float(np.min(prof))
+    if per_n.max() >= 2:  # replicated seeds: always the per-N means (seeds at one N share noise)
+        n, ly, df, how = ns, np.bincount(inv, ly) / per_n, len(ns) - 3, "profile likelihood on the per-N means"
+        prof = _profile_rss(n, ly, grid)
+        best = float(np.min(prof))
+    else:
+        prof = _profile_rss(n, ly, grid)
+        best = min(float(np.min(prof)), float(rss_min)) if np.isfinite(rss_min) else float(np.min(prof))
     if df < 1:
         return np.nan, np.nan, "undetermined: under 1 residual df"
     thr = best * (1 + stats.f.ppf(level, 1, df) / df)
@@ -545,15 +543,7 @@ def fit_source(
     if target is not None and target > 0:
         if form == "saturating":
             row["n_target"] = float(n_for_target_saturating(sat["E"], sat["B_sat"], sat["k_sat"], target))
-            per_n = np.unique(nv, return_counts=True)[1]
-            if per_n.min() >= 2:
-                good = {c: v for c, v in cells.items() if np.isfinite(v) and v > 0}
-                d = bootstrap_saturating(Draws.within_n(sorted(good), n_draws, seed), good, sat["_x"])
-                nd = n_for_target_saturating(d[:, 0], d[:, 1], d[:, 2], target)
-                row["n_target_low"], row["n_target_high"] = interval(nd, level)
-                row["n_target_interval"] = "bootstrap over seeds within each N (coverage not measured)"
-            else:
-                row["n_target_interval"] = "undetermined: saturating form with one seed at some N"
+            row["n_target_interval"] = "undetermined: saturating form (coverage not measured)"
         else:
             row["n_target"] = float(n_for_target_power(pl["k"], np.log(pl["B"]), target))
             row["n_target_low"], row["n_target_high"], row["n_target_interval"] = n_for_target_interval(
@@ -573,21 +563,24 @@ def per_class_slope(n: Sequence[float], y: Sequence[float]) -> dict[str, float]:
 
 
 def halfwidth_for_grid(
-    n_values: Sequence[int], seeds: int, k: float, b: float, noise: float, draws: int = 1000,
-    sims: int = 50, seed: int = 0,
+    n_values: Sequence[int], seeds: int, k: float, b: float, noise: float, sims: int = 50, seed: int = 0,
+    shared: float = 0.0,
 ) -> float:
     """Median half-width of k's 95% t interval on simulated grids: log y = log B - k log N + noise.
 
-    `noise` is the sd of log y between training seeds at a fixed N (measured on a real study);
-    `draws` is unused (kept for callers of the bootstrap version). NaN with under 1 residual df.
+    `noise` is the sd of log y between training seeds at a fixed N (measured on a real study); `shared`
+    the sd of a part common to all seeds at one N (they train on the same first N images; default 0,
+    independent runs only). NaN with under 1 residual df.
     """
     rng = np.random.default_rng(seed)
-    n = np.repeat(np.asarray(n_values, float)[None, :], seeds, 0).ravel()
+    nv = np.asarray(n_values, float)
+    n = np.repeat(nv[None, :], seeds, 0).ravel()
     if len(n) < 3:
         return float("nan")
     widths = []
     for _ in range(sims):
-        y = b * n**-k * np.exp(rng.normal(0, noise, len(n)))
+        common = np.tile(rng.normal(0, shared, len(nv)), seeds)
+        y = b * n**-k * np.exp(common + rng.normal(0, noise, len(n)))
         f = fit_power_law(n, y)
         widths.append((f["k_high"] - f["k_low"]) / 2)
     return float(np.nanmedian(widths))

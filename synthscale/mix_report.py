@@ -186,10 +186,13 @@ def findings(effects: pd.DataFrame, rates: pd.DataFrame) -> list[str]:
     e = effects.copy()
     known = e[e["verdict"] != "undetermined"]
     for (ev, ood), part in known.groupby(["eval_set", "ood"], sort=False):
-        r = part.iloc[0]
+        sds = part.drop_duplicates(["noise_basis", "noise_df"])
+        sd_text = "; ".join(f"{r['noise_sd']:.3f} from {r['noise_basis']} ({int(r['noise_df'])} df)"
+                            for _, r in sds.iterrows())
         out.append(
-            f"Noise on {ev}{' (OOD)' if ood else ''}: one run's top-1 varies by {r['noise_sd']:.3f} (sd between "
-            f"training seeds, pooled over {r['noise_basis']}; {int(r['noise_df'])} df), so a mix counts as "
+            f"Noise on {ev}{' (OOD)' if ood else ''}: one run's top-1 varies by (sd between training seeds, "
+            f"at the comparison's own real N where it has >= 2 seeds, else pooled over N) {sd_text}, "
+            "so a mix counts as "
             f"helped or hurt only beyond the t-quantile times the sd of the difference of means "
             f"({part['noise'].min():.3f} to {part['noise'].max():.3f} top-1)."
         )

@@ -177,11 +177,14 @@ def pooled_seed_sd(real: pd.DataFrame, metric: str = "top1") -> tuple[float, int
 def mix_effects(summary: pd.DataFrame, mix: dict[str, Any], level: float = 0.95) -> pd.DataFrame:
     """Each mixed classifier against real-only at the same real_n: delta of top-1 and loss.
 
-    The noise of one run is the seed sd of top-1 pooled over the real-only grid runs (`pooled_seed_sd`,
-    per eval set; with several seeds the mix's own seed spread joins the pool). The difference between
-    the mix's mean over its n_m seeds and real-only's over its n_r is compared with
-    t(level, pooled df) * sd * sqrt(1/n_m + 1/n_r), the `noise` column. `verdict`: helped / hurt beyond
-    it, within noise inside it, undetermined where no N has two seeds (no noise estimate).
+    The noise of one run is the seed sd of top-1 among the real-only runs at the comparison's own
+    real_n when it has >= 2 seeds (df = seeds - 1; the seed sd is largest at the scarcest N, where most
+    verdicts are made), else the sd pooled over the real-only grid N with >= 2 seeds (`pooled_seed_sd`,
+    per eval set); `noise_from` says which ("this N", "pooled", "none"). With several seeds the mix's
+    own seed spread joins it. The difference between the mix's mean over its n_m seeds and real-only's
+    over its n_r is compared with t(level, df) * sd * sqrt(1/n_m + 1/n_r), the `noise` column.
+    `verdict`: helped / hurt beyond it, within noise inside it, undetermined where no N has two seeds
+    (no noise estimate).
     """
     from scipy import stats
 
@@ -203,18 +206,24 @@ def mix_effects(summary: pd.DataFrame, mix: dict[str, Any], level: float = 0.95)
             base = real[real["real_n"] == r]
             n_r = int(base[seed_col].nunique()) if seed_col else 1
             n_m = int(g[seed_col].nunique()) if seed_col else 1
-            s, d, basis = sd, df, f"real-only seeds at N = {', '.join(map(str, used))}" if used else ""
-            if n_m > 1:  # the mix's own seeds join the pool
+            own = base.groupby(seed_col)["top1"].mean() if seed_col else pd.Series(dtype=float)
+            if len(own) >= 2:  # this N's own real-only seeds: the seed sd differs between N
+                s, d, source_sd = float(own.std(ddof=1)), len(own) - 1, "this N"
+                basis = f"real-only seeds at N = {r}"
+            else:
+                s, d, source_sd = sd, df, "pooled" if used else "none"
+                basis = f"real-only seeds at N = {', '.join(map(str, used))}" if used else ""
+            if n_m > 1:  # the mix's own seeds join
                 v = g.groupby(seed_col)["top1"].mean()
-                ss = (0.0 if not df else sd**2 * df) + float(((v - v.mean()) ** 2).sum())
-                d = df + n_m - 1
+                ss = (0.0 if not d else s**2 * d) + float(((v - v.mean()) ** 2).sum())
+                d = d + n_m - 1
                 s = float(np.sqrt(ss / d))
                 basis = (basis + " and " if basis else "") + "the mix's own seeds"
             if d > 0 and np.isfinite(s):
                 noise = float(stats.t.ppf(0.5 + level / 2, d) * s * np.sqrt(1 / n_m + 1 / n_r))
                 verdict = "within noise" if abs(delta) <= noise else ("helped" if delta > 0 else "hurt")
             else:
-                noise, verdict, basis = np.nan, "undetermined", "none: no N has two seeds"
+                noise, verdict, basis, source_sd = np.nan, "undetermined", "none: no N has two seeds", "none"
             rows.append(
                 {
                     "source": source,
@@ -237,6 +246,7 @@ def mix_effects(summary: pd.DataFrame, mix: dict[str, Any], level: float = 0.95)
                     "noise_df": int(d),
                     "noise": noise,
                     "noise_basis": basis,
+                    "noise_from": source_sd,
                     "verdict": verdict,
                 }
             )
@@ -258,7 +268,7 @@ def read_rates(path: str | os.PathLike) -> pd.DataFrame:
         df = pd.read_csv(path)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
-    for c in ("censored", "amount", "verdict", "set", "source", "noise_basis"):
+    for c in ("censored", "amount", "verdict", "set", "source", "noise_basis", "noise_from"):
         if c in df:
             df[c] = df[c].fillna("").astype(str)
     return df

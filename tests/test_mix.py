@@ -516,38 +516,42 @@ def test_a_mix_worse_than_its_real_part_is_said_to_hurt():
     assert good.startswith("25 real images [0, 40]")
 
 
-def test_noise_is_the_pooled_single_run_seed_sd_with_t_quantiles():
-    """Real-only seeds at real_n 10 (5 seeds) and 100 (3 seeds), one mixed run per point: one run's
-    noise is the seed sd pooled over both N (6 df), the threshold t(0.975, 6) * sd * sqrt(1 + 1/n_r),
-    computed here by hand; a delta inside it is within noise, beyond it helped or hurt."""
+def test_noise_is_the_comparisons_own_seed_sd_else_pooled_with_t_quantiles():
+    """Real-only seeds at real_n 10 (5 seeds) and 100 (3 seeds, noisier), one mixed run per point: at
+    real_n 10 one run's noise is the seed sd of its own 5 real-only runs (4 df), the threshold
+    t(0.975, 4) * sd * sqrt(1 + 1/5), computed here by hand; the full set (one real-only run) takes the
+    sd pooled over both N (6 df). A delta inside the threshold is within noise, beyond it helped or hurt."""
     from scipy import stats
 
     from synthscale.mix_report import findings
 
     one = _summary()
     parts = [one]
-    for n_label, devs in (("10", (0.07, -0.07, 0.14, -0.14)), ("100", (0.035, -0.035))):
+    for n_label, devs in (("10", (0.035, -0.035, 0.07, -0.07)), ("100", (0.14, -0.14))):
         extra = one[(one["source"] == "real") & (one["n_label"] == n_label)]
         parts += [extra.assign(seed=s, top1=extra["top1"] + d) for s, d in zip(range(1, 5), devs)]
     summary = pd.concat(parts, ignore_index=True)
     effects = mix_effects(summary, {"real_n": [10, "all"], "synthetic_multiples": [1, 3]})
     test = summary[(summary.source == "real") & (summary.eval_set == "test")]
     a, b = test[test.n_label == "10"]["top1"], test[test.n_label == "100"]["top1"]
-    sd = np.sqrt((4 * a.var(ddof=1) + 2 * b.var(ddof=1)) / 6)
+    own = a.std(ddof=1)
+    pooled = np.sqrt((4 * a.var(ddof=1) + 2 * b.var(ddof=1)) / 6)
     scarce = effects[(effects.real_n == 10) & (effects.eval_set == "test")].set_index("synthetic_n")
-    expected = stats.t.ppf(0.975, 6) * sd * np.sqrt(1 + 1 / 5)
-    assert scarce["noise_df"].tolist() == [6, 6] and scarce["noise_sd"].tolist() == pytest.approx([sd] * 2)
+    expected = stats.t.ppf(0.975, 4) * own * np.sqrt(1 + 1 / 5)
+    assert scarce["noise_df"].tolist() == [4, 4] and scarce["noise_sd"].tolist() == pytest.approx([own] * 2)
     assert scarce["noise"].tolist() == pytest.approx([expected] * 2)
+    assert set(scarce["noise_from"]) == {"this N"}
     for _, row in scarce.iterrows():
         d = row["top1"] - a.mean()
         assert row["delta_top1"] == pytest.approx(d)
         assert row["verdict"] == ("within noise" if abs(d) <= expected else "helped" if d > 0 else "hurt")
     assert set(scarce["verdict"]) == {"within noise", "helped"}  # +0.15 inside, +0.30 beyond
-    # the full set has one real-only run: the same pooled sd, one run against one run
+    # the full set has one real-only run: the pooled sd, one run against one run
     full = effects[(effects.real_all) & (effects.eval_set == "test")].iloc[0]
-    assert full["noise"] == pytest.approx(stats.t.ppf(0.975, 6) * sd * np.sqrt(2))
+    assert full["noise_from"] == "pooled" and full["noise_df"] == 6
+    assert full["noise"] == pytest.approx(stats.t.ppf(0.975, 6) * pooled * np.sqrt(2))
     text = "\n".join(findings(effects, exchange_rates(summary)))
-    assert "pooled over real-only seeds at N = 10, 100; 6 df" in text
+    assert "from real-only seeds at N = 10 (4 df)" in text and "from real-only seeds at N = 10, 100 (6 df)" in text
 
 
 def test_monotone_single_seed_curve_gives_undetermined_not_helped():
