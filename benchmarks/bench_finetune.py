@@ -22,7 +22,8 @@ import torch
 from synthscale.config import load_config
 from synthscale.data import apply_shift, split_shards
 from synthscale.finetune import finetune_generator
-from synthscale.generators import PixelTextToImagePipeline, caption_sampler, sample, set_sampler, train_tiny_generator
+from synthscale.generate import sample
+from synthscale.generators import PixelTextToImagePipeline, caption_sampler, set_sampler, train_tiny_generator
 from synthscale.prompts import read_prompts
 from synthscale.shards import load_arrays
 from synthscale.train import load_classifier, predict, train_classifier

@@ -214,6 +214,24 @@ def encode_prompts(pipe, prompts: Sequence[str]) -> torch.Tensor:
     return pipe.text_encoder(tok.input_ids.to(device))[0]
 
 
+class EmbeddingCache:
+    """Text embeddings of a frozen text encoder, one per distinct caption, computed when first asked for.
+
+    `cache(texts)` equals `encode_prompts(pipe, texts)` up to float rounding (a caption is encoded in a
+    batch of the new captions of its step, not of all its step's captions), without the encoder's
+    forward pass for captions seen before."""
+
+    def __init__(self, pipe):
+        self.pipe, self.rows = pipe, {}
+
+    @torch.no_grad()
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        new = sorted(set(texts) - self.rows.keys())
+        if new:
+            self.rows.update(zip(new, encode_prompts(self.pipe, new)))
+        return torch.stack([self.rows[t] for t in texts])
+
+
 def images_used(n: int, captions: Callable[[np.random.Generator, int], str], recipe: dict[str, Any],
                 seed: int) -> np.ndarray:
     """The training-image indices a `train_tiny_generator` run reads, sorted and unique: its own
@@ -287,6 +305,9 @@ def train_tiny_generator(
     noise_sched = pipe.scheduler
     pipe.unet.train()
     pipe.text_encoder.train(text_scale > 0)
+    # a frozen text encoder gives each caption the same embedding at every step: encode each
+    # distinct caption once, when first drawn (the captions are a few hundred strings)
+    embed = (lambda texts: encode_prompts(pipe, texts)) if text_scale > 0 else EmbeddingCache(pipe)
     log: list[dict[str, float]] = []
     bar = tqdm(range(steps), desc="train generator", disable=not progress, mininterval=2)
     for step in bar:
@@ -299,7 +320,7 @@ def train_tiny_generator(
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(idx),), generator=gen)
         xt = noise_sched.add_noise(x0, noise, t)
-        pred = pipe.unet(xt, t, encoder_hidden_states=encode_prompts(pipe, texts)).sample
+        pred = pipe.unet(xt, t, encoder_hidden_states=embed(texts)).sample
         loss = F.mse_loss(pred, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()

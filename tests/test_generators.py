@@ -105,3 +105,23 @@ def test_flux_guidance_is_recorded_as_distilled_not_cfg(sd_dir, tmp_path):
     cfg_path = tmp_path / "flux" / "transformer" / "config.json"  # schnell: no guidance embedding
     cfg_path.write_text(json.dumps(json.loads(cfg_path.read_text()) | {"guidance_embeds": False}))
     assert guidance_kind(load_generator(str(tmp_path / "flux"))) == "none"
+
+
+def test_frozen_text_encoder_embeddings_are_cached_per_caption():
+    """Generator training encodes each distinct caption once: the cache gives what the encoder gives
+    (up to float rounding) and calls the encoder only for captions it has not seen."""
+    from synthscale.tinygen import EmbeddingCache, encode_prompts
+
+    pipe = build_tiny_pipeline(ARCH, image_size=16, channels=1, seed=0)
+    calls = []
+    pipe.text_encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    cache = EmbeddingCache(pipe)
+    first = ["seven", "", "a photo of a seven", "seven"]
+    second = ["", "three", "seven", "three"]
+    got = [cache(first), cache(second)]
+    assert calls == [3, 1]  # 3 distinct captions, then only the new "three"
+    calls.clear()
+    with torch.no_grad():
+        want = [encode_prompts(pipe, first), encode_prompts(pipe, second)]
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
