@@ -94,6 +94,7 @@ def test_ci_stops_naming_what_it_could_not_install(tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     failed = [ln for ln in proc.stderr.splitlines() if ln.startswith("CI: SYNTHSCALE_REQUIRE=")]
     assert len(failed) == 2, proc.stderr
+    assert "CI: not installed" not in proc.stderr, "each missing thing is named on one line, not split into words"
     assert "could not install: slurm" in failed[0] and "could not install: wordnet" in failed[1]
     assert "uv sync" in uv and "run pytest" not in uv and "run snakemake" not in uv, "no tests after a failed install"
 

@@ -48,8 +48,7 @@ def run(cmd, cwd, env=None, timeout=1500) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def study_config():
-    if not TEST_CONFIG.exists():
-        pytest.skip("configs/test.yaml does not exist yet")
+    assert TEST_CONFIG.exists(), f"{TEST_CONFIG} is the study the SLURM tests run"
     return TEST_CONFIG
 
 
