@@ -10,8 +10,9 @@ Designs (seeds x N values): the default study's (real 5 x 3 N, synthetic 1 x 3 N
 the same with 2 real seeds, real 5 seeds at only 2 N, the CLIP arm's (real 3 x 3 N, synthetic 1 x 3 N),
 the presets' 1 x 6 N, and 3 x 4 N. Truths: power laws (real k 0.45, synthetic k 0.2) for k, the ratio
 and N-to-target; saturating laws (E + B N^-k, k 0.6 real, 0.35 synthetic) for the saturating k, whose
-interval needs 5 N values (so only the 6-N design gets one; the saturating form's N-to-target is
-undetermined, never quoted). Noise: log-normal, "per-N a + run b" has a part of sd a common to every
+interval needs 5 N values and replicated seeds (none of these designs gets one: at 1 x 6 N it covered
+0.88 on a power-law truth with run sd 0.15; the saturating form's N-to-target is undetermined, never
+quoted). Noise: log-normal, "per-N a + run b" has a part of sd a common to every
 seed at one N (they train on the same first N images) and an independent part of sd b per run (with
 one seed per N that is just independent noise); "real a, syn b" gives the sources unequal sd.
 
