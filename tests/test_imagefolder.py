@@ -213,6 +213,8 @@ def test_imagenet1k_ids_take_open_clips_curated_names():
     # WordNet's first lemmas: crane (a machine, a bird), maillot (tights, a swimsuit)
     assert (names["n03126707"], names["n02012849"]) == ("construction crane", "crane bird")
     assert (names["n03710637"], names["n03710721"]) == ("tights", "one-piece bathing suit")
+    # open_clip names both "missile"; timm's synsets: n04008634 "projectile, missile", n03773504 "missile"
+    assert names["n04008634"] == "projectile" and names["n03773504"] == "missile"
 
 
 @needs_wordnet
