@@ -14,11 +14,13 @@ A CLIP job first writes its own caption shards: N image-text pairs of its source
 - mixed (synthetic + real) at N: N pairs in all (`n_pairs`, the axis every source shares), the
   first round(N * `clip.mix_real_fraction`) real images and the first N minus that synthetic ones,
   interleaved at the sample level: each pair is drawn from a part with probability proportional to
-  what that part has left, seeded, so every stretch of the shards holds both in proportion.
+  what that part has left, seeded, so every stretch of the shards holds both in proportion. The
+  synthetic part's captions come from their own draw stream (a part salt), so real image i and
+  synthetic image i, of the same class, do not share one draw: the mix keeps the pool's variety.
 
 Training is open_clip's own entry point, `open_clip_train.main.main(argv)`, with
 `--dataset-type webdataset`, called in this process (one Python start-up per job) or as
-`python -m synthscale.clip ARGS` (e.g. under torchrun for DDP). Two things are set up first:
+`python -m synthscale.clip ARGS` (e.g. under torchrun for DDP). Three things are set up first:
 - a custom model config (`clip.model_config`) is registered with `open_clip.add_model_config`;
 - webdataset's end-of-shard marker, which open_clip_train 3.3 cannot read, is switched off;
 - open_clip_train's sample shuffle buffer seeds its RNG from the clock and the PID
@@ -66,10 +68,14 @@ def caption_pools(classes, strategies: Sequence[str]) -> list[list[str]]:
     return pools
 
 
-def pair_caption(i: int, label: int, pools: Sequence[Sequence[str]], seed: int) -> str:
-    """The caption of image i of a part, real or synthetic: a prompt of its class drawn from (seed, i)."""
+def pair_caption(i: int, label: int, pools: Sequence[Sequence[str]], seed: int, part: int = 0) -> str:
+    """The caption of image i of a part, real or synthetic: a prompt of its class drawn from (seed, i).
+
+    `part` > 0 salts the draw: a run's later parts (a mixed run's synthetic one) draw from their own
+    stream, so real image i and synthetic image i (same class) do not repeat one caption draw."""
     pool = pools[label]
-    word = np.random.SeedSequence([int(seed), 7919, int(i)]).generate_state(1)[0]
+    entropy = [int(seed), 7919, int(i)] + ([int(part)] if part else [])
+    word = np.random.SeedSequence(entropy).generate_state(1)[0]
     return pool[int(word) % len(pool)]
 
 
@@ -99,10 +105,11 @@ def iter_captioned(
     pools: Sequence[Sequence[str]] | None = None,
     seed: int = 0,
     captions: str = "pool",
+    part: int = 0,
 ) -> Iterator[tuple[str, bytes, int, str, dict[str, Any]]]:
     """(image extension, image bytes, label, caption, record) of the first n samples of shards.
 
-    The caption is `pair_caption(i, label, pools, seed)` for either `kind` ("real" or "synthetic"); the
+    The caption is `pair_caption(i, label, pools, seed, part)` for either `kind` ("real" or "synthetic"); the
     sample's own text (a synthetic prompt, a real caption) is kept in the record as `own_text`.
     captions="own": the caption is that own text (a real record's `prompt` never counts as one).
     """
@@ -126,7 +133,7 @@ def iter_captioned(
         elif captions == "pool":
             if pools is None:
                 raise ValueError("CLIP pairs need caption pools (clip.caption_strategies)")
-            text = pair_caption(i, label, pools, seed)
+            text = pair_caption(i, label, pools, seed, part)
         else:
             raise ValueError(f"config key clip.captions: unknown {captions!r}; choose pool or own")
         if own:
@@ -197,22 +204,24 @@ def interleave_parts(
     captions: str = "pool",
 ) -> Iterator[tuple[str, str, bytes, int, str, dict[str, Any]]]:
     """(kind, ext, bytes, label, caption, record) of every part's first n samples, mixed at the sample
-    level: each draw picks a part with probability proportional to its samples left (seeded)."""
-    parts = [p for p in parts if p[2] is None or p[2] > 0]
+    level: each draw picks a part with probability proportional to its samples left (seeded).
+    Part j's captions draw from stream j (`pair_caption`'s `part`), its position in `parts` before
+    empty parts are dropped, so a part keeps its stream, and its captions nest, at every N."""
+    parts = [(j, *p) for j, p in enumerate(parts) if p[2] is None or p[2] > 0]
     if len(parts) == 1:
-        kind, paths, n = parts[0]
-        for sample in iter_captioned(paths, n, kind, pools, seed, captions):
+        j, kind, paths, n = parts[0]
+        for sample in iter_captioned(paths, n, kind, pools, seed, captions, j):
             yield (kind, *sample)
         return
-    if any(n is None for _, _, n in parts):
+    if any(n is None for _, _, _, n in parts):
         raise ValueError("parts that interleave need their sizes")
-    streams = [iter_captioned(paths, n, kind, pools, seed, captions) for kind, paths, n in parts]
-    left = np.array([n for _, _, n in parts], dtype=np.int64)
+    streams = [iter_captioned(paths, n, kind, pools, seed, captions, j) for j, kind, paths, n in parts]
+    left = np.array([n for _, _, _, n in parts], dtype=np.int64)
     rng = np.random.default_rng([int(seed), 104729])
     while left.sum() > 0:
         j = int(rng.choice(len(parts), p=left / left.sum()))
         left[j] -= 1
-        yield (parts[j][0], *next(streams[j]))
+        yield (parts[j][1], *next(streams[j]))
     for it in streams:  # let each stream check that its shards held n samples
         for _ in it:
             pass

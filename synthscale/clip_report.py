@@ -101,13 +101,37 @@ def clip_scaling(summary: pd.DataFrame, draws: int = 1000, seed: int = 0, level:
     return out
 
 
-def zero_shot_table(summary: pd.DataFrame, n_classes: int) -> pd.DataFrame:
-    """Zero-shot top-1 and loss of every CLIP, one row per (source, N), one column pair per eval set."""
+def eval_set_classes(summary: pd.DataFrame, n_classes: int | None = None) -> dict[str, int]:
+    """Per eval set, the classes it is scored over: the summary's `n_classes` column (a subset set such
+    as ImageNet-R scores over its 200), else `n_classes` (the manifest's) where the column is absent."""
+    sets = list(dict.fromkeys(summary["eval_set"]))
+    if "n_classes" in summary.columns:
+        per = summary.groupby("eval_set")["n_classes"].max()
+        out = {e: int(per[e]) for e in sets if pd.notna(per[e])}
+    else:
+        out = {}
+    for e in sets:
+        if e not in out:
+            if n_classes is None:
+                raise ValueError(f"eval set {e!r}: the summary has no n_classes and none is given")
+            out[e] = int(n_classes)
+    return out
+
+
+def zero_shot_table(summary: pd.DataFrame, n_classes: int | None = None) -> pd.DataFrame:
+    """Zero-shot top-1 and loss of every CLIP, one row per (source, N), one column pair per eval set,
+    each a mean over the run's `seeds`, and each eval set's chance top-1 (`chance_top1_{set}`: 1 over the
+    classes it is scored over)."""
     wide = summary.pivot_table(index=["source", "kind", "n", "n_pairs"], columns="eval_set",
                                values=["top1", "loss"], sort=False)
     wide.columns = [f"{m}_{e}" for m, e in wide.columns]
     wide = wide.reset_index()
-    wide["chance_top1"] = 1.0 / n_classes
+    seed_col = summary["seed"] if "seed" in summary.columns else pd.Series(0, index=summary.index)
+    seeds = summary.assign(_seed=seed_col).groupby(["source", "n"])["_seed"].nunique()
+    wide.insert(wide.columns.get_loc("n_pairs") + 1, "seeds",
+                [int(seeds[(s, n)]) for s, n in zip(wide["source"], wide["n"])])
+    for e, c in eval_set_classes(summary, n_classes).items():
+        wide[f"chance_top1_{e}"] = 1.0 / c
     return wide
 
 
@@ -181,6 +205,32 @@ def seed_means(summary: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+def pooled_seed_sd(means: pd.DataFrame) -> tuple[float, int]:
+    """(SD, degrees of freedom) of one run's loss, pooled over the N with 2 or more seeds of `means`
+    (rows of `seed_means`, one source and eval set); (NaN, 0) where no N has 2 seeds."""
+    m = means[means["seeds"] >= 2]
+    df = int((m["seeds"] - 1).sum())
+    if df <= 0:
+        return float("nan"), 0
+    return float(np.sqrt(((m["seeds"] - 1) * m["loss_sd"] ** 2).sum() / df)), df
+
+
+def diff_margin(sd: float, df: int, n_a: int, n_b: int) -> tuple[float, float]:
+    """(95% margin, t quantile) of a difference of two means of n_a and n_b seeds each:
+    t(0.975, df) * sd * sqrt(1/n_a + 1/n_b); NaN without an SD."""
+    from scipy.stats import t as student_t
+
+    if not np.isfinite(sd) or df <= 0:
+        return float("nan"), float("nan")
+    q = float(student_t.ppf(0.975, df))
+    return q * sd * float(np.sqrt(1 / n_a + 1 / n_b)), q
+
+
+def _seed_count(seeds: pd.Series) -> str:
+    lo, hi = int(seeds.min()), int(seeds.max())
+    return f"{lo} seed{'s' * (lo > 1)}" if lo == hi else f"{lo}-{hi} seeds"
+
+
 def real_trend(means: pd.DataFrame, eval_set: str) -> str | None:
     """Whether real's zero-shot loss falls with N on one eval set, stated against its seed spread."""
     r = means[(means["kind"] == "real") & (means["eval_set"] == eval_set)].sort_values("n")
@@ -190,19 +240,14 @@ def real_trend(means: pd.DataFrame, eval_set: str) -> str | None:
         f"{l:.3f}" + (f" ± {sd:.3f}" if np.isfinite(sd) else "") + f" at N = {int(n)}"
         for n, l, sd in zip(r["n"], r["loss"], r["loss_sd"])
     )
-    from scipy.stats import t as student_t
-
-    seeds = int(r["seeds"].min())
     falls = bool(np.all(np.diff(r["loss"].to_numpy()) < 0))
     drop = float(r["loss"].iloc[0] - r["loss"].iloc[-1])
-    df = int((r["seeds"] - 1).sum())  # pooled seed SD over every N, with its degrees of freedom
-    sd = float(np.sqrt(np.nansum((r["seeds"] - 1) * r["loss_sd"].fillna(0) ** 2) / df)) if df > 0 else np.nan
-    s = f"On {eval_set}, real's zero-shot loss (mean ± seed SD over {seeds} seed{'s' * (seeds > 1)}) is {pts}: "
+    sd, df = pooled_seed_sd(r)  # pooled seed SD over every N, with its degrees of freedom
+    s = f"On {eval_set}, real's zero-shot loss (mean ± seed SD over {_seed_count(r['seeds'])}) is {pts}: "
     if not np.isfinite(sd):
         return s + ("it falls with N, but with one seed per N nothing measures its noise: a weak result."
                     if falls else "it does not fall with N at every step, and one seed measures no noise: no scaling shown.")
-    q = float(student_t.ppf(0.975, df))
-    margin = q * sd * np.sqrt(1 / r["seeds"].iloc[0] + 1 / r["seeds"].iloc[-1])
+    margin, q = diff_margin(sd, df, int(r["seeds"].iloc[0]), int(r["seeds"].iloc[-1]))
     if falls and drop > margin:
         return s + (f"it falls at every step, by {drop:.3f} from the smallest to the largest N, more than the "
                     f"95% margin of that difference ({margin:.3f}: t = {q:.2f} with {df} degrees of freedom "
@@ -214,21 +259,76 @@ def real_trend(means: pd.DataFrame, eval_set: str) -> str | None:
     return s + "it does not fall with N: the CLIP arm does not learn with N at this size."
 
 
-def clip_findings(summary: pd.DataFrame, scaling: pd.DataFrame, n_classes: int, reference_set: str) -> list[str]:
-    """Sentences, each stating numbers from the tables, next to Fan et al.'s CLIP results; per-N
-    numbers are means over replicate seeds."""
+def _noise(sd: float, df: int, n_a: int, n_b: int) -> tuple[float, str]:
+    margin, q = diff_margin(sd, df, n_a, n_b)
+    if not np.isfinite(margin):
+        return margin, "no N has 2 real seeds, so no seed SD measures the noise"
+    return margin, (f"95% margin {margin:.3f}: t = {q:.2f} with {df} degrees of freedom x real's pooled "
+                    f"single-run seed SD {sd:.3f} x sqrt(1/{n_a} + 1/{n_b}) for {n_a} against {n_b} seeds")
+
+
+def loss_comparisons(means: pd.DataFrame) -> list[str]:
+    """Per eval set at the largest N every source has: each non-real source's seed-mean loss against
+    real's, and which source has the lowest loss, each difference judged against a t margin from real's
+    pooled single-run seed SD (`pooled_seed_sd`, `diff_margin`); within it, or without an SD, undetermined."""
     out: list[str] = []
-    chance = 1.0 / n_classes
+    for e, d in means.groupby("eval_set", sort=False):
+        n_max = d.groupby("source")["n"].max().min()
+        at = d[d["n"] == n_max].set_index("source")
+        if "real" not in at.index:
+            continue
+        sd, df = pooled_seed_sd(d[d["kind"] == "real"])
+        real = at.loc["real"]
+        for src in at.index:
+            kind, _ = parse_clip_source(src)
+            if kind == "real":
+                continue
+            row = at.loc[src]
+            diff = float(row["loss"] - real["loss"])
+            margin, why = _noise(sd, df, int(row["seeds"]), int(real["seeds"]))
+            if np.isfinite(margin) and abs(diff) > margin:
+                verdict = f"{'above' if diff > 0 else 'below'} real's {real['loss']:.3f} by {abs(diff):.3f}, beyond the noise ({why})"
+            else:
+                verdict = (f"{diff:+.3f} against real's {real['loss']:.3f}: undetermined, "
+                           f"{'within the noise' if np.isfinite(margin) else 'no noise estimate'} ({why})")
+            out.append(
+                f"On {e} at N = {int(n_max)}, {_label(src)} ({_seed_count(row[['seeds']])}) has zero-shot loss "
+                f"{row['loss']:.3f}, {verdict}; top-1 {row['top1']:.3f} against real's {real['top1']:.3f} "
+                f"({_seed_count(real[['seeds']])})."
+            )
+        order = at["loss"].sort_values()
+        best, runner = order.index[0], order.index[1] if len(order) > 1 else None
+        s = f"On {e} at N = {int(n_max)}, the lowest mean zero-shot loss is {_label(best)}'s ({order.iloc[0]:.3f})"
+        if runner is None:
+            out.append(s + ".")
+            continue
+        gap = float(order.iloc[1] - order.iloc[0])
+        margin, why = _noise(sd, df, int(at.loc[best, "seeds"]), int(at.loc[runner, "seeds"]))
+        if np.isfinite(margin) and gap > margin:
+            out.append(s + f", below the next, {_label(runner)}'s ({order.iloc[1]:.3f}), by {gap:.3f}, beyond the noise ({why}).")
+        else:
+            out.append(s + f", but {_label(runner)}'s ({order.iloc[1]:.3f}) is only {gap:.3f} above: which is lowest is "
+                       f"undetermined, {'within the noise' if np.isfinite(margin) else 'no noise estimate'} ({why}).")
+    return out
+
+
+def clip_findings(summary: pd.DataFrame, scaling: pd.DataFrame, n_classes: int | None, reference_set: str) -> list[str]:
+    """Sentences, each stating numbers from the tables, next to Fan et al.'s CLIP results; per-N
+    numbers are means over replicate seeds. Chance is per eval set (`eval_set_classes`: the summary's
+    n_classes, else `n_classes`)."""
+    out: list[str] = []
+    classes = eval_set_classes(summary, n_classes)
     summary = seed_means(summary)
     ref = summary[summary["eval_set"] == reference_set]
     real = ref[ref["kind"] == "real"].sort_values("n")
     if len(real):
         last = real.iloc[-1]
+        chance = 1.0 / classes[reference_set]
         out.append(
             f"The CLIP trained on {int(last['n'])} real image-text pairs reaches zero-shot top-1 "
             f"{last['top1']:.3f} on {reference_set}, {last['top1'] - chance:+.3f} against chance "
-            f"({chance:.3f}, {last['top1'] / chance:.1f} times chance); its zero-shot loss is "
-            f"{last['loss']:.3f} against {np.log(n_classes):.3f} for uniform logits."
+            f"({chance:.3f} over its {classes[reference_set]} classes, {last['top1'] / chance:.1f} times chance); "
+            f"its zero-shot loss is {last['loss']:.3f} against {np.log(classes[reference_set]):.3f} for uniform logits."
         )
     for e in dict.fromkeys(summary["eval_set"]):
         trend = real_trend(summary, e)
@@ -252,26 +352,7 @@ def clip_findings(summary: pd.DataFrame, scaling: pd.DataFrame, n_classes: int, 
                       f": a ratio of {row.k_ratio_to_real:.2f} "
                       f"{_interval(row.k_ratio_lo, row.k_ratio_hi, None, getattr(row, 'k_ratio_interval', ''))}")
             out.append(s + ".")
-    # loss comparisons at the largest common N, per eval set
-    for e, d in summary.groupby("eval_set", sort=False):
-        n_max = d.groupby("source")["n"].max().min()
-        at = d[d["n"] == n_max].set_index("source")
-        if "real" not in at.index:
-            continue
-        real_loss = at.loc["real", "loss"]
-        for src in at.index:
-            kind, _ = parse_clip_source(src)
-            if kind == "real":
-                continue
-            diff = at.loc[src, "loss"] - real_loss
-            out.append(
-                f"On {e} at N = {int(n_max)}, {_label(src)} has zero-shot loss {at.loc[src, 'loss']:.3f}, "
-                f"{'above' if diff > 0 else 'below'} real's {real_loss:.3f} by {abs(diff):.3f} "
-                f"(top-1 {at.loc[src, 'top1']:.3f} against {at.loc['real', 'top1']:.3f})."
-            )
-        best = at["loss"].idxmin()
-        out.append(f"On {e} at N = {int(n_max)}, the lowest zero-shot loss is {_label(best)}'s "
-                   f"({at.loc[best, 'loss']:.3f}).")
+    out += loss_comparisons(summary)  # at the largest common N, per eval set
     ratio = FAN_CLIP_K["synthetic"] / FAN_CLIP_K["real"]
     out.append(
         f"For comparison, Fan et al. read k = {FAN_CLIP_K['synthetic']} for synthetic against "

@@ -1,6 +1,7 @@
 """The CLIP arm: caption shards, open_clip_train on CPU, zero-shot evaluation, fits and config checks."""
 import copy
 import json
+import math
 import tarfile
 from pathlib import Path
 
@@ -172,6 +173,30 @@ def test_a_mixed_run_holds_n_pairs_in_all_interleaved(tmp_path):
         C.write_caption_shards(tmp_path / "o2", [("synthetic", synthetic_shards(tmp_path / "s40", 40), 41)], pools, 0)
 
 
+def test_a_mixed_runs_parts_draw_captions_independently(tmp_path):
+    """Real image i and synthetic image i share a class; in a mixed run their captions are separate
+    draws from an 81-prompt pool (equal about 1 time in 81, not always), the real part keeps a real
+    run's captions, and the synthetic part's captions nest across N."""
+    syn, real = synthetic_shards(tmp_path / "syn", 200, 64), real_like_shards(tmp_path / "real", 200, 64)
+    pools = C.caption_pools(digits_classes(), ["classname", "templates"])
+
+    def captions(name, parts):
+        pairs = read_pairs(C.write_caption_shards(tmp_path / name, parts, pools, seed=0, shard_size=64)[0])
+        out = {"real": {}, "synthetic": {}}
+        for _, t, m in pairs:
+            i = int(m["record"]["key"]) if m["origin"] == "real" else int(m["record"]["own_text"].split()[1])
+            out[m["origin"]][i] = t
+        return out
+
+    mixed = captions("m200", C.clip_parts("mixed", 200, real, syn, 0.5))
+    same = [mixed["real"][i] == mixed["synthetic"][i] for i in range(100)]
+    assert sum(same) <= 8, f"{sum(same)} of 100 real/synthetic pairs repeat one draw"
+    alone = captions("r100", [("real", real, 100)])
+    assert mixed["real"] == alone["real"], "the real part draws as a real run does"
+    bigger = captions("m300", C.clip_parts("mixed", 300, real, syn, 0.5))
+    assert all(bigger["synthetic"][i] == mixed["synthetic"][i] for i in range(100)), "nested N"
+
+
 def make_model(name="test-tiny-clip"):
     import open_clip
 
@@ -330,7 +355,23 @@ def test_clip_summary_and_plot(tmp_path):
     CR.plot_clip_scaling(s, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
     t = CR.zero_shot_table(s, 10)
-    assert {"top1_test", "loss_rot", "chance_top1"} <= set(t.columns) and len(t) == 6
+    assert {"top1_test", "loss_rot", "chance_top1_test", "seeds"} <= set(t.columns) and len(t) == 6
+
+
+def test_chance_is_per_eval_set_from_the_classes_it_scores_over():
+    """A subset eval set (ImageNet-R: 200 classes) has chance 1/200, not 1 over the manifest's 1000, in
+    the zero-shot table and in the findings; the table says how many seeds each row averages."""
+    rows = [{**CR.clip_source_columns(src), "eval_set": e, "n": n, "n_pairs": n, "seed": sd, "n_classes": c,
+             "loss": 5.0 - 0.001 * n - 0.01 * sd, "top1": 0.02, "ood": e == "imagenet-r"}
+            for src, seeds in (("real", [0, 1, 2]), ("synthetic/g/g2/c", [0]))
+            for e, c in (("val", 1000), ("imagenet-r", 200)) for n in (100, 200) for sd in seeds]
+    s = pd.DataFrame(rows)
+    t = CR.zero_shot_table(s, 1000).set_index(["source", "n"])
+    assert t["chance_top1_imagenet-r"].eq(0.005).all() and t["chance_top1_val"].eq(0.001).all()
+    assert t.loc[("real", 200), "seeds"] == 3 and t.loc[("synthetic/g/g2/c", 200), "seeds"] == 1
+    first = CR.clip_findings(s, pd.DataFrame(columns=["eval_set", "kind"]), 1000, "imagenet-r")[0]
+    assert "+0.015 against chance (0.005 over its 200 classes, 4.0 times chance)" in first
+    assert f"against {math.log(200):.3f} for uniform logits" in first
 
 
 @pytest.fixture
@@ -368,6 +409,8 @@ def test_plan_lists_clip_sources_and_paths(raw):
         ({"caption_strategies": ["nope"]}, "clip.caption_strategies"),
         ({"precision": "fp8"}, "clip.precision"),
         ({"mix_real_fraction": 1.5}, "clip.mix_real_fraction"),
+        ({"mix_real_fraction": 1.0}, "clip.mix_real_fraction"),
+        ({"mix_real_fraction": 0}, "clip.mix_real_fraction"),
         ({"captions": "mine"}, "clip.captions"),
     ],
 )
@@ -415,12 +458,18 @@ def _real_rows(losses: dict[int, list[float]]) -> pd.DataFrame:
 
 
 def test_findings_say_whether_reals_loss_falls_beyond_its_seed_noise():
-    """Per-N means over seeds, with the seed SD: a fall larger than twice the standard error of the
-    difference is stated as a fall, a smaller one as weak, a rise as no scaling."""
+    """Per-N means over seeds, with the seed SD: a fall larger than the 95% t margin of the difference
+    (t(0.975, df) x pooled seed SD x sqrt(1/n_first + 1/n_last)) is stated as a fall, a smaller one as
+    weak, a rise as no scaling."""
     clear = CR.seed_means(_real_rows({75: [2.10, 2.12], 150: [1.90, 1.92], 300: [1.60, 1.62]}))
     assert clear.set_index("n").loc[75, "loss"] == pytest.approx(2.11) and clear["seeds"].eq(2).all()
     text = CR.real_trend(clear, "test")
     assert "2.110 ± 0.014 at N = 75" in text and "falls at every step, by 0.500" in text
+    # by hand: each N's SD is 0.02 / sqrt(2); 3 N x (2 - 1) = 3 degrees of freedom, t(0.975, 3) = 3.182446
+    margin = 3.182446 * (0.02 / math.sqrt(2)) * math.sqrt(1 / 2 + 1 / 2)
+    assert f"({margin:.3f}: t = 3.18 with 3 degrees of freedom" in text and "over 2 seeds" in text
+    uneven = CR.real_trend(CR.seed_means(_real_rows({75: [2.10, 2.12, 2.11], 150: [1.90, 1.92]})), "test")
+    assert "over 2-3 seeds" in uneven
     noisy = CR.seed_means(_real_rows({75: [2.3, 1.9], 150: [2.2, 1.8], 300: [2.1, 1.8]}))
     assert "weak result" in CR.real_trend(noisy, "test")
     flat = CR.seed_means(_real_rows({75: [1.9, 1.91], 150: [1.95, 1.96], 300: [1.97, 1.98]}))
@@ -431,6 +480,40 @@ def test_findings_say_whether_reals_loss_falls_beyond_its_seed_noise():
                                  pd.DataFrame(columns=["eval_set", "kind"]), 10, "test")
     assert any("falls at every step" in s for s in sentences)
     assert any("300 real image-text pairs" in s and "1.610" in s for s in sentences), "the mean over seeds"
+
+
+def _rows(source: str, losses: dict[int, list[float]]) -> pd.DataFrame:
+    return _real_rows(losses).assign(**CR.clip_source_columns(source))
+
+
+def test_loss_comparisons_at_the_largest_n_are_judged_against_seed_noise():
+    """A difference of seed means against real's is stated only beyond the 95% t margin from real's
+    pooled single-run seed SD (N with >= 2 seeds), with each side's seed count; within it, or with no
+    SD, undetermined. The same for which source has the lowest loss."""
+    real = {75: [2.10, 2.12], 150: [1.90, 1.92], 300: [1.60, 1.64], 600: [1.50]}  # N = 600: one seed, no SD
+    sd, df = CR.pooled_seed_sd(CR.seed_means(_real_rows(real)))
+    assert (sd, df) == (pytest.approx(0.02), 3)  # by hand: variances 0.0002, 0.0002, 0.0008 over 3 df
+    margin = 3.182446 * 0.02 * math.sqrt(1 / 1 + 1 / 2)  # t(0.975, 3); 1 seed against real's 2 at N = 300
+    assert CR.diff_margin(0.02, 3, 1, 2)[0] == pytest.approx(margin, rel=1e-5)
+    assert margin == pytest.approx(0.0780, abs=1e-4)
+
+    def findings(syn_loss, mixed_loss, real_losses=real):
+        s = pd.concat([_real_rows(real_losses), _rows("synthetic/g/g2/c", {150: [2.0], 300: [syn_loss]}),
+                       _rows("mixed/g/g2/c", {150: [2.0], 300: [mixed_loss]})], ignore_index=True)
+        return CR.loss_comparisons(CR.seed_means(s))
+
+    out = findings(1.70, 1.58)  # real's mean at 300: 1.62; +0.08 beyond 0.078, -0.04 within it
+    syn = next(x for x in out if x.startswith("On test at N = 300, synthetic ("))
+    assert "above real's 1.620 by 0.080, beyond the noise" in syn and f"95% margin {margin:.3f}" in syn
+    assert "t = 3.18 with 3 degrees of freedom" in syn and "1 against 2 seeds" in syn
+    mixed = next(x for x in out if "synthetic + real" in x and "has zero-shot loss" in x)
+    assert "-0.040 against real's 1.620: undetermined, within the noise" in mixed
+    lowest = next(x for x in out if "lowest" in x)
+    assert "synthetic + real" in lowest and "undetermined, within the noise" in lowest
+    lowest = next(x for x in findings(1.70, 1.40) if "lowest" in x)
+    assert "by 0.220, beyond the noise" in lowest
+    one_seed = findings(1.70, 1.40, {n: v[:1] for n, v in real.items()})
+    assert all("undetermined, no noise estimate" in x for x in one_seed if "has zero-shot loss" in x or "lowest" in x)
 
 
 def test_scaling_table_counts_n_values_not_seed_rows():
