@@ -286,6 +286,9 @@ def test_every_stage_has_explicit_resources_that_fit(workdir, preset, monkeypatc
         if stage and rule not in MULTI_GPU_RULES:
             assert raw[stage].get("gpu", 0) <= 1, f"{preset}: {rule} runs one process but asks for GPUs"
     for stage in raw:
+        if plan.resources(stage).get("gpu"):  # torchrun starts every rank on one node: SLURM's --nodes=1
+            assert plan.resources(stage).get("nodes") == 1, f"{preset}: {stage} asks for GPUs on any number of nodes"
+    for stage in raw:
         assert minutes(stage, attempt=2) > minutes(stage), f"{preset}: a retry of {stage} gets the same limit"
 
 
