@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from synthscale.io import atomic_path, write_csv
+from synthscale.io import atomic_path, remove_stale_temps, write_csv
 from synthscale.loader import TrainLoader, epoch_size
 from synthscale.recipes import resolve_recipe
 
@@ -230,6 +230,8 @@ def train_model(
     base_lrs = [g["lr"] for g in opt.param_groups]
     state = {"epoch": 0, "batches": 0, "step": 0, "seen": 0, "log": [], "running": [0.0, 0.0, 0.0]}
     ckpt = Path(checkpoint_path) if checkpoint_path else None
+    if ckpt and rank == 0:  # a job killed while saving left a partial checkpoint under a temporary name
+        remove_stale_temps(ckpt)
     if ckpt and ckpt.exists():
         saved = torch.load(ckpt, map_location=device, weights_only=True)
         model.load_state_dict(saved["model"])
