@@ -16,17 +16,50 @@ from typing import Any, Iterator
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary file path in the target's folder; rename it onto `target` on success."""
+    """Yield a temporary file path in the target's folder; rename it onto `target` on success. The
+    file's data reaches the disk (fsync) before the rename, and the rename before this returns (an
+    fsync of the folder where the OS allows it), so a node that dies right after never leaves a
+    finished-looking name over lost data."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{target.name}-", dir=target.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, target)
+        _fsync_dir(target.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable; a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temps(target: str | os.PathLike) -> list[Path]:
+    """Delete the `.tmp-<name>-*` files `atomic_path` left beside `target` when a job died mid-write
+    (a checkpoint's are as big as the model and optimizer); returns what it removed."""
+    target = Path(target)
+    stale = sorted(target.parent.glob(f".tmp-{target.name}-*")) if target.parent.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 @contextlib.contextmanager

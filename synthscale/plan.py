@@ -61,7 +61,9 @@ def retry_runtime(minutes: int, factor: float = 1.0, cap: int | None = None):
 
 def stage_resources(res: dict[str, Any]) -> dict[str, Any]:
     """A stage's Snakemake resources from its checked `resources.<stage>` entry (SLURM reads the same
-    keys): the runtime grows with the attempt; a GPU model is named only by the site's profile or here."""
+    keys): the runtime grows with the attempt; a GPU model is named only by the site's profile or here. A
+    GPU job asks for one node (SLURM's --nodes=1): torchrun here starts its ranks on one node only, so
+    `--gpus=8` without it could spread the GPUs over nodes the ranks never reach."""
     out = {
         "mem_mb": res["mem_mb"],
         "runtime": retry_runtime(res["runtime"], res["retry_runtime_factor"], res["max_runtime"]),
@@ -69,6 +71,7 @@ def stage_resources(res: dict[str, Any]) -> dict[str, Any]:
     }
     if res["gpu"]:
         out["gpu"] = res["gpu"]
+        out["nodes"] = 1
         if res["gpu_model"]:
             out["gpu_model"] = res["gpu_model"]
     for key in ("slurm_partition", "slurm_extra"):

@@ -10,6 +10,7 @@ bit-identical weights for a pinned thread count and worker count.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import math
 import os
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from synthscale.io import atomic_path, write_csv
+from synthscale.io import atomic_path, remove_stale_temps, write_csv
 from synthscale.loader import TrainLoader, epoch_size
 from synthscale.recipes import resolve_recipe
 
@@ -113,8 +114,13 @@ def full_recipe(recipe: dict[str, Any], parts: list[dict[str, Any]] | None = Non
     return out
 
 
+def _dist_on() -> bool:
+    """Whether a process group is up (torchrun launched this process, at any world size, even 1)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if _dist_on():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
 
@@ -128,8 +134,10 @@ def process_group_backend(device: str) -> str:
 
 
 def _all_sum(values: list[float], world: int) -> list[float]:
-    """Sum small control values over the ranks: a CPU tensor (gloo), no GPU synchronisation."""
-    if world == 1:
+    """Sum small control values over the ranks: a CPU tensor (gloo), no GPU synchronisation. Without
+    a process group (a plain process) the values are returned as they are; with one, they are reduced
+    even at world size 1, so a one-rank torchrun run exercises the collectives."""
+    if not _dist_on():
         return values
     t = torch.tensor(values, dtype=torch.float64)
     torch.distributed.all_reduce(t)
@@ -140,7 +148,7 @@ def _all_sum_device(t: torch.Tensor, world: int) -> torch.Tensor:
     """Sum a tensor that lives on the model's device over the ranks (NCCL on CUDA: float64 is one of
     its types), returning a copy; the caller reads it at a sync point."""
     t = t.clone()
-    if world > 1:
+    if _dist_on():
         torch.distributed.all_reduce(t)
     return t
 
@@ -222,6 +230,8 @@ def train_model(
     base_lrs = [g["lr"] for g in opt.param_groups]
     state = {"epoch": 0, "batches": 0, "step": 0, "seen": 0, "log": [], "running": [0.0, 0.0, 0.0]}
     ckpt = Path(checkpoint_path) if checkpoint_path else None
+    if ckpt and rank == 0:  # a job killed while saving left a partial checkpoint under a temporary name
+        remove_stale_temps(ckpt)
     if ckpt and ckpt.exists():
         saved = torch.load(ckpt, map_location=device, weights_only=True)
         model.load_state_dict(saved["model"])
@@ -234,10 +244,13 @@ def train_model(
     every = float(recipe.get("checkpoint_minutes") or 0) * 60
 
     net = model
-    if world > 1:
+    ddp = _dist_on()  # DDP whenever a process group is up, even with one rank (the GPU suite's NCCL check)
+    if ddp:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None
         )
+        if rank == 0:
+            print(f"DDP: {world} rank(s), process group backend {torch.distributed.get_backend()}", flush=True)
     if recipe["compile"]:
         mode = recipe["compile"] if isinstance(recipe["compile"], str) else None
         net = torch.compile(net, mode=mode)
@@ -307,7 +320,7 @@ def train_model(
                     target = yb
                     if mixup is not None and len(yb) % 2 == 0:
                         xb, target = mixup(xb, yb)
-                    sync = world == 1 or j == len(batches) - 1
+                    sync = not ddp or j == len(batches) - 1
                     ctx = net.no_sync() if not sync and hasattr(net, "no_sync") else contextlib.nullcontext()
                     with ctx:
                         with amp, batchnorm_frozen_if_single(model, len(yb)):
@@ -532,21 +545,25 @@ def run_distributed(spec: dict[str, Any], nproc: int, spec_path: str | os.PathLi
 
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: stopped after saving a checkpoint; rerun to resume
+PG_TIMEOUT_MIN = 60  # a collective waits this long for a slow rank (a long first evaluation, a slow file system)
 STOP_WAIT_S = 30  # after a signal, how long run_distributed waits for the ranks' checkpoint (SLURM's KillWait)
 
 
 def main(spec_path: str) -> int:
-    """torchrun entry (or a plain process: world size 1): init the process group (`process_group_backend`),
+    """torchrun entry (or a plain process): init the process group (`process_group_backend`) whenever
+    torchrun launched this process, at any world size (so one rank still runs DDP and its collectives),
     train, clean up; exit PREEMPTED_EXIT after a stop that saved a checkpoint."""
     spec = json.loads(Path(spec_path).read_text())
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    launched = "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
     device = spec.get("device", "cpu")
     stop_file = spec.pop("stop_file", None)
-    if world > 1:
-        torch.distributed.init_process_group(process_group_backend(device))
+    if launched:
+        kwargs: dict[str, Any] = {"timeout": datetime.timedelta(minutes=PG_TIMEOUT_MIN)}
         if device.startswith("cuda"):
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
             torch.cuda.set_device(device)
+            kwargs["device_id"] = torch.device(device)  # binds NCCL to this rank's GPU at once
+        torch.distributed.init_process_group(process_group_backend(device), **kwargs)
     threads = spec.pop("threads", None)
     if threads:
         torch.set_num_threads(int(threads))
@@ -559,15 +576,10 @@ def main(spec_path: str) -> int:
             Path(stop_file).write_text(str(err))
         return PREEMPTED_EXIT
     finally:
-        if world > 1:
+        if launched:
             torch.distributed.destroy_process_group()
     return 0
 
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main(sys.argv[1]))
 
 @torch.no_grad()
 def predict(
@@ -597,3 +609,7 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     return np.stack(out)
 
 
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1]))

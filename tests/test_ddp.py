@@ -6,6 +6,8 @@ image), and DDP averages the two ranks' gradients as accumulation does. So the t
 agree up to float summation order: the stated tolerance is 1e-4 absolute on every parameter.
 BatchNorm running statistics differ by design (DDP keeps rank 0's), so buffers are not compared.
 """
+import datetime
+
 import numpy as np
 import torch
 from safetensors.torch import load_file
@@ -65,18 +67,60 @@ def test_a_cuda_run_reduces_cpu_tensors_on_gloo_and_cuda_tensors_on_nccl(monkeyp
     seen = {}
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend: seen.setdefault("backend", backend))
+    monkeypatch.setattr(torch.distributed, "init_process_group",
+                        lambda backend, **kw: seen.update(backend=backend, **kw))
     monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda: None)
     monkeypatch.setattr(torch.cuda, "set_device", lambda d: seen.setdefault("cuda", d))
     monkeypatch.setattr(train, "train_model", lambda **kw: seen.setdefault("device", kw["device"]))
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"parts": [], "device": "cuda"}))
     assert train.main(str(spec)) == 0
-    assert seen == {"backend": "cpu:gloo,cuda:nccl", "cuda": "cuda:1", "device": "cuda:1"}
+    # a 60-minute collective timeout (a slow rank's first evaluation), NCCL bound to the rank's GPU
+    assert seen == {"backend": "cpu:gloo,cuda:nccl", "cuda": "cuda:1", "device": "cuda:1",
+                    "timeout": datetime.timedelta(minutes=60), "device_id": torch.device("cuda:1")}
     seen.clear()
     spec.write_text(json.dumps({"parts": [], "device": "cpu"}))
     train.main(str(spec))
-    assert seen["backend"] == "gloo" and seen["device"] == "cpu"
+    assert seen["backend"] == "gloo" and seen["device"] == "cpu" and "device_id" not in seen
+    # torchrun with one rank (WORLD_SIZE 1) still inits the group; a plain process (no torchrun) does not
+    seen.clear()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    train.main(str(spec))
+    assert seen["backend"] == "gloo"
+    seen.clear()
+    monkeypatch.delenv("LOCAL_RANK")
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    train.main(str(spec))
+    assert "backend" not in seen and seen["device"] == "cpu"
+
+
+def test_a_one_rank_torchrun_run_uses_ddp_and_matches_one_process(tmp_path, digits_16, capfd):
+    """run_distributed with one rank (the GPU suite's NCCL check) inits a process group and trains
+    under DDP with its collectives (it used to skip both at world size 1, so the check ran no NCCL);
+    on CPU the weights are bit-identical to a plain process's: one rank's all-reduce and DDP's
+    division by a world size of 1 change nothing."""
+    import pandas as pd
+    from test_train import write_digit_shards
+
+    images, labels = digits_16
+    shards = write_digit_shards(tmp_path, images[:96], labels[:96], 48)
+    recipe = {"arch": "resnet18", "model_kwargs": {"channels": [8, 16, 32, 64]}, "input_size": 16, "epochs": 1,
+              "min_steps": 0, "batch_size": 32, "micro_batch_size": 16, "lr": 0.003, "num_workers": 0}
+    parts = [{"shards": shards, "limit": None}]
+    single = tmp_path / "single"
+    train_model(parts, 10, recipe, 5, single / "model.safetensors", single / "log.csv", progress=False)
+    assert "DDP:" not in capfd.readouterr().out, "a plain process trains without a process group"
+    ddp = tmp_path / "ddp"
+    spec = dict(parts=parts, n_classes=10, recipe=recipe, seed=5, model_path=str(ddp / "model.safetensors"),
+                log_path=str(ddp / "log.csv"), device="cpu", progress=False, threads=1)
+    run_distributed(spec, 1, ddp / "spec.json")
+    assert "DDP: 1 rank(s), process group backend gloo" in capfd.readouterr().out
+    a, b = load_file(str(single / "model.safetensors")), load_file(str(ddp / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert pd.read_csv(single / "log.csv")["train_loss"].tolist() == pd.read_csv(ddp / "log.csv")["train_loss"].tolist()
 
 
 # NCCL's reduction types (ncclDataType_t): what a reduced device tensor may hold

@@ -103,6 +103,39 @@ def test_stop_and_resume_gives_identical_weights(tmp_path, one_thread):
     assert_same_log(ref_log, log)
 
 
+def test_atomic_writes_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
+    """The temporary file is fsynced before it is renamed onto the target (else a node crash can
+    leave a finished-looking checkpoint with lost data), and the folder after the rename."""
+    import synthscale.io as sio
+
+    events = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))),
+                                                   fsync(fd)))
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", str(a))), replace(a, b)))
+    target = tmp_path / "ckpt.pt"
+    with sio.atomic_path(target) as tmp:
+        tmp.write_bytes(b"weights")
+    assert [e[0] for e in events] == ["fsync", "replace", "fsync"]
+    assert events[0][1] == events[1][1] == str(tmp) and events[2][1] == str(tmp_path)
+    assert target.read_bytes() == b"weights"
+
+
+def test_training_removes_partial_checkpoints_a_killed_save_left(tmp_path, one_thread):
+    """A job killed mid-save leaves `.tmp-ckpt.pt-*` (model + optimizer sized); the next start deletes it."""
+    images, labels = make_data(32)
+    ckpt = tmp_path / "ckpt.pt"
+    stale = tmp_path / ".tmp-ckpt.pt-abc123"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"partial")
+    other = tmp_path / ".tmp-model.safetensors-x"  # another output's temporary file is not this run's
+    other.write_bytes(b"x")
+    train_classifier(images, labels, N_CLASSES, {**RECIPE, "epochs": 1, "min_steps": 0}, seed=3,
+                     model_path=tmp_path / "m.safetensors", log_path=tmp_path / "log.csv",
+                     checkpoint_path=ckpt, progress=False)
+    assert not stale.exists() and other.exists()
+
+
 TRAIN_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np, torch

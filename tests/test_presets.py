@@ -225,6 +225,8 @@ FOLDER_IMAGES = {"data/imagenet/train": 1_281_167, "data/imagenet/val": 50_000, 
 PREPARE_PER_THREAD = 100
 # rules that start torchrun (or open_clip_train's DDP) and so may hold more than one GPU
 MULTI_GPU_RULES = {"train_classifier", "train_clip"}
+# stages whose jobs resume from a checkpoint (train_classifier, train_clip, finetune_generator)
+RESUMING_STAGES = {"train", "clip", "finetune"}
 
 
 def rule_stages() -> dict[str, str | None]:
@@ -286,7 +288,26 @@ def test_every_stage_has_explicit_resources_that_fit(workdir, preset, monkeypatc
         if stage and rule not in MULTI_GPU_RULES:
             assert raw[stage].get("gpu", 0) <= 1, f"{preset}: {rule} runs one process but asks for GPUs"
     for stage in raw:
-        assert minutes(stage, attempt=2) > minutes(stage), f"{preset}: a retry of {stage} gets the same limit"
+        if plan.resources(stage).get("gpu"):  # torchrun starts every rank on one node: SLURM's --nodes=1
+            assert plan.resources(stage).get("nodes") == 1, f"{preset}: {stage} asks for GPUs on any number of nodes"
+    for stage in raw:
+        if stage in RESUMING_STAGES:
+            # it resumes from its checkpoint: a retry at the same limit goes on; a growing one would pass
+            # the partition's maximum. SLURM's SIGTERM comes early enough to save before the kill.
+            assert minutes(stage, attempt=4) == minutes(stage), f"{preset}: a retry of {stage} asks for more time"
+            assert "--signal=TERM@" in (plan.resources(stage).get("slurm_extra") or ""), f"{preset}: {stage}"
+        else:
+            assert minutes(stage, attempt=2) > minutes(stage), f"{preset}: a retry of {stage} gets the same limit"
+
+
+def test_the_slurm_profile_gives_resuming_rules_more_attempts():
+    """A training that resumes from its checkpoint may need several allocations at the partition's
+    limit: the profile lists the rules of the resuming stages as preemptible, with more retries."""
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    resuming = {rule for rule, stage in rule_stages().items() if stage in RESUMING_STAGES}
+    assert resuming == {"train_classifier", "train_clip", "finetune_generator"}
+    assert set(profile["preemptible-rules"]) == resuming
+    assert profile["preemptible-retries"] >= 3 > profile["retries"]
 
 
 def test_fan_clip_trains_real_clips_only_within_the_real_split(workdir, monkeypatch):
