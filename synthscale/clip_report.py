@@ -256,7 +256,7 @@ def real_trend(means: pd.DataFrame, eval_set: str) -> str | None:
         return s + (f"it falls by {drop:.3f} from the smallest to the largest N"
                     f"{'' if falls else ', not at every step'}, within the 95% margin of the seed noise "
                     f"({margin:.3f}, t = {q:.2f} with {df} degrees of freedom): a weak result at this size.")
-    return s + "it does not fall with N: the CLIP arm does not learn with N at this size."
+    return s + "it does not fall with N: on this eval set the CLIP arm shows no learning with N at this size."
 
 
 def _noise(sd: float, df: int, n_a: int, n_b: int) -> tuple[float, str]:

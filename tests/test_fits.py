@@ -154,20 +154,23 @@ def test_replicated_seeds_at_two_n_leave_k_and_n_target_undetermined():
     assert row["n_target_interval"].startswith("undetermined")
 
 
-def test_n_target_interval_needs_two_df():
-    """One seed at 3 N (1 df; measured 0.90 coverage) gives no N-to-target interval and the findings
-    do not quote one; one seed at 4 N (2 df) gives Fieller's."""
+def test_n_target_interval_needs_three_df():
+    """One seed at 3 N (1 df; measured 0.90 coverage) and at 4 N (2 df; 0.92 at 3 seeds x 4 N under
+    shared noise) give no N-to-target interval and the findings do not quote one; one seed at 5 N
+    (3 df) gives Fieller's."""
     from synthscale.report import _n_interval
 
     n3 = {(0, n): 3.0 * n**-0.45 * (1 + 0.02 * i) for i, n in enumerate((30, 100, 300))}
     row = F.fit_source(n3, target=0.5)
     assert row["form"] == "power" and np.isnan(row["n_target_low"]) and np.isnan(row["n_target_high"])
-    assert row["n_target_interval"] == "undetermined: 1 residual df (needs 2)"
-    assert _n_interval(row) == "(interval undetermined: 1 residual df (needs 2))"
+    assert row["n_target_interval"] == "undetermined: 1 residual df (needs 3)"
+    assert _n_interval(row) == "(interval undetermined: 1 residual df (needs 3))"
     n4 = {(0, n): 3.0 * n**-0.45 * (1 + 0.02 * (-1) ** i) for i, n in enumerate((30, 100, 300, 1000))}
-    row4 = F.fit_source(n4, target=0.5)
-    assert row4["n_target_interval"] == "Fieller, 2 df"
-    assert row4["n_target_low"] < row4["n_target"] < row4["n_target_high"]
+    assert F.fit_source(n4, target=0.5)["n_target_interval"] == "undetermined: 2 residual df (needs 3)"
+    n5 = {(0, n): 3.0 * n**-0.45 * (1 + 0.02 * (-1) ** i) for i, n in enumerate((30, 100, 300, 1000, 3000))}
+    row5 = F.fit_source(n5, target=0.5)
+    assert row5["n_target_interval"] == "Fieller, 3 df"
+    assert row5["n_target_low"] < row5["n_target"] < row5["n_target_high"]
 
 
 def test_saturating_form_recovers_floor_and_wins_by_aicc(rng):
@@ -275,7 +278,7 @@ def test_power_law_extrapolation_inverts_the_law_with_a_fieller_interval(rng):
     assert F.n_for_target_power(0.5, np.log(10.0), 0.1) == pytest.approx(10000.0)
     assert np.isinf(F.n_for_target_power(-0.1, 0.0, 0.1))
     covered = 0
-    n = np.repeat([30.0, 100.0, 300.0, 1000.0], 2)
+    n = np.repeat([30.0, 100.0, 300.0, 1000.0, 3000.0], 2)  # 3 df on the per-N means
     truth = (3.0 / 0.2) ** (1 / 0.5)
     for _ in range(200):
         pl = F.fit_power_law(n, 3.0 * n**-0.5 * np.exp(rng.normal(0, 0.08, len(n))))
