@@ -276,9 +276,9 @@ def test_sigterm_to_a_ddp_job_checkpoints_and_exits_75(tmp_path, digits_16):
     import signal
     import subprocess
     import sys
-    import threading
     from pathlib import Path
 
+    from test_preemption import communicate_signalling
     from test_train import write_digit_shards
 
     images, labels = digits_16
@@ -292,26 +292,9 @@ def test_sigterm_to_a_ddp_job_checkpoints_and_exits_75(tmp_path, digits_16):
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen([sys.executable, "-c", "import json\n" + DDP_JOB, json.dumps(spec), str(out / "spec.json")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=repo, start_new_session=True)
-    err: list[bytes] = []
-    sent = threading.Event()
-
-    def watch():
-        buf = b""
-        while chunk := proc.stderr.read1(4096):
-            err.append(chunk)
-            buf = (buf + chunk)[-4096:]
-            if not sent.is_set() and any(int(m) >= 3 for m in re.findall(rb"\| *(\d+)/\d+ ", buf)):
-                os.killpg(proc.pid, signal.SIGTERM)
-                sent.set()
-
-    reader = threading.Thread(target=watch, daemon=True)
-    reader.start()
-    stdout = proc.stdout.read().decode()
-    proc.wait(timeout=600)
-    reader.join(timeout=10)
-    stderr = b"".join(err).decode(errors="replace")
-    assert sent.is_set(), stderr[-3000:]
-    assert proc.returncode == 75, f"{proc.returncode}\n{stdout}\n{stderr[-3000:]}"
+    rc, stdout, stderr, step = communicate_signalling(proc, 3, lambda: os.killpg(proc.pid, signal.SIGTERM))
+    assert step is not None, stderr[-3000:]
+    assert rc == 75, f"{rc}\n{stdout}\n{stderr[-3000:]}"
     m = re.search(r"stopped at step (\d+)/80", stderr + stdout)
     assert m and 0 < int(m.group(1)) < 80, stdout
     assert (out / "c.pt").exists() and not (out / "m.safetensors").exists()

@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file
 
 from synthscale.train import Preempted, train_classifier
+from test_train import write_digit_shards
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -155,6 +156,32 @@ TRAIN_SCRIPT = textwrap.dedent("""
     """)
 
 
+def communicate_signalling(proc: subprocess.Popen, after_step: int | None, send) -> tuple[int, str, str, int | None]:
+    """Wait for `proc`, reading its stderr as it comes; once its progress bar shows a step >= `after_step`
+    (None: never), call `send()` once. Returns (exit code, stdout, stderr, the step the bar showed when
+    `send` went, or None)."""
+    err_chunks: list[bytes] = []
+    sent: list[int] = []
+
+    def read_stderr():
+        buf = b""
+        while chunk := proc.stderr.read1(4096):
+            err_chunks.append(chunk)
+            buf = (buf + chunk)[-4096:]
+            if after_step is not None and not sent:
+                steps = [int(m) for m in re.findall(rb"\| *(\d+)/\d+ ", buf)]
+                if steps and max(steps) >= after_step:
+                    sent.append(max(steps))
+                    send()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    out_text = proc.stdout.read().decode()
+    proc.wait(timeout=600)
+    reader.join(timeout=10)
+    return proc.returncode, out_text, b"".join(err_chunks).decode(errors="replace"), (sent or [None])[0]
+
+
 def run_training(script: str, recipe: dict, out: Path, sigterm_after_step: int | None = None):
     """Run the training script; optionally SIGTERM it once its progress bar passes a step."""
     import json
@@ -166,26 +193,8 @@ def run_training(script: str, recipe: dict, out: Path, sigterm_after_step: int |
         cwd=REPO,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
-    err_chunks: list[bytes] = []
-    signalled = threading.Event()
-
-    def read_stderr():
-        buf = b""
-        while chunk := proc.stderr.read1(4096):
-            err_chunks.append(chunk)
-            buf = (buf + chunk)[-4096:]
-            if sigterm_after_step is not None and not signalled.is_set():
-                steps = [int(m) for m in re.findall(rb"\| *(\d+)/\d+ ", buf)]
-                if steps and max(steps) >= sigterm_after_step:
-                    proc.send_signal(signal.SIGTERM)
-                    signalled.set()
-
-    reader = threading.Thread(target=read_stderr, daemon=True)
-    reader.start()
-    out_text = proc.stdout.read().decode()
-    proc.wait(timeout=600)
-    reader.join(timeout=10)
-    return proc.returncode, out_text, b"".join(err_chunks).decode(errors="replace"), signalled.is_set()
+    rc, out_text, err, step = communicate_signalling(proc, sigterm_after_step, lambda: proc.send_signal(signal.SIGTERM))
+    return rc, out_text, err, step is not None
 
 
 def test_sigterm_saves_checkpoint_and_rerun_resumes(tmp_path, one_thread):
@@ -255,19 +264,6 @@ def test_resume_from_shards_with_a_loader_worker(tmp_path, one_thread):
     assert_same_log(ref / "log.csv", run / "log.csv", columns=("epoch", "step", "lr", "train_loss", "train_acc"))
 
 
-def write_shards(folder: Path, images: np.ndarray, labels: np.ndarray, size: int) -> list[str]:
-    """Shards of `size` images whose keys are their global positions (as prepare_data writes them)."""
-    from synthscale.shards import write_shard
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for k, s in enumerate(range(0, len(labels), size)):
-        recs = [{"key": f"{i:08d}", "label": int(labels[i])} for i in range(s, min(s + size, len(labels)))]
-        paths.append(str(folder / f"shard-{k:06d}.tar"))
-        write_shard(paths[-1], list(images[s : s + size]), recs)
-    return paths
-
-
 # the paths the presets train on: timm's RandAugment, flips, erasing and crops in 2 loader workers,
 # mixup and cutmix on the batch, drop-path in the model; and a real + synthetic `prob` mix
 AUGMENTED = {
@@ -288,12 +284,12 @@ def test_resume_is_bit_identical_on_the_presets_paths(tmp_path, one_thread, path
     images, labels = make_data(112)
     if path == "augmented":
         recipe, mix = AUGMENTED, None
-        parts = [{"shards": write_shards(tmp_path / "real", images[:64], labels[:64], 24), "limit": 64}]
+        parts = [{"shards": write_digit_shards(tmp_path / "real", images[:64], labels[:64], 24), "limit": 64}]
     else:
         recipe, mix = PROB_MIX, {"mode": "prob", "synthetic_prob": 0.5}
         parts = [
-            {"shards": write_shards(tmp_path / "real", images[:48], labels[:48], 24), "limit": 48},
-            {"shards": write_shards(tmp_path / "syn", images[48:], labels[48:], 20), "limit": 40},
+            {"shards": write_digit_shards(tmp_path / "real", images[:48], labels[:48], 24), "limit": 48},
+            {"shards": write_digit_shards(tmp_path / "syn", images[48:], labels[48:], 20), "limit": 40},
         ]
     ref = tmp_path / "ref"
     train_model(parts, N_CLASSES, recipe, 3, ref / "m.safetensors", ref / "log.csv", progress=False, mix=mix)
@@ -325,7 +321,7 @@ def worker_job(tmp_path_factory):
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("worker_job")
     images, labels = make_data(320)
-    parts = [{"shards": write_shards(tmp / "shards", images, labels, 40), "limit": None}]
+    parts = [{"shards": write_digit_shards(tmp / "shards", images, labels, 40), "limit": None}]
     ref = tmp / "ref"
     log = train_model(parts, N_CLASSES, WORKERS_RECIPE, 3, ref / "m.safetensors", ref / "log.csv", progress=False)
     torch.set_num_threads(old)
@@ -349,26 +345,7 @@ def run_job(out: Path, parts: list, recipe: dict, sig: int | None = None, after_
         [sys.executable, "-m", "synthscale.train", str(out / "spec.json")], stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
     )
-    err_chunks: list[bytes] = []
-    sent: list[int] = []
-
-    def read_stderr():
-        buf = b""
-        while chunk := proc.stderr.read1(4096):
-            err_chunks.append(chunk)
-            buf = (buf + chunk)[-4096:]
-            if sig is not None and not sent:
-                steps = [int(m) for m in re.findall(rb"\| *(\d+)/\d+ ", buf)]
-                if steps and max(steps) >= after_step:
-                    sent.append(max(steps))
-                    os.killpg(proc.pid, sig)
-
-    reader = threading.Thread(target=read_stderr, daemon=True)
-    reader.start()
-    out_text = proc.stdout.read().decode()
-    proc.wait(timeout=600)
-    reader.join(timeout=10)
-    return proc.returncode, out_text, b"".join(err_chunks).decode(errors="replace"), (sent or [None])[0]
+    return communicate_signalling(proc, after_step if sig is not None else None, lambda: os.killpg(proc.pid, sig))
 
 
 def test_sigterm_to_a_job_with_loader_workers_checkpoints_and_resumes(tmp_path, worker_job):

@@ -1,4 +1,6 @@
 """Classifier training from shards through the DataLoader; streaming evaluation; recipes."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -24,6 +26,7 @@ RECIPE = {
 
 def write_digit_shards(folder, images, labels, shard_size, start=0):
     """Shards whose keys are the images' global positions (as prepare_data and generation write)."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
     paths = []
     for k, s in enumerate(range(0, len(labels), shard_size)):
         recs = [{"key": f"{start + i:08d}", "label": int(labels[i])} for i in range(s, min(s + shard_size, len(labels)))]
