@@ -43,8 +43,9 @@ def _layered(preset: str) -> dict:
 
 
 def grid_job_counts(cfg: dict) -> dict[str, int]:
-    """Jobs per rule by the grid arithmetic the README states, from the config's keys alone (schema
-    defaults where a key is unset), independent of synthscale.plan:
+    """Jobs per rule by the grid arithmetic the docs state (docs/config.md, docs/methods.md; the check
+    itself: docs/imagenet.md), from the config's keys alone (schema defaults where a key is unset),
+    independent of synthscale.plan:
     - a synthetic set per generator x guidance x strategy, generated up to the largest N it is used
       at (n_images, mix amounts, clip.n_images) in shards of generation.shard_size, written in blocks
       of images_per_job / shard_size shards per generate_block job;
