@@ -46,10 +46,21 @@ IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
 # --------------------------------------------------------------------------------------------------
 
 
+def uint8_batches(recipe: dict[str, Any], device: str = "cpu") -> bool:
+    """Whether batches cross from the workers as uint8 (normalised on the device): the recipe's
+    `uint8_batches`, where `auto` (or absent) means on for CUDA."""
+    flag = recipe.get("uint8_batches", "auto")
+    return torch.device(device).type == "cuda" if flag in ("auto", None) else bool(flag)
+
+
 def train_transform(recipe: dict[str, Any]):
-    """PIL image to normalised float (3, S, S): timm's training transform, plus pad-crop when asked."""
+    """PIL image to normalised float (3, S, S): timm's training transform, plus pad-crop when asked.
+
+    With `recipe["uint8_batches"] is True`, to uint8 (3, S, S) instead (timm's `use_prefetcher` form:
+    no ToTensor/Normalize, no random erasing): `DeviceNormalize` finishes the batch on the device."""
     from timm.data import create_transform
 
+    u8 = recipe.get("uint8_batches") is True
     size = int(recipe["input_size"])
     tf = create_transform(
         size,
@@ -63,9 +74,30 @@ def train_transform(recipe: dict[str, Any]):
         interpolation=recipe["interpolation"],
         mean=tuple(recipe["mean"]),
         std=tuple(recipe["std"]),
-        re_prob=float(recipe["re_prob"]),
+        re_prob=0.0 if u8 else float(recipe["re_prob"]),
+        use_prefetcher=u8,
     )
     return TrainTransform(tf, recipe)
+
+
+class DeviceNormalize:
+    """The uint8 batch's last steps, on the device (timm's PrefetchLoader): ToTensor's scaling and
+    Normalize, in the same float32 arithmetic (so the batch equals the float path's), then random
+    erasing (`re_prob`, timm's RandomErasing on the device; python's `random` and torch's generator,
+    which the trainer seeds per step)."""
+
+    def __init__(self, recipe: dict[str, Any], device: str | torch.device):
+        self.mean = torch.tensor(recipe["mean"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(recipe["std"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.erase = None
+        if float(recipe["re_prob"]) > 0:
+            from timm.data.random_erasing import RandomErasing
+
+            self.erase = RandomErasing(float(recipe["re_prob"]), mode="const", device=device)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float().div_(255).sub_(self.mean).div_(self.std)
+        return self.erase(x) if self.erase is not None else x
 
 
 def _geometry_is_identity(recipe: dict[str, Any]) -> bool:
@@ -93,16 +125,19 @@ class TrainTransform:
 
     def __init__(self, tf, recipe: dict[str, Any]):
         self.tf, self.size = tf, int(recipe["input_size"])
+        self.u8 = recipe.get("uint8_batches") is True
         self.pad = int(recipe.get("pad_crop") or 0)
-        self.identity = _geometry_is_identity(recipe)
+        # uint8 images skip erasing here (the device does it), so their timm part may be the identity
+        self.identity = _geometry_is_identity({**recipe, "re_prob": 0.0} if self.u8 else recipe)
         self.mean = np.asarray(recipe["mean"], dtype=np.float32)
         self.std = np.asarray(recipe["std"], dtype=np.float32)
-        black = [-m / s for m, s in zip(recipe["mean"], recipe["std"])]
+        # the pad is black: 0 before normalisation, -mean/std after it (in float32, as Normalize has it)
+        black = [0.0, 0.0, 0.0] if self.u8 else (-self.mean / self.std).tolist()
         self.padcrop = PadCrop(self.pad, black) if self.pad else None
         self.uses_numpy = bool(recipe["auto_augment"])
         self.uses_torch = not self.identity
         # what `ready`'s form depends on: caches of it are kept per key
-        self.ready_key = (self.size, self.pad, tuple(self.mean.tolist()), tuple(self.std.tolist()))
+        self.ready_key = (self.size, self.pad, tuple(self.mean.tolist()), tuple(self.std.tolist()), self.u8)
 
     def ready(self, image: np.ndarray) -> "Ready | None":
         """A decoded image in the fast path's form, kept across epochs: padded and normalised, (C, H, W)
@@ -114,7 +149,7 @@ class TrainTransform:
         if p:
             padded = np.zeros((s + 2 * p, s + 2 * p, 3), dtype=np.uint8)
             padded[p : p + s, p : p + s] = image
-        x = (padded.astype(np.float32) / np.float32(255) - self.mean) / self.std
+        x = padded if self.u8 else (padded.astype(np.float32) / np.float32(255) - self.mean) / self.std
         out = np.ascontiguousarray(x.transpose(2, 0, 1))
         out.setflags(write=False)
         return Ready(out)
@@ -127,7 +162,7 @@ class TrainTransform:
                 p, s = self.pad, self.size
                 a, b = random.randint(0, 2 * p), random.randint(0, 2 * p)
                 x = x[:, a : a + s, b : b + s]
-            return torch.from_numpy(np.array(x, dtype=np.float32, order="C"))
+            return torch.from_numpy(np.array(x, dtype=x.dtype, order="C"))
         if isinstance(image, np.ndarray):
             fast = self.identity and image.shape == (self.size, self.size, 3)
             if not fast:
@@ -142,7 +177,7 @@ class TrainTransform:
                 padded[p : p + s, p : p + s] = arr
                 a, b = random.randint(0, 2 * p), random.randint(0, 2 * p)
                 arr = padded[a : a + s, b : b + s]
-            x = (arr.astype(np.float32) / np.float32(255) - self.mean) / self.std
+            x = arr if self.u8 else (arr.astype(np.float32) / np.float32(255) - self.mean) / self.std
             return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
         x = self.tf(image)
         return self.padcrop(x) if self.padcrop is not None else x
@@ -170,7 +205,7 @@ class PadCrop(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p, (c, h, w) = self.pad, x.shape
-        out = self.fill.expand(c, h + 2 * p, w + 2 * p).clone()
+        out = self.fill.to(x.dtype).expand(c, h + 2 * p, w + 2 * p).clone()
         out[:, p : p + h, p : p + w] = x
         a, b = random.randint(0, 2 * p), random.randint(0, 2 * p)
         return out[:, a : a + h, b : b + w].contiguous()

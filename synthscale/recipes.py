@@ -18,7 +18,9 @@ Keys:
   erasing), `mixup`, `cutmix` (alphas; 0 = off, applied with timm.data.Mixup)
 - data loading (one DataLoader per run, its workers kept across epochs; seed and epoch fix the
   order): `num_workers`,
-  `prefetch_factor`, `pin_memory`,
+  `prefetch_factor`, `pin_memory`, `uint8_batches` (workers hand over uint8 images, normalised and
+  randomly erased on the device: a quarter of float32's bytes through shared memory and host-to-device
+  copies, and no float work in the workers; `auto`: on for CUDA),
   `shuffle_buffer` (samples held per worker for the in-stream shuffle), `decode_cache_mb` (decoded
   images, and the samples of shards that fit, kept per process across epochs; small sets decode
   each image and parse each shard once)
@@ -63,6 +65,7 @@ _DIGITS: dict[str, Any] = {
     "num_workers": 0,
     "prefetch_factor": 2,
     "pin_memory": False,
+    "uint8_batches": "auto",
     "shuffle_buffer": 2000,
     "decode_cache_mb": 64,
     "amp": False,

@@ -14,6 +14,7 @@ import datetime
 import json
 import math
 import os
+import random
 import signal
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from synthscale.io import atomic_path, remove_stale_temps, write_csv
-from synthscale.loader import TrainLoader, epoch_size
+from synthscale.loader import DeviceNormalize, TrainLoader, epoch_size, uint8_batches
 from synthscale.recipes import resolve_recipe
 
 
@@ -211,6 +212,9 @@ def train_model(
     sync points only: every `SYNC_EVERY` steps, each epoch's end and each checkpoint.
     """
     recipe = full_recipe(recipe, parts)
+    # uint8 batches (auto: on CUDA) are normalised, and randomly erased, here on the device
+    recipe["uint8_batches"] = uint8_batches(recipe, device)
+    finish = DeviceNormalize(recipe, device) if recipe["uint8_batches"] else None
     rank, world = _dist()
     micro = recipe["micro_batch_size"] or max(1, recipe["batch_size"] // world)
     accum = max(1, recipe["batch_size"] // (micro * world))
@@ -310,11 +314,15 @@ def train_model(
                 if dev_type == "cuda":
                     torch.cuda.manual_seed(s_seed)
                 np.random.seed(s_seed)  # timm Mixup draws from numpy
+                if finish is not None and finish.erase is not None:
+                    random.seed(s_seed)  # timm RandomErasing draws its boxes from python's random
                 opt.zero_grad(set_to_none=True)
                 loss_sum = torch.zeros((), dtype=torch.float64, device=device)
                 correct = torch.zeros((), dtype=torch.float64, device=device)
                 for j, (xb, yb) in enumerate(batches):
                     xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+                    if finish is not None:
+                        xb = finish(xb)
                     if recipe["channels_last"]:
                         xb = xb.contiguous(memory_format=torch.channels_last)
                     target = yb
