@@ -15,7 +15,7 @@ rule summary:
         ),
         per_class=PLAN.per_class,
     log:
-        f"{R}/logs/analysis/summary.log",
+        PLAN.log("analysis", "summary"),
     localrule: True
     conda:
         "../envs/synthscale.yaml"
@@ -38,7 +38,7 @@ rule scaling_fits:
             labels={"table": "scaling fits"},
         ),
     log:
-        f"{R}/logs/analysis/scaling_fits.log",
+        PLAN.log("analysis", "scaling_fits"),
     benchmark:
         PLAN.benchmark("scaling_fits", "all")
     localrule: True
@@ -57,13 +57,13 @@ rule plot_scaling:
         manifest=PLAN.manifest,
     output:
         report(
-            f"{R}/plots/scaling_{{metric}}.png",
+            PLAN.plot("scaling_{metric}"),
             caption="../report/scaling_plot.rst",
             category="Scaling",
             labels={"figure": "{metric} against N"},
         ),
     log:
-        f"{R}/logs/analysis/plot_scaling_{{metric}}.log",
+        PLAN.log("analysis", "plot_scaling_{metric}"),
     wildcard_constraints:
         metric="loss|top1",
     localrule: True
@@ -84,7 +84,7 @@ rule plot_guidance_strategy:
             labels={"figure": "guidance x strategy"},
         ),
     log:
-        f"{R}/logs/analysis/plot_guidance_strategy.log",
+        PLAN.log("analysis", "plot_guidance_strategy"),
     localrule: True
     conda:
         "../envs/synthscale.yaml"
@@ -94,18 +94,18 @@ rule plot_guidance_strategy:
 
 rule sample_grid:
     input:
-        shard=f"{R}/synthetic/{{generator}}/g{{guidance}}/{{strategy}}/shard-000000.tar",
+        shard=PLAN.set_shards(SET_WILDCARDS, 1)[0],
         classes=PLAN.classes,
     output:
         report(
-            f"{R}/plots/samples/{{generator}}_g{{guidance}}_{{strategy}}.png",
+            PLAN.sample_grid(SET_WILDCARDS),
             caption="../report/samples.rst",
             category="Samples",
             subcategory="{generator}",
             labels={"guidance": "{guidance}", "strategy": "{strategy}"},
         ),
     log:
-        f"{R}/logs/analysis/samples/{{generator}}_g{{guidance}}_{{strategy}}.log",
+        PLAN.log("analysis", "samples", PLAN.sample_name(SET_WILDCARDS)),
     localrule: True
     conda:
         "../envs/synthscale.yaml"
@@ -119,11 +119,9 @@ rule findings:
         scaling=PLAN.scaling,
         manifest=PLAN.manifest,
     output:
-        report(
-            f"{R}/findings.html", caption="../report/findings.rst", category="Findings"
-        ),
+        report(PLAN.findings, caption="../report/findings.rst", category="Findings"),
     log:
-        f"{R}/logs/analysis/findings.log",
+        PLAN.log("analysis", "findings"),
     localrule: True
     conda:
         "../envs/synthscale.yaml"
@@ -160,7 +158,7 @@ rule cost:
             labels={"text": "cost findings"},
         ),
     log:
-        f"{R}/logs/analysis/cost.log",
+        PLAN.log("analysis", "cost"),
     localrule: True
     conda:
         "../envs/synthscale.yaml"

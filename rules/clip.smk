@@ -7,12 +7,12 @@ rule train_clip:
         manifest=PLAN.manifest,
         classes=PLAN.classes,
     output:
-        model=f"{R}/clip/{{clip_source}}/n{{n}}/s{{seed}}/model.safetensors",
-        config=f"{R}/clip/{{clip_source}}/n{{n}}/s{{seed}}/model_config.json",
+        model=PLAN.clip_model("{clip_source}", "{n}", "{seed}"),
+        config=PLAN.clip_model_config("{clip_source}", "{n}", "{seed}"),
     log:
-        f"{R}/logs/clip/train/{{clip_source}}/n{{n}}/s{{seed}}.log",
+        PLAN.log("clip", "train", "{clip_source}", "n{n}", "s{seed}"),
     benchmark:
-        f"{R}/benchmarks/train_clip/{{clip_source}}/n{{n}}/s{{seed}}.tsv"
+        PLAN.benchmark("train_clip", "{clip_source}", "n{n}", "s{seed}")
     wildcard_constraints:
         clip_source=CLIP_SOURCE_REGEX,
         n=r"\d+",
@@ -40,11 +40,11 @@ rule evaluate_clip:
         manifest=PLAN.manifest,
         classes=PLAN.classes,
     output:
-        metrics=f"{R}/clip/eval/{{clip_source}}/metrics.csv",
+        metrics=PLAN.clip_eval_csv("{clip_source}"),
     log:
-        f"{R}/logs/clip/eval/{{clip_source}}.log",
+        PLAN.log("clip", "eval", "{clip_source}"),
     benchmark:
-        f"{R}/benchmarks/evaluate_clip/{{clip_source}}.tsv"
+        PLAN.benchmark("evaluate_clip", "{clip_source}")
     wildcard_constraints:
         clip_source=CLIP_SOURCE_REGEX,
     conda:
@@ -100,7 +100,7 @@ rule clip_report:
             labels={"page": "CLIP findings"},
         ),
     log:
-        f"{R}/logs/clip/report.log",
+        PLAN.log("clip", "report"),
     localrule: True
     conda:
         "../envs/synthscale.yaml"

@@ -7,13 +7,14 @@ from synthscale.config import ConfigError, check_config
 from synthscale.prompts import STRATEGIES
 from synthscale.plan import (
     CLIP_SOURCE_REGEX,
+    FILTERED_WILDCARDS,
     N_REGEX,
+    SET_WILDCARDS,
     SOURCE_REGEX,
     Plan,
     fmt_guidance,
     parse_clip_source,
     parse_source,
-    shard_name,
     synthetic_source,
 )
 
@@ -23,7 +24,6 @@ except ConfigError as err:
     sys.exit(f"synthscale: {err}")
 
 PLAN = Plan(config)
-R = config["results"]
 
 
 wildcard_constraints:
@@ -56,7 +56,7 @@ def all_targets():
             PLAN.plot("scaling_loss"),
             PLAN.plot("scaling_top1"),
             PLAN.plot("guidance_strategy"),
-            f"{R}/findings.html",
+            PLAN.findings,
         ]
     targets += [PLAN.sample_grid(s) for s in PLAN.synthetic_grid()]
     targets += quality_targets()
@@ -133,14 +133,7 @@ def train_inputs(wildcards):
 
 
 # --- real + synthetic mixes (rules/mix.smk) ---
-MIX_OUTPUTS = {
-    "exchange": f"{R}/mix/exchange_rate.csv",
-    "effects": f"{R}/mix/effects.csv",
-    "scarce": PLAN.plot("mix_scarce_real"),
-    "augment": PLAN.plot("mix_augmentation"),
-    "exchange_plot": PLAN.plot("mix_exchange_rate"),
-    "findings": f"{R}/mix/findings.html",
-}
+MIX_OUTPUTS = PLAN.mix_outputs()
 
 
 # the mix section as the analysis reads it; full_real_n is left out, because the config check fills it in
@@ -196,16 +189,12 @@ def quality_sets():
 # --- the filter stage (rules/filter.smk) ---
 # no filtered set: no shard outputs either (Snakemake would try every synthetic shard an input names
 # against each of them: 2,000 patterns at 2M images made the ImageNet presets' dry-runs take minutes)
-FILTER_SHARD_NAMES = [
-    shard_name(k)
-    for k in range(PLAN.filter_target() // config["generation"]["shard_size"])
+FILTER_SHARDS = (
+    PLAN.set_shards(FILTERED_WILDCARDS, PLAN.filter_target())
     if PLAN.filtered_grid()
-]
-FILTER_OUTPUTS = {
-    "table": f"{R}/filter.csv",
-    "plot": PLAN.plot("filter"),
-    "findings": f"{R}/filter_findings.html",
-}
+    else []
+)
+FILTER_OUTPUTS = PLAN.filter_outputs()
 
 
 def filter_targets():

@@ -6,9 +6,9 @@ rule prepare_data:
         manifest=PLAN.manifest,
         classes=PLAN.classes,
     log:
-        f"{R}/logs/prepare_data.log",
+        PLAN.log("prepare_data"),
     benchmark:
-        f"{R}/benchmarks/prepare_data/prepare_data.tsv"
+        PLAN.benchmark("prepare_data", "prepare_data")
     conda:
         "../envs/synthscale.yaml"
     threads: threads("prepare")

@@ -10,10 +10,10 @@ rule evaluate:
         ],
         manifest=PLAN.manifest,
     output:
-        metrics=f"{R}/eval/{config['train']['arch']}/{{source}}/metrics.csv",
-        per_class=f"{R}/eval/{config['train']['arch']}/{{source}}/per_class.csv",
+        metrics=PLAN.eval_csv("{source}"),
+        per_class=PLAN.eval_per_class("{source}"),
     log:
-        f"{R}/logs/eval/{config['train']['arch']}/{{source}}.log",
+        PLAN.log("eval", PLAN.arch, "{source}"),
     benchmark:
         PLAN.benchmark("evaluate", "{source}")
     conda:

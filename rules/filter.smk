@@ -11,15 +11,14 @@ rule filter_set:
         clip=filter_clip_input,
         manifest=PLAN.manifest,
     output:
-        shards=expand(
-            f"{R}/synthetic/{{{{generator}}}}/g{{{{guidance}}}}/{{{{strategy}}}}/f-{{{{filter}}}}/{{name}}",
-            name=FILTER_SHARD_NAMES,
-        ),
-        counts=f"{R}/synthetic/{{generator}}/g{{guidance}}/{{strategy}}/f-{{filter}}/counts.json",
+        shards=FILTER_SHARDS,
+        counts=PLAN.filter_counts(FILTERED_WILDCARDS),
     log:
-        f"{R}/logs/filter/{{generator}}/g{{guidance}}/{{strategy}}/f-{{filter}}.log",
+        PLAN.log("filter", "{generator}", "g{guidance}", "{strategy}", "f-{filter}"),
     benchmark:
-        f"{R}/benchmarks/filter_set/{{generator}}/g{{guidance}}/{{strategy}}/f-{{filter}}.tsv"
+        PLAN.benchmark(
+            "filter_set", "{generator}", "g{guidance}", "{strategy}", "f-{filter}"
+        )
     conda:
         "../envs/synthscale.yaml"
     threads: threads("filter")
@@ -45,12 +44,14 @@ rule filter_quality:
         manifest=PLAN.manifest,
         classes=PLAN.classes,
     output:
-        json=f"{R}/quality/{{generator}}/g{{guidance}}/{{strategy}}/f-{{filter}}.json",
-        per_class=f"{R}/quality/{{generator}}/g{{guidance}}/{{strategy}}/f-{{filter}}_per_class.csv",
+        json=PLAN.filter_quality_json(FILTERED_WILDCARDS),
+        per_class=PLAN.filter_quality_per_class(FILTERED_WILDCARDS),
     log:
-        f"{R}/logs/quality/{{generator}}/g{{guidance}}/{{strategy}}/f-{{filter}}.log",
+        PLAN.log("quality", "{generator}", "g{guidance}", "{strategy}", "f-{filter}"),
     benchmark:
-        f"{R}/benchmarks/filter_quality/{{generator}}/g{{guidance}}/{{strategy}}/f-{{filter}}.tsv"
+        PLAN.benchmark(
+            "filter_quality", "{generator}", "g{guidance}", "{strategy}", "f-{filter}"
+        )
     conda:
         "../envs/synthscale.yaml"
     threads: threads("quality")
@@ -97,7 +98,7 @@ rule filter_report:
             labels={"text": "filtering findings"},
         ),
     log:
-        f"{R}/logs/filter/report.log",
+        PLAN.log("filter", "report"),
     localrule: True
     conda:
         "../envs/synthscale.yaml"

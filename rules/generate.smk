@@ -12,9 +12,17 @@ rule generate_block:
             PLAN.synthetic_dir("{generator}", "{guidance}", "{strategy}")
         ),
     log:
-        f"{R}/logs/synthetic/{{generator}}/g{{guidance}}/{{strategy}}/block-{{block}}.log",
+        PLAN.log(
+            "synthetic", "{generator}", "g{guidance}", "{strategy}", "block-{block}"
+        ),
     benchmark:
-        f"{R}/benchmarks/generate_block/{{generator}}/g{{guidance}}/{{strategy}}/block-{{block}}.tsv"
+        PLAN.benchmark(
+            "generate_block",
+            "{generator}",
+            "g{guidance}",
+            "{strategy}",
+            "block-{block}",
+        )
     wildcard_constraints:
         block=PLAN.block_regex,
     # on the critical path: every synthetic set waits for it, so it starts before independent jobs

@@ -6,9 +6,9 @@ rule train_generator:
         manifest=PLAN.manifest,
         prompts=caption_prompts,
     output:
-        directory(f"{R}/generators/{{generator}}"),
+        directory(PLAN.generator_dir("{generator}")),
     log:
-        f"{R}/logs/generators/{{generator}}.log",
+        PLAN.log("generators", "{generator}"),
     benchmark:
         PLAN.benchmark("train_generator", "{generator}")
     wildcard_constraints:
@@ -36,11 +36,11 @@ rule finetune_generator:
         prompts=finetune_prompts,
         base=finetune_base,
     output:
-        directory(f"{R}/generators/{{generator}}"),
+        directory(PLAN.generator_dir("{generator}")),
     log:
-        f"{R}/logs/generators/{{generator}}.log",
+        PLAN.log("generators", "{generator}"),
     benchmark:
-        f"{R}/benchmarks/finetune_generator/{{generator}}.tsv"
+        PLAN.benchmark("finetune_generator", "{generator}")
     wildcard_constraints:
         generator=generator_regex("finetuned"),
     # on the critical path: every synthetic set waits for it, so it starts before independent jobs
@@ -53,7 +53,7 @@ rule finetune_generator:
     params:
         spec=lambda wc: PLAN.generator(wc.generator),
         base=finetune_base_source,
-        checkpoint=lambda wc: f"{R}/checkpoints/generators/{wc.generator}.pt",
+        checkpoint=lambda wc: PLAN.generator_checkpoint(wc.generator),
         seed=config["seed"],
         device=config["device"],
         threads=threads("finetune"),

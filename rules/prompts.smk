@@ -7,7 +7,7 @@ rule prompts:
     output:
         PLAN.prompts("{strategy}"),
     log:
-        f"{R}/logs/prompts/{{strategy}}.log",
+        PLAN.log("prompts", "{strategy}"),
     wildcard_constraints:
         strategy=name_alternatives(STRATEGIES),
     # upstream of the generators and of every synthetic set: scheduled before independent jobs
@@ -28,9 +28,9 @@ rule prompts_model:
     output:
         PLAN.prompts("{strategy}"),
     log:
-        f"{R}/logs/prompts/{{strategy}}.log",
+        PLAN.log("prompts", "{strategy}"),
     benchmark:
-        f"{R}/benchmarks/prompts_model/{{strategy}}.tsv"
+        PLAN.benchmark("prompts_model", "{strategy}")
     wildcard_constraints:
         strategy=name_alternatives(config["prompt_models"]),
     # upstream of the generators and of every synthetic set: scheduled before independent jobs

@@ -12,7 +12,7 @@ rule train_judge:
         model=PLAN.judge_model,
         log=PLAN.judge_log,
     log:
-        f"{R}/logs/judge/{PLAN.dataset}.log",
+        PLAN.log("judge", PLAN.dataset),
     benchmark:
         PLAN.benchmark("train_judge", PLAN.dataset)
     conda:
@@ -41,7 +41,7 @@ rule quality_reference:
         json=QREF["json"],
         per_class=QREF["per_class"],
     log:
-        f"{R}/logs/quality/real_{PLAN.dataset}.log",
+        PLAN.log("quality", PLAN.reference_name),
     benchmark:
         PLAN.benchmark("quality_reference", PLAN.dataset)
     conda:
@@ -74,7 +74,7 @@ rule quality:
         json=PLAN.quality_json("{generator}", "{guidance}", "{strategy}"),
         per_class=PLAN.quality_per_class("{generator}", "{guidance}", "{strategy}"),
     log:
-        f"{R}/logs/quality/{{generator}}/g{{guidance}}/{{strategy}}.log",
+        PLAN.log("quality", "{generator}", "g{guidance}", "{strategy}"),
     benchmark:
         PLAN.benchmark("quality", "{generator}", "g{guidance}", "{strategy}")
     conda:
@@ -132,7 +132,7 @@ rule quality_summary:
             labels={"text": "quality findings"},
         ),
     log:
-        f"{R}/logs/quality/summary.log",
+        PLAN.log("quality", "summary"),
     localrule: True
     conda:
         "../envs/synthscale.yaml"

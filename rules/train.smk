@@ -9,10 +9,10 @@ rule train_classifier:
         data=train_inputs,
         manifest=PLAN.manifest,
     output:
-        model=f"{R}/train/{config['train']['arch']}/{{source}}/n{{n}}/s{{seed}}/model.safetensors",
-        log=f"{R}/train/{config['train']['arch']}/{{source}}/n{{n}}/s{{seed}}/log.csv",
+        model=PLAN.model("{source}", "{n}", "{seed}"),
+        log=PLAN.train_log("{source}", "{n}", "{seed}"),
     log:
-        f"{R}/logs/train/{config['train']['arch']}/{{source}}/n{{n}}/s{{seed}}.log",
+        PLAN.log("train", PLAN.arch, "{source}", "n{n}", "s{seed}"),
     benchmark:
         PLAN.benchmark("train_classifier", "{source}", "n{n}", "s{seed}")
     conda:

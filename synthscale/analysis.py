@@ -18,7 +18,7 @@ import pandas as pd
 from synthscale import fits as F
 from synthscale import report
 from synthscale.io import write_csv
-from synthscale.plan import parse_source, train_counts
+from synthscale.plan import BENCHMARK_SUFFIX, benchmark_parts, parse_source, train_counts
 
 GRID_COLUMNS = ["arch", "source", "kind", "generator", "guidance", "strategy", "n", "n_label", "seed"]
 # the error rate 1 - top1 is fitted like a loss: it falls as a power of N
@@ -227,8 +227,7 @@ def parse_benchmark(path: str | os.PathLike, root: str | os.PathLike) -> dict[st
     or a synthetic set `{generator}/g{guidance}/{strategy}`, `n{N}`, `s{seed}`, and anything else
     (a shard or block index, a dataset). Unknown parts are kept in `rest`.
     """
-    rel = Path(path).relative_to(root).with_suffix("")
-    parts = list(rel.parts)
+    parts = benchmark_parts(path, root)
     out: dict[str, Any] = {"rule": parts[0], "source": "", "generator": "", "guidance": np.nan,
                            "strategy": "", "n_label": "", "seed": np.nan, "rest": ""}
     rest = []
@@ -287,7 +286,7 @@ def read_benchmarks(root: str | os.PathLike) -> pd.DataFrame:
             "s", "max_rss", "cpu_time", "path"]
     rows = []
     if root.is_dir():
-        for path in sorted(root.rglob("*.tsv")):
+        for path in sorted(root.rglob(f"*{BENCHMARK_SUFFIX}")):
             try:
                 tsv = pd.read_csv(path, sep="\t")
             except (pd.errors.EmptyDataError, pd.errors.ParserError):

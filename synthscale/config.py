@@ -510,7 +510,9 @@ def _check_supervised(cfg: dict[str, Any]) -> None:
 
 def _prepared_train_count(cfg: dict[str, Any], workdir: Path) -> tuple[Path, int | None]:
     """The prepared manifest's path, and its real train split's size once it is prepared."""
-    manifest = workdir / cfg["results"] / "data" / cfg["dataset"]["name"] / "splits.json"
+    from synthscale.plan import manifest_path
+
+    manifest = workdir / manifest_path(cfg["results"], cfg["dataset"]["name"])
     if not manifest.exists():
         return manifest, None
     import json

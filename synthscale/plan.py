@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 
@@ -97,6 +99,11 @@ def fmt_guidance(g: float) -> str:
     return f"{float(g):g}"
 
 
+def guidance_part(g: float | str) -> str:
+    """Guidance in a path: a number as fmt_guidance writes it, a string (a Snakemake wildcard) as it is."""
+    return g if isinstance(g, str) else fmt_guidance(g)
+
+
 def synthetic_source(generator: str, guidance: float, strategy: str, filter: str | None = None) -> str:
     base = f"synthetic/{generator}/g{fmt_guidance(guidance)}/{strategy}"
     return base if filter in (None, "none") else f"{base}/f-{filter}"
@@ -106,7 +113,7 @@ def synthetic_source(generator: str, guidance: float, strategy: str, filter: str
 class Source:
     kind: str  # "real", "synthetic" or "mix"
     generator: str | None = None
-    guidance: float | None = None
+    guidance: float | str | None = None  # a str only as the wildcard "{guidance}" (SET_WILDCARDS)
     strategy: str | None = None
     filter: str | None = None  # a filter_specs name; None for the unfiltered set
     real_n: str | None = None  # mix only: the real images, "R" or "all"
@@ -127,6 +134,11 @@ class Source:
     @property
     def unfiltered(self) -> "Source":
         return Source(self.kind, self.generator, self.guidance, self.strategy, None, self.real_n)
+
+
+# a synthetic set and its filtered set as Snakemake wildcards: rules pass them where Plan takes a Source
+SET_WILDCARDS = Source("synthetic", "{generator}", "{guidance}", "{strategy}")
+FILTERED_WILDCARDS = replace(SET_WILDCARDS, filter="{filter}")
 
 
 def mix_source(real_n: int | str, synthetic: str) -> str:
@@ -165,6 +177,19 @@ def train_counts(source: str, n_label: str, n_real_train: int) -> tuple[int, int
     return (n_real_train if src.real_n == "all" else int(src.real_n)), int(n_label)
 
 
+def manifest_path(results: str, dataset: str) -> str:
+    """The prepared real dataset's manifest under a results folder (Plan.manifest; the config check)."""
+    return f"{results}/data/{dataset}/splits.json"
+
+
+BENCHMARK_SUFFIX = ".tsv"
+
+
+def benchmark_parts(path: str | os.PathLike, root: str | os.PathLike) -> list[str]:
+    """[rule, part, ...] of a benchmark file under `root` (Plan.benchmarks_dir): Plan.benchmark read back."""
+    return list(Path(path).relative_to(root).with_suffix("").parts)
+
+
 class Plan:
     """Paths and target lists of one study."""
 
@@ -177,7 +202,7 @@ class Plan:
     # --- data, prompts, generators ---
     @property
     def manifest(self) -> str:
-        return f"{self.r}/data/{self.dataset}/splits.json"
+        return manifest_path(self.r, self.dataset)
 
     @property
     def classes(self) -> str:
@@ -203,10 +228,13 @@ class Plan:
     def generator_dir(self, name: str) -> str:
         return f"{self.r}/generators/{name}"
 
+    def generator_checkpoint(self, name: str) -> str:
+        """A fine-tuning job's resumable state (kept outside the generator's folder, which is its output)."""
+        return f"{self.r}/checkpoints/generators/{name}.pt"
+
     # --- synthetic sets ---
     def synthetic_dir(self, generator: str, guidance: float | str, strategy: str) -> str:
-        g = guidance if isinstance(guidance, str) else fmt_guidance(guidance)
-        return f"{self.r}/synthetic/{generator}/g{g}/{strategy}"
+        return f"{self.r}/synthetic/{generator}/g{guidance_part(guidance)}/{strategy}"
 
     def shards(self, generator: str, guidance: float | str, strategy: str, n: int) -> list[str]:
         folder = self.synthetic_dir(generator, guidance, strategy)
@@ -306,10 +334,20 @@ class Plan:
         return [(s.name, str(n)) for s in self.filtered_grid() for n in self.cfg["n_images"]]
 
     def filter_quality_json(self, src: Source) -> str:
-        return f"{self.r}/quality/{src.generator}/g{fmt_guidance(src.guidance)}/{src.strategy}/f-{src.filter}.json"
+        """A filtered set's quality: beside its unfiltered set's, in a folder named like that file."""
+        base = self.quality_json(src.generator, src.guidance, src.strategy)[: -len(".json")]
+        return f"{base}/f-{src.filter}.json"
 
     def filter_quality_per_class(self, src: Source) -> str:
-        return f"{self.r}/quality/{src.generator}/g{fmt_guidance(src.guidance)}/{src.strategy}/f-{src.filter}_per_class.csv"
+        return self.filter_quality_json(src)[: -len(".json")] + "_per_class.csv"
+
+    def filter_outputs(self) -> dict[str, str]:
+        """The filter report's table, plot and findings."""
+        return {
+            "table": f"{self.r}/filter.csv",
+            "plot": self.plot("filter"),
+            "findings": f"{self.r}/filter_findings.html",
+        }
 
     @property
     def max_n(self) -> int:
@@ -389,6 +427,17 @@ class Plan:
                 raise ValueError("mix.full_real_n is needed for multiples of real_n 'all'")
             amounts += [max(1, round(m * count)) for m in multiples]
         return list(dict.fromkeys(amounts))
+
+    def mix_outputs(self) -> dict[str, str]:
+        """The mix analysis's tables, plots and findings."""
+        return {
+            "exchange": f"{self.r}/mix/exchange_rate.csv",
+            "effects": f"{self.r}/mix/effects.csv",
+            "scarce": self.plot("mix_scarce_real"),
+            "augment": self.plot("mix_augmentation"),
+            "exchange_plot": self.plot("mix_exchange_rate"),
+            "findings": f"{self.r}/mix/findings.html",
+        }
 
     def mix_runs(self) -> list[tuple[str, str]]:
         """Every mixed (source, n), n being the synthetic amount, plus the real-only run at each real_n."""
@@ -479,11 +528,26 @@ class Plan:
     def scaling(self) -> str:
         return f"{self.r}/scaling.csv"
 
+    @property
+    def findings(self) -> str:
+        return f"{self.r}/findings.html"
+
     def plot(self, name: str) -> str:
         return f"{self.r}/plots/{name}.png"
 
+    def sample_name(self, src: Source) -> str:
+        """A synthetic set's sample grid by name, as its plot's and its log's paths spell it."""
+        return f"{src.generator}_g{guidance_part(src.guidance)}_{src.strategy}"
+
     def sample_grid(self, src: Source) -> str:
-        return f"{self.r}/plots/samples/{src.generator}_g{fmt_guidance(src.guidance)}_{src.strategy}.png"
+        return self.plot(f"samples/{self.sample_name(src)}")
+
+    # --- logs (Snakemake's `log:` files) ---
+    def log(self, *parts: str) -> str:
+        """`{results}/logs/{part}/.../{last part}.log`: a job's log, its parts named like `benchmark`'s."""
+        if not parts:
+            raise ValueError("a log path needs at least one part (a wildcard or a name)")
+        return f"{self.r}/logs/" + "/".join(str(p) for p in parts) + ".log"
 
     # --- benchmarks (Snakemake's `benchmark:` files, read by the cost table) ---
     def benchmark(self, rule: str, *parts: str) -> str:
@@ -497,7 +561,7 @@ class Plan:
         """
         if not parts:
             raise ValueError("a benchmark path needs at least one part (a wildcard or a name)")
-        return f"{self.r}/benchmarks/{rule}/" + "/".join(str(p) for p in parts) + ".tsv"
+        return f"{self.benchmarks_dir}/{rule}/" + "/".join(str(p) for p in parts) + BENCHMARK_SUFFIX
 
     @property
     def benchmarks_dir(self) -> str:
@@ -525,15 +589,19 @@ class Plan:
         return min(int(self.cfg["quality"]["n_images"]), self.max_n)
 
     def quality_json(self, generator: str, guidance: float | str, strategy: str) -> str:
-        g = guidance if isinstance(guidance, str) else fmt_guidance(guidance)
-        return f"{self.r}/quality/{generator}/g{g}/{strategy}.json"
+        return f"{self.r}/quality/{generator}/g{guidance_part(guidance)}/{strategy}.json"
 
     def quality_per_class(self, generator: str, guidance: float | str, strategy: str) -> str:
         return self.quality_json(generator, guidance, strategy)[: -len(".json")] + "_per_class.csv"
 
+    @property
+    def reference_name(self) -> str:
+        """The real reference set by name, as its quality files' and its log's paths spell it."""
+        return f"real_{self.dataset}"
+
     def quality_reference(self) -> dict[str, str]:
         """The real reference set's cached FID features, and its own quality."""
-        base = f"{self.r}/quality/real_{self.dataset}"
+        base = f"{self.r}/quality/{self.reference_name}"
         return {"npz": f"{base}.npz", "json": f"{base}.json", "per_class": f"{base}_per_class.csv"}
 
     def quality_outputs(self) -> dict[str, str]:
@@ -602,6 +670,9 @@ class Plan:
 
     def clip_model(self, source: str, n: str | int, seed: int | str) -> str:
         return f"{self.clip_dir(source, n, seed)}/model.safetensors"
+
+    def clip_model_config(self, source: str, n: str | int, seed: int | str) -> str:
+        return f"{self.clip_dir(source, n, seed)}/model_config.json"
 
     def clip_eval_csv(self, source: str) -> str:
         return f"{self.r}/clip/eval/{source}/metrics.csv"
