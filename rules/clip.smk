@@ -1,11 +1,36 @@
 # Stage 8: Fan et al.'s CLIP arm. open_clip (open_clip_train) trained from scratch per (source, N) on
 # real, synthetic and synthetic + real image-text pairs, evaluated zero-shot (class names x CLIP's 80
 # templates), with its own scaling fits, plot and findings.
-rule train_clip:
+rule clip_pairs:
     input:
         data=clip_train_inputs,
         manifest=PLAN.manifest,
         classes=PLAN.classes,
+    output:
+        pairs=temp(directory(PLAN.clip_pairs("{clip_source}", "{n}", "{seed}"))),
+    log:
+        PLAN.log("clip", "pairs", "{clip_source}", "n{n}", "s{seed}"),
+    benchmark:
+        PLAN.benchmark("clip_pairs", "{clip_source}", "n{n}", "s{seed}")
+    wildcard_constraints:
+        clip_source=CLIP_SOURCE_REGEX,
+        n=r"\d+",
+        seed=r"\d+",
+    conda:
+        "../envs/synthscale.yaml"
+    threads: threads("clip_pairs")
+    resources:
+        **res("clip_pairs"),
+    params:
+        recipe=clip_recipe(CLIP),
+        mix_real_fraction=PLAN.clip_mix_real_fraction(),
+    script:
+        "../scripts/clip_pairs.py"
+
+
+rule train_clip:
+    input:
+        pairs=PLAN.clip_pairs("{clip_source}", "{n}", "{seed}"),
     output:
         model=PLAN.clip_model("{clip_source}", "{n}", "{seed}"),
         config=PLAN.clip_model_config("{clip_source}", "{n}", "{seed}"),
@@ -24,7 +49,6 @@ rule train_clip:
         **res("clip"),
     params:
         recipe=clip_recipe(CLIP),
-        mix_real_fraction=PLAN.clip_mix_real_fraction(),
         device=config["device"],
         threads=threads("clip"),
     script:

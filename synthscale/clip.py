@@ -1,6 +1,7 @@
 """CLIP training (Fan et al. 2023's CLIP arm): image-text shards for a (source, N), then open_clip_train.
 
-A CLIP job first writes its own caption shards: N image-text pairs of its source.
+A CPU job first writes the run's caption shards (`write_clip_pairs`, rule clip_pairs): N image-text pairs
+of its source; the training job (`train_clip`, holding the GPUs) reads them.
 - Captions, like for like: every pair, real or synthetic, is captioned by the same function,
   `pair_caption(i, label)`: a prompt of its class drawn from (seed, i) out of the pool of the class
   prompt strategies `clip.caption_strategies` (the stand-in for LAION alt-text). A synthetic image's
@@ -469,34 +470,57 @@ def launch(prefix: Sequence[str], argv: Sequence[str], config_dir: str | os.Path
         raise RuntimeError(f"{' '.join(cmd[:4])} ... exited with {proc.returncode}")
 
 
-def train_clip(
+PAIRS_INDEX = "pairs.json"
+
+
+def write_clip_pairs(
+    folder: str | os.PathLike,
     parts: Sequence[tuple[str, Sequence[str | os.PathLike], int | None]],
     classes,
+    recipe: dict[str, Any],
+    seed: int,
+) -> Path:
+    """The image-text shards of one CLIP run in `folder` (a CPU job of its own, so the training job
+    holds its GPUs for training only), with `pairs.json` (shards, pair count, pairs per part) written
+    last; returns the folder. A folder that has its index is kept; one without (a killed job) is
+    written again."""
+    folder = Path(folder)
+    index = folder / PAIRS_INDEX
+    if index.exists():
+        return folder
+    if folder.exists():
+        shutil.rmtree(folder)
+    pools = caption_pools(classes, recipe["caption_strategies"])
+    shards, count = write_caption_shards(folder, parts, pools, seed, recipe["shard_size"],
+                                         recipe.get("captions", "pool"))
+    write_json(index, {"shards": [p.name for p in shards], "count": count,
+                       "parts": {kind: n for kind, _, n in parts}})
+    return folder
+
+
+def read_clip_pairs(folder: str | os.PathLike) -> tuple[list[Path], int, dict[str, int | None]]:
+    """(shard paths, pair count, pairs per part) of a `write_clip_pairs` folder."""
+    folder = Path(folder)
+    info = json.loads((folder / PAIRS_INDEX).read_text())
+    return [folder / name for name in info["shards"]], int(info["count"]), dict(info["parts"])
+
+
+def train_clip(
+    pairs: str | os.PathLike,
     recipe: dict[str, Any],
     seed: int,
     model_path: str | os.PathLike,
     device: str = "cpu",
     work_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Write the run's caption shards, train with open_clip_train, save safetensors; return run info.
+    """Train with open_clip_train on a `write_clip_pairs` folder, save safetensors; return run info.
 
-    The work folder (shards, open_clip's logs and checkpoints) survives a kill, so a rerun resumes
-    from the newest checkpoint (every `save_frequency` epochs); it is removed once the model is saved.
+    The work folder (open_clip's logs and checkpoints) survives a kill, so a rerun resumes from the
+    newest checkpoint (every `save_frequency` epochs); it is removed once the model is saved.
     """
     model_path = Path(model_path)
     work = Path(work_dir) if work_dir else model_path.with_name("work")
-    shard_dir = work / "shards"
-    done = shard_dir / "done.json"
-    if done.exists():
-        info = json.loads(done.read_text())
-        shards, count = [Path(p) for p in info["shards"]], info["count"]
-    else:
-        if shard_dir.exists():
-            shutil.rmtree(shard_dir)
-        pools = caption_pools(classes, recipe["caption_strategies"])
-        shards, count = write_caption_shards(shard_dir, parts, pools, seed, recipe["shard_size"],
-                                             recipe.get("captions", "pool"))
-        write_json(done, {"shards": [str(p) for p in shards], "count": count})
+    shards, count, part_counts = read_clip_pairs(pairs)
     if count < recipe["batch_size"]:
         raise ValueError(
             f"config key clip.batch_size: {recipe['batch_size']} is more than the {count} training pairs"
@@ -515,7 +539,7 @@ def train_clip(
         "model": recipe["model"],
         "config": model_config_of(recipe["model"]),
         "n_pairs": count,
-        "parts": {kind: n for kind, _, n in parts},
+        "parts": part_counts,
         "seed": seed,
         "epochs": epochs,
         "steps_per_epoch": math.ceil(count / recipe["batch_size"]),

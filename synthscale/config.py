@@ -31,10 +31,11 @@ RESOURCE_DEFAULTS: dict[str, Any] = {
 # every rule's resources come from one of these (rules/common.smk: res); `default` serves the rest
 STAGES = (
     "prepare", "train_generator", "finetune", "generate", "train", "evaluate", "quality", "prompts", "filter",
-    "clip", "judge", "clip_eval",
+    "clip", "judge", "clip_eval", "clip_pairs",
 )
-# one-process stages that used to share a multi-GPU stage: unnamed, they take its resources, one GPU at most
-STAGE_PARENTS = {"judge": "train", "clip_eval": "clip"}
+# stages that, unnamed, take another stage's resources (one GPU at most): one-process stages that used to share
+# a multi-GPU stage, and the CLIP runs' caption shards (CPU work, like prepare's)
+STAGE_PARENTS = {"judge": "train", "clip_eval": "clip", "clip_pairs": "prepare"}
 # a generation block's time limit covers its images at the stated throughput with this margin, plus
 # the pipeline's load (generators[].images_per_second; _check_generate_runtime)
 GENERATE_RUNTIME_MARGIN = 1.25

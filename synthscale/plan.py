@@ -668,6 +668,10 @@ class Plan:
     def clip_dir(self, source: str, n: str | int, seed: int | str) -> str:
         return f"{self.r}/clip/{source}/n{n}/s{seed}"
 
+    def clip_pairs(self, source: str, n: str | int, seed: int | str) -> str:
+        """The run's image-text shards (rule clip_pairs; removed once its CLIP is trained)."""
+        return f"{self.clip_dir(source, n, seed)}/pairs"
+
     def clip_model(self, source: str, n: str | int, seed: int | str) -> str:
         return f"{self.clip_dir(source, n, seed)}/model.safetensors"
 

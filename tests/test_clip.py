@@ -294,7 +294,8 @@ def test_tiny_clip_trains_with_open_clip_train_and_beats_chance(tmp_path, digits
 
     default = load_schema()["properties"]["clip"]["properties"]["model_config"]["default"]
     r = recipe(model="test-train-clip", epochs=16, batch_size=64, lr=2e-3, model_config=default)
-    info = C.train_clip(C.clip_parts("real", 300, real, [], 0), digits_classes(), r, 0, tmp_path / "m" / "model.safetensors")
+    pairs = C.write_clip_pairs(tmp_path / "pairs", C.clip_parts("real", 300, real, [], 0), digits_classes(), r, 0)
+    info = C.train_clip(pairs, r, 0, tmp_path / "m" / "model.safetensors")
     assert info["n_pairs"] == 300 and not (tmp_path / "m" / "work").exists()
     cfg = json.loads((tmp_path / "m" / "model_config.json").read_text())
     assert cfg["model"] == "test-train-clip" and cfg["config"]["embed_dim"] == 64
@@ -310,13 +311,34 @@ def test_open_clip_train_reruns_are_bit_identical(tmp_path, digits):
 
     real = split_shards(digits / "splits.json", "train")
     parts = C.clip_parts("real", 64, real, [], 0)
-    for run in ("a", "b"):
-        C.train_clip(parts, digits_classes(), recipe(epochs=3), 0, tmp_path / run / "model.safetensors")
+    for run in ("a", "b"):  # each run writes its own pairs, as a job does
+        pairs = C.write_clip_pairs(tmp_path / run / "pairs", parts, digits_classes(), recipe(epochs=3), 0)
+        C.train_clip(pairs, recipe(epochs=3), 0, tmp_path / run / "model.safetensors")
     a, b = (load_file(tmp_path / r / "model.safetensors") for r in ("a", "b"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    C.train_clip(parts, digits_classes(), recipe(epochs=3), 1, tmp_path / "c" / "model.safetensors")
+    pairs = C.write_clip_pairs(tmp_path / "c" / "pairs", parts, digits_classes(), recipe(epochs=3), 1)
+    C.train_clip(pairs, recipe(epochs=3), 1, tmp_path / "c" / "model.safetensors")
     c = load_file(tmp_path / "c" / "model.safetensors")
     assert not all(torch.equal(a[k], c[k]) for k in a)  # the seed matters
+
+
+def test_pairs_folder_is_kept_when_whole_and_rewritten_when_killed(tmp_path, digits):
+    """A pairs folder with its index is the job's finished output; one without (a job killed while
+    writing) is written again from scratch, to the same shards."""
+    real = split_shards(digits / "splits.json", "train")
+    parts, r = C.clip_parts("real", 40, real, [], 0), recipe()
+    folder = C.write_clip_pairs(tmp_path / "pairs", parts, digits_classes(), r, 0)
+    shards, count, part_counts = C.read_clip_pairs(folder)
+    assert count == 40 and part_counts == {"real": 40} and all(p.parent == folder for p in shards)
+    first = [p.read_bytes() for p in shards]
+    (folder / C.PAIRS_INDEX).unlink()
+    (folder / "stray.tmp").write_bytes(b"partial")
+    C.write_clip_pairs(folder, parts, digits_classes(), r, 0)
+    assert not (folder / "stray.tmp").exists()
+    assert [p.read_bytes() for p in C.read_clip_pairs(folder)[0]] == first
+    mtime = (folder / C.PAIRS_INDEX).stat().st_mtime_ns
+    C.write_clip_pairs(folder, parts, digits_classes(), r, 0)  # whole: kept as it is
+    assert (folder / C.PAIRS_INDEX).stat().st_mtime_ns == mtime
 
 
 def test_epochs_stretch_to_min_steps():
@@ -436,15 +458,15 @@ def test_a_resumed_run_reaches_the_same_weights(tmp_path, digits):
     real = split_shards(digits / "splits.json", "train")
     parts = C.clip_parts("real", 64, real, [], 0)
     r = recipe(epochs=2, save_frequency=1)
-    C.train_clip(parts, digits_classes(), r, 0, tmp_path / "full" / "model.safetensors")
-    # the "killed" job's work folder: its caption shards and open_clip_train stopped after epoch 1
+    pairs = C.write_clip_pairs(tmp_path / "pairs", parts, digits_classes(), r, 0)
+    C.train_clip(pairs, r, 0, tmp_path / "full" / "model.safetensors")
+    # the "killed" job's work folder: open_clip_train stopped after epoch 1
     work = tmp_path / "resumed" / "work"
-    shards, count = C.write_caption_shards(work / "shards", parts, C.caption_pools(digits_classes(), r["caption_strategies"]), 0)
-    (work / "shards" / "done.json").write_text(json.dumps({"shards": [str(p) for p in shards], "count": count}))
+    shards, count, _ = C.read_clip_pairs(pairs)
     C.register_model(r["model"], r["model_config"], work / C.CONFIG_DIR)
     C.run_open_clip_train(C.open_clip_argv(shards, count, {**r, "epochs": 1}, 0, work, "cpu"), 0, work / C.CONFIG_DIR)
     assert (work / C.OPEN_CLIP_RUN / "checkpoints" / "epoch_1.pt").exists()
-    C.train_clip(parts, digits_classes(), r, 0, tmp_path / "resumed" / "model.safetensors", work_dir=work)
+    C.train_clip(pairs, r, 0, tmp_path / "resumed" / "model.safetensors", work_dir=work)
     log = (tmp_path / "resumed" / "train.log").read_text()
     before, after = log.split("resuming checkpoint", 1)
     assert "Start epoch 0" in before and "Start epoch 0" not in after and "Start epoch 1" in after

@@ -1,0 +1,24 @@
+"""Snakemake entry for rule clip_pairs: adapt snakemake.* to synthscale.clip.write_clip_pairs."""
+import pandas as pd
+
+from synthscale.clip import clip_parts, write_clip_pairs
+from synthscale.data import split_shards
+from synthscale.plan import parse_clip_source
+from synthscale.runtime import job_setup
+
+job_setup(snakemake)
+kind, _ = parse_clip_source(snakemake.wildcards.clip_source)
+parts = clip_parts(
+    kind,
+    int(snakemake.wildcards.n),
+    split_shards(snakemake.input.manifest, "train"),
+    list(snakemake.input.data),
+    snakemake.params.mix_real_fraction,
+)
+write_clip_pairs(
+    snakemake.output.pairs,
+    parts,
+    pd.read_csv(snakemake.input.classes, dtype={"id": str}, keep_default_na=False),
+    snakemake.params.recipe,
+    int(snakemake.wildcards.seed),
+)
