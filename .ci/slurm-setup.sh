@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install Debian's SLURM packages for tests/test_slurm.py (a single-node cluster the tests start
-# themselves from tests/slurm_cluster.py: their own munged, slurmctld and slurmd under a temp dir).
+# Install Debian's SLURM packages for tests/workflow/test_slurm.py (a single-node cluster the tests start
+# themselves from tests/helpers/slurm_cluster.py: their own munged, slurmctld and slurmd under a temp dir).
 # Needs root on Debian/Ubuntu; exits 1 saying why when it cannot. Nothing is started or enabled here.
 set -euo pipefail
 

@@ -39,7 +39,7 @@ PEAK_BF16 = {"H200": 989, "H100 SXM": 989, "H100 80GB HBM3": 989, "H100 PCIe": 7
 def build(arch: str, folder: Path) -> Path:
     """A pipeline with random weights: `tiny` (the tests' SD 1.x, 16 px) or `sd15` (Stable Diffusion
     1.5's architecture at 512 px: its UNet, VAE and CLIP ViT-L text encoder configs)."""
-    from tiny_pipelines import build_sd
+    from helpers.tiny_pipelines import build_sd
 
     if arch == "tiny":
         return build_sd(folder)

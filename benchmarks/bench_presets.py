@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from preset_data import PRESETS, dry_run_cmd, preset_workdir  # noqa: E402
+from helpers.preset_data import PRESETS, dry_run_cmd, preset_workdir  # noqa: E402
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ Every model is built from a config with random weights (the same cost as the rel
 
 It writes one JSON (`--out`) of every figure with the device name, date and versions, rewritten
 after each section, so a run stopped by its time limit keeps what it measured. Without CUDA it runs
-at tiny size (`--tiny`): the same code paths, for CI (tests/test_gpu_suite.py). The peak FLOP/s comes
+at tiny size (`--tiny`): the same code paths, for CI (tests/unit/test_gpu_suite.py). The peak FLOP/s comes
 from a table by device name (dense bf16: H100/H200 SXM 989 TFLOP/s, A100 312) or `--peak-tflops`.
 benchmarks/run_gpu_suite.sh runs it once on a GPU machine with a time limit, keeping JSON and logs.
 """

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO
 
 NEEDS_FAKE = textwrap.dedent(
     """
-    from conftest import require_or_skip
+    from helpers.require import require_or_skip
 
     def test_needs_a_thing():
         require_or_skip("fakething", "fakething is not installed here")

@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from helpers import REPO
 from synthscale.config import ConfigError, check_config
 from synthscale.filtering import (
     ClipScorer,
@@ -27,7 +28,6 @@ from synthscale.plan import SOURCE_REGEX, Plan, parse_source, synthetic_source
 from synthscale.shards import load_arrays, write_shard
 
 torch.set_num_threads(1)
-REPO = Path(__file__).resolve().parent.parent
 JUDGE = {"kind": "judge", "threshold": 0.5, "overgenerate": 2.0, "batch_size": 7}
 
 
@@ -233,7 +233,7 @@ def test_bad_filter_config_names_the_key(filters, specs, message):
 
 @pytest.mark.workflow
 def test_a_filtered_set_trains_and_reaches_the_report(tmp_path):
-    from conftest import new_workdir, smk
+    from helpers.workflow import new_workdir, smk
 
     work = new_workdir(tmp_path / "study")
     overrides = {
@@ -300,7 +300,7 @@ def test_filter_report_pairs_each_filtered_set_with_its_unfiltered_set(tmp_path)
 
 @pytest.mark.workflow
 def test_a_clip_filter_schedules_its_jobs_with_the_scorer_as_input(tmp_path):
-    from conftest import new_workdir, smk
+    from helpers.workflow import new_workdir, smk
 
     folder = tiny_open_clip(tmp_path / "clip")
     work = new_workdir(tmp_path / "study")

@@ -13,40 +13,16 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
-from safetensors.torch import load_file
 
+from helpers import REPO
+from helpers.data import N_CLASSES, make_data, write_digit_shards
+from helpers.training import RECIPE, assert_same_weights, communicate_signalling
 from synthscale.train import Preempted, train_classifier
-from test_train import write_digit_shards
-
-REPO = Path(__file__).resolve().parents[1]
-
-RECIPE = {
-    "arch": "resnet18",
-    "model_kwargs": {"channels": [16, 32, 64, 128]},
-    "epochs": 2,
-    "min_steps": 12,
-    "batch_size": 16,
-    "lr": 0.01,
-    "weight_decay": 0.01,
-    "label_smoothing": 0.1,
-    "pad_crop": 2,
-}
-N_CLASSES = 10
-
-
-def make_data(n: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, size=(n, 16, 16, 3), dtype=np.uint8)
-    labels = np.arange(n) % N_CLASSES
-    return images, labels
 
 
 @pytest.fixture
@@ -55,14 +31,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = load_file(str(a)), load_file(str(b))
-    assert wa.keys() == wb.keys()
-    for k in wa:
-        assert torch.equal(wa[k], wb[k]), f"tensor {k} differs"
-    assert a.read_bytes() == b.read_bytes()
 
 
 def assert_same_log(a: Path, b: Path, columns=("epoch", "step", "lr")) -> None:
@@ -142,7 +110,7 @@ TRAIN_SCRIPT = textwrap.dedent("""
     import numpy as np, torch
     torch.set_num_threads(1)
     sys.path.insert(0, {tests!r})
-    from test_preemption import make_data, N_CLASSES
+    from helpers.data import make_data, N_CLASSES
     from synthscale.train import Preempted, train_classifier
     recipe, out = json.loads(sys.argv[1]), sys.argv[2]
     images, labels = make_data({n})
@@ -154,32 +122,6 @@ TRAIN_SCRIPT = textwrap.dedent("""
         sys.exit(75)
     print("DONE", flush=True)
     """)
-
-
-def communicate_signalling(proc: subprocess.Popen, after_step: int | None, send) -> tuple[int, str, str, int | None]:
-    """Wait for `proc`, reading its stderr as it comes; once its progress bar shows a step >= `after_step`
-    (None: never), call `send()` once. Returns (exit code, stdout, stderr, the step the bar showed when
-    `send` went, or None)."""
-    err_chunks: list[bytes] = []
-    sent: list[int] = []
-
-    def read_stderr():
-        buf = b""
-        while chunk := proc.stderr.read1(4096):
-            err_chunks.append(chunk)
-            buf = (buf + chunk)[-4096:]
-            if after_step is not None and not sent:
-                steps = [int(m) for m in re.findall(rb"\| *(\d+)/\d+ ", buf)]
-                if steps and max(steps) >= after_step:
-                    sent.append(max(steps))
-                    send()
-
-    reader = threading.Thread(target=read_stderr, daemon=True)
-    reader.start()
-    out_text = proc.stdout.read().decode()
-    proc.wait(timeout=600)
-    reader.join(timeout=10)
-    return proc.returncode, out_text, b"".join(err_chunks).decode(errors="replace"), (sent or [None])[0]
 
 
 def run_training(script: str, recipe: dict, out: Path, sigterm_after_step: int | None = None):
@@ -203,7 +145,7 @@ def test_sigterm_saves_checkpoint_and_rerun_resumes(tmp_path, one_thread):
     ref_model, ref_log = reference_run(tmp_path, recipe, 64)
     out = tmp_path / "job"
     out.mkdir()
-    script = TRAIN_SCRIPT.format(tests=str(Path(__file__).parent), n=64)
+    script = TRAIN_SCRIPT.format(tests=str(REPO / "tests"), n=64)
 
     rc, stdout, stderr, signalled = run_training(script, recipe, out, sigterm_after_step=3)
     assert signalled, f"training never showed progress:\n{stderr[-2000:]}"

@@ -19,7 +19,7 @@ from synthscale.finetune import (
     read_finetune_meta,
 )
 from synthscale.generators import PixelTextToImagePipeline, build_tiny_pipeline
-from tiny_pipelines import build_sd, build_sdxl
+from helpers.tiny_pipelines import build_sd, build_sdxl
 
 torch.set_num_threads(1)
 

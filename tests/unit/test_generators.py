@@ -14,7 +14,7 @@ from synthscale.tinygen import (
     train_tiny_generator,
 )
 from synthscale.shards import load_arrays
-from tiny_pipelines import build_sd
+from helpers.tiny_pipelines import build_sd
 
 ARCH = dict(unet_widths=[16, 32], layers_per_block=1, attention_head_dim=8, norm_groups=8,
             text_width=32, text_layers=1, text_heads=2, max_tokens=16)
@@ -93,7 +93,7 @@ def test_flux_guidance_is_recorded_as_distilled_not_cfg(sd_dir, tmp_path):
     import json
 
     from synthscale.generators import guidance_kind
-    from tiny_pipelines import build_flux
+    from helpers.tiny_pipelines import build_flux
 
     flux = load_generator(str(build_flux(tmp_path / "flux")))
     assert guidance_kind(flux) == "distilled" and guidance_kind(load_generator(str(sd_dir))) == "cfg"

@@ -3,7 +3,6 @@ SD3 and Flux pipelines with random weights, saved to disk and loaded as local fo
 LoRA folders; config errors; blocks of shards with shard-granular resume; the workflow on every family."""
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +10,9 @@ import pytest
 import torch
 from diffusers.utils import logging as dlogging
 
-from conftest import new_workdir, smk
+from helpers import REPO
+from helpers.tiny_pipelines import build_flux, build_pixart, build_sd, build_sd3, build_sdxl
+from helpers.workflow import new_workdir, smk
 from synthscale.config import ConfigError, check_config, load_config
 from synthscale.generate import (
     ImageSpec,
@@ -25,11 +26,9 @@ from synthscale.generators import load_generator, set_sampler, speed_up
 from synthscale.plan import Plan
 from synthscale.shards import iter_shards, load_arrays
 from synthscale.tinygen import build_tiny_pipeline
-from tiny_pipelines import build_flux, build_pixart, build_sd, build_sd3, build_sdxl
 
 torch.set_num_threads(1)
 dlogging.set_verbosity_error()
-REPO = Path(__file__).resolve().parent.parent
 BUILDERS = {"sd": build_sd, "sdxl": build_sdxl, "pixart": build_pixart, "sd3": build_sd3, "flux": build_flux}
 FLOW = {"sd3", "flux"}  # flow-matching schedulers: they keep their own sampler
 PROMPTS = [[f"a photo of the digit {w}", f"the number {w}"] for w in ("zero", "one", "two")]
@@ -223,7 +222,7 @@ def test_a_block_keeps_and_reuses_finished_shards(tmp_path):
 
 
 def test_block_jobs_plan_one_job_per_block(tmp_path):
-    from test_workflow import dry
+    from helpers.workflow import dry
 
     work = new_workdir(tmp_path / "w")
     counts = dry(work, "results-test/train/resnet18/synthetic/tiny/g1/classname/n400/s0/model.safetensors",

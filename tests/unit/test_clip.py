@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from helpers import REPO
 from synthscale import clip as C
 from synthscale import clip_eval as E
 from synthscale import clip_report as CR
@@ -20,7 +21,6 @@ from synthscale.data import digits_classes, prepare_digits, split_shards
 from synthscale.plan import Plan, parse_clip_source
 from synthscale.shards import write_shard
 
-REPO = Path(__file__).resolve().parent.parent
 torch.set_num_threads(1)
 
 TINY = {

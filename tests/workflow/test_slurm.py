@@ -1,7 +1,7 @@
 """The study on a real single-node SLURM, through `--profile profiles/slurm`.
 
 Needs root and Debian's slurmctld, slurmd, slurm-client and munge (.ci/slurm-setup.sh); skips with
-the reason otherwise. The cluster comes from tests/slurm_cluster.py.
+the reason otherwise. The cluster comes from tests/helpers/slurm_cluster.py.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from slurm_cluster import NODE_GPUS, NODE_MEMORY_MB, slurm_cluster  # noqa: F401  (fixture)
+from helpers import REPO
+from helpers.slurm_cluster import NODE_GPUS, NODE_MEMORY_MB, slurm_cluster  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slurm
 
-REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm"
 TEST_CONFIG = REPO / "configs" / "test.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -99,7 +99,7 @@ def assert_same_outputs(local: Path, remote: Path) -> None:
 
 
 def test_study_through_profile_matches_local_run(slurm_cluster, local_run, tmp_path):  # noqa: F811
-    from conftest import new_workdir
+    from helpers.workflow import new_workdir
 
     new_workdir(tmp_path)  # config.yaml under configs/test.yaml, as in the local run's working directory
     results = tmp_path / "results"

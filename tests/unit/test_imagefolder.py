@@ -12,7 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import require_or_skip
+from helpers.require import require_or_skip
 from synthscale import wordnet
 from synthscale.config import ConfigError, check_config
 from synthscale.data import read_classes_table, split_shards

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-REPO = Path(__file__).resolve().parent.parent
+from . import REPO
+
 PRESETS = ["fan-imagenet", "imagenet100-sd", "azizi-imagenet", "fan-clip", "hub-grid"]  # hub-grid: the scale check
 
 

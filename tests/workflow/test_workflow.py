@@ -6,32 +6,13 @@ The study runs once per session in a temporary working directory; the other test
 from __future__ import annotations
 
 import hashlib
-import re
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import new_workdir, smk
+from helpers.workflow import dry, new_workdir, smk
 
 pytestmark = pytest.mark.workflow
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """The 'Job stats' table of a dry run, as {rule: count}."""
-    counts = {}
-    m = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\ntotal", output, re.S)
-    if not m:
-        return counts
-    for line in m.group(1).splitlines():
-        name, n = line.split()
-        counts[name] = int(n)
-    return counts
-
-
-def dry(workdir: Path, *targets: str, overrides: dict | None = None) -> dict[str, int]:
-    proc = smk(workdir, *targets, "-n", "--quiet", "rules", overrides=overrides)
-    return job_counts(proc.stdout + proc.stderr)
 
 
 def test_outputs_are_complete_and_real(study):

@@ -12,14 +12,15 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from helpers import REPO
+from helpers.data import write_digit_shards
+from helpers.training import communicate_signalling
 from synthscale.train import create_classifier, run_distributed, train_model
 
 TOL = 1e-4
 
 
 def test_two_process_ddp_matches_one_process(tmp_path, digits_16):
-    from test_train import write_digit_shards
-
     images, labels = digits_16
     shards = write_digit_shards(tmp_path, images[:160], labels[:160], 40)  # 4 shards: 2 per rank
     recipe = {
@@ -101,7 +102,6 @@ def test_a_one_rank_torchrun_run_uses_ddp_and_matches_one_process(tmp_path, digi
     on CPU the weights are bit-identical to a plain process's: one rank's all-reduce and DDP's
     division by a world size of 1 change nothing."""
     import pandas as pd
-    from test_train import write_digit_shards
 
     images, labels = digits_16
     shards = write_digit_shards(tmp_path, images[:96], labels[:96], 48)
@@ -228,7 +228,6 @@ def test_a_stopped_ddp_run_resumes_to_the_same_weights_and_log(tmp_path, digits_
     for bit, the epoch's loss sums over both ranks included (rank 0 saves them)."""
     import pandas as pd
     import pytest
-    from test_train import write_digit_shards
 
     from synthscale.train import Preempted
 
@@ -276,10 +275,6 @@ def test_sigterm_to_a_ddp_job_checkpoints_and_exits_75(tmp_path, digits_16):
     import signal
     import subprocess
     import sys
-    from pathlib import Path
-
-    from test_preemption import communicate_signalling
-    from test_train import write_digit_shards
 
     images, labels = digits_16
     shards = write_digit_shards(tmp_path, images[:640], labels[:640], 40)  # 16 shards: 8 per rank
@@ -289,9 +284,8 @@ def test_sigterm_to_a_ddp_job_checkpoints_and_exits_75(tmp_path, digits_16):
     spec = dict(parts=[{"shards": shards, "limit": None}], n_classes=10, recipe=recipe, seed=5,
                 model_path=str(out / "m.safetensors"), log_path=str(out / "log.csv"),
                 checkpoint_path=str(out / "c.pt"), device="cpu", progress=True, threads=2)
-    repo = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen([sys.executable, "-c", "import json\n" + DDP_JOB, json.dumps(spec), str(out / "spec.json")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=repo, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, start_new_session=True)
     rc, stdout, stderr, step = communicate_signalling(proc, 3, lambda: os.killpg(proc.pid, signal.SIGTERM))
     assert step is not None, stderr[-3000:]
     assert rc == 75, f"{rc}\n{stdout}\n{stderr[-3000:]}"

@@ -17,6 +17,7 @@ import torch
 
 import yaml
 
+from helpers import REPO as ROOT
 from synthscale import judge as J
 from synthscale import quality_metrics as M
 from synthscale import report
@@ -27,7 +28,6 @@ from synthscale.plan import Plan
 from synthscale.shards import load_arrays, write_shard
 from synthscale.train import create_classifier, load_classifier, predict, train_classifier
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY = {"channels": (16, 32, 64, 128)}
 RECIPE = {
     "arch": "resnet18",

@@ -58,7 +58,7 @@ def test_bad_real_seeds_name_the_key(default_raw, bad):
 
 @pytest.mark.workflow
 def test_adding_real_seeds_schedules_only_real_runs(tmp_path):
-    from conftest import new_workdir, smk
+    from helpers.workflow import new_workdir, smk
 
     def jobs(overrides):
         out = smk(work, "-n", overrides=overrides)

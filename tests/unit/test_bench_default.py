@@ -11,8 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from helpers import REPO
+
 _spec = importlib.util.spec_from_file_location(
-    "bench_default", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_default.py"
+    "bench_default", REPO / "benchmarks" / "bench_default.py"
 )
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)

@@ -1,14 +1,13 @@
 """Classifier training from shards through the DataLoader; streaming evaluation; recipes."""
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from helpers.data import write_digit_shards
 from synthscale.evaluate import Accumulator, build_eval_loader, evaluate_logits, evaluate_model
 from synthscale.loader import TrainLoader, build_train_loader, epoch_size, nested_shards, part_stream
 from synthscale.recipes import RECIPES, resolve_recipe
-from synthscale.shards import write_shard
 from synthscale.train import full_recipe, load_classifier, predict, train_classifier, train_model
 
 RECIPE = {
@@ -22,18 +21,6 @@ RECIPE = {
     "pad_crop": 1,
     "input_size": 16,
 }
-
-
-def write_digit_shards(folder, images, labels, shard_size, start=0):
-    """Shards whose keys are the images' global positions (as prepare_data and generation write)."""
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    paths = []
-    for k, s in enumerate(range(0, len(labels), shard_size)):
-        recs = [{"key": f"{start + i:08d}", "label": int(labels[i])} for i in range(s, min(s + shard_size, len(labels)))]
-        path = folder / f"shard-{k:06d}.tar"
-        write_shard(path, list(images[s : s + shard_size]), recs)
-        paths.append(str(path))
-    return paths
 
 
 @pytest.fixture(scope="module")
@@ -270,10 +257,9 @@ def test_recipes_resolve_and_validate():
 
 def test_seeds_are_a_grid_axis(tmp_path):
     """Each replicate seed is its own training target; one evaluate job per source covers them all."""
-    from conftest import new_workdir
+    from helpers.workflow import dry, new_workdir
     from synthscale.config import load_config
     from synthscale.plan import Plan
-    from test_workflow import dry
 
     counts = dry(new_workdir(tmp_path / "wd"), overrides={"train": {"seeds": [0, 4], "real_seeds": None}})
     assert counts["train_classifier"] == 2 * 6 and counts["evaluate"] == 3

@@ -4,8 +4,10 @@ result file matches byte for byte; logs, timing files and timing columns do not 
 import importlib.util
 from pathlib import Path
 
+from helpers import REPO
+
 _spec = importlib.util.spec_from_file_location(
-    "compare_results", Path(__file__).resolve().parents[1] / "benchmarks" / "compare_results.py"
+    "compare_results", REPO / "benchmarks" / "compare_results.py"
 )
 cmp = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(cmp)

@@ -8,9 +8,8 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO
 
 
 def load_suite():

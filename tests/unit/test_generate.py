@@ -51,7 +51,7 @@ def test_images_are_stored_at_the_storage_size_as_a_downscale_of_the_sampled_one
     from synthscale.generate import generate_images, generate_shard
     from synthscale.generators import load_generator
     from synthscale.shards import load_arrays
-    from tiny_pipelines import build_sd
+    from helpers.tiny_pipelines import build_sd
 
     torch.set_num_threads(1)
     pipe = load_generator(build_sd(tmp_path / "sd"))

@@ -13,10 +13,10 @@ import pytest
 import torch
 import yaml
 
+from helpers import REPO
 from synthscale.config import ConfigError, check_config
 
 torch.set_num_threads(1)
-REPO = Path(__file__).resolve().parent.parent
 CORPUS = [
     "a photo of a zero digit on the table",
     "one two three four five six seven eight nine",
@@ -233,7 +233,7 @@ def test_bad_prompt_model_config_names_the_key(entry, strategies, message):
 
 @pytest.mark.workflow
 def test_model_strategies_run_through_their_jobs_into_generation(tiny_models, tmp_path):
-    from conftest import new_workdir, smk
+    from helpers.workflow import new_workdir, smk
 
     from synthscale.shards import load_arrays
 
@@ -268,7 +268,7 @@ def test_model_strategies_run_through_their_jobs_into_generation(tiny_models, tm
 
 @pytest.mark.workflow
 def test_a_missing_model_stops_before_any_job(tmp_path):
-    from conftest import new_workdir, smk
+    from helpers.workflow import new_workdir, smk
 
     work = new_workdir(tmp_path / "bad")
     proc = smk(work, "--cores", "1", check=False, overrides={

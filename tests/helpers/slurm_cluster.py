@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_or_skip
+from .require import require_or_skip
 
 DEFAULT_CONF = Path("/etc/slurm/slurm.conf")
 MARKER = "# synthscale test cluster"

@@ -180,7 +180,7 @@ def _order_parts(kind, tmp_path, syn_shard=50):
     """600 real + 300 synthetic images whose labels are their identities. The real part holds 650 and
     keeps its first 600 (nested N); shard parts come in shards of 50 (synthetic: of `syn_shard`, so 1
     or 3 shards leave some streams without a whole synthetic shard)."""
-    from test_train import write_digit_shards
+    from helpers.data import write_digit_shards
 
     img = np.zeros((650, 8, 8, 3), np.uint8)
     real_y, syn_y = np.arange(650), SYN_ID + np.arange(N_SYN)
@@ -319,8 +319,8 @@ def test_concat_mix_interleaves_on_every_rank(tmp_path):
 def test_mixed_run_resumes_bit_identically(tmp_path):
     """A two-part concat mix through a loader worker, stopped mid-epoch and resumed: the weights of the
     uninterrupted run, bit for bit (the interleaving replays from the epoch's seed)."""
-    from test_preemption import RECIPE, assert_same_weights, make_data
-    from test_train import write_digit_shards
+    from helpers.data import make_data, write_digit_shards
+    from helpers.training import RECIPE, assert_same_weights
 
     from synthscale.train import Preempted, train_model
 
@@ -464,7 +464,7 @@ def test_summary_carries_real_and_synthetic_counts(tmp_path):
 
 def _dry_jobs(workdir: Path, overrides: dict) -> list[tuple[str, str]]:
     """(rule, first output) of every job a dry run plans."""
-    from conftest import smk
+    from helpers.workflow import smk
 
     proc = smk(workdir, "-n", overrides=overrides)
     out = proc.stdout + proc.stderr
@@ -473,7 +473,7 @@ def _dry_jobs(workdir: Path, overrides: dict) -> list[tuple[str, str]]:
 
 @pytest.mark.workflow
 def test_adding_a_real_n_value_schedules_only_its_runs(tmp_path):
-    from conftest import new_workdir
+    from helpers.workflow import new_workdir
 
     work = new_workdir(tmp_path / "w")
     base = {"mix": {"real_n": [20], "synthetic_multiples": [1], "sets": [{"generator": "tiny", "guidance": 1.0, "strategy": "classname"}]}}

@@ -10,9 +10,9 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import new_workdir  # noqa: F401  (keeps the conftest import order)
-from preset_data import PRESETS, REPO, dry_run_cmd, preset_workdir
-from test_workflow import job_counts
+from helpers import REPO
+from helpers.preset_data import PRESETS, dry_run_cmd, preset_workdir
+from helpers.workflow import job_counts
 
 from synthscale.config import check_config
 from synthscale.plan import Plan, shards_for

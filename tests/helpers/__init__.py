@@ -1,0 +1,10 @@
+"""Helpers the tests share (no tests here): `REPO`, the repository root; `require` (SYNTHSCALE_REQUIRE:
+skip or fail), `workflow` (Snakemake on the tiny study: `smk`, `new_workdir`, `dry`, `job_counts`),
+`data` (small shards and images), `training` (a small recipe, same-weights checks, signalling a run),
+`tiny_pipelines` (random-weight diffusers pipelines, offline), `preset_data` (a working directory the
+paper presets plan in), `slurm_cluster` (a throwaway single-node SLURM and its fixture).
+
+Importable as `helpers` because pyproject.toml puts `tests/` on pytest's `pythonpath`."""
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]

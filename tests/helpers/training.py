@@ -1,0 +1,58 @@
+"""Training runs compared bit for bit (preemption, DDP, mixes): a small recipe (`RECIPE`), the check
+that two weight files are the same (`assert_same_weights`), and `communicate_signalling`, which signals
+a running training process once its progress bar passes a step."""
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+RECIPE = {
+    "arch": "resnet18",
+    "model_kwargs": {"channels": [16, 32, 64, 128]},
+    "epochs": 2,
+    "min_steps": 12,
+    "batch_size": 16,
+    "lr": 0.01,
+    "weight_decay": 0.01,
+    "label_smoothing": 0.1,
+    "pad_crop": 2,
+}
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = load_file(str(a)), load_file(str(b))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), f"tensor {k} differs"
+    assert a.read_bytes() == b.read_bytes()
+
+
+def communicate_signalling(proc: subprocess.Popen, after_step: int | None, send) -> tuple[int, str, str, int | None]:
+    """Wait for `proc`, reading its stderr as it comes; once its progress bar shows a step >= `after_step`
+    (None: never), call `send()` once. Returns (exit code, stdout, stderr, the step the bar showed when
+    `send` went, or None)."""
+    err_chunks: list[bytes] = []
+    sent: list[int] = []
+
+    def read_stderr():
+        buf = b""
+        while chunk := proc.stderr.read1(4096):
+            err_chunks.append(chunk)
+            buf = (buf + chunk)[-4096:]
+            if after_step is not None and not sent:
+                steps = [int(m) for m in re.findall(rb"\| *(\d+)/\d+ ", buf)]
+                if steps and max(steps) >= after_step:
+                    sent.append(max(steps))
+                    send()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    out_text = proc.stdout.read().decode()
+    proc.wait(timeout=600)
+    reader.join(timeout=10)
+    return proc.returncode, out_text, b"".join(err_chunks).decode(errors="replace"), (sent or [None])[0]
