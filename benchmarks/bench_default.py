@@ -8,7 +8,8 @@ The workflow runs from this repository with `--config results=<fresh folder>` (c
 `results:` key places every output, benchmark file included, under that folder), then prints
 - the wall time of the whole `snakemake` run;
 - the run's CPU time: user + system of every process the run started (Snakemake, its jobs and their
-  workers), exact, from the kernel's accounting of waited-for children (`getrusage(RUSAGE_CHILDREN)`);
+  workers), from the kernel's accounting of waited-for children (`getrusage(RUSAGE_CHILDREN)`; a
+  process nobody waits for, such as an orphaned helper, is missed);
 - the sum of job CPU time (`cpu_time`) and job wall time (`s`) over the Snakemake benchmark files under
   `{results}/benchmarks/` (rules without `benchmark:`, the local plotting and table rules, are not in
   it). Snakemake samples a job's CPU time every 0.5 s for its first 15 s and every 30 s after, and
@@ -185,7 +186,7 @@ def main() -> None:
 
     m, s = divmod(wall, 60)
     print(f"\nwall time: {wall:.0f} s ({int(m)} min {s:.0f} s), {len(jobs)} jobs, --cores {args.cores}")
-    print(f"run CPU time (every process, exact): {run_cpu:.0f} s")
+    print(f"run CPU time (every process Snakemake and its jobs waited for): {run_cpu:.0f} s")
     print(f"job CPU time (benchmark files, {len(bench)} jobs; sampled, a lower bound): "
           f"{bench['cpu_time'].sum():.0f} s; job wall time: {bench['s'].sum():.0f} s")
     print("five slowest rules (summed over their jobs):")

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from synthscale.config import load_config
 from synthscale.data import load_digits_images
-from synthscale.loader import TrainLoader, build_train_loader
+from synthscale.loader import DeviceNormalize, TrainLoader, build_train_loader, uint8_batches
 from synthscale.shards import write_shard
 from synthscale.train import create_classifier, make_optimizer, train_model
 
@@ -34,11 +34,14 @@ def write_shards(folder: Path, images: np.ndarray, labels: np.ndarray, size: int
     return paths
 
 
-def step_fn(model, opt, device: str, recipe: dict):
+def step_fn(model, opt, device: str, recipe: dict, finish: DeviceNormalize | None = None):
+    """One training step; `finish` normalises uint8 batches on the device, as `train_model` does."""
     amp = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bool(recipe["amp"]))
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if finish is not None:
+            x = finish(x)
         if recipe["channels_last"]:
             x = x.contiguous(memory_format=torch.channels_last)
         with amp:
@@ -86,7 +89,10 @@ def streamed(
     model = create_classifier(recipe["arch"], 10, recipe["model_kwargs"]).to(device).train()
     if recipe["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
-    step = step_fn(model, make_optimizer(model, recipe), device, recipe)
+    # uint8 batches where train_model uses them (auto: on CUDA), normalised on the device
+    recipe = {**recipe, "uint8_batches": uint8_batches(recipe, device)}
+    finish = DeviceNormalize(recipe, device) if recipe["uint8_batches"] else None
+    step = step_fn(model, make_optimizer(model, recipe), device, recipe, finish)
     parts = [{"shards": shards, "limit": n}]
     loader = TrainLoader(parts, recipe, 0, num_workers=workers)
 

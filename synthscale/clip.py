@@ -36,6 +36,7 @@ killed job resumes from the newest). The last one, read with `torch.load(weights
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import os
@@ -481,20 +482,27 @@ def write_clip_pairs(
     seed: int,
 ) -> Path:
     """The image-text shards of one CLIP run in `folder` (a CPU job of its own, so the training job
-    holds its GPUs for training only), with `pairs.json` (shards, pair count, pairs per part) written
-    last; returns the folder. A folder that has its index is kept; one without (a killed job) is
-    written again."""
+    holds its GPUs for training only), with `pairs.json` (shards, pair count, pairs per part and what
+    they were made from) written last; returns the folder. A folder whose index records the same
+    parts, seed, caption pools and shard size is kept; any other (a killed job's, or one made from
+    other inputs) is written again."""
     folder = Path(folder)
     index = folder / PAIRS_INDEX
-    if index.exists():
+    pools = caption_pools(classes, recipe["caption_strategies"])
+    made_from = {
+        "parts": [[kind, [str(p) for p in shards], n] for kind, shards, n in parts],
+        "seed": int(seed),
+        "pools": hashlib.sha256(json.dumps(pools).encode()).hexdigest(),
+        "captions": recipe.get("captions", "pool"),
+        "shard_size": int(recipe["shard_size"]),
+    }
+    if index.exists() and json.loads(index.read_text()).get("made_from") == made_from:
         return folder
     if folder.exists():
         shutil.rmtree(folder)
-    pools = caption_pools(classes, recipe["caption_strategies"])
-    shards, count = write_caption_shards(folder, parts, pools, seed, recipe["shard_size"],
-                                         recipe.get("captions", "pool"))
+    shards, count = write_caption_shards(folder, parts, pools, seed, recipe["shard_size"], made_from["captions"])
     write_json(index, {"shards": [p.name for p in shards], "count": count,
-                       "parts": {kind: n for kind, _, n in parts}})
+                       "parts": {kind: n for kind, _, n in parts}, "made_from": made_from})
     return folder
 
 

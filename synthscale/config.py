@@ -34,8 +34,8 @@ STAGES = (
     "clip", "judge", "clip_eval", "clip_pairs",
 )
 # stages that, unnamed, take another stage's resources (one GPU at most): one-process stages that used to share
-# a multi-GPU stage, and the CLIP runs' caption shards (CPU work, like prepare's)
-STAGE_PARENTS = {"judge": "train", "clip_eval": "clip", "clip_pairs": "prepare"}
+# a multi-GPU stage, and the CLIP runs' caption shards (one CPU thread: the default resources)
+STAGE_PARENTS = {"judge": "train", "clip_eval": "clip", "clip_pairs": "default"}
 # a generation block's time limit covers its images at the stated throughput with this margin, plus
 # the pipeline's load (generators[].images_per_second; _check_generate_runtime)
 GENERATE_RUNTIME_MARGIN = 1.25

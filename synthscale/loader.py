@@ -5,7 +5,8 @@ part's first N images (every record's key is its global position, so the filter 
 the worker count), shuffles shards and samples per (seed, epoch), and decodes and augments in the
 loader's workers with `timm.data.create_transform`. Each sample's augmentation is seeded from
 (seed, epoch, part, position), so it is the same whichever worker draws it; for a fixed worker count
-the batch order is fixed too. Batches form inside each worker (a worker's last batch may be short),
+the batch order is fixed too. With uint8 batches (`uint8_batches`, on for CUDA) the workers stop before
+ToTensor/Normalize and random erasing, which `DeviceNormalize` applies to the batch on the device. Batches form inside each worker (a worker's last batch may be short),
 so the number of batches of an epoch is counted as they come; the trainer schedules by images seen.
 
 Parts are mixed at the sample level, never read one after the other: in `concat` mode each stream
@@ -81,14 +82,23 @@ def train_transform(recipe: dict[str, Any]):
 
 
 class DeviceNormalize:
-    """The uint8 batch's last steps, on the device (timm's PrefetchLoader): ToTensor's scaling and
-    Normalize, in the same float32 arithmetic (so the batch equals the float path's), then random
-    erasing (`re_prob`, timm's RandomErasing on the device; python's `random` and torch's generator,
-    which the trainer seeds per step)."""
+    """The uint8 batch's last steps, on the device (timm's PrefetchLoader's split): ToTensor's scaling
+    and Normalize, then random erasing (`re_prob`).
+
+    The scaling and Normalize are a per-channel table of the 256 values, computed on the CPU with the
+    float path's own arithmetic (`x / 255`, `- mean`, `/ std` in float32) and looked up on the device,
+    so a batch equals the float path's bit for bit on any device (CUDA's division by a scalar is a
+    multiply by its reciprocal, which is not). Random erasing is timm's RandomErasing on the batch,
+    drawing from python's `random` and torch's generator, which the trainer seeds per step: the boxes
+    are not the float path's (drawn per image in the workers, before the pad-crop), so with `re_prob`
+    > 0 the two paths train alike but not bit-identically."""
 
     def __init__(self, recipe: dict[str, Any], device: str | torch.device):
-        self.mean = torch.tensor(recipe["mean"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        self.std = torch.tensor(recipe["std"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        mean = torch.tensor(recipe["mean"], dtype=torch.float32).view(-1, 1)
+        std = torch.tensor(recipe["std"], dtype=torch.float32).view(-1, 1)
+        levels = torch.arange(256, dtype=torch.float32).div(255).view(1, -1)
+        self.table = levels.sub(mean).div(std).reshape(-1).to(device)  # (C * 256,), channel-major
+        self.offsets = (torch.arange(len(recipe["mean"]), dtype=torch.int32) * 256).view(1, -1, 1, 1).to(device)
         self.erase = None
         if float(recipe["re_prob"]) > 0:
             from timm.data.random_erasing import RandomErasing
@@ -96,7 +106,7 @@ class DeviceNormalize:
             self.erase = RandomErasing(float(recipe["re_prob"]), mode="const", device=device)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float().div_(255).sub_(self.mean).div_(self.std)
+        x = self.table[x.int() + self.offsets]
         return self.erase(x) if self.erase is not None else x
 
 
@@ -180,6 +190,8 @@ class TrainTransform:
             x = arr if self.u8 else (arr.astype(np.float32) / np.float32(255) - self.mean) / self.std
             return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
         x = self.tf(image)
+        if self.u8:  # timm's use_prefetcher form: a uint8 (C, H, W) tensor (numpy in older timm)
+            x = torch.as_tensor(np.asarray(x, dtype=np.uint8))
         return self.padcrop(x) if self.padcrop is not None else x
 
     def __repr__(self) -> str:

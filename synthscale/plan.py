@@ -85,6 +85,7 @@ def stage_resources(res: dict[str, Any]) -> dict[str, Any]:
 # keys of `train` that `quality.judge.recipe` may override
 JUDGE_RECIPE_KEYS = (
     "arch", "model_kwargs", "epochs", "min_steps", "batch_size", "lr", "weight_decay", "label_smoothing", "pad_crop",
+    "uint8_batches",
 )
 
 SOURCE_REGEX = r"real|synthetic/[^/]+/g[^/]+/[^/]+(?:/f-[^/]+)?"

@@ -33,3 +33,14 @@ def study(tmp_path_factory) -> Path:
     work = new_workdir(tmp_path_factory.mktemp("study"))
     smk(work, "--cores", "2")
     return work
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (bit-identical reruns), restored afterwards."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -339,6 +339,11 @@ def test_pairs_folder_is_kept_when_whole_and_rewritten_when_killed(tmp_path, dig
     mtime = (folder / C.PAIRS_INDEX).stat().st_mtime_ns
     C.write_clip_pairs(folder, parts, digits_classes(), r, 0)  # whole: kept as it is
     assert (folder / C.PAIRS_INDEX).stat().st_mtime_ns == mtime
+    # made from other inputs (another N, another seed): written again
+    C.write_clip_pairs(folder, C.clip_parts("real", 48, real, [], 0), digits_classes(), r, 0)
+    assert C.read_clip_pairs(folder)[1] == 48
+    C.write_clip_pairs(folder, C.clip_parts("real", 48, real, [], 0), digits_classes(), r, 1)
+    assert json.loads((folder / C.PAIRS_INDEX).read_text())["made_from"]["seed"] == 1
 
 
 def test_epochs_stretch_to_min_steps():

@@ -25,14 +25,6 @@ from helpers.training import RECIPE, assert_same_weights, communicate_signalling
 from synthscale.train import Preempted, train_classifier
 
 
-@pytest.fixture
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def assert_same_log(a: Path, b: Path, columns=("epoch", "step", "lr")) -> None:
     la, lb = pd.read_csv(a), pd.read_csv(b)
     pd.testing.assert_frame_equal(la[list(columns)], lb[list(columns)], check_exact=True)
@@ -216,7 +208,7 @@ AUGMENTED = {
 PROB_MIX = {**RECIPE, "input_size": 16, "num_workers": 2, "shuffle_buffer": 20}
 
 
-@pytest.mark.parametrize("path", ["augmented", "prob-mix"])
+@pytest.mark.parametrize("path", ["augmented", "augmented-uint8", "prob-mix"])
 def test_resume_is_bit_identical_on_the_presets_paths(tmp_path, one_thread, path):
     """Stopped mid-epoch twice and resumed, a run reaches the uninterrupted run's weights and log bit
     for bit on the presets' paths, where the random state of the workers (RandAugment, crops, flips,
@@ -224,8 +216,9 @@ def test_resume_is_bit_identical_on_the_presets_paths(tmp_path, one_thread, path
     from synthscale.train import train_model
 
     images, labels = make_data(112)
-    if path == "augmented":
-        recipe, mix = AUGMENTED, None
+    if path.startswith("augmented"):
+        # uint8: the GPU path (auto on CUDA), erasing on the batch from the trainer's per-step seed
+        recipe, mix = {**AUGMENTED, "uint8_batches": path.endswith("uint8")}, None
         parts = [{"shards": write_digit_shards(tmp_path / "real", images[:64], labels[:64], 24), "limit": 64}]
     else:
         recipe, mix = PROB_MIX, {"mode": "prob", "synthetic_prob": 0.5}

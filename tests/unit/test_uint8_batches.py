@@ -9,8 +9,11 @@ import pytest
 import torch
 
 from synthscale.loader import DeviceNormalize, TrainLoader, uint8_batches
-from synthscale.shards import write_shard
-from synthscale.train import full_recipe, load_classifier, train_model
+from synthscale.train import full_recipe, train_model
+
+from helpers.data import write_digit_shards
+from helpers.require import require_or_skip
+from helpers.training import assert_same_weights
 
 BASE = {
     "arch": "resnet18",
@@ -34,14 +37,7 @@ RECIPES = {
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory, digits_16):
     images, labels = digits_16
-    folder = tmp_path_factory.mktemp("u8")
-    paths = []
-    for k, s in enumerate(range(0, 200, 50)):
-        recs = [{"key": f"{i:08d}", "label": int(labels[i])} for i in range(s, s + 50)]
-        path = folder / f"shard-{k:06d}.tar"
-        write_shard(path, list(images[s : s + 50]), recs)
-        paths.append(str(path))
-    return paths
+    return write_digit_shards(tmp_path_factory.mktemp("u8"), images[:200], labels[:200], 50)
 
 
 def _batches(parts, recipe, seed=3):
@@ -72,15 +68,34 @@ def test_uint8_batches_normalised_on_the_device_are_the_float_batches(shards, ki
     assert not torch.equal(floats[0][0], floats[len(floats) // 2][0])
 
 
-def test_training_on_uint8_batches_reaches_the_float_weights(tmp_path, shards):
-    torch.set_num_threads(1)
-    weights = {}
+def test_training_on_uint8_batches_reaches_the_float_weights(tmp_path, shards, one_thread):
     for flag in (False, True):
         recipe = {**RECIPES["fast"], "uint8_batches": flag}
         out = tmp_path / f"{flag}.safetensors"
         train_model([{"shards": shards, "limit": 120}], 10, recipe, 0, out, tmp_path / f"{flag}.csv", progress=False)
-        weights[flag] = load_classifier(out)[0].state_dict()
-    assert all(torch.equal(weights[False][k], weights[True][k]) for k in weights[False])
+    assert_same_weights(tmp_path / "False.safetensors", tmp_path / "True.safetensors")
+
+
+def test_the_device_table_is_the_float_arithmetic_for_every_value():
+    """Every (value, channel) through the table is ToTensor + Normalize's float32 result, for the
+    digits and the ImageNet statistics."""
+    from torchvision.transforms import functional as TF
+
+    x = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16).expand(2, 3, 16, 16).contiguous()
+    for kind in RECIPES:
+        recipe = full_recipe(RECIPES[kind])
+        want = TF.normalize(x.float().div(255), recipe["mean"], recipe["std"])
+        assert torch.equal(DeviceNormalize(recipe, "cpu")(x), want)
+
+
+def test_cuda_batches_equal_the_cpu_float_batches():
+    if not torch.cuda.is_available():
+        require_or_skip("cuda", "no CUDA device here: the table's lookup on a GPU (CPU: the test above)")
+    x = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16).expand(2, 3, 16, 16).contiguous()
+    for kind in RECIPES:
+        recipe = full_recipe(RECIPES[kind])
+        on_cpu = DeviceNormalize(recipe, "cpu")(x)
+        assert torch.equal(DeviceNormalize(recipe, "cuda")(x.cuda()).cpu(), on_cpu)
 
 
 def test_random_erasing_moves_to_the_device_and_is_seeded():

@@ -98,6 +98,7 @@ def grid_job_counts(cfg: dict) -> dict[str, int]:
         real_seeds = len(clip.get("real_seeds") or clip.get("seeds") or [0])
         counts["train_clip"] = (len(real_ns) * real_seeds
                                 + len(syn) * len(clip_ns) * seeds * (2 if clip.get("mixed", True) else 1))
+        counts["clip_pairs"] = counts["train_clip"]  # each run's caption shards, a CPU job of its own
         counts["evaluate_clip"] = sources
         assert all(need[s] >= max(clip_ns) for s in syn), "CLIP N beyond n_images: extend the arithmetic"
     return counts
@@ -124,7 +125,7 @@ def test_preset_job_counts_follow_the_grid_arithmetic(workdir, preset):
         ("azizi-imagenet", {"generate_block": 4 * 39, "train_classifier": 4 * 5 + 3 + 1 + 3, "evaluate": 6}),
         # real at 250k, 500k, 1M (within ImageNet's 1.28M) + one set and its mix at 6 N, one seed each
         ("fan-clip", {"generate_block": 80, "train_classifier": 0, "evaluate": 0, "train_clip": 3 + 6 * 2,
-                      "evaluate_clip": 3}),
+                      "clip_pairs": 3 + 6 * 2, "evaluate_clip": 3}),
     ],
 )
 def test_grid_arithmetic_by_hand(preset, expected):
