@@ -4,7 +4,8 @@ shards byte-identical? The proof a behaviour-preserving change (a refactor, a mo
     python benchmarks/compare_results.py results-before results-after
 
 Compared byte for byte: every file under both folders (tables, findings pages, plots, model weights,
-generator folders, shards, prompts), except what records time rather than results:
+generator folders, shards, prompts), with the folder's own location in text files read as `{results}`
+(a fine-tuned generator records its base's path), except what records time rather than results:
 - `logs/` and `benchmarks/` (job logs and Snakemake's timing files), `*.log`;
 - tables whose column names say they hold time (`seconds`, `wall_s`, `cpu_s`, ...): compared with
   those columns left out, the rest byte for byte as text;
@@ -63,9 +64,17 @@ def _csv_without_timing(data: bytes) -> bytes:
     return out.getvalue().encode()
 
 
-def content_digest(path: Path) -> str:
-    """SHA-256 of a file's result content: timing columns of a CSV left out, otherwise every byte."""
+TEXT_SUFFIXES = (".csv", ".json", ".jsonl", ".html", ".txt", ".yaml")
+
+
+def content_digest(path: Path, root: Path | None = None) -> str:
+    """SHA-256 of a file's result content: in text files, the results folder's own location (a generator
+    folder records its base's path) reads `{results}`; timing columns of a CSV are left out; every
+    other byte counts."""
     data = path.read_bytes()
+    if root is not None and path.suffix in TEXT_SUFFIXES:
+        for spelling in sorted({str(root.resolve()), str(root)}, key=len, reverse=True):
+            data = data.replace(spelling.encode(), b"{results}")
     if path.suffix == ".csv":
         data = _csv_without_timing(data)
     return hashlib.sha256(data).hexdigest()
@@ -82,7 +91,7 @@ def compare(a: Path, b: Path) -> dict[str, list[str]]:
         "same": [],
     }
     for rel in sorted(set(fa) & set(fb)):
-        same = content_digest(fa[rel]) == content_digest(fb[rel])
+        same = content_digest(fa[rel], a) == content_digest(fb[rel], b)
         report["same" if same else "differ"].append(rel)
     return report
 

@@ -299,7 +299,8 @@ def plot_per_class_slope(per_class: pd.DataFrame, path: str | os.PathLike, rho: 
         style = "generator" if d["generator"].nunique() > 1 else "strategy"
         sns.scatterplot(data=d, x="f1", y="slope", hue="guidance", style=style, ax=ax, palette="viridis")
         if len(d) > 2 and np.ptp(d["f1"]) > 0:
-            sns.regplot(data=d, x="f1", y="slope", scatter=False, ax=ax, color="grey")
+            # the band is a bootstrap: seeded, so the same tables draw the same figure
+            sns.regplot(data=d, x="f1", y="slope", scatter=False, ax=ax, color="grey", seed=0)
     title = "per-class recognizability vs scaling slope"
     if rho is not None and np.isfinite(rho):
         title += f" (within-set Spearman {rho:.2f})"

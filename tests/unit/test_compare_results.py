@@ -64,3 +64,15 @@ def test_a_missing_or_extra_result_fails(tmp_path, capsys):
     assert cmp.main([str(a), str(b)]) == 1
     out = capsys.readouterr().out
     assert "summary.csv" in out and "extra.csv" in out
+
+
+def test_the_folders_own_location_is_not_a_difference(tmp_path):
+    """A fine-tuned generator records its base's path: two runs in two folders record two paths."""
+    a, b = _study(tmp_path / "a"), _study(tmp_path / "b")
+    for root in (a, b):
+        cfg = root / "generators" / "ft" / "synthscale.json"
+        cfg.parent.mkdir(parents=True)
+        cfg.write_text(f'{{"base": "{root.resolve()}/generators/base"}}')
+    assert cmp.compare(a, b)["differ"] == []
+    (b / "generators" / "ft" / "synthscale.json").write_text('{"base": "/elsewhere/generators/base"}')
+    assert cmp.compare(a, b)["differ"] == ["generators/ft/synthscale.json"]

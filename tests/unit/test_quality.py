@@ -499,3 +499,16 @@ def test_a_rise_then_fall_is_not_called_a_rise():
     assert (t["trend_recognizability"] == 0).all() and (t["recognizability_peak"] == 2.0).all()
     text = _findings(df)
     assert "does not show" in text and "peaks below the largest guidance (4) in 2 of 2 lines" in text
+
+
+def test_per_class_slope_figure_is_the_same_for_the_same_table(tmp_path):
+    """The regression band is a bootstrap: drawn twice from one table, the figure is byte-identical."""
+    from synthscale.report import plot_per_class_slope
+
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"f1": rng.uniform(0, 1, 40), "slope": rng.normal(0.1, 0.2, 40),
+                          "guidance": rng.choice([1.0, 2.0], 40), "generator": rng.choice(["a", "b"], 40),
+                          "strategy": "classname"})
+    plot_per_class_slope(table, tmp_path / "a.png", 0.2)
+    plot_per_class_slope(table, tmp_path / "b.png", 0.2)
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
