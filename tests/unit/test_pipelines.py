@@ -116,23 +116,30 @@ def test_storage_size_and_format(folders, tmp_path):
     assert x.shape == (4, 8, 8, 3) and recs[0]["height"] == 8
 
 
-def test_lora_folder_loads_over_its_base(folders, tmp_path):
-    """The fine-tuning contract: synthscale.json {"base", "lora": true} + pytorch_lora_weights.safetensors."""
-    from diffusers import StableDiffusionPipeline
+def save_random_lora(pipe, pipeline_cls, folder) -> None:
+    """A LoRA on the pipeline's UNet, on the modules fine-tuning targets (finetune.LORA_TARGETS), with
+    random B weights so that it changes the images, saved as diffusers saves LoRA weights."""
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    base = load_generator(folders["sd"])
-    base.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
-                                     target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
+    from synthscale.finetune import LORA_TARGETS
+
+    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
     with torch.no_grad():
-        for name, p in base.unet.named_parameters():
+        for name, p in pipe.unet.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.5)
+    pipeline_cls.save_lora_weights(
+        folder, unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet)))
+
+
+def test_lora_folder_loads_over_its_base(folders, tmp_path):
+    """The fine-tuning contract: synthscale.json {"base", "lora": true} + pytorch_lora_weights.safetensors."""
+    from diffusers import StableDiffusionPipeline
+
     lora = tmp_path / "lora"
-    StableDiffusionPipeline.save_lora_weights(
-        lora, unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(base.unet)))
+    save_random_lora(load_generator(folders["sd"]), StableDiffusionPipeline, lora)
     (lora / "synthscale.json").write_text(json.dumps({"base": str(folders["sd"]), "lora": True}))
     specs = [ImageSpec(i, 0, "a photo of the digit one", 7 + i) for i in range(2)]
     plain = np.stack(generate_images(load_generator(folders["sd"]), specs, 2.0, 2, 2))
@@ -282,22 +289,11 @@ def test_every_family_is_recognised_from_its_signatures():
 
 def test_lora_over_the_workflows_own_pipeline_loads(tmp_path):
     """A LoRA fine-tune of the trained tiny generator (the default study's) loads through the same path."""
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
     from synthscale.tinygen import PixelTextToImagePipeline
 
     base = build_tiny_pipeline(ARCH, 16, 1, 0)
     base.save_pretrained(tmp_path / "base", safe_serialization=True)
-    base.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
-                                     target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
-    with torch.no_grad():
-        for name, p in base.unet.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    PixelTextToImagePipeline.save_lora_weights(
-        tmp_path / "lora", unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(base.unet)))
+    save_random_lora(base, PixelTextToImagePipeline, tmp_path / "lora")
     (tmp_path / "lora" / "synthscale.json").write_text(json.dumps({"base": "../base", "lora": True}))
     specs = [ImageSpec(0, 0, "seven", 5)]
     plain = generate_images(load_generator(tmp_path / "base"), specs, 2.0, 2, 1)[0]
