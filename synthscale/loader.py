@@ -149,18 +149,28 @@ class TrainTransform:
         # what `ready`'s form depends on: caches of it are kept per key
         self.ready_key = (self.size, self.pad, tuple(self.mean.tolist()), tuple(self.std.tolist()), self.u8)
 
+    def _padded(self, image: np.ndarray) -> np.ndarray:
+        """A uint8 (H, W, 3) image with `pad` black pixels on every side (itself when pad is 0)."""
+        p, s = self.pad, self.size
+        if not p:
+            return image
+        padded = np.zeros((s + 2 * p, s + 2 * p, 3), dtype=np.uint8)
+        padded[p : p + s, p : p + s] = image
+        return padded
+
+    def _finish(self, image: np.ndarray) -> np.ndarray:
+        """A uint8 (H, W, 3) image as the fast path outputs it: (C, H, W), ToTensor/Normalize's float32
+        arithmetic done in numpy (uint8 as it is with uint8 batches)."""
+        x = image if self.u8 else (image.astype(np.float32) / np.float32(255) - self.mean) / self.std
+        return np.ascontiguousarray(x.transpose(2, 0, 1))
+
     def ready(self, image: np.ndarray) -> "Ready | None":
-        """A decoded image in the fast path's form, kept across epochs: padded and normalised, (C, H, W)
-        float32 (None when the fast path does not apply). Cropping it gives `__call__`'s result."""
+        """A decoded image in the fast path's form, kept across epochs: padded and finished, (C, H, W)
+        float32 (uint8 with uint8 batches; None when the fast path does not apply). Cropping it gives
+        `__call__`'s result."""
         if not (self.identity and image.shape == (self.size, self.size, 3)):
             return None
-        p, s = self.pad, self.size
-        padded = image
-        if p:
-            padded = np.zeros((s + 2 * p, s + 2 * p, 3), dtype=np.uint8)
-            padded[p : p + s, p : p + s] = image
-        x = padded if self.u8 else (padded.astype(np.float32) / np.float32(255) - self.mean) / self.std
-        out = np.ascontiguousarray(x.transpose(2, 0, 1))
+        out = self._finish(self._padded(image))
         out.setflags(write=False)
         return Ready(out)
 
@@ -183,12 +193,9 @@ class TrainTransform:
             arr = np.asarray(image)
             if self.pad:
                 p, s = self.pad, self.size
-                padded = np.zeros((s + 2 * p, s + 2 * p, 3), dtype=np.uint8)
-                padded[p : p + s, p : p + s] = arr
                 a, b = random.randint(0, 2 * p), random.randint(0, 2 * p)
-                arr = padded[a : a + s, b : b + s]
-            x = arr if self.u8 else (arr.astype(np.float32) / np.float32(255) - self.mean) / self.std
-            return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+                arr = self._padded(arr)[a : a + s, b : b + s]
+            return torch.from_numpy(self._finish(arr))
         x = self.tf(image)
         if self.u8:  # timm's use_prefetcher form: a uint8 (C, H, W) tensor (numpy in older timm)
             x = torch.as_tensor(np.asarray(x, dtype=np.uint8))
