@@ -22,6 +22,7 @@ import csv
 import hashlib
 import io
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
@@ -97,15 +98,13 @@ def compare(a: Path, b: Path) -> dict[str, list[str]]:
 
 
 def _kind(rel: str) -> str:
+    """A file's kind for the counts: its suffix."""
     name = rel.rsplit("/", 1)[-1]
-    suffix = name.rsplit(".", 1)[-1] if "." in name else "(none)"
-    return suffix
+    return name.rsplit(".", 1)[-1] if "." in name else "(none)"
 
 
 def _counts(paths: Iterable[str]) -> str:
-    kinds: dict[str, int] = {}
-    for rel in paths:
-        kinds[_kind(rel)] = kinds.get(_kind(rel), 0) + 1
+    kinds = Counter(_kind(rel) for rel in paths)
     return ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "none"
 
 
