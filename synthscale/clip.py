@@ -482,8 +482,8 @@ def write_clip_pairs(
     seed: int,
 ) -> Path:
     """The image-text shards of one CLIP run in `folder` (a CPU job of its own, so the training job
-    holds its GPUs for training only), with `pairs.json` (shards, pair count, pairs per part and what
-    they were made from) written last; returns the folder. A folder whose index records the same
+    holds its GPUs for training only), with `pairs.json` (shards, pair count and what they were made
+    from: parts, seed, caption pools, shard size) written last; returns the folder. A folder whose index records the same
     parts, seed, caption pools and shard size is kept; any other (a killed job's, or one made from
     other inputs) is written again."""
     folder = Path(folder)
@@ -501,8 +501,7 @@ def write_clip_pairs(
     if folder.exists():
         shutil.rmtree(folder)
     shards, count = write_caption_shards(folder, parts, pools, seed, recipe["shard_size"], made_from["captions"])
-    write_json(index, {"shards": [p.name for p in shards], "count": count,
-                       "parts": {kind: n for kind, _, n in parts}, "made_from": made_from})
+    write_json(index, {"shards": [p.name for p in shards], "count": count, "made_from": made_from})
     return folder
 
 
@@ -510,7 +509,8 @@ def read_clip_pairs(folder: str | os.PathLike) -> tuple[list[Path], int, dict[st
     """(shard paths, pair count, pairs per part) of a `write_clip_pairs` folder."""
     folder = Path(folder)
     info = json.loads((folder / PAIRS_INDEX).read_text())
-    return [folder / name for name in info["shards"]], int(info["count"]), dict(info["parts"])
+    part_counts = {kind: n for kind, _, n in info["made_from"]["parts"]}
+    return [folder / name for name in info["shards"]], int(info["count"]), part_counts
 
 
 def train_clip(
