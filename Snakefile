@@ -25,6 +25,23 @@ include: "rules/clip.smk"
 include: "rules/mix.smk"
 
 
+# local runs: jobs fork from one process that has imported torch & co. (synthscale/warm.py)
+WARM = []
+
+
+onstart:
+    if config["warm_start"] and workflow.local_exec:
+        WARM.append(warm.start())
+
+
+onsuccess:
+    warm.stop(*WARM)
+
+
+onerror:
+    warm.stop(*WARM)
+
+
 rule all:
     default_target: True
     input:

@@ -38,6 +38,7 @@ def study_config(data: Path, args: argparse.Namespace) -> dict:
     return {
         "study": "imagefolder-bench",
         "results": "results",
+        "warm_start": False,  # each job in its own process: Snakemake's max_rss is then the job's
         "dataset": {
             "name": "bench", "kind": "imagefolder", "image_size": args.image_size, "channels": 3,
             "train_dir": str(data / "train"), "test_dir": str(data / "val"),

@@ -2,6 +2,7 @@
 import re
 import sys
 
+from synthscale import warm
 from synthscale.clip import clip_recipe
 from synthscale.config import ConfigError, check_config
 from synthscale.prompts import STRATEGIES

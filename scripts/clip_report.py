@@ -1,9 +1,11 @@
 """Snakemake entry for rule clip_report: adapt snakemake.* to synthscale.clip_report."""
-from synthscale import clip_report as CR
-from synthscale.data import read_manifest
 from synthscale.runtime import job_setup
 
-job_setup(snakemake)
+job_setup(snakemake)  # first: a warm run hands the job over here
+
+from synthscale import clip_report as CR
+from synthscale.data import read_manifest
+
 p, out = snakemake.params, snakemake.output
 n_classes = int(read_manifest(snakemake.input.manifest)["classes"])
 summary = CR.build_clip_summary(p.sources, snakemake.input.metrics, p.ood)

@@ -1,8 +1,10 @@
 """Snakemake entry for rule evaluate: adapt snakemake.* to synthscale.evaluate."""
-from synthscale.evaluate import evaluate_models
 from synthscale.runtime import job_setup
 
-job_setup(snakemake, snakemake.params.threads)
+job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
+
+from synthscale.evaluate import evaluate_models
+
 evaluate_models(
     snakemake.input.models,
     snakemake.params.n_labels,

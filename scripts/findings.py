@@ -1,10 +1,12 @@
 """Snakemake entry for rule findings: adapt snakemake.* to synthscale.report."""
+from synthscale.runtime import job_setup
+
+job_setup(snakemake)  # first: a warm run hands the job over here
+
 from synthscale.analysis import read_scaling, read_summary
 from synthscale.data import read_manifest
 from synthscale.report import scaling_findings, write_html
-from synthscale.runtime import job_setup
 
-job_setup(snakemake)
 n_classes = read_manifest(snakemake.input.manifest)["classes"]
 fits = read_scaling(snakemake.input.scaling)
 lines = scaling_findings(read_summary(snakemake.input.summary), fits, n_classes)

@@ -1,12 +1,14 @@
 """Snakemake entry for rule finetune_generator: adapt snakemake.* to synthscale.finetune."""
+from synthscale.runtime import job_setup
+
+job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
+
 import sys
 
 from synthscale.data import split_shards
 from synthscale.finetune import Preempted, finetune_generator
 from synthscale.prompts import read_prompts
-from synthscale.runtime import job_setup
 
-job_setup(snakemake, snakemake.params.threads)
 spec = snakemake.params.spec
 try:
     finetune_generator(

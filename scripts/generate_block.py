@@ -1,4 +1,8 @@
 """Snakemake entry for rule generate_block: adapt snakemake.* to synthscale.generate."""
+from synthscale.runtime import job_setup
+
+job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
+
 import hashlib
 import os
 
@@ -7,9 +11,7 @@ import pandas as pd
 from synthscale.generate import generate_block
 from synthscale.generators import load_generator, set_sampler, speed_up
 from synthscale.prompts import read_prompts
-from synthscale.runtime import job_setup
 
-job_setup(snakemake, snakemake.params.threads)
 spec, gen_cfg, wc = snakemake.params.spec, snakemake.params.generation, snakemake.wildcards
 # the generator's own folder first (a LoRA generator made here also lists its base's folder)
 folders = [snakemake.input.generator] if isinstance(snakemake.input.generator, str) else list(snakemake.input.generator)

@@ -1,13 +1,15 @@
 """Snakemake entry for rule prepare_data: adapt snakemake.* to synthscale.data / synthscale.imagefolder."""
+from synthscale.runtime import job_setup
+
+job_setup(snakemake)  # first: a warm run hands the job over here; no torch thread pinning here
+
 import logging
 import sys
 from pathlib import Path
 
 from synthscale.data import prepare_digits
 from synthscale.imagefolder import prepare_imagefolder
-from synthscale.runtime import job_setup
 
-job_setup(snakemake)  # no torch thread pinning: preparation never imports torch
 # bad files and empty eval classes are logged as warnings: into the job's log
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s", force=True)
 ds, eval_sets, seed = snakemake.params.dataset, snakemake.params.eval_sets, snakemake.params.seed

@@ -1,13 +1,14 @@
 """Snakemake entry for rules prompts and prompts_model: a rule-based strategy's prompts, or a
 model-made strategy's per-class pools (synthscale.prompt_models)."""
+from synthscale.runtime import job_setup
+
+model_made = snakemake.rule == "prompts_model"
+job_setup(snakemake, snakemake.params.threads if model_made else None)  # first: a warm run hands the job over here
+
 import sys
 
 import pandas as pd
 
-from synthscale.runtime import job_setup
-
-model_made = snakemake.rule == "prompts_model"
-job_setup(snakemake, snakemake.params.threads if model_made else None)
 classes = pd.read_csv(snakemake.input.classes, dtype={"id": str}, keep_default_na=False)
 strategy = snakemake.wildcards.strategy
 if not model_made:

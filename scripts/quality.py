@@ -1,10 +1,12 @@
 """Snakemake entry for rules quality and filter_quality: every per-set metric of one synthetic set
 (generator, guidance, strategy, and its filter when filtered)."""
-from synthscale.data import read_manifest
-from synthscale.quality_metrics import measure_synthetic
 from synthscale.runtime import job_setup
 
-job_setup(snakemake, snakemake.params.threads)
+job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
+
+from synthscale.data import read_manifest
+from synthscale.quality_metrics import measure_synthetic
+
 wc = snakemake.wildcards
 measure_synthetic(
     snakemake.params.quality,

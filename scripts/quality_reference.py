@@ -1,8 +1,10 @@
 """Snakemake entry for rule quality_reference: the real reference set through the judge, once."""
-from synthscale.quality_metrics import measure_reference
 from synthscale.runtime import job_setup
 
-job_setup(snakemake, snakemake.params.threads)
+job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
+
+from synthscale.quality_metrics import measure_reference
+
 measure_reference(
     snakemake.params.quality,
     snakemake.input.judge[0] if snakemake.input.judge else None,

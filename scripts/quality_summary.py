@@ -1,8 +1,10 @@
 """Snakemake entry for rule quality_summary: the tidy quality table with CAS, plots and findings."""
-from synthscale.analysis import summarize_quality
 from synthscale.runtime import job_setup
 
-job_setup(snakemake)
+job_setup(snakemake)  # first: a warm run hands the job over here
+
+from synthscale.analysis import summarize_quality
+
 summarize_quality(
     snakemake.input.sets,
     snakemake.input.per_class,

@@ -1,11 +1,13 @@
 """Snakemake entry for rule sample_grid: adapt snakemake.* to synthscale.report."""
+from synthscale.runtime import job_setup
+
+job_setup(snakemake)  # first: a warm run hands the job over here
+
 import pandas as pd
 
 from synthscale.report import plot_sample_grid
-from synthscale.runtime import job_setup
 from synthscale.shards import load_arrays
 
-job_setup(snakemake)
 wc = snakemake.wildcards
 images, labels, records = load_arrays([snakemake.input.shard], mode="RGB")
 names = pd.read_csv(snakemake.input.classes, keep_default_na=False).sort_values("index")["name"].tolist()

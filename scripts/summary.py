@@ -1,9 +1,11 @@
 """Snakemake entry for rule summary: adapt snakemake.* to synthscale.analysis."""
-from synthscale.analysis import build_per_class, build_summary, write_table
-from synthscale.data import read_manifest
 from synthscale.runtime import job_setup
 
-job_setup(snakemake)
+job_setup(snakemake)  # first: a warm run hands the job over here
+
+from synthscale.analysis import build_per_class, build_summary, write_table
+from synthscale.data import read_manifest
+
 p = snakemake.params
 n_real = read_manifest(snakemake.input.manifest)["splits"]["train"]["count"]
 write_table(

@@ -1,11 +1,13 @@
 """Snakemake entry for rule train_classifier: adapt snakemake.* to synthscale.train."""
+from synthscale.runtime import job_setup
+
+job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
+
 import sys
 from pathlib import Path
 
-from synthscale.runtime import job_setup
 from synthscale.train import PREEMPTED_EXIT, Preempted, run_distributed, train_model, training_parts
 
-job_setup(snakemake, snakemake.params.threads)
 wc = snakemake.wildcards
 # the run's parts (real first, then synthetic), combined by the loader as the mix spec says
 parts, n_classes = training_parts(snakemake.params.parts, snakemake.input.manifest)

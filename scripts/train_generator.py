@@ -1,10 +1,12 @@
 """Snakemake entry for rule train_generator: adapt snakemake.* to synthscale.generators."""
+from synthscale.runtime import job_setup
+
+job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
+
 from synthscale.data import split_shards
 from synthscale.generators import generator_training_set, train_tiny_generator
 from synthscale.prompts import read_prompts
-from synthscale.runtime import job_setup
 
-job_setup(snakemake, snakemake.params.threads)
 spec = snakemake.params.spec
 mode = "L" if snakemake.config["dataset"]["channels"] == 1 else "RGB"
 # only the real images the run draws are read (a shift, for a base that misses the target

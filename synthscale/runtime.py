@@ -39,10 +39,19 @@ def pin_threads(threads: int) -> None:
 
 
 def job_setup(smk: Any, threads: int | None = None) -> None:
-    """Tee stderr (progress bars, warnings, tracebacks) into log[0] and pin torch's threads."""
+    """A job's first call: hand the job to this run's warm server if there is one (synthscale.warm: the
+    script then runs in a fork of it, and this process only waits), then tee stderr (progress bars,
+    warnings, tracebacks) into log[0] and pin torch's threads.
+
+    Call it before importing anything heavy: a script's imports above it are paid cold."""
+    from synthscale import warm
+
+    warm.hand_over()
     if len(smk.log):
         os.makedirs(os.path.dirname(smk.log[0]) or ".", exist_ok=True)
         log = open(smk.log[0], "w", buffering=1)
         sys.stderr = Tee(sys.__stderr__, log)
+        if warm.in_job():
+            print(warm.STARTED, file=log)
     if threads is not None:
         pin_threads(threads)

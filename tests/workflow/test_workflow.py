@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from helpers.workflow import dry, new_workdir, smk
+from synthscale import warm
 
 pytestmark = pytest.mark.workflow
 
@@ -77,8 +78,9 @@ def test_new_recipe_retrains_but_regenerates_nothing(study):
 
 
 def test_two_clean_runs_write_identical_shards_weights_and_metrics(study, tmp_path):
-    """A second clean run, in another Snakemake process (and other job processes), writes the same
-    bytes: every shard, and one synthetic source's classifiers (N = 20 and 40) and its eval table."""
+    """A second clean run, in another Snakemake process and with cold job starts (the study ran warm:
+    each job a fork of synthscale.warm's server), writes the same bytes: every shard, and one
+    synthetic source's classifiers (N = 20 and 40) and its eval table."""
     other = new_workdir(tmp_path / "again")
     shards = sorted((study / "results-test/synthetic").rglob("*.tar"))
     assert len(shards) == 4
@@ -86,7 +88,10 @@ def test_two_clean_runs_write_identical_shards_weights_and_metrics(study, tmp_pa
     source = "synthetic/tiny/g1/classname"
     trained = [f"results-test/train/resnet18/{source}/n{n}/s0/model.safetensors" for n in (20, 40)]
     metrics = f"results-test/eval/resnet18/{source}/metrics.csv"
-    smk(other, "--cores", "2", *rel, *trained, metrics)
+    smk(other, "--cores", "2", *rel, *trained, metrics, overrides={"warm_start": False})
+    log = f"results-test/logs/train/resnet18/{source}/n20/s0.log"
+    assert (study / log).read_text().startswith(warm.STARTED), "the study's jobs did not start warm"
+    assert warm.STARTED not in (other / log).read_text(), "warm_start: false still started a job warm"
     for r in rel + trained + [metrics]:
         a = hashlib.sha256((study / r).read_bytes()).hexdigest()
         b = hashlib.sha256((other / r).read_bytes()).hexdigest()

@@ -1,0 +1,168 @@
+"""synthscale.warm: a job handed to the warm server behaves as the same job run cold, to the process
+that waits for it (Snakemake): same arguments, directory, environment and standard streams, same exit
+status, signals delivered, and nothing left running when the waiting process is killed."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from synthscale import warm
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="warm starts are Linux-only")
+
+# A job script as Snakemake writes one: it hands over first, then does its work.
+JOB = '''
+import os, signal, sys, time
+from synthscale import warm
+warm.hand_over()
+preloaded = "wave" in sys.modules  # imported by the server, never by this script
+import json
+print(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "env": os.environ.get("JOB_VAR"),
+                  "warm_env": os.environ.get(warm.ENV), "stdin": sys.stdin.read(), "preloaded": preloaded,
+                  "pid": os.getpid()}), flush=True)
+print("on stderr", file=sys.stderr, flush=True)
+what = sys.argv[1]
+if what == "raise":
+    raise ValueError("boom in the job")
+if what == "exit":
+    sys.exit(75)
+if what == "segv":
+    os.kill(os.getpid(), signal.SIGKILL)
+if what == "wait":
+    signal.signal(signal.SIGTERM, lambda *_: (print("checkpoint saved", flush=True), sys.exit(75)))
+    child = os.fork()  # a loader worker, in the job's process group
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    open(sys.argv[2], "w").write(f"{os.getpid()} {child}")
+    time.sleep(60)
+'''
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A warm server that has imported `wave` (a stand-in for torch), for this test process's jobs."""
+    proc = warm.start(["wave"])
+    assert proc is not None and os.environ.get(warm.ENV), "the server did not start"
+    yield proc
+    warm.stop(proc)
+    assert proc.returncode == 0
+
+
+@pytest.fixture
+def job(tmp_path):
+    path = tmp_path / "job.py"
+    path.write_text(JOB)
+    return path
+
+
+def run_job(job: Path, *args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(job), *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "JOB_VAR": "from-the-client", **(env or {})}, **kw)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie waiting for its parent is dead too
+    return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+
+
+def test_job_sees_the_clients_world(server, job, tmp_path):
+    import json
+
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    proc = run_job(job, "ok", "x y", cwd=other, input="from stdin")
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout.splitlines()[0])
+    assert seen["preloaded"], "the job imported its modules itself: it did not run in the warm server"
+    assert seen["argv"] == ["ok", "x y"] and seen["cwd"] == str(other) and seen["stdin"] == "from stdin"
+    assert seen["env"] == "from-the-client"
+    assert seen["warm_env"] is None, "what the job starts must start cold"
+    assert "on stderr" in proc.stderr
+
+
+def test_without_a_server_the_job_runs_cold(job, tmp_path):
+    import json
+
+    proc = run_job(job, "ok", env={warm.ENV: str(tmp_path / "no-such-socket")})
+    assert proc.returncode == 0, proc.stderr
+    assert not json.loads(proc.stdout.splitlines()[0])["preloaded"]
+
+
+@pytest.mark.parametrize("what,code", [("raise", 1), ("exit", 75), ("segv", -signal.SIGKILL)])
+def test_exit_status_is_the_jobs(server, job, what, code):
+    proc = run_job(job, what)
+    assert proc.returncode == code, proc.stderr
+    if what == "raise":
+        assert "ValueError: boom in the job" in proc.stderr and "Traceback" in proc.stderr
+
+
+def wait_for(path: Path, timeout: float = 30) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_text()):
+        assert time.monotonic() < deadline, "the job did not start"
+        time.sleep(0.05)
+    return [int(x) for x in path.read_text().split()]
+
+
+def test_sigterm_reaches_the_job(server, job, tmp_path):
+    """A scheduler's SIGTERM to the waiting process lets the job save and exit 75, as it would cold."""
+    pids, out = tmp_path / "pids", tmp_path / "out"
+    with open(out, "w") as stdout:  # a file, not a pipe: the job's worker holds its copy of stdout
+        client = subprocess.Popen([sys.executable, str(job), "wait", str(pids)], stdout=stdout)
+    job_pid, worker = wait_for(pids)
+    assert job_pid != client.pid
+    client.send_signal(signal.SIGTERM)
+    assert client.wait(timeout=30) == 75 and "checkpoint saved" in out.read_text()
+    os.kill(worker, signal.SIGKILL)
+
+
+def test_killed_client_takes_the_job_and_its_workers_with_it(server, job, tmp_path):
+    """SIGKILL to the waiting process (Snakemake stopping its jobs) leaves no job nor worker running."""
+    pids = tmp_path / "pids"
+    client = subprocess.Popen([sys.executable, str(job), "wait", str(pids)], stdout=subprocess.DEVNULL)
+    job_pid, worker = wait_for(pids)
+    client.kill()
+    client.wait()
+    deadline = time.monotonic() + 10
+    while (alive(job_pid) or alive(worker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(job_pid) and not alive(worker)
+
+
+def test_server_ends_with_its_parent(tmp_path):
+    """A server whose Snakemake is gone (killed without its onerror hook) stops by itself."""
+    script = tmp_path / "parent.py"
+    script.write_text("import os, sys, time\nfrom synthscale import warm\np = warm.start(['wave'])\n"
+                      "print(p.pid, os.environ[warm.ENV], flush=True)\nos._exit(0)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60).stdout
+    pid, path = out.split()
+    deadline = time.monotonic() + 15
+    while alive(int(pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(int(pid))
+    Path(path).unlink(missing_ok=True)
+
+
+def test_every_script_hands_over_before_its_imports():
+    """A script's imports above its job_setup call run cold in the waiting process, every job: none may."""
+    import ast
+
+    from helpers import REPO
+
+    for script in sorted((REPO / "scripts").glob("*.py")):
+        body = ast.parse(script.read_text()).body
+        first = next(i for i, node in enumerate(body) if isinstance(node, ast.Expr)
+                     and isinstance(node.value, ast.Call) and getattr(node.value.func, "id", "") == "job_setup")
+        imports = [node for node in body[:first] if isinstance(node, (ast.Import, ast.ImportFrom))]
+        assert [getattr(node, "module", None) for node in imports] == ["synthscale.runtime"], script.name
