@@ -25,12 +25,14 @@ include: "rules/clip.smk"
 include: "rules/mix.smk"
 
 
-# local runs: jobs fork from one process that has imported torch & co. (synthscale/warm.py)
+# local CPU runs: jobs fork from one process that has imported torch & co. (synthscale/warm.py)
 WARM = []
 
 
 onstart:
-    if config["warm_start"] and workflow.local_exec:
+    if warm.wanted(
+        config, workflow.local_exec, workflow.deployment_settings.deployment_method
+    ):
         WARM.append(warm.start())
 
 

@@ -3,7 +3,7 @@ critical path.
 
     python benchmarks/bench_default.py                  # snakemake --cores 2 on config.yaml
     python benchmarks/bench_default.py --cores 2 --keep --results /tmp/study
-    python benchmarks/bench_default.py --cold          # warm_start=false: every job imports for itself
+    python benchmarks/bench_default.py --cold          # warm_start=False: every job imports for itself
 
 The workflow runs from this repository with `--config results=<fresh folder>` (config.yaml's
 `results:` key places every output, benchmark file included, under that folder), then prints
@@ -152,7 +152,7 @@ def rule_table(bench) -> list[dict[str, Any]]:
 
 def snakemake(args: list[str], results: Path, log=None, warm: bool = True) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", *args, "--config", f"results={results}",
-           f"warm_start={str(warm).lower()}"]
+           f"warm_start={warm}"]  # a Python literal: --config reads `false` as a string
     return subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT if log else None, text=True)
 
 
@@ -163,7 +163,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the results folder")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     ap.add_argument("--cold", action="store_true",
-                    help="warm_start=false: every job imports its own libraries (per-job CPU in the benchmark files)")
+                    help="warm_start=False: every job imports its own libraries (per-job CPU in the benchmark files)")
     args = ap.parse_args()
 
     results = Path(args.results or tempfile.mkdtemp(prefix="synthscale-default-")).resolve()

@@ -38,6 +38,17 @@ def pin_threads(threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
+def _follow_stderr(old: Any, new: TextIO) -> None:
+    """Logging handlers that libraries bound to stderr when imported (before this job started, in a
+    warm run) write to the job's tee instead."""
+    import logging
+
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, logging.StreamHandler) and handler.stream in (old, sys.__stderr__):
+                handler.setStream(new)
+
+
 def job_setup(smk: Any, threads: int | None = None) -> None:
     """A job's first call: hand the job to this run's warm server if there is one (synthscale.warm: the
     script then runs in a fork of it, and this process only waits), then tee stderr (progress bars,
@@ -50,7 +61,8 @@ def job_setup(smk: Any, threads: int | None = None) -> None:
     if len(smk.log):
         os.makedirs(os.path.dirname(smk.log[0]) or ".", exist_ok=True)
         log = open(smk.log[0], "w", buffering=1)
-        sys.stderr = Tee(sys.__stderr__, log)
+        plain, sys.stderr = sys.stderr, Tee(sys.__stderr__, log)
+        _follow_stderr(plain, sys.stderr)
         if warm.in_job():
             print(warm.STARTED, file=log)
     if threads is not None:

@@ -1,25 +1,29 @@
 """Warm job starts: one process imports torch, timm, diffusers and open_clip once; each job forks from it.
 
 On a laptop a job of the default study trains for 2 s and spends 4 s importing its libraries. With a
-warm server (started by the Snakefile's `onstart` for local runs, `warm_start: true`), a job's script
-hands itself over at its first line (`runtime.job_setup` calls `hand_over`): the script process stays
-as a thin client that Snakemake waits for, and a fork of the server runs the very same script file
-(Snakemake's preamble and all) with the client's stdin/stdout/stderr, working directory, environment
-and arguments. It is Python's own forkserver with preloading (multiprocessing.set_forkserver_preload),
-for jobs that are separate processes. A job computes exactly what it computes cold: nothing the
-server imports runs any numerics, every job seeds its own generators, and the study's tables, weights
-and shards are byte-identical either way (tests/workflow/test_warm.py).
+warm server (started by the Snakefile's `onstart` for local CPU runs, `warm_start: true`: see
+`wanted`), a job's script hands itself over at its first line (`runtime.job_setup` calls `hand_over`):
+the script process stays as a thin client that Snakemake waits for, and a fork of the server runs the
+very same script file (Snakemake's preamble and all) with the client's stdin/stdout/stderr, working
+directory, environment, umask and arguments. It is Python's forkserver with preloading
+(multiprocessing.set_forkserver_preload), for jobs that are separate processes. A job computes what
+it computes cold: the server only imports (with CUDA left uninitialised), each job gets its own
+unseeded generators and the thread counts its environment asks for, and the default study's tables,
+weights and shards are byte-identical either way (benchmarks/compare_results.py; the workflow tests
+compare a warm and a cold run's shards, models and metrics).
 
-Per connection the server forks a supervisor, which forks the job (a session leader, so its
-DataLoader workers and torchrun children form one process group) and reports its pid, then its exit
-status and resource use. Signals that reach the client (Ctrl-C, SIGTERM from `kill` or a scheduler)
-are forwarded to the job, so preemption saves a checkpoint as it does cold; if the client dies without
-a word (SIGKILL: Snakemake killing its jobs), the job's whole group is killed, as a cold job's would be.
-No server, or no answer from it, and the job simply runs cold in its own process.
+Per connection the server forks a supervisor, which forks the job (its own process group and session,
+so its DataLoader workers and torchrun children go with it) and reports its pid, then its exit status.
+Signals that reach the client (Ctrl-C, SIGTERM from `kill` or a scheduler) are forwarded to the job,
+so preemption saves a checkpoint as it does cold; if the client dies without a word (SIGKILL:
+Snakemake stopping its jobs), the job's whole group is killed, as a cold job's would be. No server,
+or no answer from it, and the job runs cold in its own process. The server imports one module at a
+time between jobs, so a job never waits for the preload: it imports what is still missing itself.
 
-Snakemake's `benchmark:` files time the client: their wall time `s` is the job's, but `cpu_time` and
-`max_rss` cover only the client's own process tree. Run with `--config warm_start=false` when those
-per-job figures are what you measure (benchmarks/bench_imagefolder_study.py does).
+Snakemake's `benchmark:` files time the client: their wall time `s` is the job's, but `cpu_time`,
+`max_rss` and the I/O columns cover only the client's own process tree. Run with
+`--config warm_start=False` (a Python literal) when those per-job figures are what you measure
+(benchmarks/bench_imagefolder_study.py does).
 """
 
 from __future__ import annotations
@@ -35,24 +39,24 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 ENV = "SYNTHSCALE_WARM"  # the server's socket, for the jobs of this run
-# what the jobs import; a module that fails to import is left for the job to import (and fail on)
+# what the jobs import, in the order the server imports them; one that fails is left to the job
 PRELOAD = (
-    "numpy", "pandas", "scipy.stats", "scipy.optimize", "matplotlib.pyplot", "seaborn", "PIL.Image",
-    "torch", "torchvision", "timm", "torchmetrics", "safetensors.torch", "transformers", "diffusers",
-    "open_clip", "webdataset",
-    "synthscale.train", "synthscale.evaluate", "synthscale.generate", "synthscale.generators",
-    "synthscale.finetune", "synthscale.tinygen", "synthscale.clip", "synthscale.clip_eval",
-    "synthscale.quality_metrics", "synthscale.filtering", "synthscale.analysis", "synthscale.report",
+    "numpy", "pandas", "PIL.Image", "torch", "torchvision", "timm", "safetensors.torch",
+    "synthscale.train", "synthscale.evaluate", "synthscale.analysis", "synthscale.report",
+    "matplotlib.pyplot", "seaborn", "scipy.stats", "scipy.optimize", "torchmetrics",
+    "transformers", "diffusers", "open_clip", "webdataset",
+    "synthscale.generate", "synthscale.generators", "synthscale.finetune", "synthscale.tinygen",
+    "synthscale.clip", "synthscale.clip_eval", "synthscale.quality_metrics", "synthscale.filtering",
     "synthscale.mix_report", "synthscale.clip_report", "synthscale.filter_report",
     "synthscale.mixing", "synthscale.prompts", "synthscale.data", "synthscale.imagefolder",
 )
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+REPLY_TIMEOUT_S = 60.0  # a server that does not start a job within this runs it cold instead
+STARTED = "synthscale.warm: this job is a fork of the run's warm server"  # a warm job's first log line
 _in_job = False  # set in a forked job, whose script then runs here instead of handing over again
-STARTED = "synthscale.warm: this job is a fork of the run's warm server"  # a job's first log line
 
 
 def in_job() -> bool:
@@ -60,57 +64,72 @@ def in_job() -> bool:
     return _in_job
 
 
-# --- the wire: one JSON message per line, file descriptors alongside ---
-
-
-def _send(sock: socket.socket, msg: dict[str, Any], fds: Sequence[int] = ()) -> None:
-    data = (json.dumps(msg) + "\n").encode()
-    if fds:
-        socket.send_fds(sock, [data], list(fds))
-    else:
-        sock.sendall(data)
-
-
-def _recv(sock: socket.socket, max_fds: int = 0) -> tuple[dict[str, Any] | None, list[int]]:
-    """One message (None at end of stream) and the descriptors that came with its first bytes."""
-    buf, fds = b"", []
-    while not buf.endswith(b"\n"):
-        if max_fds and not fds:
-            chunk, got, _, _ = socket.recv_fds(sock, 65536, max_fds)
-            fds = list(got)
-        else:
-            chunk = sock.recv(65536)
-        if not chunk:
-            return None, fds
-        buf += chunk
-    return json.loads(buf), fds
+def wanted(config: Mapping[str, Any], local_exec: bool, deployment: Iterable[Any] = ()) -> bool:
+    """Whether a run should start a server: `warm_start`, jobs on this machine, on the CPU, in the
+    workflow's own environment. CUDA cannot be used in a fork of a process that touched it, and a
+    job under `--sdm conda` or apptainer must run in its own interpreter."""
+    return (bool(config.get("warm_start")) and local_exec and config.get("device", "cpu") == "cpu"
+            and not list(deployment) and sys.platform.startswith("linux"))
 
 
 # --- the client: a job's script process ---
+
+
+class _Client:
+    """Forwards the signals it gets to the job, holding those that come before the job's pid."""
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.held: list[int] = []
+        for sig in FORWARDED:
+            signal.signal(sig, self.on_signal)
+
+    def on_signal(self, sig: int, _frame: Any) -> None:
+        if self.pid is None:
+            self.held.append(sig)
+        else:
+            _kill(self.pid, sig)
+
+    def started(self, pid: int) -> None:
+        self.pid = pid
+        for sig in self.held:
+            _kill(pid, sig)
+
+    def restore(self) -> None:
+        for sig in FORWARDED:
+            signal.signal(sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler)
+        for sig in self.held:  # the job never started: the signal is this process's again
+            os.kill(os.getpid(), sig)
 
 
 def hand_over(script: str | None = None) -> None:
     """Run this job's script in a fork of the warm server, if this run has one; exit with its status.
 
     Returns (and the job runs cold, here) when there is no server, when this already is the forked
-    job, or when the server does not take the job."""
+    job, or when the server does not start the job within REPLY_TIMEOUT_S."""
     path = os.environ.get(ENV)
     # the file Python runs: Snakemake's copy with its preamble (whose `__file__` names the original)
     script = script or (sys.argv[0] if sys.argv and os.path.isfile(sys.argv[0]) else None)
     if _in_job or not path or not script:
         return
+    client, sock = _Client(), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(REPLY_TIMEOUT_S)
         sock.connect(path)
         request = {"script": os.path.abspath(script), "argv": sys.argv, "cwd": os.getcwd(),
                    "env": dict(os.environ), "umask": _umask()}
-        _send(sock, request, fds=[0, 1, 2])
-        started, _ = _recv(sock)
-    except OSError:
+        socket.send_fds(sock, [(json.dumps(request) + "\n").encode()], [0, 1, 2])
+        replies = sock.makefile("rb")
+        started = json.loads(replies.readline() or "{}")
+    except (OSError, ValueError):  # no server, a refusal or a timeout: the server kills what it started
+        started = {}
+    if "pid" not in started:
+        sock.close()
+        client.restore()
         return
-    if not started or "pid" not in started:
-        return
-    _follow(sock, int(started["pid"]))
+    client.started(int(started["pid"]))
+    sock.settimeout(None)
+    _finish(replies, int(started["pid"]))
 
 
 def _umask() -> int:
@@ -119,18 +138,21 @@ def _umask() -> int:
     return mask
 
 
-def _follow(sock: socket.socket, pid: int) -> None:
-    """Forward signals to the job until it ends, then end the same way."""
-    for sig in FORWARDED:
-        signal.signal(sig, lambda s, _frame: _kill(pid, s))
-    done, _ = _recv(sock)  # a forwarded signal's handler returns, and the read resumes (PEP 475)
+def _finish(replies: Any, pid: int) -> None:
+    """Wait for the job's status, then end the same way (forwarded signals interrupt nothing: PEP 475)."""
+    try:
+        done = json.loads(replies.readline() or "{}")
+    except (OSError, ValueError):
+        done = {}
     sys.stdout.flush()
     sys.stderr.flush()
-    code = int(done["exit"]) if done else 1
-    if done is None:
+    if "exit" not in done:
         print(f"synthscale.warm: the server's supervisor of job {pid} ended without its status", file=sys.stderr)
-    if code < 0:  # killed by a signal: die of the same one, as the job would have cold
-        if -code != signal.SIGKILL:
+    code = int(done.get("exit", 1))
+    if code in (-signal.SIGINT, -signal.SIGTERM, -signal.SIGHUP, -signal.SIGKILL):
+        # killed by a signal: die of the same one, as the job would have cold (not for a crash's
+        # SIGSEGV or SIGABRT, which would dump this process's core)
+        if code != -signal.SIGKILL:
             signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
         time.sleep(1)
@@ -147,36 +169,58 @@ def _kill(pid: int, sig: int) -> None:
 # --- the server ---
 
 
-def preload(modules: Iterable[str]) -> list[str]:
-    """Import what the jobs will import; returns the modules that failed (the job imports them itself)."""
-    failed = []
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - an optional library missing, or broken: the job will say so
-            failed.append(name)
-    return failed
-
-
-def serve(path: str, modules: Iterable[str], parent: int) -> None:
-    """Accept jobs on the Unix socket `path` until SIGTERM or until `parent` (Snakemake) is gone."""
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(64)  # jobs queue here while the imports run
-    preload(modules)
-    stop = []
+def serve(path: str, modules: Sequence[str], parent: int) -> None:
+    """Accept jobs on the Unix socket `path` until SIGTERM or until `parent` (Snakemake) is gone,
+    importing `modules` one at a time while no job is waiting."""
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"  # torch.cuda.is_available() must not init CUDA
+    listener = _listen(path)
+    pending = list(modules)
+    stop: list[bool] = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-    while not stop and os.getppid() == parent:
-        _reap()
-        ready, _, _ = select.select([listener], [], [], 1.0)
-        if ready:
-            conn, _ = listener.accept()
-            if os.fork() == 0:
-                listener.close()
-                _supervise(conn)
-            conn.close()
-    listener.close()
-    _reap(block=True)
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):  # the job gets these, from its client
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        while not stop and os.getppid() == parent and not _cuda_touched():
+            _reap()
+            ready, _, _ = select.select([listener], [], [], 0 if pending else 1.0)
+            if ready:
+                _accept(listener)
+            elif pending:
+                _import(pending.pop(0))
+    finally:
+        listener.close()
+        _remove(path)
+        _reap(block=True)
+
+
+def _listen(path: str) -> socket.socket:
+    """A listening socket at `path`, which appears only once it accepts (bound elsewhere, then renamed)."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path + ".new")
+    listener.listen(64)
+    os.rename(path + ".new", path)
+    return listener
+
+
+def _import(name: str) -> None:
+    try:
+        importlib.import_module(name)
+    except Exception:  # noqa: BLE001 - an optional library missing, or broken: the job will say so
+        pass
+
+
+def _cuda_touched() -> bool:
+    """A server whose imports initialised CUDA must fork nothing: the forks could not use it."""
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_initialized())
+
+
+def _accept(listener: socket.socket) -> None:
+    conn, _ = listener.accept()
+    if os.fork() == 0:
+        listener.close()
+        _supervise(conn)
+    conn.close()
 
 
 def _reap(block: bool = False) -> None:
@@ -191,37 +235,65 @@ def _reap(block: bool = False) -> None:
 
 
 def _supervise(conn: socket.socket) -> None:
-    """In a fork of the server: start one job, report its pid, wait for it, report how it ended."""
-    code = 1
+    """In a fork of the server: start one job, report its pid, wait for it, report how it ended; a job
+    whose end cannot be reported (its client is gone) is killed with its process group."""
+    pid, reported = None, False
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        request, fds = _recv(conn, max_fds=3)
-        if request is None or len(fds) != 3:
-            os._exit(1)
+        request, fds = _request(conn)
+        if request is None:
+            return
         pid = os.fork()
         if pid == 0:
             conn.close()
             _run_job(request, fds)
         for fd in fds:
             os.close(fd)
-        _send(conn, {"pid": pid})
-        status, usage = _wait(conn, pid)
-        _send(conn, {"exit": os.waitstatus_to_exitcode(status), "cpu_s": usage.ru_utime + usage.ru_stime,
-                     "max_rss_kb": usage.ru_maxrss})
-        code = 0
-    except OSError:
+        conn.sendall((json.dumps({"pid": pid}) + "\n").encode())
+        status = _wait(conn, pid)
+        conn.sendall((json.dumps({"exit": os.waitstatus_to_exitcode(status)}) + "\n").encode())
+        reported = True
+    except BaseException:  # noqa: BLE001 - whatever went wrong, the job must not outlive its client
         pass
-    os._exit(code)
+    finally:
+        if pid and not reported:
+            _killpg(pid)
+        os._exit(0)
 
 
-def _wait(conn: socket.socket, pid: int) -> tuple[int, Any]:
+def _request(conn: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+    """The client's request and its three descriptors (None if it left before sending it all)."""
+    buf, fds = b"", []
+    while not buf.endswith(b"\n"):
+        if not fds:
+            chunk, got, _, _ = socket.recv_fds(conn, 1 << 16, 3)
+            fds = list(got)
+        else:
+            chunk = conn.recv(1 << 16)
+        if not chunk:
+            for fd in fds:
+                os.close(fd)
+            return None, []
+        buf += chunk
+    return json.loads(buf), fds
+
+
+def _killpg(pid: int) -> None:
+    """Kill the job's group, and the job itself in case it has not made its group yet."""
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _wait(conn: socket.socket, pid: int) -> int:
     """Wait for the job; if the client goes away first, kill the job's process group."""
     ended_r, ended_w = os.pipe()
-    result: list[tuple[int, Any]] = []
+    result: list[int] = []
 
     def wait() -> None:
-        _, status, usage = os.wait4(pid, 0)
-        result.append((status, usage))
+        result.append(os.waitpid(pid, 0)[1])
         os.write(ended_w, b"x")
 
     threading.Thread(target=wait, daemon=True).start()
@@ -230,12 +302,7 @@ def _wait(conn: socket.socket, pid: int) -> tuple[int, Any]:
         ready, _, _ = select.select(watched, [], [])
         if conn in ready and not conn.recv(1):  # end of stream: the client was killed
             watched.remove(conn)
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if ended_r in ready:
-            os.read(ended_r, 1)
+            _killpg(pid)
     return result[0]
 
 
@@ -261,22 +328,53 @@ def _run_job(request: dict[str, Any], fds: list[int]) -> None:
         os.environ.pop(ENV, None)  # what the job starts (torchrun's ranks, a nested run) starts cold
         tempfile.tempdir = None  # TMPDIR as the job's environment says
         sys.argv = list(request["argv"])
+        _threads_from_env()
         _reseed()
         code = _run_script(request["script"])
+    except BaseException:  # noqa: BLE001 - the job's setup failed: say why, on the job's stderr
+        sys.excepthook(*sys.exc_info())
     finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+        _exit(code)
 
 
 def _fresh_stdio() -> None:
-    """Python's standard streams over the job's descriptors, buffered as a new process buffers them."""
+    """Python's standard streams over the job's descriptors, buffered as a new process buffers them;
+    logging handlers that libraries bound to the server's stderr at import write to the job's."""
+    import logging
+
+    old = sys.stderr
     sys.stdin = open(0, "r", closefd=False)
     sys.stdout = open(1, "w", closefd=False, buffering=1 if os.isatty(1) else -1)
     sys.stderr = open(2, "w", closefd=False, buffering=1, errors="backslashreplace")
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, logging.StreamHandler) and handler.stream is old:
+                handler.setStream(sys.stderr)
+
+
+def _threads_from_env() -> None:
+    """Thread pools sized as a new process sizes them from its environment (Snakemake sets
+    OMP_NUM_THREADS and friends per job): the server's libraries sized theirs from the server's, which
+    is the job's but for these."""
+    omp = _count(os.environ.get("OMP_NUM_THREADS"))
+    blas = _count(os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS")) or omp
+    if omp and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(omp)
+    if not (omp or blas):
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    for limit, api in ((blas, "blas"), (omp, "openmp")):
+        if limit:
+            threadpool_limits(limit, user_api=api)
+
+
+def _count(value: str | None) -> int | None:
+    return int(value) if value and value.strip().isdigit() and int(value) > 0 else None
 
 
 def _reseed() -> None:
@@ -286,9 +384,12 @@ def _reseed() -> None:
     random.seed()
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed()
+    if "torch" in sys.modules:
+        sys.modules["torch"].seed()
 
 
 def _run_script(script: str) -> int:
+    """Run the script as Python runs a main file; its exit status, negative for a KeyboardInterrupt."""
     import runpy
 
     try:
@@ -299,33 +400,58 @@ def _run_script(script: str) -> int:
             return int(stop.code or 0)
         print(stop.code, file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        sys.excepthook(*sys.exc_info())
+        return -signal.SIGINT
     except BaseException:  # noqa: BLE001 - reported as Python reports an uncaught exception
-        traceback.print_exc()
+        sys.excepthook(*sys.exc_info())
         return 1
+
+
+def _exit(code: int) -> None:
+    """End the job as the interpreter ends: join its threads, run its atexit functions, flush, exit;
+    an uncaught KeyboardInterrupt ends it by SIGINT, as Python does."""
+    import atexit
+
+    try:
+        threading._shutdown()  # type: ignore[attr-defined]  # what Python does before atexit
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        if code == -signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+        os._exit(code if code >= 0 else 1)
 
 
 # --- start and stop, from the Snakefile ---
 
 
 def start(modules: Sequence[str] = PRELOAD) -> subprocess.Popen | None:
-    """Start a server for this process's jobs and point them at it (os.environ[ENV]); Linux only (None
-    elsewhere: fork after importing system frameworks is unsafe on macOS)."""
-    if not sys.platform.startswith("linux"):
-        return None
+    """Start a server for this process's jobs and point them at it (os.environ[ENV]). It runs in a
+    session of its own: a Ctrl-C reaches the jobs through their clients, not the server."""
     folder = tempfile.mkdtemp(prefix="synthscale-warm-")
+    if len(folder) > 90:  # a Unix socket's path has at most 107 bytes
+        os.rmdir(folder)
+        folder = tempfile.mkdtemp(prefix="synthscale-warm-", dir="/tmp")
     path = os.path.join(folder, "socket")
-    proc = subprocess.Popen([sys.executable, "-m", "synthscale.warm", path, str(os.getpid()), *modules])
+    proc = subprocess.Popen([sys.executable, "-m", "synthscale.warm", path, str(os.getpid()), *modules],
+                            start_new_session=True)
     deadline = time.monotonic() + 30
     while not os.path.exists(path) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.02)
     if os.path.exists(path):
         os.environ[ENV] = path
-    return proc
+        return proc
+    stop(proc)
+    _remove(path)
+    return None
 
 
 def stop(proc: subprocess.Popen | None = None) -> None:
     """Stop the server (after the run's last job) and wait for it."""
-    path = os.environ.pop(ENV, None)
+    os.environ.pop(ENV, None)
     if proc is None:
         return
     if proc.poll() is None:
@@ -335,11 +461,10 @@ def stop(proc: subprocess.Popen | None = None) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-    if path:
-        _remove(path)
 
 
 def _remove(path: str) -> None:
+    """The socket and its folder."""
     for remove in (os.unlink, os.rmdir):
         try:
             remove(path)

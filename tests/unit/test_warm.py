@@ -32,6 +32,12 @@ if what == "raise":
     raise ValueError("boom in the job")
 if what == "exit":
     sys.exit(75)
+if what == "interrupt":
+    raise KeyboardInterrupt
+if what == "shutdown":  # what the interpreter does at the end: join threads, run atexit functions
+    import atexit, threading
+    atexit.register(lambda: open(sys.argv[2] + ".atexit", "w").close())
+    threading.Thread(target=lambda: (time.sleep(0.5), open(sys.argv[2] + ".thread", "w").close())).start()
 if what == "segv":
     os.kill(os.getpid(), signal.SIGKILL)
 if what == "wait":
@@ -68,12 +74,11 @@ def run_job(job: Path, *args: str, env: dict | None = None, **kw) -> subprocess.
 
 
 def alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent is dead too)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
         return False
-    # a zombie waiting for its parent is dead too
-    return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
 
 
 def test_job_sees_the_clients_world(server, job, tmp_path):
@@ -99,12 +104,20 @@ def test_without_a_server_the_job_runs_cold(job, tmp_path):
     assert not json.loads(proc.stdout.splitlines()[0])["preloaded"]
 
 
-@pytest.mark.parametrize("what,code", [("raise", 1), ("exit", 75), ("segv", -signal.SIGKILL)])
+@pytest.mark.parametrize("what,code", [("raise", 1), ("exit", 75), ("segv", -signal.SIGKILL),
+                                       ("interrupt", -signal.SIGINT)])
 def test_exit_status_is_the_jobs(server, job, what, code):
     proc = run_job(job, what)
     assert proc.returncode == code, proc.stderr
     if what == "raise":
         assert "ValueError: boom in the job" in proc.stderr and "Traceback" in proc.stderr
+
+
+def test_job_ends_as_the_interpreter_ends(server, job, tmp_path):
+    """Non-daemon threads are joined and atexit functions run before the job's status is reported."""
+    proc = run_job(job, "shutdown", str(tmp_path / "mark"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "mark.thread").exists() and (tmp_path / "mark.atexit").exists()
 
 
 def wait_for(path: Path, timeout: float = 30) -> list[int]:
@@ -121,10 +134,12 @@ def test_sigterm_reaches_the_job(server, job, tmp_path):
     with open(out, "w") as stdout:  # a file, not a pipe: the job's worker holds its copy of stdout
         client = subprocess.Popen([sys.executable, str(job), "wait", str(pids)], stdout=stdout)
     job_pid, worker = wait_for(pids)
-    assert job_pid != client.pid
-    client.send_signal(signal.SIGTERM)
-    assert client.wait(timeout=30) == 75 and "checkpoint saved" in out.read_text()
-    os.kill(worker, signal.SIGKILL)
+    try:
+        assert job_pid != client.pid
+        client.send_signal(signal.SIGTERM)
+        assert client.wait(timeout=30) == 75 and "checkpoint saved" in out.read_text()
+    finally:
+        os.kill(worker, signal.SIGKILL)
 
 
 def test_killed_client_takes_the_job_and_its_workers_with_it(server, job, tmp_path):
@@ -151,7 +166,7 @@ def test_server_ends_with_its_parent(tmp_path):
     while alive(int(pid)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(int(pid))
-    Path(path).unlink(missing_ok=True)
+    assert not Path(path).parent.exists(), "the server left its socket folder behind"
 
 
 def test_every_script_hands_over_before_its_imports():
@@ -166,3 +181,75 @@ def test_every_script_hands_over_before_its_imports():
                      and isinstance(node.value, ast.Call) and getattr(node.value.func, "id", "") == "job_setup")
         imports = [node for node in body[:first] if isinstance(node, (ast.Import, ast.ImportFrom))]
         assert [getattr(node, "module", None) for node in imports] == ["synthscale.runtime"], script.name
+
+
+SLOW_IMPORT = "import time\ntime.sleep(3)\n"
+
+
+def test_a_client_gone_before_its_job_starts_leaves_no_job(job, tmp_path, monkeypatch):
+    """A job whose client was killed while the server was busy (importing) is never run unwatched."""
+    (tmp_path / "slow_module.py").write_text(SLOW_IMPORT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    proc = warm.start(["slow_module"])
+    try:
+        time.sleep(0.5)  # the server is in its 3 s import now
+        pids = tmp_path / "pids"
+        client = subprocess.Popen([sys.executable, str(job), "wait", str(pids)], stdout=subprocess.DEVNULL)
+        time.sleep(0.5)
+        client.kill()
+        client.wait()
+        time.sleep(4)  # the server has accepted the dead client's request by now
+        assert not pids.exists(), "the job ran although its client was gone"
+    finally:
+        warm.stop(proc)
+
+
+PROBE = """
+import json, logging, os, sys, time
+from synthscale import warm
+warm.hand_over()
+preloaded = "transformers" in sys.modules  # imported by the server, not by this script
+import torch, threadpoolctl, transformers
+pools = {p["user_api"]: p["num_threads"] for p in threadpoolctl.threadpool_info()}
+handler = logging.getLogger("transformers").handlers
+print(json.dumps({"warm": warm.in_job(), "preloaded": preloaded,
+                  "torch_threads": torch.get_num_threads(), "pools": pools,
+                  "cuda_initialized": torch.cuda.is_initialized(), "seed": torch.initial_seed(),
+                  "handler_on_stderr": all(h.stream is sys.stderr for h in handler
+                                           if isinstance(h, logging.StreamHandler))}))
+"""
+
+
+def test_a_job_under_the_real_preload_is_set_up_as_a_cold_one(tmp_path):
+    """torch, transformers and threadpoolctl preloaded: the job's thread pools follow its own
+    OMP_NUM_THREADS, its torch generator is its own, CUDA is untouched, and library log handlers
+    write to the job's stderr."""
+    import json
+
+    probe = tmp_path / "probe.py"
+    probe.write_text(PROBE)
+    threads = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+    def run(extra=None):
+        out = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, **threads, **(extra or {})})
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout.splitlines()[-1])
+
+    cold = run({warm.ENV: ""})
+    proc = warm.start(["numpy", "torch", "threadpoolctl", "transformers"])
+    try:
+        deadline = time.monotonic() + 90
+        while not (first := run())["preloaded"]:  # the server imports one module at a time
+            assert time.monotonic() < deadline, "the server never finished its imports"
+            time.sleep(1)
+        second = run()
+    finally:
+        warm.stop(proc)
+    assert not cold["warm"] and first["warm"] and second["warm"]
+    for seen in (first, second):
+        assert seen["torch_threads"] == cold["torch_threads"] == 1
+        assert seen["pools"] == cold["pools"] and set(seen["pools"].values()) == {1}
+        assert not seen["cuda_initialized"] and seen["handler_on_stderr"]
+    assert first["seed"] != second["seed"], "two warm jobs share one torch generator"
