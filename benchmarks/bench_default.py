@@ -182,7 +182,7 @@ def main() -> None:
     dry = snakemake(["-n"], results, subprocess.PIPE)
     nothing = "Nothing to be done" in dry.stdout
 
-    from synthscale.analysis import read_benchmarks
+    from synthscale.analysis.tables import read_benchmarks
 
     bench = read_benchmarks(results / "benchmarks")
     rules = rule_table(bench)

@@ -1,7 +1,7 @@
 """Images per second of the judge's one-pass feature extraction (logits + features) on this machine.
 
 Not a timed test: CI machines vary. Run `python benchmarks/bench_features.py [--n 2000] [--threads 1]`.
-It times `synthscale.judge.extract` on the default study's judge shape (timm resnet18 with
+It times `synthscale.quality.judge.extract` on the default study's judge shape (timm resnet18 with
 channels (16, 32, 64, 128), 16x16 images), with and without channels_last, over a few batch sizes.
 """
 
@@ -13,8 +13,8 @@ import time
 import numpy as np
 import torch
 
-from synthscale.judge import extract, trained_judge
-from synthscale.train import create_classifier
+from synthscale.quality.judge import extract, trained_judge
+from synthscale.classifier.train import create_classifier
 
 
 def bench(n: int, size: int, batch_sizes: list[int], threads: int, repeats: int) -> None:

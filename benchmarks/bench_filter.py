@@ -3,7 +3,7 @@
 Not a timed test. Run `python benchmarks/bench_filter.py [--shards 2] [--shard-size 300]`.
 It writes `--shards` random 16x16 shards (the default study over-generates 2 x 300 images for its
 `conf` filter), builds the default judge shape (timm resnet18, channels 16-128), and times
-`synthscale.filtering.run_filter` with a judge scorer: process CPU time and wall time, including the
+`synthscale.quality.filtering.run_filter` with a judge scorer: process CPU time and wall time, including the
 imports a Snakemake job pays.
 """
 
@@ -19,10 +19,10 @@ T0_CPU, T0_WALL = time.process_time(), time.perf_counter()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from synthscale.filtering import JudgeScorer, run_filter  # noqa: E402
-from synthscale.judge import trained_judge  # noqa: E402
-from synthscale.shards import write_shard  # noqa: E402
-from synthscale.train import create_classifier  # noqa: E402
+from synthscale.quality.filtering import JudgeScorer, run_filter  # noqa: E402
+from synthscale.quality.judge import trained_judge  # noqa: E402
+from synthscale.data.shards import write_shard  # noqa: E402
+from synthscale.classifier.train import create_classifier  # noqa: E402
 
 
 def main(shards: int, shard_size: int, threshold: float) -> None:

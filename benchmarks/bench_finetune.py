@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from synthscale.config import load_config
-from synthscale.data import apply_shift, split_shards
-from synthscale.finetune import finetune_generator
-from synthscale.generate import sample
-from synthscale.generators import PixelTextToImagePipeline, caption_sampler, set_sampler, train_tiny_generator
-from synthscale.prompts import read_prompts
-from synthscale.shards import load_arrays
-from synthscale.train import load_classifier, predict, train_classifier
+from synthscale.study.config import load_config
+from synthscale.data.real import apply_shift, split_shards
+from synthscale.generation.finetune import finetune_generator
+from synthscale.generation.sample import sample
+from synthscale.generation.pipelines import PixelTextToImagePipeline, caption_sampler, set_sampler, train_tiny_generator
+from synthscale.prompts.strategies import read_prompts
+from synthscale.data.shards import load_arrays
+from synthscale.classifier.train import load_classifier, predict, train_classifier
 
 
 def cpu() -> float:

@@ -27,9 +27,9 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from synthscale.config import load_config  # noqa: E402
-from synthscale.generate import ImageSpec, PromptEmbeddings, generate_images, image_spec  # noqa: E402
-from synthscale.generators import denoiser, load_generator, resolve_dtype, set_sampler, speed_up  # noqa: E402
+from synthscale.study.config import load_config  # noqa: E402
+from synthscale.generation.sample import ImageSpec, PromptEmbeddings, generate_images, image_spec  # noqa: E402
+from synthscale.generation.pipelines import denoiser, load_generator, resolve_dtype, set_sampler, speed_up  # noqa: E402
 
 # dense bf16 tensor-core peaks, TFLOP/s (vendor data sheets)
 PEAK_BF16 = {"H200": 989, "H100 SXM": 989, "H100 80GB HBM3": 989, "H100 PCIe": 756, "H100": 989,
@@ -46,7 +46,7 @@ def build(arch: str, folder: Path) -> Path:
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from synthscale.tinygen import clip_tokenizer
+    from synthscale.generation.tinygen import clip_tokenizer
 
     tok = clip_tokenizer(77)
     text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=768, intermediate_size=3072,

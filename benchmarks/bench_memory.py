@@ -46,7 +46,7 @@ class Context:
 
 
 def stage_prepare(ctx: Context) -> None:
-    from synthscale.imagefolder import prepare_imagefolder
+    from synthscale.data.imagefolder import prepare_imagefolder
 
     cfg = ctx.config
     prepare_imagefolder(
@@ -68,7 +68,7 @@ def _pin(ctx: Context) -> None:
 
 def stage_train(ctx: Context) -> None:
     """One epoch over every training image through the shard DataLoader (ctx.workers workers)."""
-    from synthscale.train import train_model, training_parts
+    from synthscale.classifier.train import train_model, training_parts
 
     _pin(ctx)
     manifest = Path(ctx.prepared) / "splits.json"
@@ -80,7 +80,7 @@ def stage_train(ctx: Context) -> None:
 
 def stage_evaluate(ctx: Context) -> None:
     """The trained classifier on the test split and on the whole training split (N images), streamed."""
-    from synthscale.evaluate import evaluate_models
+    from synthscale.classifier.evaluate import evaluate_models
 
     _pin(ctx)
     evaluate_models(
@@ -96,8 +96,8 @@ def stage_quality(ctx: Context) -> None:
     study caps it at quality.n_images, here it is uncapped so that it grows with N)."""
     import json as _json
 
-    from synthscale.data import split_shards
-    from synthscale.quality_metrics import measure_reference, measure_synthetic
+    from synthscale.data.real import split_shards
+    from synthscale.quality.metrics import measure_reference, measure_synthetic
 
     _pin(ctx)
     cfg, tmp, manifest = ctx.config, Path(ctx.tmp), Path(ctx.prepared) / "splits.json"
@@ -146,7 +146,7 @@ def build_imagefolder(root: Path, n: int, classes: int, size: tuple[int, int], s
 
 
 def study_config(data: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from synthscale.config import validate_schema
+    from synthscale.study.config import validate_schema
 
     cfg = {
         "dataset": {

@@ -12,11 +12,11 @@ import time
 import numpy as np
 import torch
 
-from synthscale.config import load_config
-from synthscale.generate import sample
-from synthscale.generators import set_sampler
-from synthscale.tinygen import build_tiny_pipeline, encode_prompts
-from synthscale.train import train_classifier
+from synthscale.study.config import load_config
+from synthscale.generation.sample import sample
+from synthscale.generation.pipelines import set_sampler
+from synthscale.generation.tinygen import build_tiny_pipeline, encode_prompts
+from synthscale.classifier.train import train_classifier
 
 
 def main() -> None:

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from synthscale.config import load_config
-from synthscale.data import load_digits_images
-from synthscale.loader import DeviceNormalize, TrainLoader, build_train_loader, uint8_batches
-from synthscale.shards import write_shard
-from synthscale.train import create_classifier, make_optimizer, train_model
+from synthscale.study.config import load_config
+from synthscale.data.real import load_digits_images
+from synthscale.data.loader import DeviceNormalize, TrainLoader, build_train_loader, uint8_batches
+from synthscale.data.shards import write_shard
+from synthscale.classifier.train import create_classifier, make_optimizer, train_model
 
 
 def write_shards(folder: Path, images: np.ndarray, labels: np.ndarray, size: int) -> list[str]:

@@ -6,15 +6,15 @@
 Every model is built from a config with random weights (the same cost as the released weights):
 - generation: an SD-1.5-size pipeline (UNet 320/640/1280/1280 with 768-wide cross-attention, SD's
   VAE, a 12-layer 768-wide CLIP text encoder with the BPE tokenizer open_clip ships) through
-  synthscale.generate.generate_images at 512 px, 50 DDIM steps, classifier-free guidance, batch 32
+  synthscale.generation.sample.generate_images at 512 px, 50 DDIM steps, classifier-free guidance, batch 32
   and 64, eager and compiled: images/s, and the UNet's share of the bf16 peak (its FLOPs counted by
   torch.utils.flop_counter.FlopCounterMode on one UNet forward, times steps, over the batch's time);
 - ResNet-50 at 224 px from JPEG shards (~20k smooth synthetic 256 px JPEGs, made first in parallel)
-  through the project's loader and synthscale.train.train_model: images/s in the second epoch,
+  through the project's loader and synthscale.classifier.train.train_model: images/s in the second epoch,
   against the same model and optimiser training on one batch resident on the device (the ceiling);
-- open_clip ViT-B-16 through synthscale.clip.train_clip (open_clip_train): samples/s from its log
+- open_clip ViT-B-16 through synthscale.clip.train.train_clip (open_clip_train): samples/s from its log
   and the model FLOP utilisation (FLOPs of one training step counted as above);
-- one training step through synthscale.train.run_distributed (torchrun) with world size 1.
+- one training step through synthscale.classifier.train.run_distributed (torchrun) with world size 1.
 
 It writes one JSON (`--out`) of every figure with the device name, date and versions, rewritten
 after each section, so a run stopped by its time limit keeps what it measured. Without CUDA it runs
@@ -139,7 +139,7 @@ def _smooth_jpeg(args: tuple[int, int]) -> bytes:
 
 def make_jpeg_shards(folder: Path, cfg: dict[str, Any], workers: int) -> tuple[list[str], float]:
     """cfg["jpegs"] JPEGs in shards of cfg["shard_size"] (keys are positions, labels i mod classes)."""
-    from synthscale.shards import write_shard
+    from synthscale.data.shards import write_shard
 
     folder.mkdir(parents=True, exist_ok=True)
     n, s = cfg["jpegs"], cfg["shard_size"]
@@ -168,7 +168,7 @@ def class_table(n: int):
 
 
 def resnet_recipe(cfg: dict[str, Any], device: str) -> dict[str, Any]:
-    from synthscale.recipes import resolve_recipe
+    from synthscale.study.recipes import resolve_recipe
 
     r = cfg["resnet"]
     return resolve_recipe({
@@ -180,7 +180,7 @@ def resnet_recipe(cfg: dict[str, Any], device: str) -> dict[str, Any]:
 
 
 def bench_resnet(shards: list[str], cfg: dict[str, Any], device: str, work: Path) -> dict[str, float]:
-    from synthscale.train import create_classifier, make_optimizer, train_model
+    from synthscale.classifier.train import create_classifier, make_optimizer, train_model
 
     recipe = resnet_recipe(cfg, device)
     n = cfg["jpegs"]
@@ -237,7 +237,7 @@ def clip_step_flops(cfg: dict[str, Any], device: str, work: Path) -> float:
     """FLOPs of one CLIP training step (forward, contrastive loss, backward) per sample."""
     import open_clip
 
-    from synthscale.clip import register_model
+    from synthscale.clip.train import register_model
 
     c = cfg["clip"]
     register_model(c["model"], c["model_config"], work / "clip_configs")
@@ -257,7 +257,7 @@ def clip_step_flops(cfg: dict[str, Any], device: str, work: Path) -> float:
 
 
 def bench_clip(shards: list[str], cfg: dict[str, Any], device: str, work: Path, peak: float) -> dict[str, float]:
-    from synthscale.clip import clip_parts, train_clip, write_clip_pairs
+    from synthscale.clip.train import clip_parts, train_clip, write_clip_pairs
 
     recipe = clip_train_recipe(cfg)
     n = cfg["jpegs"]
@@ -284,7 +284,7 @@ def bench_clip(shards: list[str], cfg: dict[str, Any], device: str, work: Path, 
 
 
 def bench_ddp(shards: list[str], cfg: dict[str, Any], device: str, work: Path) -> dict[str, float]:
-    from synthscale.train import run_distributed
+    from synthscale.classifier.train import run_distributed
 
     recipe = {**resnet_recipe(cfg, device), "epochs": 1, "num_workers": min(2, cfg["resnet"]["workers"])}
     b = recipe["micro_batch_size"]
@@ -306,7 +306,7 @@ def build_sd_pipeline(cfg: dict[str, Any], device: str, dtype: torch.dtype):
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from synthscale.tinygen import clip_tokenizer
+    from synthscale.generation.tinygen import clip_tokenizer
 
     torch.manual_seed(0)
     n = len(cfg["unet"]["block_out_channels"])
@@ -332,8 +332,8 @@ def build_sd_pipeline(cfg: dict[str, Any], device: str, dtype: torch.dtype):
 def bench_generation(cfg: dict[str, Any], device: str, peak: float, mode: str, compile_backend: str,
                      emit: Callable[[dict[str, float]], None]) -> None:
     """Eager (`mode` "eager") or compiled denoiser; each figure goes to `emit` as soon as it is measured."""
-    from synthscale.generate import ImageSpec, PromptEmbeddings, generate_images
-    from synthscale.generators import denoiser, speed_up
+    from synthscale.generation.sample import ImageSpec, PromptEmbeddings, generate_images
+    from synthscale.generation.pipelines import denoiser, speed_up
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     pipe = build_sd_pipeline(cfg, device, dtype)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthscale import fits as F
+from synthscale.analysis import fits as F
 
 GRIDS = [
     ((30, 100, 300), 1),
@@ -32,7 +32,7 @@ def main() -> None:
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("results/summary.csv")
     eval_set = sys.argv[2] if len(sys.argv) > 2 else "test"
     if path.exists():
-        from synthscale.analysis import read_summary
+        from synthscale.analysis.tables import read_summary
 
         s = read_summary(path)
         r = s[(s["kind"] == "real") & (s["n_label"] != "all") & (s["eval_set"] == eval_set)]

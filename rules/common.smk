@@ -3,10 +3,10 @@ import re
 import sys
 
 from synthscale import warm
-from synthscale.clip import clip_recipe
-from synthscale.config import ConfigError, check_config
-from synthscale.prompts import STRATEGIES
-from synthscale.plan import (
+from synthscale.clip.train import clip_recipe
+from synthscale.study.config import ConfigError, check_config
+from synthscale.prompts.strategies import STRATEGIES
+from synthscale.study.plan import (
     CLIP_SOURCE_REGEX,
     FILTERED_WILDCARDS,
     N_REGEX,

@@ -1,6 +1,6 @@
 # Stage 5: a timm classifier per (source, N, seed): synthetic sets, the real baseline, the full
 # real set and real + synthetic mixes (the parts come from PLAN.train_parts: real first, then
-# synthetic), streamed from the shards through a DataLoader (synthscale.loader); one model per
+# synthetic), streamed from the shards through a DataLoader (synthscale.data.loader); one model per
 # replicate seed of train.seeds. A job with resources.train.gpu > 1 runs DDP through torchrun.
 
 

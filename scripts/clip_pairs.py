@@ -1,13 +1,13 @@
-"""Snakemake entry for rule clip_pairs: adapt snakemake.* to synthscale.clip.write_clip_pairs."""
+"""Snakemake entry for rule clip_pairs: adapt snakemake.* to synthscale.clip.train.write_clip_pairs."""
 from synthscale.runtime import job_setup
 
 job_setup(snakemake)  # first: a warm run hands the job over here
 
 import pandas as pd
 
-from synthscale.clip import clip_parts, write_clip_pairs
-from synthscale.data import split_shards
-from synthscale.plan import parse_clip_source
+from synthscale.clip.train import clip_parts, write_clip_pairs
+from synthscale.data.real import split_shards
+from synthscale.study.plan import parse_clip_source
 
 kind, _ = parse_clip_source(snakemake.wildcards.clip_source)
 parts = clip_parts(

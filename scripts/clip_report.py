@@ -1,10 +1,10 @@
-"""Snakemake entry for rule clip_report: adapt snakemake.* to synthscale.clip_report."""
+"""Snakemake entry for rule clip_report: adapt snakemake.* to synthscale.analysis.clip_report."""
 from synthscale.runtime import job_setup
 
 job_setup(snakemake)  # first: a warm run hands the job over here
 
-from synthscale import clip_report as CR
-from synthscale.data import read_manifest
+from synthscale.analysis import clip_report as CR
+from synthscale.data.real import read_manifest
 
 p, out = snakemake.params, snakemake.output
 n_classes = int(read_manifest(snakemake.input.manifest)["classes"])

@@ -3,8 +3,8 @@ from synthscale.runtime import job_setup
 
 job_setup(snakemake)  # first: a warm run hands the job over here
 
-from synthscale.analysis import write_cost
-from synthscale.data import read_manifest
+from synthscale.analysis.tables import write_cost
+from synthscale.data.real import read_manifest
 
 write_cost(
     snakemake.input.summary,

@@ -1,9 +1,9 @@
-"""Snakemake entry for rule evaluate: adapt snakemake.* to synthscale.evaluate."""
+"""Snakemake entry for rule evaluate: adapt snakemake.* to synthscale.classifier.evaluate."""
 from synthscale.runtime import job_setup
 
 job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
 
-from synthscale.evaluate import evaluate_models
+from synthscale.classifier.evaluate import evaluate_models
 
 evaluate_models(
     snakemake.input.models,

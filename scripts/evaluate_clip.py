@@ -1,9 +1,9 @@
-"""Snakemake entry for rule evaluate_clip: adapt snakemake.* to synthscale.clip_eval."""
+"""Snakemake entry for rule evaluate_clip: adapt snakemake.* to synthscale.clip.evaluate."""
 from synthscale.runtime import job_setup
 
 job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
 
-from synthscale.clip_eval import evaluate_clip_models
+from synthscale.clip.evaluate import evaluate_clip_models
 
 evaluate_clip_models(
     snakemake.input.models,

@@ -1,9 +1,9 @@
-"""Snakemake entry for rule filter_report: filtered vs unfiltered sets (synthscale.filter_report)."""
+"""Snakemake entry for rule filter_report: filtered vs unfiltered sets (synthscale.analysis.filter_report)."""
 from synthscale.runtime import job_setup
 
 job_setup(snakemake)  # first: a warm run hands the job over here
 
-from synthscale.filter_report import filter_table, write_report
+from synthscale.analysis.filter_report import filter_table, write_report
 
 i, p = snakemake.input, snakemake.params
 df = filter_table(p.sources, i.counts, i.quality, i.base_quality, i.cas, i.base_cas, p.eval_set, p.cas_n)

@@ -1,10 +1,10 @@
-"""Snakemake entry for rule filter_set: filter one synthetic set (synthscale.filtering)."""
+"""Snakemake entry for rule filter_set: filter one synthetic set (synthscale.quality.filtering)."""
 from synthscale.runtime import job_setup
 
 job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
 
-from synthscale.data import read_manifest
-from synthscale.filtering import open_scorer, run_filter
+from synthscale.data.real import read_manifest
+from synthscale.quality.filtering import open_scorer, run_filter
 
 p, wc = snakemake.params, snakemake.wildcards
 scorer = open_scorer(

@@ -1,13 +1,13 @@
-"""Snakemake entry for rule finetune_generator: adapt snakemake.* to synthscale.finetune."""
+"""Snakemake entry for rule finetune_generator: adapt snakemake.* to synthscale.generation.finetune."""
 from synthscale.runtime import job_setup
 
 job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
 
 import sys
 
-from synthscale.data import split_shards
-from synthscale.finetune import Preempted, finetune_generator
-from synthscale.prompts import read_prompts
+from synthscale.data.real import split_shards
+from synthscale.generation.finetune import Preempted, finetune_generator
+from synthscale.prompts.strategies import read_prompts
 
 spec = snakemake.params.spec
 try:

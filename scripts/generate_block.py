@@ -1,4 +1,4 @@
-"""Snakemake entry for rule generate_block: adapt snakemake.* to synthscale.generate."""
+"""Snakemake entry for rule generate_block: adapt snakemake.* to synthscale.generation.sample."""
 from synthscale.runtime import job_setup
 
 job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
@@ -8,9 +8,9 @@ import os
 
 import pandas as pd
 
-from synthscale.generate import generate_block
-from synthscale.generators import load_generator, set_sampler, speed_up
-from synthscale.prompts import read_prompts
+from synthscale.generation.sample import generate_block
+from synthscale.generation.pipelines import load_generator, set_sampler, speed_up
+from synthscale.prompts.strategies import read_prompts
 
 spec, gen_cfg, wc = snakemake.params.spec, snakemake.params.generation, snakemake.wildcards
 # the generator's own folder first (a LoRA generator made here also lists its base's folder)

@@ -1,10 +1,10 @@
-"""Snakemake entry for rule mix_exchange_rate: adapt snakemake.* to synthscale.mixing."""
+"""Snakemake entry for rule mix_exchange_rate: adapt snakemake.* to synthscale.analysis.mixing."""
 from synthscale.runtime import job_setup
 
 job_setup(snakemake)  # first: a warm run hands the job over here
 
 from synthscale.io import write_csv
-from synthscale.mixing import exchange_rates, mix_effects, read_summary
+from synthscale.analysis.mixing import exchange_rates, mix_effects, read_summary
 
 summary = read_summary(snakemake.input.summary)
 write_csv(snakemake.output.exchange, exchange_rates(summary, seed=snakemake.params.seed))

@@ -1,11 +1,11 @@
-"""Snakemake entry for rule plot_mix: adapt snakemake.* to synthscale.mix_report."""
+"""Snakemake entry for rule plot_mix: adapt snakemake.* to synthscale.analysis.mix_report."""
 from synthscale.runtime import job_setup
 
 job_setup(snakemake)  # first: a warm run hands the job over here
 
-from synthscale.data import read_manifest
-from synthscale.mix_report import plot_augmentation, plot_exchange, plot_scarce_real
-from synthscale.mixing import read_rates, read_summary
+from synthscale.data.real import read_manifest
+from synthscale.analysis.mix_report import plot_augmentation, plot_exchange, plot_scarce_real
+from synthscale.analysis.mixing import read_rates, read_summary
 
 chance = 1 / read_manifest(snakemake.input.manifest)["classes"]
 summary = read_summary(snakemake.input.summary)

@@ -1,4 +1,4 @@
-"""Snakemake entry for rule prepare_data: adapt snakemake.* to synthscale.data / synthscale.imagefolder."""
+"""Snakemake entry for rule prepare_data: adapt snakemake.* to synthscale.data.real / synthscale.data.imagefolder."""
 from synthscale.runtime import job_setup
 
 job_setup(snakemake)  # first: a warm run hands the job over here; no torch thread pinning here
@@ -7,8 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from synthscale.data import prepare_digits
-from synthscale.imagefolder import prepare_imagefolder
+from synthscale.data.real import prepare_digits
+from synthscale.data.imagefolder import prepare_imagefolder
 
 # bad files and empty eval classes are logged as warnings: into the job's log
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s", force=True)

@@ -1,5 +1,5 @@
 """Snakemake entry for rules prompts and prompts_model: a rule-based strategy's prompts, or a
-model-made strategy's per-class pools (synthscale.prompt_models)."""
+model-made strategy's per-class pools (synthscale.prompts.models)."""
 from synthscale.runtime import job_setup
 
 model_made = snakemake.rule == "prompts_model"
@@ -12,12 +12,12 @@ import pandas as pd
 classes = pd.read_csv(snakemake.input.classes, dtype={"id": str}, keep_default_na=False)
 strategy = snakemake.wildcards.strategy
 if not model_made:
-    from synthscale.prompts import write_prompts
+    from synthscale.prompts.strategies import write_prompts
 
     write_prompts(snakemake.output[0], classes, strategy)
 else:
-    from synthscale.data import split_shards
-    from synthscale.prompt_models import build_pools, write_model_prompts
+    from synthscale.data.real import split_shards
+    from synthscale.prompts.models import build_pools, write_model_prompts
 
     spec = snakemake.params.spec
     real = split_shards(snakemake.input.manifest, "train") if spec["kind"] == "caption" else []

@@ -4,8 +4,8 @@ from synthscale.runtime import job_setup
 
 job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
 
-from synthscale.data import read_manifest
-from synthscale.quality_metrics import measure_synthetic
+from synthscale.data.real import read_manifest
+from synthscale.quality.metrics import measure_synthetic
 
 wc = snakemake.wildcards
 measure_synthetic(

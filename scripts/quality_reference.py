@@ -3,7 +3,7 @@ from synthscale.runtime import job_setup
 
 job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
 
-from synthscale.quality_metrics import measure_reference
+from synthscale.quality.metrics import measure_reference
 
 measure_reference(
     snakemake.params.quality,

@@ -1,12 +1,12 @@
-"""Snakemake entry for rule sample_grid: adapt snakemake.* to synthscale.report."""
+"""Snakemake entry for rule sample_grid: adapt snakemake.* to synthscale.analysis.report."""
 from synthscale.runtime import job_setup
 
 job_setup(snakemake)  # first: a warm run hands the job over here
 
 import pandas as pd
 
-from synthscale.report import plot_sample_grid
-from synthscale.shards import load_arrays
+from synthscale.analysis.report import plot_sample_grid
+from synthscale.data.shards import load_arrays
 
 wc = snakemake.wildcards
 images, labels, records = load_arrays([snakemake.input.shard], mode="RGB")

@@ -1,10 +1,10 @@
-"""Snakemake entry for rule summary: adapt snakemake.* to synthscale.analysis."""
+"""Snakemake entry for rule summary: adapt snakemake.* to synthscale.analysis.tables."""
 from synthscale.runtime import job_setup
 
 job_setup(snakemake)  # first: a warm run hands the job over here
 
-from synthscale.analysis import build_per_class, build_summary, write_table
-from synthscale.data import read_manifest
+from synthscale.analysis.tables import build_per_class, build_summary, write_table
+from synthscale.data.real import read_manifest
 
 p = snakemake.params
 n_real = read_manifest(snakemake.input.manifest)["splits"]["train"]["count"]

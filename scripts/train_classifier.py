@@ -1,4 +1,4 @@
-"""Snakemake entry for rule train_classifier: adapt snakemake.* to synthscale.train."""
+"""Snakemake entry for rule train_classifier: adapt snakemake.* to synthscale.classifier.train."""
 from synthscale.runtime import job_setup
 
 job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
@@ -6,7 +6,7 @@ job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the jo
 import sys
 from pathlib import Path
 
-from synthscale.train import PREEMPTED_EXIT, Preempted, run_distributed, train_model, training_parts
+from synthscale.classifier.train import PREEMPTED_EXIT, Preempted, run_distributed, train_model, training_parts
 
 wc = snakemake.wildcards
 # the run's parts (real first, then synthetic), combined by the loader as the mix spec says

@@ -1,9 +1,9 @@
-"""Snakemake entry for rule train_clip: adapt snakemake.* to synthscale.clip."""
+"""Snakemake entry for rule train_clip: adapt snakemake.* to synthscale.clip.train."""
 from synthscale.runtime import job_setup
 
 job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
 
-from synthscale.clip import train_clip
+from synthscale.clip.train import train_clip
 
 train_clip(
     snakemake.input.pairs,

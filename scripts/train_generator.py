@@ -1,11 +1,11 @@
-"""Snakemake entry for rule train_generator: adapt snakemake.* to synthscale.generators."""
+"""Snakemake entry for rule train_generator: adapt snakemake.* to synthscale.generation.pipelines."""
 from synthscale.runtime import job_setup
 
 job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
 
-from synthscale.data import split_shards
-from synthscale.generators import generator_training_set, train_tiny_generator
-from synthscale.prompts import read_prompts
+from synthscale.data.real import split_shards
+from synthscale.generation.pipelines import generator_training_set, train_tiny_generator
+from synthscale.prompts.strategies import read_prompts
 
 spec = snakemake.params.spec
 mode = "L" if snakemake.config["dataset"]["channels"] == 1 else "RGB"

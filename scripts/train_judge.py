@@ -3,7 +3,7 @@ from synthscale.runtime import job_setup
 
 job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
 
-from synthscale.train import train_model, training_parts
+from synthscale.classifier.train import train_model, training_parts
 
 parts, n_classes = training_parts([{"split": "train", "limit": None}], snakemake.input.manifest)
 # the judge's overrides over the study's full training recipe

@@ -45,13 +45,17 @@ ENV = "SYNTHSCALE_WARM"  # the server's socket, for the jobs of this run
 # what the jobs import, in the order the server imports them; one that fails is left to the job
 PRELOAD = (
     "numpy", "pandas", "PIL.Image", "torch", "torchvision", "timm", "safetensors.torch",
-    "synthscale.train", "synthscale.evaluate", "synthscale.analysis", "synthscale.report",
+    "synthscale.classifier.train", "synthscale.classifier.evaluate", "synthscale.analysis.tables",
+    "synthscale.analysis.report",
     "matplotlib.pyplot", "seaborn", "scipy.stats", "scipy.optimize", "torchmetrics",
     "transformers", "diffusers", "open_clip", "webdataset",
-    "synthscale.generate", "synthscale.generators", "synthscale.finetune", "synthscale.tinygen",
-    "synthscale.clip", "synthscale.clip_eval", "synthscale.quality_metrics", "synthscale.filtering",
-    "synthscale.mix_report", "synthscale.clip_report", "synthscale.filter_report",
-    "synthscale.mixing", "synthscale.prompts", "synthscale.data", "synthscale.imagefolder",
+    "synthscale.generation.sample", "synthscale.generation.pipelines", "synthscale.generation.finetune",
+    "synthscale.generation.tinygen", "synthscale.clip.train", "synthscale.clip.evaluate",
+    "synthscale.quality.metrics", "synthscale.quality.filtering",
+    "synthscale.analysis.mix_report", "synthscale.analysis.clip_report", "synthscale.analysis.filter_report",
+    "synthscale.analysis.mixing", "synthscale.prompts.strategies", "synthscale.data.real",
+    "synthscale.data.imagefolder", "synthscale.prompts.models", "synthscale.study.plan", "synthscale.data.shards",
+    "synthscale.io",
 )
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 REPLY_TIMEOUT_S = 60.0  # a server that does not start a job within this runs it cold instead

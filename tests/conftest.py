@@ -17,7 +17,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def digits_16():
     """sklearn's digits at 16x16, grey (N, 16, 16, 1) uint8, with labels."""
-    from synthscale.data import load_digits_images
+    from synthscale.data.real import load_digits_images
 
     return load_digits_images(16)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthscale.shards import write_shard
+from synthscale.data.shards import write_shard
 
 N_CLASSES = 10
 

@@ -33,7 +33,7 @@ from transformers import (
     T5TokenizerFast,
 )
 
-from synthscale.tinygen import clip_tokenizer
+from synthscale.generation.tinygen import clip_tokenizer
 
 
 def tiny_vae(latent_channels: int = 4, **kw) -> AutoencoderKL:

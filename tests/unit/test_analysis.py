@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synthscale import report
-from synthscale.analysis import (
+from synthscale.analysis import report
+from synthscale.analysis.tables import (
     build_summary,
     cost_table,
     parse_benchmark,
@@ -14,7 +14,7 @@ from synthscale.analysis import (
     scaling_fits,
     write_cost,
 )
-from synthscale.plan import Plan
+from synthscale.study.plan import Plan
 
 
 def _summary(gens=("gen",), seeds=1, noise=0.0, rng=None):

@@ -13,13 +13,13 @@ import torch.nn.functional as F
 import yaml
 
 from helpers import REPO
-from synthscale import clip as C
-from synthscale import clip_eval as E
-from synthscale import clip_report as CR
-from synthscale.config import ConfigError, check_config
-from synthscale.data import digits_classes, prepare_digits, split_shards
-from synthscale.plan import Plan, parse_clip_source
-from synthscale.shards import write_shard
+from synthscale.clip import train as C
+from synthscale.clip import evaluate as E
+from synthscale.analysis import clip_report as CR
+from synthscale.study.config import ConfigError, check_config
+from synthscale.data.real import digits_classes, prepare_digits, split_shards
+from synthscale.study.plan import Plan, parse_clip_source
+from synthscale.data.shards import write_shard
 
 torch.set_num_threads(1)
 
@@ -290,7 +290,7 @@ def test_evaluate_clip_models_reads_each_eval_sets_class_subset(tmp_path):
 
 def test_tiny_clip_trains_with_open_clip_train_and_beats_chance(tmp_path, digits):
     real = split_shards(digits / "splits.json", "train")
-    from synthscale.config import load_schema
+    from synthscale.study.config import load_schema
 
     default = load_schema()["properties"]["clip"]["properties"]["model_config"]["default"]
     r = recipe(model="test-train-clip", epochs=16, batch_size=64, lr=2e-3, model_config=default)

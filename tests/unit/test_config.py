@@ -4,7 +4,7 @@ import copy
 import pytest
 import yaml
 
-from synthscale.config import ConfigError, check_config, load_config
+from synthscale.study.config import ConfigError, check_config, load_config
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_present_quality_weights_pass(default_raw, tmp_path):
 def test_supervised_off_plans_no_classifier(default_raw):
     """train.supervised: false (a CLIP-only study) turns off every classifier, real baselines included;
     what needs a classifier (mixed classifiers, filters compared by CAS) is an error naming its key."""
-    from synthscale.plan import Plan
+    from synthscale.study.plan import Plan
 
     cfg = copy.deepcopy(default_raw)
     cfg["train"]["supervised"] = False
@@ -147,7 +147,7 @@ def test_a_generation_block_must_fit_its_time_limit_at_the_stated_throughput(def
 
 def test_a_retried_job_gets_a_longer_time_limit_up_to_the_cap(default_raw):
     """Snakemake calls the runtime with the attempt: a job killed at its limit is retried with more."""
-    from synthscale.plan import Plan
+    from synthscale.study.plan import Plan
 
     raw = copy.deepcopy(default_raw)
     raw["resources"]["prepare"] = {"runtime": 60, "threads": 8, "max_runtime": 120}
@@ -166,7 +166,7 @@ def test_a_retried_job_gets_a_longer_time_limit_up_to_the_cap(default_raw):
 
 
 def test_a_generator_may_set_its_own_batch_size(default_raw):
-    from synthscale.plan import Plan
+    from synthscale.study.plan import Plan
 
     raw = copy.deepcopy(default_raw)
     raw["generation"]["batch_size"] = 64

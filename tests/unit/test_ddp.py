@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from helpers import REPO
 from helpers.data import write_digit_shards
 from helpers.training import communicate_signalling
-from synthscale.train import create_classifier, run_distributed, train_model
+from synthscale.classifier.train import create_classifier, run_distributed, train_model
 
 TOL = 1e-4
 
@@ -63,7 +63,7 @@ def test_a_cuda_run_reduces_cpu_tensors_on_gloo_and_cuda_tensors_on_nccl(monkeyp
     CPU control values). main() is run with the collective and CUDA calls stubbed: no GPU needed."""
     import json
 
-    import synthscale.train as train
+    import synthscale.classifier.train as train
 
     seen = {}
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -229,7 +229,7 @@ def test_a_stopped_ddp_run_resumes_to_the_same_weights_and_log(tmp_path, digits_
     import pandas as pd
     import pytest
 
-    from synthscale.train import Preempted
+    from synthscale.classifier.train import Preempted
 
     images, labels = digits_16
     shards = write_digit_shards(tmp_path, images[:160], labels[:160], 40)
@@ -255,7 +255,7 @@ def test_a_stopped_ddp_run_resumes_to_the_same_weights_and_log(tmp_path, digits_
 
 DDP_JOB = """
 import sys
-from synthscale.train import Preempted, run_distributed
+from synthscale.classifier.train import Preempted, run_distributed
 try:
     run_distributed(json.loads(sys.argv[1]), 2, sys.argv[2])
 except Preempted as err:

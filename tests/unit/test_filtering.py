@@ -14,8 +14,8 @@ import torch
 import yaml
 
 from helpers import REPO
-from synthscale.config import ConfigError, check_config
-from synthscale.filtering import (
+from synthscale.study.config import ConfigError, check_config
+from synthscale.quality.filtering import (
     ClipScorer,
     FilterShortfall,
     JudgeScorer,
@@ -24,8 +24,8 @@ from synthscale.filtering import (
     passes,
     run_filter,
 )
-from synthscale.plan import SOURCE_REGEX, Plan, parse_source, synthetic_source
-from synthscale.shards import load_arrays, write_shard
+from synthscale.study.plan import SOURCE_REGEX, Plan, parse_source, synthetic_source
+from synthscale.data.shards import load_arrays, write_shard
 
 torch.set_num_threads(1)
 JUDGE = {"kind": "judge", "threshold": 0.5, "overgenerate": 2.0, "batch_size": 7}
@@ -119,8 +119,8 @@ def test_too_few_passing_images_name_the_key_to_raise(tmp_path):
 
 
 def test_judge_scorer_gives_p_of_the_class(digits_16):
-    from synthscale.judge import trained_judge
-    from synthscale.train import create_classifier, to_input
+    from synthscale.quality.judge import trained_judge
+    from synthscale.classifier.train import create_classifier, to_input
 
     images, labels = digits_16
     images, labels = np.repeat(images[:8], 3, axis=-1), labels[:8]
@@ -262,7 +262,7 @@ def test_a_filtered_set_trains_and_reaches_the_report(tmp_path):
 
 
 def test_filter_report_pairs_each_filtered_set_with_its_unfiltered_set(tmp_path):
-    from synthscale.filter_report import deltas, filter_table, write_report
+    from synthscale.analysis.filter_report import deltas, filter_table, write_report
 
     def q(path, rec, div, fid):
         path.write_text(json.dumps({"recognizability": rec, "diversity": div, "fid": fid}))

@@ -7,9 +7,9 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from synthscale.config import ConfigError, check_config, load_schema
-from synthscale.data import write_split
-from synthscale.finetune import (
+from synthscale.study.config import ConfigError, check_config, load_schema
+from synthscale.data.real import write_split
+from synthscale.generation.finetune import (
     LOG,
     Preempted,
     draw_caption,
@@ -18,7 +18,7 @@ from synthscale.finetune import (
     load_base_pipeline,
     read_finetune_meta,
 )
-from synthscale.generators import PixelTextToImagePipeline, build_tiny_pipeline
+from synthscale.generation.pipelines import PixelTextToImagePipeline, build_tiny_pipeline
 from helpers.tiny_pipelines import build_sd, build_sdxl
 
 torch.set_num_threads(1)
@@ -161,7 +161,7 @@ def test_pixel_pipeline_fine_tunes_in_full_mode(shards, tmp_path):
     assert torch.equal(pipe.text_encoder.get_input_embeddings().weight,
                        before.text_encoder.get_input_embeddings().weight), "the text encoder stays frozen"
     # LoRA adapters over the pixel pipeline load through the one generation path (base, then LoRA)
-    from synthscale.generators import load_generator
+    from synthscale.generation.pipelines import load_generator
 
     finetune_generator(str(base), shards, PROMPTS[:1], recipe(mode="lora", steps=3, batch_size=8, lr=2e-3),
                        0, tmp_path / "lora", progress=False)
@@ -210,7 +210,7 @@ def test_finetuned_config_fills_the_recipe(sd_dir):
 def test_report_states_from_the_numbers_whether_fine_tuning_helped():
     import pandas as pd
 
-    from synthscale.finetune_report import compare_finetuned, describe_generator, finetune_pairs, finetune_sentences
+    from synthscale.analysis.finetune_report import compare_finetuned, describe_generator, finetune_pairs, finetune_sentences
 
     gens = [{"name": "tiny", "kind": "trained", "train_shift": {"kind": "thicken", "size": 3}},
             {"name": "tiny-ft", "kind": "finetuned", "base": "tiny", "finetune": {"mode": "full", "steps": 300}},
@@ -239,7 +239,7 @@ def test_report_states_from_the_numbers_whether_fine_tuning_helped():
     text2 = finetune_sentences(compare_finetuned(q2, pairs))
     assert "CAS is not available" in text2[1] and text2[-1].endswith("as Azizi et al. found.")
     assert "nothing is compared" in finetune_sentences(compare_finetuned(q, {}))[0]
-    from synthscale.finetune_report import finetune_findings
+    from synthscale.analysis.finetune_report import finetune_findings
 
     assert finetune_findings(q, gens) == text
 
@@ -248,7 +248,7 @@ def test_azizi_preset_is_a_valid_study():
     """configs/azizi-imagenet.yaml passes every check but the ImageNet paths, which only a cluster has."""
     import yaml
 
-    from synthscale.config import SCHEMA_PATH
+    from synthscale.study.config import SCHEMA_PATH
 
     raw = yaml.safe_load((SCHEMA_PATH.parent.parent / "configs" / "azizi-imagenet.yaml").read_text())
     with pytest.raises(ConfigError, match="config key dataset.train_dir"):
@@ -280,7 +280,7 @@ def test_sdxl_pipeline_fine_tunes_with_lora(shards, tmp_path):
 
 def _capture_pipeline(monkeypatch):
     """Keep the pipeline finetune_generator trains (its denoiser as trained, before any saving)."""
-    import synthscale.finetune as ft
+    import synthscale.generation.finetune as ft
 
     held, load = {}, ft.load_base_pipeline
     monkeypatch.setattr(ft, "load_base_pipeline", lambda *a, **k: held.setdefault("pipe", load(*a, **k)))
@@ -289,7 +289,7 @@ def _capture_pipeline(monkeypatch):
 
 def test_loaded_lora_reproduces_the_trained_denoiser(sd_dir, shards, tmp_path, monkeypatch):
     """lora_alpha != rank: the adapter metadata must carry the scale alpha / rank to load_lora_weights."""
-    from synthscale.generators import load_generator
+    from synthscale.generation.pipelines import load_generator
 
     held = _capture_pipeline(monkeypatch)
     out = tmp_path / "lora"
@@ -358,7 +358,7 @@ def test_bf16_frozen_parts_encode_and_are_saved_as_loaded(sd_dir, shards, tmp_pa
     writes the frozen parts bit for bit as loaded, not rounded through bf16."""
     from safetensors.torch import load_file
 
-    import synthscale.finetune as ft
+    import synthscale.generation.finetune as ft
 
     r = recipe(steps=3, batch_size=8, lr=1e-3)
     fp32 = finetune_generator(str(sd_dir), shards, PROMPTS[:1], r, 0, tmp_path / "fp32", progress=False)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from synthscale.data import apply_shift
-from synthscale.shards import load_arrays, write_shard
-from synthscale.tinygen import caption_sampler, generator_training_set, images_used, train_tiny_generator
+from synthscale.data.real import apply_shift
+from synthscale.data.shards import load_arrays, write_shard
+from synthscale.generation.tinygen import caption_sampler, generator_training_set, images_used, train_tiny_generator
 
 torch.set_num_threads(1)
 

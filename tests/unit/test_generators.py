@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from synthscale.generate import generate_shard, sample
-from synthscale.generators import load_generator, set_sampler
-from synthscale.tinygen import (
+from synthscale.generation.sample import generate_shard, sample
+from synthscale.generation.pipelines import load_generator, set_sampler
+from synthscale.generation.tinygen import (
     PixelTextToImagePipeline,
     build_tiny_pipeline,
     caption_sampler,
     train_tiny_generator,
 )
-from synthscale.shards import load_arrays
+from synthscale.data.shards import load_arrays
 from helpers.tiny_pipelines import build_sd
 
 ARCH = dict(unet_widths=[16, 32], layers_per_block=1, attention_head_dim=8, norm_groups=8,
@@ -92,7 +92,7 @@ def test_flux_guidance_is_recorded_as_distilled_not_cfg(sd_dir, tmp_path):
     """Flux's guidance_scale feeds a distilled guidance embedding (one pass), not classifier-free guidance."""
     import json
 
-    from synthscale.generators import guidance_kind
+    from synthscale.generation.pipelines import guidance_kind
     from helpers.tiny_pipelines import build_flux
 
     flux = load_generator(str(build_flux(tmp_path / "flux")))
@@ -110,7 +110,7 @@ def test_flux_guidance_is_recorded_as_distilled_not_cfg(sd_dir, tmp_path):
 def test_frozen_text_encoder_embeddings_are_cached_per_caption():
     """Generator training encodes each distinct caption once: the cache gives what the encoder gives
     (up to float rounding) and calls the encoder only for captions it has not seen."""
-    from synthscale.tinygen import EmbeddingCache, encode_prompts
+    from synthscale.generation.tinygen import EmbeddingCache, encode_prompts
 
     pipe = build_tiny_pipeline(ARCH, image_size=16, channels=1, seed=0)
     calls = []

@@ -13,16 +13,16 @@ import yaml
 from PIL import Image
 
 from helpers.require import require_or_skip
-from synthscale import wordnet
-from synthscale.config import ConfigError, check_config
-from synthscale.data import read_classes_table, split_shards
-from synthscale.imagefolder import (
+from synthscale.data import wordnet
+from synthscale.study.config import ConfigError, check_config
+from synthscale.data.real import read_classes_table, split_shards
+from synthscale.data.imagefolder import (
     TooManyBadFiles,
     _interleave_good,
     prepare_imagefolder,
     scan_imagefolder,
 )
-from synthscale.shards import load_arrays
+from synthscale.data.shards import load_arrays
 
 C, PER_CLASS, PER_CLASS_TEST = 20, 100, 10
 COLOURS = np.array(list(itertools.product([20, 90, 160, 230], [20, 90, 160, 230], [40, 200]))[:C])
@@ -280,7 +280,7 @@ def test_config_fills_storage_defaults_and_checks_eval_classes(folder, tmp_path)
 
 def test_eval_classes_from_folders_takes_the_class_folders_present(folder):
     """`classes: folders` (ImageNet-R/-A style): the ids with a sub-folder under the set's root."""
-    from synthscale.data import class_subset
+    from synthscale.data.real import class_subset
 
     ev = {"name": "sub", "root": str(folder / "sub"), "classes": "folders"}
     assert class_subset(ev, IDS, folder / "sub") == list(range(5)), "the empty folder counts: it is reported"

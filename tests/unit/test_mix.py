@@ -12,15 +12,15 @@ import pytest
 import torch
 import yaml
 
-from synthscale.config import ConfigError, check_config
-from synthscale.mixing import (
+from synthscale.study.config import ConfigError, check_config
+from synthscale.analysis.mixing import (
     exchange_rates,
     mix_effects,
     noise_floor,
     read_rates,
     real_equivalent,
 )
-from synthscale.plan import SOURCE_REGEX, Plan, parse_source, train_counts
+from synthscale.study.plan import SOURCE_REGEX, Plan, parse_source, train_counts
 
 torch.set_num_threads(1)
 SET = {"generator": "tinydigits", "guidance": 2.0, "strategy": "classname"}
@@ -146,11 +146,11 @@ def test_full_real_n_is_checked_against_the_manifest(default_raw, tmp_path):
 
 def test_training_parts_take_first_r_real_and_n_synthetic(tmp_path, digits_16):
     """Plan's parts resolve to loader parts: the real split's shards with limit R, then the synthetic set."""
-    from synthscale.data import write_split
-    from synthscale.loader import build_train_loader, epoch_size
-    from synthscale.recipes import resolve_recipe
-    from synthscale.shards import write_shard
-    from synthscale.train import training_parts
+    from synthscale.data.real import write_split
+    from synthscale.data.loader import build_train_loader, epoch_size
+    from synthscale.study.recipes import resolve_recipe
+    from synthscale.data.shards import write_shard
+    from synthscale.classifier.train import training_parts
 
     images, labels = digits_16
     names = write_split(tmp_path / "train", images[:100], labels[:100], shard_size=40)
@@ -194,13 +194,13 @@ def _order_parts(kind, tmp_path, syn_shard=50):
 
 
 def _order_recipe():
-    from synthscale.train import full_recipe
+    from synthscale.classifier.train import full_recipe
 
     return full_recipe({"arch": "resnet18", "input_size": 8, "pad_crop": 1, "shuffle_buffer": 64})
 
 
 def _batch_labels(parts, workers, epoch=0, mix=None, seed=7):
-    from synthscale.loader import build_train_loader
+    from synthscale.data.loader import build_train_loader
 
     loader = build_train_loader(parts, _order_recipe(), seed, epoch, mix=mix, batch_size=MIX_BATCH,
                                 num_workers=workers)
@@ -322,7 +322,7 @@ def test_mixed_run_resumes_bit_identically(tmp_path):
     from helpers.data import make_data, write_digit_shards
     from helpers.training import RECIPE, assert_same_weights
 
-    from synthscale.train import Preempted, train_model
+    from synthscale.classifier.train import Preempted, train_model
 
     images, labels = make_data(72)
     for d in ("real", "syn"):
@@ -414,7 +414,7 @@ def test_exchange_rate_interval_bootstraps_over_seeds():
 
 
 def test_effects_findings_and_figures(tmp_path):
-    from synthscale.mix_report import findings, plot_augmentation, plot_exchange, plot_scarce_real
+    from synthscale.analysis.mix_report import findings, plot_augmentation, plot_exchange, plot_scarce_real
 
     summary = _summary()
     mix = {"real_n": [10, "all"], "synthetic_multiples": [1, 3]}
@@ -444,7 +444,7 @@ def test_effects_findings_and_figures(tmp_path):
 
 
 def test_summary_carries_real_and_synthetic_counts(tmp_path):
-    from synthscale.analysis import build_summary
+    from synthscale.analysis.tables import build_summary
 
     paths = []
     for i, labels in enumerate([["30", "all"], ["30"], ["30", "90"]]):
@@ -494,8 +494,8 @@ def test_adding_a_real_n_value_schedules_only_its_runs(tmp_path):
 
 
 def test_mix_rows_leave_the_synthetic_scaling_analysis_alone():
-    from synthscale.analysis import scaling_fits
-    from synthscale.report import scaling_findings as findings
+    from synthscale.analysis.tables import scaling_fits
+    from synthscale.analysis.report import scaling_findings as findings
 
     summary = _summary().assign(arch="resnet18", generator="", guidance=np.nan, strategy="")
     plain = summary[summary["kind"] != "mix"]
@@ -506,7 +506,7 @@ def test_mix_rows_leave_the_synthetic_scaling_analysis_alone():
 
 
 def test_a_mix_worse_than_its_real_part_is_said_to_hurt():
-    from synthscale.mix_report import _fmt_worth
+    from synthscale.analysis.mix_report import _fmt_worth
 
     row = pd.Series({"censored": "", "worth": -23.0, "worth_low": -30.0, "worth_high": 0.0, "rate": -0.13,
                      "real_n": 60, "real_equivalent_low": 30.0, "real_equivalent_high": 60.0})
@@ -523,7 +523,7 @@ def test_noise_is_the_comparisons_own_seed_sd_else_pooled_with_t_quantiles():
     sd pooled over both N (6 df). A delta inside the threshold is within noise, beyond it helped or hurt."""
     from scipy import stats
 
-    from synthscale.mix_report import findings
+    from synthscale.analysis.mix_report import findings
 
     one = _summary()
     parts = [one]

@@ -13,8 +13,8 @@ from diffusers.utils import logging as dlogging
 from helpers import REPO
 from helpers.tiny_pipelines import build_flux, build_pixart, build_sd, build_sd3, build_sdxl
 from helpers.workflow import new_workdir, smk
-from synthscale.config import ConfigError, check_config, load_config
-from synthscale.generate import (
+from synthscale.study.config import ConfigError, check_config, load_config
+from synthscale.generation.sample import (
     ImageSpec,
     PromptEmbeddings,
     generate_block,
@@ -22,10 +22,10 @@ from synthscale.generate import (
     generate_shard,
     partial_path,
 )
-from synthscale.generators import load_generator, set_sampler, speed_up
-from synthscale.plan import Plan
-from synthscale.shards import iter_shards, load_arrays
-from synthscale.tinygen import build_tiny_pipeline
+from synthscale.generation.pipelines import load_generator, set_sampler, speed_up
+from synthscale.study.plan import Plan
+from synthscale.data.shards import iter_shards, load_arrays
+from synthscale.generation.tinygen import build_tiny_pipeline
 
 torch.set_num_threads(1)
 dlogging.set_verbosity_error()
@@ -123,7 +123,7 @@ def save_random_lora(pipe, pipeline_cls, folder) -> None:
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    from synthscale.finetune import LORA_TARGETS
+    from synthscale.generation.finetune import LORA_TARGETS
 
     pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
     with torch.no_grad():
@@ -260,8 +260,8 @@ def test_every_family_is_recognised_from_its_signatures():
     """Every family's encode_prompt layout is read off its signatures, Sigma included (no tiny build)."""
     import diffusers
 
-    from synthscale.generate import encode_layout
-    from synthscale.generators import is_text_to_image
+    from synthscale.generation.sample import encode_layout
+    from synthscale.generation.pipelines import is_text_to_image
 
     expected = {
         "StableDiffusionPipeline": ("prompt_embeds", "negative_prompt_embeds"),
@@ -276,7 +276,7 @@ def test_every_family_is_recognised_from_its_signatures():
         "FluxPipeline": ("prompt_embeds", "pooled_prompt_embeds", "text_ids"),
         "PixelTextToImagePipeline": ("prompt_embeds", "negative_prompt_embeds"),
     }
-    from synthscale.tinygen import PixelTextToImagePipeline
+    from synthscale.generation.tinygen import PixelTextToImagePipeline
 
     for name, layout in expected.items():
         cls = PixelTextToImagePipeline if name == "PixelTextToImagePipeline" else getattr(diffusers, name)
@@ -289,7 +289,7 @@ def test_every_family_is_recognised_from_its_signatures():
 
 def test_lora_over_the_workflows_own_pipeline_loads(tmp_path):
     """A LoRA fine-tune of the trained tiny generator (the default study's) loads through the same path."""
-    from synthscale.tinygen import PixelTextToImagePipeline
+    from synthscale.generation.tinygen import PixelTextToImagePipeline
 
     base = build_tiny_pipeline(ARCH, 16, 1, 0)
     base.save_pretrained(tmp_path / "base", safe_serialization=True)

@@ -8,8 +8,8 @@ import re
 import pytest
 import yaml
 
-from synthscale.config import ConfigError, check_config
-from synthscale.plan import Plan
+from synthscale.study.config import ConfigError, check_config
+from synthscale.study.plan import Plan
 
 SYN = "synthetic/tinydigits/g2/classname"
 

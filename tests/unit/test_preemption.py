@@ -22,7 +22,7 @@ import torch
 from helpers import REPO
 from helpers.data import N_CLASSES, make_data, write_digit_shards
 from helpers.training import RECIPE, assert_same_weights, communicate_signalling
-from synthscale.train import Preempted, train_classifier
+from synthscale.classifier.train import Preempted, train_classifier
 
 
 def assert_same_log(a: Path, b: Path, columns=("epoch", "step", "lr")) -> None:
@@ -103,7 +103,7 @@ TRAIN_SCRIPT = textwrap.dedent("""
     torch.set_num_threads(1)
     sys.path.insert(0, {tests!r})
     from helpers.data import make_data, N_CLASSES
-    from synthscale.train import Preempted, train_classifier
+    from synthscale.classifier.train import Preempted, train_classifier
     recipe, out = json.loads(sys.argv[1]), sys.argv[2]
     images, labels = make_data({n})
     try:
@@ -176,8 +176,8 @@ def test_resume_keeps_epoch_metrics(tmp_path, one_thread):
 
 def test_resume_from_shards_with_a_loader_worker(tmp_path, one_thread):
     """Streaming from shards through one worker process: stop mid-epoch, resume, same weights."""
-    from synthscale.shards import write_shard
-    from synthscale.train import train_model
+    from synthscale.data.shards import write_shard
+    from synthscale.classifier.train import train_model
 
     images, labels = make_data(72)
     shards = []
@@ -213,7 +213,7 @@ def test_resume_is_bit_identical_on_the_presets_paths(tmp_path, one_thread, path
     """Stopped mid-epoch twice and resumed, a run reaches the uninterrupted run's weights and log bit
     for bit on the presets' paths, where the random state of the workers (RandAugment, crops, flips,
     erasing, the mix's draws), of mixup/cutmix and of drop-path must all come back."""
-    from synthscale.train import train_model
+    from synthscale.classifier.train import train_model
 
     images, labels = make_data(112)
     if path.startswith("augmented"):
@@ -250,7 +250,7 @@ STEPS_PER_EPOCH, TOTAL_STEPS = 20, 40
 @pytest.fixture(scope="module")
 def worker_job(tmp_path_factory):
     """Shards and the uninterrupted run's weights and log (same worker count, one thread)."""
-    from synthscale.train import train_model
+    from synthscale.classifier.train import train_model
 
     old = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -265,7 +265,7 @@ def worker_job(tmp_path_factory):
 
 
 def run_job(out: Path, parts: list, recipe: dict, sig: int | None = None, after_step: int = 0):
-    """`python -m synthscale.train spec.json` (the entry torchrun runs, here as one process) in its own
+    """`python -m synthscale.classifier.train spec.json` (the entry torchrun runs, here as one process) in its own
     process group; optionally send `sig` to the whole group, as SLURM signals every process of a job,
     loader workers included, once the progress bar shows `after_step`. Returns (exit code, stdout,
     stderr, the step the bar showed when the signal went)."""
@@ -277,7 +277,7 @@ def run_job(out: Path, parts: list, recipe: dict, sig: int | None = None, after_
                 threads=1)
     (out / "spec.json").write_text(json.dumps(spec))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "synthscale.train", str(out / "spec.json")], stdout=subprocess.PIPE,
+        [sys.executable, "-m", "synthscale.classifier.train", str(out / "spec.json")], stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
     )
     return communicate_signalling(proc, after_step if sig is not None else None, lambda: os.killpg(proc.pid, sig))
@@ -334,7 +334,7 @@ def json_state(ckpt: Path) -> dict:
 KILLED_WRITER = textwrap.dedent("""
     import os, signal, sys
     import numpy as np
-    from synthscale.shards import write_shard
+    from synthscale.data.shards import write_shard
 
     class DiesHalfway(list):
         def __iter__(self):

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from helpers import REPO
-from synthscale.config import ConfigError, check_config
+from synthscale.study.config import ConfigError, check_config
 
 torch.set_num_threads(1)
 CORPUS = [
@@ -105,7 +105,7 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 
 
 def classes() -> pd.DataFrame:
-    from synthscale.data import digits_classes
+    from synthscale.data.real import digits_classes
 
     return digits_classes().head(3)
 
@@ -127,7 +127,7 @@ def test_schema_fills_the_papers_defaults_per_kind(tiny_models):
 
 
 def test_word2sen_samples_dedupes_and_is_reproducible(tiny_models):
-    from synthscale.prompt_models import build_pools
+    from synthscale.prompts.models import build_pools
 
     s = spec("word2sen", tiny_models["t5"], count=6, batch_size=8, max_new_tokens=6, max_rounds=3,
              format="{name}: {text}")
@@ -144,9 +144,9 @@ def test_word2sen_samples_dedupes_and_is_reproducible(tiny_models):
 
 
 def test_llm_pool_and_jsonl_that_generation_reads(tiny_models, tmp_path):
-    from synthscale.generate import image_spec
-    from synthscale.prompt_models import build_pools, write_model_prompts
-    from synthscale.prompts import read_prompts
+    from synthscale.generation.sample import image_spec
+    from synthscale.prompts.models import build_pools, write_model_prompts
+    from synthscale.prompts.strategies import read_prompts
 
     s = spec("llm", tiny_models["gpt2"], count=4, batch_size=6, max_new_tokens=5, max_rounds=2)
     pools = build_pools(s, classes(), seed=3, progress=False)
@@ -161,7 +161,7 @@ def test_llm_pool_and_jsonl_that_generation_reads(tiny_models, tmp_path):
     # what the model samples from that class's seed, deduplicated, in order
     from transformers import set_seed
 
-    from synthscale.prompt_models import TextSampler, _fill, dedupe, named
+    from synthscale.prompts.models import TextSampler, _fill, dedupe, named
 
     sampler = TextSampler(str(tiny_models["gpt2"]), chat=True)
     assert report["empty"] == []
@@ -176,20 +176,20 @@ def test_llm_pool_and_jsonl_that_generation_reads(tiny_models, tmp_path):
 
 
 def test_an_empty_pool_falls_back_to_the_class_name(tmp_path):
-    from synthscale.prompt_models import write_model_prompts
+    from synthscale.prompts.models import write_model_prompts
 
     rows = classes().to_dict("records")
     pools = [{"row": r, "prompts": [] if r["index"] == 1 else ["x"], "generated": 3, "kept": 0 if r["index"] == 1 else 1} for r in rows]
     report = write_model_prompts(tmp_path / "p.jsonl", "w", {"kind": "word2sen", "model": "m", "count": 2}, pools)
     assert report["empty"] == ["one"] and len(report["short"]) == 3
-    from synthscale.prompts import read_prompts
+    from synthscale.prompts.strategies import read_prompts
 
     assert read_prompts(tmp_path / "p.jsonl")[1] == ["one"]
 
 
 def test_caption_pool_captions_the_first_real_images_of_each_class(tiny_models, tmp_path, digits_16):
-    from synthscale.prompt_models import build_pools, first_images_per_class
-    from synthscale.shards import write_shard
+    from synthscale.prompts.models import build_pools, first_images_per_class
+    from synthscale.data.shards import write_shard
 
     images, labels = digits_16
     keep = labels < 3
@@ -235,7 +235,7 @@ def test_bad_prompt_model_config_names_the_key(entry, strategies, message):
 def test_model_strategies_run_through_their_jobs_into_generation(tiny_models, tmp_path):
     from helpers.workflow import new_workdir, smk
 
-    from synthscale.shards import load_arrays
+    from synthscale.data.shards import load_arrays
 
     work = new_workdir(tmp_path / "study")
     overrides = {
@@ -293,7 +293,7 @@ class CountingSampler:
 
 
 def test_word2sen_defaults_fill_the_pool(tiny_models):
-    from synthscale.prompt_models import sample_pool
+    from synthscale.prompts.models import sample_pool
 
     w = spec("word2sen", tiny_models["t5"])  # count 200, batch_size 16: 13 rounds at the least
     row = classes().to_dict("records")[2]
@@ -308,7 +308,7 @@ def test_max_rounds_that_cannot_fill_the_pool_is_a_config_error(tiny_models):
 
 def test_llm_prompts_name_their_class(tiny_models, tmp_path):
     """The llm default format is the model's text; a text that drops the class name gets it in front."""
-    from synthscale.prompt_models import sample_pool, write_model_prompts
+    from synthscale.prompts.models import sample_pool, write_model_prompts
 
     s = spec("llm", tiny_models["gpt2"], count=3, batch_size=4)
     rows = classes().to_dict("records")
@@ -320,6 +320,6 @@ def test_llm_prompts_name_their_class(tiny_models, tmp_path):
     write_model_prompts(tmp_path / "l.jsonl", "llm", s, pools)
     assert [json.loads(line)["named"] for line in (tmp_path / "l.jsonl").read_text().splitlines()] == [3, 3, 3]
     # a text that names its class (any case) is kept as written
-    from synthscale.prompt_models import named
+    from synthscale.prompts.models import named
 
     assert named("A Zero on a desk", "zero") == "A Zero on a desk" and named("a desk", "zero") == "zero, a desk"

@@ -6,16 +6,16 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from synthscale.data import (
+from synthscale.data.real import (
     digits_classes,
     interleave_by_class,
     prepare_digits,
     split_shards,
     thicken,
 )
-from synthscale.imagefolder import prepare_imagefolder
-from synthscale.prompts import class_prompts, read_prompts, write_prompts
-from synthscale.shards import load_arrays
+from synthscale.data.imagefolder import prepare_imagefolder
+from synthscale.prompts.strategies import class_prompts, read_prompts, write_prompts
+from synthscale.data.shards import load_arrays
 
 
 def test_strategies_build_prompts_with_the_class_name():

@@ -18,15 +18,15 @@ import torch
 import yaml
 
 from helpers import REPO as ROOT
-from synthscale import judge as J
-from synthscale import quality_metrics as M
-from synthscale import report
-from synthscale.analysis import per_class_slopes, trends
-from synthscale.config import check_config
-from synthscale.data import prepare_digits, split_shards
-from synthscale.plan import Plan
-from synthscale.shards import load_arrays, write_shard
-from synthscale.train import create_classifier, load_classifier, predict, train_classifier
+from synthscale.quality import judge as J
+from synthscale.quality import metrics as M
+from synthscale.analysis import report
+from synthscale.analysis.tables import per_class_slopes, trends
+from synthscale.study.config import check_config
+from synthscale.data.real import prepare_digits, split_shards
+from synthscale.study.plan import Plan
+from synthscale.data.shards import load_arrays, write_shard
+from synthscale.classifier.train import create_classifier, load_classifier, predict, train_classifier
 
 TINY = {"channels": (16, 32, 64, 128)}
 RECIPE = {
@@ -503,7 +503,7 @@ def test_a_rise_then_fall_is_not_called_a_rise():
 
 def test_per_class_slope_figure_is_the_same_for_the_same_table(tmp_path):
     """The regression band is a bootstrap: drawn twice from one table, the figure is byte-identical."""
-    from synthscale.report import plot_per_class_slope
+    from synthscale.analysis.report import plot_per_class_slope
 
     rng = np.random.default_rng(0)
     table = pd.DataFrame({"f1": rng.uniform(0, 1, 40), "slope": rng.normal(0.1, 0.2, 40),

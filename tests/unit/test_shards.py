@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from synthscale.io import atomic_path
-from synthscale.shards import load_arrays, write_shard
+from synthscale.data.shards import load_arrays, write_shard
 
 
 def _records(n):
@@ -54,7 +54,7 @@ def test_killed_write_leaves_no_target(tmp_path):
 
 
 def test_shard_writer_streams_numbered_shards(tmp_path, rng):
-    from synthscale.shards import ShardWriter, encode_image, shard_name, shard_paths
+    from synthscale.data.shards import ShardWriter, encode_image, shard_name, shard_paths
 
     images = rng.integers(0, 256, size=(10, 8, 8, 3), dtype=np.uint8)
     with ShardWriter(tmp_path / "w", 4, "webp", 90) as w:

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from helpers.data import write_digit_shards
-from synthscale.evaluate import Accumulator, build_eval_loader, evaluate_logits, evaluate_model
-from synthscale.loader import TrainLoader, build_train_loader, epoch_size, nested_shards, part_stream
-from synthscale.recipes import RECIPES, resolve_recipe
-from synthscale.train import full_recipe, load_classifier, predict, train_classifier, train_model
+from synthscale.classifier.evaluate import Accumulator, build_eval_loader, evaluate_logits, evaluate_model
+from synthscale.data.loader import TrainLoader, build_train_loader, epoch_size, nested_shards, part_stream
+from synthscale.study.recipes import RECIPES, resolve_recipe
+from synthscale.classifier.train import full_recipe, load_classifier, predict, train_classifier, train_model
 
 RECIPE = {
     "arch": "resnet18",
@@ -234,7 +234,7 @@ def test_class_subset_eval_masks_logits():
 
 
 def test_recipes_resolve_and_validate():
-    from synthscale.config import ConfigError, check_config, validate_schema
+    from synthscale.study.config import ConfigError, check_config, validate_schema
     import yaml
 
     assert resolve_recipe({"recipe": "imagenet-vit-b16", "lr": 0.1})["lr"] == 0.1
@@ -258,8 +258,8 @@ def test_recipes_resolve_and_validate():
 def test_seeds_are_a_grid_axis(tmp_path):
     """Each replicate seed is its own training target; one evaluate job per source covers them all."""
     from helpers.workflow import dry, new_workdir
-    from synthscale.config import load_config
-    from synthscale.plan import Plan
+    from synthscale.study.config import load_config
+    from synthscale.study.plan import Plan
 
     counts = dry(new_workdir(tmp_path / "wd"), overrides={"train": {"seeds": [0, 4], "real_seeds": None}})
     assert counts["train_classifier"] == 2 * 6 and counts["evaluate"] == 3
@@ -273,7 +273,7 @@ def test_seeds_are_a_grid_axis(tmp_path):
 
 def test_fast_identity_path_equals_timm(digits_16):
     """The digits recipe's short-cut gives timm's transform's output, then a black-padded shift."""
-    from synthscale.loader import decode, seeded_apply, train_transform
+    from synthscale.data.loader import decode, seeded_apply, train_transform
 
     images, _ = digits_16
     recipe = full_recipe({**RECIPE, "pad_crop": 0})
@@ -359,7 +359,7 @@ def test_a_diverging_run_fails_and_saves_nothing(tmp_path, digit_shards):
 def test_adamw_decays_no_norm_bias_or_position_embedding():
     """DeiT's AdamW (and timm's training script) decays weight matrices and kernels only: norms,
     biases (1-D), a ViT's position embedding and class token get none. SGD decays everything."""
-    from synthscale.train import create_classifier, make_optimizer
+    from synthscale.classifier.train import create_classifier, make_optimizer
 
     vit = create_classifier("vit_tiny_patch16_224", 10, {"img_size": 16, "patch_size": 4, "embed_dim": 32,
                                                          "depth": 1, "num_heads": 2})
@@ -381,7 +381,7 @@ def test_training_reads_the_loss_at_sync_points_only(monkeypatch, tmp_path, digi
     (test_a_diverging_run_fails_and_saves_nothing)."""
     import sys
 
-    import synthscale.train
+    import synthscale.classifier.train
 
     torch.set_num_threads(1)
     reads = []
@@ -390,7 +390,7 @@ def test_training_reads_the_loss_at_sync_points_only(monkeypatch, tmp_path, digi
         orig = getattr(torch.Tensor, name)
 
         def read(self, *a, **k):
-            if sys._getframe(1).f_code.co_filename == synthscale.train.__file__:
+            if sys._getframe(1).f_code.co_filename == synthscale.classifier.train.__file__:
                 reads.append(name)
             return orig(self, *a, **k)
 
@@ -408,7 +408,7 @@ def test_training_reads_the_loss_at_sync_points_only(monkeypatch, tmp_path, digi
 def test_fewer_shards_than_workers_start_fewer_workers(tmp_path, digits_16):
     """3 shards and 8 workers: 5 workers would get no shard. The loader starts 3, and its batches are
     those of a loader built with 3 workers (deterministic as any fixed worker count)."""
-    from synthscale.loader import useful_workers
+    from synthscale.data.loader import useful_workers
 
     images, labels = digits_16
     shards = write_digit_shards(tmp_path, images[:90], labels[:90], 30)
@@ -427,7 +427,7 @@ def test_fewer_shards_than_workers_start_fewer_workers(tmp_path, digits_16):
 def test_cuda_speed_switches_leave_torch_precision_readable(monkeypatch):
     """A CUDA run turns on cuDNN autotuning and TF32 matmuls and convolutions, through an API that keeps
     torch.get_float32_matmul_precision() (read by inductor) answering instead of raising."""
-    from synthscale.train import enable_fast_cuda_math
+    from synthscale.classifier.train import enable_fast_cuda_math
 
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)  # restored after
     old = torch.get_float32_matmul_precision()

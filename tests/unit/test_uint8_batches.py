@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from synthscale.loader import DeviceNormalize, TrainLoader, uint8_batches
-from synthscale.train import full_recipe, train_model
+from synthscale.data.loader import DeviceNormalize, TrainLoader, uint8_batches
+from synthscale.classifier.train import full_recipe, train_model
 
 from helpers.data import write_digit_shards
 from helpers.require import require_or_skip

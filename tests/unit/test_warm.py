@@ -253,3 +253,24 @@ def test_a_job_under_the_real_preload_is_set_up_as_a_cold_one(tmp_path):
         assert seen["pools"] == cold["pools"] and set(seen["pools"].values()) == {1}
         assert not seen["cuda_initialized"] and seen["handler_on_stderr"]
     assert first["seed"] != second["seed"], "two warm jobs share one torch generator"
+
+
+def test_preload_names_every_synthscale_module_a_script_imports():
+    """The warm server preloads each synthscale module a script imports (its job then imports nothing)."""
+    import ast
+
+    from helpers import REPO
+
+    for script in sorted((REPO / "scripts").glob("*.py")):
+        for node in ast.walk(ast.parse(script.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                folder = REPO / node.module.replace(".", "/")  # `from synthscale.clip import train`: a module
+                names = [f"{node.module}.{alias.name}" if (folder / f"{alias.name}.py").is_file() else node.module
+                         for alias in node.names]
+            else:
+                continue
+            for name in names:
+                if name.startswith("synthscale.") and name != "synthscale.runtime":
+                    assert name in warm.PRELOAD, f"{script.name} imports {name}, which warm.PRELOAD leaves out"

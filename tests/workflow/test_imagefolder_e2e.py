@@ -14,10 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from synthscale.data import read_manifest
-from synthscale.evaluate import evaluate_models
-from synthscale.imagefolder import prepare_imagefolder
-from synthscale.train import load_classifier, save_classifier, train_model, training_parts
+from synthscale.data.real import read_manifest
+from synthscale.classifier.evaluate import evaluate_models
+from synthscale.data.imagefolder import prepare_imagefolder
+from synthscale.classifier.train import load_classifier, save_classifier, train_model, training_parts
 
 torch.set_num_threads(1)
 
@@ -62,7 +62,7 @@ def prepared(study):
           "train_dir": str(data / "train"), "test_dir": str(data / "val"), "classes_csv": str(data / "classes.csv")}
     evs = [{"name": "test"}, {"name": "sub", "root": str(data / "sub"), "classes": SUBSET}]
     out = root / "prepared"
-    logger = logging.getLogger("synthscale.imagefolder")
+    logger = logging.getLogger("synthscale.data.imagefolder")
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append

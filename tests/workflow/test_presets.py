@@ -14,8 +14,8 @@ from helpers import REPO
 from helpers.preset_data import PRESETS, dry_run_cmd, preset_workdir
 from helpers.workflow import job_counts
 
-from synthscale.config import check_config
-from synthscale.plan import Plan, shards_for
+from synthscale.study.config import check_config
+from synthscale.study.plan import Plan, shards_for
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def _layered(preset: str) -> dict:
 def grid_job_counts(cfg: dict) -> dict[str, int]:
     """Jobs per rule by the grid arithmetic the docs state (docs/config.md, docs/methods.md; the check
     itself: docs/imagenet.md), from the config's keys alone (schema defaults where a key is unset),
-    independent of synthscale.plan:
+    independent of synthscale.study.plan:
     - a synthetic set per generator x guidance x strategy, generated up to the largest N it is used
       at (n_images, mix amounts, clip.n_images) in shards of generation.shard_size, written in blocks
       of images_per_job / shard_size shards per generate_block job;
@@ -163,12 +163,12 @@ def test_timm_names_are_checked_without_importing_timm():
 
     import timm
 
-    from synthscale.config import timm_model_exists
+    from synthscale.study.config import timm_model_exists
 
     names = random.Random(0).sample(timm.list_models(), 200) + ["resnet50.a1_in1k", "resnet18"]
     assert all(timm_model_exists(n) for n in names)
     assert not timm_model_exists("resnet18_but_not_a_model") and not timm_model_exists("../x")
-    code = "import sys; from synthscale.config import timm_model_exists as e; " \
+    code = "import sys; from synthscale.study.config import timm_model_exists as e; " \
            "assert e('vit_base_patch16_224') and e('resnet50'); print('timm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"
@@ -179,11 +179,11 @@ def test_open_clip_names_are_checked_without_importing_open_clip():
 
     import open_clip
 
-    from synthscale.config import open_clip_model_exists
+    from synthscale.study.config import open_clip_model_exists
 
     assert all(open_clip_model_exists(n) for n in open_clip.list_models())
     assert not open_clip_model_exists("ViT-B-16-not-a-model") and not open_clip_model_exists("../ViT-B-16")
-    code = "import sys; from synthscale.config import open_clip_model_exists as e; " \
+    code = "import sys; from synthscale.study.config import open_clip_model_exists as e; " \
            "assert e('ViT-B-16'); print('open_clip' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"
@@ -245,7 +245,7 @@ def rule_stages() -> dict[str, str | None]:
 
 
 def test_the_rules_read_every_stage_and_only_stages_the_schema_knows():
-    from synthscale.config import STAGES
+    from synthscale.study.config import STAGES
 
     stages = rule_stages()
     assert {"prepare_data", "generate_block", "train_judge", "evaluate_clip"} <= set(stages)
@@ -257,7 +257,7 @@ def test_the_rules_read_every_stage_and_only_stages_the_schema_knows():
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_stage_has_explicit_resources_that_fit(workdir, preset, monkeypatch):
-    from synthscale.config import STAGES
+    from synthscale.study.config import STAGES
 
     raw = yaml.safe_load((REPO / "configs" / f"{preset}.yaml").read_text())["resources"]
     stages = rule_stages()

@@ -1,0 +1,1 @@
+"""The analysis stage: tables, scaling fits, mixing, plots and findings pages."""

@@ -1,0 +1,1 @@
+"""The generation stage: generator pipelines, the tiny generator, fine-tuning and sampling synthetic images."""

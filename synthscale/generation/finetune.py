@@ -1,0 +1,522 @@
+"""Fine-tune a text-to-image pipeline's denoiser on the real training split (Azizi et al. 2023).
+
+The real split streams from its WebDataset shards through a torch DataLoader; each image gets a
+short caption drawn from its class's prompts (class names by default), and a fraction `uncond_prob`
+of captions is emptied so classifier-free guidance still works. The loss is diffusers' usual one:
+the MSE between the denoiser's output and the scheduler's target (the noise for epsilon prediction,
+the velocity for v prediction) at a random timestep, on VAE latents when the pipeline has a VAE.
+Text embeddings come from the pipeline's own (frozen) text encoders, once per unique caption.
+
+Two modes: `full` trains the whole denoiser and saves the whole pipeline (`save_pretrained`);
+`lora` trains peft LoRA adapters (`unet.add_adapter`) and saves only them with the pipeline class's
+`save_lora_weights`, with their peft config as adapter metadata (rank, `lora_alpha`, targets), so
+`load_lora_weights` rebuilds the trained scale alpha / rank, beside a `synthscale.json` that names the
+base. Both folders carry that `synthscale.json` (provenance: base, mode, recipe, seed, steps).
+With `ema_decay` set, an exponential moving average of the trained weights (diffusers' `EMAModel`)
+is kept and saved in their place.
+
+The training target follows the scheduler's `prediction_type` as diffusers' training scripts do:
+`epsilon` (the noise), `v_prediction` (the velocity), `sample` (the clean latents); any other type
+is an error. On a GPU the frozen VAE and text encoders run in bfloat16 (encoding only, no grad);
+the latents and text embeddings are cast back to float32 for the denoiser. On the CPU all stays fp32.
+
+Data order, captions, timesteps and noise come from (seed, epoch) and (seed, step) alone, so a run
+stopped by SIGTERM (or `stop_after_steps` in tests) and resumed from its checkpoint reaches
+bit-identical weights for a pinned thread count, as classifier training does.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import random
+import signal
+import time
+import zlib
+from functools import partial
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from synthscale.io import atomic_dir, atomic_path
+from synthscale.data.shards import IMAGE_EXTS, decode_image
+
+LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+META = "synthscale.json"
+LOG = "finetune_log.csv"
+
+
+class Preempted(RuntimeError):
+    """Fine-tuning stopped on a signal after saving its checkpoint; rerun to resume."""
+
+
+# --- the base pipeline ---
+
+
+def is_pixel_pipeline(folder: str | os.PathLike) -> bool:
+    """Whether a local pipeline folder holds the workflow's own PixelTextToImagePipeline."""
+    index = Path(folder) / "model_index.json"
+    return index.exists() and json.loads(index.read_text()).get("_class_name") == "PixelTextToImagePipeline"
+
+
+def load_base_pipeline(source: str | os.PathLike, device: str = "cpu"):
+    """A full text-to-image pipeline from a Hub id or a local folder (safetensors only, fp32).
+
+    A folder written by the workflow's own tiny generator names `PixelTextToImagePipeline` in its
+    model_index.json; that class is not in diffusers, so it is picked here by name.
+    """
+    folder = Path(source)
+    cls_name = None
+    if folder.exists():
+        meta = folder / META
+        if meta.exists() and json.loads(meta.read_text()).get("lora"):
+            raise ValueError(
+                f"{source} holds LoRA weights, not a pipeline; fine-tune from its base instead"
+            )
+        index = folder / "model_index.json"
+        if not index.exists():
+            raise FileNotFoundError(f"base generator folder {source} has no model_index.json")
+        cls_name = json.loads(index.read_text()).get("_class_name")
+    from diffusers import DiffusionPipeline
+
+    cls = DiffusionPipeline
+    if cls_name == "PixelTextToImagePipeline":
+        from synthscale.generation.pipelines import PixelTextToImagePipeline as cls  # noqa: N813
+    pipe = cls.from_pretrained(str(source), use_safetensors=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def denoiser_of(pipe):
+    unet = getattr(pipe, "unet", None)
+    if unet is None:
+        raise ValueError(
+            f"{type(pipe).__name__} has no UNet; fine-tuning supports UNet2DConditionModel "
+            "pipelines (Stable Diffusion 1.x/2.x, SDXL and the workflow's own pixel pipeline)"
+        )
+    return unet
+
+
+def image_channels(pipe) -> int:
+    vae = getattr(pipe, "vae", None)
+    return vae.config.in_channels if vae is not None else denoiser_of(pipe).config.in_channels
+
+
+def native_resolution(pipe) -> int:
+    """The resolution the denoiser was built for: its sample size times the VAE's downscaling."""
+    vae = getattr(pipe, "vae", None)
+    factor = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1
+    return int(denoiser_of(pipe).config.sample_size) * factor
+
+
+# --- captions and the streamed training split ---
+
+
+def draw_caption(
+    class_prompts: Sequence[Sequence[Sequence[str]]],
+    label: int,
+    key: str,
+    seed: int,
+    epoch: int,
+    uncond_prob: float,
+) -> str:
+    """Image `key`'s caption in `epoch`: "" with probability uncond_prob, else a random strategy's
+    random prompt for its class. Drawn from (seed, epoch, key) alone."""
+    rng = np.random.default_rng([seed, epoch, zlib.crc32(key.encode())])
+    if rng.random() < uncond_prob:
+        return ""
+    prompts = class_prompts[int(rng.integers(len(class_prompts)))][label]
+    return prompts[int(rng.integers(len(prompts)))]
+
+
+def to_pixels(image: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 (H, W, C) to float (C, size, size) in [-1, 1]: shorter side resized, centre crop."""
+    im = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    w, h = im.size
+    if (w, h) != (size, size):
+        s = size / min(w, h)
+        im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
+        w, h = im.size
+        left, top = (w - size) // 2, (h - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+    x = torch.from_numpy(np.asarray(im).copy()).float().div(127.5).sub(1.0)
+    return x[None] if x.ndim == 2 else x.permute(2, 0, 1)
+
+
+def _example(sample: dict, *, mode, size, class_prompts, seed, epoch, uncond_prob):
+    ext = next(e for e in IMAGE_EXTS if e in sample)
+    label = int(bytes(sample["cls"]).decode())
+    caption = draw_caption(class_prompts, label, sample["__key__"], seed, epoch, uncond_prob)
+    return to_pixels(decode_image(bytes(sample[ext]), mode), size), caption
+
+
+def epoch_loader(
+    shards: Sequence[str | os.PathLike],
+    class_prompts: Sequence[Sequence[Sequence[str]]],
+    recipe: dict[str, Any],
+    seed: int,
+    epoch: int,
+    size: int,
+    mode: str,
+) -> torch.utils.data.DataLoader:
+    """One epoch of (pixels, caption) batches streamed from the shards.
+
+    Shard order and the shuffle buffer are seeded by (seed, epoch), so the epoch's batches are a
+    function of them alone (for a fixed `num_workers`); only `shuffle_buffer` images are in memory.
+    """
+    import webdataset as wds
+
+    urls = [str(s) for s in shards]
+    random.Random(seed * 1_000_003 + epoch).shuffle(urls)
+    example = partial(
+        _example,
+        mode=mode,
+        size=size,
+        class_prompts=class_prompts,
+        seed=seed,
+        epoch=epoch,
+        uncond_prob=recipe["uncond_prob"],
+    )
+    buf = recipe["shuffle_buffer"]
+    ds = wds.DataPipeline(
+        wds.SimpleShardList(urls),
+        wds.split_by_worker,
+        wds.tarfile_to_samples(),
+        wds.shuffle(buf, initial=buf, rng=random.Random(seed * 7_000_003 + epoch)),
+        wds.map(example),
+    )
+    return torch.utils.data.DataLoader(
+        ds, batch_size=recipe["batch_size"], num_workers=recipe["num_workers"], drop_last=True
+    )
+
+
+# --- text conditioning ---
+
+
+class PromptEncoder:
+    """Text conditioning for the denoiser through the pipeline's own encoder, cached per caption."""
+
+    def __init__(self, pipe, device: str):
+        self.pipe, self.device, self.cache = pipe, device, {}
+        unet = denoiser_of(pipe)
+        self.sdxl = unet.config.addition_embed_type == "text_time"
+        enc = getattr(pipe, "encode_prompt", None)
+        self.diffusers_style = enc is not None and "do_classifier_free_guidance" in set(
+            inspect.signature(enc).parameters
+        )
+
+    @torch.no_grad()
+    def _one(self, text: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        pipe = self.pipe
+        if self.diffusers_style:
+            out = pipe.encode_prompt(
+                prompt=[text],
+                device=self.device,
+                num_images_per_prompt=1,
+                do_classifier_free_guidance=False,
+            )
+            if isinstance(out, torch.Tensor):
+                out = (out,)
+            embeds = out[0]
+            pooled = out[2] if len(out) >= 4 else None
+            if text == "" and self.sdxl and pipe.config.get("force_zeros_for_empty_prompt"):
+                # SDXL samples its unconditional branch from zeros; train it on the same
+                embeds, pooled = torch.zeros_like(embeds), torch.zeros_like(pooled)
+        else:
+            tok = pipe.tokenizer(
+                [text],
+                padding="max_length",
+                max_length=pipe.tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            )
+            embeds, pooled = pipe.text_encoder(tok.input_ids.to(self.device))[0], None
+        # frozen encoders may run in bf16 on a GPU; the denoiser takes float32 (a no-op on the CPU)
+        return embeds[0].float(), (pooled[0].float() if pooled is not None else None)
+
+    def __call__(self, texts: Sequence[str], size: int) -> dict[str, Any]:
+        for t in texts:
+            if t not in self.cache:
+                self.cache[t] = self._one(t)
+        embeds = torch.stack([self.cache[t][0] for t in texts])
+        kwargs: dict[str, Any] = {"encoder_hidden_states": embeds}
+        if self.sdxl:
+            pooled = torch.stack([self.cache[t][1] for t in texts])
+            # (original size, crop top-left, target size): uncropped images at the training size
+            ids = torch.tensor([size, size, 0, 0, size, size], dtype=embeds.dtype, device=self.device)
+            kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": ids.repeat(len(texts), 1)}
+        return kwargs
+
+
+# --- the training loop ---
+
+
+def frozen_parts_dtype(device: str) -> torch.dtype:
+    """The dtype the frozen VAE and text encoders encode in: bfloat16 on a GPU, float32 elsewhere."""
+    return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+
+
+def _trainable(unet) -> dict[str, torch.Tensor]:
+    return {k: p for k, p in unet.named_parameters() if p.requires_grad}
+
+
+def finetune_generator(
+    base: str | os.PathLike,
+    shards: Sequence[str | os.PathLike],
+    class_prompts: Sequence[Sequence[Sequence[str]]],
+    recipe: dict[str, Any],
+    seed: int,
+    out_dir: str | os.PathLike,
+    checkpoint_path: str | os.PathLike | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    stop_after_steps: int | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Fine-tune `base`'s denoiser on the real images in `shards`; write the result to `out_dir`.
+
+    `class_prompts[s][c]` lists caption strategy s's prompts for class c. `recipe` is a generator's
+    `finetune` section of the config (the schema fills every key). `base` is written into the
+    output's synthscale.json as given, so a LoRA folder names the pipeline to load it onto.
+    With `checkpoint_path`, SIGTERM or SIGINT saves a checkpoint after the current step and raises
+    `Preempted`; a later call resumes from it. Returns the per-step loss log.
+    """
+    if not class_prompts:
+        raise ValueError("fine-tuning needs at least one caption strategy")
+    pipe = load_base_pipeline(base, device)
+    unet = denoiser_of(pipe)
+    lora = recipe["mode"] == "lora"
+    if lora and not hasattr(type(pipe), "save_lora_weights"):
+        raise ValueError(
+            f"{type(pipe).__name__} has no diffusers LoRA support (save_lora_weights); "
+            "fine-tune it with mode: full"
+        )
+    vae = getattr(pipe, "vae", None)
+    size = recipe["resolution"] or native_resolution(pipe)
+    mode = "L" if image_channels(pipe) == 1 else "RGB"
+    # frozen parts: bf16 on a GPU (half the memory and time of fp32), fp32 on the CPU as before
+    frozen_dtype = frozen_parts_dtype(device)
+    frozen = {n: getattr(pipe, n, None) for n in ("vae", "text_encoder", "text_encoder_2")}
+    frozen = {n: m for n, m in frozen.items() if m is not None}
+    # the fp32 weights of the frozen parts, on the host, so a full save writes them as loaded
+    frozen_fp32 = {}
+    for n, module in frozen.items():
+        module.requires_grad_(False).eval()
+        if frozen_dtype != torch.float32:
+            frozen_fp32[n] = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+            module.to(dtype=frozen_dtype)
+    torch.manual_seed(seed)
+    if lora:
+        from peft import LoraConfig
+
+        unet.requires_grad_(False)
+        unet.add_adapter(
+            LoraConfig(
+                r=recipe["lora_rank"],
+                lora_alpha=recipe["lora_alpha"] or recipe["lora_rank"],
+                init_lora_weights="gaussian",
+                target_modules=LORA_TARGETS,
+            )
+        )
+    else:
+        unet.requires_grad_(True)
+    if recipe["gradient_checkpointing"]:
+        unet.enable_gradient_checkpointing()
+    params = list(_trainable(unet).values())
+    opt = torch.optim.AdamW(params, lr=recipe["lr"], weight_decay=recipe["weight_decay"])
+    warmup = recipe["warmup_steps"]
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (warmup + 1)))
+
+    from diffusers import DDPMScheduler
+
+    # the training noise schedule is the pipeline's own, as diffusers' training scripts load it
+    noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    pred_type = noise_sched.config.prediction_type
+    if pred_type not in PREDICTION_TYPES:
+        raise ValueError(
+            f"the base pipeline's scheduler has prediction_type {pred_type!r}; fine-tuning trains "
+            f"only {', '.join(PREDICTION_TYPES)} denoisers (as diffusers' training scripts do)"
+        )
+    ema = None
+    if recipe.get("ema_decay"):
+        from diffusers.training_utils import EMAModel
+
+        # the EMA of the trained weights (the whole denoiser in full mode, the adapters in lora mode)
+        ema = EMAModel(params, decay=recipe["ema_decay"])
+    encode = PromptEncoder(pipe, device)
+    amp = recipe["mixed_precision"] != "no" and device.startswith("cuda")
+    amp_dtype = torch.bfloat16 if recipe["mixed_precision"] == "bf16" else torch.float16
+
+    steps = recipe["steps"]
+    step, epoch, batch_in_epoch, log_rows = 0, 0, 0, []
+    ckpt = Path(checkpoint_path) if checkpoint_path else None
+    if ckpt and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+        missing, unexpected = unet.load_state_dict(state["trainable"], strict=False)
+        if unexpected:
+            raise ValueError(f"checkpoint {ckpt} does not fit this denoiser: {unexpected[:3]}")
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        if ema is not None:
+            if "ema" not in state:
+                raise ValueError(f"checkpoint {ckpt} has no EMA weights but finetune.ema_decay is set")
+            ema.load_state_dict(state["ema"])
+        step, epoch, batch_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batch"])
+        log_rows = json.loads(state["log"])
+
+    stop = {"signal": None}
+
+    def on_signal(signum, _frame):
+        stop["signal"] = signum
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if ckpt else {}
+    bar = tqdm(total=steps, initial=step, desc=f"fine-tune ({recipe['mode']})", disable=not progress)
+    unet.train()
+    t0 = time.time()
+    try:
+        while step < steps:
+            loader = epoch_loader(shards, class_prompts, recipe, seed, epoch, size, mode)
+            seen = 0
+            for b, (x, texts) in enumerate(loader):
+                seen += 1
+                if b < batch_in_epoch:  # resuming: these batches were trained on before the stop
+                    continue
+                gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+                x = x.to(device)
+                with torch.no_grad():
+                    if vae is not None:
+                        with torch.autocast(
+                            device.split(":")[0], dtype=frozen_dtype, enabled=frozen_dtype != torch.float32
+                        ):
+                            dist = vae.encode(x.to(frozen_dtype)).latent_dist
+                        mean, std = dist.mean.float(), dist.std.float()  # no-ops in fp32
+                        eps = torch.randn(mean.shape, generator=gen).to(device)
+                        x = mean + std * eps
+                        x = (x - (vae.config.get("shift_factor") or 0.0)) * vae.config.scaling_factor
+                noise = torch.randn(x.shape, generator=gen).to(device)
+                t = torch.randint(
+                    0, noise_sched.config.num_train_timesteps, (len(x),), generator=gen
+                ).to(device)
+                xt = noise_sched.add_noise(x, noise, t)
+                if pred_type == "epsilon":
+                    target = noise
+                elif pred_type == "v_prediction":
+                    target = noise_sched.get_velocity(x, noise, t)
+                else:  # "sample"
+                    target = x
+                cond = encode(list(texts), size)
+                with torch.autocast(device.split(":")[0], dtype=amp_dtype, enabled=amp):
+                    pred = unet(xt, t, **cond).sample
+                loss = F.mse_loss(pred.float(), target.float())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if recipe["max_grad_norm"]:
+                    torch.nn.utils.clip_grad_norm_(params, recipe["max_grad_norm"])
+                opt.step()
+                sched.step()
+                if ema is not None:
+                    ema.step(params)
+                step += 1
+                batch_in_epoch = b + 1
+                bar.update(1)
+                log_rows.append(
+                    {
+                        "step": step,
+                        "epoch": epoch,
+                        "loss": loss.item(),
+                        "lr": sched.get_last_lr()[0],
+                        "seconds": round(time.time() - t0, 3),
+                    }
+                )
+                if step % 20 == 0:
+                    bar.set_postfix(loss=f"{np.mean([r['loss'] for r in log_rows[-20:]]):.4f}")
+                stopping = stop["signal"] is not None or stop_after_steps == step
+                if ckpt and stopping and step < steps:
+                    _save_checkpoint(ckpt, unet, opt, sched, step, epoch, batch_in_epoch, log_rows, ema)
+                    raise Preempted(f"stopped at step {step}/{steps}; checkpoint {ckpt}")
+                if step >= steps:
+                    break
+            if seen == 0:
+                raise ValueError(
+                    f"the training split yields no batch of {recipe['batch_size']} images; "
+                    "lower finetune.batch_size"
+                )
+            if step < steps:
+                epoch, batch_in_epoch = epoch + 1, 0
+    finally:
+        bar.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+    unet.eval()
+    if ema is not None:
+        ema.copy_to(params)  # the saved weights are the moving average
+    log = pd.DataFrame(log_rows)
+    meta = {
+        "base": str(base),
+        "lora": lora,
+        "mode": recipe["mode"],
+        "pipeline_class": type(pipe).__name__,
+        "recipe": recipe,
+        "seed": seed,
+        "steps": steps,
+        "resolution": size,
+        "loss_first": float(log["loss"].iloc[: max(1, len(log) // 10)].mean()),
+        "loss_last": float(log["loss"].iloc[-max(1, len(log) // 10) :].mean()),
+        **(provenance or {}),
+    }
+    with atomic_dir(out_dir) as tmp:
+        if lora:
+            from diffusers.utils import convert_state_dict_to_diffusers
+            from peft.utils import get_peft_model_state_dict
+
+            layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+            # the adapter's peft config (rank, lora_alpha, targets) travels in the safetensors
+            # metadata: without it load_lora_weights takes alpha = rank and samples at another scale
+            type(pipe).save_lora_weights(
+                tmp,
+                unet_lora_layers=layers,
+                unet_lora_adapter_metadata=unet.peft_config["default"].to_dict(),
+                safe_serialization=True,
+            )
+        else:
+            for n, state in frozen_fp32.items():  # saved as loaded: bf16 was for encoding only
+                frozen[n].to(dtype=torch.float32).load_state_dict(state)
+            pipe.save_pretrained(tmp, safe_serialization=True)
+        (Path(tmp) / META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        log.to_csv(Path(tmp) / LOG, index=False)
+    if ckpt and ckpt.exists():
+        ckpt.unlink()
+    return log
+
+
+def _save_checkpoint(
+    path: Path, unet, opt, sched, step: int, epoch: int, batch: int, log_rows: list, ema=None
+) -> None:
+    state = {
+        "trainable": {k: v.detach() for k, v in _trainable(unet).items()},
+        "opt": opt.state_dict(),
+        "sched": sched.state_dict(),
+        "step": step,
+        "epoch": epoch,
+        "batch": batch,
+        "log": json.dumps(log_rows),
+    }
+    if ema is not None:
+        state["ema"] = ema.state_dict()
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def read_finetune_meta(folder: str | os.PathLike) -> dict[str, Any]:
+    """The synthscale.json of a fine-tuned generator's folder."""
+    return json.loads((Path(folder) / META).read_text())
+

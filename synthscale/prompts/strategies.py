@@ -1,0 +1,75 @@
+"""Prompt strategies (Fan et al. 2023, Sec. 3): text prompts for each class.
+
+A rule-based strategy maps one class row (name, description, hypernym) to a list of prompts and
+lives in STRATEGIES. Model-made strategies (Word2Sen, IN-Caption, LLM descriptions) are configured
+entries of `prompt_models` whose pools a job writes (synthscale.prompts.models); both end in the same
+JSONL file, which generation reads through `read_prompts`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+
+import pandas as pd
+
+from synthscale.io import atomic_path
+
+Row = dict[str, Any]
+
+
+def classname(row: Row) -> list[str]:
+    return [row["name"]]
+
+
+def description(row: Row) -> list[str]:
+    desc = str(row.get("description") or "").strip()
+    return [f"{row['name']}, {desc}" if desc else row["name"]]
+
+
+def hypernym(row: Row) -> list[str]:
+    hyper = str(row.get("hypernym") or "").strip()
+    return [f"{row['name']}, {hyper}" if hyper else row["name"]]
+
+
+def templates(row: Row) -> list[str]:
+    """CLIP's 80 ImageNet templates, as open_clip ships them."""
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    return [t(row["name"]) for t in OPENAI_IMAGENET_TEMPLATES]
+
+
+STRATEGIES: dict[str, Callable[[Row], list[str]]] = {
+    "classname": classname,
+    "description": description,
+    "hypernym": hypernym,
+    "templates": templates,
+}
+
+
+def is_rule_based(strategy: str) -> bool:
+    return strategy in STRATEGIES
+
+
+def class_prompts(classes: pd.DataFrame, strategy: str) -> list[list[str]]:
+    """Prompts for every class, in class-index order."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown prompt strategy {strategy!r}; choose from {sorted(STRATEGIES)}")
+    fn = STRATEGIES[strategy]
+    return [fn(row) for row in classes.sort_values("index").to_dict("records")]
+
+
+def write_prompts(path: str | os.PathLike, classes: pd.DataFrame, strategy: str) -> None:
+    """One JSON line per class: index, id, name and its prompts."""
+    prompts = class_prompts(classes, strategy)
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        for row, ps in zip(classes.sort_values("index").to_dict("records"), prompts):
+            rec = {"index": int(row["index"]), "id": str(row["id"]), "name": row["name"]}
+            f.write(json.dumps({**rec, "strategy": strategy, "prompts": ps}) + "\n")
+
+
+def read_prompts(path: str | os.PathLike) -> list[list[str]]:
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [r["prompts"] for r in sorted(rows, key=lambda r: r["index"])]

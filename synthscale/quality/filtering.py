@@ -1,0 +1,301 @@
+"""Filtering synthetic sets (He et al.: CLIP score; ALIA: a real-data classifier's confidence).
+
+A filter over-generates and keeps a class-balanced set: position j of the filtered set holds class
+j mod C (as the unfiltered set does), filled with that class's next passing image in index order. So
+every prefix, and hence every N, holds N/C images per class (within one), and a filtered set is
+nested in N like any other: its first N images do not depend on the largest N. A class that passes
+more rarely than the others sets the pace; when the generated shards run out first, the remaining
+positions go round-robin to the classes that still have passing images (as many as possible per
+class), and the counts list the classes left short. A filter job streams the unfiltered set's shards
+in order, scores them batch by batch, writes the kept images (bytes untouched) into shards of the same
+size and format, each record keeping its original index plus the filter's score, and stops once it has
+the largest N. Passing images that wait for their class's turn are held in memory, at most
+`class_buffer(shard_size, C)` per class (further ones are counted as passed, not kept). It also writes
+counts: how many images it looked at, passed and kept, per class, so the report can say what a
+filter cost.
+
+Scorers:
+- `judge`: p(class) under the quality stage's judge (synthscale.quality.judge.load_judge); an image passes
+  when p(its class) >= threshold.
+- `clip`: cosine similarity of the image and its prompt under an open_clip model: a model name with
+  a local weights file, or `local-dir:FOLDER` with open_clip_config.json and
+  open_clip_model.safetensors (the layout of open_clip's Hub exports, which the study's CLIP arm
+  can write). Passing: the top `keep_fraction` of each generated shard (ties go to the lower index),
+  a rule that needs no global ranking, so filtering still streams and stays nested.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from synthscale.io import write_json
+from synthscale.data.shards import IMAGE_EXTS, decode_image, write_shard
+
+
+class FilterShortfall(RuntimeError):
+    """Fewer images passed than the filtered set needs: raise the filter's overgenerate factor."""
+
+
+def iter_raw(paths: Sequence[str | os.PathLike]) -> Iterator[tuple[bytes, str, dict[str, Any]]]:
+    """(encoded image bytes, extension, record) of every sample, in shard order; nothing re-encoded."""
+    import webdataset as wds
+
+    urls = [str(p) for p in paths]
+    if not urls:
+        return
+    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode():
+        ext = next(e for e in IMAGE_EXTS if e in sample)
+        data = sample[ext]
+        yield (data if isinstance(data, bytes) else bytes(data)), ext, sample["json"]
+
+
+# --------------------------------------------------------------------------------------------------
+# scorers
+# --------------------------------------------------------------------------------------------------
+
+
+class JudgeScorer:
+    """p(class) of each image under the judge, at the dataset's image size."""
+
+    def __init__(self, judge, image_size: int, device: str = "cpu"):
+        self.judge, self.image_size, self.device = judge, image_size, device
+
+    @torch.no_grad()
+    def __call__(self, images: np.ndarray, labels: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
+        from synthscale.classifier.train import resize_images
+
+        x = self.judge.preprocess(resize_images(images, self.image_size)).to(self.device)
+        logits, _ = self.judge.forward(x)
+        p = F.softmax(logits.float(), dim=1).cpu().numpy()
+        return p[np.arange(len(labels)), labels]
+
+
+class ClipScorer:
+    """Cosine similarity of each image and its prompt under an open_clip model (local weights only)."""
+
+    def __init__(self, model: str, pretrained: str | None = None, device: str = "cpu"):
+        import open_clip
+
+        if not (pretrained or model.startswith("local-dir:")):
+            raise ValueError(f"open_clip model {model!r} needs local weights (`pretrained`)")
+        if pretrained and not os.path.exists(pretrained):
+            raise FileNotFoundError(f"open_clip weights {pretrained!r} do not exist")
+        self.model, _, self.preprocess = open_clip.create_model_and_transforms(
+            model, pretrained=pretrained, device=device
+        )
+        self.model.eval()
+        self.tokenizer = open_clip.get_tokenizer(model)
+        self.device = device
+        self._text: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def _text_features(self, prompts: Sequence[str]) -> torch.Tensor:
+        new = [p for p in dict.fromkeys(prompts) if p not in self._text]
+        if new:
+            feats = self.model.encode_text(self.tokenizer(new).to(self.device))
+            for p, f in zip(new, F.normalize(feats.float(), dim=-1)):
+                self._text[p] = f
+        return torch.stack([self._text[p] for p in prompts])
+
+    @torch.no_grad()
+    def __call__(self, images: np.ndarray, labels: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
+        from PIL import Image
+
+        x = torch.stack(
+            [self.preprocess(Image.fromarray(im.squeeze(-1) if im.shape[-1] == 1 else im).convert("RGB")) for im in images]
+        ).to(self.device)
+        img = F.normalize(self.model.encode_image(x).float(), dim=-1)
+        return (img * self._text_features(list(prompts))).sum(-1).cpu().numpy()
+
+
+def open_scorer(spec: dict[str, Any], judge_path: str | None, judge_spec: dict[str, Any], image_size: int, device: str = "cpu"):
+    """The scorer a filter spec names."""
+    if spec["kind"] == "judge":
+        from synthscale.quality.judge import load_judge
+
+        return JudgeScorer(load_judge(judge_spec, judge_path, device), image_size, device)
+    if spec["kind"] == "clip":
+        return ClipScorer(spec["clip"]["model"], spec["clip"].get("pretrained"), device)
+    raise ValueError(f"unknown filter kind {spec['kind']!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# the pass rule and the streaming filter
+# --------------------------------------------------------------------------------------------------
+
+
+def passes(scores: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """Which images of one generated shard pass: p(class) >= threshold (judge), or the top
+    keep_fraction of the shard by score (clip; a stable sort gives ties to the lower index)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if spec["kind"] == "judge":
+        return scores >= spec["threshold"]
+    keep = math.ceil(spec["keep_fraction"] * len(scores))
+    order = np.argsort(-scores, kind="stable")
+    mask = np.zeros(len(scores), dtype=bool)
+    mask[order[:keep]] = True
+    return mask
+
+
+def class_buffer(shard_size: int, n_classes: int) -> int:
+    """Passing images of one class held while they wait for its turn: two shards' worth in all."""
+    return max(8, math.ceil(2 * shard_size / n_classes))
+
+
+@dataclass
+class FilterResult:
+    counts: dict[str, Any]
+    records: list[dict[str, Any]]
+
+
+def filter_set(
+    shards: Sequence[str | os.PathLike],
+    scorer,
+    spec: dict[str, Any],
+    name: str,
+    out_paths: Sequence[str | os.PathLike],
+    shard_size: int,
+    n_classes: int,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> FilterResult:
+    """Keep len(out_paths) x shard_size passing images, class-balanced (position j: class j mod C,
+    that class's next passing image in index order); write them.
+
+    Reads one generated shard at a time (scored in batches of `batch_size`) and holds at most one
+    generated shard, one output shard and `class_buffer` waiting images per class. When the generated
+    shards run out, the remaining positions go round-robin to the classes with images left. Raises
+    FilterShortfall, naming the config key to raise, when fewer images passed than the set needs.
+    """
+    from tqdm.auto import tqdm
+
+    target = len(out_paths) * shard_size
+    seen = Counter()
+    passed = Counter()
+    kept = Counter()
+    kept_scores: list[float] = []
+    seen_scores: list[float] = []
+    buffer: list[tuple[bytes, dict[str, Any]]] = []
+    fmt: str | None = None
+    written: list[dict[str, Any]] = []
+    waiting: list[deque] = [deque() for _ in range(n_classes)]
+    cap = class_buffer(shard_size, n_classes)
+    turn = 0  # the class whose image fills the next position
+    k_out = 0
+    bar = tqdm(total=target, desc=f"filter {name}", unit="img", disable=not progress)
+
+    def emit(c: int) -> None:
+        nonlocal buffer, k_out
+        data, rec, score = waiting[c].popleft()
+        # the key is the position in the filtered set (nested N reads keys); `index` stays the original
+        out = {**rec, "key": f"{len(written):08d}", "filter": name, "filter_score": score,
+               "filtered_index": len(written)}
+        buffer.append((data, out))
+        written.append(out)
+        kept[c] += 1
+        kept_scores.append(score)
+        bar.update(1)
+        if len(buffer) == shard_size:
+            write_shard(out_paths[k_out], [b for b, _ in buffer], [r for _, r in buffer], fmt={"jpg": "jpeg"}.get(fmt, fmt))
+            buffer, k_out = [], k_out + 1
+
+    for shard in shards:
+        if k_out == len(out_paths):
+            break
+        samples = list(iter_raw([shard]))
+        scores = np.empty(len(samples))
+        for s in range(0, len(samples), batch_size):
+            chunk = samples[s : s + batch_size]
+            images = np.stack([decode_image(b, "RGB") for b, _, _ in chunk])
+            labels = np.asarray([int(r["label"]) for _, _, r in chunk])
+            prompts = [str(r.get("prompt", "")) for _, _, r in chunk]
+            scores[s : s + len(chunk)] = scorer(images, labels, prompts)
+        mask = passes(scores, spec)
+        for (data, ext, rec), score, ok in zip(samples, scores, mask):
+            if k_out == len(out_paths):
+                break
+            c = int(rec["label"])
+            seen[c] += 1
+            seen_scores.append(float(score))
+            if not ok:
+                continue
+            passed[c] += 1
+            fmt = fmt or ext
+            if ext != fmt:
+                raise ValueError(f"{shard}: mixed image formats {fmt} and {ext} in one set")
+            if len(waiting[c]) < cap:
+                waiting[c].append((data, rec, float(score)))
+            while k_out < len(out_paths) and waiting[turn]:
+                emit(turn)
+                turn = (turn + 1) % n_classes
+    # the generated shards ran out: the remaining positions go round-robin to classes with images left
+    while k_out < len(out_paths) and any(waiting):
+        if waiting[turn]:
+            emit(turn)
+        turn = (turn + 1) % n_classes
+    bar.close()
+    n_seen = sum(seen.values())
+    if k_out < len(out_paths):
+        have = len(written)
+        rate = have / max(n_seen, 1)
+        need = spec["overgenerate"] * target / max(have, 1) if have else float("inf")
+        raise FilterShortfall(
+            f"filter {name!r}: only {have} of {n_seen} generated images passed (and fit the class "
+            f"balance: {sum(passed.values())} passed in all) but the filtered set "
+            f"needs {target}; raise config key filter_specs.{name}.overgenerate (now "
+            f"{spec['overgenerate']:g}; the pass rate {rate:.3f} asks for about {need:.2f})"
+        )
+    counts = {
+        "filter": name,
+        "kind": spec["kind"],
+        "threshold": spec["threshold"] if spec["kind"] == "judge" else None,
+        "keep_fraction": spec["keep_fraction"] if spec["kind"] == "clip" else None,
+        "overgenerate": spec["overgenerate"],
+        "generated_shards": len(shards),
+        "generated": len(shards) * shard_size,
+        "seen": n_seen,
+        "passed": sum(passed.values()),
+        "kept": len(written),
+        "pass_rate": sum(passed.values()) / max(n_seen, 1),
+        "cost": n_seen / max(len(written), 1),
+        "mean_score_seen": float(np.mean(seen_scores)) if seen_scores else None,
+        "mean_score_kept": float(np.mean(kept_scores)) if kept_scores else None,
+        "classes_short": [c for c in range(n_classes) if kept[c] < len(written) // n_classes],
+        "per_class": [
+            {"class_index": c, "seen": seen[c], "passed": passed[c], "kept": kept[c]} for c in range(n_classes)
+        ],
+    }
+    return FilterResult(counts, written)
+
+
+def run_filter(
+    shards: Sequence[str | os.PathLike],
+    spec: dict[str, Any],
+    name: str,
+    out_paths: Sequence[str | os.PathLike],
+    counts_path: str | os.PathLike,
+    shard_size: int,
+    n_classes: int,
+    scorer,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """filter_set, then the counts JSON (written last: it marks the filtered set complete)."""
+    res = filter_set(
+        shards, scorer, spec, name, out_paths, shard_size, n_classes, spec["batch_size"], progress
+    )
+    write_json(counts_path, res.counts)
+    return res.counts
+
+
+def read_counts(path: str | os.PathLike) -> dict[str, Any]:
+    with open(path) as f:
+        return json.load(f)

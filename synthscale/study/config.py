@@ -1,0 +1,609 @@
+"""Config checking: the JSON schema fills defaults, then checks that need the world (paths, registries).
+
+Every problem becomes one `ConfigError` whose message names the offending key, raised before any
+job starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+
+RESOURCE_DEFAULTS: dict[str, Any] = {
+    "threads": 1,
+    "mem_mb": 2000,
+    "runtime": 20,
+    "gpu": 0,
+    "gpu_model": None,
+    "slurm_partition": None,
+    "slurm_extra": None,
+    "retry_runtime_factor": 1.5,
+    "max_runtime": None,
+}
+# every rule's resources come from one of these (rules/common.smk: res); `default` serves the rest
+STAGES = (
+    "prepare", "train_generator", "finetune", "generate", "train", "evaluate", "quality", "prompts", "filter",
+    "clip", "judge", "clip_eval", "clip_pairs",
+)
+# stages that, unnamed, take another stage's resources (one GPU at most): one-process stages that used to share
+# a multi-GPU stage, and the CLIP runs' caption shards (one CPU thread: the default resources)
+STAGE_PARENTS = {"judge": "train", "clip_eval": "clip", "clip_pairs": "default"}
+# a generation block's time limit covers its images at the stated throughput with this margin, plus
+# the pipeline's load (generators[].images_per_second; _check_generate_runtime)
+GENERATE_RUNTIME_MARGIN = 1.25
+GENERATE_LOAD_MINUTES = 10
+
+
+def generate_minutes(images: int, images_per_second: float) -> int:
+    """The time limit (minutes) a generation job of `images` needs at `images_per_second`: the images
+    with GENERATE_RUNTIME_MARGIN to spare, plus GENERATE_LOAD_MINUTES to load the pipeline."""
+    return math.ceil(GENERATE_RUNTIME_MARGIN * images / images_per_second / 60) + GENERATE_LOAD_MINUTES
+
+
+class ConfigError(ValueError):
+    """A config problem, with a message that names the key."""
+
+
+def _with_defaults(cls):
+    validate_props = cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_props(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(cls, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft7Validator)
+
+
+def load_schema(path: str | os.PathLike = SCHEMA_PATH) -> dict[str, Any]:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "<top>"
+
+
+def validate_schema(config: dict[str, Any], schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Fill defaults and check types; raise ConfigError naming the first bad key."""
+    config = copy.deepcopy(config)
+    validator = _Validator(schema or load_schema())
+    # defaults of nested objects need a second pass once their parents exist
+    for _ in range(2):
+        errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+        if errors:
+            e = errors[0]
+            raise ConfigError(f"config key {_key(e.absolute_path)}: {e.message}")
+    return config
+
+
+def timm_model_exists(arch: str) -> bool:
+    """`timm.is_model(arch)`, without importing timm (and torch: seconds, on every dry-run) when it can:
+    a name that timm's model sources register (`@register_model` then `def <name>(`) exists; any other
+    name (aliases, deprecated names, a timm laid out differently) is asked of timm itself."""
+    import importlib.util
+    import re
+
+    name = arch.split(".", 1)[0]  # a pretrained tag (resnet50.a1_in1k) names the same architecture
+    spec = importlib.util.find_spec("timm")
+    if name.isidentifier() and spec is not None and spec.submodule_search_locations:
+        pattern = re.compile(rf"@register_model[^\n]*\n\s*def {re.escape(name)}\(")
+        for folder in spec.submodule_search_locations:
+            for source in sorted(Path(folder, "models").glob("*.py")):
+                text = source.read_text(encoding="utf-8", errors="replace")
+                if f"def {name}(" in text and pattern.search(text):
+                    return True
+    import timm
+
+    return bool(timm.is_model(arch))
+
+
+def open_clip_model_exists(name: str) -> bool:
+    """`name in open_clip.list_models()`, without importing open_clip (and torch) when it can: the
+    names are open_clip's bundled `model_configs/<name>.json`; any other name is asked of open_clip."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("open_clip")
+    if "/" not in name and spec is not None and spec.submodule_search_locations:
+        if any(Path(f, "model_configs", f"{name}.json").is_file() for f in spec.submodule_search_locations):
+            return True
+    import open_clip
+
+    return name in open_clip.list_models()
+
+
+def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> dict[str, Any]:
+    """Validate against the schema, then check names, paths and registries. Returns the full config."""
+    cfg = validate_schema(config)
+    workdir = Path(workdir)
+    _check_unique([g["name"] for g in cfg["generators"]], "generators")
+    _check_unique([e["name"] for e in cfg["eval_sets"]], "eval_sets")
+    if "train" in {e["name"] for e in cfg["eval_sets"]}:
+        raise ConfigError("config key eval_sets: 'train' is the training split, not an eval set")
+
+    from synthscale.prompts.strategies import STRATEGIES
+
+    known = sorted(STRATEGIES) + sorted(cfg["prompt_models"])
+    for key, names in [("strategies", cfg["strategies"])] + [
+        (f"generators.{g['name']}.caption_strategies", g["caption_strategies"])
+        for g in cfg["generators"]
+    ] + [
+        (f"generators.{g['name']}.finetune.caption_strategies", g["finetune"]["caption_strategies"])
+        for g in cfg["generators"]
+        if g["kind"] == "finetuned"
+    ]:
+        for s in names:
+            if s not in STRATEGIES and s not in cfg["prompt_models"]:
+                raise ConfigError(f"config key {key}: unknown prompt strategy {s!r}; known: {known}")
+    _check_prompt_models(cfg, workdir)
+    _check_filters(cfg, workdir)
+
+    ds = cfg["dataset"]
+    if ds["kind"] == "imagefolder":
+        for k in ("train_dir", "test_dir", "classes_csv"):
+            if k not in ds:
+                raise ConfigError(f"config key dataset.{k}: required for an imagefolder dataset")
+            if not (workdir / ds[k]).exists():
+                raise ConfigError(f"config key dataset.{k}: path {ds[k]!r} does not exist")
+        for e in cfg["eval_sets"]:
+            if "root" in e and not (workdir / e["root"]).exists():
+                raise ConfigError(
+                    f"config key eval_sets.{e['name']}.root: path {e['root']!r} does not exist"
+                )
+    elif any("root" in e for e in cfg["eval_sets"]):
+        raise ConfigError("config key eval_sets.root: only an imagefolder dataset has eval roots")
+    _check_dataset(cfg, workdir)
+
+    for g in cfg["generators"]:
+        if g["kind"] == "pretrained":
+            if "source" not in g:
+                raise ConfigError(f"config key generators.{g['name']}.source: required when pretrained")
+            src = g["source"]
+            looks_local = src.startswith((".", "/", "~")) or (workdir / src).exists()
+            if looks_local:
+                _check_generator_folder(g["name"], workdir / src, cfg["generation"]["sampler"])
+    _check_generation(cfg["generation"])
+
+    _check_quality(cfg["quality"], workdir)
+
+    _check_finetuned(cfg["generators"], workdir)
+
+    from synthscale.study.recipes import resolve_recipe
+
+    try:
+        cfg["train"] = resolve_recipe(cfg["train"])
+    except KeyError as err:
+        raise ConfigError(f"config key train.recipe: {err.args[0]}") from None
+    if cfg["train"]["input_size"] is None:
+        cfg["train"]["input_size"] = cfg["dataset"]["image_size"]
+    res_cfg = cfg.get("resources", {})
+    gpus = {**RESOURCE_DEFAULTS, **res_cfg.get("default", {}), **res_cfg.get("train", {})}["gpu"] or 1
+    micro = cfg["train"]["micro_batch_size"]
+    if micro and cfg["train"]["batch_size"] % (micro * max(1, gpus)):
+        raise ConfigError(
+            f"config key train.micro_batch_size: batch_size {cfg['train']['batch_size']} is not a multiple "
+            f"of micro_batch_size {micro} x {max(1, gpus)} GPU(s)"
+        )
+
+    arch = cfg["train"]["arch"]
+    if not timm_model_exists(arch):
+        raise ConfigError(f"config key train.arch: {arch!r} is not a timm model name")
+
+    _check_eval_set_refs(cfg)
+    _check_clip(cfg)
+    _check_real_counts(cfg, workdir)
+    _check_mix(cfg)
+    _check_supervised(cfg)
+
+    res = cfg["resources"]
+    base = {**RESOURCE_DEFAULTS, **res.get("default", {})}
+    cfg["resources"] = {"default": base} | {s: {**base, **res.get(s, {})} for s in STAGES}
+    for stage, parent in STAGE_PARENTS.items():
+        if stage not in res:
+            own = cfg["resources"][parent]
+            cfg["resources"][stage] = {**own, "gpu": min(own["gpu"], 1)}
+    for stage, r in cfg["resources"].items():
+        if r["max_runtime"] and r["runtime"] > r["max_runtime"]:
+            raise ConfigError(
+                f"config key resources.{stage}.runtime: {r['runtime']} min is over its max_runtime of {r['max_runtime']}"
+            )
+    _check_generate_runtime(cfg)
+    return cfg
+
+
+def _check_generate_runtime(cfg: dict[str, Any]) -> None:
+    """A generation block fits its time limit at every generator's stated throughput: a block that
+    cannot finish would be killed at the same point on every retry."""
+    gen = cfg["generation"]
+    images = gen["images_per_job"] or gen["shard_size"]
+    res = cfg["resources"]["generate"]
+    for g in cfg["generators"]:
+        ips = g.get("images_per_second")
+        if not ips:
+            continue
+        need = generate_minutes(images, ips)
+        if res["runtime"] < need:
+            raise ConfigError(
+                f"config key resources.generate.runtime: {res['runtime']} min is under the {need} min a block of "
+                f"generation.images_per_job = {images} images needs at generators.{g['name']}.images_per_second "
+                f"= {ips} (x{GENERATE_RUNTIME_MARGIN} margin + {GENERATE_LOAD_MINUTES} min to load); raise the "
+                "runtime or lower images_per_job"
+            )
+
+
+def _check_dataset(cfg: dict[str, Any], workdir: Path) -> None:
+    """The class table reads (WordNet present where it fills names), eval-set class subsets exist."""
+    ds = cfg["dataset"]
+    if ds["kind"] == "digits":
+        from synthscale.data.real import digits_classes
+
+        ids = digits_classes()["id"].tolist()
+    else:
+        from synthscale.data.real import read_classes_table
+
+        try:
+            ids = read_classes_table(workdir / ds["classes_csv"])["id"].tolist()
+        except (ValueError, KeyError, FileNotFoundError) as err:
+            raise ConfigError(f"config key dataset.classes_csv: {err}") from None
+    for e in cfg["eval_sets"]:
+        if e.get("classes") == "folders":
+            if ds["kind"] != "imagefolder":
+                raise ConfigError(f"config key eval_sets.{e['name']}.classes: `folders` needs an imagefolder dataset")
+            continue
+        unknown = [c for c in e.get("classes", []) if str(c) not in set(ids)]
+        if unknown:
+            raise ConfigError(
+                f"config key eval_sets.{e['name']}.classes: class id(s) {unknown} are not in the class table"
+            )
+
+
+def _check_prompt_models(cfg: dict[str, Any], workdir: Path) -> None:
+    """Model-made strategies: no clash with a rule-based name; a local model folder must exist."""
+    from synthscale.prompts.models import looks_local
+    from synthscale.prompts.strategies import STRATEGIES
+
+    for name, spec in cfg["prompt_models"].items():
+        key = f"prompt_models.{name}"
+        if name in STRATEGIES:
+            raise ConfigError(f"config key {key}: {name!r} is a rule-based strategy's name")
+        model = spec["model"]
+        if looks_local(model) or (workdir / model).exists():
+            path = Path(model).expanduser()
+            path = path if path.is_absolute() else workdir / path
+            if not (path / "config.json").exists():
+                raise ConfigError(
+                    f"config key {key}.model: {model!r} is no local transformers model folder "
+                    "(no config.json there)"
+                )
+        rounds, batch = spec.get("max_rounds"), spec.get("batch_size")
+        if spec["kind"] != "caption" and rounds and batch and rounds * batch < spec["count"]:
+            raise ConfigError(
+                f"config key {key}.max_rounds: {rounds} rounds x {batch} texts cannot fill a pool of "
+                f"count {spec['count']}; raise it, or leave it null (4 x ceil(count / batch_size))"
+            )
+        for field in ("template", "format"):
+            if field in spec:
+                try:
+                    spec[field].format(name="x", description="x", hypernym="x", text="x", caption="x")
+                except (KeyError, IndexError, ValueError) as e:
+                    raise ConfigError(f"config key {key}.{field}: bad template field {e}") from None
+
+
+def _check_filters(cfg: dict[str, Any], workdir: Path) -> None:
+    """The filter axis: `none` plus named specs whose scope lies in the grid and whose scorer exists."""
+    specs = cfg["filter_specs"]
+    if "none" in specs:
+        raise ConfigError("config key filter_specs.none: 'none' names the unfiltered sets")
+    if "none" not in cfg["filters"]:
+        raise ConfigError("config key filters: must include 'none' (the unfiltered sets)")
+    for f in cfg["filters"]:
+        if f != "none" and f not in specs:
+            raise ConfigError(f"config key filters: unknown filter {f!r}; known: none, {sorted(specs)}")
+    grid = {
+        "generators": {g["name"] for g in cfg["generators"]},
+        "guidance": {float(g) for g in cfg["guidance"]},
+        "strategies": set(cfg["strategies"]),
+    }
+    results = Path(cfg["results"])
+    # only the filters on the axis: a study that extends another may leave specs unused
+    for name, spec in ((f, specs[f]) for f in cfg["filters"] if f != "none"):
+        key = f"filter_specs.{name}"
+        for axis, values in grid.items():
+            for v in spec.get(axis) or []:
+                if (float(v) if axis == "guidance" else v) not in values:
+                    raise ConfigError(f"config key {key}.{axis}: {v!r} is not in the study's {axis}")
+        if spec["kind"] == "clip":
+            if "clip" not in spec:
+                raise ConfigError(f"config key {key}.clip: required for a clip filter")
+            model, weights = spec["clip"]["model"], spec["clip"]["pretrained"]
+            if model.startswith("local-dir:"):
+                folder = Path(model[len("local-dir:") :])
+                made_here = folder.parts[: len(results.parts)] == results.parts
+                if not made_here and not (workdir / folder / "open_clip_config.json").exists():
+                    raise ConfigError(
+                        f"config key {key}.clip.model: {str(folder)!r} holds no open_clip_config.json"
+                    )
+            else:
+                if not open_clip_model_exists(model):
+                    raise ConfigError(f"config key {key}.clip.model: {model!r} is no open_clip model name")
+                if not weights:
+                    raise ConfigError(
+                        f"config key {key}.clip.pretrained: a local weights file is required "
+                        "(nothing is downloaded)"
+                    )
+            if weights and not (workdir / weights).exists():
+                raise ConfigError(f"config key {key}.clip.pretrained: {weights!r} does not exist")
+
+
+def _check_quality(q: dict[str, Any], workdir: Path) -> None:
+    """The judge and the FID feature network must be loadable before any job is planned."""
+    judge = q["judge"]
+    if judge["kind"] == "timm":
+        if not judge.get("name"):
+            raise ConfigError("config key quality.judge.name: a timm model name is required when quality.judge.kind is timm")
+        w = judge.get("weights")
+        if w and not (workdir / w).is_file():
+            raise ConfigError(f"config key quality.judge.weights: file {w!r} does not exist (nothing is downloaded)")
+    if q["features"] == "inception":
+        w = q.get("inception_weights")
+        if not w:
+            raise ConfigError(
+                "config key quality.inception_weights: a local Inception weights file is required when "
+                "quality.features is inception"
+            )
+        if not (workdir / w).is_file():
+            raise ConfigError(f"config key quality.inception_weights: file {w!r} does not exist (nothing is downloaded)")
+
+
+def _check_generator_folder(name: str, folder: Path, sampler: str | None) -> None:
+    """A local generator folder: a text-to-image pipeline (or a LoRA over one) whose scheduler
+    family admits generation.sampler."""
+    from synthscale.generation.pipelines import check_local_source
+
+    problem = check_local_source(folder, sampler)
+    if problem is not None:
+        part, message = problem
+        key = f"generators.{name}.source" if part == "source" else "generation.sampler"
+        raise ConfigError(f"config key {key}: {message}" + (f" (generator {name})" if part == "sampler" else ""))
+
+
+def _check_generation(gen: dict[str, Any]) -> None:
+    per_job = gen["images_per_job"]
+    if per_job is None:
+        return
+    from synthscale.study.plan import block_digits
+
+    shards, rest = divmod(per_job, gen["shard_size"])
+    try:
+        if rest:
+            raise ValueError
+        block_digits(shards)
+    except ValueError:
+        raise ConfigError(
+            f"config key generation.images_per_job: {per_job} must be shard_size ({gen['shard_size']}) "
+            "times 1, 10, 100 or 1000 (a job writes a block of consecutive shards)"
+        ) from None
+
+
+def _check_finetuned(generators: list[dict[str, Any]], workdir: Path) -> None:
+    """A finetuned generator's base: another generator of the study, a pipeline folder or a Hub id."""
+    by_name = {g["name"]: g for g in generators}
+    for g in generators:
+        key = f"config key generators.{g['name']}"
+        if "train_shift" in g and g["kind"] != "trained":
+            raise ConfigError(f"{key}.train_shift: only a trained generator has a training shift")
+        if g["kind"] != "finetuned":
+            if "base" in g:
+                raise ConfigError(f"{key}.base: only a finetuned generator has a base")
+            continue
+        if "base" not in g:
+            raise ConfigError(f"{key}.base: required when finetuned")
+        base = g["base"]
+        if base == g["name"]:
+            raise ConfigError(f"{key}.base: a generator cannot be its own base")
+        if base in by_name:
+            other = by_name[base]
+            if other["kind"] == "finetuned" and other["finetune"]["mode"] == "lora":
+                raise ConfigError(f"{key}.base: {base!r} holds LoRA weights only; fine-tune its base")
+            continue
+        looks_local = base.startswith((".", "/", "~")) or (workdir / base).exists()
+        if looks_local and not (workdir / base / "model_index.json").exists():
+            raise ConfigError(
+                f"{key}.base: {base!r} is neither a generator of this study nor a diffusers "
+                "pipeline folder (no model_index.json)"
+            )
+        if not looks_local and base.count("/") != 1:
+            raise ConfigError(
+                f"{key}.base: {base!r} is neither a generator of this study ({sorted(by_name)}), "
+                "a local pipeline folder, nor a Hub id (owner/name)"
+            )
+
+
+def _check_clip(cfg: dict[str, Any]) -> None:
+    """The CLIP arm: model name or config, caption strategies, sources in the grid, N within reach."""
+    c = cfg["clip"]
+    if not c["enabled"]:
+        return
+    from synthscale.prompts.strategies import STRATEGIES
+
+    for s in c["caption_strategies"]:
+        if s not in STRATEGIES:
+            raise ConfigError(
+                f"config key clip.caption_strategies: unknown prompt strategy {s!r}; known: {sorted(STRATEGIES)}"
+            )
+    mc = c["model_config"]
+    if mc is None:
+        if not open_clip_model_exists(c["model"]):
+            raise ConfigError(
+                f"config key clip.model: {c['model']!r} is no open_clip model name; give clip.model_config"
+            )
+    elif isinstance(mc, str) and not Path(mc).is_file():
+        raise ConfigError(f"config key clip.model_config: file {mc!r} does not exist")
+    elif isinstance(mc, dict) and not {"embed_dim", "vision_cfg", "text_cfg"} <= set(mc):
+        raise ConfigError("config key clip.model_config: needs embed_dim, vision_cfg and text_cfg")
+    if isinstance(c["sources"], list):
+        grid = {(g["name"], float(gs), s) for g in cfg["generators"] for gs in cfg["guidance"]
+                for s in cfg["strategies"]}
+        for i, s in enumerate(c["sources"]):
+            if (s["generator"], float(s["guidance"]), s["strategy"]) not in grid:
+                raise ConfigError(
+                    f"config key clip.sources[{i}]: {s} is not a synthetic set of the grid "
+                    "(generators x guidance x strategies)"
+                )
+    n_clip = c["n_images"] or cfg["n_images"]
+    has_synthetic = c["sources"] != "none"
+    if has_synthetic and max(n_clip) > max(cfg["n_images"]):
+        raise ConfigError(
+            f"config key clip.n_images: {max(n_clip)} is more than the largest n_images "
+            f"({max(cfg['n_images'])}), the size of every synthetic set"
+        )
+    smallest = min(n_clip)
+    if c["batch_size"] > smallest:
+        raise ConfigError(
+            f"config key clip.batch_size: {c['batch_size']} is more than the smallest CLIP N ({smallest})"
+        )
+
+
+def _check_eval_set_refs(cfg: dict[str, Any]) -> None:
+    """Keys that name one eval set: null means the first of `eval_sets`; any other name must be one
+    (the prepared splits are named after them, so a typo would fail inside a job)."""
+    names = [e["name"] for e in cfg["eval_sets"]]
+    for section, key in [("quality", "reference_set"), ("analysis", "eval_set")]:
+        value = cfg[section][key]
+        if value is None:
+            cfg[section][key] = names[0]
+        elif value not in names:
+            raise ConfigError(f"config key {section}.{key}: {value!r} is not an eval set; eval_sets: {names}")
+
+
+def _check_supervised(cfg: dict[str, Any]) -> None:
+    """`train.supervised: false` turns the classifier arm off (a CLIP-only study): no classifier is
+    trained, so the real baselines are off too, and nothing that is read through a classifier may be
+    asked for: mixed classifiers (`mix.real_n`) and filtered sets (compared by their CAS)."""
+    if cfg["train"]["supervised"]:
+        return
+    if cfg["mix"]["real_n"]:
+        raise ConfigError(
+            "config key mix.real_n: mixed sources train classifiers, but train.supervised is false; "
+            "set mix.real_n: [] (the CLIP arm mixes through clip.mixed)"
+        )
+    filters = [f for f in cfg["filters"] if f != "none"]
+    if filters:
+        raise ConfigError(
+            f"config key filters: {filters} are compared by the CAS of classifiers trained on them, "
+            "but train.supervised is false; set filters: [none]"
+        )
+    cfg["train"]["real_baseline"] = False
+    cfg["train"]["real_full"] = False
+
+
+def _prepared_train_count(cfg: dict[str, Any], workdir: Path) -> tuple[Path, int | None]:
+    """The prepared manifest's path, and its real train split's size once it is prepared."""
+    from synthscale.study.plan import manifest_path
+
+    manifest = workdir / manifest_path(cfg["results"], cfg["dataset"]["name"])
+    if not manifest.exists():
+        return manifest, None
+    import json
+
+    return manifest, int(json.loads(manifest.read_text())["splits"]["train"]["count"])
+
+
+def _check_real_counts(cfg: dict[str, Any], workdir: Path) -> None:
+    """Real runs take the first N real images, so N may not pass the real train split. Its size is
+    `mix.full_real_n`, or, unset, the prepared manifest's (the two must agree when both exist); the
+    real-only grids stop there (Plan.real_ns), and a CLIP mix's real part past it is an error.
+    Before the split is prepared and without `mix.full_real_n`, a too-large N fails in its job."""
+    manifest, prepared = _prepared_train_count(cfg, workdir)
+    full = cfg["mix"]["full_real_n"]
+    if full is not None and prepared is not None and full != prepared:
+        raise ConfigError(
+            f"config key mix.full_real_n: {full}, but the prepared real train split {manifest} "
+            f"holds {prepared} images"
+        )
+    if full is None and prepared is not None:
+        # unset, the split's size comes from the prepared manifest (multiples of `all` use it too)
+        cfg["mix"]["full_real_n"] = full = prepared
+    c = cfg["clip"]
+    if full is not None and c["enabled"] and c["mixed"] and c["sources"] != "none":
+        from synthscale.clip.train import mix_split
+
+        key = "clip.mix_real_fraction"
+        n = mix_split(max(c["n_images"] or cfg["n_images"]), c["mix_real_fraction"])[0]
+        if n > full:
+            raise ConfigError(f"config key {key}: {n} real images asked for, but the real train split holds {full}")
+
+
+def _check_mix(cfg: dict[str, Any]) -> None:
+    """The `mix` section: sets inside the synthetic grid, amounts given, real_n within the real split."""
+    mix = cfg["mix"]
+    if mix["sets"] != "all":
+        gens = {g["name"] for g in cfg["generators"]}
+        guidance = {float(g) for g in cfg["guidance"]}
+        for i, s in enumerate(mix["sets"]):
+            for key, ok, grid in [
+                ("generator", s["generator"] in gens, sorted(gens)),
+                ("guidance", float(s["guidance"]) in guidance, sorted(guidance)),
+                ("strategy", s["strategy"] in cfg["strategies"], cfg["strategies"]),
+            ]:
+                if not ok:
+                    raise ConfigError(
+                        f"config key mix.sets.{i}.{key}: {s[key]!r} is not in the synthetic grid "
+                        f"(config key {key if key != 'generator' else 'generators'}: {grid})"
+                    )
+    entries = [e if isinstance(e, dict) else {"n": e} for e in mix["real_n"]]
+    values = [e["n"] for e in entries]
+    if len(set(values)) != len(values):
+        raise ConfigError(f"config key mix.real_n: a value appears twice in {values}")
+    # _check_real_counts ran first: full_real_n agrees with the prepared split, or holds its size if unset
+    full = mix["full_real_n"]
+    for i, e in enumerate(entries):
+        own = "synthetic_n" in e or "synthetic_multiples" in e  # then they replace the section's
+        absolute = e.get("synthetic_n", []) if own else mix["synthetic_n"]
+        multiples = e.get("synthetic_multiples", []) if own else mix["synthetic_multiples"]
+        if not absolute and not multiples:
+            raise ConfigError(
+                f"config key mix.synthetic_n: mix.real_n {e['n']!r} gets no synthetic amount "
+                "(give mix.synthetic_n and/or mix.synthetic_multiples)"
+            )
+        if e["n"] == "all" and multiples and full is None:
+            raise ConfigError(
+                "config key mix.full_real_n: needed to turn mix.synthetic_multiples into counts for "
+                "real_n 'all' (the real train split's size; read from the prepared split once it exists)"
+            )
+        if e["n"] != "all" and full is not None and e["n"] > full:
+            raise ConfigError(
+                f"config key mix.real_n.{i}: {e['n']} is more than the {full} images of the real "
+                "train split"
+            )
+
+
+def _check_unique(names: list[str], key: str) -> None:
+    seen = set()
+    for n in names:
+        if n in seen:
+            raise ConfigError(f"config key {key}: name {n!r} appears twice")
+        seen.add(n)
+
+
+def load_config(path: str | os.PathLike, workdir: str | os.PathLike = ".") -> dict[str, Any]:
+    """Read a YAML config file and check it."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}".splitlines()[0]) from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping")
+    return check_config(raw, workdir)

@@ -1,0 +1,725 @@
+"""The study's file targets: one path per grid point, derived from the checked config alone.
+
+Sources of training data are named like paths:
+- `real` (the real training split: n{N} takes its first N images; `nall` takes all of it)
+- `synthetic/{generator}/g{guidance}/{strategy}` (n{N} takes the first N images of its shards)
+- `synthetic/{generator}/g{guidance}/{strategy}/f-{filter}`: that set filtered (synthscale.quality.filtering):
+  the first images that pass the filter, in index order, so nested N holds for it too
+- `mix/real{R}/synthetic/{generator}/g{guidance}/{strategy}` (the first R real images, or `realall`,
+  plus the first N images of the synthetic set at n{N})
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+
+def shard_name(k: int) -> str:
+    return f"shard-{k:06d}.tar"
+
+
+SHARD_DIGITS = 6
+
+
+def shards_per_job(generation: dict[str, Any]) -> int:
+    """Shards one generation job writes: images_per_job / shard_size (null: one shard per job)."""
+    per_job = generation.get("images_per_job") or generation["shard_size"]
+    return per_job // generation["shard_size"]
+
+
+def block_digits(per_job: int) -> int:
+    """A block of 10**d shards is the shards whose 6-digit index shares its first 6 - d digits, so
+    block b holds shards b * 10**d ... (b + 1) * 10**d - 1 and shard names do not depend on blocks."""
+    d = len(str(per_job)) - 1
+    if per_job != 10**d or d >= SHARD_DIGITS:
+        raise ValueError(f"shards per job must be 1, 10, 100, 1000, ...; got {per_job}")
+    return d
+
+
+def shards_for(n: int, shard_size: int) -> int:
+    """Nested N: a set of N images is the first ceil(N / S) shards."""
+    if n < 1 or shard_size < 1:
+        raise ValueError(f"N and shard size must be positive, got {n} and {shard_size}")
+    return -(-n // shard_size)
+
+
+def retry_runtime(minutes: int, factor: float = 1.0, cap: int | None = None):
+    """A Snakemake resource callable: `minutes` on the first attempt, times `factor` per retry, at most
+    `cap`, so a job killed at its time limit is not resubmitted with the same one."""
+
+    def runtime(wildcards, attempt: int = 1) -> int:
+        grown = math.ceil(minutes * factor ** (attempt - 1))
+        return min(grown, cap) if cap else grown
+
+    # Snakemake reads the signature of a resource callable for every job: computed once, it costs nothing
+    runtime.__signature__ = inspect.signature(runtime)
+    return runtime
+
+
+def stage_resources(res: dict[str, Any]) -> dict[str, Any]:
+    """A stage's Snakemake resources from its checked `resources.<stage>` entry (SLURM reads the same
+    keys): the runtime grows with the attempt; a GPU model is named only by the site's profile or here. A
+    GPU job asks for one node (SLURM's --nodes=1): torchrun here starts its ranks on one node only, so
+    `--gpus=8` without it could spread the GPUs over nodes the ranks never reach."""
+    out = {
+        "mem_mb": res["mem_mb"],
+        "runtime": retry_runtime(res["runtime"], res["retry_runtime_factor"], res["max_runtime"]),
+        "cpus_per_task": res["threads"],
+    }
+    if res["gpu"]:
+        out["gpu"] = res["gpu"]
+        out["nodes"] = 1
+        if res["gpu_model"]:
+            out["gpu_model"] = res["gpu_model"]
+    for key in ("slurm_partition", "slurm_extra"):
+        if res[key]:
+            out[key] = res[key]
+    return out
+
+
+# keys of `train` that `quality.judge.recipe` may override
+JUDGE_RECIPE_KEYS = (
+    "arch", "model_kwargs", "epochs", "min_steps", "batch_size", "lr", "weight_decay", "label_smoothing", "pad_crop",
+    "uint8_batches",
+)
+
+SOURCE_REGEX = r"real|synthetic/[^/]+/g[^/]+/[^/]+(?:/f-[^/]+)?"
+# a mixed source: real{R} in front of any synthetic source name
+MIX_PREFIX_REGEX = r"mix/real(?:\d+|all)/"
+SOURCE_REGEX = rf"{MIX_PREFIX_REGEX}(?:{SOURCE_REGEX})|{SOURCE_REGEX}"
+N_REGEX = r"\d+|all"
+
+
+def fmt_guidance(g: float) -> str:
+    """Guidance as it appears in paths: 2 and 2.0 both give "2", 1.5 gives "1.5"."""
+    return f"{float(g):g}"
+
+
+def guidance_part(g: float | str) -> str:
+    """Guidance in a path: a number as fmt_guidance writes it, a string (a Snakemake wildcard) as it is."""
+    return g if isinstance(g, str) else fmt_guidance(g)
+
+
+def synthetic_source(generator: str, guidance: float, strategy: str, filter: str | None = None) -> str:
+    base = f"synthetic/{generator}/g{fmt_guidance(guidance)}/{strategy}"
+    return base if filter in (None, "none") else f"{base}/f-{filter}"
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # "real", "synthetic" or "mix"
+    generator: str | None = None
+    guidance: float | str | None = None  # a str only as the wildcard "{guidance}" (SET_WILDCARDS)
+    strategy: str | None = None
+    filter: str | None = None  # a filter_specs name; None for the unfiltered set
+    real_n: str | None = None  # mix only: the real images, "R" or "all"
+
+    @property
+    def synthetic(self) -> "Source":
+        """A mixed source's synthetic part (a synthetic source is its own)."""
+        return replace(self, kind="synthetic", real_n=None)
+
+    @property
+    def name(self) -> str:
+        if self.kind == "real":
+            return "real"
+        if self.kind == "mix":
+            return mix_source(self.real_n, self.synthetic.name)
+        return synthetic_source(self.generator, self.guidance, self.strategy, self.filter)
+
+    @property
+    def unfiltered(self) -> "Source":
+        return Source(self.kind, self.generator, self.guidance, self.strategy, None, self.real_n)
+
+
+# a synthetic set and its filtered set as Snakemake wildcards: rules pass them where Plan takes a Source
+SET_WILDCARDS = Source("synthetic", "{generator}", "{guidance}", "{strategy}")
+FILTERED_WILDCARDS = replace(SET_WILDCARDS, filter="{filter}")
+
+
+def mix_source(real_n: int | str, synthetic: str) -> str:
+    """The name of a mixed source: `mix/real{R}/` in front of the synthetic source's name."""
+    return f"mix/real{real_n}/{synthetic}"
+
+
+def parse_source(source: str) -> Source:
+    if source == "real":
+        return Source("real")
+    if source.startswith("mix/"):
+        head, _, rest = source[len("mix/") :].partition("/")
+        r = head[len("real") :]
+        if not head.startswith("real") or not (r == "all" or r.isdigit()) or r.startswith("0"):
+            raise ValueError(f"not a mixed source name (mix/real{{R}}/synthetic/...): {source!r}")
+        syn = parse_source(rest)
+        if syn.kind != "synthetic":
+            raise ValueError(f"a mixed source needs a synthetic part: {source!r}")
+        return replace(syn, kind="mix", real_n=r)
+    parts = source.split("/")
+    filt = None
+    if len(parts) == 5 and parts[4].startswith("f-") and len(parts[4]) > 2:
+        filt, parts = parts[4][2:], parts[:4]
+    if len(parts) != 4 or parts[0] != "synthetic" or not parts[2].startswith("g"):
+        raise ValueError(f"not a source name: {source!r}")
+    return Source("synthetic", parts[1], float(parts[2][1:]), parts[3], filt)
+
+
+def train_counts(source: str, n_label: str, n_real_train: int) -> tuple[int, int]:
+    """(real images, synthetic images) a run trained on; `all` real is the real split's size."""
+    src = parse_source(source)
+    if src.kind == "real":
+        return (n_real_train if n_label == "all" else int(n_label)), 0
+    if src.kind == "synthetic":
+        return 0, int(n_label)
+    return (n_real_train if src.real_n == "all" else int(src.real_n)), int(n_label)
+
+
+def manifest_path(results: str, dataset: str) -> str:
+    """The prepared real dataset's manifest under a results folder (Plan.manifest; the config check)."""
+    return f"{results}/data/{dataset}/splits.json"
+
+
+BENCHMARK_SUFFIX = ".tsv"
+
+
+def benchmark_parts(path: str | os.PathLike, root: str | os.PathLike) -> list[str]:
+    """[rule, part, ...] of a benchmark file under `root` (Plan.benchmarks_dir): Plan.benchmark read back."""
+    return list(Path(path).relative_to(root).with_suffix("").parts)
+
+
+class Plan:
+    """Paths and target lists of one study."""
+
+    def __init__(self, cfg: dict[str, Any]):
+        self.cfg = cfg
+        self.r = cfg["results"]
+        self.dataset = cfg["dataset"]["name"]
+        self.arch = cfg["train"]["arch"]
+
+    # --- data, prompts, generators ---
+    @property
+    def manifest(self) -> str:
+        return manifest_path(self.r, self.dataset)
+
+    @property
+    def classes(self) -> str:
+        return f"{self.r}/data/{self.dataset}/classes.csv"
+
+    def prompts(self, strategy: str) -> str:
+        return f"{self.r}/prompts/{self.dataset}/{strategy}.jsonl"
+
+    def generator(self, name: str) -> dict[str, Any]:
+        for g in self.cfg["generators"]:
+            if g["name"] == name:
+                return g
+        raise KeyError(f"no generator named {name!r} in the config")
+
+    def generation_batch_size(self, name: str) -> int:
+        """Images per pipeline call of a generator: its own batch_size, else generation.batch_size."""
+        return self.generator(name).get("batch_size") or self.cfg["generation"]["batch_size"]
+
+    def resources(self, stage: str) -> dict[str, Any]:
+        """Snakemake resources of a stage (`resources.<stage>`; rules/common.smk: res)."""
+        return stage_resources(self.cfg["resources"][stage])
+
+    def generator_dir(self, name: str) -> str:
+        return f"{self.r}/generators/{name}"
+
+    def generator_checkpoint(self, name: str) -> str:
+        """A fine-tuning job's resumable state (kept outside the generator's folder, which is its output)."""
+        return f"{self.r}/checkpoints/generators/{name}.pt"
+
+    # --- synthetic sets ---
+    def synthetic_dir(self, generator: str, guidance: float | str, strategy: str) -> str:
+        return f"{self.r}/synthetic/{generator}/g{guidance_part(guidance)}/{strategy}"
+
+    def shards(self, generator: str, guidance: float | str, strategy: str, n: int) -> list[str]:
+        folder = self.synthetic_dir(generator, guidance, strategy)
+        k = shards_for(n, self.cfg["generation"]["shard_size"])
+        return [f"{folder}/{shard_name(i)}" for i in range(k)]
+
+    def shards_per_job(self) -> int:
+        return shards_per_job(self.cfg["generation"])
+
+    def block_outputs(self, folder: str, block: str = "{block}") -> list[str]:
+        """The shard files one generation job writes: block `block` of the set in `folder` (both may
+        be Snakemake wildcards); shard k of the set is in block k // shards_per_job."""
+        d = block_digits(self.shards_per_job())
+        return [f"{folder}/shard-{block}{j:0{d}d}.tar" if d else f"{folder}/shard-{block}.tar" for j in range(10**d)]
+
+    def block_heads(self, paths: list[str]) -> list[str]:
+        """One shard per generation job among `paths`: the first shard of each block of an
+        unfiltered synthetic set (other paths kept as they are).
+
+        A generate_block job writes its block's shards together, so naming one of them as an input
+        makes Snakemake wait for (and rerun) the whole job; the consumer reads the full list from
+        its params. With blocks of 100 shards a 2M-image run names 20 files, not 2,000, which keeps
+        the dry-run of the ImageNet presets within seconds. One shard per job: `paths` unchanged."""
+        per_job = self.shards_per_job()
+        if per_job == 1:
+            return list(paths)
+        synthetic = f"{self.r}/synthetic/"
+        out, seen = [], set()
+        for p in paths:
+            folder, _, name = p.rpartition("/")
+            if not (p.startswith(synthetic) and name.startswith("shard-") and "/f-" not in folder):
+                out.append(p)
+                continue
+            block = (folder, int(name[len("shard-") : -len(".tar")]) // per_job)
+            if block not in seen:
+                seen.add(block)
+                out.append(p)
+        return out
+
+    @property
+    def block_regex(self) -> str:
+        return rf"\d{{{SHARD_DIGITS - block_digits(self.shards_per_job())}}}"
+
+    def synthetic_grid(self) -> list[Source]:
+        return [
+            Source("synthetic", g["name"], float(gs), s)
+            for g in self.cfg["generators"]
+            for gs in self.cfg["guidance"]
+            for s in self.cfg["strategies"]
+        ]
+
+    # --- filtered sets (synthscale.quality.filtering) ---
+    def filter_spec(self, name: str) -> dict[str, Any]:
+        return self.cfg["filter_specs"][name]
+
+    def filter_applies(self, name: str, src: Source) -> bool:
+        spec = self.filter_spec(name)
+        return (
+            (spec.get("generators") is None or src.generator in spec["generators"])
+            and (spec.get("guidance") is None or float(src.guidance) in [float(g) for g in spec["guidance"]])
+            and (spec.get("strategies") is None or src.strategy in spec["strategies"])
+        )
+
+    def filtered_grid(self) -> list[Source]:
+        """Every filtered set: each unfiltered set times each filter of the axis that covers it."""
+        return [
+            Source("synthetic", s.generator, s.guidance, s.strategy, f)
+            for s in self.synthetic_grid()
+            for f in self.cfg.get("filters", ["none"])
+            if f != "none" and self.filter_applies(f, s)
+        ]
+
+    def filtered_dir(self, src: Source) -> str:
+        return f"{self.synthetic_dir(src.generator, src.guidance, src.strategy)}/f-{src.filter}"
+
+    def filter_target(self) -> int:
+        """Images a filtered set keeps: full shards up to the largest N, like an unfiltered set."""
+        s = self.cfg["generation"]["shard_size"]
+        return shards_for(self.max_n, s) * s
+
+    def filter_input_n(self, filter: str) -> int:
+        """Images generated to filter from: the kept target times the filter's overgenerate factor."""
+        return int(-(-self.filter_target() * self.filter_spec(filter)["overgenerate"] // 1))
+
+    def filter_counts(self, src: Source) -> str:
+        return f"{self.filtered_dir(src)}/counts.json"
+
+    def set_shards(self, src: Source, n: int) -> list[str]:
+        """The first ceil(N/S) shards of a set, filtered or not."""
+        if src.filter is None:
+            return self.shards(src.generator, src.guidance, src.strategy, n)
+        k = shards_for(n, self.cfg["generation"]["shard_size"])
+        return [f"{self.filtered_dir(src)}/{shard_name(i)}" for i in range(k)]
+
+    def filter_runs(self) -> list[tuple[str, str]]:
+        """Every (filtered source, n) pair to train."""
+        return [(s.name, str(n)) for s in self.filtered_grid() for n in self.cfg["n_images"]]
+
+    def filter_quality_json(self, src: Source) -> str:
+        """A filtered set's quality: beside its unfiltered set's, in a folder named like that file."""
+        base = self.quality_json(src.generator, src.guidance, src.strategy)[: -len(".json")]
+        return f"{base}/f-{src.filter}.json"
+
+    def filter_quality_per_class(self, src: Source) -> str:
+        return self.filter_quality_json(src)[: -len(".json")] + "_per_class.csv"
+
+    def filter_outputs(self) -> dict[str, str]:
+        """The filter report's table, plot and findings."""
+        return {
+            "table": f"{self.r}/filter.csv",
+            "plot": self.plot("filter"),
+            "findings": f"{self.r}/filter_findings.html",
+        }
+
+    @property
+    def max_n(self) -> int:
+        return max(self.cfg["n_images"])
+
+    def all_shards(self) -> list[str]:
+        return [
+            p
+            for src in self.synthetic_grid()
+            for p in self.shards(src.generator, src.guidance, src.strategy, self.max_n)
+        ]
+
+    # --- training and evaluation ---
+    @property
+    def supervised(self) -> bool:
+        """Whether the classifier arm runs (`train.supervised`)."""
+        return bool(self.cfg["train"].get("supervised", True))
+
+    def runs(self) -> list[tuple[str, str]]:
+        """Every (source, n) pair to train: synthetic at each N, real at each N, real at all (none
+        when `train.supervised` is false: the config check then turns the real runs off too)."""
+        runs = []
+        if self.supervised:
+            runs = [(s.name, str(n)) for s in self.synthetic_grid() for n in self.cfg["n_images"]]
+        if self.cfg["train"]["real_baseline"]:
+            runs += [("real", str(n)) for n in self.real_ns(self.cfg["n_images"])]
+        if self.cfg["train"]["real_full"]:
+            runs.append(("real", "all"))
+        return runs + [r for r in self.mix_runs() if r not in runs]
+
+    def real_ns(self, ns: list[int]) -> list[int]:
+        """The N values a real-only run can take: those within the real train split, when its size is
+        given (`mix.full_real_n`); past it, "real at N" would be the whole split again under another name."""
+        known = self.real_count("all")
+        return [n for n in ns if known is None or n <= known]
+
+    # --- real + synthetic mixes (config section `mix`) ---
+    def mix_sets(self) -> list[Source]:
+        """The synthetic sets that are mixed with real data: `mix.sets`, or the whole grid."""
+        sets = self.cfg.get("mix", {}).get("sets", "all")
+        if sets == "all":
+            return self.synthetic_grid()
+        return [Source("synthetic", s["generator"], float(s["guidance"]), s["strategy"]) for s in sets]
+
+    def mix_real(self) -> list[tuple[int | str, list[int], list[float]]]:
+        """(R, absolute amounts, multiples) per mix.real_n entry.
+
+        An entry that names amounts of its own (either key) replaces the section's amounts.
+        """
+        mix = self.cfg.get("mix", {})
+        out = []
+        for e in mix.get("real_n", []):
+            spec = e if isinstance(e, dict) else {"n": e}
+            own = "synthetic_n" in spec or "synthetic_multiples" in spec
+            amounts = spec if own else mix
+            out.append(
+                (
+                    spec["n"],
+                    list(amounts.get("synthetic_n", [])),
+                    list(amounts.get("synthetic_multiples", [])),
+                )
+            )
+        return out
+
+    def real_count(self, real_n: int | str) -> int | None:
+        """Real images behind a real_n value; None for `all` when mix.full_real_n is unset."""
+        if real_n == "all":
+            return self.cfg.get("mix", {}).get("full_real_n")
+        return int(real_n)
+
+    def mix_amounts(self, real_n: int | str, absolute: list[int], multiples: list[float]) -> list[int]:
+        """Synthetic amounts added to real_n: the absolute ones, then multiples of the real count."""
+        amounts = list(absolute)
+        if multiples:
+            count = self.real_count(real_n)
+            if count is None:
+                raise ValueError("mix.full_real_n is needed for multiples of real_n 'all'")
+            amounts += [max(1, round(m * count)) for m in multiples]
+        return list(dict.fromkeys(amounts))
+
+    def mix_outputs(self) -> dict[str, str]:
+        """The mix analysis's tables, plots and findings."""
+        return {
+            "exchange": f"{self.r}/mix/exchange_rate.csv",
+            "effects": f"{self.r}/mix/effects.csv",
+            "scarce": self.plot("mix_scarce_real"),
+            "augment": self.plot("mix_augmentation"),
+            "exchange_plot": self.plot("mix_exchange_rate"),
+            "findings": f"{self.r}/mix/findings.html",
+        }
+
+    def mix_runs(self) -> list[tuple[str, str]]:
+        """Every mixed (source, n), n being the synthetic amount, plus the real-only run at each real_n."""
+        runs = []
+        for r, absolute, multiples in self.mix_real():
+            if self.cfg["mix"].get("real_only_baselines", True):
+                runs.append(("real", str(r)))
+            amounts = self.mix_amounts(r, absolute, multiples)
+            runs += [(mix_source(r, s.name), str(n)) for s in self.mix_sets() for n in amounts]
+        return runs
+
+    @property
+    def seeds(self) -> list[int]:
+        """Replicate training seeds (`train.seeds`): one model per (source, N, seed)."""
+        return [int(s) for s in self.cfg["train"].get("seeds", [0])]
+
+    def seeds_for(self, source: str, n: str | None = None) -> list[int]:
+        """Replicate seeds of one (source, N): `train.real_seeds` (when set) for the real-only runs on
+        the N grid (n_images, where real's slope is fitted), `train.seeds` for every other run
+        (synthetic, mixed, the full real set, a mix's real-only baseline off the grid). n None = any
+        grid N."""
+        real = self.cfg["train"].get("real_seeds")
+        on_grid = n is None or n in {str(v) for v in self.cfg["n_images"]}
+        if real and on_grid and parse_source(source).kind == "real":
+            return [int(s) for s in real]
+        return self.seeds
+
+    def train_parts(self, source: str, n: str) -> list[dict[str, Any]]:
+        """The training data of a run as parts: real first, then synthetic.
+
+        A part is {"shards": [...], "limit": N or None} (the first N images of its shards), or, for
+        the real split whose shard names the manifest holds, {"split": "train", "limit": ...}.
+        """
+        src = parse_source(source)
+        if src.kind == "real":
+            return [{"split": "train", "limit": None if n == "all" else int(n)}]
+        syn_n = self.max_n if n == "all" else int(n)
+        part = {"shards": self.set_shards(src.synthetic, syn_n), "limit": None if n == "all" else syn_n}
+        if src.kind == "synthetic":
+            return [part]
+        real = {"split": "train", "limit": None if src.real_n == "all" else int(src.real_n)}
+        return [real, part]
+
+    def model(self, source: str, n: str, seed: int | str | None = None) -> str:
+        """A trained classifier's weights; seed None = the source's first replicate seed."""
+        s = self.seeds_for(source, n)[0] if seed is None else seed
+        return f"{self.r}/train/{self.arch}/{source}/n{n}/s{s}/model.safetensors"
+
+    def train_log(self, source: str, n: str, seed: int | str | None = None) -> str:
+        s = self.seeds_for(source, n)[0] if seed is None else seed
+        return f"{self.r}/train/{self.arch}/{source}/n{n}/s{s}/log.csv"
+
+    def seed_runs(self, source: str) -> list[tuple[str, int]]:
+        """Every (n_label, seed) model of one source, N-major."""
+        return [(n, s) for n in self.n_labels(source) for s in self.seeds_for(source, n)]
+
+    def sources(self) -> list[str]:
+        """Training sources in run order, each once."""
+        return list(dict.fromkeys(s for s, _ in self.runs()))
+
+    def n_labels(self, source: str) -> list[str]:
+        """The training sizes of one source ("all" for the whole real split)."""
+        return [n for s, n in self.runs() + self.filter_runs() if s == source]
+
+    # one evaluation job per source covers all its N: evaluation takes a second, its imports many
+    def eval_csv(self, source: str) -> str:
+        return f"{self.r}/eval/{self.arch}/{source}/metrics.csv"
+
+    def eval_per_class(self, source: str) -> str:
+        return f"{self.r}/eval/{self.arch}/{source}/per_class.csv"
+
+    def all_eval(self) -> list[str]:
+        return [self.eval_csv(s) for s in self.sources()]
+
+    def all_eval_per_class(self) -> list[str]:
+        return [self.eval_per_class(s) for s in self.sources()]
+
+    # --- analysis ---
+    @property
+    def summary(self) -> str:
+        return f"{self.r}/summary.csv"
+
+    @property
+    def per_class(self) -> str:
+        return f"{self.r}/per_class.csv"
+
+    @property
+    def scaling(self) -> str:
+        return f"{self.r}/scaling.csv"
+
+    @property
+    def findings(self) -> str:
+        return f"{self.r}/findings.html"
+
+    def plot(self, name: str) -> str:
+        return f"{self.r}/plots/{name}.png"
+
+    def sample_name(self, src: Source) -> str:
+        """A synthetic set's sample grid by name, as its plot's and its log's paths spell it."""
+        return f"{src.generator}_g{guidance_part(src.guidance)}_{src.strategy}"
+
+    def sample_grid(self, src: Source) -> str:
+        return self.plot(f"samples/{self.sample_name(src)}")
+
+    # --- logs (Snakemake's `log:` files) ---
+    def log(self, *parts: str) -> str:
+        """`{results}/logs/{part}/.../{last part}.log`: a job's log, its parts named like `benchmark`'s."""
+        if not parts:
+            raise ValueError("a log path needs at least one part (a wildcard or a name)")
+        return f"{self.r}/logs/" + "/".join(str(p) for p in parts) + ".log"
+
+    # --- benchmarks (Snakemake's `benchmark:` files, read by the cost table) ---
+    def benchmark(self, rule: str, *parts: str) -> str:
+        """`{results}/benchmarks/{rule}/{part}/.../{last part}.tsv`.
+
+        Pass a rule's wildcards as they appear in result paths, so the cost table can map the file
+        to its grid point: a source (`real`, or `synthetic/{generator}/g{guidance}/{strategy}`), a
+        synthetic set as `{generator}`, `g{guidance}`, `{strategy}`, the size as `n{N}`, the training
+        seed as `s{seed}`, and any other part (a shard or block index) as it is. Snakemake wildcards
+        work as parts: `PLAN.benchmark("train_classifier", "{source}", "n{n}", "s{seed}")`.
+        """
+        if not parts:
+            raise ValueError("a benchmark path needs at least one part (a wildcard or a name)")
+        return f"{self.benchmarks_dir}/{rule}/" + "/".join(str(p) for p in parts) + BENCHMARK_SUFFIX
+
+    @property
+    def benchmarks_dir(self) -> str:
+        return f"{self.r}/benchmarks"
+
+    # --- quality of the synthetic sets ---
+    @property
+    def judge_model(self) -> str:
+        """The workflow-trained judge: one per dataset, shared by every synthetic set."""
+        return f"{self.r}/judge/{self.dataset}/model.safetensors"
+
+    def judge_recipe(self) -> dict[str, Any]:
+        """The trained judge's recipe: the `train` recipe with `quality.judge.recipe` laid over it."""
+        base = {k: v for k, v in self.cfg["train"].items() if k in JUDGE_RECIPE_KEYS}
+        return {**base, **self.cfg["quality"]["judge"].get("recipe", {})}
+
+    @property
+    def judge_log(self) -> str:
+        return f"{self.r}/judge/{self.dataset}/log.csv"
+
+    @property
+    def quality_n(self) -> int:
+        """Images per set to measure: `quality.n_images` (a cap, as FID-10k), at most the largest N,
+        so the quality rule reads only shards the study generates anyway."""
+        return min(int(self.cfg["quality"]["n_images"]), self.max_n)
+
+    def quality_json(self, generator: str, guidance: float | str, strategy: str) -> str:
+        return f"{self.r}/quality/{generator}/g{guidance_part(guidance)}/{strategy}.json"
+
+    def quality_per_class(self, generator: str, guidance: float | str, strategy: str) -> str:
+        return self.quality_json(generator, guidance, strategy)[: -len(".json")] + "_per_class.csv"
+
+    @property
+    def reference_name(self) -> str:
+        """The real reference set by name, as its quality files' and its log's paths spell it."""
+        return f"real_{self.dataset}"
+
+    def quality_reference(self) -> dict[str, str]:
+        """The real reference set's cached FID features, and its own quality."""
+        base = f"{self.r}/quality/{self.reference_name}"
+        return {"npz": f"{base}.npz", "json": f"{base}.json", "per_class": f"{base}_per_class.csv"}
+
+    def quality_outputs(self) -> dict[str, str]:
+        """The quality summary's table, plots and findings."""
+        return {
+            "table": f"{self.r}/quality.csv",
+            "per_class": f"{self.r}/quality_per_class.csv",
+            "tradeoff": self.plot("quality_tradeoff"),
+            "fid_cas": self.plot("quality_fid_cas"),
+            "per_class_plot": self.plot("quality_per_class_slope"),
+            "findings": f"{self.r}/quality_findings.html",
+        }
+
+    # --- cost ---
+    def cost_outputs(self) -> dict[str, str]:
+        return {
+            "table": f"{self.r}/cost.csv",
+            "plot": self.plot("cost"),
+            "findings": f"{self.r}/cost_findings.html",
+        }
+    # --- CLIP (Fan et al.'s CLIP arm): sources real, synthetic/..., mixed/... (synthetic + real) ---
+    def clip_synthetic(self) -> list[Source]:
+        """The synthetic sets that CLIPs train on (`clip.sources`: all, none or a list)."""
+        sel = self.cfg["clip"]["sources"]
+        if sel == "all":
+            return self.synthetic_grid()
+        if sel == "none":
+            return []
+        return [Source("synthetic", s["generator"], float(s["guidance"]), s["strategy"]) for s in sel]
+
+    def clip_n(self) -> list[int]:
+        return list(self.cfg["clip"]["n_images"] or self.cfg["n_images"])
+
+    def clip_mix_real_fraction(self) -> float:
+        """The real share of a synthetic + real CLIP run's N pairs (`clip.mix_real_fraction`)."""
+        return float(self.cfg["clip"].get("mix_real_fraction", 0.5))
+
+    def clip_seeds_for(self, source: str) -> list[int]:
+        """Replicate seeds of a CLIP source: `clip.real_seeds` (when set) for real, else `clip.seeds`."""
+        c = self.cfg["clip"]
+        if source == "real" and c.get("real_seeds"):
+            return [int(s) for s in c["real_seeds"]]
+        return [int(s) for s in c.get("seeds", [0])]
+
+    def clip_seed_runs(self, source: str) -> list[tuple[str, int]]:
+        """Every (n_label, seed) CLIP of one source, N-major."""
+        ns = self.real_ns(self.clip_n()) if source == "real" else self.clip_n()
+        return [(str(n), s) for n in ns for s in self.clip_seeds_for(source)]
+
+    def clip_sources(self) -> list[str]:
+        """CLIP training sources in report order: real, each synthetic set, then each synthetic + real."""
+        if not self.cfg["clip"]["enabled"]:
+            return []
+        syn = [s.name for s in self.clip_synthetic()]
+        out = ["real"] if self.cfg["clip"]["real"] else []
+        out += syn
+        if self.cfg["clip"]["mixed"]:
+            out += [clip_mixed_source(s) for s in syn]
+        return out
+
+    def clip_runs(self) -> list[tuple[str, str, int]]:
+        return [(s, n, seed) for s in self.clip_sources() for n, seed in self.clip_seed_runs(s)]
+
+    def clip_dir(self, source: str, n: str | int, seed: int | str) -> str:
+        return f"{self.r}/clip/{source}/n{n}/s{seed}"
+
+    def clip_pairs(self, source: str, n: str | int, seed: int | str) -> str:
+        """The run's image-text shards (rule clip_pairs; removed once its CLIP is trained)."""
+        return f"{self.clip_dir(source, n, seed)}/pairs"
+
+    def clip_model(self, source: str, n: str | int, seed: int | str) -> str:
+        return f"{self.clip_dir(source, n, seed)}/model.safetensors"
+
+    def clip_model_config(self, source: str, n: str | int, seed: int | str) -> str:
+        return f"{self.clip_dir(source, n, seed)}/model_config.json"
+
+    def clip_eval_csv(self, source: str) -> str:
+        return f"{self.r}/clip/eval/{source}/metrics.csv"
+
+    @property
+    def clip_summary(self) -> str:
+        return f"{self.r}/clip/summary.csv"
+
+    @property
+    def clip_scaling(self) -> str:
+        return f"{self.r}/clip/scaling.csv"
+
+    @property
+    def clip_table(self) -> str:
+        return f"{self.r}/clip/zero_shot.csv"
+
+    @property
+    def clip_findings(self) -> str:
+        return f"{self.r}/clip/findings.html"
+
+    def clip_targets(self) -> list[str]:
+        """What rule all needs from the CLIP arm (empty when it is off)."""
+        if not self.clip_sources():
+            return []
+        return [self.clip_summary, self.clip_scaling, self.clip_table, self.plot("clip_scaling"),
+                self.clip_findings]
+
+
+CLIP_SOURCE_REGEX = r"real|(synthetic|mixed)/[^/]+/g[^/]+/[^/]+"
+
+
+def clip_mixed_source(synthetic: str) -> str:
+    """`synthetic/...` -> `mixed/...`: the same synthetic set mixed with real pairs (clip.mix_real_fraction)."""
+    if not synthetic.startswith("synthetic/"):
+        raise ValueError(f"not a synthetic source: {synthetic!r}")
+    return "mixed/" + synthetic[len("synthetic/"):]
+
+
+def parse_clip_source(source: str) -> tuple[str, Source | None]:
+    """(kind, synthetic Source or None) of a CLIP source: real, synthetic/... or mixed/..."""
+    if source == "real":
+        return "real", None
+    if source.startswith("mixed/"):
+        return "mixed", parse_source("synthetic/" + source[len("mixed/"):])
+    return "synthetic", parse_source(source)
