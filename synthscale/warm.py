@@ -17,8 +17,8 @@ so its DataLoader workers and torchrun children go with it) and reports its pid,
 Signals that reach the client (Ctrl-C, SIGTERM from `kill` or a scheduler) are forwarded to the job,
 so preemption saves a checkpoint as it does cold; if the client dies without a word (SIGKILL:
 Snakemake stopping its jobs), the job's whole group is killed, as a cold job's would be. No server,
-or no answer from it, and the job runs cold in its own process. The server imports one module at a
-time between jobs, so a job never waits for the preload: it imports what is still missing itself.
+or no answer from it, and the job runs cold in its own process. The first jobs wait for the libraries
+most jobs use (3-4 s); the rest is imported one module at a time between jobs.
 
 Snakemake's `benchmark:` files time the client: their wall time `s` is the job's, but `cpu_time`,
 `max_rss` and the I/O columns cover only the client's own process tree. Run with
@@ -42,11 +42,14 @@ import time
 from typing import Any, Iterable, Mapping, Sequence
 
 ENV = "SYNTHSCALE_WARM"  # the server's socket, for the jobs of this run
-# what the jobs import, in the order the server imports them; one that fails is left to the job
-PRELOAD = (
+# what the jobs import, in the order the server imports them; one that fails is left to the job. The
+# first part (what most jobs need: 3-4 s) is imported before the first job starts, the rest between jobs.
+PRELOAD_FIRST = (
     "numpy", "pandas", "PIL.Image", "torch", "torchvision", "timm", "safetensors.torch",
     "synthscale.classifier.train", "synthscale.classifier.evaluate", "synthscale.analysis.tables",
     "synthscale.analysis.report",
+)
+PRELOAD_LATER = (
     "matplotlib.pyplot", "seaborn", "scipy.stats", "scipy.optimize", "torchmetrics",
     "transformers", "diffusers", "open_clip", "webdataset",
     "synthscale.generation.sample", "synthscale.generation.pipelines", "synthscale.generation.finetune",
@@ -57,6 +60,7 @@ PRELOAD = (
     "synthscale.data.imagefolder", "synthscale.prompts.models", "synthscale.study.plan", "synthscale.data.shards",
     "synthscale.io",
 )
+PRELOAD = PRELOAD_FIRST + PRELOAD_LATER
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 REPLY_TIMEOUT_S = 60.0  # a server that does not start a job within this runs it cold instead
 STARTED = "synthscale.warm: this job is a fork of the run's warm server"  # a warm job's first log line
@@ -173,12 +177,15 @@ def _kill(pid: int, sig: int) -> None:
 # --- the server ---
 
 
-def serve(path: str, modules: Sequence[str], parent: int) -> None:
-    """Accept jobs on the Unix socket `path` until SIGTERM or until `parent` (Snakemake) is gone,
-    importing `modules` one at a time while no job is waiting."""
+def serve(path: str, first: Sequence[str], later: Sequence[str], parent: int) -> None:
+    """Accept jobs on the Unix socket `path` until SIGTERM or until `parent` (Snakemake) is gone: import
+    `first` (jobs queue meanwhile), then `later` one module at a time while no job is waiting (a job
+    that comes sooner imports what it still lacks itself)."""
     os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"  # torch.cuda.is_available() must not init CUDA
     listener = _listen(path)
-    pending = list(modules)
+    for name in first:
+        _import(name)
+    pending = list(later)
     stop: list[bool] = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):  # the job gets these, from its client
@@ -245,7 +252,7 @@ def _supervise(conn: socket.socket) -> None:
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         request, fds = _request(conn)
-        if request is None:
+        if request is None or _gone(conn):
             return
         pid = os.fork()
         if pid == 0:
@@ -280,6 +287,12 @@ def _request(conn: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
             return None, []
         buf += chunk
     return json.loads(buf), fds
+
+
+def _gone(conn: socket.socket) -> bool:
+    """Whether the client hung up (after its request it sends nothing, so anything readable is the end)."""
+    ready, _, _ = select.select([conn], [], [], 0)
+    return bool(ready) and not conn.recv(1, socket.MSG_PEEK)
 
 
 def _killpg(pid: int) -> None:
@@ -432,7 +445,7 @@ def _exit(code: int) -> None:
 # --- start and stop, from the Snakefile ---
 
 
-def start(modules: Sequence[str] = PRELOAD) -> subprocess.Popen | None:
+def start(first: Sequence[str] = PRELOAD_FIRST, later: Sequence[str] = PRELOAD_LATER) -> subprocess.Popen | None:
     """Start a server for this process's jobs and point them at it (os.environ[ENV]). It runs in a
     session of its own: a Ctrl-C reaches the jobs through their clients, not the server."""
     folder = tempfile.mkdtemp(prefix="synthscale-warm-")
@@ -440,8 +453,8 @@ def start(modules: Sequence[str] = PRELOAD) -> subprocess.Popen | None:
         os.rmdir(folder)
         folder = tempfile.mkdtemp(prefix="synthscale-warm-", dir="/tmp")
     path = os.path.join(folder, "socket")
-    proc = subprocess.Popen([sys.executable, "-m", "synthscale.warm", path, str(os.getpid()), *modules],
-                            start_new_session=True)
+    argv = [path, str(os.getpid()), ",".join(first), ",".join(later)]
+    proc = subprocess.Popen([sys.executable, "-m", "synthscale.warm", *argv], start_new_session=True)
     deadline = time.monotonic() + 30
     while not os.path.exists(path) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -480,4 +493,5 @@ def _remove(path: str) -> None:
 if __name__ == "__main__":  # the jobs import synthscale.warm: serve from that module, not from __main__
     from synthscale import warm
 
-    warm.serve(sys.argv[1], sys.argv[3:], int(sys.argv[2]))
+    path, parent, first, later = sys.argv[1:5]
+    warm.serve(path, [m for m in first.split(",") if m], [m for m in later.split(",") if m], int(parent))

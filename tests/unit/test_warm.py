@@ -54,7 +54,7 @@ if what == "wait":
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A warm server that has imported `wave` (a stand-in for torch), for this test process's jobs."""
-    proc = warm.start(["wave"])
+    proc = warm.start(["wave"], later=())
     assert proc is not None and os.environ.get(warm.ENV), "the server did not start"
     yield proc
     warm.stop(proc)
@@ -158,7 +158,7 @@ def test_killed_client_takes_the_job_and_its_workers_with_it(server, job, tmp_pa
 def test_server_ends_with_its_parent(tmp_path):
     """A server whose Snakemake is gone (killed without its onerror hook) stops by itself."""
     script = tmp_path / "parent.py"
-    script.write_text("import os, sys, time\nfrom synthscale import warm\np = warm.start(['wave'])\n"
+    script.write_text("import os, sys, time\nfrom synthscale import warm\np = warm.start(['wave'], later=())\n"
                       "print(p.pid, os.environ[warm.ENV], flush=True)\nos._exit(0)\n")
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60).stdout
     pid, path = out.split()
@@ -191,7 +191,7 @@ def test_a_client_gone_before_its_job_starts_leaves_no_job(job, tmp_path, monkey
     (tmp_path / "slow_module.py").write_text(SLOW_IMPORT)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    proc = warm.start(["slow_module"])
+    proc = warm.start(["slow_module"], later=())
     try:
         time.sleep(0.5)  # the server is in its 3 s import now
         pids = tmp_path / "pids"
@@ -238,7 +238,7 @@ def test_a_job_under_the_real_preload_is_set_up_as_a_cold_one(tmp_path):
         return json.loads(out.stdout.splitlines()[-1])
 
     cold = run({warm.ENV: ""})
-    proc = warm.start(["numpy", "torch", "threadpoolctl", "transformers"])
+    proc = warm.start(["numpy", "torch"], later=["threadpoolctl", "transformers"])
     try:
         deadline = time.monotonic() + 90
         while not (first := run())["preloaded"]:  # the server imports one module at a time
