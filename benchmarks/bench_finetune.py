@@ -22,8 +22,9 @@ import torch
 from synthscale.study.config import load_config
 from synthscale.data.real import apply_shift, split_shards
 from synthscale.generation.finetune import finetune_generator
-from synthscale.generation.sample import sample
-from synthscale.generation.pipelines import PixelTextToImagePipeline, caption_sampler, set_sampler, train_tiny_generator
+from synthscale.generation.generate import sample
+from synthscale.generation.pipelines import set_sampler
+from synthscale.generation.tinygen import PixelTextToImagePipeline, caption_sampler, train_tiny_generator
 from synthscale.prompts.strategies import read_prompts
 from synthscale.data.shards import load_arrays
 from synthscale.classifier.train import load_classifier, predict, train_classifier

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from synthscale.study.config import load_config  # noqa: E402
-from synthscale.generation.sample import ImageSpec, PromptEmbeddings, generate_images, image_spec  # noqa: E402
+from synthscale.generation.generate import ImageSpec, PromptEmbeddings, generate_images, image_spec  # noqa: E402
 from synthscale.generation.pipelines import denoiser, load_generator, resolve_dtype, set_sampler, speed_up  # noqa: E402
 
 # dense bf16 tensor-core peaks, TFLOP/s (vendor data sheets)

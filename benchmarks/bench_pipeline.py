@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from synthscale.study.config import load_config
-from synthscale.generation.sample import sample
+from synthscale.generation.generate import sample
 from synthscale.generation.pipelines import set_sampler
 from synthscale.generation.tinygen import build_tiny_pipeline, encode_prompts
 from synthscale.classifier.train import train_classifier

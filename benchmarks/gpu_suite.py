@@ -6,7 +6,7 @@
 Every model is built from a config with random weights (the same cost as the released weights):
 - generation: an SD-1.5-size pipeline (UNet 320/640/1280/1280 with 768-wide cross-attention, SD's
   VAE, a 12-layer 768-wide CLIP text encoder with the BPE tokenizer open_clip ships) through
-  synthscale.generation.sample.generate_images at 512 px, 50 DDIM steps, classifier-free guidance, batch 32
+  synthscale.generation.generate.generate_images at 512 px, 50 DDIM steps, classifier-free guidance, batch 32
   and 64, eager and compiled: images/s, and the UNet's share of the bf16 peak (its FLOPs counted by
   torch.utils.flop_counter.FlopCounterMode on one UNet forward, times steps, over the batch's time);
 - ResNet-50 at 224 px from JPEG shards (~20k smooth synthetic 256 px JPEGs, made first in parallel)
@@ -332,7 +332,7 @@ def build_sd_pipeline(cfg: dict[str, Any], device: str, dtype: torch.dtype):
 def bench_generation(cfg: dict[str, Any], device: str, peak: float, mode: str, compile_backend: str,
                      emit: Callable[[dict[str, float]], None]) -> None:
     """Eager (`mode` "eager") or compiled denoiser; each figure goes to `emit` as soon as it is measured."""
-    from synthscale.generation.sample import ImageSpec, PromptEmbeddings, generate_images
+    from synthscale.generation.generate import ImageSpec, PromptEmbeddings, generate_images
     from synthscale.generation.pipelines import denoiser, speed_up
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32

@@ -1,4 +1,4 @@
-"""Snakemake entry for rule generate_block: adapt snakemake.* to synthscale.generation.sample."""
+"""Snakemake entry for rule generate_block: adapt snakemake.* to synthscale.generation.generate."""
 from synthscale.runtime import job_setup
 
 job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
@@ -8,7 +8,7 @@ import os
 
 import pandas as pd
 
-from synthscale.generation.sample import generate_block
+from synthscale.generation.generate import generate_block
 from synthscale.generation.pipelines import load_generator, set_sampler, speed_up
 from synthscale.prompts.strategies import read_prompts
 

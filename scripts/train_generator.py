@@ -4,7 +4,7 @@ from synthscale.runtime import job_setup
 job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
 
 from synthscale.data.real import split_shards
-from synthscale.generation.pipelines import generator_training_set, train_tiny_generator
+from synthscale.generation.tinygen import generator_training_set, train_tiny_generator
 from synthscale.prompts.strategies import read_prompts
 
 spec = snakemake.params.spec

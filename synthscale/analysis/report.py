@@ -1,8 +1,9 @@
-"""The report: every plot, every findings sentence and the HTML pages of the study, in one place.
+"""The report: the classifier study's plots, findings sentences and HTML pages, and the plotting and
+HTML helpers the mix, CLIP and filter reports share.
 
 Functions here take finished tables (pandas) and draw or word them; they compute nothing a table
-does not hold beyond means, counts and differences, and they import nothing of synthscale but io,
-so the analysis and quality stages both use them.
+does not hold beyond means, counts and differences, and they import nothing of synthscale at module
+level but io (study.plan inside one function), so the analysis and quality stages both use them.
 
 Rules the findings follow:
 - every sentence states a number computed from the tables it is given;

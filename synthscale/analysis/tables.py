@@ -1,7 +1,7 @@
 """Analysis: the tidy results tables, scaling fits over every seed, compute cost, and the quality
 summary. Drawing and wording live in synthscale.analysis.report; the fits in synthscale.analysis.fits.
 
-Layering: analysis imports fits, report and plan; none of them imports analysis.
+Layering: tables imports fits, report and study.plan; none of them imports tables.
 """
 
 from __future__ import annotations

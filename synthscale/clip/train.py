@@ -50,7 +50,8 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from synthscale.io import atomic_path, write_json
-from synthscale.data.shards import IMAGE_EXTS, _add, shard_name
+from synthscale.data.shards import IMAGE_EXTS, _add
+from synthscale.study.plan import shard_name
 
 OPEN_CLIP_RUN = "run"  # open_clip_train's --name inside the job's work folder
 CONFIG_DIR = "model_configs"

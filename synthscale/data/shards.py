@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from synthscale.io import atomic_path
-from synthscale.study.plan import shard_name, shards_for  # noqa: F401  (re-exported)
+from synthscale.study.plan import shard_name
 
 # a fixed mtime keeps tar bytes identical across reruns
 _MTIME = 0

@@ -90,7 +90,7 @@ def load_base_pipeline(source: str | os.PathLike, device: str = "cpu"):
 
     cls = DiffusionPipeline
     if cls_name == "PixelTextToImagePipeline":
-        from synthscale.generation.pipelines import PixelTextToImagePipeline as cls  # noqa: N813
+        from synthscale.generation.tinygen import PixelTextToImagePipeline as cls  # noqa: N813
     pipe = cls.from_pretrained(str(source), use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

@@ -2,7 +2,7 @@
 a LoRA folder over a base pipeline, or the workflow's own tiny pipeline), pick its sampler, and set it up
 for fast sampling.
 
-Sampling itself is synthscale.generation.sample's: `encode_prompt` once per unique prompt, then the pipeline's
+Sampling itself is synthscale.generation.generate's: `encode_prompt` once per unique prompt, then the pipeline's
 own `__call__` with the embeddings and one `torch.Generator` per image, so every pipeline that diffusers
 calls this way (SD 1.x/2.x, SDXL, SD3, PixArt-alpha/sigma, Flux, and PixelTextToImagePipeline) works.
 
@@ -32,16 +32,7 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
-# the tiny pipeline and its training live in tinygen; re-exported for callers of the old module
-from synthscale.generation.tinygen import (  # noqa: F401
-    PixelTextToImagePipeline,
-    build_tiny_pipeline,
-    caption_sampler,
-    clip_tokenizer,
-    encode_prompts,
-    generator_training_set,
-    train_tiny_generator,
-)
+from synthscale.generation.tinygen import PixelTextToImagePipeline  # the workflow's own pipeline
 
 SAMPLERS: dict[str, type] = {
     "ddim": DDIMScheduler,

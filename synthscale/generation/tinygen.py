@@ -5,7 +5,7 @@ dict, trained on the real training split, and called exactly as diffusers calls 
 `encode_prompt(prompt, device, num_images_per_prompt, do_classifier_free_guidance, negative_prompt)`
 returning `(prompt_embeds, negative_prompt_embeds)` as Stable Diffusion's does, and a `__call__` that
 takes `prompt_embeds`, `negative_prompt_embeds`, one `torch.Generator` per image, `num_inference_steps`,
-`guidance_scale` and `output_type`. So synthscale.generation.sample samples it through the same path as Stable
+`guidance_scale` and `output_type`. So synthscale.generation.generate samples it through the same path as Stable
 Diffusion, SDXL, SD3, PixArt or Flux.
 """
 

@@ -2,7 +2,7 @@
 
 Each configured entry of `prompt_models` is a strategy whose per-class prompt pool a job writes to
 `prompts/{dataset}/{name}.jsonl`, the same file a rule-based strategy writes; generation then picks
-image i's prompt from its class's pool by (seed, i) as for any strategy (synthscale.generation.sample).
+image i's prompt from its class's pool by (seed, i) as for any strategy (synthscale.generation.generate).
 
 - `word2sen` (He et al., CVMI-Lab/SyntheticData src/LE.py): a language model turns the class name
   into sentences: sampled, deduplicated, `count` kept per class. A seq2seq model (T5,

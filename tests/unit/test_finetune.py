@@ -18,7 +18,7 @@ from synthscale.generation.finetune import (
     load_base_pipeline,
     read_finetune_meta,
 )
-from synthscale.generation.pipelines import PixelTextToImagePipeline, build_tiny_pipeline
+from synthscale.generation.tinygen import PixelTextToImagePipeline, build_tiny_pipeline
 from helpers.tiny_pipelines import build_sd, build_sdxl
 
 torch.set_num_threads(1)

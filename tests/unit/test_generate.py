@@ -1,8 +1,8 @@
 """Seeds, prompts and nesting of synthetic sets (DESIGN.md invariants 1 and 2)."""
 import pytest
 
-from synthscale.generation.sample import image_spec, shard_specs
-from synthscale.data.shards import shards_for
+from synthscale.generation.generate import image_spec, shard_specs
+from synthscale.study.plan import shards_for
 
 PROMPTS = [[f"c{c} p{j}" for j in range(5)] for c in range(10)]
 
@@ -48,7 +48,7 @@ def test_images_are_stored_at_the_storage_size_as_a_downscale_of_the_sampled_one
     import torch
     from PIL import Image
 
-    from synthscale.generation.sample import generate_images, generate_shard
+    from synthscale.generation.generate import generate_images, generate_shard
     from synthscale.generation.pipelines import load_generator
     from synthscale.data.shards import load_arrays
     from helpers.tiny_pipelines import build_sd

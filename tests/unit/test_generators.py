@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from synthscale.generation.sample import generate_shard, sample
+from synthscale.generation.generate import generate_shard, sample
 from synthscale.generation.pipelines import load_generator, set_sampler
 from synthscale.generation.tinygen import (
     PixelTextToImagePipeline,

@@ -14,7 +14,7 @@ from helpers import REPO
 from helpers.tiny_pipelines import build_flux, build_pixart, build_sd, build_sd3, build_sdxl
 from helpers.workflow import new_workdir, smk
 from synthscale.study.config import ConfigError, check_config, load_config
-from synthscale.generation.sample import (
+from synthscale.generation.generate import (
     ImageSpec,
     PromptEmbeddings,
     generate_block,
@@ -260,7 +260,7 @@ def test_every_family_is_recognised_from_its_signatures():
     """Every family's encode_prompt layout is read off its signatures, Sigma included (no tiny build)."""
     import diffusers
 
-    from synthscale.generation.sample import encode_layout
+    from synthscale.generation.generate import encode_layout
     from synthscale.generation.pipelines import is_text_to_image
 
     expected = {

@@ -144,7 +144,7 @@ def test_word2sen_samples_dedupes_and_is_reproducible(tiny_models):
 
 
 def test_llm_pool_and_jsonl_that_generation_reads(tiny_models, tmp_path):
-    from synthscale.generation.sample import image_spec
+    from synthscale.generation.generate import image_spec
     from synthscale.prompts.models import build_pools, write_model_prompts
     from synthscale.prompts.strategies import read_prompts
 
