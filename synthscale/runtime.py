@@ -57,7 +57,7 @@ def job_setup(smk: Any, threads: int | None = None) -> None:
     Call it before importing anything heavy: a script's imports above it are paid cold."""
     from synthscale import warm
 
-    warm.hand_over()
+    warm.hand_over(log=smk.log[0] if len(smk.log) else None)
     if len(smk.log):
         os.makedirs(os.path.dirname(smk.log[0]) or ".", exist_ok=True)
         log = open(smk.log[0], "w", buffering=1)

@@ -21,7 +21,8 @@ or no answer from it, and the job runs cold in its own process. The first jobs w
 most jobs use (3-4 s); the rest is imported one module at a time between jobs.
 
 Snakemake's `benchmark:` files time the client: their wall time `s` is the job's, but `cpu_time`,
-`max_rss` and the I/O columns cover only the client's own process tree. Run with
+`max_rss` and the I/O columns cover only the client's own process tree; the job's own CPU time and
+peak RSS end its log instead (USAGE). Run with
 `--config warm_start=False` (a Python literal) when those per-job figures are what you measure
 (benchmarks/bench_imagefolder_study.py does).
 """
@@ -110,8 +111,9 @@ class _Client:
             os.kill(os.getpid(), sig)
 
 
-def hand_over(script: str | None = None) -> None:
+def hand_over(script: str | None = None, log: str | None = None) -> None:
     """Run this job's script in a fork of the warm server, if this run has one; exit with its status.
+    The job's CPU time and peak RSS (which Snakemake's benchmark files cannot see) end its `log`.
 
     Returns (and the job runs cold, here) when there is no server, when this already is the forked
     job, or when the server does not start the job within REPLY_TIMEOUT_S."""
@@ -137,7 +139,7 @@ def hand_over(script: str | None = None) -> None:
         return
     client.started(int(started["pid"]))
     sock.settimeout(None)
-    _finish(replies, int(started["pid"]))
+    _finish(replies, int(started["pid"]), log)
 
 
 def _umask() -> int:
@@ -146,7 +148,7 @@ def _umask() -> int:
     return mask
 
 
-def _finish(replies: Any, pid: int) -> None:
+def _finish(replies: Any, pid: int, log: str | None = None) -> None:
     """Wait for the job's status, then end the same way (forwarded signals interrupt nothing: PEP 475)."""
     try:
         done = json.loads(replies.readline() or "{}")
@@ -157,6 +159,8 @@ def _finish(replies: Any, pid: int) -> None:
     if "exit" not in done:
         print(f"synthscale.warm: the server's supervisor of job {pid} ended without its status", file=sys.stderr)
     code = int(done.get("exit", 1))
+    if log and "cpu_s" in done:
+        _note_usage(log, done["cpu_s"], done["max_rss_kb"])
     if code in (-signal.SIGINT, -signal.SIGTERM, -signal.SIGHUP, -signal.SIGKILL):
         # killed by a signal: die of the same one, as the job would have cold (not for a crash's
         # SIGSEGV or SIGABRT, which would dump this process's core)
@@ -165,6 +169,18 @@ def _finish(replies: Any, pid: int) -> None:
         os.kill(os.getpid(), -code)
         time.sleep(1)
     os._exit(code if code >= 0 else 128 - code)
+
+
+# a warm job's last log line: CPU of the job and the children it waited for; RSS of its largest process
+USAGE = "synthscale.warm: job CPU {cpu:.1f} s, peak RSS {rss:.0f} MB"
+
+
+def _note_usage(log: str, cpu_s: float, max_rss_kb: int) -> None:
+    try:
+        with open(log, "a") as f:
+            print(USAGE.format(cpu=cpu_s, rss=max_rss_kb / 1024), file=f)
+    except OSError:
+        pass
 
 
 def _kill(pid: int, sig: int) -> None:
@@ -261,8 +277,10 @@ def _supervise(conn: socket.socket) -> None:
         for fd in fds:
             os.close(fd)
         conn.sendall((json.dumps({"pid": pid}) + "\n").encode())
-        status = _wait(conn, pid)
-        conn.sendall((json.dumps({"exit": os.waitstatus_to_exitcode(status)}) + "\n").encode())
+        status, usage = _wait(conn, pid)
+        ended = {"exit": os.waitstatus_to_exitcode(status), "cpu_s": usage.ru_utime + usage.ru_stime,
+                 "max_rss_kb": usage.ru_maxrss}
+        conn.sendall((json.dumps(ended) + "\n").encode())
         reported = True
     except BaseException:  # noqa: BLE001 - whatever went wrong, the job must not outlive its client
         pass
@@ -304,13 +322,14 @@ def _killpg(pid: int) -> None:
             pass
 
 
-def _wait(conn: socket.socket, pid: int) -> int:
+def _wait(conn: socket.socket, pid: int) -> tuple[int, Any]:
     """Wait for the job; if the client goes away first, kill the job's process group."""
     ended_r, ended_w = os.pipe()
-    result: list[int] = []
+    result: list[tuple[int, Any]] = []
 
     def wait() -> None:
-        result.append(os.waitpid(pid, 0)[1])
+        _, status, usage = os.wait4(pid, 0)  # usage: the job and the children it waited for
+        result.append((status, usage))
         os.write(ended_w, b"x")
 
     threading.Thread(target=wait, daemon=True).start()

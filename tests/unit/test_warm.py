@@ -120,6 +120,20 @@ def test_job_ends_as_the_interpreter_ends(server, job, tmp_path):
     assert (tmp_path / "mark.thread").exists() and (tmp_path / "mark.atexit").exists()
 
 
+def test_the_jobs_cpu_time_ends_its_log(server, tmp_path):
+    """Snakemake's benchmark files see only the client: the job's CPU time is written to its log."""
+    import re
+
+    log, script = tmp_path / "job.log", tmp_path / "busy.py"
+    script.write_text(f"from synthscale import warm\nwarm.hand_over(log={str(log)!r})\n"
+                      "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass\n")
+    assert run_job(script).returncode == 0
+    pattern = re.escape(warm.USAGE).replace(re.escape("{cpu:.1f}"), "([0-9.]+)")
+    found = re.fullmatch(pattern.replace(re.escape("{rss:.0f}"), "([0-9]+)"), log.read_text().strip())
+    assert found, log.read_text()
+    assert 0.5 <= float(found.group(1)) < 5 and int(found.group(2)) > 0
+
+
 def wait_for(path: Path, timeout: float = 30) -> list[int]:
     deadline = time.monotonic() + timeout
     while not (path.exists() and path.read_text()):
