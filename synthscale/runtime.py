@@ -38,9 +38,9 @@ def pin_threads(threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
-def _follow_stderr(old: Any, new: TextIO) -> None:
-    """Logging handlers that libraries bound to stderr when imported (before this job started, in a
-    warm run) write to the job's tee instead."""
+def follow_stderr(old: Any, new: TextIO) -> None:
+    """Logging handlers that libraries bound to stderr when imported (`old`, or the process's original
+    stream; in a warm run, before this job started) write to `new` instead."""
     import logging
 
     for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
@@ -62,7 +62,7 @@ def job_setup(smk: Any, threads: int | None = None) -> None:
         os.makedirs(os.path.dirname(smk.log[0]) or ".", exist_ok=True)
         log = open(smk.log[0], "w", buffering=1)
         plain, sys.stderr = sys.stderr, Tee(sys.__stderr__, log)
-        _follow_stderr(plain, sys.stderr)
+        follow_stderr(plain, sys.stderr)
         if warm.in_job():
             print(warm.STARTED, file=log)
     if threads is not None:

@@ -376,18 +376,14 @@ def _run_job(request: dict[str, Any], fds: list[int]) -> None:
 def _fresh_stdio() -> None:
     """Python's standard streams over the job's descriptors, buffered as a new process buffers them;
     logging handlers that libraries bound to the server's stderr at import write to the job's."""
-    import logging
+    from synthscale.runtime import follow_stderr
 
     old = sys.stderr
     sys.stdin = open(0, "r", closefd=False)
     sys.stdout = open(1, "w", closefd=False, buffering=1 if os.isatty(1) else -1)
     sys.stderr = open(2, "w", closefd=False, buffering=1, errors="backslashreplace")
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
-    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
-    for logger in loggers:
-        for handler in getattr(logger, "handlers", []):
-            if isinstance(handler, logging.StreamHandler) and handler.stream is old:
-                handler.setStream(sys.stderr)
+    follow_stderr(old, sys.stderr)
 
 
 def _threads_from_env() -> None:
