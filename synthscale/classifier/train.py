@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from synthscale.io import atomic_path, remove_stale_temps, write_csv
+from synthscale.lr_schedule import lr_factor
 from synthscale.data.loader import DeviceNormalize, TrainLoader, epoch_size, uint8_batches
 from synthscale.study.recipes import resolve_recipe
 
@@ -78,11 +79,6 @@ def plan_steps(n: int, recipe: dict[str, Any]) -> tuple[int, int]:
     spe = math.ceil(n / recipe["batch_size"])
     epochs = max(recipe["epochs"], math.ceil(recipe["min_steps"] / spe))
     return spe, epochs
-
-
-def lr_factor(seen: int, total: int, warmup: float, batch: int) -> float:
-    """Linear warm-up over `warmup` images, then cosine decay, as a function of images seen."""
-    return min(1.0, (seen + batch) / max(warmup, 1.0)) * 0.5 * (1 + math.cos(math.pi * min(seen / total, 1.0)))
 
 
 def make_optimizer(model, recipe: dict[str, Any]) -> torch.optim.Optimizer:

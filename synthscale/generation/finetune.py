@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 
 from synthscale.io import atomic_dir, atomic_path
 from synthscale.data.shards import IMAGE_EXTS, decode_image
+from synthscale.lr_schedule import step_schedule
 
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -333,8 +334,7 @@ def finetune_generator(
         unet.enable_gradient_checkpointing()
     params = list(_trainable(unet).values())
     opt = torch.optim.AdamW(params, lr=recipe["lr"], weight_decay=recipe["weight_decay"])
-    warmup = recipe["warmup_steps"]
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (warmup + 1)))
+    sched = step_schedule(opt, recipe["steps"], recipe["warmup_steps"], decay="constant")
 
     from diffusers import DDPMScheduler
 

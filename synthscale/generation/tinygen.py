@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -29,6 +28,7 @@ from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from synthscale.io import atomic_dir
+from synthscale.lr_schedule import step_schedule
 
 
 class PixelTextToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
@@ -160,6 +160,13 @@ def clip_tokenizer(model_max_length: int = 77) -> CLIPTokenizer:
     )
 
 
+def attention_heads(widths: Sequence[int], head_dim: int) -> tuple[int, ...]:
+    """Attention heads per UNet block for `head_dim` channels per head (one head where a block is
+    narrower). diffusers' UNet2DConditionModel reads its `attention_head_dim` argument as the number
+    of heads (a misnomer kept for old checkpoints), so the pipeline is built with these counts."""
+    return tuple(max(1, w // head_dim) for w in widths)
+
+
 def build_tiny_pipeline(arch: dict[str, Any], image_size: int, channels: int, seed: int):
     """A small pixel-space text-to-image pipeline with random weights, from a plain config dict."""
     torch.manual_seed(seed)
@@ -187,7 +194,7 @@ def build_tiny_pipeline(arch: dict[str, Any], image_size: int, channels: int, se
         down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(widths) - 1),
         up_block_types=("CrossAttnUpBlock2D",) * (len(widths) - 1) + ("UpBlock2D",),
         cross_attention_dim=arch["text_width"],
-        attention_head_dim=arch["attention_head_dim"],
+        attention_head_dim=attention_heads(widths, arch["attention_head_dim"]),
         norm_num_groups=arch["norm_groups"],
         # Imagen-style: a pooled text embedding joins the timestep embedding, so every ResNet block
         # sees the prompt, not only the cross-attention layers; conditioning is learned much sooner
@@ -295,11 +302,7 @@ def train_tiny_generator(
     params = [p for g in groups for p in g["params"]]
     opt = torch.optim.AdamW(groups, lr=recipe["lr"], weight_decay=recipe["weight_decay"])
     steps = recipe["steps"]
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps)),
-    )
+    sched = step_schedule(opt, steps, warmup=max(1, steps // 20))
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     noise_sched = pipe.scheduler

@@ -179,6 +179,9 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
     _check_quality(cfg["quality"], workdir)
 
     _check_finetuned(cfg["generators"], workdir)
+    for g in cfg["generators"]:
+        if g["kind"] == "trained":
+            _check_tiny_arch(g["name"], g["arch"])
 
     from synthscale.study.recipes import resolve_recipe
 
@@ -395,6 +398,21 @@ def _check_generation(gen: dict[str, Any]) -> None:
             f"config key generation.images_per_job: {per_job} must be shard_size ({gen['shard_size']}) "
             "times 1, 10, 100 or 1000 (a job writes a block of consecutive shards)"
         ) from None
+
+
+def _check_tiny_arch(name: str, arch: dict[str, Any]) -> None:
+    """A trained generator's UNet widths split into its norm groups and its attention heads."""
+    key = f"config key generators.{name}.arch"
+    for w in arch["unet_widths"]:
+        if w % arch["norm_groups"]:
+            raise ConfigError(f"{key}.norm_groups: {arch['norm_groups']} does not divide unet width {w}")
+        if w % min(w, arch["attention_head_dim"]):
+            raise ConfigError(
+                f"{key}.attention_head_dim: {arch['attention_head_dim']} channels per head do not divide "
+                f"unet width {w}"
+            )
+    if arch["text_width"] % arch["text_heads"]:
+        raise ConfigError(f"{key}.text_heads: {arch['text_heads']} does not divide text_width {arch['text_width']}")
 
 
 def _check_finetuned(generators: list[dict[str, Any]], workdir: Path) -> None:

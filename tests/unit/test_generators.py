@@ -107,6 +107,21 @@ def test_flux_guidance_is_recorded_as_distilled_not_cfg(sd_dir, tmp_path):
     assert guidance_kind(load_generator(str(tmp_path / "flux"))) == "none"
 
 
+@pytest.mark.parametrize("head_dim,heads", [(8, {32: 4}), (16, {32: 2}), (32, {32: 1}), (64, {32: 1})])
+def test_attention_head_dim_is_channels_per_head(head_dim, heads):
+    """`arch.attention_head_dim` means what it says (diffusers' UNet2DConditionModel reads its own
+    argument of that name as a head count): every attention layer splits its width into heads of
+    `attention_head_dim` channels, one head where the block is narrower."""
+    pipe = build_tiny_pipeline(dict(ARCH, attention_head_dim=head_dim), image_size=16, channels=1, seed=0)
+    seen = {}
+    for name, mod in pipe.unet.named_modules():
+        if type(mod).__name__ == "Attention" and "attn" in name.rsplit(".", 1)[-1]:
+            width = mod.to_q.out_features
+            assert width // mod.heads == min(width, head_dim), name
+            seen[width] = mod.heads
+    assert seen == heads
+
+
 def test_frozen_text_encoder_embeddings_are_cached_per_caption():
     """Generator training encodes each distinct caption once: the cache gives what the encoder gives
     (up to float rounding) and calls the encoder only for captions it has not seen."""
