@@ -45,12 +45,12 @@ import shutil
 import sys
 import tarfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from synthscale.io import atomic_path, write_json
-from synthscale.data.shards import IMAGE_EXTS, _add
+from synthscale.data.shards import _add, image_ext, iter_samples
 from synthscale.study.plan import shard_name
 
 OPEN_CLIP_RUN = "run"  # open_clip_train's --name inside the job's work folder
@@ -82,25 +82,6 @@ def pair_caption(i: int, label: int, pools: Sequence[Sequence[str]], seed: int, 
     return pool[int(word) % len(pool)]
 
 
-def _iter_raw(paths: Iterable[str | os.PathLike]) -> Iterator[dict[str, bytes]]:
-    """Raw samples (extension -> bytes) of tar shards in order, without decoding images."""
-    for path in paths:
-        with tarfile.open(path) as tar:
-            sample: dict[str, bytes] = {}
-            key = None
-            for m in tar:
-                if not m.isfile():
-                    continue
-                k, _, ext = m.name.partition(".")
-                if key is not None and k != key:
-                    yield {"__key__": key.encode(), **sample}
-                    sample = {}
-                key = k
-                sample[ext] = tar.extractfile(m).read()
-            if key is not None:
-                yield {"__key__": key.encode(), **sample}
-
-
 def iter_captioned(
     paths: Sequence[str | os.PathLike],
     n: int | None,
@@ -117,12 +98,10 @@ def iter_captioned(
     captions="own": the caption is that own text (a real record's `prompt` never counts as one).
     """
     count = 0
-    for i, s in enumerate(_iter_raw(paths)):
+    for i, (key, s) in enumerate(iter_samples(paths)):
         if n is not None and count >= n:
             return
-        ext = next((e for e in IMAGE_EXTS if e in s), None)
-        if ext is None:
-            raise ValueError(f"sample {s['__key__'].decode()} in {paths} has no image")
+        ext = image_ext(s, key, f"{paths}")
         rec = json.loads(s["json"]) if "json" in s else {}
         label = int(s["cls"]) if "cls" in s else int(rec["label"])
         if kind not in ("real", "synthetic"):
@@ -130,7 +109,7 @@ def iter_captioned(
         own = s["txt"].decode() if "txt" in s else rec.get("caption", rec.get("prompt" if kind == "synthetic" else ""))
         if captions == "own":
             if not own:
-                raise ValueError(f"config key clip.captions: own, but {kind} sample {s['__key__'].decode()} "
+                raise ValueError(f"config key clip.captions: own, but {kind} sample {key} "
                                  f"in {paths} has no {'prompt' if kind == 'synthetic' else 'caption'}")
             text = own
         elif captions == "pool":
