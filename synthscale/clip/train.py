@@ -43,15 +43,13 @@ import os
 import random
 import shutil
 import sys
-import tarfile
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from synthscale.io import atomic_path, write_json
-from synthscale.data.shards import _add, image_ext, iter_samples
-from synthscale.study.plan import shard_name
+from synthscale.data.shards import ShardWriter, image_ext, iter_samples
 
 OPEN_CLIP_RUN = "run"  # open_clip_train's --name inside the job's work folder
 CONFIG_DIR = "model_configs"
@@ -142,41 +140,12 @@ def write_caption_shards(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    tar, tmp_ctx, k, count = None, None, 0, 0
-
-    def close():
-        nonlocal tar, tmp_ctx
-        if tar is not None:
-            tar.close()
-            tmp_ctx.__exit__(None, None, None)
-            tar, tmp_ctx = None, None
-
-    try:
+    with ShardWriter(out_dir, shard_size) as writer:
         for kind, ext, data, label, text, rec in interleave_parts(parts, pools, seed, captions):
-            if tar is None:
-                target = out_dir / shard_name(k)
-                tmp_ctx = atomic_path(target)
-                tmp = tmp_ctx.__enter__()
-                tar = tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT)
-                written.append(target)
-            key = f"{count:09d}"
-            _add(tar, f"{key}.{ext}", data)
-            _add(tar, f"{key}.cls", str(label).encode())
-            _add(tar, f"{key}.txt", text.encode())
+            key = f"{writer.count:09d}"
             meta = {"key": key, "label": label, "caption": text, "origin": kind, "record": rec}
-            _add(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
-            count += 1
-            if count % shard_size == 0:
-                close()
-                k += 1
-        close()
-    except BaseException:
-        if tar is not None:
-            tar.close()
-            tmp_ctx.__exit__(*sys.exc_info())
-        raise
-    return written, count
+            writer.write(data, meta, ext)
+    return [out_dir / name for name in writer.names], writer.count
 
 
 def interleave_parts(

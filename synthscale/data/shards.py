@@ -14,6 +14,7 @@ webdataset pipelines) build on them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import itertools
@@ -83,26 +84,19 @@ def write_shard(
     """
     if len(images) != len(records):
         raise ValueError(f"{len(images)} images but {len(records)} records")
-    ext = EXT_OF[fmt] if fmt in EXT_OF else fmt
-    with atomic_path(path) as tmp:
-        with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-            for image, rec in zip(images, records):
-                key = str(rec["key"])
-                data = image if isinstance(image, bytes) else encode_image(image, fmt, quality)
-                _add(tar, f"{key}.{ext}", data)
-                _add(tar, f"{key}.cls", str(int(rec["label"])).encode())
-                caption = rec.get("caption", rec.get("prompt"))
-                if caption is not None:
-                    _add(tar, f"{key}.txt", str(caption).encode())
-                _add(tar, f"{key}.json", json.dumps(rec, sort_keys=True).encode())
+    with atomic_path(path) as tmp, _open_tar(tmp) as tar:
+        for image, rec in zip(images, records):
+            _add_sample(tar, _encoded(image, fmt, quality), rec, _ext(fmt))
 
 
 class ShardWriter:
     """Write samples one at a time into numbered shards of `shard_size`, each shard atomic.
 
-    Only the current shard's encoded images are held, so memory is bounded by one shard however
-    many samples pass. Images given as bytes are taken as already encoded in `fmt`.
-    Use as a context manager; `close()` flushes the last, partial shard. `names` lists the shards.
+    Each sample goes into the open shard as it comes (the entries `write_shard` writes), so memory
+    holds one sample however many pass. Images given as bytes are taken as already encoded in `fmt`
+    (or in the `ext` given with them). Use as a context manager; `close()` finishes the last,
+    partial shard, and an error inside the block leaves no partial shard. `names` lists the shards
+    finished, `count` the samples written.
     """
 
     def __init__(self, folder: str | os.PathLike, shard_size: int, fmt: str = "png", quality: int = 95):
@@ -111,36 +105,69 @@ class ShardWriter:
         self.folder, self.shard_size, self.fmt, self.quality = Path(folder), shard_size, fmt, quality
         self.names: list[str] = []
         self.count = 0
-        self._images: list[np.ndarray | bytes] = []
-        self._records: list[dict[str, Any]] = []
+        self._shard: contextlib.ExitStack | None = None
+        self._tar: tarfile.TarFile | None = None
 
-    def write(self, image: np.ndarray | bytes, record: dict[str, Any]) -> None:
-        self._images.append(image)
-        self._records.append(record)
+    def write(self, image: np.ndarray | bytes, record: dict[str, Any], ext: str | None = None) -> None:
+        """Add one sample (record as `write_shard` takes it); `ext`: the image entry's extension for
+        an already encoded image (default: the writer's format's)."""
+        if self._tar is None:
+            self._open()
+        _add_sample(self._tar, _encoded(image, self.fmt, self.quality), record, ext or _ext(self.fmt))
         self.count += 1
-        if len(self._images) == self.shard_size:
-            self._flush()
+        if self.count % self.shard_size == 0:
+            self.close()
 
-    def _flush(self) -> None:
-        if not self._images:
-            return
-        name = shard_name(len(self.names))
-        write_shard(self.folder / name, self._images, self._records, self.fmt, self.quality)
-        self.names.append(name)
-        self._images, self._records = [], []
+    def _open(self) -> None:
+        self._shard = contextlib.ExitStack()
+        tmp = self._shard.enter_context(atomic_path(self.folder / shard_name(len(self.names))))
+        self._tar = self._shard.enter_context(_open_tar(tmp))
 
     def close(self) -> None:
-        self._flush()
+        """Finish the open shard, if any: rename it into place and add it to `names`."""
+        if self._shard is not None:
+            self._shard.close()
+            self.names.append(shard_name(len(self.names)))
+            self._shard, self._tar = None, None
 
     def __enter__(self) -> "ShardWriter":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:  # a failed write leaves no partial last shard
+        if exc_type is None:
             self.close()
+        elif self._shard is not None:  # a failed write leaves no partial last shard
+            self._shard.__exit__(exc_type, exc, tb)  # the tar unfinished, its temporary file removed
+            self._shard, self._tar = None, None
+
+
+def _open_tar(path: Path) -> tarfile.TarFile:
+    return tarfile.open(path, "w", format=tarfile.USTAR_FORMAT)
+
+
+def _ext(fmt: str) -> str:
+    """The image entry's extension for an image format (`jpeg` is written as `.jpg`)."""
+    return EXT_OF.get(fmt, fmt)
+
+
+def _encoded(image: np.ndarray | bytes, fmt: str, quality: int) -> bytes:
+    return image if isinstance(image, bytes) else encode_image(image, fmt, quality)
+
+
+def _add_sample(tar: tarfile.TarFile, data: bytes, rec: dict[str, Any], ext: str) -> None:
+    """One sample's entries, in this order: the image, `.cls`, `.txt` (when the record has a caption
+    or a prompt) and `.json` (the whole record)."""
+    key = str(rec["key"])
+    _add(tar, f"{key}.{ext}", data)
+    _add(tar, f"{key}.cls", str(int(rec["label"])).encode())
+    caption = rec.get("caption", rec.get("prompt"))
+    if caption is not None:
+        _add(tar, f"{key}.txt", str(caption).encode())
+    _add(tar, f"{key}.json", json.dumps(rec, sort_keys=True).encode())
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    """One member: mode 0644, mtime 0 and no owner names, so the tar's bytes depend on data alone."""
     info = tarfile.TarInfo(name)
     info.size = len(data)
     info.mtime = _MTIME

@@ -199,3 +199,40 @@ def test_tar_members_follows_long_names_and_refuses_what_it_cannot_read(tmp_path
         (tmp_path / "cut.tar").write_bytes(data[:cut])
         with pytest.raises(ValueError, match="truncated"):
             list(tar_members(tmp_path / "cut.tar"))
+
+
+def test_caption_shards_round_trip_through_the_writer(tmp_path):
+    """CLIP caption shards come from `ShardWriter`: per sample the image (its own extension), .cls, .txt
+    and .json, mode 0644, mtime 0, no owner; the same bytes as `write_shard` of the same records; read
+    back by the one reader as written."""
+    import json
+    import tarfile
+
+    from synthscale.clip.train import write_caption_shards
+    from synthscale.data.shards import ShardWriter, tar_samples
+
+    images, recs = _mixed_shard(tmp_path / "src.tar", 7)
+    pools = [[f"a {c}", f"the {c}"] for c in ("zero", "one", "two")]
+    out, n = write_caption_shards(tmp_path / "pairs", [("synthetic", [tmp_path / "src.tar"], 7)], pools, 1, 3)
+    assert n == 7 and [p.name for p in out] == ["shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]
+    assert sorted(p.name for p in (tmp_path / "pairs").iterdir()) == [p.name for p in out]  # no leftovers
+    back = [s for p in out for s in tar_samples(p)]
+    assert [k for k, _ in back] == [f"{i:09d}" for i in range(7)]
+    for i, (key, files) in enumerate(back):
+        meta = json.loads(files["json"])
+        assert files["png"] == images[i] and int(files["cls"]) == i % 3 == meta["label"]
+        assert files["txt"].decode() == meta["caption"] in pools[i % 3]
+        assert meta["record"] == {**recs[i], **({"own_text": f"p{i}"} if i % 2 else {})}
+        assert meta["key"] == key and meta["origin"] == "synthetic"
+    with tarfile.open(out[0]) as t:
+        members = t.getmembers()
+    assert [m.name for m in members[:4]] == ["000000000.png", "000000000.cls", "000000000.txt", "000000000.json"]
+    assert {(m.mtime, m.mode, m.uname, m.gname, m.type) for m in members} == {(0, 0o644, "", "", tarfile.REGTYPE)}
+    metas = [json.loads(f["json"]) for _, f in back]
+    write_shard(tmp_path / "same.tar", [f["png"] for _, f in back[:3]], metas[:3])
+    assert (tmp_path / "same.tar").read_bytes() == out[0].read_bytes()
+    with ShardWriter(tmp_path / "ext", 2) as w:  # an encoded image keeps the extension given with it
+        w.write(b"jpeg bytes", {"key": "00000000", "label": 1}, ext="jpg")
+        w.write(b"webp bytes", {"key": "00000001", "label": 2}, ext="webp")
+    assert [(k, sorted(f)) for k, f in tar_samples(tmp_path / "ext" / w.names[0])] == [
+        ("00000000", ["cls", "jpg", "json"]), ("00000001", ["cls", "json", "webp"])]
