@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from synthscale.io import write_csv
+from synthscale.data.shards import wds_samples
 
 
 def templates(name: str = "openai_imagenet") -> list:
@@ -60,12 +61,14 @@ def eval_loader(shards: Sequence[str | os.PathLike], preprocess, batch_size: int
     """A DataLoader of (images, labels) batches over WebDataset shards, in shard order."""
     import webdataset as wds
 
-    ds = (
-        wds.WebDataset([str(p) for p in shards], shardshuffle=False, empty_check=False)
-        .decode("pilrgb")
-        .to_tuple("png;jpg;jpeg;webp", "cls")
-        .map_tuple(preprocess, int)
-        .batched(batch_size, partial=True)
+    ds = wds.DataPipeline(
+        wds.SimpleShardList([str(p) for p in shards]),
+        wds.split_by_worker,
+        wds_samples,
+        wds.decode("pilrgb"),
+        wds.to_tuple("png;jpg;jpeg;webp", "cls"),
+        wds.map_tuple(preprocess, int),
+        wds.batched(batch_size, partial=True),
     )
     return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers)
 

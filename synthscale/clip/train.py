@@ -43,15 +43,13 @@ import os
 import random
 import shutil
 import sys
-import tarfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from synthscale.io import atomic_path, write_json
-from synthscale.data.shards import IMAGE_EXTS, _add
-from synthscale.study.plan import shard_name
+from synthscale.data.shards import ShardWriter, image_ext, iter_samples
 
 OPEN_CLIP_RUN = "run"  # open_clip_train's --name inside the job's work folder
 CONFIG_DIR = "model_configs"
@@ -82,25 +80,6 @@ def pair_caption(i: int, label: int, pools: Sequence[Sequence[str]], seed: int, 
     return pool[int(word) % len(pool)]
 
 
-def _iter_raw(paths: Iterable[str | os.PathLike]) -> Iterator[dict[str, bytes]]:
-    """Raw samples (extension -> bytes) of tar shards in order, without decoding images."""
-    for path in paths:
-        with tarfile.open(path) as tar:
-            sample: dict[str, bytes] = {}
-            key = None
-            for m in tar:
-                if not m.isfile():
-                    continue
-                k, _, ext = m.name.partition(".")
-                if key is not None and k != key:
-                    yield {"__key__": key.encode(), **sample}
-                    sample = {}
-                key = k
-                sample[ext] = tar.extractfile(m).read()
-            if key is not None:
-                yield {"__key__": key.encode(), **sample}
-
-
 def iter_captioned(
     paths: Sequence[str | os.PathLike],
     n: int | None,
@@ -117,12 +96,10 @@ def iter_captioned(
     captions="own": the caption is that own text (a real record's `prompt` never counts as one).
     """
     count = 0
-    for i, s in enumerate(_iter_raw(paths)):
+    for i, (key, s) in enumerate(iter_samples(paths)):
         if n is not None and count >= n:
             return
-        ext = next((e for e in IMAGE_EXTS if e in s), None)
-        if ext is None:
-            raise ValueError(f"sample {s['__key__'].decode()} in {paths} has no image")
+        ext = image_ext(s, key, f"{paths}")
         rec = json.loads(s["json"]) if "json" in s else {}
         label = int(s["cls"]) if "cls" in s else int(rec["label"])
         if kind not in ("real", "synthetic"):
@@ -130,7 +107,7 @@ def iter_captioned(
         own = s["txt"].decode() if "txt" in s else rec.get("caption", rec.get("prompt" if kind == "synthetic" else ""))
         if captions == "own":
             if not own:
-                raise ValueError(f"config key clip.captions: own, but {kind} sample {s['__key__'].decode()} "
+                raise ValueError(f"config key clip.captions: own, but {kind} sample {key} "
                                  f"in {paths} has no {'prompt' if kind == 'synthetic' else 'caption'}")
             text = own
         elif captions == "pool":
@@ -163,41 +140,12 @@ def write_caption_shards(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    tar, tmp_ctx, k, count = None, None, 0, 0
-
-    def close():
-        nonlocal tar, tmp_ctx
-        if tar is not None:
-            tar.close()
-            tmp_ctx.__exit__(None, None, None)
-            tar, tmp_ctx = None, None
-
-    try:
+    with ShardWriter(out_dir, shard_size) as writer:
         for kind, ext, data, label, text, rec in interleave_parts(parts, pools, seed, captions):
-            if tar is None:
-                target = out_dir / shard_name(k)
-                tmp_ctx = atomic_path(target)
-                tmp = tmp_ctx.__enter__()
-                tar = tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT)
-                written.append(target)
-            key = f"{count:09d}"
-            _add(tar, f"{key}.{ext}", data)
-            _add(tar, f"{key}.cls", str(label).encode())
-            _add(tar, f"{key}.txt", text.encode())
+            key = f"{writer.count:09d}"
             meta = {"key": key, "label": label, "caption": text, "origin": kind, "record": rec}
-            _add(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
-            count += 1
-            if count % shard_size == 0:
-                close()
-                k += 1
-        close()
-    except BaseException:
-        if tar is not None:
-            tar.close()
-            tmp_ctx.__exit__(*sys.exc_info())
-        raise
-    return written, count
+            writer.write(data, meta, ext)
+    return [out_dir / name for name in writer.names], writer.count
 
 
 def interleave_parts(

@@ -31,7 +31,6 @@ import json
 import os
 import math
 import random
-import tarfile
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -39,8 +38,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
-
+from synthscale.data.shards import IMAGE_EXTS, image_ext, member_key, tar_members, tar_samples
 
 # --------------------------------------------------------------------------------------------------
 # transforms
@@ -310,7 +308,7 @@ def _wanted(name: str) -> bool:
     """Tar members the training stream reads: the image and the class (the record only when the key
     is no position)."""
     ext = name.rsplit(".", 1)[-1].lower()
-    return ext in IMAGE_EXTS or ext == "cls" or (ext == "json" and not name.split("/")[-1].split(".")[0].isdigit())
+    return ext in IMAGE_EXTS or ext == "cls" or (ext == "json" and not member_key(name).isdigit())
 
 
 def first_index(shard: str | Path) -> int:
@@ -322,12 +320,9 @@ def first_index(shard: str | Path) -> int:
 
 @functools.lru_cache(maxsize=100_000)
 def _first_index(shard: str, _mtime: int, _size: int) -> int:
-    with tarfile.open(shard) as tar:
-        member = tar.next()
-        if member is None:
-            return 1 << 62
-        key = member.name.split("/")[-1].split(".")[0]
-        return int(key)
+    for name, _ in tar_members(shard):
+        return int(member_key(name))
+    return 1 << 62
 
 
 def shard_count(shard: str | Path) -> int:
@@ -339,9 +334,8 @@ def shard_count(shard: str | Path) -> int:
 
 @functools.lru_cache(maxsize=100_000)
 def _shard_count(shard: str, _mtime: int, _size: int) -> int:
-    with tarfile.open(shard) as tar:
-        return len({m.name.rsplit("/", 1)[-1].split(".")[0] for m in tar
-                    if m.name.rsplit(".", 1)[-1].lower() in IMAGE_EXTS})
+    names = (name for name, _ in tar_members(shard))
+    return len({member_key(n) for n in names if n.rsplit(".", 1)[-1].lower() in IMAGE_EXTS})
 
 
 def nested_shards(shards: Sequence[str | Path], limit: int | None) -> list[str]:
@@ -350,54 +344,6 @@ def nested_shards(shards: Sequence[str | Path], limit: int | None) -> list[str]:
     if limit is None:
         return urls
     return [u for u in urls if first_index(u) < limit]
-
-
-_NUL = b"\0" * 512
-
-
-def tar_samples(path: str | Path, skip: int = 0) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {ext: bytes}) of a WebDataset shard, reading only the members the stream needs.
-
-    A lean tar reader (ustar headers, GNU long names), one sample in memory at a time; members are
-    grouped by key as WebDataset groups them (the basename up to its first dot). `skip`: the first
-    `skip` samples are passed over by their headers (their bytes are not read)."""
-    key, files, longname = None, {}, None
-    seen = 0  # keys met so far; the current key's number is seen - 1
-    with open(path, "rb", buffering=1 << 20) as f:
-        while True:
-            hdr = f.read(512)
-            if len(hdr) < 512 or hdr == _NUL:
-                break
-            size = int(hdr[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
-            typ = hdr[156:157]
-            padded = (size + 511) & ~511
-            if typ == b"L":
-                longname = f.read(padded)[:size].split(b"\0", 1)[0].decode()
-                continue
-            if typ in (b"x", b"g"):
-                raise ValueError(f"{path}: pax tar headers are not supported; write shards as ustar")
-            name = longname or hdr[:100].split(b"\0", 1)[0].decode()
-            prefix = hdr[345:500].split(b"\0", 1)[0]
-            if prefix and not longname:
-                name = f"{prefix.decode()}/{name}"
-            longname = None
-            if typ not in (b"0", b"\0"):
-                f.seek(padded, 1)
-                continue
-            base = name.rsplit("/", 1)[-1]
-            k, _, ext = base.partition(".")
-            if k != key:
-                if files:
-                    yield key, files
-                key, files = k, {}
-                seen += 1
-            if _wanted(name) and seen > skip:
-                files[ext.lower()] = f.read(size)
-                f.seek(padded - size, 1)
-            else:
-                f.seek(padded, 1)
-    if files:
-        yield key, files
 
 
 _DECODED: dict[bytes, np.ndarray] = {}
@@ -431,11 +377,10 @@ def shard_samples(
 def read_shard(url: str | os.PathLike, skip: int = 0) -> Iterator[tuple[Any, int, int]]:
     """(image bytes, label, global index) of every sample of a shard from its sample `skip` on, in
     order, from disk."""
-    for key, files in tar_samples(url, skip):
-        ext = next((e for e in IMAGE_EXTS if e in files), None)
-        if ext is None or "cls" not in files:
-            raise ValueError(f"sample {key} in {url} lacks an image or a .cls entry")
-        yield files[ext], int(files["cls"]), sample_index({"__key__": key, **files})
+    for key, files in tar_samples(url, skip, _wanted):
+        if "cls" not in files:
+            raise ValueError(f"sample {key} in {url} lacks a .cls entry")
+        yield files[image_ext(files, key, str(url))], int(files["cls"]), sample_index({"__key__": key, **files})
 
 
 def decode_cached(raw: Any, budget_mb: float) -> np.ndarray | Image.Image:
@@ -836,11 +781,7 @@ def part_size(part: dict[str, Any], manifest_counts: dict[str, int] | None = Non
         return n if part.get("limit") is None else min(n, int(part["limit"]))
     if part.get("limit") is not None:
         return int(part["limit"])
-    n = 0
-    for s in part["shards"]:
-        with tarfile.open(s) as tar:
-            n += sum(1 for m in tar if m.name.endswith(".cls"))
-    return n
+    return sum(name.endswith(".cls") for s in part["shards"] for name, _ in tar_members(s))
 
 
 def epoch_size(parts: list[dict[str, Any]], mix: dict[str, Any] | None = None) -> int:

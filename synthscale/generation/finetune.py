@@ -46,7 +46,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from synthscale.io import atomic_dir, atomic_path
-from synthscale.data.shards import IMAGE_EXTS, decode_image
+from synthscale.data.shards import decode_image, image_ext, wds_samples
 from synthscale.lr_schedule import step_schedule
 
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
@@ -154,7 +154,7 @@ def to_pixels(image: np.ndarray, size: int) -> torch.Tensor:
 
 
 def _example(sample: dict, *, mode, size, class_prompts, seed, epoch, uncond_prob):
-    ext = next(e for e in IMAGE_EXTS if e in sample)
+    ext = image_ext(sample, sample["__key__"])
     label = int(bytes(sample["cls"]).decode())
     caption = draw_caption(class_prompts, label, sample["__key__"], seed, epoch, uncond_prob)
     return to_pixels(decode_image(bytes(sample[ext]), mode), size), caption
@@ -191,7 +191,7 @@ def epoch_loader(
     ds = wds.DataPipeline(
         wds.SimpleShardList(urls),
         wds.split_by_worker,
-        wds.tarfile_to_samples(),
+        wds_samples,
         wds.shuffle(buf, initial=buf, rng=random.Random(seed * 7_000_003 + epoch)),
         wds.map(example),
     )

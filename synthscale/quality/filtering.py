@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from synthscale.io import write_json
-from synthscale.data.shards import IMAGE_EXTS, decode_image, write_shard
+from synthscale.data.shards import decode_image, image_ext, iter_samples, write_shard
 
 
 class FilterShortfall(RuntimeError):
@@ -47,15 +47,9 @@ class FilterShortfall(RuntimeError):
 
 def iter_raw(paths: Sequence[str | os.PathLike]) -> Iterator[tuple[bytes, str, dict[str, Any]]]:
     """(encoded image bytes, extension, record) of every sample, in shard order; nothing re-encoded."""
-    import webdataset as wds
-
-    urls = [str(p) for p in paths]
-    if not urls:
-        return
-    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode():
-        ext = next(e for e in IMAGE_EXTS if e in sample)
-        data = sample[ext]
-        yield (data if isinstance(data, bytes) else bytes(data)), ext, sample["json"]
+    for key, files in iter_samples(paths):
+        ext = image_ext(files, key)
+        yield files[ext], ext, json.loads(files["json"])
 
 
 # --------------------------------------------------------------------------------------------------
