@@ -6,7 +6,8 @@ job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the jo
 import sys
 
 from synthscale.data.real import split_shards
-from synthscale.generation.finetune import Preempted, finetune_generator
+from synthscale.generation.finetune import finetune_generator
+from synthscale.preemption import Preempted
 from synthscale.prompts.strategies import read_prompts
 
 spec = snakemake.params.spec

@@ -31,7 +31,6 @@ import inspect
 import json
 import os
 import random
-import signal
 import time
 import zlib
 from functools import partial
@@ -45,18 +44,15 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from synthscale.io import atomic_dir, atomic_path
+from synthscale.io import atomic_dir
 from synthscale.data.shards import IMAGE_EXTS, decode_image
+from synthscale.preemption import Preempted, StopSignals, resume_checkpoint, save_checkpoint
 
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 META = "synthscale.json"
 LOG = "finetune_log.csv"
-
-
-class Preempted(RuntimeError):
-    """Fine-tuning stopped on a signal after saving its checkpoint; rerun to resume."""
 
 
 # --- the base pipeline ---
@@ -359,8 +355,8 @@ def finetune_generator(
     steps = recipe["steps"]
     step, epoch, batch_in_epoch, log_rows = 0, 0, 0, []
     ckpt = Path(checkpoint_path) if checkpoint_path else None
-    if ckpt and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
+    state = resume_checkpoint(ckpt, device)
+    if state is not None:
         missing, unexpected = unet.load_state_dict(state["trainable"], strict=False)
         if unexpected:
             raise ValueError(f"checkpoint {ckpt} does not fit this denoiser: {unexpected[:3]}")
@@ -373,12 +369,7 @@ def finetune_generator(
         step, epoch, batch_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batch"])
         log_rows = json.loads(state["log"])
 
-    stop = {"signal": None}
-
-    def on_signal(signum, _frame):
-        stop["signal"] = signum
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if ckpt else {}
+    stop = StopSignals(enabled=bool(ckpt))
     bar = tqdm(total=steps, initial=step, desc=f"fine-tune ({recipe['mode']})", disable=not progress)
     unet.train()
     t0 = time.time()
@@ -439,9 +430,9 @@ def finetune_generator(
                 )
                 if step % 20 == 0:
                     bar.set_postfix(loss=f"{np.mean([r['loss'] for r in log_rows[-20:]]):.4f}")
-                stopping = stop["signal"] is not None or stop_after_steps == step
+                stopping = stop.stopping(step, stop_after_steps)
                 if ckpt and stopping and step < steps:
-                    _save_checkpoint(ckpt, unet, opt, sched, step, epoch, batch_in_epoch, log_rows, ema)
+                    save_checkpoint(ckpt, _checkpoint_state(unet, opt, sched, step, epoch, batch_in_epoch, log_rows, ema))
                     raise Preempted(f"stopped at step {step}/{steps}; checkpoint {ckpt}")
                 if step >= steps:
                     break
@@ -454,8 +445,7 @@ def finetune_generator(
                 epoch, batch_in_epoch = epoch + 1, 0
     finally:
         bar.close()
-        for s, h in old.items():
-            signal.signal(s, h)
+        stop.restore()
     unet.eval()
     if ema is not None:
         ema.copy_to(params)  # the saved weights are the moving average
@@ -498,9 +488,8 @@ def finetune_generator(
     return log
 
 
-def _save_checkpoint(
-    path: Path, unet, opt, sched, step: int, epoch: int, batch: int, log_rows: list, ema=None
-) -> None:
+def _checkpoint_state(unet, opt, sched, step: int, epoch: int, batch: int, log_rows: list, ema=None) -> dict[str, Any]:
+    """What a fine-tuning checkpoint holds: the trained weights, optimizer, schedule, EMA and position."""
     state = {
         "trainable": {k: v.detach() for k, v in _trainable(unet).items()},
         "opt": opt.state_dict(),
@@ -512,8 +501,7 @@ def _save_checkpoint(
     }
     if ema is not None:
         state["ema"] = ema.state_dict()
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    return state
 
 
 def read_finetune_meta(folder: str | os.PathLike) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from synthscale.study.config import ConfigError, check_config, load_schema
 from synthscale.data.real import write_split
 from synthscale.generation.finetune import (
     LOG,
-    Preempted,
     draw_caption,
     epoch_loader,
     finetune_generator,
@@ -19,6 +18,7 @@ from synthscale.generation.finetune import (
     read_finetune_meta,
 )
 from synthscale.generation.tinygen import PixelTextToImagePipeline, build_tiny_pipeline
+from synthscale.preemption import Preempted
 from helpers.tiny_pipelines import build_sd, build_sdxl
 
 torch.set_num_threads(1)
