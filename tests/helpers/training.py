@@ -1,6 +1,7 @@
 """Training runs compared bit for bit (preemption, DDP, mixes): a small recipe (`RECIPE`), the check
-that two weight files are the same (`assert_same_weights`), and `communicate_signalling`, which signals
-a running training process once its progress bar passes a step."""
+that two weight files are the same (`assert_same_weights`; `safetensors_parts` where the header's
+metadata order may differ), and `communicate_signalling`, which signals a running training process
+once its progress bar passes a step."""
 from __future__ import annotations
 
 import re
@@ -30,6 +31,17 @@ def assert_same_weights(a: Path, b: Path) -> None:
     for k in wa:
         assert torch.equal(wa[k], wb[k]), f"tensor {k} differs"
     assert a.read_bytes() == b.read_bytes()
+
+
+def safetensors_parts(path: Path) -> tuple[dict, bytes]:
+    """A safetensors file as (parsed header, tensor bytes): the header's metadata map is written in
+    hash order (LoRA adapter metadata), so bytes may differ where the content does not."""
+    import json
+    import struct
+
+    data = Path(path).read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    return json.loads(data[8 : 8 + n]), data[8 + n :]
 
 
 def communicate_signalling(proc: subprocess.Popen, after_step: int | None, send) -> tuple[int, str, str, int | None]:
