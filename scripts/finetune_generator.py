@@ -8,7 +8,7 @@ from pathlib import Path
 
 from synthscale.data.real import split_shards
 from synthscale.generation.finetune import finetune_generator, run_distributed
-from synthscale.preemption import Preempted
+from synthscale.preemption import PREEMPTED_EXIT, Preempted
 from synthscale.prompts.strategies import read_prompts
 
 gen = snakemake.params.spec
@@ -30,5 +30,6 @@ try:
         run_distributed(spec, snakemake.params.gpus, ckpt.with_name(ckpt.stem + ".ddp_spec.json"))
     else:
         finetune_generator(**spec)
-except Preempted as stop:
-    sys.exit(f"preempted: {stop}")
+except Preempted as stop:  # checkpoint saved: exit 75 (EX_TEMPFAIL); the retry resumes from it
+    print(f"preempted: {stop}", file=sys.stderr, flush=True)
+    sys.exit(PREEMPTED_EXIT)

@@ -58,7 +58,7 @@ from tqdm.auto import tqdm
 from synthscale.io import atomic_dir
 from synthscale.data.shards import IMAGE_EXTS, decode_image
 from synthscale.distributed import all_sum, all_sum_device, dist_on, rank_main, rank_seed, rank_world, run_torchrun
-from synthscale.preemption import Preempted, StopSignals, resume_checkpoint, save_checkpoint
+from synthscale.preemption import Preempted, StopSignals, ignore_stop_signals, resume_checkpoint, save_checkpoint
 
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -208,7 +208,8 @@ def epoch_loader(
         wds.map(example),
     )
     return torch.utils.data.DataLoader(
-        ds, batch_size=recipe["batch_size"] // world, num_workers=recipe["num_workers"], drop_last=True
+        ds, batch_size=recipe["batch_size"] // world, num_workers=recipe["num_workers"], drop_last=True,
+        worker_init_fn=ignore_stop_signals,  # SLURM's SIGTERM goes to the workers too: the rank saves first
     )
 
 

@@ -44,10 +44,13 @@ def safetensors_parts(path: Path) -> tuple[dict, bytes]:
     return json.loads(data[8 : 8 + n]), data[8 + n :]
 
 
-def communicate_signalling(proc: subprocess.Popen, after_step: int | None, send) -> tuple[int, str, str, int | None]:
+def communicate_signalling(
+    proc: subprocess.Popen, after_step: int | None, send, bar: bytes = b""
+) -> tuple[int, str, str, int | None]:
     """Wait for `proc`, reading its stderr as it comes; once its progress bar shows a step >= `after_step`
-    (None: never), call `send()` once. Returns (exit code, stdout, stderr, the step the bar showed when
-    `send` went, or None)."""
+    (None: never), call `send()` once. `bar`: the start of that bar's description, where other bars
+    come first (a pipeline's loading bars). Returns (exit code, stdout, stderr, the step the bar
+    showed when `send` went, or None)."""
     err_chunks: list[bytes] = []
     sent: list[int] = []
 
@@ -57,7 +60,7 @@ def communicate_signalling(proc: subprocess.Popen, after_step: int | None, send)
             err_chunks.append(chunk)
             buf = (buf + chunk)[-4096:]
             if after_step is not None and not sent:
-                steps = [int(m) for m in re.findall(rb"\| *(\d+)/\d+ ", buf)]
+                steps = [int(m) for m in re.findall(re.escape(bar) + rb"[^\r\n]*?\| *(\d+)/\d+ ", buf)]
                 if steps and max(steps) >= after_step:
                     sent.append(max(steps))
                     send()

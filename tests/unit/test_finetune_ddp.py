@@ -215,3 +215,46 @@ def test_the_config_check_asks_for_a_batch_the_gpus_can_share():
     assert check_config({**cfg, "resources": {"finetune": {"gpu": 4}}})["resources"]["finetune"]["gpu"] == 4
     with pytest.raises(ConfigError, match=r"config key generators.ft.finetune.batch_size: 32 .* resources.finetune.gpu \(3\)"):
         check_config({**cfg, "resources": {"finetune": {"gpu": 3}}})
+
+
+DDP_JOB = """
+import json, sys
+from synthscale.generation.finetune import run_distributed
+from synthscale.preemption import PREEMPTED_EXIT, Preempted
+try:
+    run_distributed(json.loads(sys.argv[1]), 2, sys.argv[2])
+except Preempted as err:
+    print("PREEMPTED", err, flush=True)
+    sys.exit(PREEMPTED_EXIT)
+print("DONE", flush=True)
+"""
+
+
+def test_sigterm_to_a_two_rank_job_with_loader_workers_saves_and_exits_75(ft_data, tmp_path):
+    """SIGTERM to every process of a 2-rank fine-tuning job with a loader worker a rank (the launching
+    process, torchrun, the ranks and their workers), as SLURM sends it: the workers ignore it, the
+    ranks stop after the same step, rank 0 saves, and the job exits 75 although torchrun itself exits 1
+    on a signal."""
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from helpers.training import communicate_signalling
+
+    images, labels = make_data(2 * N_IMAGES)
+    shards = write_digit_shards(tmp_path / "real", images, labels, SHARD)  # 8 shards: 12 steps an epoch
+    out = tmp_path / "job" / "out"
+    job = spec({**ft_data, "shards": shards}, "lora", out, progress=True)
+    job["recipe"] = {**job["recipe"], "steps": 120, "num_workers": 1}
+    proc = subprocess.Popen([sys.executable, "-c", DDP_JOB, json.dumps(job), str(tmp_path / "job" / "spec.json")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, start_new_session=True)
+    # once the fine-tuning bar (not a loading bar) shows step 3
+    rc, stdout, stderr, step = communicate_signalling(proc, 3, lambda: os.killpg(proc.pid, signal.SIGTERM),
+                                                      bar=b"fine-tune")
+    assert step is not None, stderr[-3000:]
+    assert rc == 75, f"{rc}\n{stdout}\n{stderr[-3000:]}"
+    m = re.search(r"stopped at step (\d+)/120", stdout + stderr)
+    assert m and 0 < int(m.group(1)) < 120, stdout
+    assert out.with_suffix(".ckpt.pt").exists() and not out.exists()
+    assert "DataLoader worker" not in stderr
