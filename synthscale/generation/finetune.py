@@ -586,7 +586,8 @@ def run_distributed(spec: dict[str, Any], nproc: int, spec_path: str | os.PathLi
 
 
 def main(spec_path: str) -> int:
-    """torchrun entry (or a plain process): `finetune_generator(**spec)` in a rank (synthscale.distributed.rank_main)."""
+    """torchrun entry (or a plain process): `finetune_generator(**spec)` in a rank
+    (synthscale.distributed.rank_main)."""
     return rank_main(spec_path, finetune_generator)
 
 

@@ -5,6 +5,8 @@ runs `python -m helpers.ft_rank SPEC` (synthscale.distributed.run_torchrun) in p
 - `batches`: per batch, a digest of each image the rank trained on (skipped batches included);
 - `noise`: per step, a digest of the diffusion noise and of the timesteps the rank drew;
 - `weights`: after every optimizer step, a digest of the trained weights;
+- `reduced`: the device and dtype of every tensor the loop all-reduces itself (DDP's gradient buckets
+  go through its C++ reducer, not torch.distributed.all_reduce);
 - `writes`: every path the rank created, wrote or renamed onto (os.open for writing, os.mkdir,
   os.replace, os.rename, open() for writing), so a test sees which rank wrote the outputs.
 Nothing recorded changes what the rank computes."""
@@ -27,7 +29,15 @@ def main(spec_path: str) -> int:
     import synthscale.generation.finetune as ft
     from synthscale.distributed import rank_main
 
-    rec: dict[str, list] = {"batches": [], "noise": [], "weights": [], "writes": []}
+    import torch.distributed as dist
+
+    rec: dict[str, list] = {"batches": [], "noise": [], "weights": [], "reduced": [], "writes": []}
+    all_reduce = dist.all_reduce
+
+    def recorded_all_reduce(t, *args, **kwargs):
+        rec["reduced"].append([str(t.device), str(t.dtype)])
+        return all_reduce(t, *args, **kwargs)
+
     loader, step_noise = ft.epoch_loader, ft.step_noise
 
     def recorded_noise(*args, **kwargs):
@@ -70,14 +80,14 @@ def main(spec_path: str) -> int:
             rec["writes"].append(str(file))
         return builtin_open(file, mode, *a, **k)
 
-    ft.epoch_loader, ft.step_noise = recorded_loader, recorded_noise
+    ft.epoch_loader, ft.step_noise, dist.all_reduce = recorded_loader, recorded_noise, recorded_all_reduce
     hook = register_optimizer_step_post_hook(after_step)
     os.open, os.mkdir, os.replace, os.rename, builtins.open = os_open, mkdir, replace, rename, open_
     try:
         code = rank_main(spec_path, ft.finetune_generator)
     finally:
         os.open, os.mkdir, os.replace, os.rename = (originals[k] for k in ("open", "mkdir", "replace", "rename"))
-        builtins.open = builtin_open
+        builtins.open, dist.all_reduce = builtin_open, all_reduce
         hook.remove()
     with open(os.path.join(os.environ["FT_RANK_RECORDS"], f"rank{os.environ.get('RANK', '0')}.json"), "w") as f:
         json.dump(rec, f)

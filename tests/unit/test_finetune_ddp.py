@@ -70,8 +70,9 @@ def ft_data(tmp_path_factory):
 
 def spec(ft_data, mode: str, out, **kw) -> dict:
     """finetune_generator's keyword arguments, and `threads` for run_torchrun: the job's (one a rank)."""
-    return dict(base=ft_data["sd"], shards=ft_data["shards"], class_prompts=PROMPTS, recipe=recipe(mode), seed=3,
-                out_dir=str(out), checkpoint_path=str(out.with_suffix(".ckpt.pt")), progress=False) | {"threads": 2, **kw}
+    return {"base": ft_data["sd"], "shards": ft_data["shards"], "class_prompts": PROMPTS, "recipe": recipe(mode),
+            "seed": 3, "out_dir": str(out), "checkpoint_path": str(out.with_suffix(".ckpt.pt")), "progress": False,
+            "threads": 2, **kw}
 
 
 @pytest.fixture(scope="module", params=["full", "lora"])
@@ -111,6 +112,33 @@ def test_the_ranks_hold_the_same_weights_after_every_step(ddp_run):
     w0, w1 = (r["weights"] for r in ddp_run["rec"])
     assert len(w0) == STEPS and len(set(w0)) == STEPS, "the weights move at every step"
     assert w0 == w1, "the ranks' weights parted"
+
+
+def test_the_loop_reduces_cpu_control_values_and_the_loss_in_nccl_types(ddp_run):
+    """Under "cpu:gloo,cuda:nccl" a CPU tensor goes to gloo and a device tensor to NCCL, which takes
+    only its own types: the loop reduces float64 control values (epoch end, stop) and the float32 loss."""
+    for r in ddp_run["rec"]:
+        assert {dtype for _, dtype in r["reduced"]} == {"torch.float64", "torch.float32"}
+        assert len([d for _, d in r["reduced"] if d == "torch.float32"]) == STEPS, "one loss a step"
+
+
+def test_a_cuda_rank_inits_gloo_for_cpu_tensors_and_nccl_for_its_gpu(monkeypatch, tmp_path):
+    """`python -m synthscale.generation.finetune SPEC` as torchrun rank 1 of a CUDA run: the process
+    group pairs gloo and NCCL, NCCL is bound to GPU 1, and the fine-tuning runs there. Stubbed: no GPU."""
+    import datetime
+
+    seen = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.distributed, "init_process_group",
+                        lambda backend, **kw: seen.update(backend=backend, **kw))
+    monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda: None)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: seen.setdefault("cuda", d))
+    monkeypatch.setattr(ft, "finetune_generator", lambda **kw: seen.setdefault("device", kw["device"]))
+    (tmp_path / "spec.json").write_text(json.dumps({"device": "cuda"}))
+    assert ft.main(str(tmp_path / "spec.json")) == 0
+    assert seen == {"backend": "cpu:gloo,cuda:nccl", "cuda": "cuda:1", "device": "cuda:1",
+                    "timeout": datetime.timedelta(minutes=60), "device_id": torch.device("cuda:1")}
 
 
 def test_rank_0_alone_writes_and_its_folder_loads(ft_data, ddp_run):
@@ -213,7 +241,8 @@ def test_the_config_check_asks_for_a_batch_the_gpus_can_share():
                                             {"name": "ft", "kind": "finetuned", "base": "tiny",
                                              "finetune": {"batch_size": 32}}]}
     assert check_config({**cfg, "resources": {"finetune": {"gpu": 4}}})["resources"]["finetune"]["gpu"] == 4
-    with pytest.raises(ConfigError, match=r"config key generators.ft.finetune.batch_size: 32 .* resources.finetune.gpu \(3\)"):
+    key = r"config key generators.ft.finetune.batch_size: 32 .* resources.finetune.gpu \(3\)"
+    with pytest.raises(ConfigError, match=key):
         check_config({**cfg, "resources": {"finetune": {"gpu": 3}}})
 
 
