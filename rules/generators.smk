@@ -29,7 +29,8 @@ rule train_generator:
 
 
 # Azizi et al.: the base's denoiser fine-tuned on the real train split with class-name captions;
-# the folder is a full pipeline, or LoRA weights plus a synthscale.json naming the base
+# the folder is a full pipeline, or LoRA weights plus a synthscale.json naming the base. A job with
+# resources.finetune.gpu > 1 runs DDP through torchrun (finetune.batch_size is the global batch).
 rule finetune_generator:
     input:
         manifest=PLAN.manifest,
@@ -56,6 +57,7 @@ rule finetune_generator:
         checkpoint=lambda wc: PLAN.generator_checkpoint(wc.generator),
         seed=config["seed"],
         device=config["device"],
+        gpus=config["resources"]["finetune"]["gpu"],
         threads=threads("finetune"),
     script:
         "../scripts/finetune_generator.py"

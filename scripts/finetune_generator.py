@@ -4,23 +4,32 @@ from synthscale.runtime import job_setup
 job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
 
 import sys
+from pathlib import Path
 
 from synthscale.data.real import split_shards
-from synthscale.generation.finetune import Preempted, finetune_generator
+from synthscale.generation.finetune import finetune_generator, run_distributed
+from synthscale.preemption import PREEMPTED_EXIT, Preempted
 from synthscale.prompts.strategies import read_prompts
 
-spec = snakemake.params.spec
+gen = snakemake.params.spec
+spec = dict(
+    base=snakemake.params.base,
+    shards=[str(s) for s in split_shards(snakemake.input.manifest, "train")],
+    class_prompts=[read_prompts(p) for p in snakemake.input.prompts],
+    recipe=gen["finetune"],
+    seed=snakemake.params.seed,
+    out_dir=snakemake.output[0],
+    checkpoint_path=snakemake.params.checkpoint,
+    device=snakemake.params.device,
+    provenance={"generator": gen["name"], "base_spec": gen["base"]},
+)
 try:
-    finetune_generator(
-        snakemake.params.base,
-        split_shards(snakemake.input.manifest, "train"),
-        [read_prompts(p) for p in snakemake.input.prompts],
-        spec["finetune"],
-        snakemake.params.seed,
-        snakemake.output[0],
-        checkpoint_path=snakemake.params.checkpoint,
-        device=snakemake.params.device,
-        provenance={"generator": spec["name"], "base_spec": spec["base"]},
-    )
-except Preempted as stop:
-    sys.exit(f"preempted: {stop}")
+    if snakemake.params.gpus > 1:  # one torchrun rank per GPU (DDP)
+        spec["threads"] = snakemake.params.threads
+        ckpt = Path(snakemake.params.checkpoint)
+        run_distributed(spec, snakemake.params.gpus, ckpt.with_name(ckpt.stem + ".ddp_spec.json"))
+    else:
+        finetune_generator(**spec)
+except Preempted as stop:  # checkpoint saved: exit 75 (EX_TEMPFAIL); the retry resumes from it
+    print(f"preempted: {stop}", file=sys.stderr, flush=True)
+    sys.exit(PREEMPTED_EXIT)

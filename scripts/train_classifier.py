@@ -6,7 +6,8 @@ job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the jo
 import sys
 from pathlib import Path
 
-from synthscale.classifier.train import PREEMPTED_EXIT, Preempted, run_distributed, train_model, training_parts
+from synthscale.classifier.train import run_distributed, train_model, training_parts
+from synthscale.preemption import PREEMPTED_EXIT, Preempted
 
 wc = snakemake.wildcards
 # the run's parts (real first, then synthetic), combined by the loader as the mix spec says

@@ -59,7 +59,7 @@ PRELOAD_LATER = (
     "synthscale.analysis.mix_report", "synthscale.analysis.clip_report", "synthscale.analysis.filter_report",
     "synthscale.analysis.mixing", "synthscale.prompts.strategies", "synthscale.data.real",
     "synthscale.data.imagefolder", "synthscale.prompts.models", "synthscale.study.plan", "synthscale.data.shards",
-    "synthscale.io",
+    "synthscale.io", "synthscale.preemption", "synthscale.distributed",
 )
 PRELOAD = PRELOAD_FIRST + PRELOAD_LATER
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)

@@ -10,12 +10,10 @@ bit-identical weights for a pinned thread count and worker count.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import math
 import os
 import random
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -28,17 +26,15 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from synthscale.io import atomic_path, remove_stale_temps, write_csv
+from synthscale.io import atomic_path, write_csv
 from synthscale.lr_schedule import lr_factor
 from synthscale.data.loader import DeviceNormalize, TrainLoader, epoch_size, uint8_batches
+from synthscale.distributed import all_sum, all_sum_device, dist_on, rank_main, rank_seed, rank_world, run_torchrun
+from synthscale.preemption import CheckpointClock, Preempted, StopSignals, resume_checkpoint, save_checkpoint
 from synthscale.study.recipes import resolve_recipe
 
 
 SYNC_EVERY = 100  # steps between reads of the device-side loss sums within an epoch (and at its end)
-
-
-class Preempted(RuntimeError):
-    """Training stopped on a signal after saving its checkpoint; rerun to resume."""
 
 
 def create_classifier(arch: str, n_classes: int, model_kwargs: dict[str, Any] | None = None):
@@ -111,57 +107,13 @@ def full_recipe(recipe: dict[str, Any], parts: list[dict[str, Any]] | None = Non
     return out
 
 
-def _dist_on() -> bool:
-    """Whether a process group is up (torchrun launched this process, at any world size, even 1)."""
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def _dist() -> tuple[int, int]:
-    if _dist_on():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def process_group_backend(device: str) -> str:
-    """The torch.distributed backend of a run on `device`. NCCL reduces CUDA tensors only, so on CUDA
-    the group pairs NCCL for the device's tensors with gloo for CPU ones ("cpu:gloo,cuda:nccl", the
-    device-to-backend form `init_process_group` documents); the loop's control values (stop, epoch
-    end, images seen) are then reduced on the CPU without waiting on the GPU. gloo on a CPU run."""
-    return "cpu:gloo,cuda:nccl" if torch.device(device).type == "cuda" else "gloo"
-
-
-def _all_sum(values: list[float], world: int) -> list[float]:
-    """Sum small control values over the ranks: a CPU tensor (gloo), no GPU synchronisation. Without
-    a process group (a plain process) the values are returned as they are; with one, they are reduced
-    even at world size 1, so a one-rank torchrun run exercises the collectives."""
-    if not _dist_on():
-        return values
-    t = torch.tensor(values, dtype=torch.float64)
-    torch.distributed.all_reduce(t)
-    return t.tolist()
-
-
-def _all_sum_device(t: torch.Tensor, world: int) -> torch.Tensor:
-    """Sum a tensor that lives on the model's device over the ranks (NCCL on CUDA: float64 is one of
-    its types), returning a copy; the caller reads it at a sync point."""
-    t = t.clone()
-    if _dist_on():
-        torch.distributed.all_reduce(t)
-    return t
-
-
 def step_seed(seed: int, step: int, rank: int = 0) -> int:
     """The seed of one step's dropout, drop-path and mixup/cutmix draws on one rank.
 
     Rank 0 (and so every single-device run) keeps (seed * 1000003 + step) mod 2^31; another rank
     mixes its rank in, so ranks draw different mixup lambdas, cutmix boxes and drop-path masks
     (with one seed for all, every rank would mix its batch with the same lambda and box)."""
-    base = (seed * 1_000_003 + step) % (2**31)
-    if rank == 0:
-        return base
-    from synthscale.data.loader import _mix_seed
-
-    return _mix_seed(base, rank, 59) % (2**31)
+    return rank_seed((seed * 1_000_003 + step) % (2**31), rank, 59)
 
 
 def enable_fast_cuda_math() -> None:
@@ -211,7 +163,7 @@ def train_model(
     # uint8 batches (auto: on CUDA) are normalised, and randomly erased, here on the device
     recipe["uint8_batches"] = uint8_batches(recipe, device)
     finish = DeviceNormalize(recipe, device) if recipe["uint8_batches"] else None
-    rank, world = _dist()
+    rank, world = rank_world()
     micro = recipe["micro_batch_size"] or max(1, recipe["batch_size"] // world)
     accum = max(1, recipe["batch_size"] // (micro * world))
     n = epoch_size(parts, mix)
@@ -230,10 +182,8 @@ def train_model(
     base_lrs = [g["lr"] for g in opt.param_groups]
     state = {"epoch": 0, "batches": 0, "step": 0, "seen": 0, "log": [], "running": [0.0, 0.0, 0.0]}
     ckpt = Path(checkpoint_path) if checkpoint_path else None
-    if ckpt and rank == 0:  # a job killed while saving left a partial checkpoint under a temporary name
-        remove_stale_temps(ckpt)
-    if ckpt and ckpt.exists():
-        saved = torch.load(ckpt, map_location=device, weights_only=True)
+    saved = resume_checkpoint(ckpt, device, clean=rank == 0)
+    if saved is not None:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["opt"])
         state = json.loads(saved["state"])
@@ -241,10 +191,9 @@ def train_model(
             state["running"] = [0.0, 0.0, 0.0]
     # this rank's (loss sum, correct, images) of the epoch so far, on the device
     running = torch.tensor(state["running"], dtype=torch.float64, device=device)
-    every = float(recipe.get("checkpoint_minutes") or 0) * 60
 
     net = model
-    ddp = _dist_on()  # DDP whenever a process group is up, even with one rank (the GPU suite's NCCL check)
+    ddp = dist_on()  # DDP whenever a process group is up, even with one rank (the GPU suite's NCCL check)
     if ddp:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None
@@ -266,12 +215,7 @@ def train_model(
         )
     amp = torch.autocast(dev_type, dtype=torch.bfloat16, enabled=bool(recipe["amp"]))
 
-    stop = {"signal": None}
-
-    def on_signal(signum, _frame):
-        stop["signal"] = signum
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if ckpt else {}
+    stop = StopSignals(enabled=bool(ckpt))
     meta = {
         "arch": recipe["arch"],
         "model_kwargs": recipe.get("model_kwargs", {}),
@@ -286,7 +230,7 @@ def train_model(
     desc = f"train {recipe['arch']} n={n}"
     bar = tqdm(total=total, initial=state["step"], desc=desc, disable=not progress or rank > 0)
     t0 = time.time()
-    last_save = time.monotonic()
+    clock = CheckpointClock(recipe.get("checkpoint_minutes"))
     # one DataLoader for every epoch: its workers start once and keep their decoded images
     loader = TrainLoader(parts, recipe, seed, mix=mix, batch_size=micro)
     try:
@@ -299,7 +243,7 @@ def train_model(
             while True:
                 batches = [b for b in (next(it, None) for _ in range(accum)) if b is not None]
                 local = sum(len(b[1]) for b in batches)
-                empty, seen_now, _ = _all_sum([float(not batches), float(local), 0.0], world)
+                empty, seen_now, _ = all_sum([float(not batches), float(local), 0.0])
                 if empty:  # an epoch ends when any rank runs out (ranks must step together)
                     break
                 factor = lr_factor(state["seen"], total_images, warmup, recipe["batch_size"])
@@ -347,22 +291,22 @@ def train_model(
                 running[2] += local
                 bar.update(1)
                 if state["step"] % SYNC_EVERY == 0:  # a sync point between epochs: check, show the loss
-                    sums = _finite_sums(running, world, state, total, recipe, dev_type)
+                    sums = _finite_sums(running, state, total, recipe, dev_type)
                     bar.set_postfix(loss=f"{sums[0] / max(sums[2], 1):.4g}", refresh=False)
                 if not ckpt:
                     continue
-                stopping = stop["signal"] is not None or stop_after_steps == state["step"]
-                due = rank == 0 and every > 0 and time.monotonic() - last_save >= every
-                stop_all, due_all = _all_sum([float(stopping), float(due)], world)
+                stopping = stop.stopping(state["step"], stop_after_steps)
+                due = rank == 0 and clock.due()
+                stop_all, due_all = all_sum([float(stopping), float(due)])
                 if stop_all or due_all:
                     # every rank's epoch sums, checked, in the checkpoint (rank 0 writes it)
-                    sums = _finite_sums(running, world, state, total, recipe, dev_type)
+                    sums = _finite_sums(running, state, total, recipe, dev_type)
                     if rank == 0:
-                        _save_checkpoint(ckpt, model, opt, {**state, "running": sums})
-                    last_save = time.monotonic()
+                        save_checkpoint(ckpt, checkpoint_state(model, opt, {**state, "running": sums}))
+                    clock.saved()
                 if stop_all:
                     raise Preempted(f"stopped at step {state['step']}/{total}; checkpoint {ckpt}")
-            ep_loss, ep_correct, ep_seen = _finite_sums(running, world, state, total, recipe, dev_type)
+            ep_loss, ep_correct, ep_seen = _finite_sums(running, state, total, recipe, dev_type)
             if not ep_seen:
                 raise ValueError(
                     f"epoch {epoch + 1} trained on no image: a rank got no shard of the parts "
@@ -383,8 +327,7 @@ def train_model(
     finally:
         loader.close()
         bar.close()
-        for s, h in old.items():
-            signal.signal(s, h)
+        stop.restore()
     model.eval()
     bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
@@ -401,11 +344,11 @@ def train_model(
 
 
 def _finite_sums(
-    running: torch.Tensor, world: int, state: dict[str, Any], total: int, recipe: dict[str, Any], dev_type: str
+    running: torch.Tensor, state: dict[str, Any], total: int, recipe: dict[str, Any], dev_type: str
 ) -> list[float]:
     """A sync point: the epoch's (loss sum, correct, images) over every rank, read from the device;
     an inf or NaN loss fails the job here, before anything is saved."""
-    sums = _all_sum_device(running, world).tolist()
+    sums = all_sum_device(running).tolist()
     if not math.isfinite(sums[0]):
         raise FloatingPointError(
             f"training diverged: loss {sums[0] / max(sums[2], 1)} in epoch {state['epoch'] + 1} "
@@ -461,9 +404,9 @@ def batchnorm_frozen_if_single(model: torch.nn.Module, batch: int):
             m.train()
 
 
-def _save_checkpoint(path: Path, model, opt, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "state": json.dumps(state)}, tmp)
+def checkpoint_state(model, opt, state: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint holds: the model's and optimizer's state and the loop's (as JSON)."""
+    return {"model": model.state_dict(), "opt": opt.state_dict(), "state": json.dumps(state)}
 
 
 def training_parts(
@@ -496,93 +439,15 @@ def training_parts(
 # --------------------------------------------------------------------------------------------------
 
 
-def rank_threads(job_threads: int, nproc: int) -> int:
-    """Intra-op threads of each of `nproc` ranks sharing a job's `job_threads` CPU threads (at least
-    one): 8 ranks on 64 threads get 8 each, not 64 each."""
-    return max(1, int(job_threads) // int(nproc))
-
-
 def run_distributed(spec: dict[str, Any], nproc: int, spec_path: str | os.PathLike) -> None:
-    """Launch `train_model(**spec)` on `nproc` processes with torchrun (DDP); raise Preempted on a stop.
-
-    `spec["threads"]` (default: this process's torch threads) is the job's CPU threads: each rank gets
-    its share (`rank_threads`), as torch threads and OMP_NUM_THREADS. A SIGTERM or SIGINT sent to this
-    process is passed on to torchrun, which passes it to the ranks. torchrun exits 1 whatever its
-    ranks' codes, so a rank that stopped after saving its checkpoint says so in a stop file."""
-    import subprocess
-    import sys
-
-    threads = rank_threads(spec.get("threads") or torch.get_num_threads(), nproc)
-    stop_file = Path(spec_path).with_name(Path(spec_path).name + ".stopped")
-    stop_file.unlink(missing_ok=True)
-    Path(spec_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(spec_path).write_text(json.dumps({**spec, "threads": threads, "stop_file": str(stop_file)}))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "synthscale.classifier.train", str(spec_path)]
-    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
-    got: list[int] = []
-
-    def forward(signum, _frame):
-        # once: SLURM signals torchrun too, and a second signal cuts torchrun's wait for its ranks short
-        if not got:
-            proc.send_signal(signum)
-        got.append(signum)
-
-    old = {}
-    with contextlib.suppress(ValueError):  # signal handlers can be set from the main thread only
-        for s in (signal.SIGTERM, signal.SIGINT):
-            old[s] = signal.signal(s, forward)
-    try:
-        rc = proc.wait()
-        # torchrun may be gone while its signalled ranks still finish their step and save
-        deadline = time.monotonic() + STOP_WAIT_S
-        while rc != 0 and got and not stop_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-    if rc == PREEMPTED_EXIT or (rc != 0 and stop_file.exists()):
-        stop_file.unlink(missing_ok=True)
-        raise Preempted(f"distributed training stopped; checkpoint {spec.get('checkpoint_path')}")
-    if rc != 0:
-        raise RuntimeError(f"distributed training failed with exit code {rc}: {' '.join(cmd)}")
-
-
-PREEMPTED_EXIT = 75  # EX_TEMPFAIL: stopped after saving a checkpoint; rerun to resume
-PG_TIMEOUT_MIN = 60  # a collective waits this long for a slow rank (a long first evaluation, a slow file system)
-STOP_WAIT_S = 30  # after a signal, how long run_distributed waits for the ranks' checkpoint (SLURM's KillWait)
+    """`train_model(**spec)` on `nproc` torchrun processes (DDP; synthscale.distributed.run_torchrun);
+    raises Preempted on a stop that saved a checkpoint."""
+    run_torchrun("synthscale.classifier.train", spec, nproc, spec_path)
 
 
 def main(spec_path: str) -> int:
-    """torchrun entry (or a plain process): init the process group (`process_group_backend`) whenever
-    torchrun launched this process, at any world size (so one rank still runs DDP and its collectives),
-    train, clean up; exit PREEMPTED_EXIT after a stop that saved a checkpoint."""
-    spec = json.loads(Path(spec_path).read_text())
-    launched = "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
-    device = spec.get("device", "cpu")
-    stop_file = spec.pop("stop_file", None)
-    if launched:
-        kwargs: dict[str, Any] = {"timeout": datetime.timedelta(minutes=PG_TIMEOUT_MIN)}
-        if device.startswith("cuda"):
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-            torch.cuda.set_device(device)
-            kwargs["device_id"] = torch.device(device)  # binds NCCL to this rank's GPU at once
-        torch.distributed.init_process_group(process_group_backend(device), **kwargs)
-    threads = spec.pop("threads", None)
-    if threads:
-        torch.set_num_threads(int(threads))
-    spec["parts"] = [{**p} for p in spec["parts"]]
-    try:
-        train_model(**{**spec, "device": device})
-    except Preempted as err:
-        print(f"preempted: {err}", flush=True)
-        if stop_file and int(os.environ.get("RANK", "0")) == 0:
-            Path(stop_file).write_text(str(err))
-        return PREEMPTED_EXIT
-    finally:
-        if launched:
-            torch.distributed.destroy_process_group()
-    return 0
+    """torchrun entry (or a plain process): `train_model(**spec)` in a rank (synthscale.distributed.rank_main)."""
+    return rank_main(spec_path, train_model)
 
 
 @torch.no_grad()

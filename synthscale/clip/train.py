@@ -409,15 +409,15 @@ def clip_parts(
 
 
 def launch(prefix: Sequence[str], argv: Sequence[str], config_dir: str | os.PathLike) -> None:
-    """Run `prefix -m synthscale.clip.train ...` (e.g. torchrun for DDP), streaming its output to stderr."""
-    import subprocess
+    """Run `prefix -m synthscale.clip.train ...` (e.g. torchrun for DDP) through synthscale.distributed's
+    launcher, streaming its output to stderr. Signals are not passed on: open_clip_train saves no
+    checkpoint on one (a rerun resumes from its last epoch checkpoint)."""
+    from synthscale.distributed import launch as run_launcher
 
     cmd = [*prefix, "-m", "synthscale.clip.train", "--synthscale-config-dir", str(config_dir), *argv]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:
-        sys.stderr.write(line)
-    if proc.wait() != 0:
-        raise RuntimeError(f"{' '.join(cmd[:4])} ... exited with {proc.returncode}")
+    rc, _ = run_launcher(cmd, relay_output=True, forward_signals=False)
+    if rc != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... exited with {rc}")
 
 
 PAIRS_INDEX = "pairs.json"

@@ -39,6 +39,7 @@ import torch
 from PIL import Image
 
 from synthscale.data.shards import IMAGE_EXTS, image_ext, member_key, tar_members, tar_samples
+from synthscale.preemption import ignore_stop_signals
 
 # --------------------------------------------------------------------------------------------------
 # transforms
@@ -731,18 +732,6 @@ class EvalStream(torch.utils.data.IterableDataset):
         tf = eval_transform(self.recipe)
         for raw, y, _ in part_stream(self.part, 0, 0, shuffle=False, buffer=0):
             yield tf(decode(raw)), y
-
-
-def ignore_stop_signals(_worker_id: int = 0) -> None:
-    """A loader worker's init: ignore SIGTERM and SIGINT. SLURM signals every process of a job before
-    its time limit (a terminal's Ctrl-C, the whole foreground group): a worker that died of it would
-    take the main process down ("DataLoader worker killed") before it saved its checkpoint. The main
-    process stops its workers itself; a worker whose main process died exits on its own (torch's
-    watchdog)."""
-    import signal
-
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _loader(

@@ -23,6 +23,17 @@ the latents and text embeddings are cast back to float32 for the denoiser. On th
 Data order, captions, timesteps and noise come from (seed, epoch) and (seed, step) alone, so a run
 stopped by SIGTERM (or `stop_after_steps` in tests) and resumed from its checkpoint reaches
 bit-identical weights for a pinned thread count, as classifier training does.
+
+Several GPUs (`resources.finetune.gpu` > 1): `run_distributed` starts one torchrun rank per GPU, each
+running `python -m synthscale.generation.finetune SPEC` (synthscale.distributed). `batch_size` stays
+the global batch: each of the W ranks trains on batch_size / W images a step, read from its own
+shards (the epoch's shard order dealt out rank by rank), with its own shuffle buffer, noise and
+timesteps (`rank_seed`: rank 0 draws what one process draws); a caption is drawn per image, from
+(seed, epoch, key), whichever rank reads it. DDP averages the ranks' gradients (LoRA adapters
+included: DDP reduces whatever requires a gradient), so every rank takes the same optimizer step; an
+epoch ends on every rank when any rank's share runs out; the loss logged is the mean over the ranks.
+Rank 0 alone writes the checkpoint and the output folder. One process without torchrun runs exactly
+as before (no process group, no DDP).
 """
 
 from __future__ import annotations
@@ -31,7 +42,6 @@ import inspect
 import json
 import os
 import random
-import signal
 import time
 import zlib
 from functools import partial
@@ -45,19 +55,17 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from synthscale.io import atomic_dir, atomic_path
+from synthscale.io import atomic_dir
 from synthscale.data.shards import decode_image, image_ext, wds_samples
+from synthscale.distributed import all_sum, all_sum_device, dist_on, rank_main, rank_seed, rank_world, run_torchrun
 from synthscale.lr_schedule import step_schedule
+from synthscale.preemption import Preempted, StopSignals, ignore_stop_signals, resume_checkpoint, save_checkpoint
 
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 META = "synthscale.json"
 LOG = "finetune_log.csv"
-
-
-class Preempted(RuntimeError):
-    """Fine-tuning stopped on a signal after saving its checkpoint; rerun to resume."""
 
 
 # --- the base pipeline ---
@@ -168,16 +176,21 @@ def epoch_loader(
     epoch: int,
     size: int,
     mode: str,
+    rank: int = 0,
+    world: int = 1,
 ) -> torch.utils.data.DataLoader:
     """One epoch of (pixels, caption) batches streamed from the shards.
 
     Shard order and the shuffle buffer are seeded by (seed, epoch), so the epoch's batches are a
     function of them alone (for a fixed `num_workers`); only `shuffle_buffer` images are in memory.
+    Rank `rank` of `world` (DDP) reads every world-th shard of the epoch's order, in batches of
+    batch_size / world, through its own shuffle buffer (rank 0's seeded as one process's).
     """
     import webdataset as wds
 
     urls = [str(s) for s in shards]
     random.Random(seed * 1_000_003 + epoch).shuffle(urls)
+    urls = urls[rank::world]  # this rank's share: every shard in one process
     example = partial(
         _example,
         mode=mode,
@@ -192,11 +205,12 @@ def epoch_loader(
         wds.SimpleShardList(urls),
         wds.split_by_worker,
         wds_samples,
-        wds.shuffle(buf, initial=buf, rng=random.Random(seed * 7_000_003 + epoch)),
+        wds.shuffle(buf, initial=buf, rng=random.Random(rank_seed(seed * 7_000_003 + epoch, rank, 61))),
         wds.map(example),
     )
     return torch.utils.data.DataLoader(
-        ds, batch_size=recipe["batch_size"], num_workers=recipe["num_workers"], drop_last=True
+        ds, batch_size=recipe["batch_size"] // world, num_workers=recipe["num_workers"], drop_last=True,
+        worker_init_fn=ignore_stop_signals,  # SLURM's SIGTERM goes to the workers too: the rank saves first
     )
 
 
@@ -270,6 +284,29 @@ def _trainable(unet) -> dict[str, torch.Tensor]:
     return {k: p for k, p in unet.named_parameters() if p.requires_grad}
 
 
+def step_noise(
+    seed: int, step: int, rank: int, shape: Sequence[int], timesteps: int, latents: bool
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """One step's random draws on one rank, on the CPU: (the VAE's latent sampling noise, or None for
+    a pixel-space denoiser; the diffusion noise; the timesteps), for a batch of `shape`. Drawn in that
+    order from (seed, step), mixed with the rank on ranks other than 0 (`rank_seed`)."""
+    gen = torch.Generator().manual_seed(rank_seed(seed * 1_000_003 + step, rank, 67))
+    eps = torch.randn(shape, generator=gen) if latents else None
+    noise = torch.randn(shape, generator=gen)
+    return eps, noise, torch.randint(0, timesteps, (shape[0],), generator=gen)
+
+
+def while_every_rank_has(batches):
+    """The batches while every rank has one: under a process group an epoch ends on all ranks when
+    any rank's share runs out (ranks must step together); in one process, all of them."""
+    it = iter(batches)
+    while True:
+        batch = next(it, None)
+        if all_sum([float(batch is None)])[0]:
+            return
+        yield batch
+
+
 def finetune_generator(
     base: str | os.PathLike,
     shards: Sequence[str | os.PathLike],
@@ -290,9 +327,19 @@ def finetune_generator(
     output's synthscale.json as given, so a LoRA folder names the pipeline to load it onto.
     With `checkpoint_path`, SIGTERM or SIGINT saves a checkpoint after the current step and raises
     `Preempted`; a later call resumes from it. Returns the per-step loss log.
+
+    Under torchrun (a process group is up; see `run_distributed`) each rank trains on its share of
+    the shards and `batch_size` / ranks images a step, DDP averages the gradients, and rank 0 alone
+    writes the checkpoint and `out_dir`.
     """
     if not class_prompts:
         raise ValueError("fine-tuning needs at least one caption strategy")
+    rank, world = rank_world()
+    if recipe["batch_size"] % world:
+        raise ValueError(
+            f"finetune.batch_size {recipe['batch_size']} is not a multiple of the {world} ranks (GPUs) "
+            "it is split over"
+        )
     pipe = load_base_pipeline(base, device)
     unet = denoiser_of(pipe)
     lora = recipe["mode"] == "lora"
@@ -359,8 +406,8 @@ def finetune_generator(
     steps = recipe["steps"]
     step, epoch, batch_in_epoch, log_rows = 0, 0, 0, []
     ckpt = Path(checkpoint_path) if checkpoint_path else None
-    if ckpt and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
+    state = resume_checkpoint(ckpt, device, clean=rank == 0)
+    if state is not None:
         missing, unexpected = unet.load_state_dict(state["trainable"], strict=False)
         if unexpected:
             raise ValueError(f"checkpoint {ckpt} does not fit this denoiser: {unexpected[:3]}")
@@ -373,25 +420,27 @@ def finetune_generator(
         step, epoch, batch_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batch"])
         log_rows = json.loads(state["log"])
 
-    stop = {"signal": None}
-
-    def on_signal(signum, _frame):
-        stop["signal"] = signum
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if ckpt else {}
-    bar = tqdm(total=steps, initial=step, desc=f"fine-tune ({recipe['mode']})", disable=not progress)
-    unet.train()
+    net = unet
+    if dist_on():  # DDP whenever a process group is up, even with one rank
+        net = torch.nn.parallel.DistributedDataParallel(
+            unet, device_ids=[torch.device(device).index] if device.startswith("cuda") else None
+        )
+        if rank == 0:
+            print(f"DDP: {world} rank(s), process group backend {torch.distributed.get_backend()}", flush=True)
+    stop = StopSignals(enabled=bool(ckpt))
+    bar = tqdm(total=steps, initial=step, desc=f"fine-tune ({recipe['mode']})", disable=not progress or rank > 0)
+    net.train()
     t0 = time.time()
     try:
         while step < steps:
-            loader = epoch_loader(shards, class_prompts, recipe, seed, epoch, size, mode)
+            loader = epoch_loader(shards, class_prompts, recipe, seed, epoch, size, mode, rank, world)
             seen = 0
-            for b, (x, texts) in enumerate(loader):
+            for b, (x, texts) in enumerate(while_every_rank_has(loader)):
                 seen += 1
                 if b < batch_in_epoch:  # resuming: these batches were trained on before the stop
                     continue
-                gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
                 x = x.to(device)
+                n_t = noise_sched.config.num_train_timesteps
                 with torch.no_grad():
                     if vae is not None:
                         with torch.autocast(
@@ -399,13 +448,12 @@ def finetune_generator(
                         ):
                             dist = vae.encode(x.to(frozen_dtype)).latent_dist
                         mean, std = dist.mean.float(), dist.std.float()  # no-ops in fp32
-                        eps = torch.randn(mean.shape, generator=gen).to(device)
-                        x = mean + std * eps
+                        eps, noise, t = step_noise(seed, step, rank, mean.shape, n_t, latents=True)
+                        x = mean + std * eps.to(device)
                         x = (x - (vae.config.get("shift_factor") or 0.0)) * vae.config.scaling_factor
-                noise = torch.randn(x.shape, generator=gen).to(device)
-                t = torch.randint(
-                    0, noise_sched.config.num_train_timesteps, (len(x),), generator=gen
-                ).to(device)
+                    else:
+                        _, noise, t = step_noise(seed, step, rank, x.shape, n_t, latents=False)
+                noise, t = noise.to(device), t.to(device)
                 xt = noise_sched.add_noise(x, noise, t)
                 if pred_type == "epsilon":
                     target = noise
@@ -415,7 +463,7 @@ def finetune_generator(
                     target = x
                 cond = encode(list(texts), size)
                 with torch.autocast(device.split(":")[0], dtype=amp_dtype, enabled=amp):
-                    pred = unet(xt, t, **cond).sample
+                    pred = net(xt, t, **cond).sample
                 loss = F.mse_loss(pred.float(), target.float())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -432,34 +480,43 @@ def finetune_generator(
                     {
                         "step": step,
                         "epoch": epoch,
-                        "loss": loss.item(),
+                        # the mean over the ranks (each rank's loss is the mean of an equal share)
+                        "loss": loss.item() if not dist_on() else all_sum_device(loss.detach()).item() / world,
                         "lr": sched.get_last_lr()[0],
                         "seconds": round(time.time() - t0, 3),
                     }
                 )
                 if step % 20 == 0:
                     bar.set_postfix(loss=f"{np.mean([r['loss'] for r in log_rows[-20:]]):.4f}")
-                stopping = stop["signal"] is not None or stop_after_steps == step
-                if ckpt and stopping and step < steps:
-                    _save_checkpoint(ckpt, unet, opt, sched, step, epoch, batch_in_epoch, log_rows, ema)
+                # every rank stops after the same step once any rank was told to
+                if ckpt and step < steps and all_sum([float(stop.stopping(step, stop_after_steps))])[0]:
+                    if rank == 0:
+                        save_checkpoint(ckpt, _checkpoint_state(unet, opt, sched, step, epoch, batch_in_epoch,
+                                                                log_rows, ema))
+                    # the other ranks wait for the save: one that exited first would have torchrun
+                    # stop rank 0, in the middle of writing it
+                    all_sum([0.0])
                     raise Preempted(f"stopped at step {step}/{steps}; checkpoint {ckpt}")
                 if step >= steps:
                     break
             if seen == 0:
                 raise ValueError(
-                    f"the training split yields no batch of {recipe['batch_size']} images; "
-                    "lower finetune.batch_size"
+                    f"the training split yields no batch of {recipe['batch_size']} images"
+                    + (f" ({recipe['batch_size'] // world} on each of {world} ranks, from every "
+                       f"{world}th shard: write more, smaller shards than ranks)" if world > 1 else "")
+                    + "; lower finetune.batch_size"
                 )
             if step < steps:
                 epoch, batch_in_epoch = epoch + 1, 0
     finally:
         bar.close()
-        for s, h in old.items():
-            signal.signal(s, h)
+        stop.restore()
     unet.eval()
     if ema is not None:
         ema.copy_to(params)  # the saved weights are the moving average
     log = pd.DataFrame(log_rows)
+    if rank > 0:  # rank 0 writes the folder; the ranks' weights are the same
+        return log
     meta = {
         "base": str(base),
         "lora": lora,
@@ -498,9 +555,8 @@ def finetune_generator(
     return log
 
 
-def _save_checkpoint(
-    path: Path, unet, opt, sched, step: int, epoch: int, batch: int, log_rows: list, ema=None
-) -> None:
+def _checkpoint_state(unet, opt, sched, step: int, epoch: int, batch: int, log_rows: list, ema=None) -> dict[str, Any]:
+    """What a fine-tuning checkpoint holds: the trained weights, optimizer, schedule, EMA and position."""
     state = {
         "trainable": {k: v.detach() for k, v in _trainable(unet).items()},
         "opt": opt.state_dict(),
@@ -512,11 +568,30 @@ def _save_checkpoint(
     }
     if ema is not None:
         state["ema"] = ema.state_dict()
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    return state
 
 
 def read_finetune_meta(folder: str | os.PathLike) -> dict[str, Any]:
     """The synthscale.json of a fine-tuned generator's folder."""
     return json.loads((Path(folder) / META).read_text())
 
+
+# --- several GPUs: torchrun runs this module, one process per GPU ---
+
+
+def run_distributed(spec: dict[str, Any], nproc: int, spec_path: str | os.PathLike) -> None:
+    """`finetune_generator(**spec)` on `nproc` torchrun processes (DDP; synthscale.distributed.run_torchrun):
+    the spec's values must be JSON (paths as strings). Raises Preempted on a stop that saved a checkpoint."""
+    run_torchrun("synthscale.generation.finetune", spec, nproc, spec_path)
+
+
+def main(spec_path: str) -> int:
+    """torchrun entry (or a plain process): `finetune_generator(**spec)` in a rank
+    (synthscale.distributed.rank_main)."""
+    return rank_main(spec_path, finetune_generator)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1]))

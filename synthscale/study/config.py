@@ -223,7 +223,20 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
                 f"config key resources.{stage}.runtime: {r['runtime']} min is over its max_runtime of {r['max_runtime']}"
             )
     _check_generate_runtime(cfg)
+    _check_finetune_gpus(cfg)
     return cfg
+
+
+def _check_finetune_gpus(cfg: dict[str, Any]) -> None:
+    """A fine-tuning job on several GPUs (torchrun, one rank a GPU) splits each global batch evenly
+    over them."""
+    gpus = cfg["resources"]["finetune"]["gpu"]
+    for g in cfg["generators"]:
+        if gpus > 1 and g["kind"] == "finetuned" and g["finetune"]["batch_size"] % gpus:
+            raise ConfigError(
+                f"config key generators.{g['name']}.finetune.batch_size: {g['finetune']['batch_size']} is not "
+                f"a multiple of resources.finetune.gpu ({gpus}); each GPU trains on an equal share of the batch"
+            )
 
 
 def _check_generate_runtime(cfg: dict[str, Any]) -> None:

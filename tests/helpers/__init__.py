@@ -1,7 +1,8 @@
 """Helpers the tests share (no tests here): `REPO`, the repository root; `require` (SYNTHSCALE_REQUIRE:
 skip or fail), `workflow` (Snakemake on the tiny study: `smk`, `new_workdir`, `dry`, `job_counts`),
 `data` (small shards and images), `training` (a small recipe, same-weights checks, signalling a run),
-`tiny_pipelines` (random-weight diffusers pipelines, offline), `preset_data` (a working directory the
+`tiny_pipelines` (random-weight diffusers pipelines, offline), `ft_rank` (a fine-tuning torchrun rank that
+records its batches, weights and writes), `preset_data` (a working directory the
 paper presets plan in), `slurm_cluster` (a throwaway single-node SLURM and its fixture).
 
 Importable as `helpers` because pyproject.toml puts `tests/` on pytest's `pythonpath`."""

@@ -1,6 +1,7 @@
 """Training runs compared bit for bit (preemption, DDP, mixes): a small recipe (`RECIPE`), the check
-that two weight files are the same (`assert_same_weights`), and `communicate_signalling`, which signals
-a running training process once its progress bar passes a step."""
+that two weight files are the same (`assert_same_weights`; `safetensors_parts` where the header's
+metadata order may differ), and `communicate_signalling`, which signals a running training process
+once its progress bar passes a step."""
 from __future__ import annotations
 
 import re
@@ -32,10 +33,24 @@ def assert_same_weights(a: Path, b: Path) -> None:
     assert a.read_bytes() == b.read_bytes()
 
 
-def communicate_signalling(proc: subprocess.Popen, after_step: int | None, send) -> tuple[int, str, str, int | None]:
+def safetensors_parts(path: Path) -> tuple[dict, bytes]:
+    """A safetensors file as (parsed header, tensor bytes): the header's metadata map is written in
+    hash order (LoRA adapter metadata), so bytes may differ where the content does not."""
+    import json
+    import struct
+
+    data = Path(path).read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    return json.loads(data[8 : 8 + n]), data[8 + n :]
+
+
+def communicate_signalling(
+    proc: subprocess.Popen, after_step: int | None, send, bar: bytes = b""
+) -> tuple[int, str, str, int | None]:
     """Wait for `proc`, reading its stderr as it comes; once its progress bar shows a step >= `after_step`
-    (None: never), call `send()` once. Returns (exit code, stdout, stderr, the step the bar showed when
-    `send` went, or None)."""
+    (None: never), call `send()` once. `bar`: the start of that bar's description, where other bars
+    come first (a pipeline's loading bars). Returns (exit code, stdout, stderr, the step the bar
+    showed when `send` went, or None)."""
     err_chunks: list[bytes] = []
     sent: list[int] = []
 
@@ -45,7 +60,7 @@ def communicate_signalling(proc: subprocess.Popen, after_step: int | None, send)
             err_chunks.append(chunk)
             buf = (buf + chunk)[-4096:]
             if after_step is not None and not sent:
-                steps = [int(m) for m in re.findall(rb"\| *(\d+)/\d+ ", buf)]
+                steps = [int(m) for m in re.findall(re.escape(bar) + rb"[^\r\n]*?\| *(\d+)/\d+ ", buf)]
                 if steps and max(steps) >= after_step:
                     sent.append(max(steps))
                     send()

@@ -547,3 +547,19 @@ def test_scaling_table_counts_n_values_not_seed_rows():
     rows = _real_rows({75: [2.10, 2.12], 150: [1.90, 1.92], 300: [1.60, 1.64]})
     fit = CR.clip_scaling(rows, draws=50, seed=0).iloc[0]
     assert fit["n_points"] == 3 and fit["loss_at_max_n"] == pytest.approx(1.62)
+
+
+def test_a_clip_launcher_prefix_runs_the_entry_and_relays_its_output(tmp_path, capfd):
+    """`clip.launcher` (e.g. [torchrun, --nproc_per_node=8]) starts `PREFIX -m synthscale.clip.train
+    --synthscale-config-dir DIR ARGS`; its output goes to the job's stderr line by line and a failed
+    launch raises, naming its exit code. A shell stands in for torchrun: it prints what it was given."""
+    fake = ["sh", "-c", 'echo "launched: $*"; echo "to stderr" >&2; exit "$EXIT"', "sh"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EXIT", "0")
+        C.launch(fake, ["--seed", "3", "--epochs", "2"], tmp_path / "cfg")
+        out, err = capfd.readouterr()
+        assert out == "" and err == f"launched: -m synthscale.clip.train --synthscale-config-dir {tmp_path / 'cfg'} " \
+                                     "--seed 3 --epochs 2\nto stderr\n", err
+        mp.setenv("EXIT", "3")
+        with pytest.raises(RuntimeError, match=r"sh -c .* exited with 3"):
+            C.launch(fake, ["--seed", "3"], tmp_path / "cfg")

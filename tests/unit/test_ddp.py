@@ -229,7 +229,7 @@ def test_a_stopped_ddp_run_resumes_to_the_same_weights_and_log(tmp_path, digits_
     import pandas as pd
     import pytest
 
-    from synthscale.classifier.train import Preempted
+    from synthscale.preemption import Preempted
 
     images, labels = digits_16
     shards = write_digit_shards(tmp_path, images[:160], labels[:160], 40)
@@ -255,7 +255,8 @@ def test_a_stopped_ddp_run_resumes_to_the_same_weights_and_log(tmp_path, digits_
 
 DDP_JOB = """
 import sys
-from synthscale.classifier.train import Preempted, run_distributed
+from synthscale.classifier.train import run_distributed
+from synthscale.preemption import Preempted
 try:
     run_distributed(json.loads(sys.argv[1]), 2, sys.argv[2])
 except Preempted as err:

@@ -11,7 +11,6 @@ from synthscale.study.config import ConfigError, check_config, load_schema
 from synthscale.data.real import write_split
 from synthscale.generation.finetune import (
     LOG,
-    Preempted,
     draw_caption,
     epoch_loader,
     finetune_generator,
@@ -19,7 +18,9 @@ from synthscale.generation.finetune import (
     read_finetune_meta,
 )
 from synthscale.generation.tinygen import PixelTextToImagePipeline, build_tiny_pipeline
+from synthscale.preemption import Preempted
 from helpers.tiny_pipelines import build_sd, build_sdxl
+from helpers.training import safetensors_parts
 
 torch.set_num_threads(1)
 
@@ -133,18 +134,8 @@ def test_resume_after_a_stop_is_bit_identical(sd_dir, shards, tmp_path, mode, em
                              checkpoint_path=ckpt, progress=False)
     assert len(log) == 9 and not ckpt.exists()
     weights = "unet/diffusion_pytorch_model.safetensors" if mode == "full" else "pytorch_lora_weights.safetensors"
-    a, b = _safetensors_parts(tmp_path / "straight" / weights), _safetensors_parts(tmp_path / "resumed" / weights)
+    a, b = safetensors_parts(tmp_path / "straight" / weights), safetensors_parts(tmp_path / "resumed" / weights)
     assert a == b, "a resumed run must reach the same weights"
-
-
-def _safetensors_parts(path):
-    """A safetensors file as (parsed header, tensor bytes): the header's metadata map is written in
-    hash order (LoRA adapter metadata), so bytes may differ where the content does not."""
-    import struct
-
-    data = path.read_bytes()
-    n = struct.unpack("<Q", data[:8])[0]
-    return json.loads(data[8 : 8 + n]), data[8 + n :]
 
 
 def test_pixel_pipeline_fine_tunes_in_full_mode(shards, tmp_path):
@@ -259,7 +250,8 @@ def test_azizi_preset_is_a_valid_study():
     ft = {g["name"]: g for g in cfg["generators"]}["sd15-in1k"]
     assert ft["base"] == "sd15" and ft["finetune"]["caption_strategies"] == ["classname"]
     assert 1.25 in cfg["guidance"] and max(cfg["n_images"]) >= 2 * 1_281_167
-    assert cfg["resources"]["finetune"]["gpu"] == 1
+    # DDP over 8 GPUs, each an equal share of the batch
+    assert cfg["resources"]["finetune"]["gpu"] == 8 and ft["finetune"]["batch_size"] % 8 == 0
 
 
 def test_sdxl_pipeline_fine_tunes_with_lora(shards, tmp_path):

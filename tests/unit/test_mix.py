@@ -322,7 +322,8 @@ def test_mixed_run_resumes_bit_identically(tmp_path):
     from helpers.data import make_data, write_digit_shards
     from helpers.training import RECIPE, assert_same_weights
 
-    from synthscale.classifier.train import Preempted, train_model
+    from synthscale.classifier.train import train_model
+    from synthscale.preemption import Preempted
 
     images, labels = make_data(72)
     for d in ("real", "syn"):

@@ -22,7 +22,8 @@ import torch
 from helpers import REPO
 from helpers.data import N_CLASSES, make_data, write_digit_shards
 from helpers.training import RECIPE, assert_same_weights, communicate_signalling
-from synthscale.classifier.train import Preempted, train_classifier
+from synthscale.classifier.train import train_classifier
+from synthscale.preemption import Preempted
 
 
 def assert_same_log(a: Path, b: Path, columns=("epoch", "step", "lr")) -> None:
@@ -103,7 +104,8 @@ TRAIN_SCRIPT = textwrap.dedent("""
     torch.set_num_threads(1)
     sys.path.insert(0, {tests!r})
     from helpers.data import make_data, N_CLASSES
-    from synthscale.classifier.train import Preempted, train_classifier
+    from synthscale.classifier.train import train_classifier
+    from synthscale.preemption import Preempted
     recipe, out = json.loads(sys.argv[1]), sys.argv[2]
     images, labels = make_data({n})
     try:

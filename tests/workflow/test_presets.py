@@ -226,7 +226,7 @@ FOLDER_IMAGES = {"data/imagenet/train": 1_281_167, "data/imagenet/val": 50_000, 
 # DESIGN.md: decoding alone takes ~2.5 ms): a stated planning rate, on the slow side
 PREPARE_PER_THREAD = 100
 # rules that start torchrun (or open_clip_train's DDP) and so may hold more than one GPU
-MULTI_GPU_RULES = {"train_classifier", "train_clip"}
+MULTI_GPU_RULES = {"train_classifier", "train_clip", "finetune_generator"}
 # stages whose jobs resume from a checkpoint (train_classifier, train_clip, finetune_generator)
 RESUMING_STAGES = {"train", "clip", "finetune"}
 

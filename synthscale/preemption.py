@@ -1,0 +1,109 @@
+"""Preemption: a training job told to stop saves a checkpoint after its current step and exits 75.
+
+SLURM sends SIGTERM to every process of a job before its time limit (`--signal=TERM@180`) and on
+preemption; a terminal's Ctrl-C sends SIGINT. A training loop (classifier training, generator
+fine-tuning; torchrun ranks alike) handles both the same way, through this module:
+- `StopSignals` turns the two signals into a flag that the loop reads between steps, so the step
+  under way finishes; the loop then saves (`save_checkpoint`) and raises `Preempted`, and the job
+  exits `PREEMPTED_EXIT` (75, EX_TEMPFAIL); Snakemake's retry (or the next run) resumes from the
+  checkpoint (`resume_checkpoint`).
+- `ignore_stop_signals` is every DataLoader worker's init: a worker that died of the signal would take
+  the main process down before it saved.
+- `CheckpointClock` times the periodic checkpoints (`checkpoint_minutes`) that a job killed without
+  warning resumes from.
+- Checkpoints are written atomically (synthscale.io.atomic_path) and read with
+  `torch.load(weights_only=True)`; a partial one that a kill mid-save left under a temporary name is
+  removed before the next start.
+
+What the checkpoint holds and how a loop resumes bit-identically stay with the loop.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+PREEMPTED_EXIT = 75  # EX_TEMPFAIL: stopped after saving a checkpoint; rerun to resume
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Preempted(RuntimeError):
+    """Training stopped on a signal after saving its checkpoint; rerun to resume."""
+
+
+class StopSignals:
+    """SIGTERM and SIGINT set `signal` (the last one received) instead of ending the process, from
+    construction until `restore()`; with `enabled` False it installs nothing and never stops."""
+
+    def __init__(self, enabled: bool = True):
+        self.signal: int | None = None
+        self._old = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS} if enabled else {}
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.signal = signum
+
+    def stopping(self, step: int, stop_after_steps: int | None = None) -> bool:
+        """Whether to save and stop after `step`: a signal came, or a test's `stop_after_steps` is reached."""
+        return self.signal is not None or stop_after_steps == step
+
+    def restore(self) -> None:
+        """Put back the handlers that were there before."""
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        self._old = {}
+
+
+def ignore_stop_signals(_worker_id: int = 0) -> None:
+    """A loader worker's init: ignore SIGTERM and SIGINT. SLURM signals every process of a job before
+    its time limit (a terminal's Ctrl-C, the whole foreground group): a worker that died of it would
+    take the main process down ("DataLoader worker killed") before it saved its checkpoint. The main
+    process stops its workers itself; a worker whose main process died exits on its own (torch's
+    watchdog)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class CheckpointClock:
+    """Periodic checkpoints: `due()` once `minutes` have passed since the start or the last `saved()`
+    (0 or None: never)."""
+
+    def __init__(self, minutes: float | None):
+        self.every = float(minutes or 0) * 60
+        self.last = time.monotonic()
+
+    def due(self) -> bool:
+        return self.every > 0 and time.monotonic() - self.last >= self.every
+
+    def saved(self) -> None:
+        self.last = time.monotonic()
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """`torch.save(state)` to `path` atomically: a kill mid-save leaves only a temporary name."""
+    import torch
+
+    from synthscale.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def resume_checkpoint(path: str | os.PathLike | None, device: str, clean: bool = True) -> dict[str, Any] | None:
+    """The checkpoint to resume from (`torch.load(weights_only=True)` onto `device`), or None when
+    there is none. With `clean` (one process of a run: rank 0), first delete the partial checkpoints
+    that a job killed while saving left under a temporary name."""
+    if path is None:
+        return None
+    import torch
+
+    from synthscale.io import remove_stale_temps
+
+    path = Path(path)
+    if clean:
+        remove_stale_temps(path)
+    if not path.exists():
+        return None
+    return torch.load(path, map_location=device, weights_only=True)
