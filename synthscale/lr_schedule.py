@@ -14,7 +14,7 @@ import torch
 def lr_factor(seen: float, total: float, warmup: float, batch: float = 1, decay: str = "cosine") -> float:
     """The rate's multiplier once `seen` units are done and the next `batch` are being taken: a linear
     ramp that reaches 1 after `warmup` units, times cosine decay to 0 at `total` (`decay="cosine"`) or 1
-    (`decay="constant"`, as diffusers' `constant_with_warmup`)."""
+    (`decay="constant"`; diffusers' `constant_with_warmup` ramps s/W, from 0, one step behind)."""
     ramp = min(1.0, (seen + batch) / max(warmup, 1.0))
     if decay == "constant":
         return ramp

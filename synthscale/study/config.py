@@ -416,10 +416,10 @@ def _check_generation(gen: dict[str, Any]) -> None:
 def _check_tiny_arch(name: str, arch: dict[str, Any]) -> None:
     """A trained generator's UNet widths split into its norm groups and its attention heads."""
     key = f"config key generators.{name}.arch"
-    for w in arch["unet_widths"]:
+    for i, w in enumerate(arch["unet_widths"]):
         if w % arch["norm_groups"]:
             raise ConfigError(f"{key}.norm_groups: {arch['norm_groups']} does not divide unet width {w}")
-        if w % min(w, arch["attention_head_dim"]):
+        if i and w % min(w, arch["attention_head_dim"]):  # the first block has no attention
             raise ConfigError(
                 f"{key}.attention_head_dim: {arch['attention_head_dim']} channels per head do not divide "
                 f"unet width {w}"

@@ -17,7 +17,7 @@ def test_default_config_is_valid_and_gets_defaults(default_raw):
     cfg = check_config(default_raw)
     assert cfg["train"]["eval_batch_size"] == 256
     assert cfg["resources"]["evaluate"]["threads"] == 1
-    assert cfg["resources"]["train_generator"]["threads"] == 2
+    assert cfg["resources"]["train_generator"]["threads"] == 1
     assert cfg["resources"]["train_generator"]["mem_mb"] == 4000
     assert cfg["generators"][0]["dtype"] == "auto"  # float32 on the CPU, bfloat16 on a GPU
 
@@ -46,7 +46,7 @@ def test_default_config_is_valid_and_gets_defaults(default_raw):
         (lambda c: c.update(results=""), "config key results"),
         (lambda c: c.update(results="/"), "config key results"),
         (lambda c: c["generators"][0]["arch"].update(attention_head_dim=12),
-         "config key generators.tinydigits.arch.attention_head_dim: 12 channels per head do not divide unet width 16"),
+         "config key generators.tinydigits.arch.attention_head_dim: 12 channels per head do not divide unet width 32"),
         (lambda c: c["generators"][0]["arch"].update(norm_groups=5),
          "config key generators.tinydigits.arch.norm_groups: 5 does not divide unet width 16"),
         (lambda c: c["generators"][0]["arch"].update(text_heads=3),

@@ -1,6 +1,7 @@
-"""The default study trains its generator on two threads (config.yaml's resources): the weights must
-not depend on anything but the pinned thread count, not on the machine's load, the CPUs the job may
-run on (a SLURM cgroup, taskset) or the OMP_NUM_THREADS the job inherited."""
+"""A study may give generator training more than one thread (`resources.train_generator.threads`):
+the weights must then depend on the pinned thread count alone, not on the CPUs the job may run on (a
+SLURM cgroup, taskset) or the OMP_NUM_THREADS it inherited. (Warm against cold starts: the workflow
+tests compare the two runs' generators.)"""
 import hashlib
 import json
 import os

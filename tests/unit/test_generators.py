@@ -107,12 +107,17 @@ def test_flux_guidance_is_recorded_as_distilled_not_cfg(sd_dir, tmp_path):
     assert guidance_kind(load_generator(str(tmp_path / "flux"))) == "none"
 
 
-@pytest.mark.parametrize("head_dim,heads", [(8, {32: 4}), (16, {32: 2}), (32, {32: 1}), (64, {32: 1})])
-def test_attention_head_dim_is_channels_per_head(head_dim, heads):
+@pytest.mark.parametrize(
+    "widths,head_dim,heads",
+    [([16, 32], 8, {32: 4}), ([16, 32], 16, {32: 2}), ([16, 32], 32, {32: 1}), ([16, 32], 64, {32: 1}),
+     ([16, 32, 64], 16, {32: 2, 64: 4})],
+)
+def test_attention_head_dim_is_channels_per_head(widths, head_dim, heads):
     """`arch.attention_head_dim` means what it says (diffusers' UNet2DConditionModel reads its own
     argument of that name as a head count): every attention layer splits its width into heads of
     `attention_head_dim` channels, one head where the block is narrower."""
-    pipe = build_tiny_pipeline(dict(ARCH, attention_head_dim=head_dim), image_size=16, channels=1, seed=0)
+    arch = dict(ARCH, unet_widths=widths, attention_head_dim=head_dim, layers_per_block=2)
+    pipe = build_tiny_pipeline(arch, image_size=16, channels=1, seed=0)
     seen = {}
     for name, mod in pipe.unet.named_modules():
         if type(mod).__name__ == "Attention" and "attn" in name.rsplit(".", 1)[-1]:
