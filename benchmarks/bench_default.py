@@ -21,7 +21,8 @@ The workflow runs from this repository with `--config results=<fresh folder>` (c
 - the five slowest rules (job wall time summed per rule, with their CPU time and job count);
 - the critical path: the longest chain of dependent jobs, each counted with its own wall time, from
   the start and end times Snakemake records per output file (`.snakemake/metadata`), the dependency
-  edges being "job B reads a file job A wrote";
+  edges being "job B reads a file job A wrote"; and how long each of its jobs waited for free cores
+  after its inputs were ready (not in the sum);
 - whether `snakemake -n` afterwards plans nothing.
 Run it on an otherwise idle machine: wall times measure contention too.
 """
@@ -39,7 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -138,6 +139,15 @@ def critical_path(durations: Mapping[str, float], deps: Mapping[str, Iterable[st
     return best[end][0], chain[::-1]
 
 
+def chain_waits(jobs: Mapping[str, Mapping[str, Any]], chain: Sequence[str],
+                deps: Mapping[str, Iterable[str]]) -> list[float]:
+    """Seconds each job of `chain` waited after its inputs were ready (the latest end among its
+    dependencies; the run's first start for a job with none) before Snakemake started it: queueing for
+    free cores, which the critical path's sum of job durations does not count."""
+    t0 = min(j["start"] for j in jobs.values())
+    return [max(0.0, jobs[k]["start"] - max((jobs[d]["end"] for d in deps.get(k, ())), default=t0)) for k in chain]
+
+
 def rule_table(bench) -> list[dict[str, Any]]:
     """Per rule: summed job wall time `s`, CPU time and job count, slowest first (a read_benchmarks table)."""
     rows = []
@@ -187,7 +197,9 @@ def main() -> None:
     bench = read_benchmarks(results / "benchmarks")
     rules = rule_table(bench)
     jobs = read_jobs(ROOT / ".snakemake" / "metadata", results)
-    length, chain = critical_path({k: j["end"] - j["start"] for k, j in jobs.items()}, dependencies(jobs))
+    deps = dependencies(jobs)
+    length, chain = critical_path({k: j["end"] - j["start"] for k, j in jobs.items()}, deps)
+    waits = chain_waits(jobs, chain, deps)
 
     m, s = divmod(wall, 60)
     start = "cold starts" if args.cold else "warm starts"
@@ -199,10 +211,11 @@ def main() -> None:
     print("five slowest rules (summed over their jobs):")
     for r in rules[:5]:
         print(f"  {r['rule']:<20} wall {r['wall_s']:7.1f} s  CPU {r['cpu_s']:7.1f} s  {r['jobs']:4d} jobs")
-    print(f"critical path: {length:.0f} s over {len(chain)} jobs")
-    for k in chain:
+    print(f"critical path: {length:.0f} s over {len(chain)} jobs, plus {sum(waits):.0f} s its jobs waited "
+          f"for free cores once their inputs were ready")
+    for k, w in zip(chain, waits):
         j = jobs[k]
-        print(f"  {j['rule']:<20} {j['end'] - j['start']:7.1f} s  {sorted(j['outputs'])[0]}")
+        print(f"  {j['rule']:<20} {j['end'] - j['start']:7.1f} s  (waited {w:5.1f} s)  {sorted(j['outputs'])[0]}")
     print(f"snakemake -n afterwards: {'nothing to do' if nothing else 'PLANS JOBS (see below)'}")
     if not nothing:
         print(dry.stdout[-3000:])
@@ -210,7 +223,7 @@ def main() -> None:
         Path(args.json).write_text(json.dumps({
             "wall_s": wall, "run_cpu_s": run_cpu, "jobs": len(jobs), "cores": args.cores, "warm": not args.cold,
             "job_cpu_s": float(bench["cpu_time"].sum()), "job_wall_s": float(bench["s"].sum()),
-            "rules": rules, "critical_path_s": length,
+            "rules": rules, "critical_path_s": length, "critical_path_wait_s": sum(waits),
             "critical_path": [jobs[k]["rule"] for k in chain], "dry_run_empty": nothing,
         }, indent=1))
     if not args.keep and not args.results:

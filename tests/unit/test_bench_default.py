@@ -28,6 +28,16 @@ def test_critical_path_of_a_diamond_takes_the_longer_branch():
     assert bench.critical_path(dict(durations, lone=11.0), deps) == (11.0, ["lone"])
 
 
+def test_chain_waits_are_the_queueing_after_the_latest_input():
+    """A job that starts when its latest input is done waited 0; one that waited for cores shows it."""
+    jobs = {"a": {"start": 100.0, "end": 102.0}, "b": {"start": 102.0, "end": 107.0},
+            "c": {"start": 103.0, "end": 104.0}, "d": {"start": 120.0, "end": 123.0},
+            "e": {"start": 101.0, "end": 130.0}}
+    deps = {"b": {"a"}, "c": {"a"}, "d": {"b", "c"}}
+    assert bench.chain_waits(jobs, ["a", "b", "d"], deps) == [0.0, 0.0, 13.0]
+    assert bench.chain_waits(jobs, ["e"], deps) == [1.0]  # no inputs: from the run's first start
+
+
 def _all_chains(nodes, deps):
     """Every chain of dependent jobs, by brute force (the independent answer)."""
     def chains_ending(j):
