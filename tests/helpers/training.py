@@ -1,7 +1,7 @@
 """Training runs compared bit for bit (preemption, DDP, mixes): a small recipe (`RECIPE`), the check
 that two weight files are the same (`assert_same_weights`; `safetensors_parts` where the header's
-metadata order may differ), and `communicate_signalling`, which signals a running training process
-once its progress bar passes a step."""
+metadata order may differ), `stub_cuda_rank` (a torchrun entry run as a CUDA rank with no GPU) and
+`communicate_signalling`, which signals a running training process once its progress bar passes a step."""
 from __future__ import annotations
 
 import re
@@ -42,6 +42,21 @@ def safetensors_parts(path: Path) -> tuple[dict, bytes]:
     data = Path(path).read_bytes()
     n = struct.unpack("<Q", data[:8])[0]
     return json.loads(data[8 : 8 + n]), data[8 + n :]
+
+
+def stub_cuda_rank(monkeypatch, module, train: str) -> dict:
+    """Make `module.main(spec)` run as torchrun rank 1 (LOCAL_RANK 1) of a 2-rank job with no GPU: the
+    process group, CUDA and `module.<train>` stubbed. Returns what they were given: the backend and
+    init_process_group's keywords, the GPU set ("cuda") and the device the training got."""
+    seen: dict = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.distributed, "init_process_group",
+                        lambda backend, **kw: seen.update(backend=backend, **kw))
+    monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda: None)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: seen.setdefault("cuda", d))
+    monkeypatch.setattr(module, train, lambda **kw: seen.setdefault("device", kw["device"]))
+    return seen
 
 
 def communicate_signalling(

@@ -65,14 +65,9 @@ def test_a_cuda_run_reduces_cpu_tensors_on_gloo_and_cuda_tensors_on_nccl(monkeyp
 
     import synthscale.classifier.train as train
 
-    seen = {}
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("LOCAL_RANK", "1")
-    monkeypatch.setattr(torch.distributed, "init_process_group",
-                        lambda backend, **kw: seen.update(backend=backend, **kw))
-    monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda: None)
-    monkeypatch.setattr(torch.cuda, "set_device", lambda d: seen.setdefault("cuda", d))
-    monkeypatch.setattr(train, "train_model", lambda **kw: seen.setdefault("device", kw["device"]))
+    from helpers.training import stub_cuda_rank
+
+    seen = stub_cuda_rank(monkeypatch, train, "train_model")
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"parts": [], "device": "cuda"}))
     assert train.main(str(spec)) == 0

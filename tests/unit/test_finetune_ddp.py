@@ -127,14 +127,9 @@ def test_a_cuda_rank_inits_gloo_for_cpu_tensors_and_nccl_for_its_gpu(monkeypatch
     group pairs gloo and NCCL, NCCL is bound to GPU 1, and the fine-tuning runs there. Stubbed: no GPU."""
     import datetime
 
-    seen = {}
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("LOCAL_RANK", "1")
-    monkeypatch.setattr(torch.distributed, "init_process_group",
-                        lambda backend, **kw: seen.update(backend=backend, **kw))
-    monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda: None)
-    monkeypatch.setattr(torch.cuda, "set_device", lambda d: seen.setdefault("cuda", d))
-    monkeypatch.setattr(ft, "finetune_generator", lambda **kw: seen.setdefault("device", kw["device"]))
+    from helpers.training import stub_cuda_rank
+
+    seen = stub_cuda_rank(monkeypatch, ft, "finetune_generator")
     (tmp_path / "spec.json").write_text(json.dumps({"device": "cuda"}))
     assert ft.main(str(tmp_path / "spec.json")) == 0
     assert seen == {"backend": "cpu:gloo,cuda:nccl", "cuda": "cuda:1", "device": "cuda:1",
