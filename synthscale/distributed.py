@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from synthscale.preemption import PREEMPTED_EXIT, STOP_SIGNALS, Preempted
+from synthscale.seeds import mix_seed
 
 PG_TIMEOUT_MIN = 60  # a collective waits this long for a slow rank (a long first evaluation, a slow file system)
 STOP_WAIT_S = 30  # after a signal, how long run_torchrun waits for the ranks' checkpoint (SLURM's KillWait)
@@ -87,9 +88,7 @@ def rank_seed(base: int, rank: int, salt: int) -> int:
     differently (with one seed for all, every rank would draw the same noise, masks or lambdas)."""
     if rank == 0:
         return base
-    from synthscale.data.loader import _mix_seed
-
-    return _mix_seed(base, rank, salt) % (2**31)
+    return mix_seed(base, rank, salt) % (2**31)
 
 
 def rank_threads(job_threads: int, nproc: int) -> int:

@@ -40,6 +40,7 @@ from PIL import Image
 
 from synthscale.data.shards import IMAGE_EXTS, image_ext, member_key, tar_members, tar_samples
 from synthscale.preemption import ignore_stop_signals
+from synthscale.seeds import mix_seed
 
 # --------------------------------------------------------------------------------------------------
 # transforms
@@ -263,14 +264,6 @@ def eval_transform(recipe: dict[str, Any]):
     )
 
 
-def _mix_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (stable across processes, unlike hash())."""
-    h = 1469598103934665603
-    for p in parts:
-        h = ((h ^ (int(p) & 0xFFFFFFFFFFFF)) * 1099511628211) & 0x7FFFFFFFFFFFFFFF
-    return h
-
-
 def seeded_apply(tf, image: Image.Image, seed: int) -> torch.Tensor:
     """Apply a random transform with its randomness drawn from `seed`: python's `random` always,
     numpy's and torch's CPU generator when the transform says it uses them (`uses_numpy`,
@@ -479,7 +472,7 @@ def part_stream(
         n = len(labels) if limit is None else min(limit, len(labels))
         order = np.arange(n)
         if shuffle:
-            order = np.random.default_rng(_mix_seed(seed, epoch, 17)).permutation(n)
+            order = np.random.default_rng(mix_seed(seed, epoch, 17)).permutation(n)
         if split:
             order = order[rank * nw + wid :: world * nw]
         for i in order:
@@ -487,7 +480,7 @@ def part_stream(
         return
 
     # one stream per (rank, worker): numbered globally, so 2 ranks x 1 worker = 1 rank x 2 workers
-    rng = random.Random(_mix_seed(seed, epoch, rank * nw + wid, 31))
+    rng = random.Random(mix_seed(seed, epoch, rank * nw + wid, 31))
     pieces = _my_range(part, split, seed if shuffle else None, epoch)
 
     def raw() -> Iterator[tuple[Any, int, int]]:
@@ -552,7 +545,7 @@ def _my_range(part: dict[str, Any], split: bool, seed: int | None, epoch: int) -
     urls, lengths = _lengths(part)
     order = list(range(len(urls)))
     if seed is not None:
-        random.Random(_mix_seed(seed, epoch, 29)).shuffle(order)
+        random.Random(mix_seed(seed, epoch, 29)).shuffle(order)
     lo, hi = _stream_bounds(sum(lengths), split)
     out, at = [], 0
     for j in order:
@@ -665,25 +658,25 @@ class TrainStream(torch.utils.data.IterableDataset):
         rank, _ = _rank()
         if self.mix["mode"] == "concat":
             # a mixture: each draw from a part with probability proportional to what it has left here
-            streams = [part_stream(p, _mix_seed(self.seed, k), self.epoch, self.shuffle, buf, cache_mb=mb)
+            streams = [part_stream(p, mix_seed(self.seed, k), self.epoch, self.shuffle, buf, cache_mb=mb)
                        for k, p in enumerate(self.parts)]
             if len(streams) == 1:  # nothing to mix (no shard counts to read)
                 for raw, y, i in streams[0]:
                     yield raw, y, 0, i
                 return
             sizes = [stream_size(p) for p in self.parts]
-            rng = random.Random(_mix_seed(self.seed, self.epoch, rank * nw + wid, 37))
+            rng = random.Random(mix_seed(self.seed, self.epoch, rank * nw + wid, 37))
             for k, (raw, y, i) in interleave(streams, sizes, rng):
                 yield raw, y, k, i
             return
         # "prob": each slot of the real stream is taken from the synthetic part with probability p
         prob = float(self.mix.get("synthetic_prob", 0.5))
         per_batch = self.mix.get("per", "sample") == "batch"
-        rng = random.Random(_mix_seed(self.seed, self.epoch, rank * nw + wid, 41))
+        rng = random.Random(mix_seed(self.seed, self.epoch, rank * nw + wid, 41))
         synth = self._cycle(self.parts[1], buf)
         pick = False
         for slot, (raw, y, i) in enumerate(
-            part_stream(self.parts[0], _mix_seed(self.seed, 0), self.epoch, self.shuffle, buf, cache_mb=mb)
+            part_stream(self.parts[0], mix_seed(self.seed, 0), self.epoch, self.shuffle, buf, cache_mb=mb)
         ):
             if not per_batch or slot % self.batch_size == 0:
                 pick = rng.random() < prob
@@ -703,7 +696,7 @@ class TrainStream(torch.utils.data.IterableDataset):
             got = False
             ep = self.epoch * 1_000 + rounds
             mb = self.recipe.get("decode_cache_mb", 0)
-            for raw, y, i in part_stream(part, _mix_seed(self.seed, 1), ep, self.shuffle, buf, split, mb):
+            for raw, y, i in part_stream(part, mix_seed(self.seed, 1), ep, self.shuffle, buf, split, mb):
                 got = True
                 yield raw, y, 1, i
             if not got:
@@ -716,7 +709,7 @@ class TrainStream(torch.utils.data.IterableDataset):
             self.tf = train_transform(self.recipe)
         for raw, y, k, i in self._samples():
             image = ready_cached(raw, self.recipe.get("decode_cache_mb", 0), self.tf)
-            x = seeded_apply(self.tf, image, _mix_seed(self.seed, self.epoch, k, i, 53))
+            x = seeded_apply(self.tf, image, mix_seed(self.seed, self.epoch, k, i, 53))
             yield x, y
 
 

@@ -1,0 +1,31 @@
+"""synthscale.distributed on its own: where it sits in the package, and each rank's seeds."""
+import ast
+from pathlib import Path
+
+import synthscale.distributed as distributed
+from synthscale.distributed import rank_seed
+from synthscale.seeds import mix_seed
+
+
+def _synthscale_imports(module) -> set[str]:
+    tree = ast.parse(Path(module.__file__).read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    return {n for n in names if n.startswith("synthscale")}
+
+
+def test_distributed_imports_no_stage_module():
+    """A cross-cutting module imports only other top-level ones (preemption, seeds, io), never a
+    stage's subpackage (rank_seed used to reach into data.loader for its seed mixer)."""
+    stage = {n for n in _synthscale_imports(distributed) if n.count(".") > 1}
+    assert not stage, f"synthscale.distributed imports stage modules {stage}"
+
+
+def test_rank_seeds_and_the_mixer_are_unchanged():
+    """Values from before mix_seed moved to synthscale.seeds: every seed a run draws stays the same."""
+    assert [rank_seed(5, 0, 61), rank_seed(5, 1, 61), rank_seed(123456789, 7, 67)] == [5, 1229786620, 52945748]
+    assert mix_seed(3, 4, 5, 53) == 8358733167810093914
