@@ -11,7 +11,7 @@ process per GPU. Two sides, one module:
   tensors each reduce on their own backend), pins the rank's share of the job's threads, calls
   `train(**spec)` and exits `PREEMPTED_EXIT` after a stop that saved a checkpoint.
 Inside the loop: `rank_world`, `all_sum` (small control values, on the CPU), `all_sum_device` (a
-tensor on the model's device), `rank_seed` (a rank's own random draws; rank 0 keeps a one-process
+tensor on the model's device), `barrier` (every rank waits for rank 0's final write), `rank_seed` (a rank's own random draws; rank 0 keeps a one-process
 run's) and `rank_threads`.
 """
 
@@ -80,6 +80,15 @@ def all_sum_device(t: torch.Tensor) -> torch.Tensor:
     if dist_on():
         torch.distributed.all_reduce(t)
     return t
+
+
+def barrier() -> None:
+    """Wait until every rank gets here (no-op without a process group). After rank 0's final write,
+    so no rank returns (and destroys its process group, or lets the launcher see the job end) while
+    that write is under way. On a CUDA run the group's bound device makes it an NCCL barrier on the
+    rank's GPU (torch.distributed.barrier's documented device choice); on a CPU run, gloo's."""
+    if dist_on():
+        torch.distributed.barrier()
 
 
 def rank_seed(base: int, rank: int, salt: int) -> int:

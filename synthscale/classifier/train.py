@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from synthscale.io import atomic_path, write_csv
 from synthscale.lr_schedule import lr_factor
 from synthscale.data.loader import DeviceNormalize, TrainLoader, epoch_size, uint8_batches
-from synthscale.distributed import all_sum, all_sum_device, dist_on, rank_main, rank_seed, rank_world, run_torchrun
+from synthscale.distributed import all_sum, all_sum_device, barrier, dist_on, rank_main, rank_seed, rank_world, run_torchrun
 from synthscale.preemption import CheckpointClock, Preempted, StopSignals, resume_checkpoint, save_checkpoint
 from synthscale.study.recipes import resolve_recipe
 
@@ -340,6 +340,7 @@ def train_model(
         save_classifier(model, model_path, meta)
         if ckpt and ckpt.exists():
             ckpt.unlink()
+    barrier()  # every rank leaves once rank 0's files are complete
     return log
 
 

@@ -32,8 +32,9 @@ timesteps (`rank_seed`: rank 0 draws what one process draws); a caption is drawn
 (seed, epoch, key), whichever rank reads it. DDP averages the ranks' gradients (LoRA adapters
 included: DDP reduces whatever requires a gradient), so every rank takes the same optimizer step; an
 epoch ends on every rank when any rank's share runs out; the loss logged is the mean over the ranks.
-Rank 0 alone writes the checkpoint and the output folder. One process without torchrun runs exactly
-as before (no process group, no DDP).
+Rank 0 alone writes the checkpoint and the output folder, and the other ranks wait for its final
+write (`barrier`) before they return. One process without torchrun runs exactly as before (no
+process group, no DDP).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from tqdm.auto import tqdm
 
 from synthscale.io import atomic_dir
 from synthscale.data.shards import decode_image, image_ext, wds_samples
-from synthscale.distributed import all_sum, all_sum_device, dist_on, rank_main, rank_seed, rank_world, run_torchrun
+from synthscale.distributed import all_sum, all_sum_device, barrier, dist_on, rank_main, rank_seed, rank_world, run_torchrun
 from synthscale.lr_schedule import step_schedule
 from synthscale.preemption import Preempted, StopSignals, ignore_stop_signals, resume_checkpoint, save_checkpoint
 
@@ -495,7 +496,7 @@ def finetune_generator(
                                                                 log_rows, ema))
                     # the other ranks wait for the save: one that exited first would have torchrun
                     # stop rank 0, in the middle of writing it
-                    all_sum([0.0])
+                    barrier()
                     raise Preempted(f"stopped at step {step}/{steps}; checkpoint {ckpt}")
                 if step >= steps:
                     break
@@ -515,43 +516,43 @@ def finetune_generator(
     if ema is not None:
         ema.copy_to(params)  # the saved weights are the moving average
     log = pd.DataFrame(log_rows)
-    if rank > 0:  # rank 0 writes the folder; the ranks' weights are the same
-        return log
-    meta = {
-        "base": str(base),
-        "lora": lora,
-        "mode": recipe["mode"],
-        "pipeline_class": type(pipe).__name__,
-        "recipe": recipe,
-        "seed": seed,
-        "steps": steps,
-        "resolution": size,
-        "loss_first": float(log["loss"].iloc[: max(1, len(log) // 10)].mean()),
-        "loss_last": float(log["loss"].iloc[-max(1, len(log) // 10) :].mean()),
-        **(provenance or {}),
-    }
-    with atomic_dir(out_dir) as tmp:
-        if lora:
-            from diffusers.utils import convert_state_dict_to_diffusers
-            from peft.utils import get_peft_model_state_dict
+    if rank == 0:  # rank 0 writes the folder; the ranks' weights are the same
+        meta = {
+            "base": str(base),
+            "lora": lora,
+            "mode": recipe["mode"],
+            "pipeline_class": type(pipe).__name__,
+            "recipe": recipe,
+            "seed": seed,
+            "steps": steps,
+            "resolution": size,
+            "loss_first": float(log["loss"].iloc[: max(1, len(log) // 10)].mean()),
+            "loss_last": float(log["loss"].iloc[-max(1, len(log) // 10) :].mean()),
+            **(provenance or {}),
+        }
+        with atomic_dir(out_dir) as tmp:
+            if lora:
+                from diffusers.utils import convert_state_dict_to_diffusers
+                from peft.utils import get_peft_model_state_dict
 
-            layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-            # the adapter's peft config (rank, lora_alpha, targets) travels in the safetensors
-            # metadata: without it load_lora_weights takes alpha = rank and samples at another scale
-            type(pipe).save_lora_weights(
-                tmp,
-                unet_lora_layers=layers,
-                unet_lora_adapter_metadata=unet.peft_config["default"].to_dict(),
-                safe_serialization=True,
-            )
-        else:
-            for n, state in frozen_fp32.items():  # saved as loaded: bf16 was for encoding only
-                frozen[n].to(dtype=torch.float32).load_state_dict(state)
-            pipe.save_pretrained(tmp, safe_serialization=True)
-        (Path(tmp) / META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-        log.to_csv(Path(tmp) / LOG, index=False)
-    if ckpt and ckpt.exists():
-        ckpt.unlink()
+                layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+                # the adapter's peft config (rank, lora_alpha, targets) travels in the safetensors
+                # metadata: without it load_lora_weights takes alpha = rank and samples at another scale
+                type(pipe).save_lora_weights(
+                    tmp,
+                    unet_lora_layers=layers,
+                    unet_lora_adapter_metadata=unet.peft_config["default"].to_dict(),
+                    safe_serialization=True,
+                )
+            else:
+                for n, state in frozen_fp32.items():  # saved as loaded: bf16 was for encoding only
+                    frozen[n].to(dtype=torch.float32).load_state_dict(state)
+                pipe.save_pretrained(tmp, safe_serialization=True)
+            (Path(tmp) / META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+            log.to_csv(Path(tmp) / LOG, index=False)
+        if ckpt and ckpt.exists():
+            ckpt.unlink()
+    barrier()  # every rank leaves once rank 0's folder is complete
     return log
 
 

@@ -289,3 +289,31 @@ def test_sigterm_to_a_ddp_job_checkpoints_and_exits_75(tmp_path, digits_16):
     assert m and 0 < int(m.group(1)) < 80, stdout
     assert (out / "c.pt").exists() and not (out / "m.safetensors").exists()
     assert "DataLoader worker" not in stderr
+
+
+def test_every_rank_waits_for_rank_0s_final_save(tmp_path, digits_16, monkeypatch):
+    """Rank 0 alone writes the weights; the other ranks wait for it (a barrier) before they return,
+    so no rank leaves (and tears the process group down, or lets the launcher see the job end) while
+    the file is being written. Rank 0's save is slowed down (helpers.slow_write_rank): each rank
+    checks, when train_model returns, that the weights are there."""
+    import json
+    import os
+
+    from synthscale.distributed import run_torchrun
+
+    images, labels = digits_16
+    shards = write_digit_shards(tmp_path, images[:64], labels[:64], 16)
+    recipe = {"arch": "resnet18", "model_kwargs": {"channels": [8, 16, 32, 64]}, "input_size": 16, "epochs": 1,
+              "min_steps": 0, "batch_size": 32, "micro_batch_size": 16, "lr": 0.003, "num_workers": 0}
+    out = tmp_path / "ddp"
+    spec = dict(parts=[{"shards": shards, "limit": None}], n_classes=10, recipe=recipe, seed=5,
+                model_path=str(out / "model.safetensors"), log_path=str(out / "log.csv"), device="cpu",
+                progress=False, threads=1)
+    records = tmp_path / "records"
+    records.mkdir()
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("SLOW_WRITE", "classifier")
+    monkeypatch.setenv("SLOW_WRITE_RECORDS", str(records))
+    run_torchrun("helpers.slow_write_rank", spec, 2, out / "spec.json")
+    seen = [json.loads((records / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert seen == [{"output_exists": True}] * 2, seen

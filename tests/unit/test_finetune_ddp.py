@@ -207,6 +207,22 @@ def test_a_stopped_two_rank_run_resumes_to_the_uninterrupted_weights(ft_data, dd
                                   pd.read_csv(ddp_run["out"] / ft.LOG).drop(columns="seconds"), check_exact=True)
 
 
+def test_every_rank_waits_for_rank_0s_final_write(ft_data, tmp_path, monkeypatch):
+    """Rank 0 alone writes the output folder; the other ranks wait for it (a barrier) before they
+    return, so none leaves while it is written. Rank 0's write is slowed down
+    (helpers.slow_write_rank): each rank checks, when finetune_generator returns, that it is there."""
+    records = tmp_path / "records"
+    records.mkdir()
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("SLOW_WRITE", "finetune")
+    monkeypatch.setenv("SLOW_WRITE_RECORDS", str(records))
+    job = spec(ft_data, "lora", tmp_path / "out")
+    job["recipe"] = {**job["recipe"], "steps": 2}
+    run_torchrun("helpers.slow_write_rank", job, 2, tmp_path / "spec.json")
+    seen = [json.loads((records / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert seen == [{"output_exists": True}] * 2, seen
+
+
 def test_one_torchrun_rank_fine_tunes_bit_for_bit_as_one_process(ft_data, tmp_path, capfd, one_thread):
     """At world size 1 the DDP path (a process group, DDP, the collectives, rank 0's seeds) changes
     nothing: LoRA weights and losses equal a plain process's bit for bit (one thread each)."""
