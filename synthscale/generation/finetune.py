@@ -21,8 +21,14 @@ is an error. On a GPU the frozen VAE and text encoders run in bfloat16 (encoding
 the latents and text embeddings are cast back to float32 for the denoiser. On the CPU all stays fp32.
 
 Data order, captions, timesteps and noise come from (seed, epoch) and (seed, step) alone, so a run
-stopped by SIGTERM (or `stop_after_steps` in tests) and resumed from its checkpoint reaches
-bit-identical weights for a pinned thread count, as classifier training does.
+stopped by SIGTERM (or `stop_after_steps` in tests), or killed after a periodic checkpoint (every
+`checkpoint_minutes`), and resumed from its checkpoint reaches bit-identical weights for a pinned
+thread count, as classifier training does.
+
+The host does not wait on the device every step: each step's loss stays there until a sync point
+(every `LOSS_SYNC_EVERY` steps, a checkpoint, the end), where the pending losses are read (and,
+under DDP, reduced) in one go, the same floats as a read a step. The loop's control values (every
+rank has a batch; a rank was told to stop; rank 0's clock says save) go in one CPU collective a step.
 
 Several GPUs (`resources.finetune.gpu` > 1): `run_distributed` starts one torchrun rank per GPU, each
 running `python -m synthscale.generation.finetune SPEC` (synthscale.distributed). `batch_size` stays
@@ -32,9 +38,9 @@ timesteps (`rank_seed`: rank 0 draws what one process draws); a caption is drawn
 (seed, epoch, key), whichever rank reads it. DDP averages the ranks' gradients (LoRA adapters
 included: DDP reduces whatever requires a gradient), so every rank takes the same optimizer step; an
 epoch ends on every rank when any rank's share runs out; the loss logged is the mean over the ranks.
-Rank 0 alone writes the checkpoint and the output folder, and the other ranks wait for its final
-write (`barrier`) before they return. One process without torchrun runs exactly as before (no
-process group, no DDP).
+Every rank stops or saves after the same step. Rank 0 alone writes the checkpoint and the output
+folder, and the other ranks wait for its final write (`barrier`) before they return. One process
+without torchrun runs exactly as before (no process group, no DDP).
 """
 
 from __future__ import annotations
@@ -60,13 +66,21 @@ from synthscale.io import atomic_dir
 from synthscale.data.shards import decode_image, image_ext, wds_samples
 from synthscale.distributed import all_sum, all_sum_device, barrier, dist_on, rank_main, rank_seed, rank_world, run_torchrun
 from synthscale.lr_schedule import step_schedule
-from synthscale.preemption import Preempted, StopSignals, ignore_stop_signals, resume_checkpoint, save_checkpoint
+from synthscale.preemption import (
+    CheckpointClock,
+    Preempted,
+    StopSignals,
+    ignore_stop_signals,
+    resume_checkpoint,
+    save_checkpoint,
+)
 
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 META = "synthscale.json"
 LOG = "finetune_log.csv"
+LOSS_SYNC_EVERY = 20  # steps between reads of the device-side losses (and the progress bar's loss)
 
 
 # --- the base pipeline ---
@@ -297,15 +311,20 @@ def step_noise(
     return eps, noise, torch.randint(0, timesteps, (shape[0],), generator=gen)
 
 
-def while_every_rank_has(batches):
-    """The batches while every rank has one: under a process group an epoch ends on all ranks when
-    any rank's share runs out (ranks must step together); in one process, all of them."""
-    it = iter(batches)
-    while True:
-        batch = next(it, None)
-        if all_sum([float(batch is None)])[0]:
-            return
-        yield batch
+def read_losses(pending: list[tuple[dict[str, Any], torch.Tensor]], world: int) -> list[dict[str, Any]]:
+    """The log rows of the steps since the last sync point, their losses read from the device in one
+    go: each step's mean loss over the ranks (one all-reduce of the stacked losses under a process
+    group, divided by the world size on the host), the same Python floats as a `.item()` a step.
+    Under DDP that holds at 1 and 2 ranks; at more, NCCL's ring may add a vector's elements in
+    another order than one scalar's, a last-bit difference."""
+    if not pending:
+        return []
+    losses = torch.stack([loss for _, loss in pending])
+    if dist_on():
+        values = [v / world for v in all_sum_device(losses).tolist()]
+    else:
+        values = losses.tolist()
+    return [{**row, "loss": v} for (row, _), v in zip(pending, values)]
 
 
 def finetune_generator(
@@ -327,7 +346,9 @@ def finetune_generator(
     `finetune` section of the config (the schema fills every key). `base` is written into the
     output's synthscale.json as given, so a LoRA folder names the pipeline to load it onto.
     With `checkpoint_path`, SIGTERM or SIGINT saves a checkpoint after the current step and raises
-    `Preempted`; a later call resumes from it. Returns the per-step loss log.
+    `Preempted`; `recipe["checkpoint_minutes"]` (absent or 0: off) also saves one every that many
+    minutes, for a job killed without warning; a later call resumes from it. Returns the per-step
+    loss log.
 
     Under torchrun (a process group is up; see `run_distributed`) each rank trains on its share of
     the shards and `batch_size` / ranks images a step, DDP averages the gradients, and rank 0 alone
@@ -429,14 +450,40 @@ def finetune_generator(
         if rank == 0:
             print(f"DDP: {world} rank(s), process group backend {torch.distributed.get_backend()}", flush=True)
     stop = StopSignals(enabled=bool(ckpt))
+    clock = CheckpointClock(recipe.get("checkpoint_minutes") if ckpt else None)
     bar = tqdm(total=steps, initial=step, desc=f"fine-tune ({recipe['mode']})", disable=not progress or rank > 0)
     net.train()
     t0 = time.time()
+    pending: list[tuple[dict[str, Any], torch.Tensor]] = []  # the steps whose loss is still on the device
     try:
         while step < steps:
-            loader = epoch_loader(shards, class_prompts, recipe, seed, epoch, size, mode, rank, world)
-            seen = 0
-            for b, (x, texts) in enumerate(while_every_rank_has(loader)):
+            batches = iter(epoch_loader(shards, class_prompts, recipe, seed, epoch, size, mode, rank, world))
+            seen, b = 0, -1
+            flags = [0.0, 0.0]  # after the previous step: stop (a signal or the test's stop), save (the clock)
+            while True:
+                batch = next(batches, None)
+                # the loop's one collective a step (CPU values; none in one process): whether every
+                # rank has a batch (an epoch ends on all ranks when any rank's share runs out, ranks
+                # must step together), and the previous step's flags, so every rank stops or saves
+                # after the same step: any rank told to stop, rank 0's clock for periodic checkpoints
+                empty, stop_all, save_all = all_sum([float(batch is None), *flags])
+                if stop_all or save_all:
+                    log_rows += read_losses(pending, world)
+                    pending = []
+                    if rank == 0:
+                        save_checkpoint(ckpt, _checkpoint_state(unet, opt, sched, step, epoch, batch_in_epoch,
+                                                                log_rows, ema))
+                    clock.saved()
+                    if stop_all:
+                        # the other ranks wait for the save: one that exited first would have torchrun
+                        # stop rank 0, in the middle of writing it
+                        barrier()
+                        raise Preempted(f"stopped at step {step}/{steps}; checkpoint {ckpt}")
+                    flags = [0.0, 0.0]
+                if empty:
+                    break
+                x, texts = batch
+                b += 1
                 seen += 1
                 if b < batch_in_epoch:  # resuming: these batches were trained on before the stop
                     continue
@@ -477,29 +524,20 @@ def finetune_generator(
                 step += 1
                 batch_in_epoch = b + 1
                 bar.update(1)
-                log_rows.append(
-                    {
-                        "step": step,
-                        "epoch": epoch,
-                        # the mean over the ranks (each rank's loss is the mean of an equal share)
-                        "loss": loss.item() if not dist_on() else all_sum_device(loss.detach()).item() / world,
-                        "lr": sched.get_last_lr()[0],
-                        "seconds": round(time.time() - t0, 3),
-                    }
-                )
-                if step % 20 == 0:
-                    bar.set_postfix(loss=f"{np.mean([r['loss'] for r in log_rows[-20:]]):.4f}")
-                # every rank stops after the same step once any rank was told to
-                if ckpt and step < steps and all_sum([float(stop.stopping(step, stop_after_steps))])[0]:
-                    if rank == 0:
-                        save_checkpoint(ckpt, _checkpoint_state(unet, opt, sched, step, epoch, batch_in_epoch,
-                                                                log_rows, ema))
-                    # the other ranks wait for the save: one that exited first would have torchrun
-                    # stop rank 0, in the middle of writing it
-                    barrier()
-                    raise Preempted(f"stopped at step {step}/{steps}; checkpoint {ckpt}")
+                # the loss stays on the device (no host sync a step) until a sync point: every
+                # LOSS_SYNC_EVERY steps, a checkpoint and the end; it is logged as the mean over the
+                # ranks (each rank's loss is the mean of an equal share)
+                row = {"step": step, "epoch": epoch, "loss": None, "lr": sched.get_last_lr()[0],
+                       "seconds": round(time.time() - t0, 3)}
+                pending.append((row, loss.detach()))
+                if step % LOSS_SYNC_EVERY == 0:
+                    log_rows += read_losses(pending, world)
+                    pending = []
+                    bar.set_postfix(loss=f"{np.mean([r['loss'] for r in log_rows[-LOSS_SYNC_EVERY:]]):.4f}")
                 if step >= steps:
                     break
+                if ckpt:  # read by every rank with the next batch (above)
+                    flags = [float(stop.stopping(step, stop_after_steps)), float(rank == 0 and clock.due())]
             if seen == 0:
                 raise ValueError(
                     f"the training split yields no batch of {recipe['batch_size']} images"
@@ -509,6 +547,7 @@ def finetune_generator(
                 )
             if step < steps:
                 epoch, batch_in_epoch = epoch + 1, 0
+        log_rows += read_losses(pending, world)
     finally:
         bar.close()
         stop.restore()

@@ -33,7 +33,7 @@ ARCH = dict(unet_widths=[16, 32], layers_per_block=1, attention_head_dim=8, norm
 def recipe(**over):
     """The schema's defaults for generators[].finetune, with test overrides."""
     props = load_schema()["properties"]["generators"]["items"]["properties"]["finetune"]["properties"]
-    return {k: v["default"] for k, v in props.items()} | over
+    return {k: v["default"] for k, v in props.items() if "default" in v} | over
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +136,38 @@ def test_resume_after_a_stop_is_bit_identical(sd_dir, shards, tmp_path, mode, em
     weights = "unet/diffusion_pytorch_model.safetensors" if mode == "full" else "pytorch_lora_weights.safetensors"
     a, b = safetensors_parts(tmp_path / "straight" / weights), safetensors_parts(tmp_path / "resumed" / weights)
     assert a == b, "a resumed run must reach the same weights"
+
+
+def test_periodic_checkpoints_resume_to_the_uninterrupted_weights(sd_dir, shards, tmp_path, monkeypatch):
+    """finetune.checkpoint_minutes saves a checkpoint whenever the clock says so (here: after every
+    step but the last), not only on a signal; a job killed without warning resumes from the last one
+    and reaches the uninterrupted run's weights and log bit for bit."""
+    import shutil
+
+    import synthscale.generation.finetune as ft
+
+    saved = {}
+    save = ft.save_checkpoint
+
+    def kept(path, state):  # each periodic checkpoint, kept under its step
+        save(path, state)
+        saved[state["step"]] = tmp_path / f"at{state['step']}.pt"
+        shutil.copy(path, saved[state["step"]])
+
+    monkeypatch.setattr(ft, "save_checkpoint", kept)
+    r = recipe(mode="lora", steps=9, batch_size=8, lr=1e-3, lora_rank=4, shuffle_buffer=8)
+    ckpt = tmp_path / "ckpt.pt"
+    straight = finetune_generator(str(sd_dir), shards, PROMPTS, {**r, "checkpoint_minutes": 1e-9}, 3,
+                                  tmp_path / "straight", checkpoint_path=ckpt, progress=False)
+    assert sorted(saved) == list(range(1, 9)), "a checkpoint after every step but the last"
+    assert not ckpt.exists(), "the finished run removes its checkpoint"
+    shutil.copy(saved[7], ckpt)  # killed after step 7 (inside the second epoch): the last checkpoint
+    resumed = finetune_generator(str(sd_dir), shards, PROMPTS, r, 3, tmp_path / "resumed",
+                                 checkpoint_path=ckpt, progress=False)
+    weights = "pytorch_lora_weights.safetensors"
+    a, b = safetensors_parts(tmp_path / "straight" / weights), safetensors_parts(tmp_path / "resumed" / weights)
+    assert a == b, "a run resumed from a periodic checkpoint must reach the same weights"
+    assert straight.drop(columns="seconds").equals(resumed.drop(columns="seconds"))
 
 
 def test_pixel_pipeline_fine_tunes_in_full_mode(shards, tmp_path):
