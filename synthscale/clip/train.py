@@ -49,6 +49,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from synthscale.io import atomic_path, write_json
+from synthscale.preemption import Preempted
 from synthscale.data.shards import ShardWriter, image_ext, iter_samples
 
 OPEN_CLIP_RUN = "run"  # open_clip_train's --name inside the job's work folder
@@ -410,12 +411,21 @@ def clip_parts(
 
 def launch(prefix: Sequence[str], argv: Sequence[str], config_dir: str | os.PathLike) -> None:
     """Run `prefix -m synthscale.clip.train ...` (e.g. torchrun for DDP) through synthscale.distributed's
-    launcher, streaming its output to stderr. Signals are not passed on: open_clip_train saves no
-    checkpoint on one (a rerun resumes from its last epoch checkpoint)."""
+    launcher, streaming its output to stderr. A SIGTERM or SIGINT to this process (SLURM's warning
+    before the time limit, or a preemption, where it reaches the job's main process only) is passed
+    on to the launcher, as `run_torchrun` does (torchrun passes it on to its ranks), so the training
+    stops with the job instead of running on unowned; this then raises `Preempted` (the job exits 75).
+    open_clip_train saves no checkpoint on a signal: the rerun resumes from its newest epoch
+    checkpoint (`--resume latest`, every `save_frequency` epochs)."""
     from synthscale.distributed import launch as run_launcher
 
     cmd = [*prefix, "-m", "synthscale.clip.train", "--synthscale-config-dir", str(config_dir), *argv]
-    rc, _ = run_launcher(cmd, relay_output=True, forward_signals=False)
+    rc, signalled = run_launcher(cmd, relay_output=True, forward_signals=True)
+    if rc != 0 and signalled:
+        raise Preempted(
+            f"CLIP training stopped on a signal (launcher exit {rc}); a rerun resumes from its newest "
+            f"epoch checkpoint"
+        )
     if rc != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])} ... exited with {rc}")
 

@@ -563,3 +563,55 @@ def test_a_clip_launcher_prefix_runs_the_entry_and_relays_its_output(tmp_path, c
         mp.setenv("EXIT", "3")
         with pytest.raises(RuntimeError, match=r"sh -c .* exited with 3"):
             C.launch(fake, ["--seed", "3"], tmp_path / "cfg")
+
+
+CLIP_JOB = """
+import sys
+from synthscale.clip.train import launch
+from synthscale.preemption import PREEMPTED_EXIT, Preempted
+try:
+    launch([sys.executable, sys.argv[1], sys.argv[2]], ["--seed", "3"], sys.argv[3])
+except Preempted as err:  # as scripts/train_clip.py maps it
+    print("PREEMPTED", err, flush=True)
+    sys.exit(PREEMPTED_EXIT)
+"""
+
+FAKE_TORCHRUN = """
+import pathlib, signal, sys, time
+mark = pathlib.Path(sys.argv[1])
+def on_term(signum, _frame):  # torchrun passes the signal on to its ranks, then exits 1
+    mark.write_text(signal.Signals(signum).name)
+    sys.exit(1)
+signal.signal(signal.SIGTERM, on_term)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_sigterm_to_the_clip_job_reaches_the_launched_training_and_exits_75(tmp_path):
+    """SLURM's SIGTERM (before the time limit, or on preemption) may reach the job's main process
+    only: `clip.launcher` passes it on to the launched training (a stand-in for torchrun records it),
+    which stops, and the job exits 75 (preempted: the retry resumes from open_clip's newest epoch
+    checkpoint) instead of dying at once and leaving the training running unowned."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    fake = tmp_path / "fake_torchrun.py"
+    fake.write_text(FAKE_TORCHRUN)
+    mark = tmp_path / "signalled"
+    proc = subprocess.Popen([sys.executable, "-c", CLIP_JOB, str(fake), str(mark), str(tmp_path / "cfg")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, start_new_session=True)
+    try:
+        for line in proc.stderr:  # the launcher's output, relayed to the job's stderr
+            if line.strip() == b"ready":
+                break
+        proc.send_signal(signal.SIGTERM)  # the job's main process only
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 75, (proc.returncode, out, err)
+        assert b"PREEMPTED" in out
+        assert mark.read_text() == "SIGTERM", "the launched training got the signal"
+    finally:
+        with __import__("contextlib").suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # an orphaned stand-in, on failure
