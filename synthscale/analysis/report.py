@@ -98,7 +98,7 @@ def set_label(row: pd.Series | dict, with_generator: bool = True) -> str:
 
 def source_label(source: str) -> str:
     """A training source for a plot axis: `real`, a set's label, with its filter and its real part."""
-    from synthscale.study.plan import parse_source
+    from synthscale.study.sources import parse_source
 
     src = parse_source(source)
     if src.kind == "real":
