@@ -148,6 +148,10 @@ class Plan:
         """A fine-tuning job's resumable state (kept outside the generator's folder, which is its output)."""
         return f"{self.r}/checkpoints/generators/{name}.pt"
 
+    def generator_ddp_spec(self, name: str) -> str:
+        """The spec a multi-GPU fine-tuning job hands its torchrun ranks, beside its checkpoint."""
+        return f"{self.r}/checkpoints/generators/{name}.ddp_spec.json"
+
     # --- synthetic sets ---
     def synthetic_dir(self, generator: str, guidance: float | str, strategy: str) -> str:
         return f"{self.r}/synthetic/{generator}/g{guidance_part(guidance)}/{strategy}"
@@ -397,14 +401,25 @@ class Plan:
         real = {"split": "train", "limit": None if src.real_n == "all" else int(src.real_n)}
         return [real, part]
 
+    def train_dir(self, source: str, n: str, seed: int | str | None = None) -> str:
+        """A trained classifier's folder; seed None = the source's first replicate seed."""
+        s = self.seeds_for(source, n)[0] if seed is None else seed
+        return f"{self.r}/train/{self.arch}/{source}/n{n}/s{s}"
+
     def model(self, source: str, n: str, seed: int | str | None = None) -> str:
         """A trained classifier's weights; seed None = the source's first replicate seed."""
-        s = self.seeds_for(source, n)[0] if seed is None else seed
-        return f"{self.r}/train/{self.arch}/{source}/n{n}/s{s}/model.safetensors"
+        return f"{self.train_dir(source, n, seed)}/model.safetensors"
 
     def train_log(self, source: str, n: str, seed: int | str | None = None) -> str:
-        s = self.seeds_for(source, n)[0] if seed is None else seed
-        return f"{self.r}/train/{self.arch}/{source}/n{n}/s{s}/log.csv"
+        return f"{self.train_dir(source, n, seed)}/log.csv"
+
+    def train_checkpoint(self, source: str, n: str, seed: int | str) -> str:
+        """A classifier job's resumable state, beside its model (removed once the model is written)."""
+        return f"{self.train_dir(source, n, seed)}/checkpoint.pt"
+
+    def train_ddp_spec(self, source: str, n: str, seed: int | str) -> str:
+        """The spec a multi-GPU classifier job hands its torchrun ranks, beside its model."""
+        return f"{self.train_dir(source, n, seed)}/ddp_spec.json"
 
     def seed_runs(self, source: str) -> list[tuple[str, int]]:
         """Every (n_label, seed) model of one source, N-major."""
