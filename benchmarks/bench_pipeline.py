@@ -15,7 +15,8 @@ import torch
 from synthscale.study.config import load_config
 from synthscale.generation.generate import sample
 from synthscale.generation.pipelines import set_sampler
-from synthscale.generation.tinygen import build_tiny_pipeline, encode_prompts
+from synthscale.generation.prompt_encoding import encode_tokens
+from synthscale.generation.tinygen import build_tiny_pipeline
 from synthscale.classifier.train import train_classifier
 
 
@@ -39,7 +40,7 @@ def main() -> None:
     t0, steps = time.perf_counter(), 5
     for _ in range(steps):
         t = torch.randint(0, 1000, (bs,))
-        loss = torch.nn.functional.mse_loss(pipe.unet(x, t, encoder_hidden_states=encode_prompts(pipe, ["seven"] * bs)).sample, x)
+        loss = torch.nn.functional.mse_loss(pipe.unet(x, t, encoder_hidden_states=encode_tokens(pipe, ["seven"] * bs, pipe.unet.device)).sample, x)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -6,15 +6,12 @@ from synthscale import warm
 from synthscale.clip.train import clip_recipe
 from synthscale.study.config import ConfigError, check_config
 from synthscale.prompts.strategies import STRATEGIES
-from synthscale.study.plan import (
+from synthscale.study.plan import N_REGEX, Plan
+from synthscale.study.sources import (
     CLIP_SOURCE_REGEX,
     FILTERED_WILDCARDS,
-    N_REGEX,
     SET_WILDCARDS,
     SOURCE_REGEX,
-    Plan,
-    fmt_guidance,
-    parse_clip_source,
     parse_source,
     synthetic_source,
 )
@@ -251,7 +248,8 @@ CLIP = config["clip"]
 
 def clip_train_inputs(wildcards):
     """The first ceil(N/S) shards of the synthetic set a CLIP run uses (none for real)."""
-    kind, syn = parse_clip_source(wildcards.clip_source)
-    if syn is None:
+    src = parse_source(wildcards.clip_source)
+    if src.kind == "real":
         return []
+    syn = src.synthetic
     return PLAN.shards(syn.generator, syn.guidance, syn.strategy, int(wildcards.n))

@@ -55,6 +55,7 @@ rule finetune_generator:
         spec=lambda wc: PLAN.generator(wc.generator),
         base=finetune_base_source,
         checkpoint=lambda wc: PLAN.generator_checkpoint(wc.generator),
+        ddp_spec=lambda wc: PLAN.generator_ddp_spec(wc.generator),
         seed=config["seed"],
         device=config["device"],
         gpus=config["resources"]["finetune"]["gpu"],

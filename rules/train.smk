@@ -23,6 +23,8 @@ rule train_classifier:
     params:
         recipe=config["train"],
         parts=lambda wc: PLAN.train_parts(wc.source, wc.n),
+        checkpoint=lambda wc: PLAN.train_checkpoint(wc.source, wc.n, wc.seed),
+        ddp_spec=lambda wc: PLAN.train_ddp_spec(wc.source, wc.n, wc.seed),
         mix={k: config["mix"][k] for k in ("mode", "synthetic_prob")},
         device=config["device"],
         gpus=config["resources"]["train"]["gpu"],

@@ -7,11 +7,10 @@ import pandas as pd
 
 from synthscale.clip.train import clip_parts, write_clip_pairs
 from synthscale.data.real import split_shards
-from synthscale.study.plan import parse_clip_source
+from synthscale.study.sources import parse_source
 
-kind, _ = parse_clip_source(snakemake.wildcards.clip_source)
 parts = clip_parts(
-    kind,
+    parse_source(snakemake.wildcards.clip_source).kind,
     int(snakemake.wildcards.n),
     split_shards(snakemake.input.manifest, "train"),
     list(snakemake.input.data),

@@ -4,7 +4,6 @@ from synthscale.runtime import job_setup
 job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
 
 import sys
-from pathlib import Path
 
 from synthscale.data.real import split_shards
 from synthscale.generation.finetune import finetune_generator, run_distributed
@@ -26,8 +25,7 @@ spec = dict(
 try:
     if snakemake.params.gpus > 1:  # one torchrun rank per GPU (DDP)
         spec["threads"] = snakemake.params.threads
-        ckpt = Path(snakemake.params.checkpoint)
-        run_distributed(spec, snakemake.params.gpus, ckpt.with_name(ckpt.stem + ".ddp_spec.json"))
+        run_distributed(spec, snakemake.params.gpus, snakemake.params.ddp_spec)
     else:
         finetune_generator(**spec)
 except Preempted as stop:  # checkpoint saved: exit 75 (EX_TEMPFAIL); the retry resumes from it

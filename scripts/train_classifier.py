@@ -4,7 +4,6 @@ from synthscale.runtime import job_setup
 job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
 
 import sys
-from pathlib import Path
 
 from synthscale.classifier.train import run_distributed, train_model, training_parts
 from synthscale.preemption import PREEMPTED_EXIT, Preempted
@@ -12,22 +11,21 @@ from synthscale.preemption import PREEMPTED_EXIT, Preempted
 wc = snakemake.wildcards
 # the run's parts (real first, then synthetic), combined by the loader as the mix spec says
 parts, n_classes = training_parts(snakemake.params.parts, snakemake.input.manifest)
-out = Path(snakemake.output.model)
 spec = dict(
     parts=parts,
     n_classes=n_classes,
     recipe=snakemake.params.recipe,
     seed=int(wc.seed),
-    model_path=str(out),
+    model_path=snakemake.output.model,
     log_path=snakemake.output.log,
-    checkpoint_path=str(out.with_name("checkpoint.pt")),
+    checkpoint_path=snakemake.params.checkpoint,
     device=snakemake.params.device,
     mix=snakemake.params.mix if len(parts) > 1 else None,
 )
 try:
     if snakemake.params.gpus > 1:
         spec["threads"] = snakemake.params.threads
-        run_distributed(spec, snakemake.params.gpus, out.with_name("ddp_spec.json"))
+        run_distributed(spec, snakemake.params.gpus, snakemake.params.ddp_spec)
     else:
         train_model(**spec)
 except Preempted as stop:  # checkpoint saved: exit 75 (EX_TEMPFAIL); the retry resumes from it

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from synthscale.io import write_csv
-from synthscale.study.plan import parse_clip_source
+from synthscale.study.sources import parse_source, synthetic_name
 from synthscale.analysis.report import write_html
 
 # Fan et al. 2023, CLIP zero-shot ImageNet scaling ability, read from their figure
@@ -23,13 +23,14 @@ FAN_CLIP_K = {"real": 0.387, "synthetic": 0.355}
 
 
 def clip_source_columns(source: str) -> dict[str, Any]:
-    kind, syn = parse_clip_source(source)
+    src = parse_source(source)
+    real = src.kind == "real"
     return {
         "source": source,
-        "kind": kind,
-        "generator": syn.generator if syn else "",
-        "guidance": syn.guidance if syn else np.nan,
-        "strategy": syn.strategy if syn else "",
+        "kind": src.kind,
+        "generator": "" if real else src.generator,
+        "guidance": np.nan if real else src.guidance,
+        "strategy": "" if real else src.strategy,
     }
 
 
@@ -136,11 +137,11 @@ def zero_shot_table(summary: pd.DataFrame, n_classes: int | None = None) -> pd.D
 
 
 def _label(source: str) -> str:
-    kind, syn = parse_clip_source(source)
-    if kind == "real":
+    src = parse_source(source)
+    if src.kind == "real":
         return "real"
-    name = f"{syn.generator} g{syn.guidance:g} {syn.strategy}"
-    return f"synthetic + real ({name})" if kind == "mixed" else f"synthetic ({name})"
+    name = f"{src.generator} g{src.guidance:g} {src.strategy}"
+    return f"synthetic + real ({name})" if src.kind == "mixed" else f"synthetic ({name})"
 
 
 def plot_clip_scaling(summary: pd.DataFrame, path: str | os.PathLike, metric: str = "loss") -> None:
@@ -153,18 +154,18 @@ def plot_clip_scaling(summary: pd.DataFrame, path: str | os.PathLike, metric: st
     plt, _ = plotting()
     sets = list(dict.fromkeys(summary["eval_set"]))
     fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.6), squeeze=False)
-    synthetic = [s for s in dict.fromkeys(summary["source"]) if s.startswith("synthetic/")]
+    synthetic = [s for s in dict.fromkeys(summary["source"]) if parse_source(s).kind == "synthetic"]
     colours = {s: plt.cm.tab10(i % 10) for i, s in enumerate(synthetic)}
     for ax, e in zip(axes[0], sets):
         d = summary[summary["eval_set"] == e]
         for source, g in d.groupby("source", sort=False):
             seeds = g
             g = g.groupby("n", as_index=False)[metric].mean()  # the line joins seed means
-            kind, _ = parse_clip_source(source)
+            kind = parse_source(source).kind
             if kind == "real":
                 style = {"color": "black", "lw": 2.2}
             else:
-                base = "synthetic/" + source.split("/", 1)[1]
+                base = synthetic_name(source)
                 style = {"color": colours.get(base, "grey"), "ls": "--" if kind == "mixed" else "-"}
             ax.plot(g["n"], g[metric], marker="o", label=_label(source), **style)
             if len(seeds) > len(g):  # each replicate seed as a small point
@@ -280,8 +281,7 @@ def loss_comparisons(means: pd.DataFrame) -> list[str]:
         sd, df = pooled_seed_sd(d[d["kind"] == "real"])
         real = at.loc["real"]
         for src in at.index:
-            kind, _ = parse_clip_source(src)
-            if kind == "real":
+            if parse_source(src).kind == "real":
                 continue
             row = at.loc[src]
             diff = float(row["loss"] - real["loss"])

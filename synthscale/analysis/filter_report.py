@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from synthscale.io import write_csv
-from synthscale.study.plan import parse_source
+from synthscale.study.sources import parse_source
 from synthscale.analysis.report import write_html
 
 METRICS = ["recognizability", "diversity", "fid", "cas"]

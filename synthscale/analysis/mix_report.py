@@ -16,6 +16,7 @@ import pandas as pd
 
 from synthscale.analysis.report import plotting, save, write_html
 from synthscale.analysis.mixing import all_multiples, amount_label
+from synthscale.study.sources import parse_source, synthetic_name
 
 METRIC_LABELS = {"top1": "top-1 accuracy", "loss": "cross-entropy loss"}
 
@@ -34,8 +35,8 @@ def _eval_sets(summary: pd.DataFrame) -> list[tuple[str, bool]]:
 
 def _mix_rows(summary: pd.DataFrame) -> pd.DataFrame:
     mix = summary[summary["kind"] == "mix"].copy()
-    mix["set"] = mix["source"].str.split("/", n=2).str[-1]
-    mix["real_all"] = mix["source"].str.startswith("mix/realall/")
+    mix["set"] = mix["source"].map(synthetic_name)
+    mix["real_all"] = mix["source"].map(lambda s: parse_source(s).real_n == "all")
     return mix
 
 

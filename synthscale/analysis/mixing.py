@@ -15,6 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from synthscale.study.sources import parse_source, synthetic_name
+
 # --- what a synthetic set is worth, in real images ---
 
 
@@ -107,7 +109,7 @@ def exchange_rates(
                 {
                     "source": source,
                     "kind": first["kind"],
-                    "set": source.split("/", 2)[-1] if first["kind"] == "mix" else source,
+                    "set": synthetic_name(source),
                     "eval_set": eval_set,
                     "ood": bool(first["ood"]),
                     "metric": metric,
@@ -187,8 +189,6 @@ def mix_effects(summary: pd.DataFrame, mix: dict[str, Any], level: float = 0.95)
     (no noise estimate).
     """
     from scipy import stats
-
-    from synthscale.study.plan import parse_source
 
     rows = []
     seed_col = "seed" if "seed" in summary.columns else None

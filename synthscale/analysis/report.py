@@ -98,7 +98,7 @@ def set_label(row: pd.Series | dict, with_generator: bool = True) -> str:
 
 def source_label(source: str) -> str:
     """A training source for a plot axis: `real`, a set's label, with its filter and its real part."""
-    from synthscale.study.plan import parse_source
+    from synthscale.study.sources import parse_source
 
     src = parse_source(source)
     if src.kind == "real":
@@ -341,6 +341,18 @@ def plot_cost(table: pd.DataFrame, path: str | os.PathLike) -> None:
 def scaling_findings(summary: pd.DataFrame, fits: pd.DataFrame, n_classes: int) -> list[str]:
     """Sentences about this study's accuracy and slopes; each states numbers from the tables."""
     summary = summary[summary["kind"].isin(["real", "synthetic"])]  # mixes: synthscale.analysis.mixing
+    out = _accuracy_findings(summary, n_classes)
+    if fits is None or not len(fits):
+        return out
+    f = fits[(fits["metric"] == "loss") & ~fits["ood"]] if "metric" in fits else fits[~fits["ood"]]
+    fs = f[f["kind"] == "synthetic"]
+    return (out + _slope_findings(f[f["kind"] == "real"], fs) + _ratio_findings(fs) + _form_findings(f)
+            + _guidance_findings(fs) + _target_findings(fits))
+
+
+def _accuracy_findings(summary: pd.DataFrame, n_classes: int) -> list[str]:
+    """Top-1 at the largest N: the best and worst synthetic sets against chance and real, the full
+    real set, and each OOD set."""
     out: list[str] = []
     chance = 1.0 / n_classes
     ind = summary[~summary["ood"]]
@@ -351,6 +363,7 @@ def scaling_findings(summary: pd.DataFrame, fits: pd.DataFrame, n_classes: int) 
     syn = seed_stats(at[at["kind"] == "synthetic"], "top1", by)
     real = seed_stats(at[at["kind"] == "real"], "top1", by)
     full = ind[ind["n_label"] == "all"]
+
     def mean_of(kind: str) -> str:
         g = at[at["kind"] == kind]
         seeds = int(g["seed"].nunique()) if "seed" in g and len(g) else 1
@@ -384,10 +397,12 @@ def scaling_findings(summary: pd.DataFrame, fits: pd.DataFrame, n_classes: int) 
             out.append(
                 f"Out of distribution ({name}), at N={n_max}: best synthetic {s['mean'].max():.3f} vs real {r.mean():.3f}."
             )
-    if fits is None or not len(fits):
-        return out
-    f = fits[(fits["metric"] == "loss") & ~fits["ood"]] if "metric" in fits else fits[~fits["ood"]]
-    fr, fs = f[f["kind"] == "real"], f[f["kind"] == "synthetic"]
+    return out
+
+
+def _slope_findings(fr: pd.DataFrame, fs: pd.DataFrame) -> list[str]:
+    """Real's scaling ability k with its interval, and the range of the synthetic sets' k."""
+    out: list[str] = []
     if len(fr):
         r = fr.iloc[0]
         half = (r["k_high"] - r["k_low"]) / 2
@@ -403,6 +418,12 @@ def scaling_findings(summary: pd.DataFrame, fits: pd.DataFrame, n_classes: int) 
             f"Synthetic k ranges from {fs['k'].min():.3f} to {fs['k'].max():.3f} over {len(fs)} sets "
             "(Fan et al. on ImageNet: 0.20 to 0.27)."
         )
+    return out
+
+
+def _ratio_findings(fs: pd.DataFrame) -> list[str]:
+    """Each synthetic set's k and its ratio to real's, with a verdict, then the tally."""
+    out: list[str] = []
     if len(fs) and "differs_from_real" in fs:
         for _, s in fs.iterrows():
             verdict = {
@@ -433,6 +454,12 @@ def scaling_findings(summary: pd.DataFrame, fits: pd.DataFrame, n_classes: int) 
                 "added synthetic images bring less new information about the test distribution than "
                 "added real images do."
             )
+    return out
+
+
+def _form_findings(f: pd.DataFrame) -> list[str]:
+    """How often the saturating form fits better, and for how many fits its k has an interval."""
+    out: list[str] = []
     if "form" in f and len(f):
         sat = int((f["form"] == "saturating").sum())
         out.append(
@@ -448,6 +475,12 @@ def scaling_findings(summary: pd.DataFrame, fits: pd.DataFrame, n_classes: int) 
                    f"[{known.iloc[0]['k_sat_low']:.3f}, {known.iloc[0]['k_sat_high']:.3f}])" if len(known) else "")
                 + (f"; the others are {'; '.join(why)}" if why else "") + "."
             )
+    return out
+
+
+def _guidance_findings(fs: pd.DataFrame) -> list[str]:
+    """Each generator's mean synthetic k per guidance value."""
+    out: list[str] = []
     if len(fs) and fs["generator"].nunique():
         for gen, g in fs.groupby("generator"):
             by_g = g.groupby("guidance")["k"].agg(["mean", "count"])
@@ -455,6 +488,12 @@ def scaling_findings(summary: pd.DataFrame, fits: pd.DataFrame, n_classes: int) 
                 f"Generator {gen}, mean synthetic k per guidance (over its {by_g['count'].max()} strategies): "
                 + ", ".join(f"g={gs:g}: {k:.3f}" for gs, k in by_g["mean"].items()) + "."
             )
+    return out
+
+
+def _target_findings(fits: pd.DataFrame) -> list[str]:
+    """The N each source needs to reach each target, extrapolated from its fit."""
+    out: list[str] = []
     targets = fits[fits["target"].notna() & ~fits["ood"]] if "target" in fits else fits.iloc[0:0]
     for (metric, target), g in targets.groupby(["metric", "target"]):
         what = f"loss {target:g}" if metric == "loss" else f"top-1 {1 - target:g}"

@@ -18,7 +18,8 @@ import pandas as pd
 from synthscale.analysis import fits as F
 from synthscale.analysis import report
 from synthscale.io import write_csv
-from synthscale.study.plan import BENCHMARK_SUFFIX, benchmark_parts, parse_source, train_counts
+from synthscale.study.plan import BENCHMARK_SUFFIX, benchmark_parts
+from synthscale.study.sources import MIX_PREFIX_REGEX, mix_source, parse_source, train_counts
 
 GRID_COLUMNS = ["arch", "source", "kind", "generator", "guidance", "strategy", "n", "n_label", "seed"]
 # the error rate 1 - top1 is fitted like a loss: it falls as a power of N
@@ -235,9 +236,9 @@ def parse_benchmark(path: str | os.PathLike, root: str | os.PathLike) -> dict[st
     i = 0
     while i < len(p):
         tok = p[i]
-        if tok == "mix" and i + 1 < len(p) and p[i + 1].startswith("real"):
+        if i + 1 < len(p) and re.fullmatch(MIX_PREFIX_REGEX, f"{tok}/{p[i + 1]}/"):
             # a mixed source: mix/real{R}/synthetic/...; its synthetic part follows
-            out["source"] = f"mix/{p[i + 1]}/"
+            out["source"] = mix_source(p[i + 1][len("real") :], "")
             i += 2
             continue
         if tok.startswith("f-") and "synthetic/" in out["source"] and not out["rest"]:

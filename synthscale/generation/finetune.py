@@ -45,7 +45,6 @@ without torchrun runs exactly as before (no process group, no DDP).
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import random
@@ -62,6 +61,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from synthscale.generation.prompt_encoding import PromptCache, encode_conditional
 from synthscale.io import atomic_dir
 from synthscale.data.shards import decode_image, image_ext, wds_samples
 from synthscale.distributed import all_sum, all_sum_device, barrier, dist_on, rank_main, rank_seed, rank_world, run_torchrun
@@ -233,57 +233,23 @@ def epoch_loader(
 
 
 class PromptEncoder:
-    """Text conditioning for the denoiser through the pipeline's own encoder, cached per caption."""
+    """Text conditioning for the denoiser through the pipeline's own encoder, cached per caption (each
+    caption encoded alone, in a batch of one)."""
 
     def __init__(self, pipe, device: str):
-        self.pipe, self.device, self.cache = pipe, device, {}
-        unet = denoiser_of(pipe)
-        self.sdxl = unet.config.addition_embed_type == "text_time"
-        enc = getattr(pipe, "encode_prompt", None)
-        self.diffusers_style = enc is not None and "do_classifier_free_guidance" in set(
-            inspect.signature(enc).parameters
-        )
-
-    @torch.no_grad()
-    def _one(self, text: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        pipe = self.pipe
-        if self.diffusers_style:
-            out = pipe.encode_prompt(
-                prompt=[text],
-                device=self.device,
-                num_images_per_prompt=1,
-                do_classifier_free_guidance=False,
-            )
-            if isinstance(out, torch.Tensor):
-                out = (out,)
-            embeds = out[0]
-            pooled = out[2] if len(out) >= 4 else None
-            if text == "" and self.sdxl and pipe.config.get("force_zeros_for_empty_prompt"):
-                # SDXL samples its unconditional branch from zeros; train it on the same
-                embeds, pooled = torch.zeros_like(embeds), torch.zeros_like(pooled)
-        else:
-            tok = pipe.tokenizer(
-                [text],
-                padding="max_length",
-                max_length=pipe.tokenizer.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            )
-            embeds, pooled = pipe.text_encoder(tok.input_ids.to(self.device))[0], None
-        # frozen encoders may run in bf16 on a GPU; the denoiser takes float32 (a no-op on the CPU)
-        return embeds[0].float(), (pooled[0].float() if pooled is not None else None)
+        self.device = device
+        self.sdxl = denoiser_of(pipe).config.addition_embed_type == "text_time"
+        zeros = self.sdxl and bool(pipe.config.get("force_zeros_for_empty_prompt"))
+        self.cache = PromptCache(partial(encode_conditional, pipe, device=device, zeros_for_empty=zeros), "each")
 
     def __call__(self, texts: Sequence[str], size: int) -> dict[str, Any]:
-        for t in texts:
-            if t not in self.cache:
-                self.cache[t] = self._one(t)
-        embeds = torch.stack([self.cache[t][0] for t in texts])
+        rows = self.cache(texts)
+        embeds = rows["embeds"]
         kwargs: dict[str, Any] = {"encoder_hidden_states": embeds}
         if self.sdxl:
-            pooled = torch.stack([self.cache[t][1] for t in texts])
             # (original size, crop top-left, target size): uncropped images at the training size
             ids = torch.tensor([size, size, 0, 0, size, size], dtype=embeds.dtype, device=self.device)
-            kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": ids.repeat(len(texts), 1)}
+            kwargs["added_cond_kwargs"] = {"text_embeds": rows["pooled"], "time_ids": ids.repeat(len(texts), 1)}
         return kwargs
 
 

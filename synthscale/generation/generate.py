@@ -13,7 +13,6 @@ import inspect
 import json
 import os
 import shutil
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from synthscale.generation.prompt_encoding import PromptEmbeddings
 from synthscale.io import atomic_path
 from synthscale.data.shards import write_shard
 
@@ -58,100 +58,6 @@ def shard_specs(
     k: int, shard_size: int, class_prompts: Sequence[Sequence[str]], base_seed: int
 ) -> list[ImageSpec]:
     return [image_spec(i, class_prompts, base_seed) for i in range(k * shard_size, (k + 1) * shard_size)]
-
-
-# --- prompt embeddings, once per unique prompt ---
-
-# What `encode_prompt` returns, by pipeline family, told apart by its parameters:
-# PixArt-alpha/sigma, Sana: T5 embeddings with attention masks
-_MASKED = ("prompt_embeds", "prompt_attention_mask", "negative_prompt_embeds", "negative_prompt_attention_mask")
-# SDXL, SD3: several encoders, with pooled embeddings
-_POOLED = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
-# Flux: guidance is embedded, no negative prompt; text_ids are recomputed by __call__
-_NO_CFG = ("prompt_embeds", "pooled_prompt_embeds", "text_ids")
-# SD 1.x/2.x and the workflow's own pipeline
-_PLAIN = ("prompt_embeds", "negative_prompt_embeds")
-
-
-def encode_layout(pipe) -> tuple[str, ...]:
-    """The names of `pipe.encode_prompt`'s outputs, read off its signature."""
-    params = set(inspect.signature(pipe.encode_prompt).parameters)
-    if "prompt_attention_mask" in params:
-        return _MASKED
-    if "negative_pooled_prompt_embeds" in params:
-        return _POOLED
-    if "do_classifier_free_guidance" not in params and "pooled_prompt_embeds" in params:
-        return _NO_CFG
-    return _PLAIN
-
-
-class PromptEmbeddings:
-    """`pipe.encode_prompt` once per unique prompt, cached (least recently used out first), and the
-    keyword arguments of `pipe.__call__` for a batch of prompts.
-
-    The negative prompt is the pipeline's default (empty, or zeros where the pipeline says so), so the
-    negative-side tensors are the same for every prompt and are kept once.
-    """
-
-    def __init__(self, pipe, max_entries: int = 1024):
-        self.pipe = pipe
-        self.names = encode_layout(pipe)
-        signature = inspect.signature(pipe.encode_prompt).parameters
-        params = set(signature)
-        self.call_params = set(inspect.signature(pipe.__call__).parameters)
-        self.kwargs: dict[str, Any] = {"num_images_per_prompt": 1}
-        # SD3 and Flux take the prompt once per text encoder (prompt_2, prompt_3), positionally and
-        # without defaults; None means "the same prompt" to every encoder
-        for name, param in signature.items():
-            if name.startswith("prompt_") and name[7:].isdigit() and param.default is inspect.Parameter.empty:
-                self.kwargs[name] = None
-        if "device" in params:
-            self.kwargs["device"] = pipe._execution_device
-        if "do_classifier_free_guidance" in params:
-            self.kwargs["do_classifier_free_guidance"] = True
-        if "clean_caption" in params:
-            self.kwargs["clean_caption"] = False  # needs bs4 and ftfy; our prompts are clean
-        self.max_entries = max_entries
-        self.cache: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
-        self.negative: dict[str, torch.Tensor] | None = None
-        self.encoded = 0
-
-    @torch.no_grad()
-    def _encode(self, prompts: list[str]) -> None:
-        out = self.pipe.encode_prompt(prompt=prompts, **self.kwargs)
-        if not isinstance(out, tuple) or len(out) != len(self.names):
-            raise TypeError(
-                f"{type(self.pipe).__name__}.encode_prompt returned {len(out)} values; "
-                f"expected {self.names}"
-            )
-        named = dict(zip(self.names, out))
-        self.encoded += len(prompts)
-        for j, p in enumerate(prompts):
-            self.cache[p] = {
-                k: v[j : j + 1] for k, v in named.items() if not k.startswith("negative") and k in self.call_params
-            }
-            self.cache.move_to_end(p)
-        if self.negative is None:
-            self.negative = {
-                k: v[:1] for k, v in named.items() if k.startswith("negative") and v is not None and k in self.call_params
-            }
-        while len(self.cache) > self.max_entries:
-            self.cache.popitem(last=False)
-
-    def __call__(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """`prompt_embeds`, `negative_prompt_embeds` and whatever else the pipeline's `__call__` takes
-        (pooled embeds, attention masks) for this batch."""
-        missing = list(dict.fromkeys(p for p in prompts if p not in self.cache))
-        if missing:
-            self._encode(missing)
-        rows = []
-        for p in prompts:
-            self.cache.move_to_end(p)
-            rows.append(self.cache[p])
-        batch = {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
-        for k, v in (self.negative or {}).items():
-            batch[k] = v.repeat(len(prompts), *[1] * (v.dim() - 1))
-        return batch
 
 
 # --- sampling ---

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -27,6 +28,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from synthscale.generation.prompt_encoding import PromptCache, encode_tokens
 from synthscale.io import atomic_dir
 from synthscale.lr_schedule import step_schedule
 
@@ -48,16 +50,6 @@ class PixelTextToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin
         )
         self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_resize=False)
 
-    def _encode(self, texts: list[str], device) -> torch.Tensor:
-        tok = self.tokenizer(
-            texts,
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        return self.text_encoder(tok.input_ids.to(device))[0]
-
     @torch.no_grad()
     def encode_prompt(
         self,
@@ -73,12 +65,12 @@ class PixelTextToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin
         device = device or self._execution_device
         if prompt_embeds is None:
             prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-            prompt_embeds = self._encode(prompts, device)
+            prompt_embeds = encode_tokens(self, prompts, device)
         if do_classifier_free_guidance and negative_prompt_embeds is None:
             b = prompt_embeds.shape[0]
             neg = negative_prompt if negative_prompt is not None else ""
             neg = [neg] * b if isinstance(neg, str) else list(neg)
-            negative_prompt_embeds = self._encode(neg, device)
+            negative_prompt_embeds = encode_tokens(self, neg, device)
         prompt_embeds = prompt_embeds.repeat_interleave(num_images_per_prompt, 0)
         if negative_prompt_embeds is not None:
             negative_prompt_embeds = negative_prompt_embeds.repeat_interleave(num_images_per_prompt, 0)
@@ -209,36 +201,6 @@ def build_tiny_pipeline(arch: dict[str, Any], image_size: int, channels: int, se
     return pipe
 
 
-def encode_prompts(pipe, prompts: Sequence[str]) -> torch.Tensor:
-    tok = pipe.tokenizer(
-        list(prompts),
-        padding="max_length",
-        max_length=pipe.tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    )
-    device = pipe.unet.device
-    return pipe.text_encoder(tok.input_ids.to(device))[0]
-
-
-class EmbeddingCache:
-    """Text embeddings of a frozen text encoder, one per distinct caption, computed when first asked for.
-
-    `cache(texts)` equals `encode_prompts(pipe, texts)` up to float rounding (a caption is encoded in a
-    batch of the new captions of its step, not of all its step's captions), without the encoder's
-    forward pass for captions seen before."""
-
-    def __init__(self, pipe):
-        self.pipe, self.rows = pipe, {}
-
-    @torch.no_grad()
-    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
-        new = sorted(set(texts) - self.rows.keys())
-        if new:
-            self.rows.update(zip(new, encode_prompts(self.pipe, new)))
-        return torch.stack([self.rows[t] for t in texts])
-
-
 def images_used(n: int, captions: Callable[[np.random.Generator, int], str], recipe: dict[str, Any],
                 seed: int) -> np.ndarray:
     """The training-image indices a `train_tiny_generator` run reads, sorted and unique: its own
@@ -309,8 +271,10 @@ def train_tiny_generator(
     pipe.unet.train()
     pipe.text_encoder.train(text_scale > 0)
     # a frozen text encoder gives each caption the same embedding at every step: encode each
-    # distinct caption once, when first drawn (the captions are a few hundred strings)
-    embed = (lambda texts: encode_prompts(pipe, texts)) if text_scale > 0 else EmbeddingCache(pipe)
+    # distinct caption once, when first drawn (the captions are a few hundred strings), with the step's
+    # new captions in one sorted batch
+    encode = partial(encode_tokens, pipe, device=pipe.unet.device)
+    embed = encode if text_scale > 0 else PromptCache(encode, batching="sorted")
     log: list[dict[str, float]] = []
     bar = tqdm(range(steps), desc="train generator", disable=not progress, mininterval=2)
     for step in bar:

@@ -172,103 +172,139 @@ def filter_set(
     """
     from tqdm.auto import tqdm
 
-    target = len(out_paths) * shard_size
-    seen = Counter()
-    passed = Counter()
-    kept = Counter()
-    kept_scores: list[float] = []
-    seen_scores: list[float] = []
-    buffer: list[tuple[bytes, dict[str, Any]]] = []
-    fmt: str | None = None
-    written: list[dict[str, Any]] = []
-    waiting: list[deque] = [deque() for _ in range(n_classes)]
-    cap = class_buffer(shard_size, n_classes)
-    turn = 0  # the class whose image fills the next position
-    k_out = 0
-    bar = tqdm(total=target, desc=f"filter {name}", unit="img", disable=not progress)
-
-    def emit(c: int) -> None:
-        nonlocal buffer, k_out
-        data, rec, score = waiting[c].popleft()
-        # the key is the position in the filtered set (nested N reads keys); `index` stays the original
-        out = {**rec, "key": f"{len(written):08d}", "filter": name, "filter_score": score,
-               "filtered_index": len(written)}
-        buffer.append((data, out))
-        written.append(out)
-        kept[c] += 1
-        kept_scores.append(score)
-        bar.update(1)
-        if len(buffer) == shard_size:
-            write_shard(out_paths[k_out], [b for b, _ in buffer], [r for _, r in buffer], fmt={"jpg": "jpeg"}.get(fmt, fmt))
-            buffer, k_out = [], k_out + 1
-
+    seen, passed, seen_scores = Counter(), Counter(), []
+    bar = tqdm(total=len(out_paths) * shard_size, desc=f"filter {name}", unit="img", disable=not progress)
+    out = _BalancedSet(name, out_paths, shard_size, n_classes, bar)
     for shard in shards:
-        if k_out == len(out_paths):
+        if out.full:
             break
         samples = list(iter_raw([shard]))
-        scores = np.empty(len(samples))
-        for s in range(0, len(samples), batch_size):
-            chunk = samples[s : s + batch_size]
-            images = np.stack([decode_image(b, "RGB") for b, _, _ in chunk])
-            labels = np.asarray([int(r["label"]) for _, _, r in chunk])
-            prompts = [str(r.get("prompt", "")) for _, _, r in chunk]
-            scores[s : s + len(chunk)] = scorer(images, labels, prompts)
-        mask = passes(scores, spec)
-        for (data, ext, rec), score, ok in zip(samples, scores, mask):
-            if k_out == len(out_paths):
+        scores = _score_samples(samples, scorer, batch_size)
+        for (data, ext, rec), score, ok in zip(samples, scores, passes(scores, spec)):
+            if out.full:
                 break
             c = int(rec["label"])
             seen[c] += 1
             seen_scores.append(float(score))
-            if not ok:
-                continue
-            passed[c] += 1
-            fmt = fmt or ext
-            if ext != fmt:
-                raise ValueError(f"{shard}: mixed image formats {fmt} and {ext} in one set")
-            if len(waiting[c]) < cap:
-                waiting[c].append((data, rec, float(score)))
-            while k_out < len(out_paths) and waiting[turn]:
-                emit(turn)
-                turn = (turn + 1) % n_classes
-    # the generated shards ran out: the remaining positions go round-robin to classes with images left
-    while k_out < len(out_paths) and any(waiting):
-        if waiting[turn]:
-            emit(turn)
-        turn = (turn + 1) % n_classes
+            if ok:
+                passed[c] += 1
+                out.add(shard, c, data, ext, rec, float(score))
+    out.drain()
     bar.close()
-    n_seen = sum(seen.values())
-    if k_out < len(out_paths):
-        have = len(written)
-        rate = have / max(n_seen, 1)
-        need = spec["overgenerate"] * target / max(have, 1) if have else float("inf")
-        raise FilterShortfall(
-            f"filter {name!r}: only {have} of {n_seen} generated images passed (and fit the class "
-            f"balance: {sum(passed.values())} passed in all) but the filtered set "
-            f"needs {target}; raise config key filter_specs.{name}.overgenerate (now "
-            f"{spec['overgenerate']:g}; the pass rate {rate:.3f} asks for about {need:.2f})"
+    if not out.full:
+        raise FilterShortfall(_shortfall_message(name, spec, out, seen, passed))
+    counts = _filter_counts(name, spec, len(shards), shard_size, n_classes, out, seen, passed, seen_scores)
+    return FilterResult(counts, out.written)
+
+
+def _score_samples(samples: list[tuple[bytes, str, dict[str, Any]]], scorer, batch_size: int) -> np.ndarray:
+    """The scorer's score of every sample of a shard, in batches of `batch_size`."""
+    scores = np.empty(len(samples))
+    for s in range(0, len(samples), batch_size):
+        chunk = samples[s : s + batch_size]
+        images = np.stack([decode_image(b, "RGB") for b, _, _ in chunk])
+        labels = np.asarray([int(r["label"]) for _, _, r in chunk])
+        prompts = [str(r.get("prompt", "")) for _, _, r in chunk]
+        scores[s : s + len(chunk)] = scorer(images, labels, prompts)
+    return scores
+
+
+class _BalancedSet:
+    """The filtered set as it is written: position j takes class j mod C's next passing image, each
+    class holding at most `class_buffer` images waiting; shards are written as they fill."""
+
+    def __init__(self, name: str, out_paths: Sequence[str | os.PathLike], shard_size: int, n_classes: int, bar):
+        self.name, self.out_paths, self.shard_size, self.n_classes, self.bar = (
+            name, out_paths, shard_size, n_classes, bar
         )
-    counts = {
+        self.waiting: list[deque] = [deque() for _ in range(n_classes)]
+        self.cap = class_buffer(shard_size, n_classes)
+        self.turn = 0  # the class whose image fills the next position
+        self.k_out = 0
+        self.fmt: str | None = None
+        self.buffer: list[tuple[bytes, dict[str, Any]]] = []
+        self.written: list[dict[str, Any]] = []
+        self.kept = Counter()
+        self.kept_scores: list[float] = []
+
+    @property
+    def full(self) -> bool:
+        return self.k_out == len(self.out_paths)
+
+    def add(self, shard, c: int, data: bytes, ext: str, rec: dict[str, Any], score: float) -> None:
+        """A passing image of class c: it waits (if its class has room), then every position whose
+        class has an image waiting is filled, in turn."""
+        self.fmt = self.fmt or ext
+        if ext != self.fmt:
+            raise ValueError(f"{shard}: mixed image formats {self.fmt} and {ext} in one set")
+        if len(self.waiting[c]) < self.cap:
+            self.waiting[c].append((data, rec, score))
+        while not self.full and self.waiting[self.turn]:
+            self._emit(self.turn)
+            self.turn = (self.turn + 1) % self.n_classes
+
+    def drain(self) -> None:
+        """The generated shards ran out: the remaining positions go round-robin to classes with images left."""
+        while not self.full and any(self.waiting):
+            if self.waiting[self.turn]:
+                self._emit(self.turn)
+            self.turn = (self.turn + 1) % self.n_classes
+
+    def _emit(self, c: int) -> None:
+        data, rec, score = self.waiting[c].popleft()
+        # the key is the position in the filtered set (nested N reads keys); `index` stays the original
+        n = len(self.written)
+        out = {**rec, "key": f"{n:08d}", "filter": self.name, "filter_score": score, "filtered_index": n}
+        self.buffer.append((data, out))
+        self.written.append(out)
+        self.kept[c] += 1
+        self.kept_scores.append(score)
+        self.bar.update(1)
+        if len(self.buffer) == self.shard_size:
+            write_shard(self.out_paths[self.k_out], [b for b, _ in self.buffer], [r for _, r in self.buffer],
+                        fmt={"jpg": "jpeg"}.get(self.fmt, self.fmt))
+            self.buffer, self.k_out = [], self.k_out + 1
+
+
+def _shortfall_message(name: str, spec: dict[str, Any], out: _BalancedSet, seen: Counter, passed: Counter) -> str:
+    n_seen, have = sum(seen.values()), len(out.written)
+    target = len(out.out_paths) * out.shard_size
+    rate = have / max(n_seen, 1)
+    need = spec["overgenerate"] * target / max(have, 1) if have else float("inf")
+    return (
+        f"filter {name!r}: only {have} of {n_seen} generated images passed (and fit the class "
+        f"balance: {sum(passed.values())} passed in all) but the filtered set "
+        f"needs {target}; raise config key filter_specs.{name}.overgenerate (now "
+        f"{spec['overgenerate']:g}; the pass rate {rate:.3f} asks for about {need:.2f})"
+    )
+
+
+def _filter_counts(
+    name: str, spec: dict[str, Any], n_shards: int, shard_size: int, n_classes: int, out: _BalancedSet,
+    seen: Counter, passed: Counter, seen_scores: list[float],
+) -> dict[str, Any]:
+    """The filtered set's counts JSON: what was generated, seen, passed and kept, per class too."""
+    n_seen, written, kept = sum(seen.values()), out.written, out.kept
+    return {
         "filter": name,
         "kind": spec["kind"],
         "threshold": spec["threshold"] if spec["kind"] == "judge" else None,
         "keep_fraction": spec["keep_fraction"] if spec["kind"] == "clip" else None,
         "overgenerate": spec["overgenerate"],
-        "generated_shards": len(shards),
-        "generated": len(shards) * shard_size,
+        "generated_shards": n_shards,
+        "generated": n_shards * shard_size,
         "seen": n_seen,
         "passed": sum(passed.values()),
         "kept": len(written),
         "pass_rate": sum(passed.values()) / max(n_seen, 1),
         "cost": n_seen / max(len(written), 1),
         "mean_score_seen": float(np.mean(seen_scores)) if seen_scores else None,
-        "mean_score_kept": float(np.mean(kept_scores)) if kept_scores else None,
+        "mean_score_kept": float(np.mean(out.kept_scores)) if out.kept_scores else None,
         "classes_short": [c for c in range(n_classes) if kept[c] < len(written) // n_classes],
         "per_class": [
             {"class_index": c, "seen": seen[c], "passed": passed[c], "kept": kept[c]} for c in range(n_classes)
         ],
     }
-    return FilterResult(counts, written)
 
 
 def run_filter(

@@ -132,7 +132,32 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
     _check_unique([e["name"] for e in cfg["eval_sets"]], "eval_sets")
     if "train" in {e["name"] for e in cfg["eval_sets"]}:
         raise ConfigError("config key eval_sets: 'train' is the training split, not an eval set")
+    _check_strategies(cfg)
+    _check_prompt_models(cfg, workdir)
+    _check_filters(cfg, workdir)
+    _check_dataset_paths(cfg, workdir)
+    _check_dataset(cfg, workdir)
+    _check_pretrained(cfg, workdir)
+    _check_generation(cfg["generation"])
+    _check_quality(cfg["quality"], workdir)
+    _check_finetuned(cfg["generators"], workdir)
+    for g in cfg["generators"]:
+        if g["kind"] == "trained":
+            _check_tiny_arch(g["name"], g["arch"])
+    _resolve_train(cfg)
+    _check_eval_set_refs(cfg)
+    _check_clip(cfg)
+    _check_real_counts(cfg, workdir)
+    _check_mix(cfg)
+    _check_supervised(cfg)
+    _resolve_resources(cfg)
+    _check_generate_runtime(cfg)
+    _check_finetune_gpus(cfg)
+    return cfg
 
+
+def _check_strategies(cfg: dict[str, Any]) -> None:
+    """Every prompt strategy a key names is a rule-based one or a `prompt_models` entry."""
     from synthscale.prompts.strategies import STRATEGIES
 
     known = sorted(STRATEGIES) + sorted(cfg["prompt_models"])
@@ -147,9 +172,11 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
         for s in names:
             if s not in STRATEGIES and s not in cfg["prompt_models"]:
                 raise ConfigError(f"config key {key}: unknown prompt strategy {s!r}; known: {known}")
-    _check_prompt_models(cfg, workdir)
-    _check_filters(cfg, workdir)
 
+
+def _check_dataset_paths(cfg: dict[str, Any], workdir: Path) -> None:
+    """An imagefolder dataset's folders and class table exist, and so do its eval sets' roots (which
+    only an imagefolder dataset has)."""
     ds = cfg["dataset"]
     if ds["kind"] == "imagefolder":
         for k in ("train_dir", "test_dir", "classes_csv"):
@@ -164,8 +191,10 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
                 )
     elif any("root" in e for e in cfg["eval_sets"]):
         raise ConfigError("config key eval_sets.root: only an imagefolder dataset has eval roots")
-    _check_dataset(cfg, workdir)
 
+
+def _check_pretrained(cfg: dict[str, Any], workdir: Path) -> None:
+    """A pretrained generator names its source; a local folder is checked to load (a Hub id is not)."""
     for g in cfg["generators"]:
         if g["kind"] == "pretrained":
             if "source" not in g:
@@ -174,15 +203,11 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
             looks_local = src.startswith((".", "/", "~")) or (workdir / src).exists()
             if looks_local:
                 _check_generator_folder(g["name"], workdir / src, cfg["generation"]["sampler"])
-    _check_generation(cfg["generation"])
 
-    _check_quality(cfg["quality"], workdir)
 
-    _check_finetuned(cfg["generators"], workdir)
-    for g in cfg["generators"]:
-        if g["kind"] == "trained":
-            _check_tiny_arch(g["name"], g["arch"])
-
+def _resolve_train(cfg: dict[str, Any]) -> None:
+    """`train` resolved from its named recipe (in place), then checked: the micro-batch divides the
+    batch over the training GPUs, and the architecture is a timm model."""
     from synthscale.study.recipes import resolve_recipe
 
     try:
@@ -204,12 +229,11 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
     if not timm_model_exists(arch):
         raise ConfigError(f"config key train.arch: {arch!r} is not a timm model name")
 
-    _check_eval_set_refs(cfg)
-    _check_clip(cfg)
-    _check_real_counts(cfg, workdir)
-    _check_mix(cfg)
-    _check_supervised(cfg)
 
+def _resolve_resources(cfg: dict[str, Any]) -> None:
+    """Every stage's resources in full (in place): `resources.default` over the built-in defaults, a
+    stage's own entry over that; a stage with no entry of its own takes its parent's, on one GPU at most.
+    A runtime may not exceed its max_runtime."""
     res = cfg["resources"]
     base = {**RESOURCE_DEFAULTS, **res.get("default", {})}
     cfg["resources"] = {"default": base} | {s: {**base, **res.get(s, {})} for s in STAGES}
@@ -222,9 +246,6 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
             raise ConfigError(
                 f"config key resources.{stage}.runtime: {r['runtime']} min is over its max_runtime of {r['max_runtime']}"
             )
-    _check_generate_runtime(cfg)
-    _check_finetune_gpus(cfg)
-    return cfg
 
 
 def _check_finetune_gpus(cfg: dict[str, Any]) -> None:

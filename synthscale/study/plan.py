@@ -1,12 +1,7 @@
 """The study's file targets: one path per grid point, derived from the checked config alone.
 
-Sources of training data are named like paths:
-- `real` (the real training split: n{N} takes its first N images; `nall` takes all of it)
-- `synthetic/{generator}/g{guidance}/{strategy}` (n{N} takes the first N images of its shards)
-- `synthetic/{generator}/g{guidance}/{strategy}/f-{filter}`: that set filtered (synthscale.quality.filtering):
-  the first images that pass the filter, in index order, so nested N holds for it too
-- `mix/real{R}/synthetic/{generator}/g{guidance}/{strategy}` (the first R real images, or `realall`,
-  plus the first N images of the synthetic set at n{N})
+Sources of training data are named like paths; their grammar (building and parsing the names) is
+`synthscale.study.sources`.
 """
 
 from __future__ import annotations
@@ -14,9 +9,16 @@ from __future__ import annotations
 import inspect
 import math
 import os
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from synthscale.study.sources import (
+    Source,
+    clip_mixed_source,
+    guidance_part,
+    mix_source,
+    parse_source,
+)
 
 
 def shard_name(k: int) -> str:
@@ -88,94 +90,7 @@ JUDGE_RECIPE_KEYS = (
     "uint8_batches",
 )
 
-SOURCE_REGEX = r"real|synthetic/[^/]+/g[^/]+/[^/]+(?:/f-[^/]+)?"
-# a mixed source: real{R} in front of any synthetic source name
-MIX_PREFIX_REGEX = r"mix/real(?:\d+|all)/"
-SOURCE_REGEX = rf"{MIX_PREFIX_REGEX}(?:{SOURCE_REGEX})|{SOURCE_REGEX}"
 N_REGEX = r"\d+|all"
-
-
-def fmt_guidance(g: float) -> str:
-    """Guidance as it appears in paths: 2 and 2.0 both give "2", 1.5 gives "1.5"."""
-    return f"{float(g):g}"
-
-
-def guidance_part(g: float | str) -> str:
-    """Guidance in a path: a number as fmt_guidance writes it, a string (a Snakemake wildcard) as it is."""
-    return g if isinstance(g, str) else fmt_guidance(g)
-
-
-def synthetic_source(generator: str, guidance: float, strategy: str, filter: str | None = None) -> str:
-    base = f"synthetic/{generator}/g{fmt_guidance(guidance)}/{strategy}"
-    return base if filter in (None, "none") else f"{base}/f-{filter}"
-
-
-@dataclass(frozen=True)
-class Source:
-    kind: str  # "real", "synthetic" or "mix"
-    generator: str | None = None
-    guidance: float | str | None = None  # a str only as the wildcard "{guidance}" (SET_WILDCARDS)
-    strategy: str | None = None
-    filter: str | None = None  # a filter_specs name; None for the unfiltered set
-    real_n: str | None = None  # mix only: the real images, "R" or "all"
-
-    @property
-    def synthetic(self) -> "Source":
-        """A mixed source's synthetic part (a synthetic source is its own)."""
-        return replace(self, kind="synthetic", real_n=None)
-
-    @property
-    def name(self) -> str:
-        if self.kind == "real":
-            return "real"
-        if self.kind == "mix":
-            return mix_source(self.real_n, self.synthetic.name)
-        return synthetic_source(self.generator, self.guidance, self.strategy, self.filter)
-
-    @property
-    def unfiltered(self) -> "Source":
-        return Source(self.kind, self.generator, self.guidance, self.strategy, None, self.real_n)
-
-
-# a synthetic set and its filtered set as Snakemake wildcards: rules pass them where Plan takes a Source
-SET_WILDCARDS = Source("synthetic", "{generator}", "{guidance}", "{strategy}")
-FILTERED_WILDCARDS = replace(SET_WILDCARDS, filter="{filter}")
-
-
-def mix_source(real_n: int | str, synthetic: str) -> str:
-    """The name of a mixed source: `mix/real{R}/` in front of the synthetic source's name."""
-    return f"mix/real{real_n}/{synthetic}"
-
-
-def parse_source(source: str) -> Source:
-    if source == "real":
-        return Source("real")
-    if source.startswith("mix/"):
-        head, _, rest = source[len("mix/") :].partition("/")
-        r = head[len("real") :]
-        if not head.startswith("real") or not (r == "all" or r.isdigit()) or r.startswith("0"):
-            raise ValueError(f"not a mixed source name (mix/real{{R}}/synthetic/...): {source!r}")
-        syn = parse_source(rest)
-        if syn.kind != "synthetic":
-            raise ValueError(f"a mixed source needs a synthetic part: {source!r}")
-        return replace(syn, kind="mix", real_n=r)
-    parts = source.split("/")
-    filt = None
-    if len(parts) == 5 and parts[4].startswith("f-") and len(parts[4]) > 2:
-        filt, parts = parts[4][2:], parts[:4]
-    if len(parts) != 4 or parts[0] != "synthetic" or not parts[2].startswith("g"):
-        raise ValueError(f"not a source name: {source!r}")
-    return Source("synthetic", parts[1], float(parts[2][1:]), parts[3], filt)
-
-
-def train_counts(source: str, n_label: str, n_real_train: int) -> tuple[int, int]:
-    """(real images, synthetic images) a run trained on; `all` real is the real split's size."""
-    src = parse_source(source)
-    if src.kind == "real":
-        return (n_real_train if n_label == "all" else int(n_label)), 0
-    if src.kind == "synthetic":
-        return 0, int(n_label)
-    return (n_real_train if src.real_n == "all" else int(src.real_n)), int(n_label)
 
 
 def manifest_path(results: str, dataset: str) -> str:
@@ -232,6 +147,10 @@ class Plan:
     def generator_checkpoint(self, name: str) -> str:
         """A fine-tuning job's resumable state (kept outside the generator's folder, which is its output)."""
         return f"{self.r}/checkpoints/generators/{name}.pt"
+
+    def generator_ddp_spec(self, name: str) -> str:
+        """The spec a multi-GPU fine-tuning job hands its torchrun ranks, beside its checkpoint."""
+        return f"{self.r}/checkpoints/generators/{name}.ddp_spec.json"
 
     # --- synthetic sets ---
     def synthetic_dir(self, generator: str, guidance: float | str, strategy: str) -> str:
@@ -482,14 +401,25 @@ class Plan:
         real = {"split": "train", "limit": None if src.real_n == "all" else int(src.real_n)}
         return [real, part]
 
+    def train_dir(self, source: str, n: str, seed: int | str | None = None) -> str:
+        """A trained classifier's folder; seed None = the source's first replicate seed."""
+        s = self.seeds_for(source, n)[0] if seed is None else seed
+        return f"{self.r}/train/{self.arch}/{source}/n{n}/s{s}"
+
     def model(self, source: str, n: str, seed: int | str | None = None) -> str:
         """A trained classifier's weights; seed None = the source's first replicate seed."""
-        s = self.seeds_for(source, n)[0] if seed is None else seed
-        return f"{self.r}/train/{self.arch}/{source}/n{n}/s{s}/model.safetensors"
+        return f"{self.train_dir(source, n, seed)}/model.safetensors"
 
     def train_log(self, source: str, n: str, seed: int | str | None = None) -> str:
-        s = self.seeds_for(source, n)[0] if seed is None else seed
-        return f"{self.r}/train/{self.arch}/{source}/n{n}/s{s}/log.csv"
+        return f"{self.train_dir(source, n, seed)}/log.csv"
+
+    def train_checkpoint(self, source: str, n: str, seed: int | str) -> str:
+        """A classifier job's resumable state, beside its model (removed once the model is written)."""
+        return f"{self.train_dir(source, n, seed)}/checkpoint.pt"
+
+    def train_ddp_spec(self, source: str, n: str, seed: int | str) -> str:
+        """The spec a multi-GPU classifier job hands its torchrun ranks, beside its model."""
+        return f"{self.train_dir(source, n, seed)}/ddp_spec.json"
 
     def seed_runs(self, source: str) -> list[tuple[str, int]]:
         """Every (n_label, seed) model of one source, N-major."""
@@ -704,22 +634,3 @@ class Plan:
             return []
         return [self.clip_summary, self.clip_scaling, self.clip_table, self.plot("clip_scaling"),
                 self.clip_findings]
-
-
-CLIP_SOURCE_REGEX = r"real|(synthetic|mixed)/[^/]+/g[^/]+/[^/]+"
-
-
-def clip_mixed_source(synthetic: str) -> str:
-    """`synthetic/...` -> `mixed/...`: the same synthetic set mixed with real pairs (clip.mix_real_fraction)."""
-    if not synthetic.startswith("synthetic/"):
-        raise ValueError(f"not a synthetic source: {synthetic!r}")
-    return "mixed/" + synthetic[len("synthetic/"):]
-
-
-def parse_clip_source(source: str) -> tuple[str, Source | None]:
-    """(kind, synthetic Source or None) of a CLIP source: real, synthetic/... or mixed/..."""
-    if source == "real":
-        return "real", None
-    if source.startswith("mixed/"):
-        return "mixed", parse_source("synthetic/" + source[len("mixed/"):])
-    return "synthetic", parse_source(source)

@@ -18,7 +18,8 @@ from synthscale.clip import evaluate as E
 from synthscale.analysis import clip_report as CR
 from synthscale.study.config import ConfigError, check_config
 from synthscale.data.real import digits_classes, prepare_digits, split_shards
-from synthscale.study.plan import Plan, parse_clip_source
+from synthscale.study.plan import Plan
+from synthscale.study.sources import parse_source
 from synthscale.data.shards import write_shard
 
 torch.set_num_threads(1)
@@ -419,7 +420,7 @@ def test_plan_lists_clip_sources_and_paths(raw):
     assert len(plan.clip_runs()) == 8 and plan.clip_seed_runs("mixed/tinydigits/g2/classname") == [("100", 0), ("200", 0)]
     assert plan.clip_model("mixed/tinydigits/g2/classname", 100, 0).endswith(
         "clip/mixed/tinydigits/g2/classname/n100/s0/model.safetensors")
-    assert parse_clip_source("mixed/tinydigits/g2/classname")[0] == "mixed"
+    assert parse_source("mixed/tinydigits/g2/classname").kind == "mixed"
     assert plan.plot("clip_scaling") in plan.clip_targets()
     raw["clip"]["enabled"] = False
     assert Plan(check_config(raw)).clip_targets() == []

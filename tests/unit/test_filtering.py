@@ -24,7 +24,8 @@ from synthscale.quality.filtering import (
     passes,
     run_filter,
 )
-from synthscale.study.plan import SOURCE_REGEX, Plan, parse_source, synthetic_source
+from synthscale.study.plan import Plan
+from synthscale.study.sources import SOURCE_REGEX, parse_source, synthetic_source
 from synthscale.data.shards import load_arrays, write_shard
 
 torch.set_num_threads(1)

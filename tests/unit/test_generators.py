@@ -1,6 +1,9 @@
 """Generators: a pretrained-style Stable Diffusion pipeline (random weights, saved from configs) and the
 workflow's own pixel pipeline both load through `load_generator` and sample through the same diffusers-style
 path (`encode_prompt`, then `__call__` with embeddings and one generator per image)."""
+
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -130,18 +133,19 @@ def test_attention_head_dim_is_channels_per_head(widths, head_dim, heads):
 def test_frozen_text_encoder_embeddings_are_cached_per_caption():
     """Generator training encodes each distinct caption once: the cache gives what the encoder gives
     (up to float rounding) and calls the encoder only for captions it has not seen."""
-    from synthscale.generation.tinygen import EmbeddingCache, encode_prompts
+    from synthscale.generation.prompt_encoding import PromptCache, encode_tokens
 
     pipe = build_tiny_pipeline(ARCH, image_size=16, channels=1, seed=0)
     calls = []
     pipe.text_encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
-    cache = EmbeddingCache(pipe)
+    encode = partial(encode_tokens, pipe, device=pipe.unet.device)
+    cache = PromptCache(encode, batching="sorted")
     first = ["seven", "", "a photo of a seven", "seven"]
     second = ["", "three", "seven", "three"]
     got = [cache(first), cache(second)]
     assert calls == [3, 1]  # 3 distinct captions, then only the new "three"
     calls.clear()
     with torch.no_grad():
-        want = [encode_prompts(pipe, first), encode_prompts(pipe, second)]
+        want = [encode(first), encode(second)]
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)

@@ -20,7 +20,8 @@ from synthscale.analysis.mixing import (
     read_rates,
     real_equivalent,
 )
-from synthscale.study.plan import SOURCE_REGEX, Plan, parse_source, train_counts
+from synthscale.study.plan import Plan
+from synthscale.study.sources import SOURCE_REGEX, parse_source, train_counts
 
 torch.set_num_threads(1)
 SET = {"generator": "tinydigits", "guidance": 2.0, "strategy": "classname"}

@@ -260,7 +260,7 @@ def test_every_family_is_recognised_from_its_signatures():
     """Every family's encode_prompt layout is read off its signatures, Sigma included (no tiny build)."""
     import diffusers
 
-    from synthscale.generation.generate import encode_layout
+    from synthscale.generation.prompt_encoding import encode_layout
     from synthscale.generation.pipelines import is_text_to_image
 
     expected = {

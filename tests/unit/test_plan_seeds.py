@@ -71,3 +71,14 @@ def test_adding_real_seeds_schedules_only_real_runs(tmp_path):
     new = sorted(o for rule, o in after - before if rule == "train_classifier")
     grid = {o for rule, o in before if rule == "train_classifier" and re.search(r"/real/n\d+/", o)}
     assert new == sorted(o.replace("/s0/", "/s1/") for o in grid), new
+
+
+def test_a_jobs_side_files_are_named_by_plan_beside_its_outputs(default_raw):
+    """The scripts take a classifier's checkpoint and DDP spec, and a fine-tuning's DDP spec, from Plan."""
+    plan = _plan(default_raw)
+    model = plan.model(SYN, "100", 0)
+    assert plan.train_checkpoint(SYN, "100", 0) == model.replace("model.safetensors", "checkpoint.pt")
+    assert plan.train_ddp_spec(SYN, "100", 0) == model.replace("model.safetensors", "ddp_spec.json")
+    assert plan.train_dir(SYN, "100", 0) + "/log.csv" == plan.train_log(SYN, "100", 0)
+    ckpt = plan.generator_checkpoint("tuned")
+    assert plan.generator_ddp_spec("tuned") == ckpt.replace("tuned.pt", "tuned.ddp_spec.json")
