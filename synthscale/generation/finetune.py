@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from synthscale.generation.loss import denoising_loss
 from synthscale.generation.prompt_encoding import PromptCache, encode_conditional
 from synthscale.io import atomic_dir
 from synthscale.data.shards import decode_image, image_ext, wds_samples
@@ -478,7 +479,7 @@ def finetune_generator(
                 cond = encode(list(texts), size)
                 with torch.autocast(device.split(":")[0], dtype=amp_dtype, enabled=amp):
                     pred = net(xt, t, **cond).sample
-                loss = F.mse_loss(pred.float(), target.float())
+                loss = denoising_loss(pred.float(), target.float(), t, noise_sched, recipe.get("snr_gamma"), pred_type)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if recipe["max_grad_norm"]:

@@ -20,7 +20,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DConditionModel
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
@@ -29,6 +28,7 @@ from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from synthscale.generation.prompt_encoding import PromptCache, encode_tokens
+from synthscale.generation.loss import denoising_loss
 from synthscale.io import atomic_dir
 from synthscale.lr_schedule import step_schedule
 
@@ -288,7 +288,7 @@ def train_tiny_generator(
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(idx),), generator=gen)
         xt = noise_sched.add_noise(x0, noise, t)
         pred = pipe.unet(xt, t, encoder_hidden_states=embed(texts)).sample
-        loss = F.mse_loss(pred, noise)
+        loss = denoising_loss(pred, noise, t, noise_sched, recipe.get("snr_gamma"))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
