@@ -58,7 +58,7 @@ PRELOAD_LATER = (
     "synthscale.quality.metrics", "synthscale.quality.filtering",
     "synthscale.analysis.mix_report", "synthscale.analysis.clip_report", "synthscale.analysis.filter_report",
     "synthscale.analysis.mixing", "synthscale.prompts.strategies", "synthscale.data.real",
-    "synthscale.data.imagefolder", "synthscale.prompts.models", "synthscale.study.plan", "synthscale.data.shards",
+    "synthscale.data.imagefolder", "synthscale.prompts.models", "synthscale.study.plan", "synthscale.study.sources", "synthscale.data.shards",
     "synthscale.io", "synthscale.preemption", "synthscale.distributed",
 )
 PRELOAD = PRELOAD_FIRST + PRELOAD_LATER
