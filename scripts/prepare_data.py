@@ -1,7 +1,7 @@
 """Snakemake entry for rule prepare_data: adapt snakemake.* to synthscale.data.real / synthscale.data.imagefolder."""
 from synthscale.runtime import job_setup
 
-job_setup(snakemake)  # first: a warm run hands the job over here; no torch thread pinning here
+job_setup(snakemake, fork=False)  # first; cold even in a warm run: no torch here, and every job waits for it
 
 import logging
 import sys

@@ -3,7 +3,8 @@ model-made strategy's per-class pools (synthscale.prompts.models)."""
 from synthscale.runtime import job_setup
 
 model_made = snakemake.rule == "prompts_model"
-job_setup(snakemake, snakemake.params.threads if model_made else None)  # first: a warm run hands the job over here
+# first: a warm run hands a model-made strategy's job over here; rule-based prompts import no torch
+job_setup(snakemake, snakemake.params.threads if model_made else None, fork=model_made)
 
 import sys
 

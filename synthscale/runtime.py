@@ -49,15 +49,20 @@ def follow_stderr(old: Any, new: TextIO) -> None:
                 handler.setStream(new)
 
 
-def job_setup(smk: Any, threads: int | None = None) -> None:
+def job_setup(smk: Any, threads: int | None = None, fork: bool = True) -> None:
     """A job's first call: hand the job to this run's warm server if there is one (synthscale.warm: the
     script then runs in a fork of it, and this process only waits), then tee stderr (progress bars,
     warnings, tracebacks) into log[0] and pin torch's threads.
 
+    `fork=False` runs the job cold, here: for a job that imports no torch (preparing the digits, rule-
+    based prompts), which would otherwise wait for the server's first imports (3-4 s) while its own
+    take under one; the first jobs of a run are such jobs, and everything waits for them.
+
     Call it before importing anything heavy: a script's imports above it are paid cold."""
     from synthscale import warm
 
-    warm.hand_over(log=smk.log[0] if len(smk.log) else None)
+    if fork:
+        warm.hand_over(log=smk.log[0] if len(smk.log) else None)
     if len(smk.log):
         os.makedirs(os.path.dirname(smk.log[0]) or ".", exist_ok=True)
         log = open(smk.log[0], "w", buffering=1)

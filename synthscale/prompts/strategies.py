@@ -8,8 +8,11 @@ JSONL file, which generation reads through `read_prompts`.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import os
+import sys
 from typing import Any, Callable
 
 import pandas as pd
@@ -33,11 +36,27 @@ def hypernym(row: Row) -> list[str]:
     return [f"{row['name']}, {hyper}" if hyper else row["name"]]
 
 
+@functools.lru_cache(maxsize=1)
+def openai_imagenet_templates() -> tuple[Callable[[str], str], ...]:
+    """CLIP's 80 ImageNet templates from open_clip's own `zero_shot_metadata.py`, a module of plain
+    data. Run as a file, not imported: importing it runs open_clip's `__init__`, which imports torch
+    (seconds), and the prompts job that needs the templates is one of the first that everything
+    waits for."""
+    loaded = sys.modules.get("open_clip.zero_shot_metadata")
+    if loaded is None:
+        package = importlib.util.find_spec("open_clip")
+        if package is None or not package.submodule_search_locations:
+            raise ImportError("the templates strategy needs open_clip (pip install open_clip_torch)")
+        path = os.path.join(list(package.submodule_search_locations)[0], "zero_shot_metadata.py")
+        spec = importlib.util.spec_from_file_location("_open_clip_zero_shot_metadata", path)
+        loaded = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(loaded)
+    return tuple(loaded.OPENAI_IMAGENET_TEMPLATES)
+
+
 def templates(row: Row) -> list[str]:
     """CLIP's 80 ImageNet templates, as open_clip ships them."""
-    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
-
-    return [t(row["name"]) for t in OPENAI_IMAGENET_TEMPLATES]
+    return [t(row["name"]) for t in openai_imagenet_templates()]
 
 
 STRATEGIES: dict[str, Callable[[Row], list[str]]] = {

@@ -90,3 +90,21 @@ def test_prepare_imagefolder(tmp_path):
     assert classes["name"].tolist() == ["tench", "goldfish"] and classes["hypernym"].tolist() == ["", ""]
     with pytest.raises(FileNotFoundError, match="no folder for class"):
         prepare_imagefolder(tmp_path / "o2", {**ds, "train_dir": str(tmp_path)}, [{"name": "test"}], 100, 0)
+
+
+def test_templates_are_open_clips_own_and_writing_them_imports_no_torch(tmp_path):
+    """The templates prompts job is one of the first every job waits for: it reads open_clip's
+    templates without importing open_clip (and so torch), and gets the very same prompts."""
+    import subprocess
+    import sys
+
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    assert class_prompts(digits_classes(), "templates")[7] == [t("seven") for t in OPENAI_IMAGENET_TEMPLATES]
+    code = ("import sys\nfrom synthscale.data.real import digits_classes\n"
+            "from synthscale.prompts.strategies import write_prompts\n"
+            f"write_prompts({str(tmp_path / 't.jsonl')!r}, digits_classes(), 'templates')\n"
+            "print(sorted(m for m in ('torch', 'open_clip') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert read_prompts(tmp_path / "t.jsonl") == class_prompts(digits_classes(), "templates")

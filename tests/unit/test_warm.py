@@ -294,3 +294,32 @@ def test_preload_names_every_synthscale_module_a_script_imports():
             for name in names:
                 if name.startswith("synthscale.") and name != "synthscale.runtime":
                     assert name in warm.PRELOAD, f"{script.name} imports {name}, which warm.PRELOAD leaves out"
+
+
+def test_a_cold_job_does_not_wait_for_a_busy_server(tmp_path, monkeypatch):
+    """`job_setup(fork=False)` (a job without torch: the digits, rule-based prompts) starts at once,
+    while the server is still importing; the default `fork=True` queues on the server's socket."""
+    import socket
+    import types
+
+    from synthscale.runtime import job_setup
+
+    path = str(tmp_path / "socket")
+    busy = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # listens, never accepts: a server importing
+    busy.bind(path)
+    busy.listen(8)
+    monkeypatch.setenv(warm.ENV, path)
+    monkeypatch.setattr(warm, "REPLY_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(sys, "argv", [__file__])  # the job's script: this file exists
+    monkeypatch.setattr(sys, "stderr", sys.stderr)  # job_setup tees stderr into the log; undone after
+    smk = types.SimpleNamespace(log=[str(tmp_path / "job.log")])
+    try:
+        t = time.monotonic()
+        job_setup(smk, fork=False)
+        cold = time.monotonic() - t
+        assert cold < 0.5, f"a cold job waited {cold:.1f} s for the server"
+        t = time.monotonic()
+        job_setup(smk)  # tries the server, gives up after REPLY_TIMEOUT_S, then runs cold
+        assert time.monotonic() - t >= 0.9, "a forking job did not ask the server"
+    finally:
+        busy.close()
