@@ -153,6 +153,7 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
     _resolve_resources(cfg)
     _check_generate_runtime(cfg)
     _check_finetune_gpus(cfg)
+    _check_clip_ranks(cfg)
     return cfg
 
 
@@ -258,6 +259,32 @@ def _check_finetune_gpus(cfg: dict[str, Any]) -> None:
                 f"config key generators.{g['name']}.finetune.batch_size: {g['finetune']['batch_size']} is not "
                 f"a multiple of resources.finetune.gpu ({gpus}); each GPU trains on an equal share of the batch"
             )
+
+
+def _check_clip_ranks(cfg: dict[str, Any]) -> None:
+    """A CLIP run on resources.clip.gpu ranks (torchrun, one a GPU) with clip.workers loader workers
+    each: open_clip_train's webdataset loader asserts that the run's caption shards, ceil(N /
+    clip.shard_size), are at least workers x ranks (its data.py), so a run with fewer would crash
+    at its start on every retry; and each rank takes clip.batch_size pairs a step, so the smallest
+    N must fill one global batch. Every CLIP run, real, synthetic or mixed, holds N pairs in all."""
+    c = cfg["clip"]
+    if not c["enabled"]:
+        return
+    ranks = max(1, cfg["resources"]["clip"]["gpu"])
+    smallest = min(c["n_images"] or cfg["n_images"])
+    loaders = max(1, c["workers"]) * ranks
+    shards = math.ceil(smallest / c["shard_size"])
+    if shards < loaders:
+        raise ConfigError(
+            f"config key clip.shard_size: {c['shard_size']} pairs a shard give the CLIP run at N = {smallest} "
+            f"{shards} shards, fewer than its {loaders} loaders (clip.workers {c['workers']} x resources.clip.gpu "
+            f"{ranks}), which open_clip_train refuses; use clip.shard_size <= {smallest // loaders}"
+        )
+    if c["batch_size"] * ranks > smallest:
+        raise ConfigError(
+            f"config key clip.batch_size: {c['batch_size']} a GPU x resources.clip.gpu {ranks} is more than "
+            f"the smallest CLIP N ({smallest})"
+        )
 
 
 def _check_generate_runtime(cfg: dict[str, Any]) -> None:
