@@ -1,6 +1,7 @@
 # Stage 8: Fan et al.'s CLIP arm. open_clip (open_clip_train) trained from scratch per (source, N) on
 # real, synthetic and synthetic + real image-text pairs, evaluated zero-shot (class names x CLIP's 80
-# templates), with its own scaling fits, plot and findings.
+# templates), with its own scaling fits, plot and findings. A train_clip job with resources.clip.gpu > 1
+# runs DDP through torchrun (--standalone, one rank a GPU).
 rule clip_pairs:
     input:
         data=clip_train_inputs,
@@ -51,6 +52,7 @@ rule train_clip:
         recipe=clip_recipe(CLIP),
         device=config["device"],
         threads=threads("clip"),
+        gpus=config["resources"]["clip"]["gpu"],
     script:
         "../scripts/train_clip.py"
 

@@ -15,6 +15,8 @@ try:
         int(snakemake.wildcards.seed),
         snakemake.output.model,
         device=snakemake.params.device,
+        gpus=snakemake.params.gpus,  # > 1: torchrun --standalone, one rank a GPU
+        threads=snakemake.params.threads,
     )
 except Preempted as stop:  # a signal stopped the launched training: exit 75; the retry resumes
     print(f"preempted: {stop}", file=sys.stderr, flush=True)

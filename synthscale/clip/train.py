@@ -409,18 +409,51 @@ def clip_parts(
     raise ValueError(f"unknown CLIP source kind {kind!r}")
 
 
-def launch(prefix: Sequence[str], argv: Sequence[str], config_dir: str | os.PathLike) -> None:
-    """Run `prefix -m synthscale.clip.train ...` (e.g. torchrun for DDP) through synthscale.distributed's
-    launcher, streaming its output to stderr. A SIGTERM or SIGINT to this process (SLURM's warning
-    before the time limit, or a preemption, where it reaches the job's main process only) is passed
-    on to the launcher, as `run_torchrun` does (torchrun passes it on to its ranks), so the training
-    stops with the job instead of running on unowned; this then raises `Preempted` (the job exits 75).
-    open_clip_train saves no checkpoint on a signal: the rerun resumes from its newest epoch
-    checkpoint (`--resume latest`, every `save_frequency` epochs)."""
-    from synthscale.distributed import launch as run_launcher
+ENTRY = "synthscale.clip.train"  # `python -m ENTRY ARGS`: open_clip_train in one rank (see `main`)
 
-    cmd = [*prefix, "-m", "synthscale.clip.train", "--synthscale-config-dir", str(config_dir), *argv]
-    rc, signalled = run_launcher(cmd, relay_output=True, forward_signals=True)
+
+def check_launcher(launcher: Sequence[str]) -> None:
+    """A `clip.launcher` is a site's own command prefix; torchrun is not one: the job starts it itself
+    from `resources.clip.gpu` (`launch_command`), with --standalone and one rank per GPU."""
+    for word in launcher:
+        if Path(word).name == "torchrun" or word == "torch.distributed.run":
+            raise ValueError(
+                f"{list(launcher)} starts torchrun, which the job starts itself (--standalone, one rank a GPU of "
+                "resources.clip.gpu); leave it empty"
+            )
+
+
+def launch_command(launcher: Sequence[str], nproc: int, argv: Sequence[str], config_dir: str | os.PathLike) -> list[str]:
+    """The command that runs `python -m synthscale.clip.train --synthscale-config-dir DIR ARGS` on the job's
+    ranks: `launcher PREFIX -m ...` when `clip.launcher` is set, else torchrun as the classifier's jobs
+    start it (`synthscale.distributed.torchrun_command`: --standalone, so two jobs on one node do not
+    meet at torchrun's fixed rendezvous port, and --nproc_per_node=nproc, one rank a GPU)."""
+    entry = ["--synthscale-config-dir", str(config_dir), *argv]
+    if launcher:
+        return [*launcher, "-m", ENTRY, *entry]
+    from synthscale.distributed import torchrun_command
+
+    return torchrun_command(ENTRY, nproc, entry)
+
+
+def launch(cmd: Sequence[str], nproc: int = 1, threads: int | None = None) -> None:
+    """Run a `launch_command` through synthscale.distributed's launcher, streaming its output to stderr.
+    Each of its `nproc` ranks gets its share of the job's `threads` (default: torch's) as OMP_NUM_THREADS
+    (`rank_threads`, as `run_torchrun` gives the classifier's ranks): torchrun sets 1 only where the
+    variable is unset, and the job's setup sets it to all of the job's threads.
+    A SIGTERM or SIGINT to this process (SLURM's warning before the time limit, or a preemption, where
+    it reaches the job's main process only) is passed on to the launcher, as `run_torchrun` does
+    (torchrun passes it on to its ranks), so the training stops with the job instead of running on
+    unowned; this then raises `Preempted` (the job exits 75). open_clip_train saves no checkpoint on a
+    signal: the rerun resumes from its newest epoch checkpoint (`--resume latest`, every
+    `save_frequency` epochs)."""
+    import torch
+
+    from synthscale.distributed import launch as run_launcher, rank_threads
+
+    per_rank = rank_threads(threads or torch.get_num_threads(), nproc)
+    env = {**os.environ, "OMP_NUM_THREADS": str(per_rank)}
+    rc, signalled = run_launcher(cmd, env=env, relay_output=True, forward_signals=True)
     if rc != 0 and signalled:
         raise Preempted(
             f"CLIP training stopped on a signal (launcher exit {rc}); a rerun resumes from its newest "
@@ -479,9 +512,13 @@ def train_clip(
     model_path: str | os.PathLike,
     device: str = "cpu",
     work_dir: str | os.PathLike | None = None,
+    gpus: int = 1,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Train with open_clip_train on a `write_clip_pairs` folder, save safetensors; return run info.
 
+    `gpus` (resources.clip.gpu) > 1, or a `clip.launcher`, runs it on ranks (`launch_command`), each
+    with its share of the job's `threads`; else in this process.
     The work folder (open_clip's logs and checkpoints) survives a kill, so a rerun resumes from the
     newest checkpoint (every `save_frequency` epochs); it is removed once the model is saved.
     """
@@ -496,8 +533,9 @@ def train_clip(
     register_model(recipe["model"], recipe.get("model_config"), config_dir)
     epochs = clip_epochs(count, recipe)
     argv = open_clip_argv(shards, count, {**recipe, "epochs": epochs}, seed, work, device)
-    if recipe.get("launcher"):
-        launch(list(recipe["launcher"]), argv, config_dir)
+    nproc = max(1, int(gpus))
+    if recipe.get("launcher") or nproc > 1:
+        launch(launch_command(recipe.get("launcher") or [], nproc, argv, config_dir), nproc, threads)
     else:
         run_open_clip_train(argv, seed, config_dir)
     ckpt = work / OPEN_CLIP_RUN / "checkpoints" / f"epoch_{epochs}.pt"  # always saved at the end

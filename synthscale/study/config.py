@@ -541,6 +541,12 @@ def _check_clip(cfg: dict[str, Any]) -> None:
                     f"config key clip.sources[{i}]: {s} is not a synthetic set of the grid "
                     "(generators x guidance x strategies)"
                 )
+    from synthscale.clip.train import check_launcher
+
+    try:
+        check_launcher(c["launcher"])
+    except ValueError as err:
+        raise ConfigError(f"config key clip.launcher: {err}") from None
     n_clip = c["n_images"] or cfg["n_images"]
     has_synthetic = c["sources"] != "none"
     if has_synthetic and max(n_clip) > max(cfg["n_images"]):

@@ -440,6 +440,7 @@ def test_plan_lists_clip_sources_and_paths(raw):
         ({"mix_real_fraction": 1.0}, "clip.mix_real_fraction"),
         ({"mix_real_fraction": 0}, "clip.mix_real_fraction"),
         ({"captions": "mine"}, "clip.captions"),
+        ({"launcher": ["torchrun", "--nproc_per_node=8"]}, "clip.launcher"),
     ],
 )
 def test_bad_clip_config_names_the_key(raw, edit, key):
@@ -557,21 +558,60 @@ def test_a_clip_launcher_prefix_runs_the_entry_and_relays_its_output(tmp_path, c
     fake = ["sh", "-c", 'echo "launched: $*"; echo "to stderr" >&2; exit "$EXIT"', "sh"]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EXIT", "0")
-        C.launch(fake, ["--seed", "3", "--epochs", "2"], tmp_path / "cfg")
+        C.launch(C.launch_command(fake, 1, ["--seed", "3", "--epochs", "2"], tmp_path / "cfg"))
         out, err = capfd.readouterr()
         assert out == "" and err == f"launched: -m synthscale.clip.train --synthscale-config-dir {tmp_path / 'cfg'} " \
                                      "--seed 3 --epochs 2\nto stderr\n", err
         mp.setenv("EXIT", "3")
         with pytest.raises(RuntimeError, match=r"sh -c .* exited with 3"):
-            C.launch(fake, ["--seed", "3"], tmp_path / "cfg")
+            C.launch(C.launch_command(fake, 1, ["--seed", "3"], tmp_path / "cfg"))
+
+
+def test_clip_ranks_get_their_share_of_the_jobs_threads(tmp_path, capfd, monkeypatch):
+    """job_setup sets OMP_NUM_THREADS to all of the job's threads, and torchrun keeps a set value: the
+    launched command gets threads / ranks (rank_threads: 8 ranks on 64 threads get 8 each, not 64), as
+    run_torchrun gives the classifier's ranks. A shell stands in for torchrun: it prints the variable."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "64")  # as job_setup leaves it in a 64-thread job
+    fake = ["sh", "-c", 'echo "omp=$OMP_NUM_THREADS"', "sh"]
+    C.launch(C.launch_command(fake, 8, ["--seed", "3"], tmp_path / "cfg"), nproc=8, threads=64)
+    assert capfd.readouterr().err == "omp=8\n"
+    C.launch(C.launch_command(fake, 1, ["--seed", "3"], tmp_path / "cfg"), nproc=1, threads=3)
+    assert capfd.readouterr().err == "omp=3\n"  # one process keeps the job's threads
+
+
+def test_several_clip_gpus_start_torchrun_standalone_with_one_rank_each(tmp_path, digits, monkeypatch):
+    """resources.clip.gpu > 1 starts `python -m torch.distributed.run --standalone --nproc_per_node=GPUS
+    -m synthscale.clip.train ...` (distributed.torchrun_command, as the classifier's jobs): without
+    --standalone, torchrun meets its ranks at the fixed port 29500 and two jobs on one node collide.
+    A torchrun clause in clip.launcher (the old way to ask for DDP, without --standalone) is refused."""
+    import sys
+
+    parts = C.clip_parts("real", 64, split_shards(digits / "splits.json", "train"), [], 0)
+    pairs = C.write_clip_pairs(tmp_path / "pairs", parts, digits_classes(), recipe(), 0)
+    started = []
+
+    def fake_launch(cmd, nproc=1, threads=None):
+        started.append((list(cmd), nproc, threads))
+        raise SystemExit("stop before training")
+
+    monkeypatch.setattr(C, "launch", fake_launch)
+    with pytest.raises(SystemExit):
+        C.train_clip(pairs, recipe(batch_size=16), 0, tmp_path / "m" / "model.safetensors", gpus=4, threads=16)
+    (cmd, nproc, threads), = started
+    assert cmd[:5] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
+    assert cmd[5:8] == ["-m", "synthscale.clip.train", "--synthscale-config-dir"] and (nproc, threads) == (4, 16)
+    for launcher in (["torchrun", "--nproc_per_node=8"], ["/opt/bin/torchrun"], ["python", "-m", "torch.distributed.run"]):
+        with pytest.raises(ValueError, match="leave it empty"):
+            C.check_launcher(launcher)
+    C.check_launcher(["srun", "--ntasks=1"])
 
 
 CLIP_JOB = """
 import sys
-from synthscale.clip.train import launch
+from synthscale.clip.train import launch, launch_command
 from synthscale.preemption import PREEMPTED_EXIT, Preempted
 try:
-    launch([sys.executable, sys.argv[1], sys.argv[2]], ["--seed", "3"], sys.argv[3])
+    launch(launch_command([sys.executable, sys.argv[1], sys.argv[2]], 1, ["--seed", "3"], sys.argv[3]))
 except Preempted as err:  # as scripts/train_clip.py maps it
     print("PREEMPTED", err, flush=True)
     sys.exit(PREEMPTED_EXIT)
