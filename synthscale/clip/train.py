@@ -29,7 +29,7 @@ Training is open_clip's own entry point, `open_clip_train.main.main(argv)`, with
   seeded from (seed, epoch, pass); it also reseeds torch (crop augmentation) from (seed, epoch) at
   each epoch's start, so CPU reruns with a pinned thread count, and resumed runs, are bit-identical.
 Checkpoints `epoch_K.pt` are written every `save_frequency` epochs (0: only the last; a rerun of a
-killed job resumes from the newest). The last one, read with `torch.load(weights_only=True)`, becomes
+killed job resumes from the newest that loads: `drop_unreadable_checkpoints`). The last one, read with `torch.load(weights_only=True)`, becomes
 `model.safetensors` plus `model_config.json` (the open_clip model name and config).
 """
 
@@ -41,6 +41,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -325,6 +326,31 @@ def run_open_clip_train(argv: Sequence[str], seed: int, config_dir: str | os.Pat
         raise RuntimeError(f"open_clip_train exited with {rc}")
 
 
+def drop_unreadable_checkpoints(folder: str | os.PathLike) -> list[Path]:
+    """open_clip_train writes `epoch_K.pt` in place (torch.save, no temporary file): a job killed during
+    the save leaves a truncated newest checkpoint, which `--resume latest` picks (the newest `*.pt` by
+    natural order, its get_latest_checkpoint) and fails on, at every retry. Remove the newest while it
+    does not load (torch.load weights_only=True), saying so on stderr, so the resume takes the one
+    before (open_clip deletes that one only after the new save); returns the removed files."""
+    import torch
+
+    removed: list[Path] = []
+    natural = lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name.lower())]  # noqa: E731
+    while True:
+        found = sorted(Path(folder).glob("*.pt"), key=natural)
+        if not found:
+            return removed
+        newest = found[-1]
+        try:
+            torch.load(newest, map_location="cpu", weights_only=True)
+            return removed
+        except Exception as err:  # a truncated zip, a half-written pickle
+            print(f"warning: removing the unreadable checkpoint {newest} ({type(err).__name__}: {err}); "
+                  f"the run resumes from the one before it, if any", file=sys.stderr, flush=True)
+            newest.unlink()
+            removed.append(newest)
+
+
 def read_open_clip_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The model weights of an open_clip_train checkpoint (torch.load with weights_only=True)."""
     import torch
@@ -533,6 +559,7 @@ def train_clip(
     register_model(recipe["model"], recipe.get("model_config"), config_dir)
     epochs = clip_epochs(count, recipe)
     argv = open_clip_argv(shards, count, {**recipe, "epochs": epochs}, seed, work, device)
+    drop_unreadable_checkpoints(work / OPEN_CLIP_RUN / "checkpoints")
     nproc = max(1, int(gpus))
     if recipe.get("launcher") or nproc > 1:
         launch(launch_command(recipe.get("launcher") or [], nproc, argv, config_dir), nproc, threads)

@@ -459,7 +459,9 @@ def test_two_n_values_give_no_interval():
 
 
 def test_a_resumed_run_reaches_the_same_weights(tmp_path, digits):
-    """A job killed after epoch 1 (its work folder holds epoch_1.pt) resumes to bit-identical weights."""
+    """A job killed after epoch 1 (its work folder holds epoch_1.pt), while it saved epoch_2.pt (open_clip
+    writes it in place: a truncated newest checkpoint, which `--resume latest` would pick and fail on at
+    every retry), resumes from epoch_1.pt to bit-identical weights."""
     from safetensors.torch import load_file
 
     real = split_shards(digits / "splits.json", "train")
@@ -472,13 +474,30 @@ def test_a_resumed_run_reaches_the_same_weights(tmp_path, digits):
     shards, count, _ = C.read_clip_pairs(pairs)
     C.register_model(r["model"], r["model_config"], work / C.CONFIG_DIR)
     C.run_open_clip_train(C.open_clip_argv(shards, count, {**r, "epochs": 1}, 0, work, "cpu"), 0, work / C.CONFIG_DIR)
-    assert (work / C.OPEN_CLIP_RUN / "checkpoints" / "epoch_1.pt").exists()
+    ckpts = work / C.OPEN_CLIP_RUN / "checkpoints"
+    assert (ckpts / "epoch_1.pt").exists()
+    (ckpts / "epoch_2.pt").write_bytes((ckpts / "epoch_1.pt").read_bytes()[:50_000])  # killed mid-save
     C.train_clip(pairs, r, 0, tmp_path / "resumed" / "model.safetensors", work_dir=work)
     log = (tmp_path / "resumed" / "train.log").read_text()
     before, after = log.split("resuming checkpoint", 1)
     assert "Start epoch 0" in before and "Start epoch 0" not in after and "Start epoch 1" in after
     a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_unreadable_newest_checkpoint_is_removed_and_the_previous_kept(tmp_path, capfd):
+    """Newest by open_clip's natural order (epoch_10 after epoch_9): removed while it does not load,
+    with a warning on stderr; a readable newest, or an empty folder, is left as it is."""
+    assert C.drop_unreadable_checkpoints(tmp_path / "none") == []
+    for k in (2, 9):
+        torch.save({"epoch": k, "state_dict": {"w": torch.ones(3)}}, tmp_path / f"epoch_{k}.pt")
+    whole = (tmp_path / "epoch_9.pt").read_bytes()
+    (tmp_path / "epoch_10.pt").write_bytes(whole[: len(whole) // 2])  # killed during torch.save
+    assert C.drop_unreadable_checkpoints(tmp_path) == [tmp_path / "epoch_10.pt"]
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["epoch_2.pt", "epoch_9.pt"]
+    assert "warning: removing the unreadable checkpoint" in capfd.readouterr().err
+    assert C.drop_unreadable_checkpoints(tmp_path) == []
+    assert torch.load(tmp_path / "epoch_9.pt", weights_only=True)["epoch"] == 9
 
 
 def _real_rows(losses: dict[int, list[float]]) -> pd.DataFrame:
