@@ -405,9 +405,16 @@ def clip_recipe(clip_cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: clip_cfg[k] for k in TRAIN_KEYS}
 
 
-def clip_epochs(n_pairs: int, recipe: dict[str, Any]) -> int:
-    """`epochs` passes, raised so that a small N still gets `min_steps` optimiser steps."""
-    steps_per_epoch = math.ceil(n_pairs / recipe["batch_size"])
+def clip_steps_per_epoch(n_pairs: int, recipe: dict[str, Any], ranks: int = 1) -> int:
+    """Optimiser steps of one pass over n_pairs: each of `ranks` GPUs takes `batch_size` pairs a step, so
+    a step takes batch_size x ranks (open_clip_train's global batch, before it rounds its batch count up
+    to a multiple of its loader workers)."""
+    return math.ceil(n_pairs / (recipe["batch_size"] * max(1, int(ranks))))
+
+
+def clip_epochs(n_pairs: int, recipe: dict[str, Any], ranks: int = 1) -> int:
+    """`epochs` passes, raised so that a small N still gets `min_steps` optimiser steps (on `ranks` GPUs)."""
+    steps_per_epoch = clip_steps_per_epoch(n_pairs, recipe, ranks)
     return max(int(recipe["epochs"]), math.ceil(recipe.get("min_steps", 0) / steps_per_epoch))
 
 
@@ -551,16 +558,16 @@ def train_clip(
     model_path = Path(model_path)
     work = Path(work_dir) if work_dir else model_path.with_name("work")
     shards, count, part_counts = read_clip_pairs(pairs)
-    if count < recipe["batch_size"]:
+    nproc = max(1, int(gpus))
+    if count < recipe["batch_size"] * nproc:
         raise ValueError(
-            f"config key clip.batch_size: {recipe['batch_size']} is more than the {count} training pairs"
+            f"config key clip.batch_size: {recipe['batch_size']} a GPU x {nproc} is more than the {count} training pairs"
         )
     config_dir = work / CONFIG_DIR
     register_model(recipe["model"], recipe.get("model_config"), config_dir)
-    epochs = clip_epochs(count, recipe)
+    epochs = clip_epochs(count, recipe, nproc)
     argv = open_clip_argv(shards, count, {**recipe, "epochs": epochs}, seed, work, device)
     drop_unreadable_checkpoints(work / OPEN_CLIP_RUN / "checkpoints")
-    nproc = max(1, int(gpus))
     if recipe.get("launcher") or nproc > 1:
         launch(launch_command(recipe.get("launcher") or [], nproc, argv, config_dir), nproc, threads)
     else:
@@ -574,7 +581,7 @@ def train_clip(
         "parts": part_counts,
         "seed": seed,
         "epochs": epochs,
-        "steps_per_epoch": math.ceil(count / recipe["batch_size"]),
+        "steps_per_epoch": clip_steps_per_epoch(count, recipe, nproc),
     }
     log = work / OPEN_CLIP_RUN / "out.log"
     if log.exists():

@@ -350,6 +350,9 @@ def test_pairs_folder_is_kept_when_whole_and_rewritten_when_killed(tmp_path, dig
 def test_epochs_stretch_to_min_steps():
     assert C.clip_epochs(300, {"epochs": 2, "batch_size": 64, "min_steps": 0}) == 2
     assert C.clip_epochs(300, {"epochs": 2, "batch_size": 64, "min_steps": 50}) == 10
+    # on 4 GPUs a step takes 4 x 64 pairs (open_clip_train's global batch): 2 steps a pass, not 5
+    assert C.clip_steps_per_epoch(300, {"batch_size": 64}, 4) == 2
+    assert C.clip_epochs(300, {"epochs": 2, "batch_size": 64, "min_steps": 50}, 4) == 25
 
 
 def test_scaling_fit_recovers_slope_and_ratio():
@@ -615,8 +618,10 @@ def test_several_clip_gpus_start_torchrun_standalone_with_one_rank_each(tmp_path
 
     monkeypatch.setattr(C, "launch", fake_launch)
     with pytest.raises(SystemExit):
-        C.train_clip(pairs, recipe(batch_size=16), 0, tmp_path / "m" / "model.safetensors", gpus=4, threads=16)
+        C.train_clip(pairs, recipe(batch_size=16, min_steps=8), 0, tmp_path / "m" / "model.safetensors",
+                     gpus=4, threads=16)
     (cmd, nproc, threads), = started
+    assert cmd[cmd.index("--epochs") + 1] == "8"  # 64 pairs at 4 x 16 a step: 1 step a pass, 8 passes
     assert cmd[:5] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
     assert cmd[5:8] == ["-m", "synthscale.clip.train", "--synthscale-config-dir"] and (nproc, threads) == (4, 16)
     for launcher in (["torchrun", "--nproc_per_node=8"], ["/opt/bin/torchrun"], ["python", "-m", "torch.distributed.run"]):
