@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, nargs="+", default=[100, 200, 400])
     ap.add_argument("--images", type=int, default=300)
     ap.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0])
+    ap.add_argument("--seed", type=int, default=None,
+                    help="the generators' training seed (default: the config's); the judge keeps the config's")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = load_config(args.config)
@@ -56,8 +58,9 @@ def main() -> None:
 
     t = cpu()
     shifted = apply_shift(images, spec.get("train_shift", {"kind": "none"}), cfg["seed"])
+    gen_seed = cfg["seed"] if args.seed is None else args.seed
     train_tiny_generator(shifted, caption_sampler(base_captions, labels), spec["arch"], spec["recipe"],
-                         cfg["seed"], work / "base", progress=False)
+                         gen_seed, work / "base", progress=False)
     print(f"base ({spec.get('train_shift')}): {cpu() - t:.1f} CPU s", flush=True)
     t = cpu()
     train_classifier(images, labels, len(classname), dict(cfg["train"]), cfg["seed"], work / "judge.safetensors",
@@ -73,7 +76,7 @@ def main() -> None:
         recipe = dict(ft_spec["finetune"], steps=steps)
         captions = [read_prompts(prompts / f"{s}.jsonl") for s in recipe["caption_strategies"]]
         log = finetune_generator(str(work / "base"), split_shards(manifest, "train"), captions, recipe,
-                                 cfg["seed"], work / f"ft{steps}", progress=False)
+                                 gen_seed, work / f"ft{steps}", progress=False)
         print(f"fine-tune {steps} steps: {cpu() - t:.1f} CPU s, loss {log['loss'].iloc[:20].mean():.4f} -> "
               f"{log['loss'].iloc[-20:].mean():.4f}", flush=True)
         folders[f"ft{steps}"] = work / f"ft{steps}"

@@ -18,7 +18,8 @@ Signals that reach the client (Ctrl-C, SIGTERM from `kill` or a scheduler) are f
 so preemption saves a checkpoint as it does cold; if the client dies without a word (SIGKILL:
 Snakemake stopping its jobs), the job's whole group is killed, as a cold job's would be. No server,
 or no answer from it, and the job runs cold in its own process. The first jobs wait for the libraries
-most jobs use (3-4 s); the rest is imported one module at a time between jobs.
+most jobs use (3-4 s); the rest is imported one module at a time between jobs. Jobs that import no
+torch (the data and rule-based prompts, a run's first jobs) do not hand over: `job_setup(fork=False)`.
 
 Snakemake's `benchmark:` files time the client: their wall time `s` is the job's, but `cpu_time`,
 `max_rss` and the I/O columns cover only the client's own process tree; the job's own CPU time and

@@ -111,7 +111,8 @@ def class_row(wnid: str, folder: str | os.PathLike | None = None) -> dict[str, s
 IMAGENET_NAME_FIXES = {"n04008634": "projectile", "n04355933": "sunglass"}
 
 
-def _package_dir(name: str) -> Path:
+def package_dir(name: str) -> Path:
+    """An installed package's folder, found without importing the package (nor what its `__init__` imports)."""
     import importlib.util
 
     spec = importlib.util.find_spec(name)
@@ -128,8 +129,8 @@ def imagenet1k_names() -> dict[str, str]:
     Both lists are read from the installed packages' files, offline and without importing torch."""
     import ast
 
-    wnids = (_package_dir("timm") / "data" / "_info" / "imagenet_synsets.txt").read_text().split()
-    tree = ast.parse((_package_dir("open_clip") / "zero_shot_metadata.py").read_text())
+    wnids = (package_dir("timm") / "data" / "_info" / "imagenet_synsets.txt").read_text().split()
+    tree = ast.parse((package_dir("open_clip") / "zero_shot_metadata.py").read_text())
     names = next(
         ast.literal_eval(node.value)
         for node in tree.body

@@ -9,6 +9,7 @@ JSONL file, which generation reads through `read_prompts`.
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
 import json
 import os
@@ -41,16 +42,20 @@ def openai_imagenet_templates() -> tuple[Callable[[str], str], ...]:
     """CLIP's 80 ImageNet templates from open_clip's own `zero_shot_metadata.py`, a module of plain
     data. Run as a file, not imported: importing it runs open_clip's `__init__`, which imports torch
     (seconds), and the prompts job that needs the templates is one of the first that everything
-    waits for."""
+    waits for. Where the file cannot be run alone (another install layout, an import added to it),
+    the module is imported as usual."""
     loaded = sys.modules.get("open_clip.zero_shot_metadata")
     if loaded is None:
-        package = importlib.util.find_spec("open_clip")
-        if package is None or not package.submodule_search_locations:
-            raise ImportError("the templates strategy needs open_clip (pip install open_clip_torch)")
-        path = os.path.join(list(package.submodule_search_locations)[0], "zero_shot_metadata.py")
-        spec = importlib.util.spec_from_file_location("_open_clip_zero_shot_metadata", path)
-        loaded = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(loaded)
+        try:
+            from synthscale.data.wordnet import package_dir
+
+            path = package_dir("open_clip") / "zero_shot_metadata.py"
+            spec = importlib.util.spec_from_file_location("_open_clip_zero_shot_metadata", path)
+            loaded = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(loaded)
+            loaded.OPENAI_IMAGENET_TEMPLATES  # noqa: B018 - the file must hold them
+        except Exception:  # noqa: BLE001 - any failure of the shortcut: the plain import decides
+            loaded = importlib.import_module("open_clip.zero_shot_metadata")
     return tuple(loaded.OPENAI_IMAGENET_TEMPLATES)
 
 

@@ -394,3 +394,21 @@ def test_bf16_frozen_parts_encode_and_are_saved_as_loaded(sd_dir, shards, tmp_pa
         base, saved = load_file(sd_dir / part), load_file(out / part)
         assert base.keys() == saved.keys()
         assert all(saved[k].dtype == base[k].dtype and torch.equal(saved[k], base[k]) for k in base), part
+
+
+def test_snr_gamma_weights_the_fine_tuning_loss_by_its_timesteps(sd_dir, shards, tmp_path):
+    """`snr_gamma` reaches the loss with this scheduler's SNR at each image's own timestep: a gamma above
+    every SNR leaves the plain loss (every weight 1), a gamma below every SNR scales it down (weights
+    gamma/SNR), both on the same first batch, noise and weights."""
+    def first_loss(name, **over):
+        log = finetune_generator(str(sd_dir), shards, PROMPTS[:1], recipe(steps=1, batch_size=8, **over),
+                                 0, tmp_path / name, progress=False)
+        return float(log["loss"].iloc[0])
+
+    from diffusers import DDPMScheduler
+
+    a = DDPMScheduler.from_pretrained(sd_dir, subfolder="scheduler").alphas_cumprod.double()
+    snr = a / (1 - a)
+    plain = first_loss("plain")
+    assert first_loss("huge", snr_gamma=float(snr.max()) * 10) == pytest.approx(plain, rel=1e-5)
+    assert first_loss("tiny", snr_gamma=float(snr.min()) / 100) < 0.02 * plain

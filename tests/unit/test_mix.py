@@ -76,7 +76,8 @@ def test_plan_schedules_mixes_with_multiples_and_overrides(default_raw):
     assert real == {"split": "train", "limit": 30}
     assert syn["limit"] == 90 and syn["shards"] == plan.shards("tinydigits", 2.0, "classname", 90)
     big = plan.train_parts(f"mix/realall/{SYN}", "1203")
-    assert big[0]["limit"] is None and len(big[1]["shards"]) == 5  # ceil(1203 / 300)
+    per_shard = cfg["generation"]["shard_size"]
+    assert big[0]["limit"] is None and len(big[1]["shards"]) == -(-1203 // per_shard)  # ceil: 1203 images
     assert plan.train_parts("real", "60") == [{"split": "train", "limit": 60}]
     assert plan.train_parts(SYN, "60")[0]["limit"] == 60
 

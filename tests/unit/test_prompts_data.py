@@ -108,3 +108,22 @@ def test_templates_are_open_clips_own_and_writing_them_imports_no_torch(tmp_path
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
     assert read_prompts(tmp_path / "t.jsonl") == class_prompts(digits_classes(), "templates")
+
+
+def test_templates_fall_back_to_importing_open_clip_when_its_file_cannot_run_alone(monkeypatch):
+    from synthscale.data import wordnet
+    from synthscale.prompts import strategies
+
+    def gone(name):
+        raise ModuleNotFoundError(name)
+
+    import sys
+
+    monkeypatch.setattr(wordnet, "package_dir", gone)
+    monkeypatch.delitem(sys.modules, "open_clip.zero_shot_metadata", raising=False)
+    strategies.openai_imagenet_templates.cache_clear()
+    try:
+        assert len(class_prompts(digits_classes(), "templates")[0]) == 80
+        assert "open_clip.zero_shot_metadata" in sys.modules, "the templates did not come from the import"
+    finally:
+        strategies.openai_imagenet_templates.cache_clear()
