@@ -773,18 +773,20 @@ def epoch_size(parts: list[dict[str, Any]], mix: dict[str, Any] | None = None) -
     return sum(part_size(p) for p in parts)
 
 
-def useful_workers(parts: list[dict[str, Any]], workers: int, mix: dict[str, Any] | None = None) -> int:
-    """The loader workers worth starting: at most this rank's share of the shards of its largest part
-    (of the real part, which drives a `prob` mix). Every stream reads a balanced range of samples
-    (`_my_range`), so more workers than shards would split single shards between workers, each opening
-    and seeking the same tar, for start-up, memory and prefetch that buy nothing: e.g. 32 shards on 8
-    ranks feed 4 workers each, not 8. In-memory parts: no cap. At least one worker."""
+def useful_workers(parts: list[dict[str, Any]], workers: int, mix: dict[str, Any] | None = None,
+                   batch_size: int = 1) -> int:
+    """The loader workers worth starting: at most one per full batch of this rank's share of an epoch.
+    Every stream reads a balanced range of samples (`_my_range`), not whole shards, so workers may
+    outnumber shards (several read ranges of one tar; a range's start is found from the tar headers
+    alone) and each still decodes and augments its own images: capping the workers at the shard
+    count would idle CPU that a GPU rank needs (e.g. 32 shards on 8 ranks would feed 4 workers each,
+    not 8). A worker without a full batch would only add a short batch. In-memory parts: no cap. At
+    least one worker."""
     if workers <= 1 or any("arrays" in p for p in parts):
         return workers
-    rank, world = _rank()
-    driving = parts[:1] if (mix or {}).get("mode") == "prob" else parts
-    most = max(len(nested_shards(p["shards"], p.get("limit"))[rank::world]) for p in driving)
-    return max(1, min(workers, most))
+    _, world = _rank()
+    per_rank = epoch_size(parts, mix) // world
+    return max(1, min(workers, per_rank // max(1, int(batch_size))))
 
 
 def build_train_loader(
@@ -825,7 +827,7 @@ def build_train_loader(
     """
     bs = batch_size or recipe.get("micro_batch_size") or recipe["batch_size"]
     workers = recipe.get("num_workers", 0) if num_workers is None else num_workers
-    workers = useful_workers(parts, int(workers), mix)
+    workers = useful_workers(parts, int(workers), mix, bs)
     ds = TrainStream(parts, recipe, seed, epoch, mix=mix, batch_size=bs, shuffle=shuffle)
     return _loader(ds, bs, recipe, int(workers), persistent=persistent)
 

@@ -405,23 +405,25 @@ def test_training_reads_the_loss_at_sync_points_only(monkeypatch, tmp_path, digi
     assert len(reads) <= 3, f"{len(reads)} reads of device values in 16 steps of 2 micro-batches: {reads}"
 
 
-def test_fewer_shards_than_workers_start_fewer_workers(tmp_path, digits_16):
-    """3 shards and 8 workers: 5 workers would get no shard. The loader starts 3, and its batches are
-    those of a loader built with 3 workers (deterministic as any fixed worker count)."""
+def test_workers_share_shards_and_are_capped_by_full_batches(tmp_path, digits_16):
+    """3 shards and 8 workers: every worker reads its own range of the samples, so all 8 start (at
+    batch 8: 11 full batches) and the epoch still holds every image once; only workers beyond the
+    full batches of the epoch are left out (batch 16: 5)."""
     from synthscale.data.loader import useful_workers
 
     images, labels = digits_16
     shards = write_digit_shards(tmp_path, images[:90], labels[:90], 30)
     recipe = full_recipe({**RECIPE, "pad_crop": 2, "shuffle_buffer": 10})
     parts = [{"shards": shards, "limit": None}]
-    assert useful_workers(parts, 8) == 3 and useful_workers(parts, 2) == 2
-    assert useful_workers([{"shards": shards, "limit": 45}], 8) == 2, "the shards that hold the first N"
-    assert useful_workers([{"arrays": (images[:90], labels[:90]), "limit": None}], 8) == 8
-    loader = build_train_loader(parts, recipe, 3, 0, batch_size=16, num_workers=8)
-    assert loader.num_workers == 3
-    x8, y8 = _epoch(parts, recipe, 3, 0, workers=8)
-    x3, y3 = _epoch(parts, recipe, 3, 0, workers=3)
-    assert len(y8) == 90 and torch.equal(x8, x3) and torch.equal(y8, y3)
+    assert useful_workers(parts, 8, batch_size=8) == 8 and useful_workers(parts, 8, batch_size=16) == 5
+    assert useful_workers(parts, 2, batch_size=16) == 2
+    assert useful_workers([{"shards": shards, "limit": 45}], 8, batch_size=16) == 2, "the first N only"
+    assert useful_workers([{"arrays": (images[:90], labels[:90]), "limit": None}], 8, batch_size=64) == 8
+    loader = build_train_loader(parts, recipe, 3, 0, batch_size=8, num_workers=8)
+    assert loader.num_workers == 8
+    ys = torch.cat([y for _, y in loader])
+    assert len(ys) == 90 and torch.equal(torch.sort(ys).values, torch.sort(torch.as_tensor(labels[:90])).values)
+    assert build_train_loader(parts, recipe, 3, 0, batch_size=16, num_workers=8).num_workers == 5
 
 
 def test_cuda_speed_switches_leave_torch_precision_readable(monkeypatch):
