@@ -35,6 +35,10 @@ from synthscale.seeds import mix_seed
 
 PG_TIMEOUT_MIN = 60  # a collective waits this long for a slow rank (a long first evaluation, a slow file system)
 STOP_WAIT_S = 30  # after a signal, how long run_torchrun waits for the ranks' checkpoint (SLURM's KillWait)
+# how long torchrun lets its signalled ranks finish their step and save before it SIGKILLs them (its
+# default is 30 s, too short for a large checkpoint); the presets signal 180 s before the time limit
+# (`slurm_extra: --signal=TERM@180`), so 150 s fits inside with room for the launcher's own exit
+SHUTDOWN_TIMEOUT_S = 150
 
 
 # --------------------------------------------------------------------------------------------------
@@ -206,6 +210,14 @@ def launch(
     return rc, bool(got)
 
 
+def rank_env(threads: int) -> dict[str, str]:
+    """The environment of a torchrun launch: this process's, with OMP_NUM_THREADS at a rank's share
+    of the job's threads and torchrun's grace period for signalled ranks (TORCH_ELASTIC_SHUTDOWN_TIMEOUT,
+    SHUTDOWN_TIMEOUT_S unless the environment sets it; torch versions without it ignore it)."""
+    return {**os.environ, "OMP_NUM_THREADS": str(threads),
+            "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(SHUTDOWN_TIMEOUT_S))}
+
+
 def run_torchrun(module: str, spec: dict[str, Any], nproc: int, spec_path: str | os.PathLike) -> None:
     """Run `python -m MODULE SPEC` on `nproc` torchrun processes, MODULE's `__main__` being
     `rank_main(SPEC, its training function)`; raise Preempted when the ranks stopped after saving a
@@ -220,7 +232,7 @@ def run_torchrun(module: str, spec: dict[str, Any], nproc: int, spec_path: str |
     Path(spec_path).parent.mkdir(parents=True, exist_ok=True)
     Path(spec_path).write_text(json.dumps({**spec, "threads": threads, "stop_file": str(stop_file)}))
     cmd = torchrun_command(module, nproc, [str(spec_path)])
-    rc, _ = launch(cmd, env={**os.environ, "OMP_NUM_THREADS": str(threads)}, settled=stop_file.exists)
+    rc, _ = launch(cmd, env=rank_env(threads), settled=stop_file.exists)
     if rc == PREEMPTED_EXIT or (rc != 0 and stop_file.exists()):
         stop_file.unlink(missing_ok=True)
         raise Preempted(f"distributed training stopped; checkpoint {spec.get('checkpoint_path')}")

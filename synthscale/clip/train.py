@@ -482,10 +482,10 @@ def launch(cmd: Sequence[str], nproc: int = 1, threads: int | None = None) -> No
     `save_frequency` epochs)."""
     import torch
 
-    from synthscale.distributed import launch as run_launcher, rank_threads
+    from synthscale.distributed import launch as run_launcher, rank_env, rank_threads
 
     per_rank = rank_threads(threads or torch.get_num_threads(), nproc)
-    env = {**os.environ, "OMP_NUM_THREADS": str(per_rank)}
+    env = rank_env(per_rank)
     rc, signalled = run_launcher(cmd, env=env, relay_output=True, forward_signals=True)
     if rc != 0 and signalled:
         raise Preempted(

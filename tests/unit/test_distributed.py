@@ -29,3 +29,19 @@ def test_rank_seeds_and_the_mixer_are_unchanged():
     """Values from before mix_seed moved to synthscale.seeds: every seed a run draws stays the same."""
     assert [rank_seed(5, 0, 61), rank_seed(5, 1, 61), rank_seed(123456789, 7, 67)] == [5, 1229786620, 52945748]
     assert mix_seed(3, 4, 5, 53) == 8358733167810093914
+
+
+def test_torchrun_gives_signalled_ranks_the_grace_period_we_set(monkeypatch):
+    """torchrun SIGKILLs its ranks 30 s after passing on a SIGTERM unless told otherwise; a large
+    checkpoint needs longer. The launch environment sets the variable torch's launcher reads."""
+    from torch.distributed.launcher.api import LaunchConfig
+
+    from synthscale.distributed import SHUTDOWN_TIMEOUT_S, rank_env
+
+    monkeypatch.delenv("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", raising=False)
+    env = rank_env(3)
+    assert env["OMP_NUM_THREADS"] == "3"
+    monkeypatch.setenv("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"])
+    assert LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=2).shutdown_timeout == SHUTDOWN_TIMEOUT_S > 30
+    monkeypatch.setenv("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "600")  # a site's own setting wins
+    assert rank_env(3)["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "600"
