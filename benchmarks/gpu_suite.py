@@ -45,7 +45,10 @@ import numpy as np
 import torch
 
 # dense bf16 tensor-core peak, TFLOP/s, by a substring of torch.cuda.get_device_name()
-PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 70.0, "L4": 121.0}
+# dense bf16 peaks by device-name substring, the most specific first (torch names the SXM parts
+# "NVIDIA H100 80GB HBM3" and "NVIDIA H200"; the PCIe and NVL parts say so)
+PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H200 NVL": 835.0, "H200": 989.0, "H100": 989.0,
+                    "A100": 312.0, "L40S": 362.0, "A10G": 70.0, "L4": 121.0}
 # CPU runs (--tiny) have no meaningful peak; a nominal one keeps the figures defined
 NOMINAL_CPU_TFLOPS = 1.0
 
@@ -102,11 +105,19 @@ def peak_flops(device: str, override_tflops: float | None) -> tuple[float, str]:
         return override_tflops * 1e12, "--peak-tflops"
     if device == "cuda":
         name = torch.cuda.get_device_name()
-        for key, tflops in PEAK_BF16_TFLOPS.items():
-            if key in name:
-                return tflops * 1e12, f"table ({key})"
-        raise SystemExit(f"no bf16 peak known for {name!r}: pass --peak-tflops")
+        known = table_peak(name)
+        if known is None:
+            raise SystemExit(f"no bf16 peak known for {name!r}: pass --peak-tflops")
+        return known
     return NOMINAL_CPU_TFLOPS * 1e12, "nominal CPU value (pass --peak-tflops)"
+
+
+def table_peak(device_name: str) -> tuple[float, str] | None:
+    """(peak FLOP/s, "table (key)") for a CUDA device name, from the most specific matching key."""
+    for key, tflops in PEAK_BF16_TFLOPS.items():
+        if key in device_name:
+            return tflops * 1e12, f"table ({key})"
+    return None
 
 
 def sync(device: str) -> None:
@@ -171,11 +182,15 @@ def resnet_recipe(cfg: dict[str, Any], device: str) -> dict[str, Any]:
     from synthscale.study.recipes import resolve_recipe
 
     r = cfg["resnet"]
+    base = resolve_recipe({"recipe": "imagenet-resnet50"})
     return resolve_recipe({
         "recipe": "imagenet-resnet50", "arch": r["arch"], "model_kwargs": r["model_kwargs"],
         "input_size": r["input_size"], "epochs": 2, "min_steps": 0, "batch_size": r["batch"],
         "micro_batch_size": r["batch"], "num_workers": r["workers"], "amp": device == "cuda",
         "channels_last": device == "cuda",
+        # the recipe's lr is for its own batch: scaled linearly (Goyal et al.), so a smaller batch
+        # does not diverge and lose the figure
+        "lr": base["lr"] * r["batch"] / base["batch_size"],
     })
 
 
@@ -271,10 +286,11 @@ def bench_clip(shards: list[str], cfg: dict[str, Any], device: str, work: Path, 
     wall = time.perf_counter() - t0
     for name in [None, *logging.root.manager.loggerDict]:  # open_clip_train sets every logger to INFO
         logging.getLogger(name).setLevel(levels.get(name, logging.NOTSET))
-    # open_clip_train logs "<samples/s>/s, <per gpu>/s/gpu" every log_every_n_steps; the last is steady state
+    # open_clip_train logs "Batch (t): <mean step s since the last log>, <samples/s of the last step>/s"
+    # every log_every_n_steps: the mean over the last interval (steady state), not one step's rate
     text = (model_path.with_name("train.log")).read_text() if model_path.with_name("train.log").exists() else ""
-    rates = [float(m) for m in re.findall(r"([0-9.]+)/s/gpu", text)]
-    samples_per_s = rates[-1] if rates else n / wall
+    means = [float(m) for m in re.findall(r"Batch \(t\): ([0-9.]+)", text)]
+    samples_per_s = recipe["batch_size"] / means[-1] if means and means[-1] > 0 else n / wall
     flops = clip_step_flops(cfg, device, work)
     return {"clip_samples_per_s": samples_per_s, "clip_gflops_per_sample": flops / 1e9,
             "clip_mfu": flops * samples_per_s / peak, "clip_wall_seconds": wall}

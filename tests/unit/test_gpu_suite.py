@@ -47,3 +47,15 @@ def test_peak_comes_from_the_device_name_or_the_flag():
     assert suite.peak_flops("cpu", 989.0) == (989e12, "--peak-tflops")
     assert suite.PEAK_BF16_TFLOPS["H100"] == suite.PEAK_BF16_TFLOPS["H200"] == 989.0
     assert suite.PEAK_BF16_TFLOPS["A100"] == 312.0
+
+
+def test_peak_table_rates_each_hopper_part_by_its_own_peak():
+    """MFU divides by the device's peak: an H100 PCIe (756 TFLOP/s bf16 dense) rated as an SXM (989)
+    would understate its MFU by a quarter."""
+    suite = load_suite()
+    assert suite.table_peak("NVIDIA H100 PCIe")[0] == 756e12
+    assert suite.table_peak("NVIDIA H100 NVL")[0] == 835e12
+    assert suite.table_peak("NVIDIA H100 80GB HBM3")[0] == 989e12
+    assert suite.table_peak("NVIDIA H200")[0] == 989e12
+    assert suite.table_peak("NVIDIA A100-SXM4-80GB")[0] == 312e12
+    assert suite.table_peak("Some Future GPU") is None
