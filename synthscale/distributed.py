@@ -95,6 +95,17 @@ def barrier() -> None:
         torch.distributed.barrier()
 
 
+def ddp_wrap(model: torch.nn.Module, device: str) -> torch.nn.parallel.DistributedDataParallel:
+    """`model` under DDP in this rank's process group (on its GPU on CUDA); rank 0 says so."""
+    net = torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None
+    )
+    rank, world = rank_world()
+    if rank == 0:
+        print(f"DDP: {world} rank(s), process group backend {torch.distributed.get_backend()}", flush=True)
+    return net
+
+
 def rank_seed(base: int, rank: int, salt: int) -> int:
     """The seed of a rank's own random draws from a one-process seed `base`: rank 0 (and so every
     one-process run) keeps `base`; another rank mixes its rank and a per-use `salt` in, so ranks draw

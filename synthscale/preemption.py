@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,22 @@ class CheckpointClock:
 
     def saved(self) -> None:
         self.last = time.monotonic()
+
+
+@dataclass
+class Stopping:
+    """What stops a loop or has it save: its checkpoint path (None: neither), the stop flag, the
+    periodic-checkpoint clock, and a test's `stop_after_steps`."""
+
+    ckpt: Path | None
+    signals: StopSignals
+    clock: CheckpointClock
+    stop_after_steps: int | None = None
+
+    def flags(self, step: int, rank: int) -> list[float]:
+        """After `step`: [this rank was told to stop, rank 0's clock says save], the values a loop
+        sums over the ranks so that every rank stops or saves after the same step."""
+        return [float(self.signals.stopping(step, self.stop_after_steps)), float(rank == 0 and self.clock.due())]
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:

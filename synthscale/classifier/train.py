@@ -15,6 +15,7 @@ import math
 import os
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,10 @@ from tqdm.auto import tqdm
 from synthscale.io import atomic_path, write_csv
 from synthscale.lr_schedule import lr_factor
 from synthscale.data.loader import DeviceNormalize, TrainLoader, epoch_size, uint8_batches
-from synthscale.distributed import all_sum, all_sum_device, barrier, dist_on, rank_main, rank_seed, rank_world, run_torchrun
-from synthscale.preemption import CheckpointClock, Preempted, StopSignals, resume_checkpoint, save_checkpoint
+from synthscale.distributed import (
+    all_sum, all_sum_device, barrier, ddp_wrap, dist_on, rank_main, rank_seed, rank_world, run_torchrun,
+)
+from synthscale.preemption import CheckpointClock, Preempted, StopSignals, Stopping, resume_checkpoint, save_checkpoint
 from synthscale.study.recipes import resolve_recipe
 
 
@@ -127,6 +130,40 @@ def enable_fast_cuda_math() -> None:
     torch.backends.cudnn.allow_tf32 = True
 
 
+@dataclass
+class TrainRun:
+    """One classifier run as its steps see it: the recipe, the step plan, the model (`net`: the same
+    model under DDP and torch.compile), the optimizer, the device-side batch finishing, and what
+    stops or checkpoints it. Built by `_setup_run` and `_parallel_net`; the loop's position (epoch,
+    batches, step, images seen, log) is `state`, apart, since a checkpoint saves it as JSON."""
+
+    recipe: dict[str, Any]
+    seed: int
+    device: str
+    rank: int
+    world: int
+    micro: int  # images per micro-batch on one rank
+    accum: int  # micro-batches per step on one rank
+    n: int  # images per epoch
+    epochs: int
+    total: int  # steps
+    total_images: int
+    warmup: float  # images of linear warm-up
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    base_lrs: list[float]
+    finish: DeviceNormalize | None
+    net: Any = None
+    ddp: bool = False
+    mixup: Any = None
+    amp: Any = None
+    stopping: Stopping | None = None
+
+    @property
+    def dev_type(self) -> str:
+        return torch.device(self.device).type
+
+
 def train_model(
     parts: list[dict[str, Any]],
     n_classes: int,
@@ -162,6 +199,35 @@ def train_model(
     recipe = full_recipe(recipe, parts)
     # uint8 batches (auto: on CUDA) are normalised, and randomly erased, here on the device
     recipe["uint8_batches"] = uint8_batches(recipe, device)
+    run = _setup_run(parts, n_classes, recipe, seed, device, mix)
+    ckpt = Path(checkpoint_path) if checkpoint_path else None
+    state, running = _resume_run(run, ckpt)
+    _parallel_net(run, n_classes)
+    stop = StopSignals(enabled=bool(ckpt))
+    desc = f"train {recipe['arch']} n={run.n}"
+    bar = tqdm(total=run.total, initial=state["step"], desc=desc, disable=not progress or run.rank > 0)
+    t0 = time.time()
+    run.stopping = Stopping(ckpt, stop, CheckpointClock(recipe.get("checkpoint_minutes")), stop_after_steps)
+    # one DataLoader for every epoch: its workers start once and keep their decoded images
+    loader = TrainLoader(parts, recipe, seed, mix=mix, batch_size=run.micro)
+    try:
+        run.net.train()
+        while state["epoch"] < run.epochs:
+            train_one_epoch(run, loader.epoch(state["epoch"]), state, running, bar)
+            _end_epoch(run, state, running, t0)
+    finally:
+        loader.close()
+        bar.close()
+        stop.restore()
+    return _save_run(run, state, n_classes, model_path, log_path)
+
+
+def _setup_run(
+    parts: list[dict[str, Any]], n_classes: int, recipe: dict[str, Any], seed: int, device: str,
+    mix: dict[str, Any] | None,
+) -> TrainRun:
+    """The step plan (micro-batch, accumulation, epochs, warm-up) on this rank, and a fresh model
+    (from `seed`) and its optimizer."""
     finish = DeviceNormalize(recipe, device) if recipe["uint8_batches"] else None
     rank, world = rank_world()
     micro = recipe["micro_batch_size"] or max(1, recipe["batch_size"] // world)
@@ -171,8 +237,7 @@ def train_model(
     total, total_images = spe * epochs, n * epochs
     warmup = recipe["warmup_frac"] * total_images
 
-    dev_type = torch.device(device).type
-    if dev_type == "cuda":
+    if torch.device(device).type == "cuda":
         enable_fast_cuda_math()
     torch.manual_seed(seed)
     model = create_classifier(recipe["arch"], n_classes, recipe.get("model_kwargs")).to(device)
@@ -180,164 +245,200 @@ def train_model(
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, recipe)
     base_lrs = [g["lr"] for g in opt.param_groups]
-    state = {"epoch": 0, "batches": 0, "step": 0, "seen": 0, "log": [], "running": [0.0, 0.0, 0.0]}
-    ckpt = Path(checkpoint_path) if checkpoint_path else None
-    saved = resume_checkpoint(ckpt, device, clean=rank == 0)
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["opt"])
-        state = json.loads(saved["state"])
-        if rank > 0:  # rank 0 saved the epoch's sums over every rank
-            state["running"] = [0.0, 0.0, 0.0]
-    # this rank's (loss sum, correct, images) of the epoch so far, on the device
-    running = torch.tensor(state["running"], dtype=torch.float64, device=device)
+    return TrainRun(recipe, seed, device, rank, world, micro, accum, n, epochs, total, total_images, warmup,
+                    model, opt, base_lrs, finish)
 
-    net = model
-    ddp = dist_on()  # DDP whenever a process group is up, even with one rank (the GPU suite's NCCL check)
-    if ddp:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None
-        )
-        if rank == 0:
-            print(f"DDP: {world} rank(s), process group backend {torch.distributed.get_backend()}", flush=True)
+
+def _resume_run(run: TrainRun, ckpt: Path | None) -> tuple[dict[str, Any], torch.Tensor]:
+    """The loop's position, fresh or from the checkpoint (whose model and optimizer state are loaded
+    here), and this rank's (loss sum, correct, images) of the epoch so far, on the device."""
+    state = {"epoch": 0, "batches": 0, "step": 0, "seen": 0, "log": [], "running": [0.0, 0.0, 0.0]}
+    saved = resume_checkpoint(ckpt, run.device, clean=run.rank == 0)
+    if saved is not None:
+        run.model.load_state_dict(saved["model"])
+        run.opt.load_state_dict(saved["opt"])
+        state = json.loads(saved["state"])
+        if run.rank > 0:  # rank 0 saved the epoch's sums over every rank
+            state["running"] = [0.0, 0.0, 0.0]
+    return state, torch.tensor(state["running"], dtype=torch.float64, device=run.device)
+
+
+def _parallel_net(run: TrainRun, n_classes: int) -> None:
+    """The model as the steps call it (`run.net`: DDP, torch.compile), mixup/cutmix and autocast."""
+    recipe = run.recipe
+    net = run.model
+    run.ddp = dist_on()  # DDP whenever a process group is up, even with one rank (the GPU suite's NCCL check)
+    if run.ddp:
+        net = ddp_wrap(run.model, run.device)
     if recipe["compile"]:
         mode = recipe["compile"] if isinstance(recipe["compile"], str) else None
         net = torch.compile(net, mode=mode)
-    mixup = None
+    run.net = net
     if recipe["mixup"] > 0 or recipe["cutmix"] > 0:
         from timm.data import Mixup
 
-        mixup = Mixup(
+        run.mixup = Mixup(
             mixup_alpha=recipe["mixup"],
             cutmix_alpha=recipe["cutmix"],
             label_smoothing=recipe["label_smoothing"],
             num_classes=n_classes,
         )
-    amp = torch.autocast(dev_type, dtype=torch.bfloat16, enabled=bool(recipe["amp"]))
+    run.amp = torch.autocast(run.dev_type, dtype=torch.bfloat16, enabled=bool(recipe["amp"]))
 
-    stop = StopSignals(enabled=bool(ckpt))
-    meta = {
-        "arch": recipe["arch"],
-        "model_kwargs": recipe.get("model_kwargs", {}),
-        "n_classes": n_classes,
-        "n_train": n,
-        "seed": seed,
-        "recipe": recipe["recipe"],
-        "input_size": recipe["input_size"],
-        "mean": recipe["mean"],
-        "std": recipe["std"],
-    }
-    desc = f"train {recipe['arch']} n={n}"
-    bar = tqdm(total=total, initial=state["step"], desc=desc, disable=not progress or rank > 0)
-    t0 = time.time()
-    clock = CheckpointClock(recipe.get("checkpoint_minutes"))
-    # one DataLoader for every epoch: its workers start once and keep their decoded images
-    loader = TrainLoader(parts, recipe, seed, mix=mix, batch_size=micro)
-    try:
-        net.train()
-        while state["epoch"] < epochs:
-            epoch = state["epoch"]
-            it = loader.epoch(epoch)
-            for _ in range(state["batches"]):  # resume mid-epoch: skip the batches already done
-                next(it, None)
-            while True:
-                batches = [b for b in (next(it, None) for _ in range(accum)) if b is not None]
-                local = sum(len(b[1]) for b in batches)
-                empty, seen_now, _ = all_sum([float(not batches), float(local), 0.0])
-                if empty:  # an epoch ends when any rank runs out (ranks must step together)
-                    break
-                factor = lr_factor(state["seen"], total_images, warmup, recipe["batch_size"])
-                for g, lr in zip(opt.param_groups, base_lrs):
-                    g["lr"] = lr * factor
-                s_seed = step_seed(seed, state["step"], rank)
-                torch.default_generator.manual_seed(s_seed)  # dropout, drop-path
-                if dev_type == "cuda":
-                    torch.cuda.manual_seed(s_seed)
-                np.random.seed(s_seed)  # timm Mixup draws from numpy
-                if finish is not None and finish.erase is not None:
-                    random.seed(s_seed)  # timm RandomErasing draws its boxes from python's random
-                opt.zero_grad(set_to_none=True)
-                loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-                correct = torch.zeros((), dtype=torch.float64, device=device)
-                for j, (xb, yb) in enumerate(batches):
-                    xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-                    if finish is not None:
-                        xb = finish(xb)
-                    if recipe["channels_last"]:
-                        xb = xb.contiguous(memory_format=torch.channels_last)
-                    target = yb
-                    if mixup is not None and len(yb) % 2 == 0:
-                        xb, target = mixup(xb, yb)
-                    sync = not ddp or j == len(batches) - 1
-                    ctx = net.no_sync() if not sync and hasattr(net, "no_sync") else contextlib.nullcontext()
-                    with ctx:
-                        with amp, batchnorm_frozen_if_single(model, len(yb)):
-                            logits = net(xb)
-                        logits = logits.float()
-                        if target.ndim == 2:
-                            loss = torch.sum(-target * F.log_softmax(logits, -1), -1).mean()
-                        else:
-                            loss = F.cross_entropy(logits, target, label_smoothing=recipe["label_smoothing"])
-                        (loss * len(yb) / local).backward()
-                    # no .item(): the sums stay on the device (no host sync per micro-batch)
-                    loss_sum += loss.detach().double() * len(yb)
-                    correct += (logits.argmax(1) == yb).sum().double()
-                opt.step()
-                state["step"] += 1
-                state["batches"] += len(batches)
-                state["seen"] += int(seen_now)
-                running[0] += loss_sum  # (a python number added on the device: no host-to-device copy)
-                running[1] += correct
-                running[2] += local
-                bar.update(1)
-                if state["step"] % SYNC_EVERY == 0:  # a sync point between epochs: check, show the loss
-                    sums = _finite_sums(running, state, total, recipe, dev_type)
-                    bar.set_postfix(loss=f"{sums[0] / max(sums[2], 1):.4g}", refresh=False)
-                if not ckpt:
-                    continue
-                stopping = stop.stopping(state["step"], stop_after_steps)
-                due = rank == 0 and clock.due()
-                stop_all, due_all = all_sum([float(stopping), float(due)])
-                if stop_all or due_all:
-                    # every rank's epoch sums, checked, in the checkpoint (rank 0 writes it)
-                    sums = _finite_sums(running, state, total, recipe, dev_type)
-                    if rank == 0:
-                        save_checkpoint(ckpt, checkpoint_state(model, opt, {**state, "running": sums}))
-                    clock.saved()
-                if stop_all:
-                    raise Preempted(f"stopped at step {state['step']}/{total}; checkpoint {ckpt}")
-            ep_loss, ep_correct, ep_seen = _finite_sums(running, state, total, recipe, dev_type)
-            if not ep_seen:
-                raise ValueError(
-                    f"epoch {epoch + 1} trained on no image: a rank got no shard of the parts "
-                    f"({world} ranks); write more, smaller shards than ranks"
-                )
-            state["log"].append(
-                {
-                    "epoch": epoch + 1,
-                    "step": state["step"],
-                    "train_loss": ep_loss / max(ep_seen, 1),
-                    "train_acc": ep_correct / max(ep_seen, 1),
-                    "lr": opt.param_groups[0]["lr"],
-                    "seconds": round(time.time() - t0, 3),
-                }
-            )
-            state.update(epoch=epoch + 1, batches=0, running=[0.0, 0.0, 0.0])
-            running.zero_()
-    finally:
-        loader.close()
-        bar.close()
-        stop.restore()
+
+def train_one_epoch(
+    run: TrainRun, it, state: dict[str, Any], running: torch.Tensor, bar
+) -> None:
+    """The rest of the epoch `state["epoch"]` from the loader's iterator `it`: step after step, each
+    on `accum` micro-batches of every rank, until any rank runs out; a sync point every `SYNC_EVERY`
+    steps, and after each step, with a checkpoint path, the stop-or-save decision."""
+    for _ in range(state["batches"]):  # resume mid-epoch: skip the batches already done
+        next(it, None)
+    while True:
+        batches = [b for b in (next(it, None) for _ in range(run.accum)) if b is not None]
+        local = sum(len(b[1]) for b in batches)
+        empty, seen_now, _ = all_sum([float(not batches), float(local), 0.0])
+        if empty:  # an epoch ends when any rank runs out (ranks must step together)
+            break
+        loss_sum, correct = train_step(run, batches, local, state)
+        state["step"] += 1
+        state["batches"] += len(batches)
+        state["seen"] += int(seen_now)
+        running[0] += loss_sum  # (a python number added on the device: no host-to-device copy)
+        running[1] += correct
+        running[2] += local
+        bar.update(1)
+        if state["step"] % SYNC_EVERY == 0:  # a sync point between epochs: check, show the loss
+            sums = _finite_sums(running, state, run.total, run.recipe, run.dev_type)
+            bar.set_postfix(loss=f"{sums[0] / max(sums[2], 1):.4g}", refresh=False)
+        if run.stopping.ckpt:
+            _stop_or_save(run, state, running)
+
+
+def train_step(
+    run: TrainRun, batches: list, local: int, state: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on this rank's micro-batches (`local` images): the learning rate of the
+    images seen, the step's seeds, a forward and backward pass per micro-batch (DDP reduces the
+    gradients at the last). Returns the step's loss sum and correct count, on the device."""
+    factor = lr_factor(state["seen"], run.total_images, run.warmup, run.recipe["batch_size"])
+    for g, lr in zip(run.opt.param_groups, run.base_lrs):
+        g["lr"] = lr * factor
+    s_seed = step_seed(run.seed, state["step"], run.rank)
+    torch.default_generator.manual_seed(s_seed)  # dropout, drop-path
+    if run.dev_type == "cuda":
+        torch.cuda.manual_seed(s_seed)
+    np.random.seed(s_seed)  # timm Mixup draws from numpy
+    if run.finish is not None and run.finish.erase is not None:
+        random.seed(s_seed)  # timm RandomErasing draws its boxes from python's random
+    run.opt.zero_grad(set_to_none=True)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
+    correct = torch.zeros((), dtype=torch.float64, device=run.device)
+    for j, (xb, yb) in enumerate(batches):
+        sync = not run.ddp or j == len(batches) - 1
+        batch_loss, batch_correct = _micro_batch(run, xb, yb, local, sync)
+        # no .item(): the sums stay on the device (no host sync per micro-batch)
+        loss_sum += batch_loss
+        correct += batch_correct
+    run.opt.step()
+    return loss_sum, correct
+
+
+def _micro_batch(
+    run: TrainRun, xb: torch.Tensor, yb: torch.Tensor, local: int, sync: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward on one micro-batch, its loss weighted by its share of the rank's step;
+    DDP's gradient all-reduce only where `sync`. Returns (loss sum, correct), on the device."""
+    recipe, net = run.recipe, run.net
+    xb, yb = xb.to(run.device, non_blocking=True), yb.to(run.device, non_blocking=True)
+    if run.finish is not None:
+        xb = run.finish(xb)
+    if recipe["channels_last"]:
+        xb = xb.contiguous(memory_format=torch.channels_last)
+    target = yb
+    if run.mixup is not None and len(yb) % 2 == 0:
+        xb, target = run.mixup(xb, yb)
+    ctx = net.no_sync() if not sync and hasattr(net, "no_sync") else contextlib.nullcontext()
+    with ctx:
+        with run.amp, batchnorm_frozen_if_single(run.model, len(yb)):
+            logits = net(xb)
+        logits = logits.float()
+        if target.ndim == 2:
+            loss = torch.sum(-target * F.log_softmax(logits, -1), -1).mean()
+        else:
+            loss = F.cross_entropy(logits, target, label_smoothing=recipe["label_smoothing"])
+        (loss * len(yb) / local).backward()
+    return loss.detach().double() * len(yb), (logits.argmax(1) == yb).sum().double()
+
+
+def _stop_or_save(run: TrainRun, state: dict[str, Any], running: torch.Tensor) -> None:
+    """After a step: whether any rank was told to stop and whether rank 0's clock says save, in one
+    collective, so every rank saves (rank 0 writes) and stops after the same step."""
+    stop_all, due_all = all_sum(run.stopping.flags(state["step"], run.rank))
+    if stop_all or due_all:
+        # every rank's epoch sums, checked, in the checkpoint (rank 0 writes it)
+        sums = _finite_sums(running, state, run.total, run.recipe, run.dev_type)
+        if run.rank == 0:
+            save_checkpoint(run.stopping.ckpt, checkpoint_state(run.model, run.opt, {**state, "running": sums}))
+        run.stopping.clock.saved()
+    if stop_all:
+        raise Preempted(f"stopped at step {state['step']}/{run.total}; checkpoint {run.stopping.ckpt}")
+
+
+def _end_epoch(run: TrainRun, state: dict[str, Any], running: torch.Tensor, t0: float) -> None:
+    """An epoch's end, a sync point: its row of the log (loss and accuracy over every rank), then the
+    position moves to the next epoch's start."""
+    epoch = state["epoch"]
+    ep_loss, ep_correct, ep_seen = _finite_sums(running, state, run.total, run.recipe, run.dev_type)
+    if not ep_seen:
+        raise ValueError(
+            f"epoch {epoch + 1} trained on no image: a rank got no shard of the parts "
+            f"({run.world} ranks); write more, smaller shards than ranks"
+        )
+    state["log"].append(
+        {
+            "epoch": epoch + 1,
+            "step": state["step"],
+            "train_loss": ep_loss / max(ep_seen, 1),
+            "train_acc": ep_correct / max(ep_seen, 1),
+            "lr": run.opt.param_groups[0]["lr"],
+            "seconds": round(time.time() - t0, 3),
+        }
+    )
+    state.update(epoch=epoch + 1, batches=0, running=[0.0, 0.0, 0.0])
+    running.zero_()
+
+
+def _save_run(
+    run: TrainRun, state: dict[str, Any], n_classes: int, model_path: str | os.PathLike,
+    log_path: str | os.PathLike,
+) -> pd.DataFrame:
+    """The end of training: the weights checked finite, then rank 0 writes the log and the weights
+    and removes the checkpoint, while the other ranks wait."""
+    recipe, model = run.recipe, run.model
     model.eval()
     bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
         raise FloatingPointError(
-            f"training left non-finite weights in {bad[:3]} ({len(bad)} tensors); " + _divergence_hint(recipe, dev_type)
+            f"training left non-finite weights in {bad[:3]} ({len(bad)} tensors); "
+            + _divergence_hint(recipe, run.dev_type)
         )
     log = pd.DataFrame(state["log"])
-    if rank == 0:
+    if run.rank == 0:
+        meta = {
+            "arch": recipe["arch"],
+            "model_kwargs": recipe.get("model_kwargs", {}),
+            "n_classes": n_classes,
+            "n_train": run.n,
+            "seed": run.seed,
+            "recipe": recipe["recipe"],
+            "input_size": recipe["input_size"],
+            "mean": recipe["mean"],
+            "std": recipe["std"],
+        }
         write_csv(log_path, log)
         save_classifier(model, model_path, meta)
+        ckpt = run.stopping.ckpt
         if ckpt and ckpt.exists():
             ckpt.unlink()
     barrier()  # every rank leaves once rank 0's files are complete

@@ -50,6 +50,7 @@ import os
 import random
 import time
 import zlib
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
@@ -65,12 +66,15 @@ from synthscale.generation.loss import denoising_loss
 from synthscale.generation.prompt_encoding import PromptCache, encode_conditional
 from synthscale.io import atomic_dir
 from synthscale.data.shards import decode_image, image_ext, wds_samples
-from synthscale.distributed import all_sum, all_sum_device, barrier, dist_on, rank_main, rank_seed, rank_world, run_torchrun
+from synthscale.distributed import (
+    all_sum, all_sum_device, barrier, ddp_wrap, dist_on, rank_main, rank_seed, rank_world, run_torchrun,
+)
 from synthscale.lr_schedule import step_schedule
 from synthscale.preemption import (
     CheckpointClock,
     Preempted,
     StopSignals,
+    Stopping,
     ignore_stop_signals,
     resume_checkpoint,
     save_checkpoint,
@@ -294,6 +298,55 @@ def read_losses(pending: list[tuple[dict[str, Any], torch.Tensor]], world: int) 
     return [{**row, "loss": v} for (row, _), v in zip(pending, values)]
 
 
+@dataclass
+class FinetuneRun:
+    """One fine-tuning run as its steps see it: the data, the pipeline and its parts (`net`: the
+    denoiser under DDP), the optimizer and schedules, and what stops or checkpoints it. Built by
+    `_setup_finetune`; the loop's position is a `FinetunePosition`, apart, since a checkpoint saves it."""
+
+    shards: Sequence[str | os.PathLike]
+    class_prompts: Sequence[Sequence[Sequence[str]]]
+    recipe: dict[str, Any]
+    seed: int
+    device: str
+    rank: int
+    world: int
+    pipe: Any
+    unet: Any
+    lora: bool
+    vae: Any
+    size: int  # training resolution
+    mode: str  # PIL mode the images decode to
+    frozen_dtype: torch.dtype
+    frozen: dict[str, torch.nn.Module]  # the VAE and text encoders
+    frozen_fp32: dict[str, dict[str, torch.Tensor]]  # their fp32 weights, where they encode in bf16
+    params: list[torch.nn.Parameter]
+    opt: torch.optim.Optimizer
+    sched: Any
+    noise_sched: Any
+    pred_type: str
+    ema: Any
+    encode: PromptEncoder
+    net: Any = None
+    stopping: Stopping | None = None
+
+    @property
+    def steps(self) -> int:
+        return self.recipe["steps"]
+
+
+@dataclass
+class FinetunePosition:
+    """Where the loop stands: steps done, the epoch and its batches done, the log rows read, and the
+    steps whose loss is still on the device."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+    log_rows: list[dict[str, Any]] = field(default_factory=list)
+    pending: list[tuple[dict[str, Any], torch.Tensor]] = field(default_factory=list)
+
+
 def finetune_generator(
     base: str | os.PathLike,
     shards: Sequence[str | os.PathLike],
@@ -321,6 +374,34 @@ def finetune_generator(
     the shards and `batch_size` / ranks images a step, DDP averages the gradients, and rank 0 alone
     writes the checkpoint and `out_dir`.
     """
+    run = _setup_finetune(base, shards, class_prompts, recipe, seed, device)
+    ckpt = Path(checkpoint_path) if checkpoint_path else None
+    pos = _resume_finetune(run, ckpt)
+    run.net = run.unet
+    if dist_on():  # DDP whenever a process group is up, even with one rank
+        run.net = ddp_wrap(run.unet, device)
+    stop = StopSignals(enabled=bool(ckpt))
+    clock = CheckpointClock(recipe.get("checkpoint_minutes") if ckpt else None)
+    run.stopping = Stopping(ckpt, stop, clock, stop_after_steps)
+    bar = tqdm(total=run.steps, initial=pos.step, desc=f"fine-tune ({recipe['mode']})",
+               disable=not progress or run.rank > 0)
+    run.net.train()
+    t0 = time.time()
+    try:
+        while pos.step < run.steps:
+            finetune_one_epoch(run, pos, bar, t0)
+            if pos.step < run.steps:
+                pos.epoch, pos.batch = pos.epoch + 1, 0
+        pos.log_rows += read_losses(pos.pending, run.world)
+    finally:
+        bar.close()
+        stop.restore()
+    return _save_finetuned(run, pos.log_rows, base, out_dir, provenance)
+
+
+def _setup_finetune(base, shards, class_prompts, recipe: dict[str, Any], seed: int, device: str) -> FinetuneRun:
+    """The run's checks, the base pipeline (frozen parts in their encoding dtype), its trainable
+    denoiser (from `seed`), optimizer, LR and noise schedules, EMA and prompt encoder."""
     if not class_prompts:
         raise ValueError("fine-tuning needs at least one caption strategy")
     rank, world = rank_world()
@@ -340,17 +421,43 @@ def finetune_generator(
     vae = getattr(pipe, "vae", None)
     size = recipe["resolution"] or native_resolution(pipe)
     mode = "L" if image_channels(pipe) == 1 else "RGB"
-    # frozen parts: bf16 on a GPU (half the memory and time of fp32), fp32 on the CPU as before
+    frozen_dtype, frozen, frozen_fp32 = _freeze_encoders(pipe, device)
+    params = _trainable_params(unet, recipe, seed, lora)
+    opt = torch.optim.AdamW(params, lr=recipe["lr"], weight_decay=recipe["weight_decay"])
+    sched = step_schedule(opt, recipe["steps"], recipe["warmup_steps"], decay="constant")
+    noise_sched, pred_type = _noise_schedule(pipe)
+    ema = None
+    if recipe.get("ema_decay"):
+        from diffusers.training_utils import EMAModel
+
+        # the EMA of the trained weights (the whole denoiser in full mode, the adapters in lora mode)
+        ema = EMAModel(params, decay=recipe["ema_decay"])
+    return FinetuneRun(
+        shards, class_prompts, recipe, seed, device, rank, world, pipe, unet, lora, vae, size, mode,
+        frozen_dtype, frozen, frozen_fp32, params, opt, sched, noise_sched, pred_type, ema,
+        PromptEncoder(pipe, device),
+    )
+
+
+def _freeze_encoders(pipe, device: str) -> tuple[torch.dtype, dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
+    """The frozen parts (VAE, text encoders) in eval mode without gradients, in the dtype they encode
+    in: bf16 on a GPU (half the memory and time of fp32), fp32 on the CPU as before. Returns that
+    dtype, the parts, and their fp32 weights on the host where cast, so a full save writes them as
+    loaded."""
     frozen_dtype = frozen_parts_dtype(device)
     frozen = {n: getattr(pipe, n, None) for n in ("vae", "text_encoder", "text_encoder_2")}
     frozen = {n: m for n, m in frozen.items() if m is not None}
-    # the fp32 weights of the frozen parts, on the host, so a full save writes them as loaded
     frozen_fp32 = {}
     for n, module in frozen.items():
         module.requires_grad_(False).eval()
         if frozen_dtype != torch.float32:
             frozen_fp32[n] = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
             module.to(dtype=frozen_dtype)
+    return frozen_dtype, frozen, frozen_fp32
+
+
+def _trainable_params(unet, recipe: dict[str, Any], seed: int, lora: bool) -> list[torch.nn.Parameter]:
+    """What trains: LoRA adapters (initialised from `seed`) or the whole denoiser."""
     torch.manual_seed(seed)
     if lora:
         from peft import LoraConfig
@@ -368,13 +475,14 @@ def finetune_generator(
         unet.requires_grad_(True)
     if recipe["gradient_checkpointing"]:
         unet.enable_gradient_checkpointing()
-    params = list(_trainable(unet).values())
-    opt = torch.optim.AdamW(params, lr=recipe["lr"], weight_decay=recipe["weight_decay"])
-    sched = step_schedule(opt, recipe["steps"], recipe["warmup_steps"], decay="constant")
+    return list(_trainable(unet).values())
 
+
+def _noise_schedule(pipe):
+    """The training noise schedule, the pipeline's own as diffusers' training scripts load it, and
+    its prediction type (one of PREDICTION_TYPES)."""
     from diffusers import DDPMScheduler
 
-    # the training noise schedule is the pipeline's own, as diffusers' training scripts load it
     noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
     pred_type = noise_sched.config.prediction_type
     if pred_type not in PREDICTION_TYPES:
@@ -382,184 +490,206 @@ def finetune_generator(
             f"the base pipeline's scheduler has prediction_type {pred_type!r}; fine-tuning trains "
             f"only {', '.join(PREDICTION_TYPES)} denoisers (as diffusers' training scripts do)"
         )
-    ema = None
-    if recipe.get("ema_decay"):
-        from diffusers.training_utils import EMAModel
+    return noise_sched, pred_type
 
-        # the EMA of the trained weights (the whole denoiser in full mode, the adapters in lora mode)
-        ema = EMAModel(params, decay=recipe["ema_decay"])
-    encode = PromptEncoder(pipe, device)
-    amp = recipe["mixed_precision"] != "no" and device.startswith("cuda")
-    amp_dtype = torch.bfloat16 if recipe["mixed_precision"] == "bf16" else torch.float16
 
-    steps = recipe["steps"]
-    step, epoch, batch_in_epoch, log_rows = 0, 0, 0, []
-    ckpt = Path(checkpoint_path) if checkpoint_path else None
-    state = resume_checkpoint(ckpt, device, clean=rank == 0)
-    if state is not None:
-        missing, unexpected = unet.load_state_dict(state["trainable"], strict=False)
-        if unexpected:
-            raise ValueError(f"checkpoint {ckpt} does not fit this denoiser: {unexpected[:3]}")
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        if ema is not None:
-            if "ema" not in state:
-                raise ValueError(f"checkpoint {ckpt} has no EMA weights but finetune.ema_decay is set")
-            ema.load_state_dict(state["ema"])
-        step, epoch, batch_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batch"])
-        log_rows = json.loads(state["log"])
+def _resume_finetune(run: FinetuneRun, ckpt: Path | None) -> FinetunePosition:
+    """The loop's position, fresh or from the checkpoint (whose weights, optimizer, schedule and EMA
+    are loaded here)."""
+    state = resume_checkpoint(ckpt, run.device, clean=run.rank == 0)
+    if state is None:
+        return FinetunePosition()
+    missing, unexpected = run.unet.load_state_dict(state["trainable"], strict=False)
+    if unexpected:
+        raise ValueError(f"checkpoint {ckpt} does not fit this denoiser: {unexpected[:3]}")
+    run.opt.load_state_dict(state["opt"])
+    run.sched.load_state_dict(state["sched"])
+    if run.ema is not None:
+        if "ema" not in state:
+            raise ValueError(f"checkpoint {ckpt} has no EMA weights but finetune.ema_decay is set")
+        run.ema.load_state_dict(state["ema"])
+    return FinetunePosition(int(state["step"]), int(state["epoch"]), int(state["batch"]), json.loads(state["log"]))
 
-    net = unet
-    if dist_on():  # DDP whenever a process group is up, even with one rank
-        net = torch.nn.parallel.DistributedDataParallel(
-            unet, device_ids=[torch.device(device).index] if device.startswith("cuda") else None
+
+def finetune_one_epoch(run: FinetuneRun, pos: FinetunePosition, bar, t0: float) -> None:
+    """The rest of epoch `pos.epoch` (skipping the batches done before a resume), up to the last step;
+    with a checkpoint path, each step's stop-or-save flags are acted on with the next batch."""
+    recipe, world = run.recipe, run.world
+    batches = iter(epoch_loader(run.shards, run.class_prompts, recipe, run.seed, pos.epoch, run.size, run.mode,
+                                run.rank, world))
+    seen, b = 0, -1
+    flags = [0.0, 0.0]  # after the previous step: stop (a signal or the test's stop), save (the clock)
+    while True:
+        batch = next(batches, None)
+        # the loop's one collective a step (CPU values; none in one process): whether every
+        # rank has a batch (an epoch ends on all ranks when any rank's share runs out, ranks
+        # must step together), and the previous step's flags, so every rank stops or saves
+        # after the same step: any rank told to stop, rank 0's clock for periodic checkpoints
+        empty, stop_all, save_all = all_sum([float(batch is None), *flags])
+        if stop_all or save_all:
+            _save_or_stop(run, pos, stop_all)
+            flags = [0.0, 0.0]
+        if empty:
+            break
+        x, texts = batch
+        b += 1
+        seen += 1
+        if b < pos.batch:  # resuming: these batches were trained on before the stop
+            continue
+        loss = finetune_step(run, pos.step, x, texts)
+        pos.step += 1
+        pos.batch = b + 1
+        bar.update(1)
+        _log_step(run, pos, loss, bar, t0)
+        if pos.step >= run.steps:
+            break
+        if run.stopping.ckpt:  # read by every rank with the next batch (above)
+            flags = run.stopping.flags(pos.step, run.rank)
+    if seen == 0:
+        raise ValueError(
+            f"the training split yields no batch of {recipe['batch_size']} images"
+            + (f" ({recipe['batch_size'] // world} on each of {world} ranks, from every "
+               f"{world}th shard: write more, smaller shards than ranks)" if world > 1 else "")
+            + "; lower finetune.batch_size"
         )
-        if rank == 0:
-            print(f"DDP: {world} rank(s), process group backend {torch.distributed.get_backend()}", flush=True)
-    stop = StopSignals(enabled=bool(ckpt))
-    clock = CheckpointClock(recipe.get("checkpoint_minutes") if ckpt else None)
-    bar = tqdm(total=steps, initial=step, desc=f"fine-tune ({recipe['mode']})", disable=not progress or rank > 0)
-    net.train()
-    t0 = time.time()
-    pending: list[tuple[dict[str, Any], torch.Tensor]] = []  # the steps whose loss is still on the device
-    try:
-        while step < steps:
-            batches = iter(epoch_loader(shards, class_prompts, recipe, seed, epoch, size, mode, rank, world))
-            seen, b = 0, -1
-            flags = [0.0, 0.0]  # after the previous step: stop (a signal or the test's stop), save (the clock)
-            while True:
-                batch = next(batches, None)
-                # the loop's one collective a step (CPU values; none in one process): whether every
-                # rank has a batch (an epoch ends on all ranks when any rank's share runs out, ranks
-                # must step together), and the previous step's flags, so every rank stops or saves
-                # after the same step: any rank told to stop, rank 0's clock for periodic checkpoints
-                empty, stop_all, save_all = all_sum([float(batch is None), *flags])
-                if stop_all or save_all:
-                    log_rows += read_losses(pending, world)
-                    pending = []
-                    if rank == 0:
-                        save_checkpoint(ckpt, _checkpoint_state(unet, opt, sched, step, epoch, batch_in_epoch,
-                                                                log_rows, ema))
-                    clock.saved()
-                    if stop_all:
-                        # the other ranks wait for the save: one that exited first would have torchrun
-                        # stop rank 0, in the middle of writing it
-                        barrier()
-                        raise Preempted(f"stopped at step {step}/{steps}; checkpoint {ckpt}")
-                    flags = [0.0, 0.0]
-                if empty:
-                    break
-                x, texts = batch
-                b += 1
-                seen += 1
-                if b < batch_in_epoch:  # resuming: these batches were trained on before the stop
-                    continue
-                x = x.to(device)
-                n_t = noise_sched.config.num_train_timesteps
-                with torch.no_grad():
-                    if vae is not None:
-                        with torch.autocast(
-                            device.split(":")[0], dtype=frozen_dtype, enabled=frozen_dtype != torch.float32
-                        ):
-                            dist = vae.encode(x.to(frozen_dtype)).latent_dist
-                        mean, std = dist.mean.float(), dist.std.float()  # no-ops in fp32
-                        eps, noise, t = step_noise(seed, step, rank, mean.shape, n_t, latents=True)
-                        x = mean + std * eps.to(device)
-                        x = (x - (vae.config.get("shift_factor") or 0.0)) * vae.config.scaling_factor
-                    else:
-                        _, noise, t = step_noise(seed, step, rank, x.shape, n_t, latents=False)
-                noise, t = noise.to(device), t.to(device)
-                xt = noise_sched.add_noise(x, noise, t)
-                if pred_type == "epsilon":
-                    target = noise
-                elif pred_type == "v_prediction":
-                    target = noise_sched.get_velocity(x, noise, t)
-                else:  # "sample"
-                    target = x
-                cond = encode(list(texts), size)
-                with torch.autocast(device.split(":")[0], dtype=amp_dtype, enabled=amp):
-                    pred = net(xt, t, **cond).sample
-                loss = denoising_loss(pred.float(), target.float(), t, noise_sched, recipe.get("snr_gamma"), pred_type)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if recipe["max_grad_norm"]:
-                    torch.nn.utils.clip_grad_norm_(params, recipe["max_grad_norm"])
-                opt.step()
-                sched.step()
-                if ema is not None:
-                    ema.step(params)
-                step += 1
-                batch_in_epoch = b + 1
-                bar.update(1)
-                # the loss stays on the device (no host sync a step) until a sync point: every
-                # LOSS_SYNC_EVERY steps, a checkpoint and the end; it is logged as the mean over the
-                # ranks (each rank's loss is the mean of an equal share)
-                row = {"step": step, "epoch": epoch, "loss": None, "lr": sched.get_last_lr()[0],
-                       "seconds": round(time.time() - t0, 3)}
-                pending.append((row, loss.detach()))
-                if step % LOSS_SYNC_EVERY == 0:
-                    log_rows += read_losses(pending, world)
-                    pending = []
-                    bar.set_postfix(loss=f"{np.mean([r['loss'] for r in log_rows[-LOSS_SYNC_EVERY:]]):.4f}")
-                if step >= steps:
-                    break
-                if ckpt:  # read by every rank with the next batch (above)
-                    flags = [float(stop.stopping(step, stop_after_steps)), float(rank == 0 and clock.due())]
-            if seen == 0:
-                raise ValueError(
-                    f"the training split yields no batch of {recipe['batch_size']} images"
-                    + (f" ({recipe['batch_size'] // world} on each of {world} ranks, from every "
-                       f"{world}th shard: write more, smaller shards than ranks)" if world > 1 else "")
-                    + "; lower finetune.batch_size"
-                )
-            if step < steps:
-                epoch, batch_in_epoch = epoch + 1, 0
-        log_rows += read_losses(pending, world)
-    finally:
-        bar.close()
-        stop.restore()
+
+
+def finetune_step(run: FinetuneRun, step: int, x: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+    """One optimizer step on this rank's batch: noise at random timesteps, the denoiser's prediction
+    against the scheduler's target, the gradient (DDP averages it), clipping, the optimizer, LR
+    schedule and EMA. Returns the loss, on the device."""
+    recipe, noise_sched, pred_type = run.recipe, run.noise_sched, run.pred_type
+    x, noise, t = _clean_input_and_noise(run, step, x.to(run.device))
+    xt = noise_sched.add_noise(x, noise, t)
+    if pred_type == "epsilon":
+        target = noise
+    elif pred_type == "v_prediction":
+        target = noise_sched.get_velocity(x, noise, t)
+    else:  # "sample"
+        target = x
+    cond = run.encode(list(texts), run.size)
+    amp = recipe["mixed_precision"] != "no" and run.device.startswith("cuda")
+    amp_dtype = torch.bfloat16 if recipe["mixed_precision"] == "bf16" else torch.float16
+    with torch.autocast(run.device.split(":")[0], dtype=amp_dtype, enabled=amp):
+        pred = run.net(xt, t, **cond).sample
+    loss = denoising_loss(pred.float(), target.float(), t, noise_sched, recipe.get("snr_gamma"), pred_type)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if recipe["max_grad_norm"]:
+        torch.nn.utils.clip_grad_norm_(run.params, recipe["max_grad_norm"])
+    run.opt.step()
+    run.sched.step()
+    if run.ema is not None:
+        run.ema.step(run.params)
+    return loss.detach()
+
+
+def _clean_input_and_noise(
+    run: FinetuneRun, step: int, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The denoiser's clean input (the VAE's sampled, shifted and scaled latents, or the pixels) and
+    the step's noise and timesteps (`step_noise`), on the device."""
+    vae, device, frozen_dtype = run.vae, run.device, run.frozen_dtype
+    n_t = run.noise_sched.config.num_train_timesteps
+    with torch.no_grad():
+        if vae is not None:
+            with torch.autocast(device.split(":")[0], dtype=frozen_dtype, enabled=frozen_dtype != torch.float32):
+                dist = vae.encode(x.to(frozen_dtype)).latent_dist
+            mean, std = dist.mean.float(), dist.std.float()  # no-ops in fp32
+            eps, noise, t = step_noise(run.seed, step, run.rank, mean.shape, n_t, latents=True)
+            x = mean + std * eps.to(device)
+            x = (x - (vae.config.get("shift_factor") or 0.0)) * vae.config.scaling_factor
+        else:
+            _, noise, t = step_noise(run.seed, step, run.rank, x.shape, n_t, latents=False)
+    return x, noise.to(device), t.to(device)
+
+
+def _log_step(run: FinetuneRun, pos: FinetunePosition, loss: torch.Tensor, bar, t0: float) -> None:
+    """The step's log row, its loss left on the device (no host sync a step) until a sync point: every
+    LOSS_SYNC_EVERY steps, a checkpoint and the end; it is logged as the mean over the ranks (each
+    rank's loss is the mean of an equal share)."""
+    row = {"step": pos.step, "epoch": pos.epoch, "loss": None, "lr": run.sched.get_last_lr()[0],
+           "seconds": round(time.time() - t0, 3)}
+    pos.pending.append((row, loss))
+    if pos.step % LOSS_SYNC_EVERY == 0:
+        pos.log_rows += read_losses(pos.pending, run.world)
+        pos.pending = []
+        bar.set_postfix(loss=f"{np.mean([r['loss'] for r in pos.log_rows[-LOSS_SYNC_EVERY:]]):.4f}")
+
+
+def _save_or_stop(run: FinetuneRun, pos: FinetunePosition, stop_all: bool) -> None:
+    """A checkpoint (rank 0 writes it) at a sync point; on a stop, every rank raises Preempted once it
+    is written."""
+    pos.log_rows += read_losses(pos.pending, run.world)
+    pos.pending = []
+    if run.rank == 0:
+        save_checkpoint(run.stopping.ckpt, _checkpoint_state(run.unet, run.opt, run.sched, pos.step, pos.epoch, pos.batch,
+                                                    pos.log_rows, run.ema))
+    run.stopping.clock.saved()
+    if stop_all:
+        # the other ranks wait for the save: one that exited first would have torchrun
+        # stop rank 0, in the middle of writing it
+        barrier()
+        raise Preempted(f"stopped at step {pos.step}/{run.steps}; checkpoint {run.stopping.ckpt}")
+
+
+def _save_finetuned(
+    run: FinetuneRun, log_rows: list[dict[str, Any]], base: str | os.PathLike, out_dir: str | os.PathLike,
+    provenance: dict[str, Any] | None,
+) -> pd.DataFrame:
+    """The end of fine-tuning: the EMA copied in where kept, then rank 0 writes `out_dir` (LoRA
+    adapters or the whole pipeline, synthscale.json, the loss log) and removes the checkpoint, while
+    the other ranks wait."""
+    recipe, pipe, unet = run.recipe, run.pipe, run.unet
     unet.eval()
-    if ema is not None:
-        ema.copy_to(params)  # the saved weights are the moving average
+    if run.ema is not None:
+        run.ema.copy_to(run.params)  # the saved weights are the moving average
     log = pd.DataFrame(log_rows)
-    if rank == 0:  # rank 0 writes the folder; the ranks' weights are the same
+    if run.rank == 0:  # rank 0 writes the folder; the ranks' weights are the same
         meta = {
             "base": str(base),
-            "lora": lora,
+            "lora": run.lora,
             "mode": recipe["mode"],
             "pipeline_class": type(pipe).__name__,
             "recipe": recipe,
-            "seed": seed,
-            "steps": steps,
-            "resolution": size,
+            "seed": run.seed,
+            "steps": run.steps,
+            "resolution": run.size,
             "loss_first": float(log["loss"].iloc[: max(1, len(log) // 10)].mean()),
             "loss_last": float(log["loss"].iloc[-max(1, len(log) // 10) :].mean()),
             **(provenance or {}),
         }
         with atomic_dir(out_dir) as tmp:
-            if lora:
-                from diffusers.utils import convert_state_dict_to_diffusers
-                from peft.utils import get_peft_model_state_dict
-
-                layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-                # the adapter's peft config (rank, lora_alpha, targets) travels in the safetensors
-                # metadata: without it load_lora_weights takes alpha = rank and samples at another scale
-                type(pipe).save_lora_weights(
-                    tmp,
-                    unet_lora_layers=layers,
-                    unet_lora_adapter_metadata=unet.peft_config["default"].to_dict(),
-                    safe_serialization=True,
-                )
-            else:
-                for n, state in frozen_fp32.items():  # saved as loaded: bf16 was for encoding only
-                    frozen[n].to(dtype=torch.float32).load_state_dict(state)
-                pipe.save_pretrained(tmp, safe_serialization=True)
+            _write_weights(run, tmp)
             (Path(tmp) / META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
             log.to_csv(Path(tmp) / LOG, index=False)
+        ckpt = run.stopping.ckpt
         if ckpt and ckpt.exists():
             ckpt.unlink()
     barrier()  # every rank leaves once rank 0's folder is complete
     return log
+
+
+def _write_weights(run: FinetuneRun, folder: str | os.PathLike) -> None:
+    """The trained weights into `folder`: the LoRA adapters alone, or the whole pipeline."""
+    pipe, unet = run.pipe, run.unet
+    if run.lora:
+        from diffusers.utils import convert_state_dict_to_diffusers
+        from peft.utils import get_peft_model_state_dict
+
+        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+        # the adapter's peft config (rank, lora_alpha, targets) travels in the safetensors
+        # metadata: without it load_lora_weights takes alpha = rank and samples at another scale
+        type(pipe).save_lora_weights(
+            folder,
+            unet_lora_layers=layers,
+            unet_lora_adapter_metadata=unet.peft_config["default"].to_dict(),
+            safe_serialization=True,
+        )
+    else:
+        for n, state in run.frozen_fp32.items():  # saved as loaded: bf16 was for encoding only
+            run.frozen[n].to(dtype=torch.float32).load_state_dict(state)
+        pipe.save_pretrained(folder, safe_serialization=True)
 
 
 def _checkpoint_state(unet, opt, sched, step: int, epoch: int, batch: int, log_rows: list, ema=None) -> dict[str, Any]:
