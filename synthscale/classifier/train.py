@@ -382,6 +382,7 @@ def _stop_or_save(run: TrainRun, state: dict[str, Any], running: torch.Tensor) -
             save_checkpoint(run.stopping.ckpt, checkpoint_state(run.model, run.opt, {**state, "running": sums}))
         run.stopping.clock.saved()
     if stop_all:
+        barrier()  # no rank leaves (exit 75: the launcher tears the job down) before rank 0 has saved
         raise Preempted(f"stopped at step {state['step']}/{run.total}; checkpoint {run.stopping.ckpt}")
 
 

@@ -58,7 +58,6 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 

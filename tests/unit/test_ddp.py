@@ -9,6 +9,7 @@ BatchNorm running statistics differ by design (DDP keeps rank 0's), so buffers a
 import datetime
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -315,5 +316,33 @@ def test_every_rank_waits_for_rank_0s_final_save(tmp_path, digits_16, monkeypatc
     monkeypatch.setenv("SLOW_WRITE", "classifier")
     monkeypatch.setenv("SLOW_WRITE_RECORDS", str(records))
     run_torchrun("helpers.slow_write_rank", spec, 2, out / "spec.json")
+    seen = [json.loads((records / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert seen == [{"output_exists": True}] * 2, seen
+
+
+def test_every_rank_waits_for_rank_0s_stop_checkpoint(tmp_path, digits_16, monkeypatch):
+    """On a stop, rank 0 writes the checkpoint; the other ranks wait for it before they raise Preempted
+    (and exit 75), so the launcher does not see a rank leave and tear the job down mid-save."""
+    import json
+    import os
+
+    from synthscale.distributed import run_torchrun
+    from synthscale.preemption import Preempted
+
+    images, labels = digits_16
+    shards = write_digit_shards(tmp_path, images[:64], labels[:64], 16)
+    recipe = {"arch": "resnet18", "model_kwargs": {"channels": [8, 16, 32, 64]}, "input_size": 16, "epochs": 1,
+              "min_steps": 0, "batch_size": 16, "lr": 0.003, "num_workers": 0}
+    out = tmp_path / "ddp"
+    spec = dict(parts=[{"shards": shards, "limit": None}], n_classes=10, recipe=recipe, seed=5,
+                model_path=str(out / "model.safetensors"), log_path=str(out / "log.csv"), device="cpu",
+                progress=False, threads=1, checkpoint_path=str(out / "checkpoint.pt"), stop_after_steps=1)
+    records = tmp_path / "records"
+    records.mkdir()
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("SLOW_WRITE", "classifier-stop")
+    monkeypatch.setenv("SLOW_WRITE_RECORDS", str(records))
+    with pytest.raises(Preempted):
+        run_torchrun("helpers.slow_write_rank", spec, 2, out / "spec.json")
     seen = [json.loads((records / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert seen == [{"output_exists": True}] * 2, seen
