@@ -329,26 +329,23 @@ def run_open_clip_train(argv: Sequence[str], seed: int, config_dir: str | os.Pat
 def drop_unreadable_checkpoints(folder: str | os.PathLike) -> list[Path]:
     """open_clip_train writes `epoch_K.pt` in place (torch.save, no temporary file): a job killed during
     the save leaves a truncated newest checkpoint, which `--resume latest` picks (the newest `*.pt` by
-    natural order, its get_latest_checkpoint) and fails on, at every retry. Remove the newest while it
-    does not load (torch.load weights_only=True), saying so on stderr, so the resume takes the one
-    before (open_clip deletes that one only after the new save); returns the removed files."""
-    import torch
+    natural order, its get_latest_checkpoint) and fails on, at every retry. Remove the newest if it is
+    truncated, saying so on stderr, so the resume takes the one before (open_clip deletes that one only
+    after the new save); returns the removed files. Truncated means not a whole zip archive (torch.save's
+    format ends with the zip's central directory, written last): only one save can be under way, so at
+    most one file goes, and a file that is whole but fails to load, or a read error, is left for the
+    resume to report rather than deleted."""
+    import zipfile
 
-    removed: list[Path] = []
     natural = lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name.lower())]  # noqa: E731
-    while True:
-        found = sorted(Path(folder).glob("*.pt"), key=natural)
-        if not found:
-            return removed
-        newest = found[-1]
-        try:
-            torch.load(newest, map_location="cpu", weights_only=True)
-            return removed
-        except Exception as err:  # a truncated zip, a half-written pickle
-            print(f"warning: removing the unreadable checkpoint {newest} ({type(err).__name__}: {err}); "
-                  f"the run resumes from the one before it, if any", file=sys.stderr, flush=True)
-            newest.unlink()
-            removed.append(newest)
+    found = sorted(Path(folder).glob("*.pt"), key=natural)
+    if not found or zipfile.is_zipfile(found[-1]):
+        return []
+    newest = found[-1]
+    print(f"warning: removing the truncated checkpoint {newest} (not a whole zip archive: a save was cut "
+          f"short); the run resumes from the one before it, if any", file=sys.stderr, flush=True)
+    newest.unlink()
+    return [newest]
 
 
 def read_open_clip_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -466,7 +463,9 @@ def launch_command(launcher: Sequence[str], nproc: int, argv: Sequence[str], con
         return [*launcher, "-m", ENTRY, *entry]
     from synthscale.distributed import torchrun_command
 
-    return torchrun_command(ENTRY, nproc, entry)
+    # "--" first: torchrun's own parser reads option-like words after the module too, and open_clip's
+    # `--logs` is an ambiguous prefix of torchrun's `--logs-specs` (exit 2 before any rank starts)
+    return torchrun_command(ENTRY, nproc, ["--", *entry])
 
 
 def launch(cmd: Sequence[str], nproc: int = 1, threads: int | None = None) -> None:
@@ -595,6 +594,8 @@ def train_clip(
 def main(argv: Sequence[str] | None = None) -> None:
     """`python -m synthscale.clip.train --synthscale-config-dir DIR [open_clip_train args]` (e.g. torchrun)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # torchrun passes the separator of `launch_command` on
+        argv = argv[1:]
     config_dir = None
     if "--synthscale-config-dir" in argv:
         i = argv.index("--synthscale-config-dir")

@@ -498,9 +498,15 @@ def test_an_unreadable_newest_checkpoint_is_removed_and_the_previous_kept(tmp_pa
     (tmp_path / "epoch_10.pt").write_bytes(whole[: len(whole) // 2])  # killed during torch.save
     assert C.drop_unreadable_checkpoints(tmp_path) == [tmp_path / "epoch_10.pt"]
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["epoch_2.pt", "epoch_9.pt"]
-    assert "warning: removing the unreadable checkpoint" in capfd.readouterr().err
+    assert "warning: removing the truncated checkpoint" in capfd.readouterr().err
     assert C.drop_unreadable_checkpoints(tmp_path) == []
     assert torch.load(tmp_path / "epoch_9.pt", weights_only=True)["epoch"] == 9
+    # a whole file that a resume may still refuse (another format, a read error) is never deleted,
+    # and at most one file goes (one save can be cut short): the previous good one stays
+    (tmp_path / "epoch_11.pt").write_bytes(b"not a zip")
+    (tmp_path / "epoch_12.pt").write_bytes(whole[:100])
+    assert C.drop_unreadable_checkpoints(tmp_path) == [tmp_path / "epoch_12.pt"]
+    assert (tmp_path / "epoch_11.pt").exists()
 
 
 def _real_rows(losses: dict[int, list[float]]) -> pd.DataFrame:
@@ -623,7 +629,7 @@ def test_several_clip_gpus_start_torchrun_standalone_with_one_rank_each(tmp_path
     (cmd, nproc, threads), = started
     assert cmd[cmd.index("--epochs") + 1] == "8"  # 64 pairs at 4 x 16 a step: 1 step a pass, 8 passes
     assert cmd[:5] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
-    assert cmd[5:8] == ["-m", "synthscale.clip.train", "--synthscale-config-dir"] and (nproc, threads) == (4, 16)
+    assert cmd[5:9] == ["-m", "synthscale.clip.train", "--", "--synthscale-config-dir"] and (nproc, threads) == (4, 16)
     for launcher in (["torchrun", "--nproc_per_node=8"], ["/opt/bin/torchrun"], ["python", "-m", "torch.distributed.run"]):
         with pytest.raises(ValueError, match="leave it empty"):
             C.check_launcher(launcher)
@@ -680,3 +686,25 @@ def test_sigterm_to_the_clip_job_reaches_the_launched_training_and_exits_75(tmp_
     finally:
         with __import__("contextlib").suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # an orphaned stand-in, on failure
+
+
+def test_torchrun_hands_open_clips_arguments_to_every_rank_untouched(monkeypatch):
+    """torchrun's own parser reads option-like words after `-m MODULE` too: open_clip's `--logs` is an
+    ambiguous prefix of torchrun's `--logs-specs`, and the job died with exit 2 before any rank
+    started. Parsed by torch's own parser, the command gives the module exactly our arguments, and
+    the module's entry takes them with or without the separator torchrun may pass on."""
+    from torch.distributed.run import parse_args
+
+    import synthscale.clip.train as clip_train
+
+    ours = ["--logs", "/tmp/logs", "--train-data", "a.tar", "--seed", "3", "--workers", "2"]
+    cmd = clip_train.launch_command([], 2, ours, "/tmp/configs")
+    args = parse_args(cmd[3:])  # [python, -m, torch.distributed.run, ...torchrun's arguments]
+    assert args.module and args.training_script == clip_train.ENTRY and args.nproc_per_node == "2"
+    passed = [a for a in args.training_script_args if a != "--"]
+    assert passed == ["--synthscale-config-dir", "/tmp/configs", *ours]
+    seen = []
+    monkeypatch.setattr(clip_train, "run_open_clip_train", lambda argv, seed, config_dir: seen.append((argv, seed, config_dir)))
+    clip_train.main(list(args.training_script_args))
+    clip_train.main(["--", *passed])
+    assert seen == [(ours, 3, "/tmp/configs")] * 2

@@ -151,8 +151,12 @@ def test_oversized_request_fails_at_submission(
 ):  # noqa: F811
     """A config asking for more than the partition has fails fast, with SLURM's own message."""
     res = {"threads": 1, "mem_mb": 1000, "runtime": 10, **resources}
+    # CLIP keeps at most one GPU: the config check (before any job) refuses a CLIP on more GPUs than its
+    # tiny N has shards for, and this test is about what SLURM refuses
+    clip = {**res, "gpu": min(res.get("gpu", 0), 1)}
     override = tmp_path / "oversized.yaml"
-    override.write_text("resources:\n  default: {%s}\n" % ", ".join(f"{k}: {v}" for k, v in res.items()))
+    override.write_text("resources:\n  default: {%s}\n  clip: {%s}\n" % tuple(
+        ", ".join(f"{k}: {v}" for k, v in r.items()) for r in (res, clip)))
     cmd = SNAKEMAKE + [
         "-s", str(REPO / "Snakefile"),
         "--configfile", str(study_config), str(override),
