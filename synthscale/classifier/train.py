@@ -468,25 +468,12 @@ def _divergence_hint(recipe: dict[str, Any], dev_type: str) -> str:
     return hint
 
 
-def train_classifier(
-    images: np.ndarray,
-    labels: np.ndarray,
-    n_classes: int,
-    recipe: dict[str, Any],
-    seed: int,
-    model_path: str | os.PathLike,
-    log_path: str | os.PathLike,
-    checkpoint_path: str | os.PathLike | None = None,
-    device: str = "cpu",
-    progress: bool = True,
-    stop_after_steps: int | None = None,
-) -> pd.DataFrame:
-    """`train_model` on in-memory uint8 images (N, H, W, C): the same loader, transform and loop."""
+def train_classifier(images: np.ndarray, labels: np.ndarray, n_classes: int, *args: Any, **options: Any) -> pd.DataFrame:
+    """`train_model` on in-memory uint8 images (N, H, W, C): the same loader, transform and loop; the
+    rest of the arguments are train_model's after its parts (recipe, seed, model_path, log_path, and
+    checkpoint_path, device, progress, stop_after_steps)."""
     parts = [{"arrays": (images, np.asarray(labels)), "limit": None}]
-    return train_model(
-        parts, n_classes, recipe, seed, model_path, log_path, checkpoint_path, device, progress,
-        stop_after_steps,
-    )
+    return train_model(parts, n_classes, *args, **options)
 
 
 @contextlib.contextmanager
