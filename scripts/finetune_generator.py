@@ -3,11 +3,9 @@ from synthscale.runtime import job_setup
 
 job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
 
-import sys
-
 from synthscale.data.real import split_shards
 from synthscale.generation.finetune import finetune_generator, run_distributed
-from synthscale.preemption import PREEMPTED_EXIT, Preempted
+from synthscale.preemption import exit_when_preempted
 from synthscale.prompts.strategies import read_prompts
 
 gen = snakemake.params.spec
@@ -22,12 +20,8 @@ spec = dict(
     device=snakemake.params.device,
     provenance={"generator": gen["name"], "base_spec": gen["base"]},
 )
-try:
+with exit_when_preempted():  # checkpoint saved: exit 75 (EX_TEMPFAIL); the retry resumes from it
     if snakemake.params.gpus > 1:  # one torchrun rank per GPU (DDP)
-        spec["threads"] = snakemake.params.threads
-        run_distributed(spec, snakemake.params.gpus, snakemake.params.ddp_spec)
+        run_distributed({**spec, "threads": snakemake.params.threads}, snakemake.params.gpus, snakemake.params.ddp_spec)
     else:
         finetune_generator(**spec)
-except Preempted as stop:  # checkpoint saved: exit 75 (EX_TEMPFAIL); the retry resumes from it
-    print(f"preempted: {stop}", file=sys.stderr, flush=True)
-    sys.exit(PREEMPTED_EXIT)

@@ -3,10 +3,8 @@ from synthscale.runtime import job_setup
 
 job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
 
-import sys
-
 from synthscale.classifier.train import run_distributed, train_model, training_parts
-from synthscale.preemption import PREEMPTED_EXIT, Preempted
+from synthscale.preemption import exit_when_preempted
 
 wc = snakemake.wildcards
 # the run's parts (real first, then synthetic), combined by the loader as the mix spec says
@@ -22,12 +20,8 @@ spec = dict(
     device=snakemake.params.device,
     mix=snakemake.params.mix if len(parts) > 1 else None,
 )
-try:
-    if snakemake.params.gpus > 1:
-        spec["threads"] = snakemake.params.threads
-        run_distributed(spec, snakemake.params.gpus, snakemake.params.ddp_spec)
+with exit_when_preempted():  # checkpoint saved: exit 75 (EX_TEMPFAIL); the retry resumes from it
+    if snakemake.params.gpus > 1:  # one torchrun rank per GPU (DDP)
+        run_distributed({**spec, "threads": snakemake.params.threads}, snakemake.params.gpus, snakemake.params.ddp_spec)
     else:
         train_model(**spec)
-except Preempted as stop:  # checkpoint saved: exit 75 (EX_TEMPFAIL); the retry resumes from it
-    print(f"preempted: {stop}", file=sys.stderr, flush=True)
-    sys.exit(PREEMPTED_EXIT)

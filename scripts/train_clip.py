@@ -3,12 +3,10 @@ from synthscale.runtime import job_setup
 
 job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
 
-import sys
-
 from synthscale.clip.train import train_clip
-from synthscale.preemption import PREEMPTED_EXIT, Preempted
+from synthscale.preemption import exit_when_preempted
 
-try:
+with exit_when_preempted():  # a signal stopped the launched training: exit 75; the retry resumes
     train_clip(
         snakemake.input.pairs,
         snakemake.params.recipe,
@@ -18,6 +16,3 @@ try:
         gpus=snakemake.params.gpus,  # > 1: torchrun --standalone, one rank a GPU
         threads=snakemake.params.threads,
     )
-except Preempted as stop:  # a signal stopped the launched training: exit 75; the retry resumes
-    print(f"preempted: {stop}", file=sys.stderr, flush=True)
-    sys.exit(PREEMPTED_EXIT)

@@ -20,12 +20,14 @@ What the checkpoint holds and how a loop resumes bit-identically stay with the l
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: stopped after saving a checkpoint; rerun to resume
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -33,6 +35,17 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 class Preempted(RuntimeError):
     """Training stopped on a signal after saving its checkpoint; rerun to resume."""
+
+
+@contextlib.contextmanager
+def exit_when_preempted() -> Iterator[None]:
+    """A job script's training call: a `Preempted` (the checkpoint is saved) ends the job with
+    PREEMPTED_EXIT, saying why on stderr (the rule's log); the retry resumes from the checkpoint."""
+    try:
+        yield
+    except Preempted as stop:
+        print(f"preempted: {stop}", file=sys.stderr, flush=True)
+        sys.exit(PREEMPTED_EXIT)
 
 
 class StopSignals:

@@ -358,3 +358,21 @@ def test_killed_shard_leaves_nothing_finished_looking(tmp_path):
     assert not target.exists(), "a killed shard job must not leave the shard's name behind"
     leftovers = list(target.parent.glob(".tmp-shard-000001.tar-*"))
     assert leftovers, "the partial write lives under a temporary name"
+
+
+def test_a_preempted_training_call_exits_75_and_says_why(capsys):
+    """The job scripts' wrapper: `Preempted` becomes exit 75 (the retry resumes) with the reason on
+    stderr; any other error, and a normal return, pass through untouched."""
+    from synthscale.preemption import PREEMPTED_EXIT, Preempted, exit_when_preempted
+
+    with pytest.raises(SystemExit) as stop:
+        with exit_when_preempted():
+            raise Preempted("stopped at step 5/9; checkpoint c.pt")
+    assert stop.value.code == PREEMPTED_EXIT == 75
+    assert "preempted: stopped at step 5/9" in capsys.readouterr().err
+    with pytest.raises(ValueError):
+        with exit_when_preempted():
+            raise ValueError("diverged")
+    with exit_when_preempted():
+        done = True
+    assert done
