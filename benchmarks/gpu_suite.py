@@ -271,6 +271,27 @@ def clip_step_flops(cfg: dict[str, Any], device: str, work: Path) -> float:
     return count_flops(step) / b
 
 
+CLIP_LOG_LINE = re.compile(r"Train Epoch: (\d+) \[\s*(\d+)/\s*\d+ .*?Batch \(t\): ([0-9.]+)")
+
+
+def clip_rate_from_log(text: str, global_batch: int) -> float | None:
+    """Training samples/s from open_clip_train's log, the step-weighted mean step time of each epoch's
+    log intervals after its first. open_clip_train logs "Train Epoch: E [<samples so far>/<epoch>
+    ...] ... Batch (t): <mean step s of the interval>" at its first step and every log_every_n_steps,
+    and at the epoch's last step, whose interval may be a few steps only; the first interval is the one
+    step that pays for start-up. Each interval weighs by the samples it took (the difference of the
+    counts over `global_batch`, the samples of one step); None when no epoch logged a second interval."""
+    samples, seconds = 0, 0.0
+    last: tuple[int, int] | None = None
+    for m in CLIP_LOG_LINE.finditer(text):
+        epoch, done, mean = int(m[1]), int(m[2]), float(m[3])
+        if last is not None and last[0] == epoch and done > last[1]:
+            samples += done - last[1]
+            seconds += mean * (done - last[1]) / global_batch  # the interval's steps x its mean step time
+        last = (epoch, done)
+    return None if seconds <= 0 else samples / seconds
+
+
 def bench_clip(shards: list[str], cfg: dict[str, Any], device: str, work: Path, peak: float) -> dict[str, float]:
     from synthscale.clip.train import clip_parts, train_clip, write_clip_pairs
 
@@ -286,11 +307,8 @@ def bench_clip(shards: list[str], cfg: dict[str, Any], device: str, work: Path, 
     wall = time.perf_counter() - t0
     for name in [None, *logging.root.manager.loggerDict]:  # open_clip_train sets every logger to INFO
         logging.getLogger(name).setLevel(levels.get(name, logging.NOTSET))
-    # open_clip_train logs "Batch (t): <mean step s since the last log>, <samples/s of the last step>/s"
-    # every log_every_n_steps: the mean over the last interval (steady state), not one step's rate
-    text = (model_path.with_name("train.log")).read_text() if model_path.with_name("train.log").exists() else ""
-    means = [float(m) for m in re.findall(r"Batch \(t\): ([0-9.]+)", text)]
-    samples_per_s = recipe["batch_size"] / means[-1] if means and means[-1] > 0 else n / wall
+    log = model_path.with_name("train.log")
+    samples_per_s = clip_rate_from_log(log.read_text() if log.exists() else "", recipe["batch_size"]) or n / wall
     flops = clip_step_flops(cfg, device, work)
     return {"clip_samples_per_s": samples_per_s, "clip_gflops_per_sample": flops / 1e9,
             "clip_mfu": flops * samples_per_s / peak, "clip_wall_seconds": wall}

@@ -59,3 +59,23 @@ def test_peak_table_rates_each_hopper_part_by_its_own_peak():
     assert suite.table_peak("NVIDIA H200")[0] == 989e12
     assert suite.table_peak("NVIDIA A100-SXM4-80GB")[0] == 312e12
     assert suite.table_peak("Some Future GPU") is None
+
+
+def test_clip_rate_weighs_each_log_interval_by_its_steps():
+    """The CLIP rate is the step-weighted mean of open_clip_train's log intervals after each epoch's
+    first (start-up) step: an epoch of 1 + 10 + 2 steps at 0.1 s a step, then 0.4 s for the last 2,
+    ran its 12 timed steps of 64 samples in 1.8 s; the last short interval alone would say 160/s."""
+    suite = load_suite()
+
+    def line(epoch, done, mean):
+        return (f"2026-12-05,10:00:00 | INFO | Train Epoch: {epoch} [{done:>3}/832 ({done / 8.32:.0f}%)] "
+                f"Data (t): 0.001 Batch (t): {mean:.3f}, {64 / mean:#g}/s, {64 / mean:#g}/s/gpu LR: 0.000500 "
+                f"Logit Scale: 14.286 Contrastive_loss: 4.1589 (4.1589) Loss: 4.1589 (4.1589)\n")
+
+    epoch = line(0, 64, 9.0) + line(0, 704, 0.1) + line(0, 832, 0.4)
+    assert math.isclose(suite.clip_rate_from_log(epoch, 64), 12 * 64 / 1.8)
+    # a second epoch's first step (start-up again) is left out too; its intervals count
+    two = epoch + line(1, 64, 5.0) + line(1, 832, 0.1)
+    assert math.isclose(suite.clip_rate_from_log(two, 64), (12 + 12) * 64 / (1.8 + 1.2))
+    assert suite.clip_rate_from_log(line(0, 64, 9.0), 64) is None
+    assert suite.clip_rate_from_log("", 64) is None
