@@ -25,6 +25,7 @@ rule clip_pairs:
     params:
         recipe=clip_recipe(CLIP),
         mix_real_fraction=PLAN.clip_mix_real_fraction(),
+        loaders=clip_loaders(CLIP, config["resources"]["clip"]["gpu"]),
     script:
         "../scripts/clip_pairs.py"
 

@@ -3,6 +3,7 @@ import re
 import sys
 
 from synthscale import warm
+from synthscale.clip.schedule import clip_loaders
 from synthscale.clip.train import clip_recipe
 from synthscale.study.config import ConfigError, check_config
 from synthscale.prompts.strategies import STRATEGIES

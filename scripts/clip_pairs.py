@@ -22,4 +22,5 @@ write_clip_pairs(
     pd.read_csv(snakemake.input.classes, dtype={"id": str}, keep_default_na=False),
     snakemake.params.recipe,
     int(snakemake.wildcards.seed),
+    snakemake.params.loaders,  # workers x GPUs of the training job: the shard count is a multiple
 )

@@ -51,6 +51,7 @@ import numpy as np
 
 from synthscale.io import atomic_path, write_json
 from synthscale.preemption import Preempted
+from synthscale.clip.schedule import caption_shard_sizes, clip_epochs, clip_steps_per_epoch, clip_warmup_steps
 from synthscale.data.shards import ShardWriter, image_ext, iter_samples
 
 OPEN_CLIP_RUN = "run"  # open_clip_train's --name inside the job's work folder
@@ -131,10 +132,11 @@ def write_caption_shards(
     parts: Sequence[tuple[str, Sequence[str | os.PathLike], int | None]],
     pools: Sequence[Sequence[str]] | None,
     seed: int,
-    shard_size: int = 1000,
+    shard_size: int | Sequence[int] = 1000,
     captions: str = "pool",
 ) -> tuple[list[Path], int]:
-    """Write the image-text shards of one CLIP run; parts are (kind, shards, first n).
+    """Write the image-text shards of one CLIP run; parts are (kind, shards, first n); `shard_size`:
+    pairs a shard, or each shard's own (`caption_shard_sizes`).
 
     Two or more parts interleave at the sample level: each pair comes from a part with probability
     proportional to what it has left, drawn from `seed`. Streams sample by sample (bounded memory);
@@ -402,19 +404,6 @@ def clip_recipe(clip_cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: clip_cfg[k] for k in TRAIN_KEYS}
 
 
-def clip_steps_per_epoch(n_pairs: int, recipe: dict[str, Any], ranks: int = 1) -> int:
-    """Optimiser steps of one pass over n_pairs: each of `ranks` GPUs takes `batch_size` pairs a step, so
-    a step takes batch_size x ranks (open_clip_train's global batch, before it rounds its batch count up
-    to a multiple of its loader workers)."""
-    return math.ceil(n_pairs / (recipe["batch_size"] * max(1, int(ranks))))
-
-
-def clip_epochs(n_pairs: int, recipe: dict[str, Any], ranks: int = 1) -> int:
-    """`epochs` passes, raised so that a small N still gets `min_steps` optimiser steps (on `ranks` GPUs)."""
-    steps_per_epoch = clip_steps_per_epoch(n_pairs, recipe, ranks)
-    return max(int(recipe["epochs"]), math.ceil(recipe.get("min_steps", 0) / steps_per_epoch))
-
-
 def mix_split(n_pairs: int, real_fraction: float) -> tuple[int, int]:
     """(real, synthetic) pairs of a synthetic + real run of n_pairs pairs in all."""
     n_real = int(round(n_pairs * real_fraction))
@@ -504,12 +493,15 @@ def write_clip_pairs(
     classes,
     recipe: dict[str, Any],
     seed: int,
+    loaders: int = 1,
 ) -> Path:
     """The image-text shards of one CLIP run in `folder` (a CPU job of its own, so the training job
     holds its GPUs for training only), with `pairs.json` (shards, pair count and what they were made
-    from: parts, seed, caption pools, shard size) written last; returns the folder. A folder whose index records the same
-    parts, seed, caption pools and shard size is kept; any other (a killed job's, or one made from
-    other inputs) is written again."""
+    from: parts, seed, caption pools, shard sizes) written last; returns the folder. The shards are
+    sized for the run's `loaders` (`clip_loaders`, `caption_shard_sizes`) where every part's size is
+    given, else they hold `shard_size` pairs each. A folder whose index records the same parts, seed,
+    caption pools and shard sizes is kept; any other (a killed job's, or one made from other inputs)
+    is written again."""
     folder = Path(folder)
     index = folder / PAIRS_INDEX
     pools = caption_pools(classes, recipe["caption_strategies"])
@@ -519,12 +511,16 @@ def write_clip_pairs(
         "pools": hashlib.sha256(json.dumps(pools).encode()).hexdigest(),
         "captions": recipe.get("captions", "pool"),
         "shard_size": int(recipe["shard_size"]),
+        "loaders": int(loaders),
     }
     if index.exists() and json.loads(index.read_text()).get("made_from") == made_from:
         return folder
     if folder.exists():
         shutil.rmtree(folder)
-    shards, count = write_caption_shards(folder, parts, pools, seed, recipe["shard_size"], made_from["captions"])
+    sizes: int | list[int] = int(recipe["shard_size"])
+    if all(n is not None for _, _, n in parts):
+        sizes = caption_shard_sizes(sum(n for _, _, n in parts), sizes, loaders)
+    shards, count = write_caption_shards(folder, parts, pools, seed, sizes, made_from["captions"])
     write_json(index, {"shards": [p.name for p in shards], "count": count, "made_from": made_from})
     return folder
 
@@ -565,7 +561,8 @@ def train_clip(
     config_dir = work / CONFIG_DIR
     register_model(recipe["model"], recipe.get("model_config"), config_dir)
     epochs = clip_epochs(count, recipe, nproc)
-    argv = open_clip_argv(shards, count, {**recipe, "epochs": epochs}, seed, work, device)
+    warmup = clip_warmup_steps(count, recipe, nproc)
+    argv = open_clip_argv(shards, count, {**recipe, "epochs": epochs, "warmup": warmup}, seed, work, device)
     drop_unreadable_checkpoints(work / OPEN_CLIP_RUN / "checkpoints")
     if recipe.get("launcher") or nproc > 1:
         launch(launch_command(recipe.get("launcher") or [], nproc, argv, config_dir), nproc, threads)

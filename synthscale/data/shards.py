@@ -90,7 +90,8 @@ def write_shard(
 
 
 class ShardWriter:
-    """Write samples one at a time into numbered shards of `shard_size`, each shard atomic.
+    """Write samples one at a time into numbered shards of `shard_size`, each shard atomic; a sequence
+    of sizes gives shard i its own size (the last size holds for any shard after the list).
 
     Each sample goes into the open shard as it comes (the entries `write_shard` writes), so memory
     holds one sample however many pass. Images given as bytes are taken as already encoded in `fmt`
@@ -99,12 +100,16 @@ class ShardWriter:
     finished, `count` the samples written.
     """
 
-    def __init__(self, folder: str | os.PathLike, shard_size: int, fmt: str = "png", quality: int = 95):
-        if shard_size < 1:
-            raise ValueError(f"shard_size must be positive, got {shard_size}")
-        self.folder, self.shard_size, self.fmt, self.quality = Path(folder), shard_size, fmt, quality
+    def __init__(
+        self, folder: str | os.PathLike, shard_size: int | Sequence[int], fmt: str = "png", quality: int = 95
+    ):
+        sizes = [shard_size] if isinstance(shard_size, int) else [int(k) for k in shard_size]
+        if not sizes or min(sizes) < 1:
+            raise ValueError(f"shard sizes must be positive, got {shard_size}")
+        self.folder, self.sizes, self.fmt, self.quality = Path(folder), sizes, fmt, quality
         self.names: list[str] = []
         self.count = 0
+        self._in_shard = 0
         self._shard: contextlib.ExitStack | None = None
         self._tar: tarfile.TarFile | None = None
 
@@ -115,7 +120,8 @@ class ShardWriter:
             self._open()
         _add_sample(self._tar, _encoded(image, self.fmt, self.quality), record, ext or _ext(self.fmt))
         self.count += 1
-        if self.count % self.shard_size == 0:
+        self._in_shard += 1
+        if self._in_shard == self.sizes[min(len(self.names), len(self.sizes) - 1)]:
             self.close()
 
     def _open(self) -> None:
@@ -128,7 +134,7 @@ class ShardWriter:
         if self._shard is not None:
             self._shard.close()
             self.names.append(shard_name(len(self.names)))
-            self._shard, self._tar = None, None
+            self._shard, self._tar, self._in_shard = None, None, 0
 
     def __enter__(self) -> "ShardWriter":
         return self

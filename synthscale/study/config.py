@@ -15,6 +15,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from synthscale.clip.schedule import clip_epochs, clip_loaders, clip_run_steps, clip_warmup_steps
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 
 RESOURCE_DEFAULTS: dict[str, Any] = {
@@ -154,6 +156,7 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
     _check_generate_runtime(cfg)
     _check_finetune_gpus(cfg)
     _check_clip_ranks(cfg)
+    _check_clip_warmup(cfg)
     return cfg
 
 
@@ -263,27 +266,48 @@ def _check_finetune_gpus(cfg: dict[str, Any]) -> None:
 
 def _check_clip_ranks(cfg: dict[str, Any]) -> None:
     """A CLIP run on resources.clip.gpu ranks (torchrun, one a GPU) with clip.workers loader workers
-    each: open_clip_train's webdataset loader asserts that the run's caption shards, ceil(N /
-    clip.shard_size), are at least workers x ranks (its data.py), so a run with fewer would crash
-    at its start on every retry; and each rank takes clip.batch_size pairs a step, so the smallest
-    N must fill one global batch. Every CLIP run, real, synthetic or mixed, holds N pairs in all."""
+    each: open_clip_train deals its caption shards out to these workers x ranks loaders (their count
+    a multiple of the loaders: `caption_shard_sizes`), and each loader batches its own share, dropping
+    a partial batch at the end of each pass, so the smallest N must give every loader one
+    clip.batch_size batch at least (a loader with less yields nothing). Every CLIP run, real,
+    synthetic or mixed, holds N pairs in all."""
     c = cfg["clip"]
     if not c["enabled"]:
         return
     ranks = max(1, cfg["resources"]["clip"]["gpu"])
     smallest = min(c["n_images"] or cfg["n_images"])
-    loaders = max(1, c["workers"]) * ranks
-    shards = math.ceil(smallest / c["shard_size"])
-    if shards < loaders:
+    loaders = clip_loaders(c, ranks)
+    if c["batch_size"] * loaders > smallest:
         raise ConfigError(
-            f"config key clip.shard_size: {c['shard_size']} pairs a shard give the CLIP run at N = {smallest} "
-            f"{shards} shards, fewer than its {loaders} loaders (clip.workers {c['workers']} x resources.clip.gpu "
-            f"{ranks}), which open_clip_train refuses; use clip.shard_size <= {smallest // loaders}"
+            f"config key clip.batch_size: {c['batch_size']} pairs a batch on each of {loaders} loaders (clip.workers "
+            f"{c['workers']}, at least 1, x resources.clip.gpu {ranks}) is more than the smallest CLIP N "
+            f"({smallest}); use clip.batch_size <= {smallest // loaders}, or fewer clip.workers"
         )
-    if c["batch_size"] * ranks > smallest:
+
+
+WARMUP_MAX_SHARE = 0.5  # of the smallest CLIP run's steps
+
+
+def _check_clip_warmup(cfg: dict[str, Any]) -> None:
+    """clip.warmup is whole steps (1 or more) or a share of each run's steps (below 1), and it leaves the
+    smallest run at least half its steps past the warm-up: open_clip_train's cosine schedule starts
+    after it, so a warm-up as long as the run keeps the rate climbing to its end (fan-clip's old
+    2000 steps were 98% of its N = 250k run)."""
+    c = cfg["clip"]
+    if not c["enabled"]:
+        return
+    warmup = c["warmup"]
+    if warmup >= 1 and warmup != int(warmup):
+        raise ConfigError(f"config key clip.warmup: {warmup} is neither whole steps nor a share below 1")
+    ranks = max(1, cfg["resources"]["clip"]["gpu"])
+    smallest = min(c["n_images"] or cfg["n_images"])
+    steps, warm_steps = clip_run_steps(smallest, c, ranks), clip_warmup_steps(smallest, c, ranks)
+    if warm_steps > WARMUP_MAX_SHARE * steps:
         raise ConfigError(
-            f"config key clip.batch_size: {c['batch_size']} a GPU x resources.clip.gpu {ranks} is more than "
-            f"the smallest CLIP N ({smallest})"
+            f"config key clip.warmup: {warm_steps} warm-up steps are more than {WARMUP_MAX_SHARE:.0%} of the "
+            f"{steps} steps of the smallest CLIP run (N = {smallest}, {clip_epochs(smallest, c, ranks)} epochs of "
+            f"clip.batch_size {c['batch_size']} x resources.clip.gpu {ranks}); use at most "
+            f"{int(WARMUP_MAX_SHARE * steps)} steps, or a share of each run's steps (e.g. 0.1)"
         )
 
 

@@ -347,6 +347,90 @@ def test_pairs_folder_is_kept_when_whole_and_rewritten_when_killed(tmp_path, dig
     assert json.loads((folder / C.PAIRS_INDEX).read_text())["made_from"]["seed"] == 1
 
 
+def loader_shares(sizes: list[int], ranks: int, workers: int, order: np.ndarray) -> list[int]:
+    """Pairs each open_clip_train loader holds in an epoch: the shards in `order` (its seeded shuffle)
+    dealt out by webdataset's split_by_node (rank r takes every ranks-th), then split_by_worker."""
+    shares = []
+    for r in range(ranks):
+        node = order[r::ranks]
+        shares += [sum(sizes[i] for i in node[w::max(1, workers)]) for w in range(max(1, workers))]
+    return shares
+
+
+@pytest.mark.parametrize("n, shard_size, workers, ranks", [
+    (250_000, 2500, 8, 8),  # fan-clip's smallest N: 100 shards of 2500 over 64 loaders before
+    (500_000, 2500, 8, 8), (8_000_000, 2500, 8, 8), (1000, 7, 3, 2), (75, 1000, 0, 1), (130, 1, 64, 2),
+])  # fmt: skip
+def test_caption_shards_give_every_loader_an_equal_share(n, shard_size, workers, ranks):
+    """Whatever order open_clip_train shuffles the shards into, its loaders hold equal shares (within
+    a pair a shard), so each loader, which yields the same number of batches as every other, goes
+    round its shards about as often: 100 equal shards over 64 loaders gave some loaders one shard and
+    others two, and the ones with one read it twice an epoch."""
+    loaders = max(1, workers) * ranks
+    sizes = C.caption_shard_sizes(n, shard_size, loaders)
+    assert sum(sizes) == n and min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+    assert len(sizes) % loaders == 0
+    if shard_size >= 2 and n >= 2 * loaders + 2:  # room for whole shards within the size: at most it, and
+        # as few as that allows (else 1-pair shards would not divide among the loaders: larger ones)
+        assert max(sizes) <= shard_size and len(sizes) < math.ceil(n / shard_size) + loaders
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        shares = loader_shares(sizes, ranks, workers, rng.permutation(len(sizes)))
+        assert max(shares) - min(shares) <= len(sizes) // loaders
+    if (n, shard_size, loaders) == (250_000, 2500, 64):  # the fixed-size layout it replaces: 1 or 2 shards
+        old = loader_shares([2500] * 100, ranks, workers, rng.permutation(100))
+        assert max(old) == 2 * min(old)
+
+
+def test_caption_shards_of_a_run_are_sized_for_its_loaders(tmp_path, digits):
+    """write_clip_pairs writes as many shards as the training job's loaders need (a multiple of
+    them), every pair once, in the same order as one big shard holds them."""
+    real = split_shards(digits / "splits.json", "train")
+    parts, r = C.clip_parts("real", 42, real, [], 0), recipe(shard_size=1000)
+    one = C.read_clip_pairs(C.write_clip_pairs(tmp_path / "one", parts, digits_classes(), r, 0))[0]
+    four = C.read_clip_pairs(C.write_clip_pairs(tmp_path / "four", parts, digits_classes(), r, 0, loaders=4))[0]
+
+    def keys(shards):
+        return [[m.name for m in tarfile.open(p).getmembers() if m.name.endswith(".txt")] for p in shards]
+
+    assert len(one) == 1 and [len(k) for k in keys(four)] == [11, 11, 10, 10]
+    assert sum(keys(four), []) == keys(one)[0]
+    with pytest.raises(ValueError, match="3 pairs cannot give each of 4 loaders a shard"):
+        C.caption_shard_sizes(3, 1000, 4)
+
+
+def test_warmup_is_whole_steps_or_a_share_of_each_runs_steps(tmp_path, digits, monkeypatch):
+    """clip.warmup of 1 or more is that many steps at every N; below 1 it is that share of each run's
+    steps, and the run's open_clip_train command gets the whole steps."""
+    r = {"epochs": 32, "batch_size": 512, "min_steps": 0, "warmup": 0.1}
+    assert C.clip_warmup_steps(250_000, r, 8) == round(0.1 * 32 * 62) == 198
+    assert C.clip_warmup_steps(8_000_000, r, 8) == round(0.1 * 32 * 1954)
+    assert C.clip_warmup_steps(250_000, {**r, "warmup": 2000}, 8) == 2000
+    assert C.clip_warmup_steps(250_000, {**r, "warmup": 0}, 8) == 0
+    seen = []
+    monkeypatch.setattr(C, "run_open_clip_train", lambda argv, *a: seen.append(argv) or (_ for _ in ()).throw(
+        RuntimeError("stop")))
+    real = split_shards(digits / "splits.json", "train")
+    pairs = C.write_clip_pairs(tmp_path / "pairs", C.clip_parts("real", 64, real, [], 0), digits_classes(),
+                               recipe(), 0)
+    with pytest.raises(RuntimeError, match="stop"):
+        C.train_clip(pairs, recipe(warmup=0.25, epochs=4), 0, tmp_path / "m" / "model.safetensors")
+    assert seen[0][seen[0].index("--warmup") + 1] == "2"  # a quarter of 4 epochs x 2 steps
+
+
+@pytest.mark.parametrize("warmup, ok", [(5, True), (15, True), (16, False), (0.5, True), (0.6, False), (2.5, False)])
+def test_a_warmup_longer_than_half_the_smallest_run_is_refused(raw, warmup, ok):
+    """The smallest default CLIP run (N = 75, batch 32: 3 steps an epoch, 10 epochs) has 30 steps: a
+    warm-up of more than 15 keeps the learning rate climbing for most of it."""
+    raw = copy.deepcopy(raw)
+    raw["clip"]["warmup"] = warmup
+    if ok:
+        check_config(raw)
+    else:
+        with pytest.raises(ConfigError, match=r"config key clip.warmup: "):
+            check_config(raw)
+
+
 def test_epochs_stretch_to_min_steps():
     assert C.clip_epochs(300, {"epochs": 2, "batch_size": 64, "min_steps": 0}) == 2
     assert C.clip_epochs(300, {"epochs": 2, "batch_size": 64, "min_steps": 50}) == 10

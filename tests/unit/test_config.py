@@ -188,7 +188,7 @@ def test_one_process_stages_take_their_multi_gpu_parent_with_one_gpu_when_unname
     configs did before the judge and clip_eval stages) gives them those resources with one GPU."""
     raw = copy.deepcopy(default_raw)
     raw["resources"].update(train={"threads": 64, "gpu": 8, "mem_mb": 256000}, clip={"gpu": 8, "runtime": 4320})
-    raw["clip"]["enabled"] = False  # its tiny N cannot feed 8 ranks (test_clip_shards_feed_every_loader)
+    raw["clip"]["enabled"] = False  # its tiny N cannot feed 8 ranks (test_clip_batches_feed_every_loader_of_every_rank)
     res = check_config(copy.deepcopy(raw))["resources"]
     assert res["judge"]["gpu"] == 1 and res["judge"]["threads"] == 64 and res["judge"]["mem_mb"] == 256000
     assert res["clip_eval"]["gpu"] == 1 and res["clip_eval"]["runtime"] == 4320
@@ -196,26 +196,25 @@ def test_one_process_stages_take_their_multi_gpu_parent_with_one_gpu_when_unname
     assert check_config(raw)["resources"]["judge"]["gpu"] == 0
 
 
-def test_clip_shards_feed_every_loader_of_every_rank(default_raw):
-    """open_clip_train's webdataset loader asserts shards >= workers x ranks (its data.py), at the start
-    of every retry: the smallest CLIP N in shards of clip.shard_size must feed clip.workers loaders on
-    each of resources.clip.gpu ranks, and fill one global batch (clip.batch_size a rank)."""
+def test_clip_batches_feed_every_loader_of_every_rank(default_raw):
+    """open_clip_train's loaders (clip.workers, at least 1, on each of resources.clip.gpu ranks) each
+    batch their own share of the smallest CLIP N, dropping a partial batch: a share under one
+    clip.batch_size yields nothing, so the check refuses it before any job runs, naming the key."""
     raw = copy.deepcopy(default_raw)
     raw["clip"].update(n_images=[250_000, 500_000], shard_size=10_000, workers=8, batch_size=512, mixed=False)
     raw["n_images"] = [500_000]
-    raw["resources"]["clip"] = {"gpu": 8}  # fan-clip's: 25 shards at N = 250k for 64 loaders
-    with pytest.raises(ConfigError, match=r"config key clip.shard_size: 10000 .* N = 250000 25 shards, fewer than "
-                                          r"its 64 loaders .* use clip.shard_size <= 3906") as err:
+    raw["resources"]["clip"] = {"gpu": 8}  # fan-clip's: 3906 pairs for each of 64 loaders
+    check_config(copy.deepcopy(raw))
+    raw["clip"]["batch_size"] = 4096
+    with pytest.raises(ConfigError, match=r"config key clip.batch_size: 4096 pairs a batch on each of 64 loaders "
+                                          r"\(clip.workers 8, at least 1, x resources.clip.gpu 8\) is more than the "
+                                          r"smallest CLIP N \(250000\); use clip.batch_size <= 3906") as err:
         check_config(copy.deepcopy(raw))
     assert "\n" not in str(err.value)
-    raw["clip"]["shard_size"] = 3906
+    raw["resources"]["clip"] = {"gpu": 2}  # 16 loaders of 15,625 pairs
     check_config(copy.deepcopy(raw))
-    raw["clip"]["shard_size"] = 10_000
-    raw["resources"]["clip"] = {"gpu": 2}  # 2 ranks x 8 workers: 25 shards are enough
+    raw["clip"].update(workers=0, batch_size=200_000)  # no workers: each rank is its loader, 2 x 200k > 250k
+    with pytest.raises(ConfigError, match=r"clip.batch_size: 200000 pairs a batch on each of 2 loaders"):
+        check_config(copy.deepcopy(raw))
+    raw["clip"]["batch_size"] = 125_000
     check_config(copy.deepcopy(raw))
-    raw["clip"].update(workers=0, shard_size=250_000)  # no workers: each rank still needs a shard
-    with pytest.raises(ConfigError, match=r"N = 250000 1 shards, fewer than its 2 loaders"):
-        check_config(copy.deepcopy(raw))
-    raw["clip"].update(shard_size=1000, batch_size=200_000)  # a global batch of 400k pairs
-    with pytest.raises(ConfigError, match=r"clip.batch_size: 200000 a GPU x resources.clip.gpu 2 is more than"):
-        check_config(copy.deepcopy(raw))
