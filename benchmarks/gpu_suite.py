@@ -293,7 +293,8 @@ def clip_rate_from_log(text: str, global_batch: int) -> float | None:
 
 
 def bench_clip(shards: list[str], cfg: dict[str, Any], device: str, work: Path, peak: float) -> dict[str, float]:
-    from synthscale.clip.train import clip_parts, train_clip, write_clip_pairs
+    from synthscale.clip.pairs import clip_parts, write_clip_pairs
+    from synthscale.clip.train import train_clip
 
     recipe = clip_train_recipe(cfg)
     n = cfg["jpegs"]

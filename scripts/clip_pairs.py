@@ -1,11 +1,11 @@
-"""Snakemake entry for rule clip_pairs: adapt snakemake.* to synthscale.clip.train.write_clip_pairs."""
+"""Snakemake entry for rule clip_pairs: adapt snakemake.* to synthscale.clip.pairs.write_clip_pairs."""
 from synthscale.runtime import job_setup
 
 job_setup(snakemake)  # first: a warm run hands the job over here
 
 import pandas as pd
 
-from synthscale.clip.train import clip_parts, write_clip_pairs
+from synthscale.clip.pairs import clip_parts, write_clip_pairs
 from synthscale.data.real import split_shards
 from synthscale.study.sources import parse_source
 

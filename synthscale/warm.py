@@ -55,7 +55,7 @@ PRELOAD_LATER = (
     "matplotlib.pyplot", "seaborn", "scipy.stats", "scipy.optimize", "torchmetrics",
     "transformers", "diffusers", "open_clip", "webdataset",
     "synthscale.generation.generate", "synthscale.generation.pipelines", "synthscale.generation.finetune",
-    "synthscale.generation.tinygen", "synthscale.clip.train", "synthscale.clip.evaluate",
+    "synthscale.generation.tinygen", "synthscale.clip.pairs", "synthscale.clip.train", "synthscale.clip.evaluate",
     "synthscale.quality.metrics", "synthscale.quality.filtering",
     "synthscale.analysis.mix_report", "synthscale.analysis.clip_report", "synthscale.analysis.filter_report",
     "synthscale.analysis.mixing", "synthscale.prompts.strategies", "synthscale.data.real",

@@ -647,7 +647,7 @@ def _check_real_counts(cfg: dict[str, Any], workdir: Path) -> None:
         cfg["mix"]["full_real_n"] = full = prepared
     c = cfg["clip"]
     if full is not None and c["enabled"] and c["mixed"] and c["sources"] != "none":
-        from synthscale.clip.train import mix_split
+        from synthscale.clip.pairs import mix_split
 
         key = "clip.mix_real_fraction"
         n = mix_split(max(c["n_images"] or cfg["n_images"]), c["mix_real_fraction"])[0]

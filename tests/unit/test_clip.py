@@ -13,6 +13,8 @@ import torch.nn.functional as F
 import yaml
 
 from helpers import REPO
+from synthscale.clip import pairs as P
+from synthscale.clip import schedule as S
 from synthscale.clip import train as C
 from synthscale.clip import evaluate as E
 from synthscale.analysis import clip_report as CR
@@ -89,12 +91,12 @@ def read_pairs(paths):
 
 
 def test_captions_are_drawn_per_image_from_the_class_pool():
-    pools = C.caption_pools(digits_classes(), ["classname", "templates"])
+    pools = P.caption_pools(digits_classes(), ["classname", "templates"])
     assert len(pools) == 10 and len(pools[3]) == 81 and pools[3][0] == "three"
-    caps = [C.pair_caption(i, 3, pools, seed=0) for i in range(50)]
-    assert caps == [C.pair_caption(i, 3, pools, seed=0) for i in range(50)]  # from (seed, i) alone
+    caps = [P.pair_caption(i, 3, pools, seed=0) for i in range(50)]
+    assert caps == [P.pair_caption(i, 3, pools, seed=0) for i in range(50)]  # from (seed, i) alone
     assert all(c in pools[3] for c in caps) and len(set(caps)) > 10
-    assert caps != [C.pair_caption(i, 3, pools, seed=1) for i in range(50)]
+    assert caps != [P.pair_caption(i, 3, pools, seed=1) for i in range(50)]
 
 
 def zero_shot_prompts() -> set[str]:
@@ -119,10 +121,10 @@ def test_real_and_synthetic_pairs_share_one_caption_distribution(tmp_path, strat
     """Like for like: given the same class sequence, real and synthetic pairs carry the same captions
     (so the same multiset of caption templates), and the zero-shot prompts are in both or in neither."""
     syn, real = synthetic_shards(tmp_path / "syn", 40), real_like_shards(tmp_path / "real", 40)
-    pools = C.caption_pools(digits_classes(), strategies)
+    pools = P.caption_pools(digits_classes(), strategies)
     caps = {}
     for kind, paths in (("real", real), ("synthetic", syn)):
-        shards, count = C.write_caption_shards(tmp_path / kind, [(kind, paths, 40)], pools, seed=3)
+        shards, count = P.write_caption_shards(tmp_path / kind, [(kind, paths, 40)], pools, seed=3)
         pairs = read_pairs(shards)
         assert count == 40 and all(m["origin"] == kind for _, _, m in pairs)
         caps[kind] = [t for _, t, _ in pairs]
@@ -142,21 +144,21 @@ def test_real_and_synthetic_pairs_share_one_caption_distribution(tmp_path, strat
 
 def test_own_captions_use_each_pairs_own_text(tmp_path):
     syn, real = synthetic_shards(tmp_path / "syn", 10), real_like_shards(tmp_path / "real", 10)
-    got = list(C.iter_captioned(syn, 10, "synthetic", captions="own"))
+    got = list(P.iter_captioned(syn, 10, "synthetic", captions="own"))
     assert [t for _, _, _, t, _ in got] == [f"prompt {i}" for i in range(10)]
     with pytest.raises(ValueError, match="clip.captions: own, but real sample"):
-        list(C.iter_captioned(real, 10, "real", captions="own"))  # half the real images have no caption
+        list(P.iter_captioned(real, 10, "real", captions="own"))  # half the real images have no caption
 
 
 def test_a_mixed_run_holds_n_pairs_in_all_interleaved(tmp_path):
     """Synthetic + real at N = n_pairs: N pairs in all (mix_real_fraction of them real, the first ones of
     each part, in order), mixed at the sample level: every stretch holds both in proportion."""
     syn, real = synthetic_shards(tmp_path / "syn", 240, 64), real_like_shards(tmp_path / "real", 240, 64)
-    pools = C.caption_pools(digits_classes(), ["classname"])
-    parts = C.clip_parts("mixed", 200, real, syn, mix_real_fraction=0.5)
+    pools = P.caption_pools(digits_classes(), ["classname"])
+    parts = P.clip_parts("mixed", 200, real, syn, mix_real_fraction=0.5)
     assert [(k, n) for k, _, n in parts] == [("real", 100), ("synthetic", 100)]
-    assert [n for _, _, n in C.clip_parts("mixed", 300, real, syn, 0.25)] == [75, 225]
-    shards, count = C.write_caption_shards(tmp_path / "out", parts, pools, seed=0, shard_size=64)
+    assert [n for _, _, n in P.clip_parts("mixed", 300, real, syn, 0.25)] == [75, 225]
+    shards, count = P.write_caption_shards(tmp_path / "out", parts, pools, seed=0, shard_size=64)
     assert count == 200 and len(shards) == 4
     pairs = read_pairs(shards)
     assert [k for k, _, _ in pairs] == [f"{i:09d}" for i in range(200)]
@@ -168,10 +170,10 @@ def test_a_mixed_run_holds_n_pairs_in_all_interleaved(tmp_path):
     assert own == [f"prompt {i}" for i in range(100)]  # the first N synthetic images, in order
     keys = [m["record"]["key"] for _, _, m in pairs if m["origin"] == "real"]
     assert keys == [f"{i:08d}" for i in range(100)]
-    again, _ = C.write_caption_shards(tmp_path / "again", parts, pools, seed=0, shard_size=64)
+    again, _ = P.write_caption_shards(tmp_path / "again", parts, pools, seed=0, shard_size=64)
     assert [m["origin"] for _, _, m in read_pairs(again)] == [m["origin"] for _, _, m in pairs]  # seeded
     with pytest.raises(ValueError, match="hold 40"):
-        C.write_caption_shards(tmp_path / "o2", [("synthetic", synthetic_shards(tmp_path / "s40", 40), 41)], pools, 0)
+        P.write_caption_shards(tmp_path / "o2", [("synthetic", synthetic_shards(tmp_path / "s40", 40), 41)], pools, 0)
 
 
 def test_a_mixed_runs_parts_draw_captions_independently(tmp_path):
@@ -179,22 +181,22 @@ def test_a_mixed_runs_parts_draw_captions_independently(tmp_path):
     draws from an 81-prompt pool (equal about 1 time in 81, not always), the real part keeps a real
     run's captions, and the synthetic part's captions nest across N."""
     syn, real = synthetic_shards(tmp_path / "syn", 200, 64), real_like_shards(tmp_path / "real", 200, 64)
-    pools = C.caption_pools(digits_classes(), ["classname", "templates"])
+    pools = P.caption_pools(digits_classes(), ["classname", "templates"])
 
     def captions(name, parts):
-        pairs = read_pairs(C.write_caption_shards(tmp_path / name, parts, pools, seed=0, shard_size=64)[0])
+        pairs = read_pairs(P.write_caption_shards(tmp_path / name, parts, pools, seed=0, shard_size=64)[0])
         out = {"real": {}, "synthetic": {}}
         for _, t, m in pairs:
             i = int(m["record"]["key"]) if m["origin"] == "real" else int(m["record"]["own_text"].split()[1])
             out[m["origin"]][i] = t
         return out
 
-    mixed = captions("m200", C.clip_parts("mixed", 200, real, syn, 0.5))
+    mixed = captions("m200", P.clip_parts("mixed", 200, real, syn, 0.5))
     same = [mixed["real"][i] == mixed["synthetic"][i] for i in range(100)]
     assert sum(same) <= 8, f"{sum(same)} of 100 real/synthetic pairs repeat one draw"
     alone = captions("r100", [("real", real, 100)])
     assert mixed["real"] == alone["real"], "the real part draws as a real run does"
-    bigger = captions("m300", C.clip_parts("mixed", 300, real, syn, 0.5))
+    bigger = captions("m300", P.clip_parts("mixed", 300, real, syn, 0.5))
     assert all(bigger["synthetic"][i] == mixed["synthetic"][i] for i in range(100)), "nested N"
 
 
@@ -295,7 +297,7 @@ def test_tiny_clip_trains_with_open_clip_train_and_beats_chance(tmp_path, digits
 
     default = load_schema()["properties"]["clip"]["properties"]["model_config"]["default"]
     r = recipe(model="test-train-clip", epochs=16, batch_size=64, lr=2e-3, model_config=default)
-    pairs = C.write_clip_pairs(tmp_path / "pairs", C.clip_parts("real", 300, real, [], 0), digits_classes(), r, 0)
+    pairs = P.write_clip_pairs(tmp_path / "pairs", P.clip_parts("real", 300, real, [], 0), digits_classes(), r, 0)
     info = C.train_clip(pairs, r, 0, tmp_path / "m" / "model.safetensors")
     assert info["n_pairs"] == 300 and not (tmp_path / "m" / "work").exists()
     cfg = json.loads((tmp_path / "m" / "model_config.json").read_text())
@@ -311,13 +313,13 @@ def test_open_clip_train_reruns_are_bit_identical(tmp_path, digits):
     from safetensors.torch import load_file
 
     real = split_shards(digits / "splits.json", "train")
-    parts = C.clip_parts("real", 64, real, [], 0)
+    parts = P.clip_parts("real", 64, real, [], 0)
     for run in ("a", "b"):  # each run writes its own pairs, as a job does
-        pairs = C.write_clip_pairs(tmp_path / run / "pairs", parts, digits_classes(), recipe(epochs=3), 0)
+        pairs = P.write_clip_pairs(tmp_path / run / "pairs", parts, digits_classes(), recipe(epochs=3), 0)
         C.train_clip(pairs, recipe(epochs=3), 0, tmp_path / run / "model.safetensors")
     a, b = (load_file(tmp_path / r / "model.safetensors") for r in ("a", "b"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    pairs = C.write_clip_pairs(tmp_path / "c" / "pairs", parts, digits_classes(), recipe(epochs=3), 1)
+    pairs = P.write_clip_pairs(tmp_path / "c" / "pairs", parts, digits_classes(), recipe(epochs=3), 1)
     C.train_clip(pairs, recipe(epochs=3), 1, tmp_path / "c" / "model.safetensors")
     c = load_file(tmp_path / "c" / "model.safetensors")
     assert not all(torch.equal(a[k], c[k]) for k in a)  # the seed matters
@@ -327,24 +329,24 @@ def test_pairs_folder_is_kept_when_whole_and_rewritten_when_killed(tmp_path, dig
     """A pairs folder with its index is the job's finished output; one without (a job killed while
     writing) is written again from scratch, to the same shards."""
     real = split_shards(digits / "splits.json", "train")
-    parts, r = C.clip_parts("real", 40, real, [], 0), recipe()
-    folder = C.write_clip_pairs(tmp_path / "pairs", parts, digits_classes(), r, 0)
-    shards, count, part_counts = C.read_clip_pairs(folder)
+    parts, r = P.clip_parts("real", 40, real, [], 0), recipe()
+    folder = P.write_clip_pairs(tmp_path / "pairs", parts, digits_classes(), r, 0)
+    shards, count, part_counts = P.read_clip_pairs(folder)
     assert count == 40 and part_counts == {"real": 40} and all(p.parent == folder for p in shards)
     first = [p.read_bytes() for p in shards]
-    (folder / C.PAIRS_INDEX).unlink()
+    (folder / P.PAIRS_INDEX).unlink()
     (folder / "stray.tmp").write_bytes(b"partial")
-    C.write_clip_pairs(folder, parts, digits_classes(), r, 0)
+    P.write_clip_pairs(folder, parts, digits_classes(), r, 0)
     assert not (folder / "stray.tmp").exists()
-    assert [p.read_bytes() for p in C.read_clip_pairs(folder)[0]] == first
-    mtime = (folder / C.PAIRS_INDEX).stat().st_mtime_ns
-    C.write_clip_pairs(folder, parts, digits_classes(), r, 0)  # whole: kept as it is
-    assert (folder / C.PAIRS_INDEX).stat().st_mtime_ns == mtime
+    assert [p.read_bytes() for p in P.read_clip_pairs(folder)[0]] == first
+    mtime = (folder / P.PAIRS_INDEX).stat().st_mtime_ns
+    P.write_clip_pairs(folder, parts, digits_classes(), r, 0)  # whole: kept as it is
+    assert (folder / P.PAIRS_INDEX).stat().st_mtime_ns == mtime
     # made from other inputs (another N, another seed): written again
-    C.write_clip_pairs(folder, C.clip_parts("real", 48, real, [], 0), digits_classes(), r, 0)
-    assert C.read_clip_pairs(folder)[1] == 48
-    C.write_clip_pairs(folder, C.clip_parts("real", 48, real, [], 0), digits_classes(), r, 1)
-    assert json.loads((folder / C.PAIRS_INDEX).read_text())["made_from"]["seed"] == 1
+    P.write_clip_pairs(folder, P.clip_parts("real", 48, real, [], 0), digits_classes(), r, 0)
+    assert P.read_clip_pairs(folder)[1] == 48
+    P.write_clip_pairs(folder, P.clip_parts("real", 48, real, [], 0), digits_classes(), r, 1)
+    assert json.loads((folder / P.PAIRS_INDEX).read_text())["made_from"]["seed"] == 1
 
 
 def loader_shares(sizes: list[int], ranks: int, workers: int, order: np.ndarray) -> list[int]:
@@ -367,7 +369,7 @@ def test_caption_shards_give_every_loader_an_equal_share(n, shard_size, workers,
     round its shards about as often: 100 equal shards over 64 loaders gave some loaders one shard and
     others two, and the ones with one read it twice an epoch."""
     loaders = max(1, workers) * ranks
-    sizes = C.caption_shard_sizes(n, shard_size, loaders)
+    sizes = S.caption_shard_sizes(n, shard_size, loaders)
     assert sum(sizes) == n and min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
     assert len(sizes) % loaders == 0
     if shard_size >= 2 and n >= 2 * loaders + 2:  # room for whole shards within the size: at most it, and
@@ -386,9 +388,9 @@ def test_caption_shards_of_a_run_are_sized_for_its_loaders(tmp_path, digits):
     """write_clip_pairs writes as many shards as the training job's loaders need (a multiple of
     them), every pair once, in the same order as one big shard holds them."""
     real = split_shards(digits / "splits.json", "train")
-    parts, r = C.clip_parts("real", 42, real, [], 0), recipe(shard_size=1000)
-    one = C.read_clip_pairs(C.write_clip_pairs(tmp_path / "one", parts, digits_classes(), r, 0))[0]
-    four = C.read_clip_pairs(C.write_clip_pairs(tmp_path / "four", parts, digits_classes(), r, 0, loaders=4))[0]
+    parts, r = P.clip_parts("real", 42, real, [], 0), recipe(shard_size=1000)
+    one = P.read_clip_pairs(P.write_clip_pairs(tmp_path / "one", parts, digits_classes(), r, 0))[0]
+    four = P.read_clip_pairs(P.write_clip_pairs(tmp_path / "four", parts, digits_classes(), r, 0, loaders=4))[0]
 
     def keys(shards):
         return [[m.name for m in tarfile.open(p).getmembers() if m.name.endswith(".txt")] for p in shards]
@@ -396,22 +398,22 @@ def test_caption_shards_of_a_run_are_sized_for_its_loaders(tmp_path, digits):
     assert len(one) == 1 and [len(k) for k in keys(four)] == [11, 11, 10, 10]
     assert sum(keys(four), []) == keys(one)[0]
     with pytest.raises(ValueError, match="3 pairs cannot give each of 4 loaders a shard"):
-        C.caption_shard_sizes(3, 1000, 4)
+        S.caption_shard_sizes(3, 1000, 4)
 
 
 def test_warmup_is_whole_steps_or_a_share_of_each_runs_steps(tmp_path, digits, monkeypatch):
     """clip.warmup of 1 or more is that many steps at every N; below 1 it is that share of each run's
     steps, and the run's open_clip_train command gets the whole steps."""
     r = {"epochs": 32, "batch_size": 512, "min_steps": 0, "warmup": 0.1}
-    assert C.clip_warmup_steps(250_000, r, 8) == round(0.1 * 32 * 62) == 198
-    assert C.clip_warmup_steps(8_000_000, r, 8) == round(0.1 * 32 * 1954)
-    assert C.clip_warmup_steps(250_000, {**r, "warmup": 2000}, 8) == 2000
-    assert C.clip_warmup_steps(250_000, {**r, "warmup": 0}, 8) == 0
+    assert S.clip_warmup_steps(250_000, r, 8) == round(0.1 * 32 * 62) == 198
+    assert S.clip_warmup_steps(8_000_000, r, 8) == round(0.1 * 32 * 1954)
+    assert S.clip_warmup_steps(250_000, {**r, "warmup": 2000}, 8) == 2000
+    assert S.clip_warmup_steps(250_000, {**r, "warmup": 0}, 8) == 0
     seen = []
     monkeypatch.setattr(C, "run_open_clip_train", lambda argv, *a: seen.append(argv) or (_ for _ in ()).throw(
         RuntimeError("stop")))
     real = split_shards(digits / "splits.json", "train")
-    pairs = C.write_clip_pairs(tmp_path / "pairs", C.clip_parts("real", 64, real, [], 0), digits_classes(),
+    pairs = P.write_clip_pairs(tmp_path / "pairs", P.clip_parts("real", 64, real, [], 0), digits_classes(),
                                recipe(), 0)
     with pytest.raises(RuntimeError, match="stop"):
         C.train_clip(pairs, recipe(warmup=0.25, epochs=4), 0, tmp_path / "m" / "model.safetensors")
@@ -432,11 +434,11 @@ def test_a_warmup_longer_than_half_the_smallest_run_is_refused(raw, warmup, ok):
 
 
 def test_epochs_stretch_to_min_steps():
-    assert C.clip_epochs(300, {"epochs": 2, "batch_size": 64, "min_steps": 0}) == 2
-    assert C.clip_epochs(300, {"epochs": 2, "batch_size": 64, "min_steps": 50}) == 10
+    assert S.clip_epochs(300, {"epochs": 2, "batch_size": 64, "min_steps": 0}) == 2
+    assert S.clip_epochs(300, {"epochs": 2, "batch_size": 64, "min_steps": 50}) == 10
     # on 4 GPUs a step takes 4 x 64 pairs (open_clip_train's global batch): 2 steps a pass, not 5
-    assert C.clip_steps_per_epoch(300, {"batch_size": 64}, 4) == 2
-    assert C.clip_epochs(300, {"epochs": 2, "batch_size": 64, "min_steps": 50}, 4) == 25
+    assert S.clip_steps_per_epoch(300, {"batch_size": 64}, 4) == 2
+    assert S.clip_epochs(300, {"epochs": 2, "batch_size": 64, "min_steps": 50}, 4) == 25
 
 
 def test_scaling_fit_recovers_slope_and_ratio():
@@ -552,13 +554,13 @@ def test_a_resumed_run_reaches_the_same_weights(tmp_path, digits):
     from safetensors.torch import load_file
 
     real = split_shards(digits / "splits.json", "train")
-    parts = C.clip_parts("real", 64, real, [], 0)
+    parts = P.clip_parts("real", 64, real, [], 0)
     r = recipe(epochs=2, save_frequency=1)
-    pairs = C.write_clip_pairs(tmp_path / "pairs", parts, digits_classes(), r, 0)
+    pairs = P.write_clip_pairs(tmp_path / "pairs", parts, digits_classes(), r, 0)
     C.train_clip(pairs, r, 0, tmp_path / "full" / "model.safetensors")
     # the "killed" job's work folder: open_clip_train stopped after epoch 1
     work = tmp_path / "resumed" / "work"
-    shards, count, _ = C.read_clip_pairs(pairs)
+    shards, count, _ = P.read_clip_pairs(pairs)
     C.register_model(r["model"], r["model_config"], work / C.CONFIG_DIR)
     C.run_open_clip_train(C.open_clip_argv(shards, count, {**r, "epochs": 1}, 0, work, "cpu"), 0, work / C.CONFIG_DIR)
     ckpts = work / C.OPEN_CLIP_RUN / "checkpoints"
@@ -698,8 +700,8 @@ def test_several_clip_gpus_start_torchrun_standalone_with_one_rank_each(tmp_path
     A torchrun clause in clip.launcher (the old way to ask for DDP, without --standalone) is refused."""
     import sys
 
-    parts = C.clip_parts("real", 64, split_shards(digits / "splits.json", "train"), [], 0)
-    pairs = C.write_clip_pairs(tmp_path / "pairs", parts, digits_classes(), recipe(), 0)
+    parts = P.clip_parts("real", 64, split_shards(digits / "splits.json", "train"), [], 0)
+    pairs = P.write_clip_pairs(tmp_path / "pairs", parts, digits_classes(), recipe(), 0)
     started = []
 
     def fake_launch(cmd, nproc=1, threads=None):

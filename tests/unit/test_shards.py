@@ -135,7 +135,7 @@ def test_every_reader_is_the_one_reader(tmp_path):
 
     import webdataset as wds
 
-    from synthscale.clip.train import iter_captioned
+    from synthscale.clip.pairs import iter_captioned
     from synthscale.data.loader import first_index, part_size, read_shard, shard_count
     from synthscale.data.shards import encode_image, iter_shards, tar_samples, wds_samples
     from synthscale.quality.filtering import iter_raw
@@ -208,7 +208,7 @@ def test_caption_shards_round_trip_through_the_writer(tmp_path):
     import json
     import tarfile
 
-    from synthscale.clip.train import write_caption_shards
+    from synthscale.clip.pairs import write_caption_shards
     from synthscale.data.shards import ShardWriter, tar_samples
 
     images, recs = _mixed_shard(tmp_path / "src.tar", 7)
