@@ -2,7 +2,6 @@
 the weights must then depend on the pinned thread count alone, not on the CPUs the job may run on (a
 SLURM cgroup, taskset) or the OMP_NUM_THREADS it inherited. (Warm against cold starts: the workflow
 tests compare the two runs' generators.)"""
-import hashlib
 import json
 import os
 import subprocess

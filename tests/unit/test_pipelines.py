@@ -13,7 +13,7 @@ from diffusers.utils import logging as dlogging
 from helpers import REPO
 from helpers.tiny_pipelines import build_flux, build_pixart, build_sd, build_sd3, build_sdxl
 from helpers.workflow import new_workdir, smk
-from synthscale.study.config import ConfigError, check_config, load_config
+from synthscale.study.config import ConfigError, check_config
 from synthscale.generation.generate import (
     ImageSpec,
     PromptEmbeddings,
