@@ -523,24 +523,36 @@ def quality_findings(
 
     The trend "holds" for a (generator, strategy) line when, at every step up the guidance grid,
     diversity falls and recognizability rises; a rise then a fall does not count."""
-    out: list[str] = []
-    n = len(trends)
-    if n == 0:
+    if len(trends) == 0:
         return ["No synthetic sets were measured."]
+    return (_trend_findings(trends) + _peak_findings(df, trends) + _set_quality_findings(df)
+            + _reference_findings(df, reference) + _best_set_findings(df, real_top1)
+            + _per_class_findings(per_class_rho, per_class_points))
+
+
+def _trend_findings(trends: pd.DataFrame) -> list[str]:
+    """Whether diversity falls and recognizability rises with guidance, over the (generator,
+    strategy) lines."""
+    n = len(trends)
     div_falls = int((trends["trend_diversity"] < 0).sum())
     rec_rises = int((trends["trend_recognizability"] > 0).sum())
     both = int(((trends["trend_diversity"] < 0) & (trends["trend_recognizability"] > 0)).sum())
     if both == n:
-        out.append(
+        return [
             f"The paper's trend shows on this study: in all {n} (generator, strategy) lines, diversity "
             "falls and recognizability rises as guidance grows."
-        )
-    else:
-        how = "does not show" if both == 0 else "shows only in part"
-        out.append(
-            f"The paper's trend {how} on this study: diversity falls with guidance in {div_falls} of {n} "
-            f"(generator, strategy) lines, recognizability rises in {rec_rises}, and both in {both}."
-        )
+        ]
+    how = "does not show" if both == 0 else "shows only in part"
+    return [
+        f"The paper's trend {how} on this study: diversity falls with guidance in {div_falls} of {n} "
+        f"(generator, strategy) lines, recognizability rises in {rec_rises}, and both in {both}."
+    ]
+
+
+def _peak_findings(df: pd.DataFrame, trends: pd.DataFrame) -> list[str]:
+    """The lines whose recognizability peaks below the largest guidance, with a hypothesis when
+    they are most."""
+    out: list[str] = []
     peaks = trends["recognizability_peak"].dropna() if "recognizability_peak" in trends else pd.Series(dtype=float)
     top = df["guidance"].max()
     interior = int((peaks < top).sum())
@@ -554,13 +566,23 @@ def quality_findings(
                 f"Hypothesis for the {interior} interior peaks, not tested here: past the peak, stronger "
                 "guidance pushes samples away from what the judge learned from real images."
             )
-    for _, r in df.iterrows():
-        out.append(
-            f"{set_label(r)}: recognizability {_f(r.get('recognizability'))}, diversity "
-            f"{_f(r.get('diversity'), 4)}, FID {_f(r.get('fid'), 2)}, CAS {_f(r.get('cas'))}"
-            + (f" (sd {_f(r.get('cas_sd'))} over {int(r['cas_seeds'])} seeds)" if "cas_seeds" in r and r["cas_seeds"] > 1 else "")
-            + "."
-        )
+    return out
+
+
+def _set_quality_findings(df: pd.DataFrame) -> list[str]:
+    """One sentence per synthetic set: recognizability, diversity, FID and CAS."""
+    return [
+        f"{set_label(r)}: recognizability {_f(r.get('recognizability'))}, diversity "
+        f"{_f(r.get('diversity'), 4)}, FID {_f(r.get('fid'), 2)}, CAS {_f(r.get('cas'))}"
+        + (f" (sd {_f(r.get('cas_sd'))} over {int(r['cas_seeds'])} seeds)" if "cas_seeds" in r and r["cas_seeds"] > 1 else "")
+        + "."
+        for _, r in df.iterrows()
+    ]
+
+
+def _reference_findings(df: pd.DataFrame, reference: dict[str, Any] | None) -> list[str]:
+    """Real test images under the same judge, and how many synthetic sets are more diverse."""
+    out: list[str] = []
     ref = reference or {}
     if ref.get("diversity") is not None:
         more = int((df["diversity"] > ref["diversity"]).sum())
@@ -574,6 +596,12 @@ def quality_findings(
                 f"Hypothesis, since all {more} sets exceed the real diversity, not tested here: judge features "
                 "of samples unlike the real images spread more, so this diversity may also count noise."
             )
+    return out
+
+
+def _best_set_findings(df: pd.DataFrame, real_top1: float | None) -> list[str]:
+    """The best CAS (against real images at the same N) and the lowest FID."""
+    out: list[str] = []
     if "cas" not in df or df["cas"].isna().all():
         out.append("CAS is not measured: no classifier was trained on the synthetic sets (train.supervised: false).")
     else:
@@ -585,15 +613,18 @@ def quality_findings(
     if "fid" in df and df["fid"].notna().any():
         b = df.loc[df["fid"].idxmin()]
         out.append(f"Lowest FID {b['fid']:.2f}: {set_label(b)}.")
+    return out
+
+
+def _per_class_findings(per_class_rho: float, per_class_points: int) -> list[str]:
+    """The within-set correlation of per-class recognizability and per-class slope."""
     if per_class_rho is not None and np.isfinite(per_class_rho):
-        out.append(
+        return [
             f"Within each synthetic set, over its classes ({per_class_points} (set, class) points in all), the "
             f"Spearman correlation between per-class recognizability and per-class scaling slope averages "
             f"{per_class_rho:.2f} over sets (the paper reports a positive one)."
-        )
-    else:
-        out.append(f"Per-class recognizability and slope could not be correlated ({per_class_points} points).")
-    return out
+        ]
+    return [f"Per-class recognizability and slope could not be correlated ({per_class_points} points)."]
 
 
 def cost_findings(table: pd.DataFrame, eval_set: str = "test") -> list[str]:
