@@ -125,8 +125,6 @@ def scaling_figure(summary: pd.DataFrame, metric: str, chance: float):
     bars one sd, and each seed's value is drawn faintly."""
     summary = summary[summary["kind"].isin(["real", "synthetic"])]  # mixes: synthscale.analysis.mixing
     plt, sns = plotting()
-    import matplotlib.ticker
-
     df = summary[summary["n_label"] != "all"]
     syn = df[df["kind"] == "synthetic"]
     real = df[df["kind"] == "real"]
@@ -137,51 +135,71 @@ def scaling_figure(summary: pd.DataFrame, metric: str, chance: float):
                              squeeze=False, sharey=True)
     strategies = sorted(syn["strategy"].unique())
     palette = dict(zip(strategies, sns.color_palette("tab10", max(len(strategies), 1))))
-    dashes = ["-", "--", ":", "-."]
     guidances = sorted(syn["guidance"].unique())
     ns = sorted(df["n"].unique())
     seeds = int(df["seed"].nunique()) if "seed" in df else 1
-    n_seeds = {k: int(g["seed"].nunique()) if "seed" in g else 1 for k, g in (("real", real), ("synthetic", syn))}
-
-    def draw(ax, d, label, **style):
-        st = seed_stats(d, metric, ["n"]).sort_values("n")
-        ax.errorbar(st["n"], st["mean"], yerr=st["std"].fillna(0), capsize=2, label=label, **style)
-        if seeds > 1:
-            ax.scatter(d["n"], d[metric], s=6, alpha=0.3, color=style.get("color"))
-
     for i, gen in enumerate(gens):
         for j, name in enumerate(sets):
             ax = axes[i][j]
             mine = syn[(syn["generator"] == gen) & (syn["eval_set"] == name)]
-            for (strategy, g), grp in mine.groupby(["strategy", "guidance"]):
-                draw(ax, grp, f"{gen}: {strategy}, g={g:g}", marker="o", ms=3, lw=1.2,
-                     color=palette[strategy], ls=dashes[guidances.index(g) % len(dashes)])
-            r = real[real["eval_set"] == name]
-            if len(r):
-                draw(ax, r, "real (same N)", marker="s", color="black", lw=2.2)
-            f = full[full["eval_set"] == name]
-            if len(f):
-                ax.axhline(f[metric].mean(), color="grey", lw=1, ls="--", label=f"real, all {int(f['n'].iloc[0])}")
-            if metric != "loss":
-                ax.axhline(chance, color="red", lw=0.8, ls=":", label="chance")
-            ax.set_xscale("log")
-            ax.set_xticks(ns, [str(n) for n in ns])
-            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-            if metric == "loss":
-                ax.set_yscale("log")
+            _scaling_lines(ax, mine, real[real["eval_set"] == name], full[full["eval_set"] == name],
+                           gen, metric, chance, palette, guidances, seeds)
             ood = summary.loc[summary.eval_set == name, "ood"].any()
-            ax.set_title(f"{gen or 'real'} on {name}" + (" (OOD)" if ood else ""), fontsize=9)
-            ax.set_xlabel("training images N")
-            ax.set_ylabel({"loss": "cross-entropy loss", "top1": "top-1 accuracy"}.get(metric, metric))
-            ax.grid(True, which="both", alpha=0.3)
+            _scaling_axes(ax, metric, ns, f"{gen or 'real'} on {name}" + (" (OOD)" if ood else ""))
         axes[i][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    counts = ", ".join(f"{k} {v} seed{'s' if v > 1 else ''}" for k, v in n_seeds.items() if v)
     fig.suptitle(
         f"{metric} against N (one row per generator; colour = prompt strategy, dash = guidance; "
-        f"mean and sd over seeds: {counts})"
+        f"mean and sd over seeds: {_seed_counts(real, syn)})"
     )
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     return fig
+
+
+_DASHES = ["-", "--", ":", "-."]
+
+
+def _seed_line(ax, d: pd.DataFrame, metric: str, seeds: int, label: str, **style) -> None:
+    """Mean and sd over seeds against N, and each seed's value faintly when there are several."""
+    st = seed_stats(d, metric, ["n"]).sort_values("n")
+    ax.errorbar(st["n"], st["mean"], yerr=st["std"].fillna(0), capsize=2, label=label, **style)
+    if seeds > 1:
+        ax.scatter(d["n"], d[metric], s=6, alpha=0.3, color=style.get("color"))
+
+
+def _scaling_lines(ax, mine: pd.DataFrame, real: pd.DataFrame, full: pd.DataFrame, gen: str, metric: str,
+                   chance: float, palette: dict, guidances: list, seeds: int) -> None:
+    """One panel's lines: each (strategy, guidance) of the generator, real at the same N, the full
+    real set and chance."""
+    for (strategy, g), grp in mine.groupby(["strategy", "guidance"]):
+        _seed_line(ax, grp, metric, seeds, f"{gen}: {strategy}, g={g:g}", marker="o", ms=3, lw=1.2,
+                   color=palette[strategy], ls=_DASHES[guidances.index(g) % len(_DASHES)])
+    if len(real):
+        _seed_line(ax, real, metric, seeds, "real (same N)", marker="s", color="black", lw=2.2)
+    if len(full):
+        ax.axhline(full[metric].mean(), color="grey", lw=1, ls="--", label=f"real, all {int(full['n'].iloc[0])}")
+    if metric != "loss":
+        ax.axhline(chance, color="red", lw=0.8, ls=":", label="chance")
+
+
+def _scaling_axes(ax, metric: str, ns: list, title: str) -> None:
+    """One panel's axes: log N with the grid's N as ticks, log loss, labels and grid."""
+    import matplotlib.ticker
+
+    ax.set_xscale("log")
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    if metric == "loss":
+        ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("training images N")
+    ax.set_ylabel({"loss": "cross-entropy loss", "top1": "top-1 accuracy"}.get(metric, metric))
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def _seed_counts(real: pd.DataFrame, syn: pd.DataFrame) -> str:
+    """'real 3 seeds, synthetic 1 seed': the training seeds of each kind, for a figure's title."""
+    n_seeds = {k: int(g["seed"].nunique()) if "seed" in g else 1 for k, g in (("real", real), ("synthetic", syn))}
+    return ", ".join(f"{k} {v} seed{'s' if v > 1 else ''}" for k, v in n_seeds.items() if v)
 
 
 def plot_scaling(summary: pd.DataFrame, metric: str, path: str | os.PathLike, chance: float) -> None:
