@@ -209,10 +209,7 @@ def images_used(n: int, captions: Callable[[np.random.Generator, int], str], rec
     rng = np.random.default_rng(seed)
     used: set[int] = set()
     for _ in range(recipe["steps"]):
-        idx = rng.integers(0, n, size=recipe["batch_size"])
-        for i in idx:
-            if not rng.random() < recipe["uncond_prob"]:
-                captions(rng, int(i))
+        idx, _texts = _draw_batch(rng, n, captions, recipe)
         used.update(int(i) for i in idx)
     return np.asarray(sorted(used), dtype=np.int64)
 
