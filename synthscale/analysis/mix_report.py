@@ -181,10 +181,15 @@ def _fmt_worth(row: pd.Series) -> str:
 
 def findings(effects: pd.DataFrame, rates: pd.DataFrame) -> list[str]:
     """Sentences from the numbers: where adding synthetic data helped, where it hurt, what it is worth."""
-    out: list[str] = []
     if not len(effects):
         return ["No mixed classifier has a real-only run at the same real N: nothing to compare."]
     e = effects.copy()
+    return _noise_findings(e) + _comparison_findings(e) + _tally_findings(e) + _exchange_findings(e, rates)
+
+
+def _noise_findings(e: pd.DataFrame) -> list[str]:
+    """One run's noise per eval set, the bar a mix must pass, and how many comparisons have none."""
+    out: list[str] = []
     known = e[e["verdict"] != "undetermined"]
     for (ev, ood), part in known.groupby(["eval_set", "ood"], sort=False):
         sds = part.drop_duplicates(["noise_basis", "noise_df"])
@@ -203,6 +208,12 @@ def findings(effects: pd.DataFrame, rates: pd.DataFrame) -> list[str]:
             "real-only N of their eval set has two training seeds, so there is no estimate of one run's "
             "noise (set train.real_seeds to get one)."
         )
+    return out
+
+
+def _comparison_findings(e: pd.DataFrame) -> list[str]:
+    """Each mix at the scarcest real N and on the full real set against real-only, with its verdict."""
+    out: list[str] = []
     scarce_r = e.loc[~e["real_all"], "real_n"].min() if (~e["real_all"]).any() else None
     for label, part in [("scarce real", e[e["real_n"] == scarce_r]), ("full real", e[e["real_all"]])]:
         for _, row in part.sort_values(["ood", "eval_set", "synthetic_n"]).iterrows():
@@ -213,6 +224,12 @@ def findings(effects: pd.DataFrame, rates: pd.DataFrame) -> list[str]:
                 f"{row['top1']:.3f} ({row['delta_top1']:+.3f}) and loss from {row['loss_real_only']:.3f} "
                 f"to {row['loss']:.3f} ({row['delta_loss']:+.3f}): {row['verdict']}."
             )
+    return out
+
+
+def _tally_findings(e: pd.DataFrame) -> list[str]:
+    """The verdicts counted in and out of distribution, and the mean change with scarce and full real."""
+    out: list[str] = []
     for ood, part in e.groupby("ood"):
         counts = part["verdict"].value_counts()
         out.append(
@@ -229,6 +246,13 @@ def findings(effects: pd.DataFrame, rates: pd.DataFrame) -> list[str]:
             f"than the whole split against {f:+.3f} with the whole split (Fan et al.: synthetic data helps most "
             "when real data is scarce)."
         )
+    return out
+
+
+def _exchange_findings(e: pd.DataFrame, rates: pd.DataFrame) -> list[str]:
+    """What the mixes' sets are worth in real images (top-1): each mix, and each set alone at its
+    largest N."""
+    out: list[str] = []
     if len(rates):
         r = rates[(rates["metric"] == "top1") & rates["set"].isin(set(e["set"]))]
         for _, row in r.sort_values(["ood", "eval_set", "real_n", "synthetic_n"]).iterrows():

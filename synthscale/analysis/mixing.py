@@ -92,44 +92,51 @@ def exchange_rates(
         real = ev[ev["kind"] == "real"]
         if real["n"].nunique() < 2:
             continue
-        higher = metric != "loss"
         curve = real.groupby("n", sort=True)[metric].mean()
         others = ev[ev["kind"].isin(["synthetic", "mix"])]
         for (source, n_label), point in others.groupby(["source", "n_label"], sort=False):
-            first = point.iloc[0]
-            value = float(point[metric].mean())
-            est, lo, hi, cens = real_equivalent(curve.index, curve.to_numpy(), value, higher)
-            n_seeds = int(point[seed_col].nunique()) if seed_col else 1
-            interval = "bracket"
-            if seed_col and n_seeds > 1 and real.groupby("n")[seed_col].nunique().min() > 1:
-                lo, hi = _bootstrap(real, point, metric, higher, draws, seed)
-                interval = "bootstrap"
-            r, syn = int(first["real_n"]), int(first["synthetic_n"])
-            rows.append(
-                {
-                    "source": source,
-                    "kind": first["kind"],
-                    "set": synthetic_name(source),
-                    "eval_set": eval_set,
-                    "ood": bool(first["ood"]),
-                    "metric": metric,
-                    "real_n": r,
-                    "synthetic_n": syn,
-                    "value": value,
-                    "real_only_at_real_n": float(curve.get(r, np.nan)) if r else np.nan,
-                    "real_equivalent": est,
-                    "real_equivalent_low": lo,
-                    "real_equivalent_high": hi,
-                    "censored": cens,
-                    "worth": est - r,
-                    "worth_low": lo - r,
-                    "worth_high": hi - r,
-                    "rate": (est - r) / syn,
-                    "interval": interval,
-                    "seeds": n_seeds,
-                }
-            )
+            rows.append(_exchange_row(source, point, real, curve, eval_set, metric, seed_col, draws, seed))
     return pd.DataFrame(rows)
+
+
+def _exchange_row(
+    source: str, point: pd.DataFrame, real: pd.DataFrame, curve: pd.Series, eval_set: str, metric: str,
+    seed_col: str | None, draws: int, seed: int,
+) -> dict[str, Any]:
+    """One classifier's exchange-rate row (its seeds' mean `point`) against the real-only runs `real`
+    and their mean curve (metric per N)."""
+    higher = metric != "loss"
+    first = point.iloc[0]
+    value = float(point[metric].mean())
+    est, lo, hi, cens = real_equivalent(curve.index, curve.to_numpy(), value, higher)
+    n_seeds = int(point[seed_col].nunique()) if seed_col else 1
+    interval = "bracket"
+    if seed_col and n_seeds > 1 and real.groupby("n")[seed_col].nunique().min() > 1:
+        lo, hi = _bootstrap(real, point, metric, higher, draws, seed)
+        interval = "bootstrap"
+    r, syn = int(first["real_n"]), int(first["synthetic_n"])
+    return {
+        "source": source,
+        "kind": first["kind"],
+        "set": synthetic_name(source),
+        "eval_set": eval_set,
+        "ood": bool(first["ood"]),
+        "metric": metric,
+        "real_n": r,
+        "synthetic_n": syn,
+        "value": value,
+        "real_only_at_real_n": float(curve.get(r, np.nan)) if r else np.nan,
+        "real_equivalent": est,
+        "real_equivalent_low": lo,
+        "real_equivalent_high": hi,
+        "censored": cens,
+        "worth": est - r,
+        "worth_low": lo - r,
+        "worth_high": hi - r,
+        "rate": (est - r) / syn,
+        "interval": interval,
+        "seeds": n_seeds,
+    }
 
 
 def amount_label(real_n: int, synthetic_n: int, multiples: Sequence[float]) -> str:
@@ -188,69 +195,88 @@ def mix_effects(summary: pd.DataFrame, mix: dict[str, Any], level: float = 0.95)
     `verdict`: helped / hurt beyond it, within noise inside it, undetermined where no N has two seeds
     (no noise estimate).
     """
-    from scipy import stats
-
     rows = []
     seed_col = "seed" if "seed" in summary.columns else None
     for eval_set, ev in summary.groupby("eval_set", sort=False):
         real = ev[ev["kind"] == "real"]
         curve = real.groupby("real_n")[["top1", "loss"]].mean()
-        sd, df, used = pooled_seed_sd(real)
+        pooled = pooled_seed_sd(real)
         for (source, n_label), g in ev[ev["kind"] == "mix"].groupby(["source", "n_label"], sort=False):
-            first = g.iloc[0]
-            r, syn = int(first["real_n"]), int(first["synthetic_n"])
+            r = int(g.iloc[0]["real_n"])
             if r not in curve.index:
                 continue
-            top1, loss = float(g["top1"].mean()), float(g["loss"].mean())
-            delta = top1 - float(curve.loc[r, "top1"])
             base = real[real["real_n"] == r]
-            n_r = int(base[seed_col].nunique()) if seed_col else 1
-            n_m = int(g[seed_col].nunique()) if seed_col else 1
-            own = base.groupby(seed_col)["top1"].mean() if seed_col else pd.Series(dtype=float)
-            if len(own) >= 2:  # this N's own real-only seeds: the seed sd differs between N
-                s, d, source_sd = float(own.std(ddof=1)), len(own) - 1, "this N"
-                basis = f"real-only seeds at N = {r}"
-            else:
-                s, d, source_sd = sd, df, "pooled" if used else "none"
-                basis = f"real-only seeds at N = {', '.join(map(str, used))}" if used else ""
-            if n_m > 1:  # the mix's own seeds join
-                v = g.groupby(seed_col)["top1"].mean()
-                ss = (0.0 if not d else s**2 * d) + float(((v - v.mean()) ** 2).sum())
-                d = d + n_m - 1
-                s = float(np.sqrt(ss / d))
-                basis = (basis + " and " if basis else "") + "the mix's own seeds"
-            if d > 0 and np.isfinite(s):
-                noise = float(stats.t.ppf(0.5 + level / 2, d) * s * np.sqrt(1 / n_m + 1 / n_r))
-                verdict = "within noise" if abs(delta) <= noise else ("helped" if delta > 0 else "hurt")
-            else:
-                noise, verdict, basis, source_sd = np.nan, "undetermined", "none: no N has two seeds", "none"
-            rows.append(
-                {
-                    "source": source,
-                    "set": source.split("/", 2)[-1],
-                    "eval_set": eval_set,
-                    "ood": bool(first["ood"]),
-                    "real_n": r,
-                    "real_all": parse_source(source).real_n == "all",
-                    "synthetic_n": syn,
-                    "amount": amount_label(r, syn, all_multiples(mix)),
-                    "top1_real_only": float(curve.loc[r, "top1"]),
-                    "top1": top1,
-                    "delta_top1": delta,
-                    "loss_real_only": float(curve.loc[r, "loss"]),
-                    "loss": loss,
-                    "delta_loss": loss - float(curve.loc[r, "loss"]),
-                    "seeds_mix": n_m,
-                    "seeds_real_only": n_r,
-                    "noise_sd": s if d > 0 else np.nan,
-                    "noise_df": int(d),
-                    "noise": noise,
-                    "noise_basis": basis,
-                    "noise_from": source_sd,
-                    "verdict": verdict,
-                }
-            )
+            rows.append(_mix_effect(source, g, base, curve, eval_set, pooled, seed_col, mix, level))
     return pd.DataFrame(rows)
+
+
+def _mix_effect(
+    source: str, g: pd.DataFrame, base: pd.DataFrame, curve: pd.DataFrame, eval_set: str,
+    pooled: tuple[float, int, list[int]], seed_col: str | None, mix: dict[str, Any], level: float,
+) -> dict[str, Any]:
+    """One mix's row of `mix_effects`: its seeds `g` against the real-only runs `base` at its real_n
+    (`curve`: real-only top1 and loss per real_n; `pooled`: `pooled_seed_sd` of the eval set)."""
+    from scipy import stats
+
+    first = g.iloc[0]
+    r, syn = int(first["real_n"]), int(first["synthetic_n"])
+    top1, loss = float(g["top1"].mean()), float(g["loss"].mean())
+    delta = top1 - float(curve.loc[r, "top1"])
+    n_r = int(base[seed_col].nunique()) if seed_col else 1
+    n_m = int(g[seed_col].nunique()) if seed_col else 1
+    s, d, source_sd, basis = _noise_sd(g, base, r, n_m, seed_col, pooled)
+    if d > 0 and np.isfinite(s):
+        noise = float(stats.t.ppf(0.5 + level / 2, d) * s * np.sqrt(1 / n_m + 1 / n_r))
+        verdict = "within noise" if abs(delta) <= noise else ("helped" if delta > 0 else "hurt")
+    else:
+        noise, verdict, basis, source_sd = np.nan, "undetermined", "none: no N has two seeds", "none"
+    return {
+        "source": source,
+        "set": source.split("/", 2)[-1],
+        "eval_set": eval_set,
+        "ood": bool(first["ood"]),
+        "real_n": r,
+        "real_all": parse_source(source).real_n == "all",
+        "synthetic_n": syn,
+        "amount": amount_label(r, syn, all_multiples(mix)),
+        "top1_real_only": float(curve.loc[r, "top1"]),
+        "top1": top1,
+        "delta_top1": delta,
+        "loss_real_only": float(curve.loc[r, "loss"]),
+        "loss": loss,
+        "delta_loss": loss - float(curve.loc[r, "loss"]),
+        "seeds_mix": n_m,
+        "seeds_real_only": n_r,
+        "noise_sd": s if d > 0 else np.nan,
+        "noise_df": int(d),
+        "noise": noise,
+        "noise_basis": basis,
+        "noise_from": source_sd,
+        "verdict": verdict,
+    }
+
+
+def _noise_sd(
+    g: pd.DataFrame, base: pd.DataFrame, r: int, n_m: int, seed_col: str | None,
+    pooled: tuple[float, int, list[int]],
+) -> tuple[float, int, str, str]:
+    """The sd of one run's top-1 for a mix against real-only at real_n `r`, and its df, where it
+    comes from ("this N", "pooled", "none") and the runs it is estimated on (the `mix_effects` rule)."""
+    sd, df, used = pooled
+    own = base.groupby(seed_col)["top1"].mean() if seed_col else pd.Series(dtype=float)
+    if len(own) >= 2:  # this N's own real-only seeds: the seed sd differs between N
+        s, d, source_sd = float(own.std(ddof=1)), len(own) - 1, "this N"
+        basis = f"real-only seeds at N = {r}"
+    else:
+        s, d, source_sd = sd, df, "pooled" if used else "none"
+        basis = f"real-only seeds at N = {', '.join(map(str, used))}" if used else ""
+    if n_m > 1:  # the mix's own seeds join
+        v = g.groupby(seed_col)["top1"].mean()
+        ss = (0.0 if not d else s**2 * d) + float(((v - v.mean()) ** 2).sum())
+        d = d + n_m - 1
+        s = float(np.sqrt(ss / d))
+        basis = (basis + " and " if basis else "") + "the mix's own seeds"
+    return s, d, source_sd, basis
 
 
 def read_summary(path: str | os.PathLike) -> pd.DataFrame:

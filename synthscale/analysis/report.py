@@ -125,8 +125,6 @@ def scaling_figure(summary: pd.DataFrame, metric: str, chance: float):
     bars one sd, and each seed's value is drawn faintly."""
     summary = summary[summary["kind"].isin(["real", "synthetic"])]  # mixes: synthscale.analysis.mixing
     plt, sns = plotting()
-    import matplotlib.ticker
-
     df = summary[summary["n_label"] != "all"]
     syn = df[df["kind"] == "synthetic"]
     real = df[df["kind"] == "real"]
@@ -137,51 +135,71 @@ def scaling_figure(summary: pd.DataFrame, metric: str, chance: float):
                              squeeze=False, sharey=True)
     strategies = sorted(syn["strategy"].unique())
     palette = dict(zip(strategies, sns.color_palette("tab10", max(len(strategies), 1))))
-    dashes = ["-", "--", ":", "-."]
     guidances = sorted(syn["guidance"].unique())
     ns = sorted(df["n"].unique())
     seeds = int(df["seed"].nunique()) if "seed" in df else 1
-    n_seeds = {k: int(g["seed"].nunique()) if "seed" in g else 1 for k, g in (("real", real), ("synthetic", syn))}
-
-    def draw(ax, d, label, **style):
-        st = seed_stats(d, metric, ["n"]).sort_values("n")
-        ax.errorbar(st["n"], st["mean"], yerr=st["std"].fillna(0), capsize=2, label=label, **style)
-        if seeds > 1:
-            ax.scatter(d["n"], d[metric], s=6, alpha=0.3, color=style.get("color"))
-
     for i, gen in enumerate(gens):
         for j, name in enumerate(sets):
             ax = axes[i][j]
             mine = syn[(syn["generator"] == gen) & (syn["eval_set"] == name)]
-            for (strategy, g), grp in mine.groupby(["strategy", "guidance"]):
-                draw(ax, grp, f"{gen}: {strategy}, g={g:g}", marker="o", ms=3, lw=1.2,
-                     color=palette[strategy], ls=dashes[guidances.index(g) % len(dashes)])
-            r = real[real["eval_set"] == name]
-            if len(r):
-                draw(ax, r, "real (same N)", marker="s", color="black", lw=2.2)
-            f = full[full["eval_set"] == name]
-            if len(f):
-                ax.axhline(f[metric].mean(), color="grey", lw=1, ls="--", label=f"real, all {int(f['n'].iloc[0])}")
-            if metric != "loss":
-                ax.axhline(chance, color="red", lw=0.8, ls=":", label="chance")
-            ax.set_xscale("log")
-            ax.set_xticks(ns, [str(n) for n in ns])
-            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-            if metric == "loss":
-                ax.set_yscale("log")
+            _scaling_lines(ax, mine, real[real["eval_set"] == name], full[full["eval_set"] == name],
+                           gen, metric, chance, palette, guidances, seeds)
             ood = summary.loc[summary.eval_set == name, "ood"].any()
-            ax.set_title(f"{gen or 'real'} on {name}" + (" (OOD)" if ood else ""), fontsize=9)
-            ax.set_xlabel("training images N")
-            ax.set_ylabel({"loss": "cross-entropy loss", "top1": "top-1 accuracy"}.get(metric, metric))
-            ax.grid(True, which="both", alpha=0.3)
+            _scaling_axes(ax, metric, ns, f"{gen or 'real'} on {name}" + (" (OOD)" if ood else ""))
         axes[i][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    counts = ", ".join(f"{k} {v} seed{'s' if v > 1 else ''}" for k, v in n_seeds.items() if v)
     fig.suptitle(
         f"{metric} against N (one row per generator; colour = prompt strategy, dash = guidance; "
-        f"mean and sd over seeds: {counts})"
+        f"mean and sd over seeds: {_seed_counts(real, syn)})"
     )
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     return fig
+
+
+_DASHES = ["-", "--", ":", "-."]
+
+
+def _seed_line(ax, d: pd.DataFrame, metric: str, seeds: int, label: str, **style) -> None:
+    """Mean and sd over seeds against N, and each seed's value faintly when there are several."""
+    st = seed_stats(d, metric, ["n"]).sort_values("n")
+    ax.errorbar(st["n"], st["mean"], yerr=st["std"].fillna(0), capsize=2, label=label, **style)
+    if seeds > 1:
+        ax.scatter(d["n"], d[metric], s=6, alpha=0.3, color=style.get("color"))
+
+
+def _scaling_lines(ax, mine: pd.DataFrame, real: pd.DataFrame, full: pd.DataFrame, gen: str, metric: str,
+                   chance: float, palette: dict, guidances: list, seeds: int) -> None:
+    """One panel's lines: each (strategy, guidance) of the generator, real at the same N, the full
+    real set and chance."""
+    for (strategy, g), grp in mine.groupby(["strategy", "guidance"]):
+        _seed_line(ax, grp, metric, seeds, f"{gen}: {strategy}, g={g:g}", marker="o", ms=3, lw=1.2,
+                   color=palette[strategy], ls=_DASHES[guidances.index(g) % len(_DASHES)])
+    if len(real):
+        _seed_line(ax, real, metric, seeds, "real (same N)", marker="s", color="black", lw=2.2)
+    if len(full):
+        ax.axhline(full[metric].mean(), color="grey", lw=1, ls="--", label=f"real, all {int(full['n'].iloc[0])}")
+    if metric != "loss":
+        ax.axhline(chance, color="red", lw=0.8, ls=":", label="chance")
+
+
+def _scaling_axes(ax, metric: str, ns: list, title: str) -> None:
+    """One panel's axes: log N with the grid's N as ticks, log loss, labels and grid."""
+    import matplotlib.ticker
+
+    ax.set_xscale("log")
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    if metric == "loss":
+        ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("training images N")
+    ax.set_ylabel({"loss": "cross-entropy loss", "top1": "top-1 accuracy"}.get(metric, metric))
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def _seed_counts(real: pd.DataFrame, syn: pd.DataFrame) -> str:
+    """'real 3 seeds, synthetic 1 seed': the training seeds of each kind, for a figure's title."""
+    n_seeds = {k: int(g["seed"].nunique()) if "seed" in g else 1 for k, g in (("real", real), ("synthetic", syn))}
+    return ", ".join(f"{k} {v} seed{'s' if v > 1 else ''}" for k, v in n_seeds.items() if v)
 
 
 def plot_scaling(summary: pd.DataFrame, metric: str, path: str | os.PathLike, chance: float) -> None:
@@ -523,24 +541,36 @@ def quality_findings(
 
     The trend "holds" for a (generator, strategy) line when, at every step up the guidance grid,
     diversity falls and recognizability rises; a rise then a fall does not count."""
-    out: list[str] = []
-    n = len(trends)
-    if n == 0:
+    if len(trends) == 0:
         return ["No synthetic sets were measured."]
+    return (_trend_findings(trends) + _peak_findings(df, trends) + _set_quality_findings(df)
+            + _reference_findings(df, reference) + _best_set_findings(df, real_top1)
+            + _per_class_findings(per_class_rho, per_class_points))
+
+
+def _trend_findings(trends: pd.DataFrame) -> list[str]:
+    """Whether diversity falls and recognizability rises with guidance, over the (generator,
+    strategy) lines."""
+    n = len(trends)
     div_falls = int((trends["trend_diversity"] < 0).sum())
     rec_rises = int((trends["trend_recognizability"] > 0).sum())
     both = int(((trends["trend_diversity"] < 0) & (trends["trend_recognizability"] > 0)).sum())
     if both == n:
-        out.append(
+        return [
             f"The paper's trend shows on this study: in all {n} (generator, strategy) lines, diversity "
             "falls and recognizability rises as guidance grows."
-        )
-    else:
-        how = "does not show" if both == 0 else "shows only in part"
-        out.append(
-            f"The paper's trend {how} on this study: diversity falls with guidance in {div_falls} of {n} "
-            f"(generator, strategy) lines, recognizability rises in {rec_rises}, and both in {both}."
-        )
+        ]
+    how = "does not show" if both == 0 else "shows only in part"
+    return [
+        f"The paper's trend {how} on this study: diversity falls with guidance in {div_falls} of {n} "
+        f"(generator, strategy) lines, recognizability rises in {rec_rises}, and both in {both}."
+    ]
+
+
+def _peak_findings(df: pd.DataFrame, trends: pd.DataFrame) -> list[str]:
+    """The lines whose recognizability peaks below the largest guidance, with a hypothesis when
+    they are most."""
+    out: list[str] = []
     peaks = trends["recognizability_peak"].dropna() if "recognizability_peak" in trends else pd.Series(dtype=float)
     top = df["guidance"].max()
     interior = int((peaks < top).sum())
@@ -554,13 +584,23 @@ def quality_findings(
                 f"Hypothesis for the {interior} interior peaks, not tested here: past the peak, stronger "
                 "guidance pushes samples away from what the judge learned from real images."
             )
-    for _, r in df.iterrows():
-        out.append(
-            f"{set_label(r)}: recognizability {_f(r.get('recognizability'))}, diversity "
-            f"{_f(r.get('diversity'), 4)}, FID {_f(r.get('fid'), 2)}, CAS {_f(r.get('cas'))}"
-            + (f" (sd {_f(r.get('cas_sd'))} over {int(r['cas_seeds'])} seeds)" if "cas_seeds" in r and r["cas_seeds"] > 1 else "")
-            + "."
-        )
+    return out
+
+
+def _set_quality_findings(df: pd.DataFrame) -> list[str]:
+    """One sentence per synthetic set: recognizability, diversity, FID and CAS."""
+    return [
+        f"{set_label(r)}: recognizability {_f(r.get('recognizability'))}, diversity "
+        f"{_f(r.get('diversity'), 4)}, FID {_f(r.get('fid'), 2)}, CAS {_f(r.get('cas'))}"
+        + (f" (sd {_f(r.get('cas_sd'))} over {int(r['cas_seeds'])} seeds)" if "cas_seeds" in r and r["cas_seeds"] > 1 else "")
+        + "."
+        for _, r in df.iterrows()
+    ]
+
+
+def _reference_findings(df: pd.DataFrame, reference: dict[str, Any] | None) -> list[str]:
+    """Real test images under the same judge, and how many synthetic sets are more diverse."""
+    out: list[str] = []
     ref = reference or {}
     if ref.get("diversity") is not None:
         more = int((df["diversity"] > ref["diversity"]).sum())
@@ -574,6 +614,12 @@ def quality_findings(
                 f"Hypothesis, since all {more} sets exceed the real diversity, not tested here: judge features "
                 "of samples unlike the real images spread more, so this diversity may also count noise."
             )
+    return out
+
+
+def _best_set_findings(df: pd.DataFrame, real_top1: float | None) -> list[str]:
+    """The best CAS (against real images at the same N) and the lowest FID."""
+    out: list[str] = []
     if "cas" not in df or df["cas"].isna().all():
         out.append("CAS is not measured: no classifier was trained on the synthetic sets (train.supervised: false).")
     else:
@@ -585,15 +631,18 @@ def quality_findings(
     if "fid" in df and df["fid"].notna().any():
         b = df.loc[df["fid"].idxmin()]
         out.append(f"Lowest FID {b['fid']:.2f}: {set_label(b)}.")
+    return out
+
+
+def _per_class_findings(per_class_rho: float, per_class_points: int) -> list[str]:
+    """The within-set correlation of per-class recognizability and per-class slope."""
     if per_class_rho is not None and np.isfinite(per_class_rho):
-        out.append(
+        return [
             f"Within each synthetic set, over its classes ({per_class_points} (set, class) points in all), the "
             f"Spearman correlation between per-class recognizability and per-class scaling slope averages "
             f"{per_class_rho:.2f} over sets (the paper reports a positive one)."
-        )
-    else:
-        out.append(f"Per-class recognizability and slope could not be correlated ({per_class_points} points).")
-    return out
+        ]
+    return [f"Per-class recognizability and slope could not be correlated ({per_class_points} points)."]
 
 
 def cost_findings(table: pd.DataFrame, eval_set: str = "test") -> list[str]:

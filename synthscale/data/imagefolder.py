@@ -247,32 +247,45 @@ def prepare_split(
     tasks = ((str(files.root / files.files[i]), int(files.labels[i]), int(i)) for i in order)
     bad = _BadFiles(len(order), max_bad_fraction, name)
     n_classes = n_classes or int(files.labels.max()) + 1
-    per_class = np.zeros(n_classes, dtype=np.int64)
     bar = tqdm(total=len(order), desc=f"prepare {name}", unit="img", mininterval=5, file=sys.stderr)
-
-    def checked() -> Iterator[tuple[int, tuple[bytes, str] | None]]:
-        results = _results(tasks, spec, shift, shift_seed, workers)
-        for i, (label, data, err) in zip(order, results):
-            bar.update()
-            if data is None:
-                bad.add(str(files.root / files.files[i]), err)
-            yield label, None if data is None else (data, files.files[i])
-
-    stream = checked()
+    stream = _checked(files, order, _results(tasks, spec, shift, shift_seed, workers), bad, bar)
     good = (
         _interleave_good(stream, np.bincount(files.labels, minlength=n_classes))
         if interleave_seed is not None
         else ((label, data) for label, data in stream if data is not None)
     )
-    shutil.rmtree(Path(out_dir) / name, ignore_errors=True)  # no stale shards of an earlier run
-    with ShardWriter(Path(out_dir) / name, shard_size, spec.fmt, spec.quality) as writer:
-        for label, (data, rel) in good:
-            writer.write(data, {"key": f"{writer.count:08d}", "label": label, "file": rel})
-            per_class[label] += 1
+    names, per_class = _write_shards(Path(out_dir) / name, good, spec, shard_size, n_classes)
     bar.close()
     if bad.files:
         log.warning("prepare %s: skipped %d unreadable image(s) of %d", name, len(bad.files), len(order))
-    return writer.names, bad.files, per_class
+    return names, bad.files, per_class
+
+
+def _checked(
+    files: FileList, order: np.ndarray, results: Iterator[Result], bad: _BadFiles, bar
+) -> Iterator[tuple[int, tuple[bytes, str] | None]]:
+    """(label, (encoded image, its file) or None where the file is unreadable), in `order`; each
+    result ticks `bar`, and each unreadable file goes to `bad`."""
+    for i, (label, data, err) in zip(order, results):
+        bar.update()
+        if data is None:
+            bad.add(str(files.root / files.files[i]), err)
+        yield label, None if data is None else (data, files.files[i])
+
+
+def _write_shards(
+    folder: Path, good: Iterator[tuple[int, tuple[bytes, str]]], spec: ImageSpec, shard_size: int, n_classes: int
+) -> tuple[list[str], np.ndarray]:
+    """Write the (label, (encoded image, file)) stream as shards in a fresh `folder`.
+
+    Returns (shard names, images written per class)."""
+    per_class = np.zeros(n_classes, dtype=np.int64)
+    shutil.rmtree(folder, ignore_errors=True)  # no stale shards of an earlier run
+    with ShardWriter(folder, shard_size, spec.fmt, spec.quality) as writer:
+        for label, (data, rel) in good:
+            writer.write(data, {"key": f"{writer.count:08d}", "label": label, "file": rel})
+            per_class[label] += 1
+    return writer.names, per_class
 
 
 def prepare_imagefolder(

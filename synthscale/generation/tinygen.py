@@ -209,10 +209,7 @@ def images_used(n: int, captions: Callable[[np.random.Generator, int], str], rec
     rng = np.random.default_rng(seed)
     used: set[int] = set()
     for _ in range(recipe["steps"]):
-        idx = rng.integers(0, n, size=recipe["batch_size"])
-        for i in idx:
-            if not rng.random() < recipe["uncond_prob"]:
-                captions(rng, int(i))
+        idx, _texts = _draw_batch(rng, n, captions, recipe)
         used.update(int(i) for i in idx)
     return np.asarray(sorted(used), dtype=np.int64)
 
@@ -253,6 +250,32 @@ def train_tiny_generator(
     """
     n, h, w, c = images.shape
     pipe = build_tiny_pipeline(arch, image_size=h, channels=c, seed=seed)
+    opt, params, text_scale = _generator_optimizer(pipe, recipe)
+    steps = recipe["steps"]
+    sched = step_schedule(opt, steps, warmup=max(1, steps // 20))
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    pipe.unet.train()
+    pipe.text_encoder.train(text_scale > 0)
+    embed = _caption_embedder(pipe, text_scale)
+    log: list[dict[str, float]] = []
+    bar = tqdm(range(steps), desc="train generator", disable=not progress, mininterval=2)
+    for step in bar:
+        idx, texts = _draw_batch(rng, n, captions, recipe)
+        loss = _denoising_batch_loss(pipe, embed, images[idx], texts, gen, recipe.get("snr_gamma"))
+        _optimizer_step(loss, opt, sched, params)
+        log.append({"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0]})
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{np.mean([r['loss'] for r in log[-50:]]):.4f}")
+    pipe.unet.eval()
+    pipe.text_encoder.eval()
+    _save_generator(pipe, out_dir, {"arch": arch, "recipe": recipe, "seed": seed, "images": n})
+    return log
+
+
+def _generator_optimizer(pipe: PixelTextToImagePipeline, recipe: dict[str, Any]):
+    """AdamW over the UNet and, when `recipe["text_lr_scale"]` > 0, the text encoder at that
+    fraction of the rate (else it is frozen). Returns (optimizer, its parameters, the scale)."""
     # A text encoder trained from scratch at the UNet's rate collapses: early on its random features
     # only add noise to the denoiser, so training flattens them before the UNet learns to read them.
     # `text_lr_scale` slows it down; 0 freezes it (as Stable Diffusion freezes CLIP).
@@ -263,48 +286,60 @@ def train_tiny_generator(
         groups.append({"params": list(pipe.text_encoder.parameters()), "lr": recipe["lr"] * text_scale})
     params = [p for g in groups for p in g["params"]]
     opt = torch.optim.AdamW(groups, lr=recipe["lr"], weight_decay=recipe["weight_decay"])
-    steps = recipe["steps"]
-    sched = step_schedule(opt, steps, warmup=max(1, steps // 20))
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
-    noise_sched = pipe.scheduler
-    pipe.unet.train()
-    pipe.text_encoder.train(text_scale > 0)
+    return opt, params, text_scale
+
+
+def _caption_embedder(pipe: PixelTextToImagePipeline, text_scale: float) -> Callable[[list[str]], torch.Tensor]:
+    """Captions to text-encoder states: encoded at every step while the encoder trains, else cached."""
     # a frozen text encoder gives each caption the same embedding at every step: encode each
     # distinct caption once, when first drawn (the captions are a few hundred strings), with the step's
     # new captions in one sorted batch
     encode = partial(encode_tokens, pipe, device=pipe.unet.device)
-    embed = encode if text_scale > 0 else PromptCache(encode, batching="sorted")
-    log: list[dict[str, float]] = []
-    bar = tqdm(range(steps), desc="train generator", disable=not progress, mininterval=2)
-    for step in bar:
-        idx = rng.integers(0, n, size=recipe["batch_size"])
-        texts = [
-            "" if rng.random() < recipe["uncond_prob"] else captions(rng, int(i)) for i in idx
-        ]
-        # uint8 rows to [-1, 1] per batch (the same values as converting every image first)
-        x0 = torch.from_numpy(np.asarray(images[idx])).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(idx),), generator=gen)
-        xt = noise_sched.add_noise(x0, noise, t)
-        pred = pipe.unet(xt, t, encoder_hidden_states=embed(texts)).sample
-        loss = denoising_loss(pred, noise, t, noise_sched, recipe.get("snr_gamma"))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        log.append({"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0]})
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{np.mean([r['loss'] for r in log[-50:]]):.4f}")
-    pipe.unet.eval()
-    pipe.text_encoder.eval()
+    return encode if text_scale > 0 else PromptCache(encode, batching="sorted")
+
+
+def _draw_batch(
+    rng: np.random.Generator, n: int, captions: Callable[[np.random.Generator, int], str], recipe: dict[str, Any]
+) -> tuple[np.ndarray, list[str]]:
+    """A step's image indices, then per image the unconditional coin and, unless it came up, the
+    caption: (indices, captions with "" for the unconditional ones)."""
+    idx = rng.integers(0, n, size=recipe["batch_size"])
+    texts = [
+        "" if rng.random() < recipe["uncond_prob"] else captions(rng, int(i)) for i in idx
+    ]
+    return idx, texts
+
+
+def _optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, sched, params: list) -> None:
+    """Backward, gradient norm clipped to 1, one optimizer and one schedule step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+
+
+def _denoising_batch_loss(
+    pipe: PixelTextToImagePipeline, embed: Callable[[list[str]], torch.Tensor], rows: np.ndarray,
+    texts: list[str], gen: torch.Generator, snr_gamma: float | None,
+) -> torch.Tensor:
+    """The denoising loss of one batch of uint8 image rows (B, H, W, C) and their captions, with
+    the noise and timesteps drawn from `gen`."""
+    noise_sched = pipe.scheduler
+    # uint8 rows to [-1, 1] per batch (the same values as converting every image first)
+    x0 = torch.from_numpy(np.asarray(rows)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    noise = torch.randn(x0.shape, generator=gen)
+    t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(x0),), generator=gen)
+    xt = noise_sched.add_noise(x0, noise, t)
+    pred = pipe.unet(xt, t, encoder_hidden_states=embed(texts)).sample
+    return denoising_loss(pred, noise, t, noise_sched, snr_gamma)
+
+
+def _save_generator(pipe: PixelTextToImagePipeline, out_dir: str | os.PathLike, record: dict[str, Any]) -> None:
+    """The pipeline folder, written atomically, with the run's record in synthscale.json."""
     with atomic_dir(out_dir) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
-        (Path(tmp) / "synthscale.json").write_text(
-            json.dumps({"arch": arch, "recipe": recipe, "seed": seed, "images": n}, indent=1)
-        )
-    return log
+        (Path(tmp) / "synthscale.json").write_text(json.dumps(record, indent=1))
 
 
 def caption_sampler(
