@@ -75,21 +75,7 @@ def caption_prompts(wildcards):
 
 
 def generator_input(wildcards):
-    """A trained or fine-tuned generator's folder; pretrained ones load by Hub id or path, outside the DAG."""
-    gen = PLAN.generator(wildcards.generator)
-    if gen["kind"] == "pretrained":
-        return []
-    dirs = [PLAN.generator_dir(gen["name"])]
-    # LoRA weights load over their base: a base made by this study is an input too
-    names = {g["name"] for g in config["generators"]}
-    if (
-        gen["kind"] == "finetuned"
-        and gen["finetune"]["mode"] == "lora"
-        and gen["base"] in names
-    ):
-        if PLAN.generator(gen["base"])["kind"] != "pretrained":
-            dirs.append(PLAN.generator_dir(gen["base"]))
-    return dirs
+    return PLAN.generator_inputs(wildcards.generator)
 
 
 def generator_regex(kind):
@@ -105,21 +91,11 @@ def finetune_prompts(wildcards):
 
 
 def finetune_base(wildcards):
-    """The base's folder when the base is a trained or fine-tuned generator of the study (a job's output)."""
-    base = PLAN.generator(wildcards.generator)["base"]
-    src = finetune_base_source(wildcards)
-    return [src] if src == PLAN.generator_dir(base) else []
+    return PLAN.finetune_base_inputs(wildcards.generator)
 
 
 def finetune_base_source(wildcards):
-    """What the base loads from: a study generator's folder or source, else the Hub id or path as given."""
-    base = PLAN.generator(wildcards.generator)["base"]
-    other = {g["name"]: g for g in config["generators"]}.get(base)
-    if other is None:
-        return base
-    return (
-        other["source"] if other["kind"] == "pretrained" else PLAN.generator_dir(base)
-    )
+    return PLAN.finetune_base_source(wildcards.generator)
 
 
 def train_inputs(wildcards):
@@ -167,14 +143,7 @@ def classifier_tables():
 
 
 def judge_input(wildcards):
-    """The judge's weights file: the workflow's own, a local timm file, or none (timm by name)."""
-    j = QCFG["judge"]
-    if j["kind"] == "trained":
-        if not j["recipe"] and config["train"]["real_full"]:
-            # the judge's recipe is the training recipe: the full-real classifier is that model
-            return [PLAN.model("real", "all")]
-        return [PLAN.judge_model]
-    return [j["weights"]] if j.get("weights") else []
+    return PLAN.judge_inputs()
 
 
 def inception_input(wildcards):
@@ -219,23 +188,11 @@ def filter_source_shards(wildcards):
 
 
 def filter_judge_input(wildcards):
-    return (
-        judge_input(wildcards)
-        if PLAN.filter_spec(wildcards.filter)["kind"] == "judge"
-        else []
-    )
+    return PLAN.filter_judge_inputs(wildcards.filter)
 
 
 def filter_clip_input(wildcards):
-    """A CLIP scorer's local files: its weights, or its local-dir config (built here when under results)."""
-    spec = PLAN.filter_spec(wildcards.filter)
-    if spec["kind"] != "clip":
-        return []
-    model, weights = spec["clip"]["model"], spec["clip"]["pretrained"]
-    files = [weights] if weights else []
-    if model.startswith("local-dir:"):
-        files.append(f"{model[len('local-dir:'):]}/open_clip_config.json")
-    return files
+    return PLAN.filter_clip_inputs(wildcards.filter)
 
 
 def name_alternatives(names):

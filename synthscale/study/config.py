@@ -391,6 +391,8 @@ def _check_prompt_models(cfg: dict[str, Any], workdir: Path) -> None:
 
 def _check_filters(cfg: dict[str, Any], workdir: Path) -> None:
     """The filter axis: `none` plus named specs whose scope lies in the grid and whose scorer exists."""
+    from synthscale.study.plan import local_dir
+
     specs = cfg["filter_specs"]
     if "none" in specs:
         raise ConfigError("config key filter_specs.none: 'none' names the unfiltered sets")
@@ -416,8 +418,8 @@ def _check_filters(cfg: dict[str, Any], workdir: Path) -> None:
             if "clip" not in spec:
                 raise ConfigError(f"config key {key}.clip: required for a clip filter")
             model, weights = spec["clip"]["model"], spec["clip"]["pretrained"]
-            if model.startswith("local-dir:"):
-                folder = Path(model[len("local-dir:") :])
+            if local_dir(model) is not None:
+                folder = Path(local_dir(model))
                 made_here = folder.parts[: len(results.parts)] == results.parts
                 if not made_here and not (workdir / folder / "open_clip_config.json").exists():
                     raise ConfigError(

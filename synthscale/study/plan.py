@@ -98,6 +98,14 @@ def manifest_path(results: str, dataset: str) -> str:
     return f"{results}/data/{dataset}/splits.json"
 
 
+LOCAL_DIR = "local-dir:"  # open_clip's model name for a folder with open_clip_config.json and weights
+
+
+def local_dir(model: str) -> str | None:
+    """The folder of an open_clip `local-dir:FOLDER` model name; None for any other name."""
+    return model[len(LOCAL_DIR) :] if model.startswith(LOCAL_DIR) else None
+
+
 BENCHMARK_SUFFIX = ".tsv"
 
 
@@ -151,6 +159,36 @@ class Plan:
     def generator_ddp_spec(self, name: str) -> str:
         """The spec a multi-GPU fine-tuning job hands its torchrun ranks, beside its checkpoint."""
         return f"{self.r}/checkpoints/generators/{name}.ddp_spec.json"
+
+    def generator_inputs(self, name: str) -> list[str]:
+        """The folders a generator loads from that this study makes: its own (trained or fine-tuned),
+        and a LoRA's base when the study trains or fine-tunes that base too (LoRA weights load over
+        it); none for a pretrained generator, which loads by Hub id or path, outside the DAG."""
+        gen = self.generator(name)
+        if gen["kind"] == "pretrained":
+            return []
+        dirs = [self.generator_dir(name)]
+        if gen["kind"] == "finetuned" and gen["finetune"]["mode"] == "lora" and self._made_here(gen["base"]):
+            dirs.append(self.generator_dir(gen["base"]))
+        return dirs
+
+    def finetune_base_source(self, name: str) -> str:
+        """What a fine-tuned generator's base loads from: a study generator's folder (trained or
+        fine-tuned here) or source (pretrained), else the Hub id or path as the config gives it."""
+        base = self.generator(name)["base"]
+        other = {g["name"]: g for g in self.cfg["generators"]}.get(base)
+        if other is None:
+            return base
+        return other["source"] if other["kind"] == "pretrained" else self.generator_dir(base)
+
+    def finetune_base_inputs(self, name: str) -> list[str]:
+        """The base's folder when this study makes the base (a job's output), else nothing."""
+        base = self.generator(name)["base"]
+        return [self.generator_dir(base)] if self._made_here(base) else []
+
+    def _made_here(self, name: str) -> bool:
+        """A generator of this study that a job trains or fine-tunes (not a pretrained one)."""
+        return any(g["name"] == name and g["kind"] != "pretrained" for g in self.cfg["generators"])
 
     # --- synthetic sets ---
     def synthetic_dir(self, generator: str, guidance: float | str, strategy: str) -> str:
@@ -209,6 +247,20 @@ class Plan:
     # --- filtered sets (synthscale.quality.filtering) ---
     def filter_spec(self, name: str) -> dict[str, Any]:
         return self.cfg["filter_specs"][name]
+
+    def filter_judge_inputs(self, name: str) -> list[str]:
+        """A judge filter's judge weights (`judge_inputs`); nothing for other filters."""
+        return self.judge_inputs() if self.filter_spec(name)["kind"] == "judge" else []
+
+    def filter_clip_inputs(self, name: str) -> list[str]:
+        """A CLIP filter's local files: its weights, and a `local-dir:` model's open_clip_config.json
+        (an input, so a CLIP this study trains into that folder is built first)."""
+        spec = self.filter_spec(name)
+        if spec["kind"] != "clip":
+            return []
+        model, weights = spec["clip"]["model"], spec["clip"]["pretrained"]
+        folder = local_dir(model)
+        return ([weights] if weights else []) + ([f"{folder}/open_clip_config.json"] if folder else [])
 
     def filter_applies(self, name: str, src: Source) -> bool:
         spec = self.filter_spec(name)
@@ -503,6 +555,17 @@ class Plan:
     def judge_model(self) -> str:
         """The workflow-trained judge: one per dataset, shared by every synthetic set."""
         return f"{self.r}/judge/{self.dataset}/model.safetensors"
+
+    def judge_inputs(self) -> list[str]:
+        """The judge's weights file: the workflow's own (the full-real classifier when the judge takes
+        the training recipe unchanged and that classifier is trained anyway), a local timm file, or
+        none (timm by name)."""
+        j = self.cfg["quality"]["judge"]
+        if j["kind"] == "trained":
+            if not j["recipe"] and self.cfg["train"]["real_full"]:
+                return [self.model("real", "all")]
+            return [self.judge_model]
+        return [j["weights"]] if j.get("weights") else []
 
     def judge_recipe(self) -> dict[str, Any]:
         """The trained judge's recipe: the `train` recipe with `quality.judge.recipe` laid over it."""
