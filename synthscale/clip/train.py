@@ -8,7 +8,8 @@ Training is open_clip's own entry point, `open_clip_train.main.main(argv)`, with
 - open_clip_train's sample shuffle buffer seeds its RNG from the clock and the PID
   (webdataset's `shuffle` without `rng`), so reruns would differ. It is replaced by the same buffer
   seeded from (seed, epoch, pass); it also reseeds torch (crop augmentation) from (seed, epoch) at
-  each epoch's start, so CPU reruns with a pinned thread count, and resumed runs, are bit-identical.
+  each epoch's start, so CPU reruns with a pinned thread count, and resumed runs, are bit-identical
+  (a DDP rank other than 0 mixes its rank in: ranks crop apart).
 Checkpoints `epoch_K.pt` are written every `save_frequency` epochs (0: only the last; a rerun of a
 killed job resumes from the newest that loads: `drop_unreadable_checkpoints`). The last one, read with `torch.load(weights_only=True)`, becomes
 `model.safetensors` plus `model_config.json` (the open_clip model name and config).
@@ -90,8 +91,13 @@ class SeededShuffle:
         p = self.passes[e] = self.passes.get(e, -1) + 1
         if p == 0 and torch.utils.data.get_worker_info() is None:
             # augmentation draws from torch's global RNG, which a resumed run does not restore:
-            # reseed it from (seed, epoch) so a resumed epoch crops as the uninterrupted one does
-            torch.manual_seed(int.from_bytes(f"{self.seed}-{e}".encode(), "little") % (2**63))
+            # reseed it from (seed, epoch) so a resumed epoch crops as the uninterrupted one does;
+            # a DDP rank other than 0 mixes its rank in (rank 0 keeps the one-process seed), so the
+            # ranks do not crop their k-th images alike (open_clip seeds each rank apart, then this reseeds)
+            from synthscale.distributed import rank_seed, rank_world
+
+            base = int.from_bytes(f"{self.seed}-{e}".encode(), "little") % (2**63)
+            torch.manual_seed(rank_seed(base, rank_world()[0], 71))
         rng = random.Random(f"synthscale-{self.seed}-{e}-{p}")
         return _shuffle(src, self.bufsize, self.initial, rng=rng)
 

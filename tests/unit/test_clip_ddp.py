@@ -2,7 +2,8 @@
 starts `launch_command`'s torchrun (--standalone, two ranks, `--` before the entry's arguments) through
 `launch`, and each rank runs the real open_clip_train. The one stand-in is the rank's entry
 (helpers.clip_cpu_rank): open_clip_train asks DDP for `device_ids=[device]`, which DDP refuses for a CPU
-model, so the entry drops them on CPU and then runs synthscale.clip.train's own `main`."""
+model, so the entry drops them on CPU and then runs synthscale.clip.train's own `main`. The ranks' crop
+augmentation draws apart (rank 0 as one process): checked in one process with the rank stubbed."""
 import math
 import os
 import re
@@ -73,3 +74,21 @@ def test_two_gloo_ranks_train_the_default_tiny_clip_through_the_jobs_launch(tmp_
         image = model.encode_image(torch.zeros(1, 3, 16, 16))
     assert text.shape == (2, 64) and image.shape == (1, 64) and torch.isfinite(text).all()
 
+
+def test_each_rank_crops_with_its_own_draws_and_rank_0_as_one_process(monkeypatch):
+    """With clip.workers: 0, augmentation (open_clip's random crops) draws from each rank's torch RNG, which
+    the seeded shuffle reseeds from (seed, epoch) at an epoch's start. A rank other than 0 mixes its rank
+    in, so two ranks do not crop their k-th images alike; rank 0 draws as one process does."""
+    import synthscale.distributed as dist
+
+    monkeypatch.setattr(C._Epoch, "current", None)  # epoch 0 (no open_clip loader in this process)
+
+    def crop_draws(rank):
+        if rank is not None:
+            monkeypatch.setattr(dist, "rank_world", lambda: (rank, 2))
+        assert list(C.SeededShuffle(3, bufsize=4, initial=2)(iter(range(6)))) != []
+        return torch.rand(4)
+
+    one, rank0, rank1 = crop_draws(None), crop_draws(0), crop_draws(1)
+    assert torch.equal(one, rank0) and not torch.equal(rank0, rank1)
+    assert torch.equal(crop_draws(1), rank1)  # a rank's draws repeat: resumed epochs crop alike
