@@ -291,14 +291,23 @@ def train_one_epoch(
 ) -> None:
     """The rest of the epoch `state["epoch"]` from the loader's iterator `it`: step after step, each
     on `accum` micro-batches of every rank, until any rank runs out; a sync point every `SYNC_EVERY`
-    steps, and after each step, with a checkpoint path, the stop-or-save decision."""
+    steps; with a checkpoint path, each step's stop-or-save flags, acted on with the next step's
+    collective (one CPU all-reduce a step in all)."""
     for _ in range(state["batches"]):  # resume mid-epoch: skip the batches already done
         next(it, None)
+    flags = [0.0, 0.0]  # after the previous step: stop (a signal or the test's stop), save (the clock)
     while True:
         batches = [b for b in (next(it, None) for _ in range(run.accum)) if b is not None]
         local = sum(len(b[1]) for b in batches)
-        empty, seen_now, _ = all_sum([float(not batches), float(local), 0.0])
-        if empty:  # an epoch ends when any rank runs out (ranks must step together)
+        # the loop's one collective a step (CPU values; none in one process): whether any rank ran
+        # out (an epoch ends on every rank then: ranks must step together), the images of this step
+        # over every rank, and the previous step's flags, so every rank stops or saves after the
+        # same step (any rank told to stop; rank 0's clock for periodic checkpoints)
+        empty, seen_now, stop_all, due_all = all_sum([float(not batches), float(local), *flags])
+        if stop_all or due_all:
+            _stop_or_save(run, state, running, stop_all)
+            flags = [0.0, 0.0]
+        if empty:
             break
         loss_sum, correct = train_step(run, batches, local, state)
         state["step"] += 1
@@ -311,8 +320,8 @@ def train_one_epoch(
         if state["step"] % SYNC_EVERY == 0:  # a sync point between epochs: check, show the loss
             sums = _finite_sums(running, state, run.total, run.recipe, run.dev_type)
             bar.set_postfix(loss=f"{sums[0] / max(sums[2], 1):.4g}", refresh=False)
-        if run.stopping.ckpt:
-            _stop_or_save(run, state, running)
+        if run.stopping.ckpt:  # acted on by every rank with the next step's collective (above)
+            flags = run.stopping.flags(state["step"], run.rank)
 
 
 def train_step(
@@ -371,16 +380,14 @@ def _micro_batch(
     return loss.detach().double() * len(yb), (logits.argmax(1) == yb).sum().double()
 
 
-def _stop_or_save(run: TrainRun, state: dict[str, Any], running: torch.Tensor) -> None:
-    """After a step: whether any rank was told to stop and whether rank 0's clock says save, in one
-    collective, so every rank saves (rank 0 writes) and stops after the same step."""
-    stop_all, due_all = all_sum(run.stopping.flags(state["step"], run.rank))
-    if stop_all or due_all:
-        # every rank's epoch sums, checked, in the checkpoint (rank 0 writes it)
-        sums = _finite_sums(running, state, run.total, run.recipe, run.dev_type)
-        if run.rank == 0:
-            save_checkpoint(run.stopping.ckpt, checkpoint_state(run.model, run.opt, {**state, "running": sums}))
-        run.stopping.clock.saved()
+def _stop_or_save(run: TrainRun, state: dict[str, Any], running: torch.Tensor, stop_all: float) -> None:
+    """After a step that some rank was told to stop after, or that rank 0's clock says to save after
+    (the flags, summed in the next step's collective, agree on every rank): every rank's epoch sums,
+    checked, go in the checkpoint, which rank 0 writes; on a stop, every rank then raises Preempted."""
+    sums = _finite_sums(running, state, run.total, run.recipe, run.dev_type)
+    if run.rank == 0:
+        save_checkpoint(run.stopping.ckpt, checkpoint_state(run.model, run.opt, {**state, "running": sums}))
+    run.stopping.clock.saved()
     if stop_all:
         barrier()  # no rank leaves (exit 75: the launcher tears the job down) before rank 0 has saved
         raise Preempted(f"stopped at step {state['step']}/{run.total}; checkpoint {run.stopping.ckpt}")

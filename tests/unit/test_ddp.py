@@ -194,6 +194,53 @@ def test_ranks_draw_their_own_mixup_and_drop_path_and_reduce_on_the_model_device
     assert not (tmp_path / "c.pt").exists() and (tmp_path / "m.safetensors").exists()
 
 
+def test_the_loop_makes_one_cpu_collective_a_step_and_stops_as_before(tmp_path, monkeypatch):
+    """The loop's control values (a rank ran out, the step's images over the ranks, and the previous
+    step's stop and save flags) go in one CPU all-reduce a step, as fine-tuning's do; it used to make
+    two (the flags in a second one after the step). Counted in a one-rank gloo group in this process
+    (the count does not depend on the world size; DDP's gradient buckets go through its C++ reducer,
+    not torch.distributed.all_reduce): S steps over E epochs make S + E control collectives (each
+    epoch ends with one that finds no batch) and E of the epoch's loss sums. A stop after step 5,
+    acted on with the next step's collective, saves after step 5 and resumes to the same weights."""
+    import json
+
+    import pytest
+
+    from helpers.data import make_data
+    from synthscale.preemption import Preempted
+
+    torch.set_num_threads(1)
+    images, labels = make_data(64)
+    parts = [{"arrays": (images, labels), "limit": None}]
+    recipe = {"arch": "resnet18", "model_kwargs": {"channels": [8, 16, 32, 64]}, "input_size": 16, "epochs": 2,
+              "min_steps": 0, "batch_size": 16, "lr": 0.003, "num_workers": 0}  # 4 steps an epoch, 8 in all
+    reduced = []
+    all_reduce = torch.distributed.all_reduce
+
+    def counted(t, *a, **k):
+        reduced.append(t.numel())
+        return all_reduce(t, *a, **k)
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", counted)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1)
+    try:
+        ref, run = tmp_path / "ref", tmp_path / "run"
+
+        def train(out, **kw):
+            return train_model(parts, 10, recipe, 5, out / "m.safetensors", out / "log.csv",
+                               checkpoint_path=out / "c.pt", progress=False, **kw)
+
+        assert train(ref)["step"].tolist() == [4, 8]
+        assert len(reduced) == (8 + 2) + 2, reduced
+        with pytest.raises(Preempted, match="stopped at step 5/8"):
+            train(run, stop_after_steps=5)
+        ckpt = torch.load(run / "c.pt", weights_only=True)
+        assert json.loads(ckpt["state"])["step"] == 5
+        train(run)
+    finally:
+        torch.distributed.destroy_process_group()
+    assert (ref / "m.safetensors").read_bytes() == (run / "m.safetensors").read_bytes()
+
 def test_torchrun_ranks_share_the_jobs_threads(monkeypatch, tmp_path):
     """8 ranks in a 64-thread job get 8 threads each (torch threads and OMP_NUM_THREADS of the
     torchrun children), not 64 each on 64 cores."""
