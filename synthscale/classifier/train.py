@@ -191,7 +191,8 @@ def train_model(
     batches already done). Loader workers ignore both signals (SLURM signals every process of the
     job), so the main process outlives them and saves. `recipe["checkpoint_minutes"]` (0 or absent:
     off) also saves one every that many minutes, for a job killed without warning.
-    `stop_after_steps` simulates a stop in tests.
+    `stop_after_steps` simulates a stop in tests. A checkpoint records the loader's worker count, which
+    fixes the batch order: a resume under another `num_workers` is refused (`_same_loader_workers`).
 
     The loss and accuracy sums stay on the device and are read (and checked for inf/NaN) at the
     sync points only: every `SYNC_EVERY` steps, each epoch's end and each checkpoint.
@@ -211,6 +212,7 @@ def train_model(
     # one DataLoader for every epoch: its workers start once and keep their decoded images
     loader = TrainLoader(parts, recipe, seed, mix=mix, batch_size=run.micro)
     try:
+        _same_loader_workers(state, loader.loader.num_workers, recipe.get("num_workers", 0), ckpt)
         run.net.train()
         while state["epoch"] < run.epochs:
             train_one_epoch(run, loader.epoch(state["epoch"]), state, running, bar)
@@ -261,6 +263,27 @@ def _resume_run(run: TrainRun, ckpt: Path | None) -> tuple[dict[str, Any], torch
         if run.rank > 0:  # rank 0 saved the epoch's sums over every rank
             state["running"] = [0.0, 0.0, 0.0]
     return state, torch.tensor(state["running"], dtype=torch.float64, device=run.device)
+
+
+def _same_loader_workers(state: dict[str, Any], workers: int, asked: int, ckpt: Path | None) -> None:
+    """Record the loader's worker count in the loop's position (so in every checkpoint) and refuse a
+    resume from a checkpoint that another count wrote. The count fixes the batch order (each worker
+    reads its own share of the epoch; the loader takes their batches in turn, and a worker's last batch
+    may be short), and a resume skips the batches it counted as trained on: under another count it
+    would skip other images, training some twice and some not at all in that epoch, silently. Going
+    on with the checkpoint's count instead would ignore the config the user just changed, so the run
+    stops, naming the key. No worker and one worker read one stream, in the same order. A checkpoint
+    written before the count was recorded resumes as before."""
+    saved = state.get("num_workers")
+    if saved is not None and max(1, int(saved)) != max(1, int(workers)):
+        raise ValueError(
+            f"config key train.num_workers: the checkpoint {ckpt} was written by this run with {saved} loader "
+            f"worker(s) a rank, and it now gets {workers} (train.num_workers {asked}, at most one a full batch); "
+            f"the worker count fixes the batch order, so the resumed epoch would skip other batches than those "
+            f"it trained on. Set train.num_workers back to {saved} to resume, or delete the checkpoint to start "
+            f"the run over with the new count"
+        )
+    state["num_workers"] = int(workers)
 
 
 def _parallel_net(run: TrainRun, n_classes: int) -> None:

@@ -200,6 +200,32 @@ def test_resume_from_shards_with_a_loader_worker(tmp_path, one_thread):
     assert_same_log(ref / "log.csv", run / "log.csv", columns=("epoch", "step", "lr", "train_loss", "train_acc"))
 
 
+
+def test_a_resume_under_another_worker_count_is_refused_naming_the_key(tmp_path, one_thread):
+    """The loader's worker count fixes the batch order, and a resume skips the batches it trained on:
+    under another count it would skip other images. A checkpoint records the count; a resume with
+    another count stops, naming train.num_workers, and leaves the checkpoint; set back, it resumes.
+    No worker and one worker read one stream in one order: switching between them resumes bit for bit."""
+    images, labels = make_data(64)
+    run = tmp_path / "run"
+    kwargs = dict(seed=3, model_path=run / "m.safetensors", log_path=run / "log.csv", checkpoint_path=run / "c.pt",
+                  progress=False)
+    with pytest.raises(Preempted, match="stopped at step 5/"):  # 4 steps per epoch: mid-epoch 2
+        train_classifier(images, labels, N_CLASSES, {**RECIPE, "num_workers": 2}, stop_after_steps=5, **kwargs)
+    with pytest.raises(ValueError, match=r"config key train\.num_workers: .* with 2 loader worker\(s\) a rank, "
+                                         r"and it now gets 1 .* back to 2"):
+        train_classifier(images, labels, N_CLASSES, {**RECIPE, "num_workers": 1}, **kwargs)
+    assert (run / "c.pt").exists() and not (run / "m.safetensors").exists()
+    train_classifier(images, labels, N_CLASSES, {**RECIPE, "num_workers": 2}, **kwargs)
+    assert (run / "m.safetensors").exists() and not (run / "c.pt").exists()
+
+    ref_model, ref_log = reference_run(tmp_path, {**RECIPE, "num_workers": 0}, 64)
+    with pytest.raises(Preempted, match="stopped at step 5/"):
+        train_classifier(images, labels, N_CLASSES, {**RECIPE, "num_workers": 0}, stop_after_steps=5,
+                         **{**kwargs, "model_path": run / "m01.safetensors"})
+    train_classifier(images, labels, N_CLASSES, {**RECIPE, "num_workers": 1}, **{**kwargs, "model_path": run / "m01.safetensors"})
+    assert_same_weights(ref_model, run / "m01.safetensors")
+
 # the paths the presets train on: timm's RandAugment, flips, erasing and crops in 2 loader workers,
 # mixup and cutmix on the batch, drop-path in the model; and a real + synthetic `prob` mix
 AUGMENTED = {
