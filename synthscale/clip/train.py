@@ -18,6 +18,7 @@ killed job resumes from the newest that loads: `drop_unreadable_checkpoints`). T
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import random
@@ -96,10 +97,21 @@ class SeededShuffle:
             # ranks do not crop their k-th images alike (open_clip seeds each rank apart, then this reseeds)
             from synthscale.distributed import rank_seed, rank_world
 
-            base = int.from_bytes(f"{self.seed}-{e}".encode(), "little") % (2**63)
+            base = _seed_key(f"{self.seed}-{e}")
             torch.manual_seed(rank_seed(base, rank_world()[0], 71))
         rng = random.Random(f"synthscale-{self.seed}-{e}-{p}")
         return _shuffle(src, self.bufsize, self.initial, rng=rng)
+
+
+def _seed_key(text: str) -> int:
+    """A torch seed below 2**63 from a text, different for different texts: the text's bytes as a
+    little-endian number where they fit in 8 bytes (ASCII's top bit is 0, so that is below 2**63:
+    the seeds the default study's CLIPs were trained with), else a SHA-256 of them (keeping only the
+    low 63 bits of the number gave every epoch of a seed of 7 or more digits one seed)."""
+    data = text.encode()
+    if len(data) <= 8:
+        return int.from_bytes(data, "little") % (2**63)
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "little") % (2**63)
 
 
 def _patch_open_clip_train(seed: int) -> None:
