@@ -294,6 +294,7 @@ def clip_rate_from_log(text: str, global_batch: int) -> float | None:
 
 def bench_clip(shards: list[str], cfg: dict[str, Any], device: str, work: Path, peak: float) -> dict[str, float]:
     from synthscale.clip.pairs import clip_parts, write_clip_pairs
+    from synthscale.clip.schedule import clip_loaders
     from synthscale.clip.train import train_clip
 
     recipe = clip_train_recipe(cfg)
@@ -302,7 +303,7 @@ def bench_clip(shards: list[str], cfg: dict[str, Any], device: str, work: Path, 
     levels = {name: logging.getLogger(name).level for name in [None, *logging.root.manager.loggerDict]}
     # the caption shards are a CPU job of their own (rule clip_pairs): written before the clock starts
     pairs = write_clip_pairs(work / "clip" / "pairs", clip_parts("real", n, shards, [], 0),
-                             class_table(cfg["classes"]), recipe, 0)
+                             class_table(cfg["classes"]), recipe, 0, clip_loaders(recipe))  # as rule clip_pairs
     t0 = time.perf_counter()
     train_clip(pairs, recipe, 0, model_path, device=device)
     wall = time.perf_counter() - t0

@@ -223,8 +223,16 @@ def write_clip_pairs(
     if all(n is not None for _, _, n in parts):
         sizes = caption_shard_sizes(sum(n for _, _, n in parts), sizes, loaders)
     shards, count = write_caption_shards(folder, parts, pools, seed, sizes, made_from["captions"])
-    write_json(index, {"shards": [p.name for p in shards], "count": count, "made_from": made_from})
+    if isinstance(sizes, int):  # every shard full but the last
+        sizes = [sizes] * (count // sizes) + ([count % sizes] if count % sizes else [])
+    write_json(index, {"shards": [p.name for p in shards], "count": count, "sizes": sizes, "made_from": made_from})
     return folder
+
+
+def clip_pair_sizes(folder: str | os.PathLike) -> list[int] | None:
+    """Pairs in each shard of a `write_clip_pairs` folder (None for a folder written before they were
+    recorded)."""
+    return json.loads((Path(folder) / PAIRS_INDEX).read_text()).get("sizes")
 
 
 def read_clip_pairs(folder: str | os.PathLike) -> tuple[list[Path], int, dict[str, int | None]]:

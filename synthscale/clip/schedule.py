@@ -5,7 +5,7 @@ beyond the standard library, so the config check uses it before any job runs."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 
 def clip_loaders(recipe: dict[str, Any], gpus: int = 1) -> int:
@@ -33,10 +33,20 @@ def caption_shard_sizes(n_pairs: int, shard_size: int, loaders: int = 1) -> list
 
 
 def clip_steps_per_epoch(n_pairs: int, recipe: dict[str, Any], ranks: int = 1) -> int:
-    """Optimiser steps of one pass over n_pairs: each of `ranks` GPUs takes `batch_size` pairs a step, so
-    a step takes batch_size x ranks (open_clip_train's global batch, before it rounds its batch count up
-    to a multiple of its loader workers)."""
-    return math.ceil(n_pairs / (recipe["batch_size"] * max(1, int(ranks))))
+    """Optimiser steps of one pass over n_pairs, as open_clip_train counts them: each of `ranks` GPUs
+    takes `batch_size` pairs a step, so a step takes batch_size x ranks (its global batch), and the
+    batch count is rounded up to a multiple of its loader workers (each yields as many; at least one)."""
+    batches = math.ceil(n_pairs / (recipe["batch_size"] * max(1, int(ranks))))
+    workers = max(1, int(recipe.get("workers", 0)))
+    return math.ceil(batches / workers) * workers
+
+
+def min_loader_share(sizes: Sequence[int], loaders: int) -> int:
+    """The fewest pairs any of `loaders` open_clip_train loaders can hold, whatever order the shards of
+    these sizes are dealt in (every loader gets floor(shards / loaders) of them at least): it batches
+    only its own share, dropping a partial batch each pass, so a share under one batch yields none,
+    and under DDP a rank whose loaders yield nothing leaves the others waiting in a collective."""
+    return sum(sorted(sizes)[: len(sizes) // loaders])
 
 
 def clip_epochs(n_pairs: int, recipe: dict[str, Any], ranks: int = 1) -> int:

@@ -8,7 +8,8 @@ Training is open_clip's own entry point, `open_clip_train.main.main(argv)`, with
 - open_clip_train's sample shuffle buffer seeds its RNG from the clock and the PID
   (webdataset's `shuffle` without `rng`), so reruns would differ. It is replaced by the same buffer
   seeded from (seed, epoch, pass); it also reseeds torch (crop augmentation) from (seed, epoch) at
-  each epoch's start, so CPU reruns with a pinned thread count, and resumed runs, are bit-identical
+  each epoch's start, so CPU reruns with a pinned thread count, and resumed runs, are bit-identical with
+  `clip.workers: 0` (loader workers take their seeds from the main RNG when they start, not per epoch)
   (a DDP rank other than 0 mixes its rank in: ranks crop apart).
 Checkpoints `epoch_K.pt` are written every `save_frequency` epochs (0: only the last; a rerun of a
 killed job resumes from the newest that loads: `drop_unreadable_checkpoints`). The last one, read with `torch.load(weights_only=True)`, becomes
@@ -30,8 +31,14 @@ from typing import Any, Sequence
 
 from synthscale.io import atomic_path, write_json
 from synthscale.preemption import Preempted
-from synthscale.clip.schedule import clip_epochs, clip_steps_per_epoch, clip_warmup_steps
-from synthscale.clip.pairs import read_clip_pairs
+from synthscale.clip.schedule import (
+    clip_epochs,
+    clip_loaders,
+    clip_steps_per_epoch,
+    clip_warmup_steps,
+    min_loader_share,
+)
+from synthscale.clip.pairs import clip_pair_sizes, read_clip_pairs
 
 OPEN_CLIP_RUN = "run"  # open_clip_train's --name inside the job's work folder
 CONFIG_DIR = "model_configs"
@@ -352,9 +359,13 @@ def train_clip(
     work = Path(work_dir) if work_dir else model_path.with_name("work")
     shards, count, part_counts = read_clip_pairs(pairs)
     nproc = max(1, int(gpus))
-    if count < recipe["batch_size"] * nproc:
+    loaders = clip_loaders(recipe, nproc)
+    sizes = clip_pair_sizes(pairs) or [count // loaders] * loaders
+    if len(sizes) < loaders or min_loader_share(sizes, loaders) < recipe["batch_size"]:
         raise ValueError(
-            f"config key clip.batch_size: {recipe['batch_size']} a GPU x {nproc} is more than the {count} training pairs"
+            f"config key clip.batch_size: {recipe['batch_size']} pairs a batch is more than the "
+            f"{min_loader_share(sizes, loaders)} pairs one of the run's {loaders} loaders (clip.workers x GPUs) "
+            f"can be dealt from its {len(sizes)} shards of {count} pairs"
         )
     config_dir = work / CONFIG_DIR
     register_model(recipe["model"], recipe.get("model_config"), config_dir)

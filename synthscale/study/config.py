@@ -15,7 +15,14 @@ from typing import Any
 import jsonschema
 import yaml
 
-from synthscale.clip.schedule import clip_epochs, clip_loaders, clip_run_steps, clip_warmup_steps
+from synthscale.clip.schedule import (
+    caption_shard_sizes,
+    clip_epochs,
+    clip_loaders,
+    clip_run_steps,
+    clip_warmup_steps,
+    min_loader_share,
+)
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 
@@ -266,23 +273,25 @@ def _check_finetune_gpus(cfg: dict[str, Any]) -> None:
 
 def _check_clip_ranks(cfg: dict[str, Any]) -> None:
     """A CLIP run on resources.clip.gpu ranks (torchrun, one a GPU) with clip.workers loader workers
-    each: open_clip_train deals its caption shards out to these workers x ranks loaders (their count
-    a multiple of the loaders: `caption_shard_sizes`), and each loader batches its own share, dropping
-    a partial batch at the end of each pass, so the smallest N must give every loader one
-    clip.batch_size batch at least (a loader with less yields nothing). Every CLIP run, real,
-    synthetic or mixed, holds N pairs in all."""
+    each: open_clip_train deals its caption shards (`caption_shard_sizes`) out to these workers x
+    ranks loaders, and each batches only its own share, dropping a partial batch each pass. So at
+    every CLIP N the smallest share a loader can be dealt (`min_loader_share`) must hold one
+    clip.batch_size batch: a loader with less yields none, and under DDP its rank falls out of step
+    with the others and the job hangs. Every CLIP run, real, synthetic or mixed, holds N pairs in all."""
     c = cfg["clip"]
     if not c["enabled"]:
         return
     ranks = max(1, cfg["resources"]["clip"]["gpu"])
-    smallest = min(c["n_images"] or cfg["n_images"])
     loaders = clip_loaders(c, ranks)
-    if c["batch_size"] * loaders > smallest:
-        raise ConfigError(
-            f"config key clip.batch_size: {c['batch_size']} pairs a batch on each of {loaders} loaders (clip.workers "
-            f"{c['workers']}, at least 1, x resources.clip.gpu {ranks}) is more than the smallest CLIP N "
-            f"({smallest}); use clip.batch_size <= {smallest // loaders}, or fewer clip.workers"
-        )
+    for n in sorted(c["n_images"] or cfg["n_images"]):
+        share = min_loader_share(caption_shard_sizes(n, c["shard_size"], loaders), loaders) if n >= loaders else 0
+        if share < c["batch_size"]:
+            raise ConfigError(
+                f"config key clip.batch_size: at N = {n} a loader can be dealt {share} pairs, fewer than one batch "
+                f"of {c['batch_size']} ({loaders} loaders: clip.workers {c['workers']}, at least 1, x "
+                f"resources.clip.gpu {ranks}; shards of at most clip.shard_size {c['shard_size']}); lower "
+                "clip.batch_size or clip.workers, or raise clip.shard_size"
+            )
 
 
 WARMUP_MAX_SHARE = 0.5  # of the smallest CLIP run's steps

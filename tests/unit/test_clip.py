@@ -384,6 +384,44 @@ def test_caption_shards_give_every_loader_an_equal_share(n, shard_size, workers,
         assert max(old) == 2 * min(old)
 
 
+def open_clip_epochs(shards: list[Path], n: int, batch: int, workers: int, epochs: int) -> tuple[int, list]:
+    """(open_clip_train's planned batches an epoch, the captions each epoch yields) from its own
+    webdataset loader (`get_wds_dataset`, with the project's seeded shuffle), on `workers` workers."""
+    import argparse
+
+    import open_clip_train.data as ocd
+
+    C._patch_open_clip_train(0)
+    args = argparse.Namespace(train_data="::".join(map(str, shards)), val_data=None, dataset_resampled=False,
+                              train_num_samples=n, train_data_upsampling_factors=None, seed=0,
+                              batch_size=batch, world_size=1, workers=workers)
+    data = ocd.get_wds_dataset(args, lambda image: torch.zeros(1), True, 0, tokenizer=lambda text: [text])
+    out = []
+    for e in range(epochs):
+        data.set_epoch(e)
+        out.append([t for _, texts in data.dataloader for t in texts])
+    return data.dataloader.num_batches, out
+
+
+def test_open_clip_train_yields_every_planned_batch_from_shards_sized_for_its_loaders(tmp_path, digits):
+    """Through open_clip_train's own loader on 2 workers: shards sized for the loaders give every epoch
+    all the batches open_clip plans (and `clip_steps_per_epoch` counts, rounded up to whole batches on
+    each worker: 10, not ceil(70 / 8) = 9); the fixed-size shards the config check refuses ([3, 3, 2, 2] for batches of 5 on 2 loaders) leave a
+    worker without a batch in some epoch."""
+    real = split_shards(digits / "splits.json", "train")
+    pairs = P.write_clip_pairs(tmp_path / "ok", P.clip_parts("real", 70, real, [], 0), digits_classes(),
+                               recipe(shard_size=10, workers=2), 0, loaders=2)
+    shards, count, _ = P.read_clip_pairs(pairs)
+    planned, epochs = open_clip_epochs(shards, count, 8, 2, 4)
+    assert planned == S.clip_steps_per_epoch(70, {"batch_size": 8, "workers": 2}) == 10
+    assert all(len(texts) == planned * 8 for texts in epochs)
+    bad, n = P.write_caption_shards(tmp_path / "bad", P.clip_parts("real", 10, real, [], 0),
+                                    P.caption_pools(digits_classes(), ["classname"]), 0, [3, 3, 2, 2])
+    assert n == 10 and S.min_loader_share([3, 3, 2, 2], 2) == 4
+    planned, epochs = open_clip_epochs(bad, n, 5, 2, 6)
+    assert planned == 2 and min(len(texts) for texts in epochs) < planned * 5
+
+
 def test_caption_shards_of_a_run_are_sized_for_its_loaders(tmp_path, digits):
     """write_clip_pairs writes as many shards as the training job's loaders need (a multiple of
     them), every pair once, in the same order as one big shard holds them."""
@@ -404,9 +442,11 @@ def test_caption_shards_of_a_run_are_sized_for_its_loaders(tmp_path, digits):
 def test_warmup_is_whole_steps_or_a_share_of_each_runs_steps(tmp_path, digits, monkeypatch):
     """clip.warmup of 1 or more is that many steps at every N; below 1 it is that share of each run's
     steps, and the run's open_clip_train command gets the whole steps."""
-    r = {"epochs": 32, "batch_size": 512, "min_steps": 0, "warmup": 0.1}
-    assert S.clip_warmup_steps(250_000, r, 8) == round(0.1 * 32 * 62) == 198
-    assert S.clip_warmup_steps(8_000_000, r, 8) == round(0.1 * 32 * 1954)
+    r = {"epochs": 32, "batch_size": 512, "min_steps": 0, "warmup": 0.1, "workers": 8}  # fan-clip's
+    # open_clip_train rounds an epoch's 62 global batches up to a multiple of its 8 workers: 64
+    assert S.clip_steps_per_epoch(250_000, r, 8) == 64 and S.clip_run_steps(250_000, r, 8) == 2048
+    assert S.clip_warmup_steps(250_000, r, 8) == round(0.1 * 32 * 64) == 205
+    assert S.clip_warmup_steps(8_000_000, r, 8) == round(0.1 * 32 * 1960)
     assert S.clip_warmup_steps(250_000, {**r, "warmup": 2000}, 8) == 2000
     assert S.clip_warmup_steps(250_000, {**r, "warmup": 0}, 8) == 0
     seen = []
@@ -431,6 +471,23 @@ def test_a_warmup_longer_than_half_the_smallest_run_is_refused(raw, warmup, ok):
     else:
         with pytest.raises(ConfigError, match=r"config key clip.warmup: "):
             check_config(raw)
+
+
+def test_a_run_whose_loaders_cannot_each_fill_a_batch_is_refused_before_it_starts(tmp_path, digits):
+    """train_clip checks its pairs folder against its loaders (clip.workers x GPUs) before it starts
+    any rank: 40 pairs in one shard cannot feed 2 ranks; sized for them (2 shards of 20) they feed
+    batches of 20 but not of 32."""
+    real = split_shards(digits / "splits.json", "train")
+    parts = P.clip_parts("real", 40, real, [], 0)
+    one = P.write_clip_pairs(tmp_path / "one", parts, digits_classes(), recipe(), 0)
+    two = P.write_clip_pairs(tmp_path / "two", parts, digits_classes(), recipe(), 0, loaders=2)
+    assert P.clip_pair_sizes(one) == [40] and P.clip_pair_sizes(two) == [20, 20]
+    model = tmp_path / "m" / "model.safetensors"
+    with pytest.raises(ValueError, match=r"clip.batch_size: 32 pairs a batch is more than the 0 pairs one of the "
+                                         r"run's 2 loaders"):
+        C.train_clip(one, recipe(batch_size=32), 0, model, gpus=2)
+    with pytest.raises(ValueError, match=r"clip.batch_size: 32 pairs a batch is more than the 20 pairs"):
+        C.train_clip(two, recipe(batch_size=32), 0, model, gpus=2)
 
 
 def test_epochs_stretch_to_min_steps():
@@ -701,7 +758,7 @@ def test_several_clip_gpus_start_torchrun_standalone_with_one_rank_each(tmp_path
     import sys
 
     parts = P.clip_parts("real", 64, split_shards(digits / "splits.json", "train"), [], 0)
-    pairs = P.write_clip_pairs(tmp_path / "pairs", parts, digits_classes(), recipe(), 0)
+    pairs = P.write_clip_pairs(tmp_path / "pairs", parts, digits_classes(), recipe(), 0, loaders=4)
     started = []
 
     def fake_launch(cmd, nproc=1, threads=None):
