@@ -338,6 +338,37 @@ def launch(cmd: Sequence[str], nproc: int = 1, threads: int | None = None) -> No
         raise RuntimeError(f"{' '.join(cmd[:4])} ... exited with {rc}")
 
 
+def _check_loader_batches(sizes: list[int], count: int, recipe: dict[str, Any], nproc: int) -> None:
+    """Every loader of the run (clip.workers x GPUs) can be dealt one batch from shards of `sizes`."""
+    loaders = clip_loaders(recipe, nproc)
+    share = min_loader_share(sizes, loaders)
+    if share < recipe["batch_size"]:
+        raise ValueError(
+            f"config key clip.batch_size: {recipe['batch_size']} pairs a batch is more than the {share} pairs one "
+            f"of the run's {loaders} loaders (clip.workers x GPUs) can be dealt from its {len(sizes)} shards of "
+            f"{count} pairs"
+        )
+
+
+RUN_STAMP = "run.json"  # in the work folder: what its checkpoints were trained with
+
+
+def _start_over_if_changed(work: Path, run: dict[str, Any]) -> None:
+    """A work folder left by a killed job is resumed (`--resume latest`) only if its checkpoints were
+    made by this run (the same open_clip_train arguments, GPU count and model config); one made with
+    other settings (a changed recipe, `resources.clip.gpu` or `clip.workers`, where the old epochs
+    would silently continue under the new arguments) is removed, with a note on stderr, and the run
+    starts over. The stamp is written before training starts; a folder without one (from before
+    stamps) is resumed as it always was."""
+    stamp = work / RUN_STAMP
+    if stamp.exists() and json.loads(stamp.read_text()) != run:
+        print(f"synthscale: {work} holds a CLIP run made with other settings: starting over", file=sys.stderr)
+        shutil.rmtree(work)
+    if not stamp.exists():
+        work.mkdir(parents=True, exist_ok=True)
+        write_json(stamp, run)
+
+
 def train_clip(
     pairs: str | os.PathLike,
     recipe: dict[str, Any],
@@ -359,19 +390,13 @@ def train_clip(
     work = Path(work_dir) if work_dir else model_path.with_name("work")
     shards, count, part_counts = read_clip_pairs(pairs)
     nproc = max(1, int(gpus))
-    loaders = clip_loaders(recipe, nproc)
-    sizes = clip_pair_sizes(pairs) or [count // loaders] * loaders
-    if len(sizes) < loaders or min_loader_share(sizes, loaders) < recipe["batch_size"]:
-        raise ValueError(
-            f"config key clip.batch_size: {recipe['batch_size']} pairs a batch is more than the "
-            f"{min_loader_share(sizes, loaders)} pairs one of the run's {loaders} loaders (clip.workers x GPUs) "
-            f"can be dealt from its {len(sizes)} shards of {count} pairs"
-        )
-    config_dir = work / CONFIG_DIR
-    register_model(recipe["model"], recipe.get("model_config"), config_dir)
+    _check_loader_batches(clip_pair_sizes(pairs) or [count], count, recipe, nproc)
     epochs = clip_epochs(count, recipe, nproc)
     warmup = clip_warmup_steps(count, recipe, nproc)
     argv = open_clip_argv(shards, count, {**recipe, "epochs": epochs, "warmup": warmup}, seed, work, device)
+    _start_over_if_changed(work, {"argv": argv, "gpus": nproc, "model_config": recipe.get("model_config")})
+    config_dir = work / CONFIG_DIR
+    register_model(recipe["model"], recipe.get("model_config"), config_dir)
     drop_unreadable_checkpoints(work / OPEN_CLIP_RUN / "checkpoints")
     if recipe.get("launcher") or nproc > 1:
         launch(launch_command(recipe.get("launcher") or [], nproc, argv, config_dir), nproc, threads)

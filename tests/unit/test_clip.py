@@ -631,6 +631,33 @@ def test_a_resumed_run_reaches_the_same_weights(tmp_path, digits):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_work_folder_left_by_a_run_with_other_settings_is_started_over(tmp_path, digits, capfd):
+    """A killed job's work folder is resumed only by the same run: after a recipe change (here the
+    learning rate) its epoch checkpoint would continue under the new arguments, so the job starts over
+    and reaches a fresh run's weights."""
+    from safetensors.torch import load_file
+
+    real = split_shards(digits / "splits.json", "train")
+    r = recipe(epochs=2, save_frequency=1)
+    pairs = P.write_clip_pairs(tmp_path / "pairs", P.clip_parts("real", 64, real, [], 0), digits_classes(), r, 0)
+    C.train_clip(pairs, r, 0, tmp_path / "fresh" / "model.safetensors")
+    work = tmp_path / "stale" / "work"  # a job with lr 0.01 killed after epoch 1 of 2
+    shards, count, _ = P.read_clip_pairs(pairs)
+    old = {**r, "lr": 0.01}
+    argv = C.open_clip_argv(shards, count, old, 0, work, "cpu")
+    C._start_over_if_changed(work, {"argv": argv, "gpus": 1, "model_config": old["model_config"]})
+    C.register_model(r["model"], r["model_config"], work / C.CONFIG_DIR)
+    C.run_open_clip_train(C.open_clip_argv(shards, count, {**old, "epochs": 1}, 0, work, "cpu"), 0,
+                          work / C.CONFIG_DIR)
+    assert (work / C.OPEN_CLIP_RUN / "checkpoints" / "epoch_1.pt").exists()
+    capfd.readouterr()
+    C.train_clip(pairs, r, 0, tmp_path / "stale" / "model.safetensors", work_dir=work)
+    assert "holds a CLIP run made with other settings: starting over" in capfd.readouterr().err
+    assert "resuming checkpoint" not in (tmp_path / "stale" / "train.log").read_text()
+    a, b = load_file(tmp_path / "fresh" / "model.safetensors"), load_file(tmp_path / "stale" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_an_unreadable_newest_checkpoint_is_removed_and_the_previous_kept(tmp_path, capfd):
     """Newest by open_clip's natural order (epoch_10 after epoch_9): removed while it does not load,
     with a warning on stderr; a readable newest, or an empty folder, is left as it is."""
