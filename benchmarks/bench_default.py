@@ -193,8 +193,12 @@ def main() -> None:
     nothing = "Nothing to be done" in dry.stdout
 
     from synthscale.analysis.tables import read_benchmarks
+    from synthscale.study.config import load_config
+    from synthscale.study.plan import Plan
 
-    bench = read_benchmarks(results / "benchmarks")
+    # the run's Plan: config.yaml with --config results=..., as snakemake above read it (cwd ROOT)
+    plan = Plan({**load_config(ROOT / "config.yaml", ROOT), "results": str(results)})
+    bench = read_benchmarks(plan.benchmarks_dir)
     rules = rule_table(bench)
     jobs = read_jobs(ROOT / ".snakemake" / "metadata", results)
     deps = dependencies(jobs)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from synthscale.study.config import load_config
+from synthscale.study.plan import Plan
 from synthscale.data.real import apply_shift, split_shards
 from synthscale.generation.finetune import finetune_generator
 from synthscale.generation.generate import sample
@@ -49,10 +50,10 @@ def main() -> None:
     cfg = load_config(args.config)
     spec = next(g for g in cfg["generators"] if g["kind"] == "trained")
     ft_spec = next(g for g in cfg["generators"] if g["kind"] == "finetuned")
-    manifest = Path(args.results) / "data" / cfg["dataset"]["name"] / "splits.json"
-    prompts = Path(args.results) / "prompts" / cfg["dataset"]["name"]
-    classname = read_prompts(prompts / "classname.jsonl")
-    base_captions = [read_prompts(prompts / f"{s}.jsonl") for s in spec["caption_strategies"]]
+    plan = Plan({**cfg, "results": args.results})  # the study folder's paths, as the workflow spells them
+    manifest = plan.manifest
+    classname = read_prompts(plan.prompts("classname"))
+    base_captions = [read_prompts(plan.prompts(s)) for s in spec["caption_strategies"]]
     images, labels, _ = load_arrays(split_shards(manifest, "train"), mode="L")
     work = Path(tempfile.mkdtemp(prefix="bench-finetune-"))
 
@@ -74,7 +75,7 @@ def main() -> None:
     for steps in args.steps:
         t = cpu()
         recipe = dict(ft_spec["finetune"], steps=steps)
-        captions = [read_prompts(prompts / f"{s}.jsonl") for s in recipe["caption_strategies"]]
+        captions = [read_prompts(plan.prompts(s)) for s in recipe["caption_strategies"]]
         log = finetune_generator(str(work / "base"), split_shards(manifest, "train"), captions, recipe,
                                  gen_seed, work / f"ft{steps}", progress=False)
         print(f"fine-tune {steps} steps: {cpu() - t:.1f} CPU s, loss {log['loss'].iloc[:20].mean():.4f} -> "

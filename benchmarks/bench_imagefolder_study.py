@@ -32,6 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_memory import build_imagefolder  # noqa: E402
 
+from synthscale.study.config import check_config  # noqa: E402
+from synthscale.study.plan import Plan, benchmark_parts  # noqa: E402
+
 
 def study_config(data: Path, args: argparse.Namespace) -> dict:
     """Overrides laid over configs/test.yaml: the ImageFolder as the dataset, the smallest grid."""
@@ -60,11 +63,21 @@ def study_config(data: Path, args: argparse.Namespace) -> dict:
     }
 
 
-def max_rss(results: Path) -> dict[str, float]:
-    """Each rule's largest max_rss (MB) over its jobs' Snakemake benchmark files."""
+def study_plan(work: Path, overrides: dict) -> Plan:
+    """The study's Plan as Snakemake builds it in `work`: config.yaml, configs/test.yaml, the overrides."""
+    from snakemake.utils import update_config
+
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    for layer in (yaml.safe_load((ROOT / "configs" / "test.yaml").read_text()), overrides):
+        update_config(cfg, layer)
+    return Plan(check_config(cfg, work))
+
+
+def max_rss(benchmarks: Path) -> dict[str, float]:
+    """Each rule's largest max_rss (MB) over its jobs' Snakemake benchmark files under `benchmarks`."""
     out: dict[str, float] = defaultdict(float)
-    for tsv in (results / "benchmarks").rglob("*.tsv"):
-        rule = tsv.relative_to(results / "benchmarks").parts[0]
+    for tsv in benchmarks.rglob("*.tsv"):
+        rule = benchmark_parts(tsv, benchmarks)[0]
         with tsv.open() as f:
             for row in csv.DictReader(f, delimiter="\t"):
                 try:
@@ -81,7 +94,9 @@ def run_study(work: Path, n: int, args: argparse.Namespace) -> tuple[dict[str, f
         build_imagefolder(data, n, args.classes, tuple(args.source_size))
         print(f"built {n} images in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     shutil.copy(ROOT / "config.yaml", work / "config.yaml")
-    (work / "study.yaml").write_text(yaml.safe_dump(study_config(data, args)))
+    overrides = study_config(data, args)
+    (work / "study.yaml").write_text(yaml.safe_dump(overrides))
+    plan = study_plan(work, overrides)
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(work), "--cores", "2",
            "--configfile", str(ROOT / "configs" / "test.yaml"), str(work / "study.yaml")]
     t0 = time.perf_counter()
@@ -91,7 +106,7 @@ def run_study(work: Path, n: int, args: argparse.Namespace) -> tuple[dict[str, f
     if proc.returncode:
         sys.exit(f"snakemake failed at N={n} (log: {work / 'snakemake.log'}):\n{proc.stderr[-3000:]}")
     print(f"study at N={n}: {seconds:.0f} s", file=sys.stderr)
-    return max_rss(work / "results"), seconds
+    return max_rss(work / plan.benchmarks_dir), seconds
 
 
 def main() -> None:

@@ -10,9 +10,9 @@ rule clip_pairs:
     output:
         pairs=temp(directory(PLAN.clip_pairs("{clip_source}", "{n}", "{seed}"))),
     log:
-        PLAN.log("clip", "pairs", "{clip_source}", "n{n}", "s{seed}"),
+        PLAN.log("clip", "pairs", PLAN.run_key("{clip_source}", "{n}", "{seed}")),
     benchmark:
-        PLAN.benchmark("clip_pairs", "{clip_source}", "n{n}", "s{seed}")
+        PLAN.benchmark("clip_pairs", PLAN.run_key("{clip_source}", "{n}", "{seed}"))
     wildcard_constraints:
         clip_source=CLIP_SOURCE_REGEX,
         n=r"\d+",
@@ -37,9 +37,9 @@ rule train_clip:
         model=PLAN.clip_model("{clip_source}", "{n}", "{seed}"),
         config=PLAN.clip_model_config("{clip_source}", "{n}", "{seed}"),
     log:
-        PLAN.log("clip", "train", "{clip_source}", "n{n}", "s{seed}"),
+        PLAN.log("clip", "train", PLAN.run_key("{clip_source}", "{n}", "{seed}")),
     benchmark:
-        PLAN.benchmark("train_clip", "{clip_source}", "n{n}", "s{seed}")
+        PLAN.benchmark("train_clip", PLAN.run_key("{clip_source}", "{n}", "{seed}"))
     wildcard_constraints:
         clip_source=CLIP_SOURCE_REGEX,
         n=r"\d+",

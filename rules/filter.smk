@@ -14,11 +14,9 @@ rule filter_set:
         shards=FILTER_SHARDS,
         counts=PLAN.filter_counts(FILTERED_WILDCARDS),
     log:
-        PLAN.log("filter", "{generator}", "g{guidance}", "{strategy}", "f-{filter}"),
+        PLAN.log("filter", PLAN.set_key(FILTERED_WILDCARDS)),
     benchmark:
-        PLAN.benchmark(
-            "filter_set", "{generator}", "g{guidance}", "{strategy}", "f-{filter}"
-        )
+        PLAN.benchmark("filter_set", PLAN.set_key(FILTERED_WILDCARDS))
     conda:
         "../envs/synthscale.yaml"
     threads: threads("filter")
@@ -47,11 +45,9 @@ rule filter_quality:
         json=PLAN.filter_quality_json(FILTERED_WILDCARDS),
         per_class=PLAN.filter_quality_per_class(FILTERED_WILDCARDS),
     log:
-        PLAN.log("quality", "{generator}", "g{guidance}", "{strategy}", "f-{filter}"),
+        PLAN.log("quality", PLAN.set_key(FILTERED_WILDCARDS)),
     benchmark:
-        PLAN.benchmark(
-            "filter_quality", "{generator}", "g{guidance}", "{strategy}", "f-{filter}"
-        )
+        PLAN.benchmark("filter_quality", PLAN.set_key(FILTERED_WILDCARDS))
     conda:
         "../envs/synthscale.yaml"
     threads: threads("quality")

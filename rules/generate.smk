@@ -12,17 +12,9 @@ rule generate_block:
             PLAN.synthetic_dir("{generator}", "{guidance}", "{strategy}")
         ),
     log:
-        PLAN.log(
-            "synthetic", "{generator}", "g{guidance}", "{strategy}", "block-{block}"
-        ),
+        PLAN.log("synthetic", PLAN.set_key(SET_WILDCARDS, block="{block}")),
     benchmark:
-        PLAN.benchmark(
-            "generate_block",
-            "{generator}",
-            "g{guidance}",
-            "{strategy}",
-            "block-{block}",
-        )
+        PLAN.benchmark("generate_block", PLAN.set_key(SET_WILDCARDS, block="{block}"))
     wildcard_constraints:
         block=PLAN.block_regex,
     # on the critical path: every synthetic set waits for it, so it starts before independent jobs

@@ -74,9 +74,9 @@ rule quality:
         json=PLAN.quality_json("{generator}", "{guidance}", "{strategy}"),
         per_class=PLAN.quality_per_class("{generator}", "{guidance}", "{strategy}"),
     log:
-        PLAN.log("quality", "{generator}", "g{guidance}", "{strategy}"),
+        PLAN.log("quality", PLAN.set_key(SET_WILDCARDS)),
     benchmark:
-        PLAN.benchmark("quality", "{generator}", "g{guidance}", "{strategy}")
+        PLAN.benchmark("quality", PLAN.set_key(SET_WILDCARDS))
     conda:
         "../envs/synthscale.yaml"
     threads: threads("quality")

@@ -12,9 +12,9 @@ rule train_classifier:
         model=PLAN.model("{source}", "{n}", "{seed}"),
         log=PLAN.train_log("{source}", "{n}", "{seed}"),
     log:
-        PLAN.log("train", PLAN.arch, "{source}", "n{n}", "s{seed}"),
+        PLAN.log("train", PLAN.arch, PLAN.run_key("{source}", "{n}", "{seed}")),
     benchmark:
-        PLAN.benchmark("train_classifier", "{source}", "n{n}", "s{seed}")
+        PLAN.benchmark("train_classifier", PLAN.run_key("{source}", "{n}", "{seed}"))
     conda:
         "../envs/synthscale.yaml"
     threads: threads("train")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,8 +17,8 @@ import pandas as pd
 from synthscale.analysis import fits as F
 from synthscale.analysis import report
 from synthscale.io import write_csv
-from synthscale.study.plan import BENCHMARK_SUFFIX, benchmark_parts
-from synthscale.study.sources import MIX_PREFIX_REGEX, mix_source, parse_source, train_counts
+from synthscale.study.plan import BENCHMARK_SUFFIX, benchmark_parts, parse_run_key, split_set_key
+from synthscale.study.sources import parse_source, train_counts
 
 GRID_COLUMNS = ["arch", "source", "kind", "generator", "guidance", "strategy", "n", "n_label", "seed"]
 # the error rate 1 - top1 is fitted like a loss: it falls as a power of N
@@ -215,54 +214,41 @@ def per_class_slopes(per_class: pd.DataFrame, eval_set: str = "test") -> pd.Data
 # compute cost from Snakemake's benchmark files
 # --------------------------------------------------------------------------------------------------
 
-_N = re.compile(r"^n(\d+|all)$")
-_SEED = re.compile(r"^(?:s|seed)(\d+)$")
-_G = re.compile(r"^g[0-9][0-9.e+-]*$")
-
-
 def parse_benchmark(path: str | os.PathLike, root: str | os.PathLike) -> dict[str, Any]:
-    """What grid point a benchmark file measures, from its path under `{results}/benchmarks/`.
+    """What grid point a benchmark file measures: Plan.benchmark read back, from its path under
+    `{results}/benchmarks/` (`{rule}/{key}.tsv`), by Plan's own keys and the source grammar.
 
-    The scheme (Plan.benchmark): `{rule}/{part}/{part}...tsv`, the parts being the rule's wildcards
-    as they appear in result paths: a source (`real` or `synthetic/{generator}/g{guidance}/{strategy}`),
-    or a synthetic set `{generator}/g{guidance}/{strategy}`, `n{N}`, `s{seed}`, and anything else
-    (a shard or block index, a dataset). Unknown parts are kept in `rest`.
+    The key is a model's `run_key` (source, `n{N}`, `s{seed}`; an older key without the seed reads
+    as seed NaN), a source alone (an evaluation), a synthetic set's `set_key` (its jobs are charged
+    to the unfiltered set's generator, guidance and strategy; a filter's `f-{filter}` or a block's
+    `block-{block}` after it is kept in `rest` as spelled), or a name of its own (a generator, a
+    dataset), kept in `rest`.
     """
-    parts = benchmark_parts(path, root)
-    out: dict[str, Any] = {"rule": parts[0], "source": "", "generator": "", "guidance": np.nan,
+    rule, *parts = benchmark_parts(path, root)
+    key = "/".join(parts)
+    out: dict[str, Any] = {"rule": rule, "source": "", "generator": "", "guidance": np.nan,
                            "strategy": "", "n_label": "", "seed": np.nan, "rest": ""}
-    rest = []
-    p = parts[1:]
-    i = 0
-    while i < len(p):
-        tok = p[i]
-        if i + 1 < len(p) and re.fullmatch(MIX_PREFIX_REGEX, f"{tok}/{p[i + 1]}/"):
-            # a mixed source: mix/real{R}/synthetic/...; its synthetic part follows
-            out["source"] = mix_source(p[i + 1][len("real") :], "")
-            i += 2
-            continue
-        if tok.startswith("f-") and "synthetic/" in out["source"] and not out["rest"]:
-            out["source"] += f"/{tok}"  # a filtered set: synthetic/.../f-{filter}
-            i += 1
-            continue
-        if tok == "real":
-            out["source"] = "real"
-        elif tok == "synthetic" and i + 3 < len(p) and _G.match(p[i + 2]):
-            out["generator"], out["guidance"], out["strategy"] = p[i + 1], float(p[i + 2][1:]), p[i + 3]
-            out["source"] += f"synthetic/{p[i + 1]}/{p[i + 2]}/{p[i + 3]}"
-            i += 3
-        elif i + 2 < len(p) and _G.match(p[i + 1]) and not out["generator"]:
-            out["generator"], out["guidance"], out["strategy"] = tok, float(p[i + 1][1:]), p[i + 2]
-            i += 2
-        elif _N.match(tok):
-            out["n_label"] = _N.match(tok).group(1)
-        elif _SEED.match(tok):
-            out["seed"] = int(_SEED.match(tok).group(1))
-        else:
-            rest.append(tok)
-        i += 1
-    out["rest"] = "/".join(rest)
+    run = parse_run_key(key)
+    if run is not None:
+        source, out["n_label"], seed = run
+        out["seed"] = np.nan if seed is None else seed
+    else:
+        source = key if _is_source(key) else None
+    if source is not None:
+        out["source"], syn = source, parse_source(source)
+    else:
+        syn, out["rest"] = split_set_key(key) or (None, key)
+    if syn is not None and syn.kind != "real":
+        out["generator"], out["guidance"], out["strategy"] = syn.generator, syn.guidance, syn.strategy
     return out
+
+
+def _is_source(name: str) -> bool:
+    try:
+        parse_source(name)
+    except ValueError:
+        return False
+    return True
 
 
 def stage_of(rule: str) -> str:

@@ -9,15 +9,18 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from synthscale.study.sources import (
+    SYNTHETIC_PREFIX,
     Source,
     clip_mixed_source,
     guidance_part,
     mix_source,
     parse_source,
+    set_name,
 )
 
 
@@ -92,6 +95,54 @@ JUDGE_RECIPE_KEYS = (
 
 N_REGEX = r"\d+|all"
 
+# --- grid points as every path of theirs spells them (outputs, logs, benchmarks), and read back ---
+N_PREFIX, SEED_PREFIX, BLOCK_PREFIX = "n", "s", "block-"
+
+
+def run_key(source: str, n: str | int, seed: int | str) -> str:
+    """A trained model's grid point in its paths: `{source}/n{N}/s{seed}` (a classifier's or a CLIP's
+    folder, the job's log and benchmark). Snakemake wildcards work: `run_key("{source}", "{n}", "{seed}")`."""
+    return f"{source}/{N_PREFIX}{n}/{SEED_PREFIX}{seed}"
+
+
+def parse_run_key(key: str) -> tuple[str, str, int | None] | None:
+    """run_key read back: (source, N label, seed), or None when `key` is no run's. The seed is None in
+    a key without one (benchmarks written before seeds were)."""
+    *head, last = key.split("/")
+    seed = None
+    if head and last.startswith(SEED_PREFIX) and last[len(SEED_PREFIX) :].isdigit():
+        seed, (*head, last) = int(last[len(SEED_PREFIX) :]), head
+    n = last[len(N_PREFIX) :]
+    if not (head and last.startswith(N_PREFIX) and re.fullmatch(N_REGEX, n)):
+        return None
+    try:
+        parse_source("/".join(head))
+    except ValueError:
+        return None
+    return "/".join(head), n, seed
+
+
+def set_key(src: Source, block: str | None = None) -> str:
+    """A synthetic set's grid point in its paths: `{generator}/g{guidance}/{strategy}[/f-{filter}]` (its
+    folders, its quality files, its jobs' logs and benchmarks), then `block-{block}` for the block of
+    shards one generation job writes. A Source of wildcards works: `set_key(SET_WILDCARDS, "{block}")`."""
+    key = set_name(src.generator, src.guidance, src.strategy, src.filter)
+    return key if block is None else f"{key}/{BLOCK_PREFIX}{block}"
+
+
+SET_KEY_PARTS = 3  # generator, g{guidance}, strategy
+
+
+def split_set_key(key: str) -> tuple[Source, str] | None:
+    """set_key read back as (the unfiltered set the key begins with, the rest as spelled: a filter's
+    `f-{filter}`, a block's `block-{block}`), or None when the key begins with no set."""
+    parts = key.split("/")
+    try:
+        src = parse_source(SYNTHETIC_PREFIX + "/".join(parts[:SET_KEY_PARTS]))
+    except ValueError:
+        return None
+    return src, "/".join(parts[SET_KEY_PARTS:])
+
 
 def manifest_path(results: str, dataset: str) -> str:
     """The prepared real dataset's manifest under a results folder (Plan.manifest; the config check)."""
@@ -116,6 +167,9 @@ def benchmark_parts(path: str | os.PathLike, root: str | os.PathLike) -> list[st
 
 class Plan:
     """Paths and target lists of one study."""
+
+    run_key = staticmethod(run_key)
+    set_key = staticmethod(set_key)
 
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = cfg
@@ -192,7 +246,7 @@ class Plan:
 
     # --- synthetic sets ---
     def synthetic_dir(self, generator: str, guidance: float | str, strategy: str) -> str:
-        return f"{self.r}/synthetic/{generator}/g{guidance_part(guidance)}/{strategy}"
+        return f"{self.r}/synthetic/{set_name(generator, guidance, strategy)}"
 
     def shards(self, generator: str, guidance: float | str, strategy: str, n: int) -> list[str]:
         folder = self.synthetic_dir(generator, guidance, strategy)
@@ -280,7 +334,7 @@ class Plan:
         ]
 
     def filtered_dir(self, src: Source) -> str:
-        return f"{self.synthetic_dir(src.generator, src.guidance, src.strategy)}/f-{src.filter}"
+        return f"{self.r}/synthetic/{set_key(src)}"
 
     def filter_target(self) -> int:
         """Images a filtered set keeps: full shards up to the largest N, like an unfiltered set."""
@@ -307,8 +361,7 @@ class Plan:
 
     def filter_quality_json(self, src: Source) -> str:
         """A filtered set's quality: beside its unfiltered set's, in a folder named like that file."""
-        base = self.quality_json(src.generator, src.guidance, src.strategy)[: -len(".json")]
-        return f"{base}/f-{src.filter}.json"
+        return f"{self.r}/quality/{set_key(src)}.json"
 
     def filter_quality_per_class(self, src: Source) -> str:
         return self.filter_quality_json(src)[: -len(".json")] + "_per_class.csv"
@@ -456,7 +509,7 @@ class Plan:
     def train_dir(self, source: str, n: str, seed: int | str | None = None) -> str:
         """A trained classifier's folder; seed None = the source's first replicate seed."""
         s = self.seeds_for(source, n)[0] if seed is None else seed
-        return f"{self.r}/train/{self.arch}/{source}/n{n}/s{s}"
+        return f"{self.r}/train/{self.arch}/{run_key(source, n, s)}"
 
     def model(self, source: str, n: str, seed: int | str | None = None) -> str:
         """A trained classifier's weights; seed None = the source's first replicate seed."""
@@ -536,11 +589,11 @@ class Plan:
     def benchmark(self, rule: str, *parts: str) -> str:
         """`{results}/benchmarks/{rule}/{part}/.../{last part}.tsv`.
 
-        Pass a rule's wildcards as they appear in result paths, so the cost table can map the file
-        to its grid point: a source (`real`, or `synthetic/{generator}/g{guidance}/{strategy}`), a
-        synthetic set as `{generator}`, `g{guidance}`, `{strategy}`, the size as `n{N}`, the training
-        seed as `s{seed}`, and any other part (a shard or block index) as it is. Snakemake wildcards
-        work as parts: `PLAN.benchmark("train_classifier", "{source}", "n{n}", "s{seed}")`.
+        Name the job's grid point as its outputs do, so the cost table (`parse_benchmark`) reads the
+        file back to it: a model's `run_key(source, n, seed)`, a source alone, a synthetic set's
+        `set_key(src)` (a generation job's with its block), or a name of its own (a generator, a
+        dataset). Snakemake wildcards work: `PLAN.benchmark("train_classifier",
+        PLAN.run_key("{source}", "{n}", "{seed}"))`.
         """
         if not parts:
             raise ValueError("a benchmark path needs at least one part (a wildcard or a name)")
@@ -583,7 +636,7 @@ class Plan:
         return min(int(self.cfg["quality"]["n_images"]), self.max_n)
 
     def quality_json(self, generator: str, guidance: float | str, strategy: str) -> str:
-        return f"{self.r}/quality/{generator}/g{guidance_part(guidance)}/{strategy}.json"
+        return f"{self.r}/quality/{set_name(generator, guidance, strategy)}.json"
 
     def quality_per_class(self, generator: str, guidance: float | str, strategy: str) -> str:
         return self.quality_json(generator, guidance, strategy)[: -len(".json")] + "_per_class.csv"
@@ -660,7 +713,7 @@ class Plan:
         return [(s, n, seed) for s in self.clip_sources() for n, seed in self.clip_seed_runs(s)]
 
     def clip_dir(self, source: str, n: str | int, seed: int | str) -> str:
-        return f"{self.r}/clip/{source}/n{n}/s{seed}"
+        return f"{self.r}/clip/{run_key(source, n, seed)}"
 
     def clip_pairs(self, source: str, n: str | int, seed: int | str) -> str:
         """The run's image-text shards (rule clip_pairs; removed once its CLIP is trained)."""

@@ -42,9 +42,19 @@ def guidance_part(g: float | str) -> str:
     return g if isinstance(g, str) else fmt_guidance(g)
 
 
-def synthetic_source(generator: str, guidance: float, strategy: str, filter: str | None = None) -> str:
-    base = f"synthetic/{generator}/g{fmt_guidance(guidance)}/{strategy}"
+SYNTHETIC_PREFIX = "synthetic/"
+
+
+def set_name(generator: str, guidance: float | str, strategy: str, filter: str | None = None) -> str:
+    """A synthetic set's name less its `synthetic/`: `{generator}/g{guidance}/{strategy}[/f-{filter}]`,
+    the folders Plan keeps the set's files in. Guidance as `guidance_part` writes it, so Snakemake
+    wildcards pass through; `parse_source(SYNTHETIC_PREFIX + name)` reads it back."""
+    base = f"{generator}/g{guidance_part(guidance)}/{strategy}"
     return base if filter in (None, "none") else f"{base}/f-{filter}"
+
+
+def synthetic_source(generator: str, guidance: float, strategy: str, filter: str | None = None) -> str:
+    return SYNTHETIC_PREFIX + set_name(generator, fmt_guidance(guidance), strategy, filter)
 
 
 def mix_source(real_n: int | str, synthetic: str) -> str:

@@ -15,6 +15,7 @@ from synthscale.analysis.tables import (
     write_cost,
 )
 from synthscale.study.plan import Plan
+from synthscale.study.sources import parse_source
 
 
 def _summary(gens=("gen",), seeds=1, noise=0.0, rng=None):
@@ -194,6 +195,24 @@ def test_benchmark_paths_of_mixed_and_filtered_sources(tmp_path):
     assert (mix["source"], mix["generator"], mix["n_label"]) == ("mix/real30/synthetic/gen/g2/classname", "gen", "90")
     filt = parse_benchmark(plan.benchmark("train_classifier", "synthetic/gen/g2/classname/f-conf", "n30", "s0"), root)
     assert filt["source"] == "synthetic/gen/g2/classname/f-conf" and filt["rest"] == ""
+
+
+def test_benchmark_paths_read_back_the_keys_plan_builds(tmp_path):
+    """parse_benchmark is Plan.benchmark's inverse over run_key and set_key, each arm's sources alike."""
+    plan = Plan({"results": str(tmp_path), "dataset": {"name": "d"}, "train": {"arch": "r"}})
+    root = tmp_path / "benchmarks"
+    for source in ("real", "synthetic/gen/g1.5/c/f-conf", "mix/realall/synthetic/gen/g2/c", "mixed/gen/g2/c"):
+        point = parse_benchmark(plan.benchmark("train_clip", plan.run_key(source, "30", 4)), root)
+        assert (point["source"], point["n_label"], point["seed"], point["rest"]) == (source, "30", 4, "")
+        assert point["generator"] == ("" if source == "real" else "gen")
+    block = plan.set_key(parse_source("synthetic/gen/g1.5/c"), block="000100")
+    assert block == "gen/g1.5/c/block-000100"
+    point = parse_benchmark(plan.benchmark("generate_block", block), root)
+    assert (point["source"], point["generator"], point["guidance"], point["strategy"], point["rest"]) == (
+        "", "gen", 1.5, "c", "block-000100")
+    point = parse_benchmark(plan.benchmark("filter_set", plan.set_key(parse_source("synthetic/gen/g2/c/f-conf"))), root)
+    assert (point["generator"], point["guidance"], point["rest"]) == ("gen", 2.0, "f-conf")
+    assert parse_benchmark(plan.benchmark("train_generator", "gen"), root)["rest"] == "gen"
 
 
 def test_cost_table_from_benchmarks_and_without_them(tmp_path):
