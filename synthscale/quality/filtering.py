@@ -19,9 +19,10 @@ Scorers:
   when p(its class) >= threshold.
 - `clip`: cosine similarity of the image and its prompt under an open_clip model: a model name with
   a local weights file, or `local-dir:FOLDER` with open_clip_config.json and
-  open_clip_model.safetensors (the layout of open_clip's Hub exports, which the study's CLIP arm
-  can write). Passing: the top `keep_fraction` of each generated shard (ties go to the lower index),
-  a rule that needs no global ranking, so filtering still streams and stays nested.
+  open_clip_model.safetensors (the layout of open_clip's Hub exports; the study's CLIP arm does not
+  write it, so the folder must exist before the run). Passing: the top `keep_fraction` of each
+  generated shard (ties go to the lower index), a rule that needs no global ranking, so filtering
+  still streams and stays nested.
 """
 
 from __future__ import annotations

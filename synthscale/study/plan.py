@@ -254,7 +254,7 @@ class Plan:
 
     def filter_clip_inputs(self, name: str) -> list[str]:
         """A CLIP filter's local files: its weights, and a `local-dir:` model's open_clip_config.json
-        (an input, so a CLIP this study trains into that folder is built first)."""
+        (files the user provides: no rule writes them, and the config check refuses a missing one)."""
         spec = self.filter_spec(name)
         if spec["kind"] != "clip":
             return []
