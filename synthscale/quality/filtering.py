@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from synthscale.io import write_json
 from synthscale.data.shards import decode_image, image_ext, iter_samples, write_shard
+from synthscale.study.plan import local_dir
 
 
 class FilterShortfall(RuntimeError):
@@ -80,7 +81,7 @@ class ClipScorer:
     def __init__(self, model: str, pretrained: str | None = None, device: str = "cpu"):
         import open_clip
 
-        if not (pretrained or model.startswith("local-dir:")):
+        if not (pretrained or local_dir(model) is not None):
             raise ValueError(f"open_clip model {model!r} needs local weights (`pretrained`)")
         if pretrained and not os.path.exists(pretrained):
             raise FileNotFoundError(f"open_clip weights {pretrained!r} do not exist")
