@@ -305,11 +305,11 @@ def bench_clip(shards: list[str], cfg: dict[str, Any], device: str, work: Path, 
     pairs = write_clip_pairs(work / "clip" / "pairs", clip_parts("real", n, shards, [], 0),
                              class_table(cfg["classes"]), recipe, 0, clip_loaders(recipe))  # as rule clip_pairs
     t0 = time.perf_counter()
-    train_clip(pairs, recipe, 0, model_path, device=device)
+    log = work / "clip" / "train.log"
+    train_clip(pairs, recipe, 0, model_path, device=device, log_path=log)
     wall = time.perf_counter() - t0
     for name in [None, *logging.root.manager.loggerDict]:  # open_clip_train sets every logger to INFO
         logging.getLogger(name).setLevel(levels.get(name, logging.NOTSET))
-    log = model_path.with_name("train.log")
     samples_per_s = clip_rate_from_log(log.read_text() if log.exists() else "", recipe["batch_size"]) or n / wall
     flops = clip_step_flops(cfg, device, work)
     return {"clip_samples_per_s": samples_per_s, "clip_gflops_per_sample": flops / 1e9,

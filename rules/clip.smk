@@ -51,6 +51,8 @@ rule train_clip:
         **res("clip"),
     params:
         recipe=clip_recipe(CLIP),
+        work=lambda wc: PLAN.clip_work_dir(wc.clip_source, wc.n, wc.seed),
+        train_log=lambda wc: PLAN.clip_train_log(wc.clip_source, wc.n, wc.seed),
         device=config["device"],
         threads=threads("clip"),
         gpus=config["resources"]["clip"]["gpu"],

@@ -12,6 +12,9 @@ with exit_when_preempted():  # a signal stopped the launched training: exit 75; 
         snakemake.params.recipe,
         int(snakemake.wildcards.seed),
         snakemake.output.model,
+        config_path=snakemake.output.config,
+        work_dir=snakemake.params.work,  # open_clip's logs and checkpoints: a rerun resumes from them
+        log_path=snakemake.params.train_log,
         device=snakemake.params.device,
         gpus=snakemake.params.gpus,  # > 1: torchrun --standalone, one rank a GPU
         threads=snakemake.params.threads,

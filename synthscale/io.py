@@ -1,6 +1,7 @@
 """Atomic outputs: write under a temporary name beside the target, then rename.
 
 A job killed half-way leaves only a `.tmp-*` name behind, never something that looks finished.
+A job that keeps finished pieces across a kill keeps them at `partial_path`.
 """
 
 from __future__ import annotations
@@ -76,6 +77,18 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+PARTIAL_DIR = ".partial"
+
+
+def partial_path(output: str | os.PathLike, suffix: str = "") -> Path:
+    """Where a job keeps a finished piece of its output `output` (with `suffix`, e.g. ".json", a file
+    about that piece) until all its outputs are done: `.partial/NAME` beside the output. The output's
+    path comes from its rule (Plan); this is its one scratch sibling: a hidden folder that Snakemake
+    leaves alone when the job fails (it removes only declared outputs), so a rerun can reuse it."""
+    output = Path(output)
+    return output.parent / PARTIAL_DIR / f"{output.name}{suffix}"
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -232,7 +232,7 @@ def _mix_effect(
         noise, verdict, basis, source_sd = np.nan, "undetermined", "none: no N has two seeds", "none"
     return {
         "source": source,
-        "set": source.split("/", 2)[-1],
+        "set": synthetic_name(source),
         "eval_set": eval_set,
         "ood": bool(first["ood"]),
         "real_n": r,

@@ -13,7 +13,8 @@ Training is open_clip's own entry point, `open_clip_train.main.main(argv)`, with
   (a DDP rank other than 0 mixes its rank in: ranks crop apart).
 Checkpoints `epoch_K.pt` are written every `save_frequency` epochs (0: only the last; a rerun of a
 killed job resumes from the newest that loads: `drop_unreadable_checkpoints`). The last one, read with `torch.load(weights_only=True)`, becomes
-`model.safetensors` plus `model_config.json` (the open_clip model name and config).
+`model.safetensors` plus `model_config.json` (the open_clip model name and config), at the paths the rule
+takes from Plan.
 """
 
 from __future__ import annotations
@@ -239,12 +240,18 @@ def read_open_clip_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return sd
 
 
-def save_clip(state: dict[str, Any], model_path: str | os.PathLike, config: dict[str, Any]) -> None:
-    """`model.safetensors` and, beside it, `model_config.json` ({"model": name, "config": ...})."""
+def save_clip(
+    state: dict[str, Any],
+    model_path: str | os.PathLike,
+    config: dict[str, Any],
+    config_path: str | os.PathLike | None = None,
+) -> None:
+    """The weights at `model_path` and the config ({"model": name, "config": ...}) at `config_path`
+    (the rule's, from Plan.clip_model_config; default `model_config.json` beside the weights)."""
     from safetensors.torch import save_file
 
     model_path = Path(model_path)
-    write_json(model_path.with_name("model_config.json"), config)
+    write_json(config_path or model_path.with_name("model_config.json"), config)
     tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
     with atomic_path(model_path) as tmp:
         save_file(tensors, str(tmp), metadata={"synthscale": json.dumps(config, sort_keys=True)})
@@ -378,16 +385,23 @@ def train_clip(
     work_dir: str | os.PathLike | None = None,
     gpus: int = 1,
     threads: int | None = None,
+    config_path: str | os.PathLike | None = None,
+    log_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Train with open_clip_train on a `write_clip_pairs` folder, save safetensors; return run info.
 
     `gpus` (resources.clip.gpu) > 1, or a `clip.launcher`, runs it on ranks (`launch_command`), each
     with its share of the job's `threads`; else in this process.
     The work folder (open_clip's logs and checkpoints) survives a kill, so a rerun resumes from the
-    newest checkpoint (every `save_frequency` epochs); it is removed once the model is saved.
+    newest checkpoint (every `save_frequency` epochs); it is removed once the model is saved, and
+    open_clip's log is kept at `log_path`.
+    The rule passes every path from Plan (clip_model, clip_model_config, clip_work_dir,
+    clip_train_log); a caller that passes only `model_path` gets `model_config.json`, `work/` and
+    `train.log` beside it.
     """
     model_path = Path(model_path)
     work = Path(work_dir) if work_dir else model_path.with_name("work")
+    log_path = Path(log_path) if log_path else model_path.with_name("train.log")
     shards, count, part_counts = read_clip_pairs(pairs)
     nproc = max(1, int(gpus))
     _check_loader_batches(clip_pair_sizes(pairs) or [count], count, recipe, nproc)
@@ -415,9 +429,9 @@ def train_clip(
     }
     log = work / OPEN_CLIP_RUN / "out.log"
     if log.exists():
-        with atomic_path(model_path.with_name("train.log")) as tmp:
+        with atomic_path(log_path) as tmp:
             shutil.copyfile(log, tmp)
-    save_clip(state, model_path, info)
+    save_clip(state, model_path, info, config_path)
     shutil.rmtree(work)
     return info
 

@@ -32,8 +32,8 @@ from synthscale.data.real import (
     read_classes_table,
     shift_image,
     split_entry,
+    write_prepared,
 )
-from synthscale.io import write_csv, write_json
 from synthscale.data.shards import ShardWriter, encode_image
 
 log = logging.getLogger(__name__)
@@ -295,12 +295,16 @@ def prepare_imagefolder(
     shard_size: int,
     seed: int,
     workers: int = 1,
+    *,
+    manifest_path: str | os.PathLike | None = None,
+    classes_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Prepare an ImageFolder dataset: train from `train_dir` (class-interleaved), eval sets from
     their own roots (or `test_dir`), each over all classes or its `classes` subset.
 
     `ds` is the schema-filled `dataset` config. The manifest's split entries carry `n_bad` and
-    `bad_files`; eval sets also `empty_classes` (ids) and, with a subset, `classes` (indices).
+    `bad_files`; eval sets also `empty_classes` (ids) and, with a subset, `classes` (indices). The
+    split shards go under `out_dir`; the manifest and class table where `write_prepared` puts them.
     """
     classes = read_classes_table(ds["classes_csv"])
     ids = classes["id"].tolist()
@@ -329,6 +333,5 @@ def prepare_imagefolder(
         manifest["splits"][ev["name"]] = split_entry(
             ev["name"], shards, per_class, subset, bad, empty_classes=files.empty_classes
         )
-    write_csv(out_dir / "classes.csv", classes)
-    write_json(out_dir / "splits.json", manifest)
+    write_prepared(out_dir, classes, manifest, manifest_path, classes_path)
     return manifest

@@ -214,10 +214,14 @@ def prepare_digits(
     seed: int,
     fmt: str = "png",
     quality: int = 95,
+    *,
+    manifest_path: str | os.PathLike | None = None,
+    classes_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Prepare sklearn's digits: class table, interleaved train split, test and shifted test sets.
 
-    An eval set with `classes` keeps only the test images of those classes.
+    An eval set with `classes` keeps only the test images of those classes. The split shards go
+    under `out_dir`; the manifest and class table where `write_prepared` puts them.
     """
     images, labels = load_digits_images(image_size)
     train_idx, test_idx = stratified_split(labels, test_fraction, seed)
@@ -237,9 +241,27 @@ def prepare_digits(
         shards = write_split(out_dir / name, ims, labs, shard_size, fmt=fmt, quality=quality)
         per_class = np.bincount(labs, minlength=len(classes))
         manifest["splits"][name] = split_entry(name, shards, per_class, subset)
-    write_csv(out_dir / "classes.csv", classes)
-    write_json(out_dir / "splits.json", manifest)
+    write_prepared(out_dir, classes, manifest, manifest_path, classes_path)
     return manifest
+
+
+def write_prepared(
+    out_dir: str | os.PathLike,
+    classes: pd.DataFrame,
+    manifest: dict[str, Any],
+    manifest_path: str | os.PathLike | None = None,
+    classes_path: str | os.PathLike | None = None,
+) -> None:
+    """Write a prepared dataset's class table and manifest at the paths its rule gives (Plan.classes,
+    Plan.manifest), or `classes.csv` and `splits.json` in `out_dir` when none are given. The manifest
+    lists its shards relative to its own folder (`split_shards`), so it must lie in `out_dir`, where
+    the shards were written."""
+    out_dir = Path(out_dir)
+    manifest_path = Path(manifest_path) if manifest_path else out_dir / "splits.json"
+    if manifest_path.parent.resolve() != out_dir.resolve():
+        raise ValueError(f"manifest {manifest_path} must lie in {out_dir}: it lists the shards relative to its folder")
+    write_csv(classes_path or out_dir / "classes.csv", classes)
+    write_json(manifest_path, manifest)
 
 
 def read_classes_table(path: str | os.PathLike) -> pd.DataFrame:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from synthscale.generation.prompt_encoding import PromptEmbeddings
-from synthscale.io import atomic_path
+from synthscale.io import atomic_path, partial_path
 from synthscale.data.shards import write_shard
 
 SEED_SPACE = 2**31 - 1
@@ -210,12 +210,6 @@ def generate_shard(
     return records
 
 
-def partial_path(path: str | os.PathLike) -> Path:
-    """Where a block job keeps a finished shard until its whole block is done."""
-    path = Path(path)
-    return path.parent / ".partial" / path.name
-
-
 def generate_block(
     pipe,
     paths: Sequence[str | os.PathLike],
@@ -226,16 +220,15 @@ def generate_block(
 ) -> None:
     """Write shards first_shard, first_shard + 1, ... to `paths` with one loaded pipeline.
 
-    Finished shards wait in a `.partial/` folder beside the outputs, each with the settings that made
-    it (`fingerprint`, JSON): a killed job keeps them, and its rerun reuses those whose settings match
+    Finished shards wait at their `partial_path` (a `.partial/` folder beside the outputs), each with
+    the settings that made it (`fingerprint`, JSON): a killed job keeps them, and its rerun reuses those whose settings match
     (Snakemake removes a failed job's declared outputs, not these). The outputs appear only once every
     shard of the block is done.
     """
     embeddings = PromptEmbeddings(pipe, shard_kwargs.pop("prompt_cache", 1024))
     stamp = json.dumps(fingerprint, sort_keys=True, default=str)
     for j, path in enumerate(paths):
-        part = partial_path(path)
-        tag = part.with_name(part.name + ".json")
+        part, tag = partial_path(path), partial_path(path, ".json")
         if part.exists() and tag.exists() and tag.read_text() == stamp:
             print(f"shard {first_shard + j}: reusing the finished {part}", flush=True)
             continue
@@ -251,6 +244,5 @@ def generate_block(
             except OSError:
                 shutil.copyfile(part, tmp)
     for path in paths:
-        part = partial_path(path)
-        part.unlink()
-        part.with_name(part.name + ".json").unlink()
+        partial_path(path).unlink()
+        partial_path(path, ".json").unlink()

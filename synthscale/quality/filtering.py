@@ -19,9 +19,10 @@ Scorers:
   when p(its class) >= threshold.
 - `clip`: cosine similarity of the image and its prompt under an open_clip model: a model name with
   a local weights file, or `local-dir:FOLDER` with open_clip_config.json and
-  open_clip_model.safetensors (the layout of open_clip's Hub exports, which the study's CLIP arm
-  can write). Passing: the top `keep_fraction` of each generated shard (ties go to the lower index),
-  a rule that needs no global ranking, so filtering still streams and stays nested.
+  open_clip_model.safetensors (the layout of open_clip's Hub exports; the study's CLIP arm does not
+  write it, so the folder must exist before the run). Passing: the top `keep_fraction` of each
+  generated shard (ties go to the lower index), a rule that needs no global ranking, so filtering
+  still streams and stays nested.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import torch.nn.functional as F
 
 from synthscale.io import write_json
 from synthscale.data.shards import decode_image, image_ext, iter_samples, write_shard
+from synthscale.study.plan import local_dir
 
 
 class FilterShortfall(RuntimeError):
@@ -79,7 +81,7 @@ class ClipScorer:
     def __init__(self, model: str, pretrained: str | None = None, device: str = "cpu"):
         import open_clip
 
-        if not (pretrained or model.startswith("local-dir:")):
+        if not (pretrained or local_dir(model) is not None):
             raise ValueError(f"open_clip model {model!r} needs local weights (`pretrained`)")
         if pretrained and not os.path.exists(pretrained):
             raise FileNotFoundError(f"open_clip weights {pretrained!r} do not exist")

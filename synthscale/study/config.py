@@ -429,10 +429,18 @@ def _check_filters(cfg: dict[str, Any], workdir: Path) -> None:
             model, weights = spec["clip"]["model"], spec["clip"]["pretrained"]
             if local_dir(model) is not None:
                 folder = Path(local_dir(model))
-                made_here = folder.parts[: len(results.parts)] == results.parts
-                if not made_here and not (workdir / folder / "open_clip_config.json").exists():
+                if not (workdir / folder / "open_clip_config.json").exists():
+                    # no rule writes open_clip's local-dir layout (the CLIP arm saves model.safetensors
+                    # and model_config.json), so a folder under results/ is no job's output either
+                    under_results = folder.parts[: len(results.parts)] == results.parts
                     raise ConfigError(
                         f"config key {key}.clip.model: {str(folder)!r} holds no open_clip_config.json"
+                        + (
+                            f", and no rule writes one under results ({cfg['results']!r}); point it at a "
+                            "folder that holds open_clip_config.json and open_clip_model.safetensors"
+                            if under_results
+                            else ""
+                        )
                     )
             else:
                 if not open_clip_model_exists(model):

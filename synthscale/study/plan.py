@@ -308,7 +308,7 @@ class Plan:
 
     def filter_clip_inputs(self, name: str) -> list[str]:
         """A CLIP filter's local files: its weights, and a `local-dir:` model's open_clip_config.json
-        (an input, so a CLIP this study trains into that folder is built first)."""
+        (files the user provides: no rule writes them, and the config check refuses a missing one)."""
         spec = self.filter_spec(name)
         if spec["kind"] != "clip":
             return []
@@ -724,6 +724,15 @@ class Plan:
 
     def clip_model_config(self, source: str, n: str | int, seed: int | str) -> str:
         return f"{self.clip_dir(source, n, seed)}/model_config.json"
+
+    def clip_work_dir(self, source: str, n: str | int, seed: int | str) -> str:
+        """A CLIP job's open_clip_train folder (its logs and resumable epoch checkpoints), beside its
+        model (removed once the model is written)."""
+        return f"{self.clip_dir(source, n, seed)}/work"
+
+    def clip_train_log(self, source: str, n: str | int, seed: int | str) -> str:
+        """open_clip_train's log of a CLIP job, kept beside its model."""
+        return f"{self.clip_dir(source, n, seed)}/train.log"
 
     def clip_eval_csv(self, source: str) -> str:
         return f"{self.r}/clip/eval/{source}/metrics.csv"

@@ -566,6 +566,9 @@ def test_plan_lists_clip_sources_and_paths(raw):
     assert len(plan.clip_runs()) == 8 and plan.clip_seed_runs("mixed/tinydigits/g2/classname") == [("100", 0), ("200", 0)]
     assert plan.clip_model("mixed/tinydigits/g2/classname", 100, 0).endswith(
         "clip/mixed/tinydigits/g2/classname/n100/s0/model.safetensors")
+    run = f"{cfg['results']}/clip/real/n100/s1"  # train_clip's own files, where they always were
+    paths = [f("real", 100, 1) for f in (plan.clip_model_config, plan.clip_work_dir, plan.clip_train_log)]
+    assert paths == [f"{run}/model_config.json", f"{run}/work", f"{run}/train.log"]
     assert parse_source("mixed/tinydigits/g2/classname").kind == "mixed"
     assert plan.plot("clip_scaling") in plan.clip_targets()
     raw["clip"]["enabled"] = False
@@ -615,17 +618,20 @@ def test_a_resumed_run_reaches_the_same_weights(tmp_path, digits):
     r = recipe(epochs=2, save_frequency=1)
     pairs = P.write_clip_pairs(tmp_path / "pairs", parts, digits_classes(), r, 0)
     C.train_clip(pairs, r, 0, tmp_path / "full" / "model.safetensors")
-    # the "killed" job's work folder: open_clip_train stopped after epoch 1
-    work = tmp_path / "resumed" / "work"
+    # the "killed" job's work folder: open_clip_train stopped after epoch 1; the job's paths are the
+    # rule's (from Plan), here away from the model, so none is derived from the model's path
+    work, log, config = tmp_path / "w" / "open_clip", tmp_path / "logs" / "clip.log", tmp_path / "c" / "cfg.json"
     shards, count, _ = P.read_clip_pairs(pairs)
     C.register_model(r["model"], r["model_config"], work / C.CONFIG_DIR)
     C.run_open_clip_train(C.open_clip_argv(shards, count, {**r, "epochs": 1}, 0, work, "cpu"), 0, work / C.CONFIG_DIR)
     ckpts = work / C.OPEN_CLIP_RUN / "checkpoints"
     assert (ckpts / "epoch_1.pt").exists()
     (ckpts / "epoch_2.pt").write_bytes((ckpts / "epoch_1.pt").read_bytes()[:50_000])  # killed mid-save
-    C.train_clip(pairs, r, 0, tmp_path / "resumed" / "model.safetensors", work_dir=work)
-    log = (tmp_path / "resumed" / "train.log").read_text()
-    before, after = log.split("resuming checkpoint", 1)
+    C.train_clip(pairs, r, 0, tmp_path / "resumed" / "model.safetensors", work_dir=work, log_path=log,
+                 config_path=config)
+    assert [p.name for p in (tmp_path / "resumed").iterdir()] == ["model.safetensors"] and not work.exists()
+    assert json.loads(config.read_text()) == json.loads((tmp_path / "full" / "model_config.json").read_text())
+    before, after = log.read_text().split("resuming checkpoint", 1)
     assert "Start epoch 0" in before and "Start epoch 0" not in after and "Start epoch 1" in after
     a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)

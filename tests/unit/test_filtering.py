@@ -217,6 +217,11 @@ def test_plan_of_a_filter_axis():
          "config key filter_specs.conf.guidance: 7.5 is not in the study's guidance"),
         (["none", "c"], {"c": {"kind": "clip", "clip": {"model": "local-dir:/missing/clip"}}},
          "config key filter_specs.c.clip.model: '/missing/clip' holds no open_clip_config.json"),
+        # under results, too: no rule writes open_clip's local-dir layout (snakemake -n stopped with a
+        # MissingInputException on its open_clip_config.json)
+        (["none", "c"], {"c": {"kind": "clip", "clip": {"model": "local-dir:results-test/clip/real/n40/s0"}}},
+         "config key filter_specs.c.clip.model: 'results-test/clip/real/n40/s0' holds no open_clip_config.json, "
+         "and no rule writes one under results ('results-test'); point it at a folder that holds"),
         (["none", "c"], {"c": {"kind": "clip", "clip": {"model": "ViT-B-32"}}},
          "config key filter_specs.c.clip.pretrained: a local weights file is required"),
         (["none", "c"], {"c": {"kind": "clip", "clip": {"model": "ViT-B-32", "pretrained": "/no/w.safetensors"}}},

@@ -20,8 +20,8 @@ from synthscale.generation.generate import (
     generate_block,
     generate_images,
     generate_shard,
-    partial_path,
 )
+from synthscale.io import partial_path
 from synthscale.generation.pipelines import load_generator, set_sampler, speed_up
 from synthscale.study.plan import Plan
 from synthscale.data.shards import iter_shards, load_arrays
@@ -221,7 +221,7 @@ def test_a_block_keeps_and_reuses_finished_shards(tmp_path):
     generate_shard(pipe, fake, 99, **kw)
     for j, stamp in ((0, {"a": 1}), (1, {"a": 2})):
         shutil.copy(fake, partial_path(paths[j]))
-        partial_path(paths[j]).with_name(paths[j].name + ".json").write_text(json.dumps(stamp, sort_keys=True))
+        partial_path(paths[j], ".json").write_text(json.dumps(stamp, sort_keys=True))
     generate_block(pipe, paths, 10, {"a": 1}, **kw)
     assert paths[0].read_bytes() == fake.read_bytes(), "a finished shard with matching settings is reused"
     assert paths[1].read_bytes() != fake.read_bytes(), "a shard made with other settings is redone"

@@ -71,6 +71,20 @@ def test_prepare_digits_eval_set_class_subset(tmp_path):
     assert set(y.tolist()) == {3, 7}
 
 
+def test_prepared_data_goes_where_the_rule_says(tmp_path):
+    """The class table and manifest land at the rule's outputs (Plan.classes, Plan.manifest), not at
+    names of prepare_digits' own; the manifest must lie beside its shards, which it lists relatively."""
+    out = tmp_path / "d"
+    m = prepare_digits(out, 8, 0.33, [{"name": "test"}], 500, 0,
+                       manifest_path=out / "m.json", classes_path=tmp_path / "table.csv")
+    assert not (out / "splits.json").exists() and not (out / "classes.csv").exists()
+    assert json.loads((out / "m.json").read_text()) == m
+    assert len(split_shards(out / "m.json", "train")) == 3
+    assert pd.read_csv(tmp_path / "table.csv")["id"].astype(str).tolist() == [str(i) for i in range(10)]
+    with pytest.raises(ValueError, match="must lie in"):
+        prepare_digits(out, 8, 0.33, [{"name": "test"}], 500, 0, manifest_path=tmp_path / "elsewhere.json")
+
+
 def test_prepare_imagefolder(tmp_path):
     for split, n in (("train", 4), ("val", 2)):
         for cid in ("n01", "n02"):
