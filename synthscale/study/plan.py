@@ -325,13 +325,6 @@ class Plan:
     def max_n(self) -> int:
         return max(self.cfg["n_images"])
 
-    def all_shards(self) -> list[str]:
-        return [
-            p
-            for src in self.synthetic_grid()
-            for p in self.shards(src.generator, src.guidance, src.strategy, self.max_n)
-        ]
-
     # --- training and evaluation ---
     @property
     def supervised(self) -> bool:
