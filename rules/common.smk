@@ -106,10 +106,6 @@ def inception_input(wildcards):
     return PLAN.inception_inputs()
 
 
-def quality_sets():
-    return [(s.generator, float(s.guidance), s.strategy) for s in PLAN.synthetic_grid()]
-
-
 # --- the filter stage (rules/filter.smk) ---
 FILTER_SHARDS = PLAN.filter_shard_outputs()
 FILTER_OUTPUTS = PLAN.filter_outputs()

@@ -687,6 +687,13 @@ class Plan:
             "findings": f"{self.r}/quality_findings.html",
         }
 
+    def quality_jsons(self) -> list[str]:
+        """Every synthetic set's quality, in grid order (what the quality summary reads)."""
+        return [self.quality_json(s.generator, s.guidance, s.strategy) for s in self.synthetic_grid()]
+
+    def quality_per_class_files(self) -> list[str]:
+        return [self.quality_per_class(s.generator, s.guidance, s.strategy) for s in self.synthetic_grid()]
+
     def quality_targets(self) -> list[str]:
         """The quality summary's outputs (which pull in every per-set file), and the cost table's when the
         classifier arm runs: cost is accuracy per compute hour."""

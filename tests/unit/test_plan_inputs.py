@@ -203,3 +203,10 @@ def test_a_generator_regex_matches_exactly_the_names_of_its_kind(cfg):
     assert re.compile(plan.generator_regex("pretrained")).fullmatch("") is None
     assert plan.caption_prompts("c") == [plan.prompts(s) for s in plan.generator("c")["caption_strategies"]]
     assert plan.finetune_prompts("a.b-ft") == [plan.prompts("classname")]
+
+
+def test_the_quality_summary_reads_each_synthetic_sets_files_once_in_grid_order(cfg):
+    plan = plan_with(cfg)
+    grid = plan.synthetic_grid()
+    assert len(grid) == 12 and plan.quality_jsons() == [plan.quality_json(s.generator, s.guidance, s.strategy) for s in grid]
+    assert plan.quality_per_class_files() == [p[: -len(".json")] + "_per_class.csv" for p in plan.quality_jsons()]
