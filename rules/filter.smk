@@ -37,7 +37,7 @@ rule filter_quality:
     input:
         judge=judge_input,
         inception=inception_input,
-        shards=lambda wc: PLAN.set_shards(filtered_source(wc), PLAN.quality_n),
+        shards=filter_quality_shards,
         reference=QREF["npz"],
         manifest=PLAN.manifest,
         classes=PLAN.classes,

@@ -25,12 +25,7 @@ rule generate_block:
     resources:
         **res("generate"),
     params:
-        # the throughput figure only sizes the job's time limit: changing it reruns nothing
-        spec=lambda wc: {
-            k: v
-            for k, v in PLAN.generator(wc.generator).items()
-            if k != "images_per_second"
-        },
+        spec=generation_spec,
         batch_size=lambda wc: PLAN.generation_batch_size(wc.generator),
         generation=config["generation"],
         device=config["device"],

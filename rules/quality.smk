@@ -96,8 +96,8 @@ rule quality:
 rule quality_summary:
     input:
         **classifier_tables(),
-        sets=[PLAN.quality_json(g, gs, s) for g, gs, s in quality_sets()],
-        per_class=[PLAN.quality_per_class(g, gs, s) for g, gs, s in quality_sets()],
+        sets=PLAN.quality_jsons(),
+        per_class=PLAN.quality_per_class_files(),
         reference=QREF["json"],
     output:
         table=report(

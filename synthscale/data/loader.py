@@ -29,7 +29,6 @@ import functools
 import io
 import json
 import os
-import math
 import random
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -880,7 +879,3 @@ def build_eval_loader(
 ) -> torch.utils.data.DataLoader:
     """(x, y) batches of an eval split in the recipe's eval preprocessing."""
     return _loader(EvalStream(shards, recipe), batch_size, recipe, num_workers)
-
-
-def steps_estimate(n: int, batch: int) -> int:
-    return math.ceil(n / batch)

@@ -54,10 +54,6 @@ def encode_image(image: np.ndarray, fmt: str = "png", quality: int = 95) -> byte
     return buf.getvalue()
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    return encode_image(image, "png")
-
-
 def decode_image(data: bytes, mode: str = "RGB") -> np.ndarray:
     """Image bytes (PNG, JPEG, WebP) to uint8 (H, W, C); mode "L" gives C = 1, "RGB" gives C = 3."""
     with Image.open(io.BytesIO(data)) as im:

@@ -90,12 +90,6 @@ LOSS_SYNC_EVERY = 20  # steps between reads of the device-side losses (and the p
 # --- the base pipeline ---
 
 
-def is_pixel_pipeline(folder: str | os.PathLike) -> bool:
-    """Whether a local pipeline folder holds the workflow's own PixelTextToImagePipeline."""
-    index = Path(folder) / "model_index.json"
-    return index.exists() and json.loads(index.read_text()).get("_class_name") == "PixelTextToImagePipeline"
-
-
 def load_base_pipeline(source: str | os.PathLike, device: str = "cpu"):
     """A full text-to-image pipeline from a Hub id or a local folder (safetensors only, fp32).
 

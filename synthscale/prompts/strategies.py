@@ -72,10 +72,6 @@ STRATEGIES: dict[str, Callable[[Row], list[str]]] = {
 }
 
 
-def is_rule_based(strategy: str) -> bool:
-    return strategy in STRATEGIES
-
-
 def class_prompts(classes: pd.DataFrame, strategy: str) -> list[list[str]]:
     """Prompts for every class, in class-index order."""
     if strategy not in STRATEGIES:

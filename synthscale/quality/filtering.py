@@ -326,8 +326,3 @@ def run_filter(
     )
     write_json(counts_path, res.counts)
     return res.counts
-
-
-def read_counts(path: str | os.PathLike) -> dict[str, Any]:
-    with open(path) as f:
-        return json.load(f)

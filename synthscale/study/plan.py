@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from synthscale.study.sources import (
+    FILTERED_WILDCARDS,
     SYNTHETIC_PREFIX,
     Source,
     clip_mixed_source,
@@ -144,6 +145,11 @@ def split_set_key(key: str) -> tuple[Source, str] | None:
     return src, "/".join(parts[SET_KEY_PARTS:])
 
 
+def name_alternatives(names) -> str:
+    """A wildcard regex matching exactly these names (one that matches nothing when empty)."""
+    return "|".join(re.escape(n) for n in sorted(names)) or "(?!)"
+
+
 def manifest_path(results: str, dataset: str) -> str:
     """The prepared real dataset's manifest under a results folder (Plan.manifest; the config check)."""
     return f"{results}/data/{dataset}/splits.json"
@@ -194,6 +200,23 @@ class Plan:
             if g["name"] == name:
                 return g
         raise KeyError(f"no generator named {name!r} in the config")
+
+    def generator_regex(self, kind: str) -> str:
+        """A wildcard regex matching the names of this study's generators of one kind (none: nothing)."""
+        return name_alternatives(g["name"] for g in self.cfg["generators"] if g["kind"] == kind)
+
+    def generation_spec(self, name: str) -> dict[str, Any]:
+        """A generator's entry as a generation job's params: without images_per_second, which only sizes
+        the job's time limit (the config check), so changing it reruns nothing."""
+        return {k: v for k, v in self.generator(name).items() if k != "images_per_second"}
+
+    def caption_prompts(self, name: str) -> list[str]:
+        """A trained generator learns captions from its own caption strategies' prompt files."""
+        return [self.prompts(s) for s in self.generator(name)["caption_strategies"]]
+
+    def finetune_prompts(self, name: str) -> list[str]:
+        """A fine-tuned generator's captions come from its finetune.caption_strategies' prompt files."""
+        return [self.prompts(s) for s in self.generator(name)["finetune"]["caption_strategies"]]
 
     def generation_batch_size(self, name: str) -> int:
         """Images per pipeline call of a generator: its own batch_size, else generation.batch_size."""
@@ -345,6 +368,29 @@ class Plan:
         """Images generated to filter from: the kept target times the filter's overgenerate factor."""
         return int(-(-self.filter_target() * self.filter_spec(filter)["overgenerate"] // 1))
 
+    def filter_source_shards(self, generator: str, guidance: float | str, strategy: str, filter: str) -> list[str]:
+        """What a filter job reads: the unfiltered set's first shards, the kept target times the filter's
+        overgenerate factor."""
+        return self.shards(generator, guidance, strategy, self.filter_input_n(filter))
+
+    def filter_shard_outputs(self) -> list[str]:
+        """A filter job's shards, as wildcard patterns (FILTERED_WILDCARDS). None when no filtered set is
+        planned: Snakemake would try every synthetic shard an input names against each of them (2,000
+        patterns at 2M images made the ImageNet presets' dry-runs take minutes)."""
+        return self.set_shards(FILTERED_WILDCARDS, self.filter_target()) if self.filtered_grid() else []
+
+    def filtered_source(self, generator: str, guidance: float | str, strategy: str, filter: str) -> Source:
+        """The filtered set of a synthetic set's wildcards (filter `none`: the set itself)."""
+        return Source("synthetic", generator, float(guidance), strategy, None if filter == "none" else filter)
+
+    def filter_quality_shards(self, generator: str, guidance: float | str, strategy: str, filter: str) -> list[str]:
+        """The filtered set's shards its quality job measures (`quality_n` images)."""
+        return self.set_shards(self.filtered_source(generator, guidance, strategy, filter), self.quality_n)
+
+    def filter_targets(self) -> list[str]:
+        """The filter report, when the filter axis names any filter that covers a grid point."""
+        return list(self.filter_outputs().values()) if self.filtered_grid() else []
+
     def filter_counts(self, src: Source) -> str:
         return f"{self.filtered_dir(src)}/counts.json"
 
@@ -377,13 +423,6 @@ class Plan:
     @property
     def max_n(self) -> int:
         return max(self.cfg["n_images"])
-
-    def all_shards(self) -> list[str]:
-        return [
-            p
-            for src in self.synthetic_grid()
-            for p in self.shards(src.generator, src.guidance, src.strategy, self.max_n)
-        ]
 
     # --- training and evaluation ---
     @property
@@ -464,6 +503,16 @@ class Plan:
             "findings": f"{self.r}/mix/findings.html",
         }
 
+    def mix_targets(self) -> list[str]:
+        """The mix analysis, when the config schedules mixed runs."""
+        return list(self.mix_outputs().values()) if self.mix_runs() else []
+
+    def mix_params(self) -> dict[str, Any]:
+        """The mix section as the analysis reads it. full_real_n is left out: the config check fills it in
+        from the prepared manifest when unset, and a changed param would rerun the analysis after
+        preparation."""
+        return {k: v for k, v in self.cfg["mix"].items() if k != "full_real_n"}
+
     def mix_runs(self) -> list[tuple[str, str]]:
         """Every mixed (source, n), n being the synthetic amount, plus the real-only run at each real_n."""
         runs = []
@@ -505,6 +554,14 @@ class Plan:
             return [part]
         real = {"split": "train", "limit": None if src.real_n == "all" else int(src.real_n)}
         return [real, part]
+
+    def train_inputs(self, source: str, n: str) -> list[str]:
+        """A classifier job's input files: the first shard of each generation job among its synthetic
+        (or mixed) set's first ceil(N/S) shards (`block_heads`; the job reads every shard from its
+        `train_parts` params), then the real manifest when a part is the real split."""
+        parts = self.train_parts(source, n)
+        files = self.block_heads([s for p in parts for s in p.get("shards", [])])
+        return files + ([self.manifest] if any("split" in p for p in parts) else [])
 
     def train_dir(self, source: str, n: str, seed: int | str | None = None) -> str:
         """A trained classifier's folder; seed None = the source's first replicate seed."""
@@ -577,6 +634,26 @@ class Plan:
 
     def sample_grid(self, src: Source) -> str:
         return self.plot(f"samples/{self.sample_name(src)}")
+
+    def targets(self) -> list[str]:
+        """What `rule all` builds: the classifier arm's tables, plots and findings (train.supervised),
+        a sample grid per synthetic set, then the quality, filter, CLIP and mix stages' outputs."""
+        targets = []
+        if self.supervised:
+            targets += [
+                self.summary,
+                self.scaling,
+                self.plot("scaling_loss"),
+                self.plot("scaling_top1"),
+                self.plot("guidance_strategy"),
+                self.findings,
+            ]
+        targets += [self.sample_grid(s) for s in self.synthetic_grid()]
+        targets += self.quality_targets()
+        targets += self.filter_targets()
+        targets += self.clip_targets()
+        targets += self.mix_targets()
+        return targets
 
     # --- logs (Snakemake's `log:` files) ---
     def log(self, *parts: str) -> str:
@@ -662,6 +739,28 @@ class Plan:
             "findings": f"{self.r}/quality_findings.html",
         }
 
+    def quality_jsons(self) -> list[str]:
+        """Every synthetic set's quality, in grid order (what the quality summary reads)."""
+        return [self.quality_json(s.generator, s.guidance, s.strategy) for s in self.synthetic_grid()]
+
+    def quality_per_class_files(self) -> list[str]:
+        return [self.quality_per_class(s.generator, s.guidance, s.strategy) for s in self.synthetic_grid()]
+
+    def quality_targets(self) -> list[str]:
+        """The quality summary's outputs (which pull in every per-set file), and the cost table's when the
+        classifier arm runs: cost is accuracy per compute hour."""
+        return list(self.quality_outputs().values()) + (list(self.cost_outputs().values()) if self.supervised else [])
+
+    def classifier_tables(self) -> dict[str, str]:
+        """The classifier arm's tables the quality summary reads (CAS, per-class slopes); none when
+        train.supervised is off."""
+        return {"summary": self.summary, "eval_per_class": self.per_class} if self.supervised else {}
+
+    def inception_inputs(self) -> list[str]:
+        """The local Inception weights when FID runs in Inception features (`quality.features`)."""
+        q = self.cfg["quality"]
+        return [q["inception_weights"]] if q["features"] == "inception" else []
+
     # --- cost ---
     def cost_outputs(self) -> dict[str, str]:
         return {
@@ -711,6 +810,17 @@ class Plan:
 
     def clip_runs(self) -> list[tuple[str, str, int]]:
         return [(s, n, seed) for s in self.clip_sources() for n, seed in self.clip_seed_runs(s)]
+
+    def clip_train_inputs(self, clip_source: str, n: str | int) -> list[str]:
+        """The first ceil(N/S) shards of the synthetic set a CLIP run's pairs come from (none for real).
+
+        Every shard, not `block_heads`: the clip_pairs job reads its shard list from this input (a
+        classifier job reads its list from params). Both wait for the same generation jobs."""
+        src = parse_source(clip_source)
+        if src.kind == "real":
+            return []
+        syn = src.synthetic
+        return self.shards(syn.generator, syn.guidance, syn.strategy, int(n))
 
     def clip_dir(self, source: str, n: str | int, seed: int | str) -> str:
         return f"{self.r}/clip/{run_key(source, n, seed)}"

@@ -1,7 +1,8 @@
 """What a job loads beyond its own wildcards' files (Plan's input methods, which rules/common.smk's
 input functions hand on): a generator's folders, a fine-tuned generator's base, the judge's weights,
-a filter's scorer. A file the study makes must be an input (so its job runs first); a Hub id or an
-outside path must not (Snakemake would look for it as a file)."""
+a filter's scorer, the shards a classifier, CLIP or filter job waits for. A file the study makes must be
+an input (so its job runs first); a Hub id or an outside path must not (Snakemake would look for it as a
+file). Also what rule all builds (Plan.targets) and the decisions behind a few params and wildcard regexes."""
 from __future__ import annotations
 
 import copy
@@ -11,6 +12,7 @@ import yaml
 
 from synthscale.study.config import check_config
 from synthscale.study.plan import Plan, local_dir
+from synthscale.study.sources import Source
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +21,12 @@ def cfg():
         return check_config(yaml.safe_load(f))
 
 
-def plan_with(cfg, generators=None, judge=None, train=None, filter_specs=None) -> Plan:
-    """A Plan over the checked default config with sections replaced (past the config check)."""
+def plan_with(cfg, generators=None, judge=None, train=None, filter_specs=None, **sections) -> Plan:
+    """A Plan over the checked default config with sections replaced (past the config check): `train` and
+    `filter_specs` update theirs, a section named by keyword (generation={...}) is laid over its own."""
     c = copy.deepcopy(cfg)
+    for key, value in sections.items():
+        c[key] = {**c[key], **value} if isinstance(c.get(key), dict) and isinstance(value, dict) else value
     base = {g["name"]: g for g in c["generators"]}
     if generators is not None:
         c["generators"] = [{**base.get(g.pop("like", None), {}), **g} for g in copy.deepcopy(generators)]
@@ -86,3 +91,122 @@ def test_a_filters_scorer_files_are_its_inputs(cfg, tmp_path):
     assert plan.filter_clip_inputs("conf") == [] and plan.filter_judge_inputs("conf") == plan.judge_inputs()
     assert plan.filter_judge_inputs("local") == []
     assert local_dir("local-dir:a/b") == "a/b" and local_dir("ViT-B-32") is None
+
+
+# --- the shards a training job waits for ---
+BLOCKS = {"shard_size": 10, "images_per_job": 100}  # 10 shards per generation job
+SET = "synthetic/tinydigits-ft/g2/classname"
+
+
+def test_a_classifier_waits_for_one_shard_per_generation_job_and_the_manifest_when_it_reads_real(cfg):
+    """Under blocks of 10 shards, 300 synthetic images are 30 shards in 3 jobs: 3 inputs (the job reads
+    all 30 from its params); real and mixed runs also read the manifest; a filtered set is no job's block."""
+    plan = plan_with(cfg, generation=BLOCKS)
+    folder = plan.synthetic_dir("tinydigits-ft", 2.0, "classname")
+    heads = [f"{folder}/shard-0000{k}0.tar" for k in range(3)]
+    assert plan.train_inputs(SET, "300") == heads
+    assert plan.train_inputs(f"mix/real30/{SET}", "300") == heads + [plan.manifest]
+    assert plan.train_inputs("real", "30") == [plan.manifest] == plan.train_inputs("real", "all")
+    filtered = Source("synthetic", "tinydigits-ft", 2.0, "classname", "conf")
+    assert plan.train_inputs(f"{SET}/f-conf", "300") == plan.set_shards(filtered, 300)  # all 30
+    # one shard per job (the default): every shard
+    one = plan_with(cfg, generation={"shard_size": 10, "images_per_job": None})
+    assert one.train_inputs(SET, "300") == one.shards("tinydigits-ft", 2.0, "classname", 300)
+
+
+@pytest.mark.parametrize("source", [SET, "mixed/tinydigits-ft/g2/classname"])
+def test_a_clip_run_names_every_shard_it_captions(cfg, source):
+    """Unlike a classifier (block heads), the clip_pairs job reads its shard list from this input, so it
+    must name every one of the first ceil(N/S) shards, blocks or not; a real CLIP names none."""
+    plan = plan_with(cfg, generation=BLOCKS)
+    every = plan.shards("tinydigits-ft", 2.0, "classname", 250)
+    assert len(every) == 25 and plan.clip_train_inputs(source, "250") == every
+    assert plan.clip_train_inputs("real", "250") == []
+
+
+def test_a_filter_reads_overgenerated_shards_and_its_quality_job_the_filtered_ones(cfg):
+    """conf keeps the largest N in full shards (2 x 150) from twice as many generated (4 shards); its
+    quality job reads the filtered set's first quality_n images; no filter on the axis: no shard outputs."""
+    plan = plan_with(cfg)
+    assert plan.filter_source_shards("tinydigits-ft", "2", "classname", "conf") == plan.shards(
+        "tinydigits-ft", 2.0, "classname", 600
+    )
+    filtered = Source("synthetic", "tinydigits-ft", 2.0, "classname", "conf")
+    assert plan.filtered_source("tinydigits-ft", "2", "classname", "conf") == filtered
+    assert plan.filter_quality_shards("tinydigits-ft", "2", "classname", "conf") == plan.set_shards(
+        filtered, plan.quality_n
+    )
+    assert [p.rsplit("/", 2)[-2:] for p in plan.filter_shard_outputs()] == [
+        ["f-{filter}", "shard-000000.tar"], ["f-{filter}", "shard-000001.tar"]
+    ]  # fmt: skip
+    assert plan_with(cfg, filters=["none"]).filter_shard_outputs() == []
+
+
+# --- rule all ---
+
+
+def test_the_classifier_arm_brings_its_tables_cost_and_findings_and_without_it_none(cfg):
+    plan, unsupervised = plan_with(cfg), plan_with(cfg, train={"supervised": False})
+    classifier = {plan.summary, plan.scaling, plan.findings, plan.plot("scaling_loss")}
+    cost = set(plan.cost_outputs().values())
+    assert classifier | cost <= set(plan.targets())
+    assert not (classifier | cost) & set(unsupervised.targets())
+    assert plan.classifier_tables() == {"summary": plan.summary, "eval_per_class": plan.per_class}
+    assert unsupervised.classifier_tables() == {}
+    assert set(plan.quality_outputs().values()) <= set(unsupervised.targets())  # quality runs either way
+
+
+def test_filter_mix_and_clip_outputs_are_targets_only_when_their_stage_runs(cfg):
+    plan = plan_with(cfg)
+    stages = [plan.filter_outputs(), plan.mix_outputs()]
+    assert all(set(o.values()) <= set(plan.targets()) for o in stages)
+    assert set(plan.clip_targets()) <= set(plan.targets())
+    off = plan_with(cfg, filters=["none"], mix={"real_n": []}, clip={"enabled": False})
+    assert off.filter_targets() == off.mix_targets() == off.clip_targets() == []
+    assert not any(set(o.values()) & set(off.targets()) for o in stages)
+    assert len(plan.targets()) == len(set(plan.targets()))  # each target once
+    assert [plan.sample_grid(s) for s in plan.synthetic_grid()] == [t for t in plan.targets() if "/samples/" in t]
+
+
+# --- quality, generation and mix parameters ---
+
+
+def test_inception_weights_are_an_input_only_in_inception_features(cfg):
+    assert plan_with(cfg, quality={"features": "judge", "inception_weights": "w/inc.pth"}).inception_inputs() == []
+    assert plan_with(cfg, quality={"features": "inception", "inception_weights": "w/inc.pth"}).inception_inputs() == [
+        "w/inc.pth"
+    ]
+
+
+def test_a_generation_job_is_not_rerun_for_a_changed_throughput_figure(cfg):
+    plan = plan_with(cfg)
+    plan.generator("tinydigits")["images_per_second"] = 4.0
+    spec = plan.generation_spec("tinydigits")
+    assert "images_per_second" not in spec
+    assert spec == {k: v for k, v in plan.generator("tinydigits").items() if k != "images_per_second"}
+    assert plan_with(cfg, mix={"full_real_n": 1203}).mix_params() == {
+        k: v for k, v in cfg["mix"].items() if k != "full_real_n"
+    }
+
+
+def test_a_generator_regex_matches_exactly_the_names_of_its_kind(cfg):
+    import re
+
+    plan = plan_with(cfg, generators=[
+        {"like": "tinydigits", "name": "a.b"},
+        {"like": "tinydigits", "name": "c"},
+        {"like": "tinydigits-ft", "name": "a.b-ft", "base": "a.b"},
+    ])  # fmt: skip
+    trained = re.compile(plan.generator_regex("trained"))
+    assert [n for n in ("a.b", "c", "a.b-ft", "axb") if trained.fullmatch(n)] == ["a.b", "c"]
+    assert re.compile(plan.generator_regex("finetuned")).fullmatch("a.b-ft")
+    assert re.compile(plan.generator_regex("pretrained")).fullmatch("") is None
+    assert plan.caption_prompts("c") == [plan.prompts(s) for s in plan.generator("c")["caption_strategies"]]
+    assert plan.finetune_prompts("a.b-ft") == [plan.prompts("classname")]
+
+
+def test_the_quality_summary_reads_each_synthetic_sets_files_once_in_grid_order(cfg):
+    plan = plan_with(cfg)
+    grid = plan.synthetic_grid()
+    assert len(grid) == 12 and plan.quality_jsons() == [plan.quality_json(s.generator, s.guidance, s.strategy) for s in grid]
+    assert plan.quality_per_class_files() == [p[: -len(".json")] + "_per_class.csv" for p in plan.quality_jsons()]
