@@ -416,17 +416,12 @@ def train_clip(
         launch(launch_command(recipe.get("launcher") or [], nproc, argv, config_dir), nproc, threads)
     else:
         run_open_clip_train(argv, seed, config_dir)
-    ckpt = work / OPEN_CLIP_RUN / "checkpoints" / f"epoch_{epochs}.pt"  # always saved at the end
-    state = read_open_clip_checkpoint(ckpt)
+    state = read_open_clip_checkpoint(work / OPEN_CLIP_RUN / "checkpoints" / f"epoch_{epochs}.pt")  # the last
     info = {
-        "model": recipe["model"],
-        "config": model_config_of(recipe["model"]),
-        "n_pairs": count,
-        "parts": part_counts,
-        "seed": seed,
-        "epochs": epochs,
+        "model": recipe["model"], "config": model_config_of(recipe["model"]), "n_pairs": count,
+        "parts": part_counts, "seed": seed, "epochs": epochs,
         "steps_per_epoch": clip_steps_per_epoch(count, recipe, nproc),
-    }
+    }  # fmt: skip
     log = work / OPEN_CLIP_RUN / "out.log"
     if log.exists():
         with atomic_path(log_path) as tmp:
