@@ -22,6 +22,14 @@ def digits_16():
     return load_digits_images(16)
 
 
+@pytest.fixture(scope="session")
+def pipeline_folders(tmp_path_factory) -> dict[str, Path]:
+    """Every diffusers family of helpers/tiny_pipelines.BUILDERS as a local folder: {family: folder}."""
+    from helpers.tiny_pipelines import build_families
+
+    return build_families(tmp_path_factory.mktemp("pipes"))
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
