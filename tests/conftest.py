@@ -30,6 +30,14 @@ def pipeline_folders(tmp_path_factory) -> dict[str, Path]:
     return build_families(tmp_path_factory.mktemp("pipes"))
 
 
+@pytest.fixture(scope="session")
+def tiny_prompt_models(tmp_path_factory) -> dict[str, Path]:
+    """The tiny T5, GPT-2 and BLIP of helpers/tiny_prompt_models.py as local folders."""
+    from helpers.tiny_prompt_models import build_prompt_models
+
+    return build_prompt_models(tmp_path_factory.mktemp("tiny_models"))
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
