@@ -1,8 +1,9 @@
 """Shared fixtures for tests/unit and tests/workflow: pinned threads (bit-identical reruns), small real
-data, and one local run of the tiny study (configs/test.yaml) that the workflow and SLURM tests both
-read. The helpers the tests import live in tests/helpers (`require_or_skip`, which turns a missing
-system requirement into a failure when SYNTHSCALE_REQUIRE names it (CI: .ci/run), is in
-helpers/require.py; `smk` and `new_workdir` in helpers/workflow.py)."""
+data, tiny random-weight diffusers pipelines and prompt models as local folders (a stage's unit tests and
+its Snakemake run both load them), and one local run of the tiny study (configs/test.yaml) that the
+workflow and SLURM tests both read. The helpers the tests import live in tests/helpers
+(`require_or_skip`, which turns a missing system requirement into a failure when SYNTHSCALE_REQUIRE
+names it (CI: .ci/run), is in helpers/require.py; `smk` and `new_workdir` in helpers/workflow.py)."""
 from pathlib import Path
 
 import numpy as np
