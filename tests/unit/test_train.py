@@ -271,7 +271,8 @@ def test_seeds_are_a_grid_axis():
 
 def test_fast_identity_path_equals_timm(digits_16):
     """The digits recipe's short-cut gives timm's transform's output, then a black-padded shift."""
-    from synthscale.data.loader import decode, seeded_apply, train_transform
+    from synthscale.data.loader import decode
+    from synthscale.data.transforms import seeded_apply, train_transform
 
     images, _ = digits_16
     recipe = full_recipe({**RECIPE, "pad_crop": 0})
