@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from synthscale.data.loader import train_transform
+from synthscale.data.transforms import train_transform
 from synthscale.study.recipes import resolve_recipe
 
 

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from synthscale.study.config import load_config
 from synthscale.data.real import load_digits_images
-from synthscale.data.loader import DeviceNormalize, TrainLoader, build_train_loader, uint8_batches
+from synthscale.data.loader import TrainLoader, build_train_loader
+from synthscale.data.transforms import DeviceNormalize, uint8_batches
 from synthscale.data.shards import write_shard
 from synthscale.classifier.train import create_classifier, make_optimizer, train_model
 

@@ -1,8 +1,9 @@
 """Shared fixtures for tests/unit and tests/workflow: pinned threads (bit-identical reruns), small real
-data, and one local run of the tiny study (configs/test.yaml) that the workflow and SLURM tests both
-read. The helpers the tests import live in tests/helpers (`require_or_skip`, which turns a missing
-system requirement into a failure when SYNTHSCALE_REQUIRE names it (CI: .ci/run), is in
-helpers/require.py; `smk` and `new_workdir` in helpers/workflow.py)."""
+data, tiny random-weight diffusers pipelines and prompt models as local folders (a stage's unit tests and
+its Snakemake run both load them), and one local run of the tiny study (configs/test.yaml) that the
+workflow and SLURM tests both read. The helpers the tests import live in tests/helpers
+(`require_or_skip`, which turns a missing system requirement into a failure when SYNTHSCALE_REQUIRE
+names it (CI: .ci/run), is in helpers/require.py; `smk` and `new_workdir` in helpers/workflow.py)."""
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,22 @@ def digits_16():
     from synthscale.data.real import load_digits_images
 
     return load_digits_images(16)
+
+
+@pytest.fixture(scope="session")
+def pipeline_folders(tmp_path_factory) -> dict[str, Path]:
+    """Every diffusers family of helpers/tiny_pipelines.BUILDERS as a local folder: {family: folder}."""
+    from helpers.tiny_pipelines import build_families
+
+    return build_families(tmp_path_factory.mktemp("pipes"))
+
+
+@pytest.fixture(scope="session")
+def tiny_prompt_models(tmp_path_factory) -> dict[str, Path]:
+    """The tiny T5, GPT-2 and BLIP of helpers/tiny_prompt_models.py as local folders."""
+    from helpers.tiny_prompt_models import build_prompt_models
+
+    return build_prompt_models(tmp_path_factory.mktemp("tiny_models"))
 
 
 @pytest.fixture

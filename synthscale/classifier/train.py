@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from synthscale.io import atomic_path, write_csv
 from synthscale.lr_schedule import lr_factor
-from synthscale.data.loader import DeviceNormalize, TrainLoader, epoch_size, uint8_batches
+from synthscale.data.loader import TrainLoader, epoch_size
+from synthscale.data.transforms import DeviceNormalize, uint8_batches
 from synthscale.distributed import (
     all_sum, all_sum_device, barrier, ddp_wrap, dist_on, rank_main, rank_seed, rank_world, run_torchrun,
 )

@@ -1,1 +1,2 @@
-"""The data stage: real datasets (digits, ImageFolder trees, WordNet class tables), shards and the training loader."""
+"""The data stage: real datasets (digits, ImageFolder trees, WordNet class tables), shards, the training
+loader and its image transforms."""

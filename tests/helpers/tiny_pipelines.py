@@ -153,3 +153,11 @@ def build_flux(path: Path, seed: int = 0) -> Path:
     )
     pipe.save_pretrained(path, safe_serialization=True)
     return Path(path)
+
+
+BUILDERS = {"sd": build_sd, "sdxl": build_sdxl, "pixart": build_pixart, "sd3": build_sd3, "flux": build_flux}
+
+
+def build_families(root: Path) -> dict[str, Path]:
+    """One folder per family in BUILDERS, under `root`: {family: folder}."""
+    return {name: build(root / name) for name, build in BUILDERS.items()}

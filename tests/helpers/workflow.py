@@ -1,5 +1,6 @@
 """Snakemake on the tiny study (configs/test.yaml): `smk` runs it in a working directory that
-`new_workdir` makes, `dry` dry-runs it and counts the planned jobs per rule (`job_counts`)."""
+`new_workdir` makes, `dry` dry-runs it and counts the planned jobs per rule (`job_counts`), `dry_jobs`
+dry-runs it and lists each planned job's rule and first output."""
 from __future__ import annotations
 
 import re
@@ -56,3 +57,9 @@ def job_counts(output: str) -> dict[str, int]:
 def dry(workdir: Path, *targets: str, overrides: dict | None = None) -> dict[str, int]:
     proc = smk(workdir, *targets, "-n", "--quiet", "rules", overrides=overrides)
     return job_counts(proc.stdout + proc.stderr)
+
+
+def dry_jobs(workdir: Path, *targets: str, overrides: dict | None = None) -> list[tuple[str, str]]:
+    """(rule, first output) of every job a dry run plans."""
+    proc = smk(workdir, *targets, "-n", overrides=overrides)
+    return re.findall(r"^rule (\w+):\n(?:    .*\n)*?    output: ([^,\n]+)", proc.stdout + proc.stderr, re.M)

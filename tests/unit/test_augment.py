@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from synthscale.data.loader import posterize, train_transform
+from synthscale.data.transforms import posterize, train_transform
 from synthscale.study.recipes import RECIPES, resolve_recipe
 
 

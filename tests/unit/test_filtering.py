@@ -1,6 +1,7 @@
 """Filtering as a grid axis: the pass rules, nested N and counts of the streaming filter, the judge
-and CLIP scorers (a tiny random open_clip model built from a config), source names, config checks
-and a workflow run of a filtered set into training, quality and the report."""
+and CLIP scorers (a tiny random open_clip model built from a config, tests/helpers/tiny_clip.py), source
+names, config checks and the filter report. A filtered set's run through Snakemake is in
+tests/workflow/test_filtering_workflow.py."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 import yaml
 
 from helpers import REPO
+from helpers.tiny_clip import tiny_open_clip
 from synthscale.study.config import ConfigError, check_config
 from synthscale.quality.filtering import (
     ClipScorer,
@@ -133,27 +135,6 @@ def test_judge_scorer_gives_p_of_the_class(digits_16):
     assert np.allclose(scores, p[np.arange(8), labels], atol=1e-5)
 
 
-def tiny_open_clip(folder: Path) -> Path:
-    """A random open_clip model saved as open_clip's Hub layout (config JSON + safetensors)."""
-    import open_clip
-    from safetensors.torch import save_file
-
-    model_cfg = {
-        "embed_dim": 16,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "open_clip_config.json").write_text(json.dumps({
-        "model_cfg": model_cfg,
-        "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
-    }))
-    torch.manual_seed(0)
-    model = open_clip.CLIP(**model_cfg)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "open_clip_model.safetensors")
-    return folder
-
-
 def test_clip_scorer_is_the_image_prompt_cosine(tmp_path):
     import torch.nn.functional as F
 
@@ -237,36 +218,6 @@ def test_bad_filter_config_names_the_key(filters, specs, message):
     assert str(err.value).startswith(message), str(err.value)
 
 
-@pytest.mark.workflow
-def test_a_filtered_set_trains_and_reaches_the_report(tmp_path):
-    from helpers.workflow import new_workdir, smk
-
-    work = new_workdir(tmp_path / "study")
-    overrides = {
-        "guidance": [1.0],
-        "filters": ["none", "all"],
-        # threshold 0 passes every image: this checks the wiring; the selection is unit-tested above
-        "filter_specs": {"all": {"kind": "judge", "threshold": 0.0, "overgenerate": 1.5}},
-    }
-    smk(work, "--cores", "2", "results-test/filter.csv", overrides=overrides)
-    results = work / "results-test"
-    folder = results / "synthetic/tiny/g1/classname/f-all"
-    counts = json.loads((folder / "counts.json").read_text())
-    assert counts["kept"] == 40 and counts["seen"] == 40 and counts["generated"] == 60
-    _, labels, recs = load_arrays(sorted(folder.glob("shard-*.tar")))
-    assert [r["index"] for r in recs] == list(range(40))
-    assert (results / "synthetic/tiny/g1/classname/shard-000002.tar").exists(), "over-generated shard"
-    table = pd.read_csv(results / "filter.csv")
-    assert set(table["filter"]) == {"none", "all"}
-    metrics = ["recognizability", "diversity", "fid", "cas"]
-    assert table[metrics].notna().all().all()
-    # a filter that passes everything keeps the same images in the same order: same quality and CAS
-    assert table.set_index("filter").loc["all", metrics].tolist() == table.set_index("filter").loc["none", metrics].tolist()
-    assert (results / "train/resnet18/synthetic/tiny/g1/classname/f-all/n40/s0/model.safetensors").exists()
-    assert "Filter all" in (results / "filter_findings.html").read_text()
-    assert (results / "plots/filter.png").read_bytes()[:4] == b"\x89PNG"
-
-
 def test_filter_report_pairs_each_filtered_set_with_its_unfiltered_set(tmp_path):
     from synthscale.analysis.filter_report import deltas, filter_table, write_report
 
@@ -303,25 +254,3 @@ def test_filter_report_pairs_each_filtered_set_with_its_unfiltered_set(tmp_path)
     assert not any("by construction" in line for line in write_report(clip, out, "300"))
     assert out["plot"].read_bytes()[:4] == b"\x89PNG" and len(pd.read_csv(out["table"])) == 2
 
-
-@pytest.mark.workflow
-def test_a_clip_filter_schedules_its_jobs_with_the_scorer_as_input(tmp_path):
-    from helpers.workflow import new_workdir, smk
-
-    folder = tiny_open_clip(tmp_path / "clip")
-    work = new_workdir(tmp_path / "study")
-    overrides = {
-        "filters": ["none", "clip50"],
-        "filter_specs": {"clip50": {"kind": "clip", "keep_fraction": 0.5, "overgenerate": 2.0,
-                                    "clip": {"model": f"local-dir:{folder}"}, "guidance": [3.0]}},
-    }
-    proc = smk(work, "results-test/filter.csv", "-n", "--quiet", "rules", overrides=overrides)
-    out = proc.stdout + proc.stderr
-    counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
-              if len(line.split()) == 2 and line.split()[1].isdigit()}
-    # 2x over-generation of the largest N (40 = 2 shards of 20): 4 generated shards at g3
-    assert counts["filter_set"] == 1 and counts["filter_quality"] == 1 and counts["filter_report"] == 1
-    assert counts["generate_block"] == 4 and counts["evaluate"] == 2
-    proc = smk(work, "results-test/synthetic/tiny/g3/classname/f-clip50/counts.json", "-n",
-               overrides=overrides)
-    assert str(folder / "open_clip_config.json") in proc.stdout + proc.stderr

@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from helpers.workflow import REPO
+from helpers import REPO
 
 TRAIN = r"""
 import hashlib, json, os, sys

@@ -1,4 +1,5 @@
-"""Real + synthetic mixes (issue 9): source names, the plan, config checks, data, exchange rates, report."""
+"""Real + synthetic mixes (issue 9): source names, the plan, config checks, data, exchange rates, report.
+The dry run of an added real_n value is in tests/workflow/test_mix_workflow.py."""
 from __future__ import annotations
 
 import copy
@@ -461,39 +462,6 @@ def test_summary_carries_real_and_synthetic_counts(tmp_path):
         [f"mix/real30/{SYN}", "mix", 30, 30, 60], [f"mix/real30/{SYN}", "mix", 30, 90, 120],
     ]
 
-
-# --- the workflow: adding a real_n value schedules only its own runs ---
-
-
-def _dry_jobs(workdir: Path, overrides: dict) -> list[tuple[str, str]]:
-    """(rule, first output) of every job a dry run plans."""
-    from helpers.workflow import smk
-
-    proc = smk(workdir, "-n", overrides=overrides)
-    out = proc.stdout + proc.stderr
-    return re.findall(r"^rule (\w+):\n(?:    .*\n)*?    output: ([^,\n]+)", out, re.M)
-
-
-@pytest.mark.workflow
-def test_adding_a_real_n_value_schedules_only_its_runs(tmp_path):
-    from helpers.workflow import new_workdir
-
-    work = new_workdir(tmp_path / "w")
-    base = {"mix": {"real_n": [20], "synthetic_multiples": [1], "sets": [{"generator": "tiny", "guidance": 1.0, "strategy": "classname"}]}}
-    more = copy.deepcopy(base)
-    more["mix"]["real_n"] = [20, 10]
-    before, after = set(_dry_jobs(work, base)), set(_dry_jobs(work, more))
-    assert before < after
-    new = sorted(after - before)
-    r = "results-test/train/resnet18"
-    assert new == [
-        ("evaluate", "results-test/eval/resnet18/mix/real10/synthetic/tiny/g1/classname/metrics.csv"),
-        ("train_classifier", f"{r}/mix/real10/synthetic/tiny/g1/classname/n10/s0/model.safetensors"),
-        ("train_classifier", f"{r}/real/n10/s0/model.safetensors"),  # its real-only baseline
-    ]
-    trained = {o for rule, o in before if rule == "train_classifier"}
-    assert f"{r}/mix/real20/synthetic/tiny/g1/classname/n20/s0/model.safetensors" in trained
-    assert {rule for rule, _ in before} >= {"mix_exchange_rate", "plot_mix", "mix_findings"}
 
 
 def test_mix_rows_leave_the_synthetic_scaling_analysis_alone():

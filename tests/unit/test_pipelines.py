@@ -1,18 +1,17 @@
 """Every diffusers text-to-image family through one generation path: tiny SD 1.x, SDXL, PixArt-alpha,
 SD3 and Flux pipelines with random weights, saved to disk and loaded as local folders; per-image noise;
-LoRA folders; config errors; blocks of shards with shard-granular resume; the workflow on every family."""
+LoRA folders; config errors; blocks of shards with shard-granular resume. Every family's run through
+Snakemake, and the block jobs' plan, are in tests/workflow/test_pipelines_workflow.py."""
 import json
 import shutil
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from diffusers.utils import logging as dlogging
 
 from helpers import REPO
-from helpers.tiny_pipelines import build_flux, build_pixart, build_sd, build_sd3, build_sdxl
-from helpers.workflow import new_workdir, smk
+from helpers.tiny_pipelines import BUILDERS
 from synthscale.study.config import ConfigError, check_config
 from synthscale.generation.generate import (
     ImageSpec,
@@ -24,22 +23,15 @@ from synthscale.generation.generate import (
 from synthscale.io import partial_path
 from synthscale.generation.pipelines import load_generator, set_sampler, speed_up
 from synthscale.study.plan import Plan
-from synthscale.data.shards import iter_shards, load_arrays
+from synthscale.data.shards import load_arrays
 from synthscale.generation.tinygen import build_tiny_pipeline
 
 torch.set_num_threads(1)
 dlogging.set_verbosity_error()
-BUILDERS = {"sd": build_sd, "sdxl": build_sdxl, "pixart": build_pixart, "sd3": build_sd3, "flux": build_flux}
 FLOW = {"sd3", "flux"}  # flow-matching schedulers: they keep their own sampler
 PROMPTS = [[f"a photo of the digit {w}", f"the number {w}"] for w in ("zero", "one", "two")]
 ARCH = dict(unet_widths=[16, 32], layers_per_block=1, attention_head_dim=8, norm_groups=8,
             text_width=32, text_layers=1, text_heads=2, max_tokens=16)
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipes")
-    return {name: build(root / name) for name, build in BUILDERS.items()}
 
 
 def shard_kwargs(**kw):
@@ -49,8 +41,8 @@ def shard_kwargs(**kw):
 
 
 @pytest.mark.parametrize("family", list(BUILDERS))
-def test_each_family_writes_a_shard(family, folders, tmp_path):
-    pipe = load_generator(folders[family])
+def test_each_family_writes_a_shard(family, pipeline_folders, tmp_path):
+    pipe = load_generator(pipeline_folders[family])
     sampler = None if family in FLOW else "ddim"
     set_sampler(pipe, sampler)
     speed_up(pipe)
@@ -72,8 +64,8 @@ def test_each_family_writes_a_shard(family, folders, tmp_path):
 @pytest.mark.parametrize("family,sampler", [("tiny", "ddim"), ("tiny", "ddpm"), ("sd", "ddim"), ("sd", "ddpm"),
                                             ("sdxl", "ddim"), ("sdxl", "ddpm"), ("pixart", "ddim"),
                                             ("pixart", "ddpm"), ("sd3", None), ("flux", None)])
-def test_an_image_does_not_depend_on_its_batch(family, sampler, folders):
-    pipe = build_tiny_pipeline(ARCH, 16, 1, 0) if family == "tiny" else load_generator(folders[family])
+def test_an_image_does_not_depend_on_its_batch(family, sampler, pipeline_folders):
+    pipe = build_tiny_pipeline(ARCH, 16, 1, 0) if family == "tiny" else load_generator(pipeline_folders[family])
     set_sampler(pipe, sampler)
     specs = [ImageSpec(i, i % 3, PROMPTS[i % 3][i % 2], 100 + i) for i in range(7)]
     together = np.stack(generate_images(pipe, specs, 2.0, 3, batch_size=7, height=16, width=16))
@@ -90,8 +82,8 @@ def test_an_image_does_not_depend_on_its_batch(family, sampler, folders):
     assert np.abs(shifted.astype(int) - alone[3]).max() <= (0 if family == "tiny" else 1)
 
 
-def test_prompts_are_encoded_once_each(folders):
-    pipe = load_generator(folders["sdxl"])
+def test_prompts_are_encoded_once_each(pipeline_folders):
+    pipe = load_generator(pipeline_folders["sdxl"])
     emb = PromptEmbeddings(pipe)
     batch = emb(["a", "b", "a", "a"])
     assert emb.encoded == 2
@@ -100,12 +92,12 @@ def test_prompts_are_encoded_once_each(folders):
     torch.testing.assert_close(batch["prompt_embeds"][0], batch["prompt_embeds"][2])
     emb(["b", "c"])
     assert emb.encoded == 3
-    pix = PromptEmbeddings(load_generator(folders["pixart"]))
+    pix = PromptEmbeddings(load_generator(pipeline_folders["pixart"]))
     assert {"prompt_attention_mask", "negative_prompt_attention_mask"} <= set(pix(["a photo"]))
 
 
-def test_storage_size_and_format(folders, tmp_path):
-    pipe = load_generator(folders["sd"])
+def test_storage_size_and_format(pipeline_folders, tmp_path):
+    pipe = load_generator(pipeline_folders["sd"])
     recs = generate_shard(pipe, tmp_path / "s.tar", 0, guidance=2.0,
                           storage={"size": 8, "format": "jpeg", "quality": 80}, **shard_kwargs())
     import tarfile
@@ -134,15 +126,15 @@ def save_random_lora(pipe, pipeline_cls, folder) -> None:
         folder, unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet)))
 
 
-def test_lora_folder_loads_over_its_base(folders, tmp_path):
+def test_lora_folder_loads_over_its_base(pipeline_folders, tmp_path):
     """The fine-tuning contract: synthscale.json {"base", "lora": true} + pytorch_lora_weights.safetensors."""
     from diffusers import StableDiffusionPipeline
 
     lora = tmp_path / "lora"
-    save_random_lora(load_generator(folders["sd"]), StableDiffusionPipeline, lora)
-    (lora / "synthscale.json").write_text(json.dumps({"base": str(folders["sd"]), "lora": True}))
+    save_random_lora(load_generator(pipeline_folders["sd"]), StableDiffusionPipeline, lora)
+    (lora / "synthscale.json").write_text(json.dumps({"base": str(pipeline_folders["sd"]), "lora": True}))
     specs = [ImageSpec(i, 0, "a photo of the digit one", 7 + i) for i in range(2)]
-    plain = np.stack(generate_images(load_generator(folders["sd"]), specs, 2.0, 2, 2))
+    plain = np.stack(generate_images(load_generator(pipeline_folders["sd"]), specs, 2.0, 2, 2))
     tuned = np.stack(generate_images(load_generator(lora), specs, 2.0, 2, 2))
     unfused = np.stack(generate_images(load_generator(lora, fuse_lora=False), specs, 2.0, 2, 2))
     assert np.abs(tuned.astype(int) - plain).max() > 10, "the LoRA must change the images"
@@ -160,10 +152,10 @@ def study_cfg(generator: dict, **generation) -> dict:
     return cfg
 
 
-def test_non_text_to_image_folders_are_config_errors(folders, tmp_path):
+def test_non_text_to_image_folders_are_config_errors(pipeline_folders, tmp_path):
     from diffusers import DDPMPipeline, StableDiffusionImg2ImgPipeline, UNet2DModel
 
-    sd = load_generator(folders["sd"])
+    sd = load_generator(pipeline_folders["sd"])
     StableDiffusionImg2ImgPipeline(**sd.components).save_pretrained(tmp_path / "i2i")
     DDPMPipeline(unet=UNet2DModel(sample_size=8, block_out_channels=(8, 16), norm_num_groups=8,
                                   down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2),
@@ -174,9 +166,9 @@ def test_non_text_to_image_folders_are_config_errors(folders, tmp_path):
             check_config(study_cfg({"name": "x", "kind": "pretrained", "source": str(tmp_path / name)}))
 
 
-def test_sampler_outside_the_scheduler_family_is_a_config_error(folders, tmp_path):
+def test_sampler_outside_the_scheduler_family_is_a_config_error(pipeline_folders, tmp_path):
     flow = tmp_path / "flow"
-    shutil.copytree(folders["sd"], flow)
+    shutil.copytree(pipeline_folders["sd"], flow)
     sched = flow / "scheduler" / "scheduler_config.json"
     sched.write_text(json.dumps({"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000}))
     index = flow / "model_index.json"
@@ -186,13 +178,14 @@ def test_sampler_outside_the_scheduler_family_is_a_config_error(folders, tmp_pat
     with pytest.raises(ConfigError, match=r"config key generation\.sampler: 'ddim' does not fit .*FlowMatch"):
         check_config(study_cfg(gen, sampler="ddim"))
     check_config(study_cfg(gen, sampler=None))  # null keeps the pipeline's own
-    check_config(study_cfg({**gen, "source": str(folders["sdxl"])}, sampler="ddpm"))  # Euler -> DDPM: same family
+    sdxl = {**gen, "source": str(pipeline_folders["sdxl"])}
+    check_config(study_cfg(sdxl, sampler="ddpm"))  # Euler -> DDPM: same family
     with pytest.raises(ValueError, match="does not fit"):
         set_sampler(load_generator(flow), "ddim")
 
 
-def test_images_per_job_must_be_a_power_of_ten_of_shards(folders):
-    gen = {"name": "x", "kind": "pretrained", "source": str(folders["sd"])}
+def test_images_per_job_must_be_a_power_of_ten_of_shards(pipeline_folders):
+    gen = {"name": "x", "kind": "pretrained", "source": str(pipeline_folders["sd"])}
     for bad in (30, 60):  # not a multiple of 20; 3 shards
         with pytest.raises(ConfigError, match=r"config key generation\.images_per_job"):
             check_config(study_cfg(gen, shard_size=20, images_per_job=bad))
@@ -226,34 +219,6 @@ def test_a_block_keeps_and_reuses_finished_shards(tmp_path):
     assert paths[0].read_bytes() == fake.read_bytes(), "a finished shard with matching settings is reused"
     assert paths[1].read_bytes() != fake.read_bytes(), "a shard made with other settings is redone"
     assert done != fake.read_bytes()
-
-
-def test_block_jobs_plan_one_job_per_block(tmp_path):
-    from helpers.workflow import dry
-
-    work = new_workdir(tmp_path / "w")
-    counts = dry(work, "results-test/train/resnet18/synthetic/tiny/g1/classname/n400/s0/model.safetensors",
-                 overrides={"generation": {"shard_size": 20, "images_per_job": 200}, "n_images": [20, 400]})
-    assert counts["generate_block"] == 2  # 20 shards of 20, 10 shards per job
-
-
-@pytest.mark.workflow
-def test_every_pipeline_family_runs_through_the_study(folders, tmp_path):
-    """SD 1.x, SDXL, PixArt-alpha, SD3 and Flux as pretrained local folders, on the tiny study's grid;
-    `generation.sampler: null` keeps each pipeline's own scheduler (flow matching for SD3 and Flux)."""
-    work = new_workdir(tmp_path / "study")
-    gens = [{"name": n, "kind": "pretrained", "source": str(folders[n]), "size": 16} for n in BUILDERS]
-    smk(work, "--cores", "2", "results-test/summary.csv",
-        overrides={"generators": gens, "generation": {"sampler": None}, "train": {"real_baseline": False}})
-    summary = pd.read_csv(work / "results-test/summary.csv")
-    synth = summary[summary.kind == "synthetic"]
-    assert set(synth["generator"]) == set(BUILDERS)
-    assert len(synth) == len(BUILDERS) * 2 * 2 * 2  # generators x guidance x N x eval sets
-    for n in BUILDERS:
-        shards = sorted((work / f"results-test/synthetic/{n}/g3/classname").glob("shard-*.tar"))
-        assert [s.name for s in shards] == ["shard-000000.tar", "shard-000001.tar"]
-        img, rec = next(iter_shards(shards[:1]))
-        assert img.shape == (16, 16, 3) and rec["generator"] == n and rec["guidance"] == 3.0
 
 
 def test_every_family_is_recognised_from_its_signatures():

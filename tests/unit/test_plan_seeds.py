@@ -3,7 +3,6 @@ the N grid (where real's slope, the reference of every ratio, is fitted)."""
 from __future__ import annotations
 
 import copy
-import re
 
 import pytest
 import yaml
@@ -54,23 +53,6 @@ def test_a_model_without_a_seed_is_its_sources_first_seed(default_raw):
 def test_bad_real_seeds_name_the_key(default_raw, bad):
     with pytest.raises(ConfigError, match="train.real_seeds"):
         _plan(default_raw, real_seeds=bad)
-
-
-@pytest.mark.workflow
-def test_adding_real_seeds_schedules_only_real_runs(tmp_path):
-    from helpers.workflow import new_workdir, smk
-
-    def jobs(overrides):
-        out = smk(work, "-n", overrides=overrides)
-        text = out.stdout + out.stderr
-        return set(re.findall(r"^rule (\w+):\n(?:    .*\n)*?    output: ([^,\n]+)", text, re.M))
-
-    work = new_workdir(tmp_path / "w")
-    before = jobs({"train": {"seeds": [0], "real_seeds": None}})
-    after = jobs({"train": {"seeds": [0], "real_seeds": [0, 1]}})
-    new = sorted(o for rule, o in after - before if rule == "train_classifier")
-    grid = {o for rule, o in before if rule == "train_classifier" and re.search(r"/real/n\d+/", o)}
-    assert new == sorted(o.replace("/s0/", "/s1/") for o in grid), new
 
 
 def test_a_jobs_side_files_are_named_by_plan_beside_its_outputs(default_raw):

@@ -1,6 +1,6 @@
-"""Model-made prompt strategies on tiny random models built from configs, with offline tokenizers:
-a T5 (word2sen), a GPT-2 (llm) and a BLIP captioner (caption); their config checks; and a workflow run
-of their prompt jobs into generation on the test study's grid."""
+"""Model-made prompt strategies on tiny random models built from configs, with offline tokenizers
+(tests/helpers/tiny_prompt_models.py): a T5 (word2sen), a GPT-2 (llm) and a BLIP captioner (caption), and
+their config checks. Their jobs run through Snakemake in tests/workflow/test_prompt_models_workflow.py."""
 
 from __future__ import annotations
 
@@ -17,91 +17,6 @@ from helpers import REPO
 from synthscale.study.config import ConfigError, check_config
 
 torch.set_num_threads(1)
-CORPUS = [
-    "a photo of a zero digit on the table",
-    "one two three four five six seven eight nine",
-    "the dog runs in the park with a ball",
-    "a cat sits on a mat in the sun",
-] * 4
-SPECIAL = ["<pad>", "</s>", "<unk>", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
-
-
-def offline_tokenizer(post: str = "$A </s>"):
-    """A word-level tokenizer trained here on a few sentences (no Hub), wrapped for transformers."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(CORPUS, trainers.WordLevelTrainer(special_tokens=SPECIAL))
-    tok.decoder = decoders.WordPiece()
-    specials = [t for t in ("</s>", "[CLS]", "[SEP]") if t in post]
-    tok.post_processor = processors.TemplateProcessing(
-        single=post, special_tokens=[(t, tok.token_to_id(t)) for t in specials]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]", bos_token="[DEC]",
-    )
-
-
-def build_t5(path: Path) -> Path:
-    from transformers import T5Config, T5ForConditionalGeneration
-
-    tk = offline_tokenizer()
-    cfg = T5Config(
-        vocab_size=len(tk), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-        decoder_start_token_id=tk.pad_token_id, pad_token_id=tk.pad_token_id, eos_token_id=tk.eos_token_id,
-    )
-    torch.manual_seed(0)
-    T5ForConditionalGeneration(cfg).save_pretrained(path)
-    tk.save_pretrained(path)
-    return path
-
-
-def build_gpt2(path: Path) -> Path:
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    tk = offline_tokenizer("$A")
-    cfg = GPT2Config(
-        vocab_size=len(tk), n_embd=32, n_layer=2, n_head=2, n_positions=128,
-        bos_token_id=tk.eos_token_id, eos_token_id=tk.eos_token_id, pad_token_id=tk.pad_token_id,
-    )
-    torch.manual_seed(0)
-    GPT2LMHeadModel(cfg).save_pretrained(path)
-    tk.save_pretrained(path)
-    return path
-
-
-def build_blip(path: Path) -> Path:
-    from transformers import (
-        BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor, BlipTextConfig,
-        BlipVisionConfig,
-    )
-
-    tk = offline_tokenizer("[CLS] $A [SEP]")
-    text = BlipTextConfig(
-        vocab_size=len(tk), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, max_position_embeddings=64, encoder_hidden_size=32,
-        bos_token_id=tk.bos_token_id, pad_token_id=tk.pad_token_id, sep_token_id=tk.sep_token_id,
-    )
-    vision = BlipVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        image_size=32, patch_size=8,
-    )
-    torch.manual_seed(0)
-    model = BlipForConditionalGeneration(
-        BlipConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=32)
-    )
-    model.save_pretrained(path)
-    BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tk).save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tiny_models")
-    return {"t5": build_t5(root / "t5"), "gpt2": build_gpt2(root / "gpt2"), "blip": build_blip(root / "blip")}
 
 
 def classes() -> pd.DataFrame:
@@ -117,19 +32,19 @@ def spec(kind: str, model: Path, **kw) -> dict:
     return check_config(cfg)["prompt_models"]["m"]
 
 
-def test_schema_fills_the_papers_defaults_per_kind(tiny_models):
-    w = spec("word2sen", tiny_models["t5"])
+def test_schema_fills_the_papers_defaults_per_kind(tiny_prompt_models):
+    w = spec("word2sen", tiny_prompt_models["t5"])
     assert (w["count"], w["template"], w["sampling"]["do_sample"]) == (200, "{name}", True)
-    c = spec("caption", tiny_models["blip"])
+    c = spec("caption", tiny_prompt_models["blip"])
     assert c["format"] == "a photo of {name}, {text}" and c["max_new_tokens"] == 16
     assert c["sampling"] == {"do_sample": False} and c["images_per_class"] == 50
-    assert spec("llm", tiny_models["gpt2"])["count"] == 50
+    assert spec("llm", tiny_prompt_models["gpt2"])["count"] == 50
 
 
-def test_word2sen_samples_dedupes_and_is_reproducible(tiny_models):
+def test_word2sen_samples_dedupes_and_is_reproducible(tiny_prompt_models):
     from synthscale.prompts.models import build_pools
 
-    s = spec("word2sen", tiny_models["t5"], count=6, batch_size=8, max_new_tokens=6, max_rounds=3,
+    s = spec("word2sen", tiny_prompt_models["t5"], count=6, batch_size=8, max_new_tokens=6, max_rounds=3,
              format="{name}: {text}")
     a = build_pools(s, classes(), seed=0, progress=False)
     b = build_pools(s, classes(), seed=0, progress=False)
@@ -143,12 +58,12 @@ def test_word2sen_samples_dedupes_and_is_reproducible(tiny_models):
     assert [p["prompts"] for p in other] != [p["prompts"] for p in a]
 
 
-def test_llm_pool_and_jsonl_that_generation_reads(tiny_models, tmp_path):
+def test_llm_pool_and_jsonl_that_generation_reads(tiny_prompt_models, tmp_path):
     from synthscale.generation.generate import image_spec
     from synthscale.prompts.models import build_pools, write_model_prompts
     from synthscale.prompts.strategies import read_prompts
 
-    s = spec("llm", tiny_models["gpt2"], count=4, batch_size=6, max_new_tokens=5, max_rounds=2)
+    s = spec("llm", tiny_prompt_models["gpt2"], count=4, batch_size=6, max_new_tokens=5, max_rounds=2)
     pools = build_pools(s, classes(), seed=3, progress=False)
     out = tmp_path / "llm.jsonl"
     report = write_model_prompts(out, "llm", s, pools)
@@ -163,7 +78,7 @@ def test_llm_pool_and_jsonl_that_generation_reads(tiny_models, tmp_path):
 
     from synthscale.prompts.models import TextSampler, _fill, dedupe, named
 
-    sampler = TextSampler(str(tiny_models["gpt2"]), chat=True)
+    sampler = TextSampler(str(tiny_prompt_models["gpt2"]), chat=True)
     assert report["empty"] == []
     for row, pool in zip(classes().to_dict("records"), pools_read):
         set_seed(3 + row["index"])
@@ -187,7 +102,7 @@ def test_an_empty_pool_falls_back_to_the_class_name(tmp_path):
     assert read_prompts(tmp_path / "p.jsonl")[1] == ["one"]
 
 
-def test_caption_pool_captions_the_first_real_images_of_each_class(tiny_models, tmp_path, digits_16):
+def test_caption_pool_captions_the_first_real_images_of_each_class(tiny_prompt_models, tmp_path, digits_16):
     from synthscale.prompts.models import build_pools, first_images_per_class
     from synthscale.data.shards import write_shard
 
@@ -202,7 +117,7 @@ def test_caption_pool_captions_the_first_real_images_of_each_class(tiny_models, 
     for c in range(3):
         expect = images[labels == c][:4]
         assert np.array_equal(np.stack(firsts[c])[..., :1], expect)
-    s = spec("caption", tiny_models["blip"], images_per_class=4, batch_size=4)
+    s = spec("caption", tiny_prompt_models["blip"], images_per_class=4, batch_size=4)
     pools = build_pools(s, classes(), seed=0, real_shards=shards, progress=False)
     for pool, name in zip(pools, ["zero", "one", "two"]):
         assert len(pool["prompts"]) == 4
@@ -231,56 +146,6 @@ def test_bad_prompt_model_config_names_the_key(entry, strategies, message):
         check_config(cfg)
 
 
-@pytest.mark.workflow
-def test_model_strategies_run_through_their_jobs_into_generation(tiny_models, tmp_path):
-    from helpers.workflow import new_workdir, smk
-
-    from synthscale.data.shards import load_arrays
-
-    work = new_workdir(tmp_path / "study")
-    overrides = {
-        "prompt_models": {
-            "w2s": {"kind": "word2sen", "model": str(tiny_models["t5"]), "count": 5, "batch_size": 8,
-                    "max_new_tokens": 6, "max_rounds": 2},
-            "incap": {"kind": "caption", "model": str(tiny_models["blip"]), "images_per_class": 3},
-            "llm": {"kind": "llm", "model": str(tiny_models["gpt2"]), "count": 3, "batch_size": 4,
-                    "max_new_tokens": 6, "max_rounds": 2},
-        },
-        "strategies": ["classname", "w2s", "incap", "llm"],
-    }
-    results = work / "results-test"
-    targets = [f"results-test/synthetic/tiny/g{g}/{s}/shard-000000.tar"
-               for g in (1, 3) for s in ("w2s", "incap", "llm")]
-    smk(work, "--cores", "2", *targets, overrides=overrides)
-    for s in ("w2s", "incap", "llm"):
-        pools = [json.loads(line) for line in (results / f"prompts/digits/{s}.jsonl").read_text().splitlines()]
-        assert len(pools) == 10 and all(p["prompts"] for p in pools)
-        if s == "incap":
-            assert all(len(p["prompts"]) == 3 and p["prompts"][0].startswith(f"a photo of {p['name']}, ") for p in pools)
-        _, labels, recs = load_arrays([results / f"synthetic/tiny/g1/{s}/shard-000000.tar"])
-        assert list(labels) == [i % 10 for i in range(20)]
-        assert all(r["prompt"] in pools[r["label"]]["prompts"] for r in recs)
-        # guidance values share prompts (paired comparisons)
-        _, _, recs3 = load_arrays([results / f"synthetic/tiny/g3/{s}/shard-000000.tar"])
-        assert [r["prompt"] for r in recs3] == [r["prompt"] for r in recs]
-    assert (results / "benchmarks/prompts_model/w2s.tsv").exists()
-
-
-@pytest.mark.workflow
-def test_a_missing_model_stops_before_any_job(tmp_path):
-    from helpers.workflow import new_workdir, smk
-
-    work = new_workdir(tmp_path / "bad")
-    proc = smk(work, "--cores", "1", check=False, overrides={
-        "prompt_models": {"w2s": {"kind": "word2sen", "model": str(tmp_path / "nothing")}},
-        "strategies": ["w2s"],
-    })
-    assert proc.returncode != 0
-    lines = [ln for ln in proc.stderr.splitlines() if "synthscale:" in ln]
-    assert len(lines) == 1 and "config key prompt_models.w2s.model" in lines[0], proc.stderr[-2000:]
-    assert not (work / "results-test").exists()
-
-
 class CountingSampler:
     """A stand-in model: `n` new distinct texts per call, none naming any class."""
 
@@ -292,25 +157,25 @@ class CountingSampler:
         return [f"text {self.calls}-{j}" for j in range(n)]
 
 
-def test_word2sen_defaults_fill_the_pool(tiny_models):
+def test_word2sen_defaults_fill_the_pool(tiny_prompt_models):
     from synthscale.prompts.models import sample_pool
 
-    w = spec("word2sen", tiny_models["t5"])  # count 200, batch_size 16: 13 rounds at the least
+    w = spec("word2sen", tiny_prompt_models["t5"])  # count 200, batch_size 16: 13 rounds at the least
     row = classes().to_dict("records")[2]
     pool, sampled = sample_pool(CountingSampler(), row, w, 0)
     assert len(pool) == w["count"] == 200 and sampled == 13 * 16
 
 
-def test_max_rounds_that_cannot_fill_the_pool_is_a_config_error(tiny_models):
+def test_max_rounds_that_cannot_fill_the_pool_is_a_config_error(tiny_prompt_models):
     with pytest.raises(ConfigError, match=r"config key prompt_models\.m\.max_rounds: 2 rounds x 8 texts"):
-        spec("word2sen", tiny_models["t5"], count=20, batch_size=8, max_rounds=2)
+        spec("word2sen", tiny_prompt_models["t5"], count=20, batch_size=8, max_rounds=2)
 
 
-def test_llm_prompts_name_their_class(tiny_models, tmp_path):
+def test_llm_prompts_name_their_class(tiny_prompt_models, tmp_path):
     """The llm default format is the model's text; a text that drops the class name gets it in front."""
     from synthscale.prompts.models import sample_pool, write_model_prompts
 
-    s = spec("llm", tiny_models["gpt2"], count=3, batch_size=4)
+    s = spec("llm", tiny_prompt_models["gpt2"], count=3, batch_size=4)
     rows = classes().to_dict("records")
     pools = []
     for row in rows:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from synthscale.data.loader import DeviceNormalize, TrainLoader, uint8_batches
+from synthscale.data.loader import TrainLoader
+from synthscale.data.transforms import DeviceNormalize, uint8_batches
 from synthscale.classifier.train import full_recipe, train_model
 
 from helpers.data import write_digit_shards
