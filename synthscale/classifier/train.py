@@ -33,7 +33,10 @@ from synthscale.data.loader import DeviceNormalize, TrainLoader, epoch_size, uin
 from synthscale.distributed import (
     all_sum, all_sum_device, barrier, ddp_wrap, dist_on, rank_main, rank_seed, rank_world, run_torchrun,
 )
-from synthscale.preemption import CheckpointClock, Preempted, StopSignals, Stopping, resume_checkpoint, save_checkpoint
+from synthscale.preemption import (
+    CheckpointClock, Preempted, StopSignals, Stopping, check_resumed_count, resume_checkpoint, same_loader_stream,
+    save_checkpoint,
+)
 from synthscale.study.recipes import resolve_recipe
 
 
@@ -267,22 +270,15 @@ def _resume_run(run: TrainRun, ckpt: Path | None) -> tuple[dict[str, Any], torch
 
 def _same_loader_workers(state: dict[str, Any], workers: int, asked: int, ckpt: Path | None) -> None:
     """Record the loader's worker count in the loop's position (so in every checkpoint) and refuse a
-    resume from a checkpoint that another count wrote. The count fixes the batch order (each worker
-    reads its own share of the epoch; the loader takes their batches in turn, and a worker's last batch
-    may be short), and a resume skips the batches it counted as trained on: under another count it
-    would skip other images, training some twice and some not at all in that epoch, silently. Going
-    on with the checkpoint's count instead would ignore the config the user just changed, so the run
-    stops, naming the key. No worker and one worker read one stream, in the same order. A checkpoint
-    written before the count was recorded resumes as before."""
-    saved = state.get("num_workers")
-    if saved is not None and max(1, int(saved)) != max(1, int(workers)):
-        raise ValueError(
-            f"config key train.num_workers: the checkpoint {ckpt} was written by this run with {saved} loader "
-            f"worker(s) a rank, and it now gets {workers} (train.num_workers {asked}, at most one a full batch); "
-            f"the worker count fixes the batch order, so the resumed epoch would skip other batches than those "
-            f"it trained on. Set train.num_workers back to {saved} to resume, or delete the checkpoint to start "
-            f"the run over with the new count"
-        )
+    resume from a checkpoint that another count wrote (`preemption.check_resumed_count`). The count
+    fixes the batch order: each worker reads its own share of the epoch, the loader takes their
+    batches in turn, and a worker's last batch may be short. No worker and one worker read one
+    stream, in the same order (`same_loader_stream`)."""
+    check_resumed_count(
+        state.get("num_workers"), workers, key="train.num_workers", ckpt=ckpt, what="loader worker(s) a rank",
+        note=f" (train.num_workers {asked}, at most one a full batch)", why="the worker count fixes the batch order",
+        same=same_loader_stream,
+    )
     state["num_workers"] = int(workers)
 
 
