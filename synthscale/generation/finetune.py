@@ -23,8 +23,9 @@ the latents and text embeddings are cast back to float32 for the denoiser. On th
 Data order, captions, timesteps and noise come from (seed, epoch) and (seed, step) alone, so a run
 stopped by SIGTERM (or `stop_after_steps` in tests), or killed after a periodic checkpoint (every
 `checkpoint_minutes`), and resumed from its checkpoint reaches bit-identical weights for a pinned
-thread count, as classifier training does. The loader's worker count fixes the batch order too: a
-checkpoint records it, and a resume under another count is refused (`_resume_finetune`).
+thread count, as classifier training does. The world size and the loader's worker count fix the
+batch order too: a checkpoint records them, and a resume under other counts is refused
+(`_resume_finetune`).
 
 The host does not wait on the device every step: each step's loss stays there until a sync point
 (every `LOSS_SYNC_EVERY` steps, a checkpoint, the end), where the pending losses are read (and,
@@ -370,8 +371,9 @@ def finetune_generator(
     output's synthscale.json as given, so a LoRA folder names the pipeline to load it onto.
     With `checkpoint_path`, SIGTERM or SIGINT saves a checkpoint after the current step and raises
     `Preempted`; `recipe["checkpoint_minutes"]` (absent or 0: off) also saves one every that many
-    minutes, for a job killed without warning; a later call resumes from it, unless the loader's
-    `num_workers` changed (an error: they fix the batch order). Returns the per-step loss log.
+    minutes, for a job killed without warning; a later call resumes from it, unless the number of
+    ranks or the loader's `num_workers` changed (an error: they fix the batch order). Returns the
+    per-step loss log.
 
     Under torchrun (a process group is up; see `run_distributed`) each rank trains on its share of
     the shards and `batch_size` / ranks images a step, DDP averages the gradients, and rank 0 alone
@@ -505,14 +507,21 @@ def recipe_key(provenance: dict[str, Any] | None) -> str:
 
 def _resume_finetune(run: FinetuneRun, ckpt: Path | None, key: str = "finetune") -> FinetunePosition:
     """The loop's position, fresh or from the checkpoint (whose weights, optimizer, schedule and EMA
-    are loaded here). A checkpoint records the loader's worker count, which fixes the batch order (each
-    worker reads its own shards of the rank's share, the loader takes their batches in turn), so a
-    resume under another count, which would skip other batches than those trained on, is refused,
-    naming `key`.num_workers (`preemption.check_resumed_count`); 0 and 1 read one stream
-    (`same_loader_stream`). A checkpoint written before the count was recorded resumes as before."""
+    are loaded here). A checkpoint records the world size and the loader's worker count, which fix the
+    batch order (each rank reads every world-th shard of the epoch's order through its own shuffle
+    buffer, in batches of batch_size / world; each worker reads its own shards of the rank's share,
+    the loader takes their batches in turn), so a resume under other counts, which would skip other
+    batches than those trained on, is refused, naming resources.finetune.gpu or `key`.num_workers
+    (`preemption.check_resumed_count`); 0 and 1 workers read one stream (`same_loader_stream`). No
+    world size keeps the order of another (tested). A checkpoint written before the counts were
+    recorded resumes as before."""
     state = resume_checkpoint(ckpt, run.device, clean=run.rank == 0)
     if state is None:
         return FinetunePosition()
+    check_resumed_count(
+        state.get("world_size"), run.world, key="resources.finetune.gpu", ckpt=ckpt, what="rank(s)",
+        note=" (one torchrun rank a GPU; one process for 0 or 1 GPU)", why="each rank reads its own share of every epoch",
+    )
     check_resumed_count(
         state.get("num_workers"), run.recipe["num_workers"], key=f"{key}.num_workers", ckpt=ckpt,
         what="loader worker(s) a rank", why="the worker count fixes the batch order", same=same_loader_stream,
@@ -711,7 +720,7 @@ def _write_weights(run: FinetuneRun, folder: str | os.PathLike) -> None:
 
 def _checkpoint_state(run: FinetuneRun, pos: FinetunePosition) -> dict[str, Any]:
     """What a fine-tuning checkpoint holds: the trained weights, optimizer, schedule, EMA and position,
-    and the loader's worker count, which a resume checks (`_resume_finetune`)."""
+    and the world size and the loader's worker count, which a resume checks (`_resume_finetune`)."""
     state = {
         "trainable": {k: v.detach() for k, v in _trainable(run.unet).items()},
         "opt": run.opt.state_dict(),
@@ -720,6 +729,7 @@ def _checkpoint_state(run: FinetuneRun, pos: FinetunePosition) -> dict[str, Any]
         "epoch": pos.epoch,
         "batch": pos.batch,
         "log": json.dumps(pos.log_rows),
+        "world_size": run.world,
         "num_workers": int(run.recipe["num_workers"]),
     }
     if run.ema is not None:
