@@ -14,6 +14,8 @@ fine-tuning; torchrun ranks alike) handles both the same way, through this modul
 - Checkpoints are written atomically (synthscale.io.atomic_path) and read with
   `torch.load(weights_only=True)`; a partial one that a kill mid-save left under a temporary name is
   removed before the next start.
+- `check_resumed_count` refuses a resume under a setting that changes the batch order (a count the
+  checkpoint recorded: the loader's workers, the ranks), naming the config key.
 
 What the checkpoint holds and how a loop resumes bit-identically stay with the loop.
 """
@@ -21,13 +23,14 @@ What the checkpoint holds and how a loop resumes bit-identically stay with the l
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import signal
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: stopped after saving a checkpoint; rerun to resume
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -137,3 +140,40 @@ def resume_checkpoint(path: str | os.PathLike | None, device: str, clean: bool =
     if not path.exists():
         return None
     return torch.load(path, map_location=device, weights_only=True)
+
+
+def same_loader_stream(saved: int, now: int) -> bool:
+    """Whether two loader worker counts give one batch order: the same count, or 0 and 1 (one stream,
+    read in the process or in its one worker, in one order)."""
+    return max(1, saved) == max(1, now)
+
+
+def check_resumed_count(
+    saved: int | None,
+    now: int,
+    *,
+    key: str,
+    ckpt: str | os.PathLike | None,
+    what: str,
+    why: str,
+    note: str = "",
+    same: Callable[[int, int], bool] = operator.eq,
+) -> None:
+    """Refuse a resume under another value of a count that fixes the batch order.
+
+    A resumed epoch skips the batches its checkpoint counted as trained on; a count such as the
+    loader's workers or the number of ranks decides which images those batches held, so under another
+    count the resume would silently skip other images (some trained twice, some not at all in that
+    epoch). Going on with the checkpoint's count instead would ignore the config the user just
+    changed, so the run stops with a ValueError naming the config `key`, both counts (`saved`, as
+    the checkpoint recorded it, and `now`; `what` says what is counted, `note` adds to `now`), `why`
+    the order depends on it, and what to do: set the key back, or delete the checkpoint `ckpt`
+    (which is kept). `same(saved, now)` (default: equal) says which counts give one batch order. A
+    checkpoint written before the count was recorded (`saved` None) resumes as before."""
+    if saved is None or same(int(saved), int(now)):
+        return
+    raise ValueError(
+        f"config key {key}: the checkpoint {ckpt} was written by this run with {saved} {what}, and it now "
+        f"gets {now}{note}; {why}, so the resumed epoch would skip other batches than those it trained on. "
+        f"Set {key} back to {saved} to resume, or delete the checkpoint to start the run over with the new count"
+    )

@@ -4,7 +4,8 @@ Data order and augmentation come from (seed, epoch) and (seed, epoch, image) alo
 and dropout/drop-path/mixup from (seed, step, rank) (`step_seed`), never from a running random state,
 so a run stopped at any step (SIGTERM: SLURM's warning before its time limit; or a periodic
 checkpoint, every `checkpoint_minutes`, and a kill) and resumed from its checkpoint reaches
-bit-identical weights for a pinned thread count and worker count.
+bit-identical weights for a pinned thread count, worker count and world size (a checkpoint records the
+last two and a resume under others is refused: `_same_batch_order`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ from synthscale.data.transforms import DeviceNormalize, uint8_batches
 from synthscale.distributed import (
     all_sum, all_sum_device, barrier, ddp_wrap, dist_on, rank_main, rank_seed, rank_world, run_torchrun,
 )
-from synthscale.preemption import CheckpointClock, Preempted, StopSignals, Stopping, resume_checkpoint, save_checkpoint
+from synthscale.preemption import (
+    CheckpointClock, Preempted, StopSignals, Stopping, check_resumed_count, resume_checkpoint, same_loader_stream,
+    save_checkpoint,
+)
 from synthscale.study.recipes import resolve_recipe
 
 
@@ -192,8 +196,9 @@ def train_model(
     batches already done). Loader workers ignore both signals (SLURM signals every process of the
     job), so the main process outlives them and saves. `recipe["checkpoint_minutes"]` (0 or absent:
     off) also saves one every that many minutes, for a job killed without warning.
-    `stop_after_steps` simulates a stop in tests. A checkpoint records the loader's worker count, which
-    fixes the batch order: a resume under another `num_workers` is refused (`_same_loader_workers`).
+    `stop_after_steps` simulates a stop in tests. A checkpoint records the world size and the loader's
+    worker count, which fix the batch order: a resume under another `resources.train.gpu` or
+    `num_workers` is refused (`_same_batch_order`).
 
     The loss and accuracy sums stay on the device and are read (and checked for inf/NaN) at the
     sync points only: every `SYNC_EVERY` steps, each epoch's end and each checkpoint.
@@ -213,7 +218,7 @@ def train_model(
     # one DataLoader for every epoch: its workers start once and keep their decoded images
     loader = TrainLoader(parts, recipe, seed, mix=mix, batch_size=run.micro)
     try:
-        _same_loader_workers(state, loader.loader.num_workers, recipe.get("num_workers", 0), ckpt)
+        _same_batch_order(run, parts, state, loader.loader.num_workers, ckpt)
         run.net.train()
         while state["epoch"] < run.epochs:
             train_one_epoch(run, loader.epoch(state["epoch"]), state, running, bar)
@@ -233,7 +238,7 @@ def _setup_run(
     (from `seed`) and its optimizer."""
     finish = DeviceNormalize(recipe, device) if recipe["uint8_batches"] else None
     rank, world = rank_world()
-    micro = recipe["micro_batch_size"] or max(1, recipe["batch_size"] // world)
+    micro = micro_size(recipe, world)
     accum = max(1, recipe["batch_size"] // (micro * world))
     n = epoch_size(parts, mix)
     spe, epochs = plan_steps(n, recipe)
@@ -266,25 +271,46 @@ def _resume_run(run: TrainRun, ckpt: Path | None) -> tuple[dict[str, Any], torch
     return state, torch.tensor(state["running"], dtype=torch.float64, device=run.device)
 
 
-def _same_loader_workers(state: dict[str, Any], workers: int, asked: int, ckpt: Path | None) -> None:
-    """Record the loader's worker count in the loop's position (so in every checkpoint) and refuse a
-    resume from a checkpoint that another count wrote. The count fixes the batch order (each worker
-    reads its own share of the epoch; the loader takes their batches in turn, and a worker's last batch
-    may be short), and a resume skips the batches it counted as trained on: under another count it
-    would skip other images, training some twice and some not at all in that epoch, silently. Going
-    on with the checkpoint's count instead would ignore the config the user just changed, so the run
-    stops, naming the key. No worker and one worker read one stream, in the same order. A checkpoint
-    written before the count was recorded resumes as before."""
-    saved = state.get("num_workers")
-    if saved is not None and max(1, int(saved)) != max(1, int(workers)):
-        raise ValueError(
-            f"config key train.num_workers: the checkpoint {ckpt} was written by this run with {saved} loader "
-            f"worker(s) a rank, and it now gets {workers} (train.num_workers {asked}, at most one a full batch); "
-            f"the worker count fixes the batch order, so the resumed epoch would skip other batches than those "
-            f"it trained on. Set train.num_workers back to {saved} to resume, or delete the checkpoint to start "
-            f"the run over with the new count"
-        )
-    state["num_workers"] = int(workers)
+def micro_size(recipe: dict[str, Any], world: int) -> int:
+    """Images a micro-batch on each of `world` ranks: `micro_batch_size`, else the batch's share."""
+    return recipe["micro_batch_size"] or max(1, recipe["batch_size"] // world)
+
+
+def _same_batch_order(run: TrainRun, parts: list[dict[str, Any]], state: dict[str, Any], workers: int,
+                      ckpt: Path | None) -> None:
+    """Record the world size and the loader's worker count in the loop's position (so in every
+    checkpoint) and refuse a resume from a checkpoint that other counts wrote
+    (`preemption.check_resumed_count`): a resume skips the batches it counted as trained on, and both
+    counts decide which images those were. Each rank reads its own share of every epoch (stream s of
+    ranks x workers, synthscale.data.loader), so other ranks skip other images, except where
+    `_order_ignores_world`. Each worker reads its own share of its rank's, the loader takes their
+    batches in turn, and a worker's last batch may be short; no worker and one worker read one stream,
+    in the same order (`same_loader_stream`). The world size is checked first: it also changes the
+    effective worker count (at most one a full batch of the rank's share)."""
+    check_resumed_count(
+        state.get("world_size"), run.world, key="resources.train.gpu", ckpt=ckpt, what="rank(s)",
+        note=" (one torchrun rank a GPU; one process for 0 or 1 GPU)", why="each rank reads its own share of every epoch",
+        same=lambda saved, now: saved == now or _order_ignores_world(parts, run.recipe, saved, now),
+    )
+    check_resumed_count(
+        state.get("num_workers"), workers, key="train.num_workers", ckpt=ckpt, what="loader worker(s) a rank",
+        note=f" (train.num_workers {run.recipe.get('num_workers', 0)}, at most one a full batch)",
+        why="the worker count fixes the batch order", same=same_loader_stream,
+    )
+    state.update(world_size=run.world, num_workers=int(workers))
+
+
+def _order_ignores_world(parts: list[dict[str, Any]], recipe: dict[str, Any], saved: int, now: int) -> bool:
+    """Whether every step of an epoch trains on the same images under `saved` and `now` ranks (with
+    the same loader workers a rank, which `_same_batch_order` checks next): with one in-memory part
+    (arrays), stream s = r x w + k (rank r, its worker k of w) of W x w reads every (W x w)-th position
+    of the epoch's permutation from s, so the ranks' t-th micro-batches together hold the positions
+    k + w x [b W m, (b + 1) W m) (k = t mod w, b = t // w, m: `micro_size`) whatever W, when W x m is
+    the same; the steps (the same micro-batches a rank) and what a resume skips are then the same too.
+    Shards are read in contiguous ranges a stream, in a shuffle buffer a stream, so another world size
+    changes every batch."""
+    return (len(parts) == 1 and "arrays" in parts[0]
+            and saved * micro_size(recipe, saved) == now * micro_size(recipe, now))
 
 
 def _parallel_net(run: TrainRun, n_classes: int) -> None:

@@ -23,7 +23,9 @@ the latents and text embeddings are cast back to float32 for the denoiser. On th
 Data order, captions, timesteps and noise come from (seed, epoch) and (seed, step) alone, so a run
 stopped by SIGTERM (or `stop_after_steps` in tests), or killed after a periodic checkpoint (every
 `checkpoint_minutes`), and resumed from its checkpoint reaches bit-identical weights for a pinned
-thread count, as classifier training does.
+thread count, as classifier training does. The world size and the loader's worker count fix the
+batch order too: a checkpoint records them, and a resume under other counts is refused
+(`_resume_finetune`).
 
 The host does not wait on the device every step: each step's loss stays there until a sync point
 (every `LOSS_SYNC_EVERY` steps, a checkpoint, the end), where the pending losses are read (and,
@@ -74,8 +76,10 @@ from synthscale.preemption import (
     Preempted,
     StopSignals,
     Stopping,
+    check_resumed_count,
     ignore_stop_signals,
     resume_checkpoint,
+    same_loader_stream,
     save_checkpoint,
 )
 
@@ -195,7 +199,8 @@ def epoch_loader(
     """One epoch of (pixels, caption) batches streamed from the shards.
 
     Shard order and the shuffle buffer are seeded by (seed, epoch), so the epoch's batches are a
-    function of them alone (for a fixed `num_workers`); only `shuffle_buffer` images are in memory.
+    function of them alone for a fixed `num_workers` (each worker reads its own shards, through its
+    copy of the buffer; 0 and 1 read one stream); only `shuffle_buffer` images are in memory.
     Rank `rank` of `world` (DDP) reads every world-th shard of the epoch's order, in batches of
     batch_size / world, through its own shuffle buffer (rank 0's seeded as one process's).
     """
@@ -360,8 +365,9 @@ def finetune_generator(
     output's synthscale.json as given, so a LoRA folder names the pipeline to load it onto.
     With `checkpoint_path`, SIGTERM or SIGINT saves a checkpoint after the current step and raises
     `Preempted`; `recipe["checkpoint_minutes"]` (absent or 0: off) also saves one every that many
-    minutes, for a job killed without warning; a later call resumes from it. Returns the per-step
-    loss log.
+    minutes, for a job killed without warning; a later call resumes from it, unless the number of
+    ranks or the loader's `num_workers` changed (an error: they fix the batch order). Returns the
+    per-step loss log.
 
     Under torchrun (a process group is up; see `run_distributed`) each rank trains on its share of
     the shards and `batch_size` / ranks images a step, DDP averages the gradients, and rank 0 alone
@@ -369,7 +375,7 @@ def finetune_generator(
     """
     run = _setup_finetune(base, shards, class_prompts, recipe, seed, device)
     ckpt = Path(checkpoint_path) if checkpoint_path else None
-    pos = _resume_finetune(run, ckpt)
+    pos = _resume_finetune(run, ckpt, recipe_key(provenance))
     run.net = run.unet
     if dist_on():  # DDP whenever a process group is up, even with one rank
         run.net = ddp_wrap(run.unet, device)
@@ -486,12 +492,34 @@ def _noise_schedule(pipe):
     return noise_sched, pred_type
 
 
-def _resume_finetune(run: FinetuneRun, ckpt: Path | None) -> FinetunePosition:
+def recipe_key(provenance: dict[str, Any] | None) -> str:
+    """The config key of the recipe, for errors: generators.<name>.finetune (the rule passes the
+    generator's name in `provenance`), else finetune."""
+    name = (provenance or {}).get("generator")
+    return f"generators.{name}.finetune" if name else "finetune"
+
+
+def _resume_finetune(run: FinetuneRun, ckpt: Path | None, key: str = "finetune") -> FinetunePosition:
     """The loop's position, fresh or from the checkpoint (whose weights, optimizer, schedule and EMA
-    are loaded here)."""
+    are loaded here). A checkpoint records the world size and the loader's worker count, which fix the
+    batch order (each rank reads every world-th shard of the epoch's order through its own shuffle
+    buffer, in batches of batch_size / world; each worker reads its own shards of the rank's share,
+    the loader takes their batches in turn), so a resume under other counts, which would skip other
+    batches than those trained on, is refused, naming resources.finetune.gpu or `key`.num_workers
+    (`preemption.check_resumed_count`); 0 and 1 workers read one stream (`same_loader_stream`). No
+    world size keeps the order of another (tested). A checkpoint written before the counts were
+    recorded resumes as before."""
     state = resume_checkpoint(ckpt, run.device, clean=run.rank == 0)
     if state is None:
         return FinetunePosition()
+    check_resumed_count(
+        state.get("world_size"), run.world, key="resources.finetune.gpu", ckpt=ckpt, what="rank(s)",
+        note=" (one torchrun rank a GPU; one process for 0 or 1 GPU)", why="each rank reads its own share of every epoch",
+    )
+    check_resumed_count(
+        state.get("num_workers"), run.recipe["num_workers"], key=f"{key}.num_workers", ckpt=ckpt,
+        what="loader worker(s) a rank", why="the worker count fixes the batch order", same=same_loader_stream,
+    )
     missing, unexpected = run.unet.load_state_dict(state["trainable"], strict=False)
     if unexpected:
         raise ValueError(f"checkpoint {ckpt} does not fit this denoiser: {unexpected[:3]}")
@@ -616,8 +644,7 @@ def _save_or_stop(run: FinetuneRun, pos: FinetunePosition, stop_all: bool) -> No
     pos.log_rows += read_losses(pos.pending, run.world)
     pos.pending = []
     if run.rank == 0:
-        save_checkpoint(run.stopping.ckpt, _checkpoint_state(run.unet, run.opt, run.sched, pos.step, pos.epoch, pos.batch,
-                                                    pos.log_rows, run.ema))
+        save_checkpoint(run.stopping.ckpt, _checkpoint_state(run, pos))
     run.stopping.clock.saved()
     if stop_all:
         # the other ranks wait for the save: one that exited first would have torchrun
@@ -685,19 +712,22 @@ def _write_weights(run: FinetuneRun, folder: str | os.PathLike) -> None:
         pipe.save_pretrained(folder, safe_serialization=True)
 
 
-def _checkpoint_state(unet, opt, sched, step: int, epoch: int, batch: int, log_rows: list, ema=None) -> dict[str, Any]:
-    """What a fine-tuning checkpoint holds: the trained weights, optimizer, schedule, EMA and position."""
+def _checkpoint_state(run: FinetuneRun, pos: FinetunePosition) -> dict[str, Any]:
+    """What a fine-tuning checkpoint holds: the trained weights, optimizer, schedule, EMA and position,
+    and the world size and the loader's worker count, which a resume checks (`_resume_finetune`)."""
     state = {
-        "trainable": {k: v.detach() for k, v in _trainable(unet).items()},
-        "opt": opt.state_dict(),
-        "sched": sched.state_dict(),
-        "step": step,
-        "epoch": epoch,
-        "batch": batch,
-        "log": json.dumps(log_rows),
+        "trainable": {k: v.detach() for k, v in _trainable(run.unet).items()},
+        "opt": run.opt.state_dict(),
+        "sched": run.sched.state_dict(),
+        "step": pos.step,
+        "epoch": pos.epoch,
+        "batch": pos.batch,
+        "log": json.dumps(pos.log_rows),
+        "world_size": run.world,
+        "num_workers": int(run.recipe["num_workers"]),
     }
-    if ema is not None:
-        state["ema"] = ema.state_dict()
+    if run.ema is not None:
+        state["ema"] = run.ema.state_dict()
     return state
 
 

@@ -138,6 +138,43 @@ def test_resume_after_a_stop_is_bit_identical(sd_dir, shards, tmp_path, mode, em
     assert a == b, "a resumed run must reach the same weights"
 
 
+def test_a_resume_under_another_worker_count_is_refused_naming_the_key(sd_dir, shards, tmp_path):
+    """The loader's worker count fixes the batch order (each worker reads its own shards through its
+    copy of the shuffle buffer), and a resume skips the batches it trained on: under another count it
+    would skip other images. A checkpoint records the count; a resume with another count stops, naming
+    the generator's finetune.num_workers, and leaves the checkpoint; set back, it resumes to the
+    uninterrupted run's weights. No worker and one worker read one stream in one order (the same
+    batches, bit for bit): switching between them resumes to the same weights."""
+    r = recipe(mode="lora", steps=9, batch_size=8, lr=1e-3, lora_rank=4, shuffle_buffer=8)
+    weights = "pytorch_lora_weights.safetensors"
+    ckpt = tmp_path / "ckpt.pt"
+
+    def run(out, workers, **kw):
+        return finetune_generator(str(sd_dir), shards, PROMPTS, {**r, "num_workers": workers}, 3, tmp_path / out,
+                                  progress=False, provenance={"generator": "ft"}, **kw)
+
+    for stopped, resumed in ((2, 1), (0, 1)):
+        run(f"straight{stopped}", stopped)
+        with pytest.raises(Preempted):
+            run(f"resumed{stopped}", stopped, checkpoint_path=ckpt, stop_after_steps=7)
+        if stopped == 2:
+            with pytest.raises(ValueError, match=r"config key generators\.ft\.finetune\.num_workers: the checkpoint "
+                                                 r".*ckpt\.pt was written by this run with 2 loader worker\(s\) a "
+                                                 r"rank, and it now gets 1; .* back to 2 to resume, or delete"):
+                run(f"resumed{stopped}", resumed, checkpoint_path=ckpt)
+            assert ckpt.exists() and not (tmp_path / f"resumed{stopped}").exists()
+            resumed = stopped
+        run(f"resumed{stopped}", resumed, checkpoint_path=ckpt)
+        assert not ckpt.exists()
+        a = safetensors_parts(tmp_path / f"straight{stopped}" / weights)
+        assert a == safetensors_parts(tmp_path / f"resumed{stopped}" / weights), (stopped, resumed)
+    for epoch in (0, 1):
+        none, one = ([(x, t) for x, t in epoch_loader(shards, PROMPTS, {**r, "num_workers": w}, 3, epoch, 16, "RGB")]
+                     for w in (0, 1))
+        assert len(none) == len(one) == 6
+        assert all(torch.equal(x0, x1) and t0 == t1 for (x0, t0), (x1, t1) in zip(none, one))
+
+
 def test_periodic_checkpoints_resume_to_the_uninterrupted_weights(sd_dir, shards, tmp_path, monkeypatch):
     """finetune.checkpoint_minutes saves a checkpoint whenever the clock says so (here: after every
     step but the last), not only on a signal; a job killed without warning resumes from the last one

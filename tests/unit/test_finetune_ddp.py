@@ -253,6 +253,38 @@ def test_a_global_batch_that_the_ranks_cannot_share_is_an_error(ft_data, tmp_pat
         mod.finetune_generator(**{k: v for k, v in spec(ft_data, "lora", tmp_path / "o").items() if k != "threads"})
 
 
+def test_a_resume_under_another_world_size_is_refused_naming_the_key(ft_data, tmp_path, monkeypatch):
+    """Each rank reads every world-th shard of the epoch's order through its own shuffle buffer, and a
+    resume skips the batches it trained on: under another number of ranks it would skip other images,
+    whatever the loader workers (checked here on epoch_loader: no world size keeps another's order).
+    A checkpoint records the world size; a resume claiming 2 ranks (rank_world patched: the check runs
+    before any collective) of a checkpoint that one process wrote stops, naming resources.finetune.gpu,
+    and leaves the checkpoint; in one process again it resumes to the uninterrupted weights."""
+    def rest(world, workers):  # what epoch 0 holds after each rank's batch of the first step
+        r = {**recipe("lora"), "num_workers": workers}
+        return sorted(digest(im) for k in range(world)
+                      for b, (x, _) in enumerate(ft.epoch_loader(ft_data["shards"], PROMPTS, r, 3, 0, 16, "RGB", k, world))
+                      if b >= 1 for im in x)
+
+    for workers in (0, 2):  # a resume skips one batch a rank: the rest under 2 ranks is not that under 1
+        assert len(rest(1, workers)) == len(rest(2, workers)) == N_IMAGES - BATCH
+        assert rest(1, workers) != rest(2, workers)
+
+    job = {k: v for k, v in spec(ft_data, "lora", tmp_path / "out").items() if k != "threads"}
+    ft.finetune_generator(**{**job, "out_dir": str(tmp_path / "straight"), "checkpoint_path": None})
+    with pytest.raises(Preempted):
+        ft.finetune_generator(**job, stop_after_steps=7)
+    with monkeypatch.context() as mp:
+        mp.setattr(ft, "rank_world", lambda: (0, 2))
+        with pytest.raises(ValueError, match=r"config key resources\.finetune\.gpu: the checkpoint .*out\.ckpt\.pt was "
+                                             r"written by this run with 1 rank\(s\), and it now gets 2 .* back to 1 to "
+                                             r"resume, or delete the checkpoint"):
+            ft.finetune_generator(**job)
+    assert (tmp_path / "out.ckpt.pt").exists() and not (tmp_path / "out").exists()
+    ft.finetune_generator(**job)
+    assert_same_safetensors(tmp_path / "out" / WEIGHTS["lora"], tmp_path / "straight" / WEIGHTS["lora"])
+
+
 def test_the_config_check_asks_for_a_batch_the_gpus_can_share():
     from synthscale.study.config import ConfigError, check_config
 

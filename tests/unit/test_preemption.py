@@ -15,6 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -225,6 +226,105 @@ def test_a_resume_under_another_worker_count_is_refused_naming_the_key(tmp_path,
                          **{**kwargs, "model_path": run / "m01.safetensors"})
     train_classifier(images, labels, N_CLASSES, {**RECIPE, "num_workers": 1}, **{**kwargs, "model_path": run / "m01.safetensors"})
     assert_same_weights(ref_model, run / "m01.safetensors")
+
+
+def test_a_resume_under_another_world_size_is_refused_naming_the_key(tmp_path, one_thread, monkeypatch):
+    """Each rank reads its own share of every epoch from the shards, and a resume skips the batches it
+    trained on: under another number of ranks it would skip other images. A checkpoint records the
+    world size; a resume claiming 2 ranks (rank_world patched: the check runs before any collective)
+    of a checkpoint that one process wrote stops, naming resources.train.gpu, and leaves the
+    checkpoint; with one process again it resumes to the uninterrupted run's weights."""
+    import synthscale.classifier.train as train
+
+    images, labels = make_data(64)
+    parts = [{"shards": write_digit_shards(tmp_path / "shards", images, labels, 16), "limit": None}]
+    recipe = {**RECIPE, "input_size": 16, "shuffle_buffer": 20}
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    train.train_model(parts, N_CLASSES, recipe, 3, ref / "m.safetensors", ref / "log.csv", progress=False)
+    kwargs = dict(model_path=run / "m.safetensors", log_path=run / "log.csv", checkpoint_path=run / "c.pt", progress=False)
+    with pytest.raises(Preempted, match="stopped at step 5/"):  # 4 steps per epoch: mid-epoch 2
+        train.train_model(parts, N_CLASSES, recipe, 3, stop_after_steps=5, **kwargs)
+    with monkeypatch.context() as mp:
+        mp.setattr(train, "rank_world", lambda: (0, 2))
+        with pytest.raises(ValueError, match=r"config key resources\.train\.gpu: the checkpoint .*c\.pt was written "
+                                             r"by this run with 1 rank\(s\), and it now gets 2 .* back to 1 to resume, "
+                                             r"or delete the checkpoint"):
+            train.train_model(parts, N_CLASSES, recipe, 3, **kwargs)
+    assert (run / "c.pt").exists() and not (run / "m.safetensors").exists()
+    train.train_model(parts, N_CLASSES, recipe, 3, **kwargs)
+    assert_same_weights(ref / "m.safetensors", run / "m.safetensors")
+
+
+def _resumed_steps(parts, recipe, saved, now, workers, monkeypatch, after=1) -> list[list[int]]:
+    """The images (by label: labels are positions here) each step of epoch 0 trains on over `now`
+    ranks after a resume from a checkpoint that `saved` ranks wrote after step `after` (each rank skips
+    the micro-batches a rank that run counted), read from each rank's loader (the loader's rank patched)
+    and grouped into steps as train_model plans them. `saved` = `now`: the uninterrupted run's steps."""
+    import synthscale.data.loader as loader
+    from synthscale.classifier.train import full_recipe, micro_size
+
+    recipe = full_recipe(recipe, parts)
+
+    def accum(world):
+        return max(1, recipe["batch_size"] // (micro_size(recipe, world) * world))
+
+    ranks = []
+    for r in range(now):
+        monkeypatch.setattr(loader, "_rank", lambda r=r: (r, now))
+        batches = loader.build_train_loader(parts, recipe, 3, 0, batch_size=micro_size(recipe, now), num_workers=workers)
+        ranks.append([yb.tolist() for _, yb in batches][after * accum(saved):])
+    a = accum(now)
+    return [sorted(i for b in ranks for mb in b[a * j: a * (j + 1)] for i in mb) for j in range(len(ranks[0]) // a)]
+
+
+def test_in_memory_images_resume_under_another_world_size(tmp_path, monkeypatch, one_thread):
+    """Where the batch order does not depend on the world size, a resume under another one is not
+    refused: one in-memory part (arrays), the batch shared out (micro_batch_size unset), the same
+    loader workers a rank. Stream s of S (ranks x workers) then reads every S-th position of the
+    epoch's permutation, so every step trains on the same images at 1, 2 or 4 ranks, and a resume
+    skips what the stopped run trained. Not so from shards, or with a micro-batch size fixed (one
+    rank then counts two micro-batches a step, two ranks one each), which a resume refuses. The
+    resume itself: a checkpoint that says 2 ranks (rewritten: one process wrote it) resumes in one
+    process to the uninterrupted weights; with micro_batch_size 8 it is refused."""
+    import json
+
+    n = 64
+    images, _ = make_data(n)
+    positions = np.arange(n)  # an image's label is its position
+    arrays = [{"arrays": (images, positions), "limit": None}]
+    shards = [{"shards": write_digit_shards(tmp_path / "shards", images, positions, 16), "limit": None}]
+    recipe = {**RECIPE, "input_size": 16, "shuffle_buffer": 20}
+    for saved, now, workers in ((1, 2, 0), (2, 1, 0), (1, 4, 0), (2, 1, 1), (1, 2, 2)):
+        rest = _resumed_steps(arrays, recipe, saved, saved, workers, monkeypatch)
+        assert len(rest) == 3 and len({i for step in rest for i in step}) == 48
+        assert _resumed_steps(arrays, recipe, saved, now, workers, monkeypatch) == rest, (saved, now, workers)
+        assert _resumed_steps(arrays, recipe, now, now, workers, monkeypatch) == rest, "the same steps"
+    fixed = {**recipe, "micro_batch_size": 8}
+    for parts, r in ((arrays, fixed), (shards, recipe)):
+        assert _resumed_steps(parts, r, 1, 2, 0, monkeypatch) != _resumed_steps(parts, r, 1, 1, 0, monkeypatch)
+
+    def said_two_ranks(ckpt):
+        saved = torch.load(ckpt, weights_only=True)
+        state = json.loads(saved["state"])
+        assert state["world_size"] == 1
+        torch.save({**saved, "state": json.dumps({**state, "world_size": 2})}, ckpt)
+
+    monkeypatch.undo()  # the loader's own rank again
+    ref_model, _ = reference_run(tmp_path, recipe, n)
+    run = tmp_path / "run"
+    kwargs = dict(seed=3, model_path=run / "m.safetensors", log_path=run / "log.csv", checkpoint_path=run / "c.pt",
+                  progress=False)
+    for r in (recipe, fixed):
+        with pytest.raises(Preempted, match="stopped at step 5/"):
+            train_classifier(images, positions % N_CLASSES, N_CLASSES, r, stop_after_steps=5, **kwargs)
+        said_two_ranks(run / "c.pt")
+        if r is fixed:
+            with pytest.raises(ValueError, match=r"config key resources\.train\.gpu: .* with 2 rank\(s\), and it now gets 1"):
+                train_classifier(images, positions % N_CLASSES, N_CLASSES, r, **kwargs)
+        else:
+            train_classifier(images, positions % N_CLASSES, N_CLASSES, r, **kwargs)
+            assert_same_weights(ref_model, run / "m.safetensors")
+
 
 # the paths the presets train on: timm's RandAugment, flips, erasing and crops in 2 loader workers,
 # mixup and cutmix on the batch, drop-path in the model; and a real + synthetic `prob` mix
