@@ -229,6 +229,13 @@ def write_clip_pairs(
     return folder
 
 
+def clip_pairs_made_from(folder: str | os.PathLike) -> dict[str, Any]:
+    """What a `write_clip_pairs` folder holds, beyond its shard paths: its inputs (parts, seed, caption
+    pools, shard size, loaders), pair count and shard sizes; equal for a rewrite from the same inputs."""
+    info = json.loads((Path(folder) / PAIRS_INDEX).read_text())
+    return {k: info.get(k) for k in ("made_from", "count", "sizes")}
+
+
 def clip_pair_sizes(folder: str | os.PathLike) -> list[int] | None:
     """Pairs in each shard of a `write_clip_pairs` folder (None for a folder written before they were
     recorded)."""

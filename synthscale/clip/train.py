@@ -39,7 +39,7 @@ from synthscale.clip.schedule import (
     clip_warmup_steps,
     min_loader_share,
 )
-from synthscale.clip.pairs import clip_pair_sizes, read_clip_pairs
+from synthscale.clip.pairs import clip_pair_sizes, clip_pairs_made_from, read_clip_pairs
 
 OPEN_CLIP_RUN = "run"  # open_clip_train's --name inside the job's work folder
 CONFIG_DIR = "model_configs"
@@ -345,6 +345,18 @@ def launch(cmd: Sequence[str], nproc: int = 1, threads: int | None = None) -> No
         raise RuntimeError(f"{' '.join(cmd[:4])} ... exited with {rc}")
 
 
+def open_clip_run(
+    pairs: str | os.PathLike, recipe: dict[str, Any], seed: int, work: Path, device: str, nproc: int
+) -> tuple[list[str], dict[str, Any], int]:
+    """(open_clip_train's arguments, the run's stamp for `_start_over_if_changed`, epochs) of a run."""
+    shards, count, _ = read_clip_pairs(pairs)
+    epochs = clip_epochs(count, recipe, nproc)
+    warmup = clip_warmup_steps(count, recipe, nproc)
+    argv = open_clip_argv(shards, count, {**recipe, "epochs": epochs, "warmup": warmup}, seed, work, device)
+    run = {"argv": argv, "gpus": nproc, "model_config": recipe.get("model_config"), "pairs": clip_pairs_made_from(pairs)}
+    return argv, run, epochs
+
+
 def _check_loader_batches(sizes: list[int], count: int, recipe: dict[str, Any], nproc: int) -> None:
     """Every loader of the run (clip.workers x GPUs) can be dealt one batch from shards of `sizes`."""
     loaders = clip_loaders(recipe, nproc)
@@ -362,8 +374,9 @@ RUN_STAMP = "run.json"  # in the work folder: what its checkpoints were trained 
 
 def _start_over_if_changed(work: Path, run: dict[str, Any]) -> None:
     """A work folder left by a killed job is resumed (`--resume latest`) only if its checkpoints were
-    made by this run (the same open_clip_train arguments, GPU count and model config); one made with
-    other settings (a changed recipe, `resources.clip.gpu` or `clip.workers`, where the old epochs
+    made by this run (the same open_clip_train arguments, GPU count, model config, and pairs made from
+    the same inputs: `clip_pairs_made_from`); one made with other settings (a changed recipe, caption
+    pool or shard size, `resources.clip.gpu` or `clip.workers`, where the old epochs
     would silently continue under the new arguments) is removed, with a note on stderr, and the run
     starts over. The stamp is written before training starts; a folder without one (from before
     stamps) is resumed as it always was."""
@@ -405,10 +418,8 @@ def train_clip(
     shards, count, part_counts = read_clip_pairs(pairs)
     nproc = max(1, int(gpus))
     _check_loader_batches(clip_pair_sizes(pairs) or [count], count, recipe, nproc)
-    epochs = clip_epochs(count, recipe, nproc)
-    warmup = clip_warmup_steps(count, recipe, nproc)
-    argv = open_clip_argv(shards, count, {**recipe, "epochs": epochs, "warmup": warmup}, seed, work, device)
-    _start_over_if_changed(work, {"argv": argv, "gpus": nproc, "model_config": recipe.get("model_config")})
+    argv, run, epochs = open_clip_run(pairs, recipe, seed, work, device, nproc)
+    _start_over_if_changed(work, run)
     config_dir = work / CONFIG_DIR
     register_model(recipe["model"], recipe.get("model_config"), config_dir)
     drop_unreadable_checkpoints(work / OPEN_CLIP_RUN / "checkpoints")

@@ -607,7 +607,7 @@ def test_two_n_values_give_no_interval():
     assert fits["k_interval"].iloc[0].startswith("undetermined")
 
 
-def test_a_resumed_run_reaches_the_same_weights(tmp_path, digits):
+def test_a_resumed_run_reaches_the_same_weights(tmp_path, digits, capfd):
     """A job killed after epoch 1 (its work folder holds epoch_1.pt), while it saved epoch_2.pt (open_clip
     writes it in place: a truncated newest checkpoint, which `--resume latest` would pick and fail on at
     every retry), resumes from epoch_1.pt to bit-identical weights."""
@@ -622,13 +622,16 @@ def test_a_resumed_run_reaches_the_same_weights(tmp_path, digits):
     # rule's (from Plan), here away from the model, so none is derived from the model's path
     work, log, config = tmp_path / "w" / "open_clip", tmp_path / "logs" / "clip.log", tmp_path / "c" / "cfg.json"
     shards, count, _ = P.read_clip_pairs(pairs)
+    C._start_over_if_changed(work, C.open_clip_run(pairs, r, 0, work, "cpu", 1)[1])  # stamped as train_clip does
     C.register_model(r["model"], r["model_config"], work / C.CONFIG_DIR)
     C.run_open_clip_train(C.open_clip_argv(shards, count, {**r, "epochs": 1}, 0, work, "cpu"), 0, work / C.CONFIG_DIR)
     ckpts = work / C.OPEN_CLIP_RUN / "checkpoints"
     assert (ckpts / "epoch_1.pt").exists()
     (ckpts / "epoch_2.pt").write_bytes((ckpts / "epoch_1.pt").read_bytes()[:50_000])  # killed mid-save
+    capfd.readouterr()
     C.train_clip(pairs, r, 0, tmp_path / "resumed" / "model.safetensors", work_dir=work, log_path=log,
                  config_path=config)
+    assert "starting over" not in capfd.readouterr().err  # the same run: its stamp matches
     assert [p.name for p in (tmp_path / "resumed").iterdir()] == ["model.safetensors"] and not work.exists()
     assert json.loads(config.read_text()) == json.loads((tmp_path / "full" / "model_config.json").read_text())
     before, after = log.read_text().split("resuming checkpoint", 1)
@@ -637,25 +640,28 @@ def test_a_resumed_run_reaches_the_same_weights(tmp_path, digits):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_work_folder_left_by_a_run_with_other_settings_is_started_over(tmp_path, digits, capfd):
-    """A killed job's work folder is resumed only by the same run: after a recipe change (here the
-    learning rate) its epoch checkpoint would continue under the new arguments, so the job starts over
-    and reaches a fresh run's weights."""
+@pytest.mark.parametrize("change", ["lr", "captions"])
+def test_a_work_folder_left_by_a_run_with_other_settings_is_started_over(tmp_path, digits, capfd, change):
+    """A killed job's work folder is resumed only by the same run: after a recipe change (the learning
+    rate) or pairs rewritten from other inputs (another caption pool: the same shard paths, so the same
+    open_clip_train arguments), its epoch checkpoint would continue under the new settings, so the job
+    starts over and reaches a fresh run's weights."""
     from safetensors.torch import load_file
 
     real = split_shards(digits / "splits.json", "train")
+    parts = P.clip_parts("real", 64, real, [], 0)
     r = recipe(epochs=2, save_frequency=1)
-    pairs = P.write_clip_pairs(tmp_path / "pairs", P.clip_parts("real", 64, real, [], 0), digits_classes(), r, 0)
-    C.train_clip(pairs, r, 0, tmp_path / "fresh" / "model.safetensors")
-    work = tmp_path / "stale" / "work"  # a job with lr 0.01 killed after epoch 1 of 2
-    shards, count, _ = P.read_clip_pairs(pairs)
-    old = {**r, "lr": 0.01}
-    argv = C.open_clip_argv(shards, count, old, 0, work, "cpu")
-    C._start_over_if_changed(work, {"argv": argv, "gpus": 1, "model_config": old["model_config"]})
+    old = {**r, "lr": 0.01} if change == "lr" else {**r, "caption_strategies": ["classname"]}
+    pairs = P.write_clip_pairs(tmp_path / "pairs", parts, digits_classes(), old, 0)
+    work = tmp_path / "stale" / "work"  # the old run's job, killed after epoch 1 of 2
+    C._start_over_if_changed(work, C.open_clip_run(pairs, old, 0, work, "cpu", 1)[1])
     C.register_model(r["model"], r["model_config"], work / C.CONFIG_DIR)
+    shards, count, _ = P.read_clip_pairs(pairs)
     C.run_open_clip_train(C.open_clip_argv(shards, count, {**old, "epochs": 1}, 0, work, "cpu"), 0,
                           work / C.CONFIG_DIR)
     assert (work / C.OPEN_CLIP_RUN / "checkpoints" / "epoch_1.pt").exists()
+    pairs = P.write_clip_pairs(tmp_path / "pairs", parts, digits_classes(), r, 0)  # the new run's pairs
+    C.train_clip(pairs, r, 0, tmp_path / "fresh" / "model.safetensors")
     capfd.readouterr()
     C.train_clip(pairs, r, 0, tmp_path / "stale" / "model.safetensors", work_dir=work)
     assert "holds a CLIP run made with other settings: starting over" in capfd.readouterr().err
