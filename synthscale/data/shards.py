@@ -28,10 +28,14 @@ import numpy as np
 from PIL import Image
 
 from synthscale.io import atomic_path
-from synthscale.study.plan import shard_name
 
 # a fixed mtime keeps tar bytes identical across reruns
 _MTIME = 0
+
+
+def shard_name(k: int) -> str:
+    """The file name of a folder's k-th shard (Plan spells shard paths with it; SHARD_DIGITS there)."""
+    return f"shard-{k:06d}.tar"
 
 
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")

@@ -1,7 +1,8 @@
-"""Config checking: the JSON schema fills defaults, then checks that need the world (paths, registries).
+"""Config checking: the JSON schema fills defaults, `synthscale.study.resolve` fills the values the
+YAML leaves implicit, then checks that need the world (paths, registries) and the resolved values.
 
 Every problem becomes one `ConfigError` whose message names the offending key, raised before any
-job starts.
+job starts. The functions here only check; resolution lives in resolve.py.
 """
 
 from __future__ import annotations
@@ -23,28 +24,10 @@ from synthscale.clip.schedule import (
     clip_warmup_steps,
     min_loader_share,
 )
+from synthscale.study.resolve import prepared_train_count, resolve_config
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 
-RESOURCE_DEFAULTS: dict[str, Any] = {
-    "threads": 1,
-    "mem_mb": 2000,
-    "runtime": 20,
-    "gpu": 0,
-    "gpu_model": None,
-    "slurm_partition": None,
-    "slurm_extra": None,
-    "retry_runtime_factor": 1.5,
-    "max_runtime": None,
-}
-# every rule's resources come from one of these (rules/common.smk: res); `default` serves the rest
-STAGES = (
-    "prepare", "train_generator", "finetune", "generate", "train", "evaluate", "quality", "prompts", "filter",
-    "clip", "judge", "clip_eval", "clip_pairs",
-)
-# stages that, unnamed, take another stage's resources (one GPU at most): one-process stages that used to share
-# a multi-GPU stage, and the CLIP runs' caption shards (one CPU thread: the default resources)
-STAGE_PARENTS = {"judge": "train", "clip_eval": "clip", "clip_pairs": "default"}
 # a generation block's time limit covers its images at the stated throughput with this margin, plus
 # the pipeline's load (generators[].images_per_second; _check_generate_runtime)
 GENERATE_RUNTIME_MARGIN = 1.25
@@ -134,7 +117,8 @@ def open_clip_model_exists(name: str) -> bool:
 
 
 def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> dict[str, Any]:
-    """Validate against the schema, then check names, paths and registries. Returns the full config."""
+    """Validate against the schema (defaults filled), check what the schema alone gives, resolve
+    (synthscale.study.resolve), then check the resolved values. Returns the full, resolved config."""
     cfg = validate_schema(config)
     workdir = Path(workdir)
     _check_unique([g["name"] for g in cfg["generators"]], "generators")
@@ -153,13 +137,15 @@ def check_config(config: dict[str, Any], workdir: str | os.PathLike = ".") -> di
     for g in cfg["generators"]:
         if g["kind"] == "trained":
             _check_tiny_arch(g["name"], g["arch"])
-    _resolve_train(cfg)
+    _check_recipe(cfg)
+    resolve_config(cfg, workdir)
+    _check_train(cfg)
     _check_eval_set_refs(cfg)
     _check_clip(cfg)
     _check_real_counts(cfg, workdir)
     _check_mix(cfg)
     _check_supervised(cfg)
-    _resolve_resources(cfg)
+    _check_max_runtimes(cfg)
     _check_generate_runtime(cfg)
     _check_finetune_gpus(cfg)
     _check_clip_ranks(cfg)
@@ -216,19 +202,19 @@ def _check_pretrained(cfg: dict[str, Any], workdir: Path) -> None:
                 _check_generator_folder(g["name"], workdir / src, cfg["generation"]["sampler"])
 
 
-def _resolve_train(cfg: dict[str, Any]) -> None:
-    """`train` resolved from its named recipe (in place), then checked: the micro-batch divides the
-    batch over the training GPUs, and the architecture is a timm model."""
-    from synthscale.study.recipes import resolve_recipe
+def _check_recipe(cfg: dict[str, Any]) -> None:
+    """`train.recipe` names a row of the recipe table (resolution looks it up)."""
+    from synthscale.study.recipes import unknown_recipe
 
-    try:
-        cfg["train"] = resolve_recipe(cfg["train"])
-    except KeyError as err:
-        raise ConfigError(f"config key train.recipe: {err.args[0]}") from None
-    if cfg["train"]["input_size"] is None:
-        cfg["train"]["input_size"] = cfg["dataset"]["image_size"]
-    res_cfg = cfg.get("resources", {})
-    gpus = {**RESOURCE_DEFAULTS, **res_cfg.get("default", {}), **res_cfg.get("train", {})}["gpu"] or 1
+    problem = unknown_recipe(cfg["train"])
+    if problem:
+        raise ConfigError(f"config key train.recipe: {problem}")
+
+
+def _check_train(cfg: dict[str, Any]) -> None:
+    """The resolved `train`: the micro-batch divides the batch over the training GPUs, and the
+    architecture is a timm model."""
+    gpus = cfg["resources"]["train"]["gpu"] or 1
     micro = cfg["train"]["micro_batch_size"]
     if micro and cfg["train"]["batch_size"] % (micro * max(1, gpus)):
         raise ConfigError(
@@ -241,17 +227,8 @@ def _resolve_train(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"config key train.arch: {arch!r} is not a timm model name")
 
 
-def _resolve_resources(cfg: dict[str, Any]) -> None:
-    """Every stage's resources in full (in place): `resources.default` over the built-in defaults, a
-    stage's own entry over that; a stage with no entry of its own takes its parent's, on one GPU at most.
-    A runtime may not exceed its max_runtime."""
-    res = cfg["resources"]
-    base = {**RESOURCE_DEFAULTS, **res.get("default", {})}
-    cfg["resources"] = {"default": base} | {s: {**base, **res.get(s, {})} for s in STAGES}
-    for stage, parent in STAGE_PARENTS.items():
-        if stage not in res:
-            own = cfg["resources"][parent]
-            cfg["resources"][stage] = {**own, "gpu": min(own["gpu"], 1)}
+def _check_max_runtimes(cfg: dict[str, Any]) -> None:
+    """No stage's resolved runtime exceeds its max_runtime."""
     for stage, r in cfg["resources"].items():
         if r["max_runtime"] and r["runtime"] > r["max_runtime"]:
             raise ConfigError(
@@ -605,21 +582,19 @@ def _check_clip(cfg: dict[str, Any]) -> None:
 
 
 def _check_eval_set_refs(cfg: dict[str, Any]) -> None:
-    """Keys that name one eval set: null means the first of `eval_sets`; any other name must be one
-    (the prepared splits are named after them, so a typo would fail inside a job)."""
+    """Keys that name one eval set (null was resolved to the first of `eval_sets`) name one (the
+    prepared splits are named after them, so a typo would fail inside a job)."""
     names = [e["name"] for e in cfg["eval_sets"]]
     for section, key in [("quality", "reference_set"), ("analysis", "eval_set")]:
         value = cfg[section][key]
-        if value is None:
-            cfg[section][key] = names[0]
-        elif value not in names:
+        if value not in names:
             raise ConfigError(f"config key {section}.{key}: {value!r} is not an eval set; eval_sets: {names}")
 
 
 def _check_supervised(cfg: dict[str, Any]) -> None:
     """`train.supervised: false` turns the classifier arm off (a CLIP-only study): no classifier is
-    trained, so the real baselines are off too, and nothing that is read through a classifier may be
-    asked for: mixed classifiers (`mix.real_n`) and filtered sets (compared by their CAS)."""
+    trained (resolution turned the real baselines off), so nothing that is read through a classifier
+    may be asked for: mixed classifiers (`mix.real_n`) and filtered sets (compared by their CAS)."""
     if cfg["train"]["supervised"]:
         return
     if cfg["mix"]["real_n"]:
@@ -633,37 +608,21 @@ def _check_supervised(cfg: dict[str, Any]) -> None:
             f"config key filters: {filters} are compared by the CAS of classifiers trained on them, "
             "but train.supervised is false; set filters: [none]"
         )
-    cfg["train"]["real_baseline"] = False
-    cfg["train"]["real_full"] = False
-
-
-def _prepared_train_count(cfg: dict[str, Any], workdir: Path) -> tuple[Path, int | None]:
-    """The prepared manifest's path, and its real train split's size once it is prepared."""
-    from synthscale.study.plan import manifest_path
-
-    manifest = workdir / manifest_path(cfg["results"], cfg["dataset"]["name"])
-    if not manifest.exists():
-        return manifest, None
-    import json
-
-    return manifest, int(json.loads(manifest.read_text())["splits"]["train"]["count"])
 
 
 def _check_real_counts(cfg: dict[str, Any], workdir: Path) -> None:
     """Real runs take the first N real images, so N may not pass the real train split. Its size is
-    `mix.full_real_n`, or, unset, the prepared manifest's (the two must agree when both exist); the
-    real-only grids stop there (Plan.real_ns), and a CLIP mix's real part past it is an error.
-    Before the split is prepared and without `mix.full_real_n`, a too-large N fails in its job."""
-    manifest, prepared = _prepared_train_count(cfg, workdir)
+    `mix.full_real_n` (resolved, when unset, from the prepared manifest), which must agree with the
+    manifest once it exists; the real-only grids stop there (Plan.real_ns), and a CLIP mix's real part
+    past it is an error. Before the split is prepared and without `mix.full_real_n`, a too-large N fails
+    in its job."""
+    manifest, prepared = prepared_train_count(cfg, workdir)
     full = cfg["mix"]["full_real_n"]
     if full is not None and prepared is not None and full != prepared:
         raise ConfigError(
             f"config key mix.full_real_n: {full}, but the prepared real train split {manifest} "
             f"holds {prepared} images"
         )
-    if full is None and prepared is not None:
-        # unset, the split's size comes from the prepared manifest (multiples of `all` use it too)
-        cfg["mix"]["full_real_n"] = full = prepared
     c = cfg["clip"]
     if full is not None and c["enabled"] and c["mixed"] and c["sources"] != "none":
         from synthscale.clip.pairs import mix_split
@@ -695,7 +654,7 @@ def _check_mix(cfg: dict[str, Any]) -> None:
     values = [e["n"] for e in entries]
     if len(set(values)) != len(values):
         raise ConfigError(f"config key mix.real_n: a value appears twice in {values}")
-    # _check_real_counts ran first: full_real_n agrees with the prepared split, or holds its size if unset
+    # resolved from the prepared split if unset; _check_real_counts ran first, so the two agree
     full = mix["full_real_n"]
     for i, e in enumerate(entries):
         own = "synthetic_n" in e or "synthetic_multiples" in e  # then they replace the section's

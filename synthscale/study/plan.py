@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from synthscale.data.shards import shard_name
 from synthscale.study.sources import (
     FILTERED_WILDCARDS,
     SYNTHETIC_PREFIX,
@@ -23,10 +24,6 @@ from synthscale.study.sources import (
     parse_source,
     set_name,
 )
-
-
-def shard_name(k: int) -> str:
-    return f"shard-{k:06d}.tar"
 
 
 SHARD_DIGITS = 6

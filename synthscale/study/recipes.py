@@ -143,14 +143,21 @@ RECIPE_KEYS = tuple(_DIGITS)
 DEFAULT_RECIPE = "digits"
 
 
+def unknown_recipe(train: dict[str, Any]) -> str | None:
+    """What is wrong with `train["recipe"]` (a name no row has), or None when the row exists."""
+    name = train.get("recipe") or DEFAULT_RECIPE
+    return None if name in RECIPES else f"unknown recipe {name!r}; known: {sorted(RECIPES)}"
+
+
 def resolve_recipe(train: dict[str, Any]) -> dict[str, Any]:
     """The named row of `train["recipe"]` (default "digits") with every other key of `train` over it.
 
     Raises KeyError naming the unknown recipe. Idempotent: a resolved recipe resolves to itself.
     """
+    problem = unknown_recipe(train)
+    if problem:
+        raise KeyError(problem)
     name = train.get("recipe") or DEFAULT_RECIPE
-    if name not in RECIPES:
-        raise KeyError(f"unknown recipe {name!r}; known: {sorted(RECIPES)}")
     out = copy.deepcopy(RECIPES[name])
     out.update(copy.deepcopy(train))
     out["recipe"] = name

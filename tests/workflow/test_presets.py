@@ -245,7 +245,7 @@ def rule_stages() -> dict[str, str | None]:
 
 
 def test_the_rules_read_every_stage_and_only_stages_the_schema_knows():
-    from synthscale.study.config import STAGES
+    from synthscale.study.resolve import STAGES
 
     stages = rule_stages()
     assert {"prepare_data", "generate_block", "train_judge", "evaluate_clip"} <= set(stages)
@@ -257,7 +257,7 @@ def test_the_rules_read_every_stage_and_only_stages_the_schema_knows():
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_stage_has_explicit_resources_that_fit(workdir, preset, monkeypatch):
-    from synthscale.study.config import STAGES
+    from synthscale.study.resolve import STAGES
 
     raw = yaml.safe_load((REPO / "configs" / f"{preset}.yaml").read_text())["resources"]
     stages = rule_stages()
