@@ -282,6 +282,11 @@ def _check_clip_warmup(cfg: dict[str, Any]) -> None:
     c = cfg["clip"]
     if not c["enabled"]:
         return
+    if any(a.split("=")[0] in ("--accum-freq", "--accum_freq") for a in c["extra_args"]):
+        raise ConfigError(
+            "config key clip.extra_args: --accum-freq divides open_clip_train's steps, which the warm-up share, "
+            "min_steps and the recorded steps per epoch count without it; raise clip.batch_size or GPUs instead"
+        )
     warmup = c["warmup"]
     if warmup >= 1 and warmup != int(warmup):
         raise ConfigError(f"config key clip.warmup: {warmup} is neither whole steps nor a share below 1")

@@ -460,6 +460,14 @@ def test_warmup_is_whole_steps_or_a_share_of_each_runs_steps(tmp_path, digits, m
     assert seen[0][seen[0].index("--warmup") + 1] == "2"  # a quarter of 4 epochs x 2 steps
 
 
+def test_gradient_accumulation_in_extra_args_is_refused(raw):
+    """open_clip_train's --accum-freq divides its steps, which the warm-up share and steps count without."""
+    raw = copy.deepcopy(raw)
+    raw["clip"]["extra_args"] = ["--accum-freq", "2"]
+    with pytest.raises(ConfigError, match=r"config key clip.extra_args: --accum-freq"):
+        check_config(raw)
+
+
 @pytest.mark.parametrize("warmup, ok", [(5, True), (15, True), (16, False), (0.5, True), (0.6, False), (2.5, False)])
 def test_a_warmup_longer_than_half_the_smallest_run_is_refused(raw, warmup, ok):
     """The smallest default CLIP run (N = 75, batch 32: 3 steps an epoch, 10 epochs) has 30 steps: a
