@@ -279,15 +279,6 @@ def _noise_sd(
     return s, d, source_sd, basis
 
 
-def read_summary(path: str | os.PathLike) -> pd.DataFrame:
-    """summary.csv as the mix analysis needs it: n_label and names as strings."""
-    df = pd.read_csv(path, dtype={"n_label": str, "generator": str, "strategy": str, "source": str})
-    for c in ("generator", "strategy"):
-        if c in df:
-            df[c] = df[c].fillna("")
-    return df
-
-
 def read_rates(path: str | os.PathLike) -> pd.DataFrame:
     """exchange_rate.csv or effects.csv back, with the empty `censored` marks kept as ""."""
     try:
