@@ -16,6 +16,7 @@ import pandas as pd
 
 from synthscale.io import write_csv
 from synthscale.study.sources import parse_source, synthetic_name
+from synthscale.analysis.noise import diff_margin, pooled_sd
 from synthscale.analysis.report import write_html
 
 # Fan et al. 2023, CLIP zero-shot ImageNet scaling ability, read from their figure
@@ -213,18 +214,7 @@ def pooled_seed_sd(means: pd.DataFrame) -> tuple[float, int]:
     df = int((m["seeds"] - 1).sum())
     if df <= 0:
         return float("nan"), 0
-    return float(np.sqrt(((m["seeds"] - 1) * m["loss_sd"] ** 2).sum() / df)), df
-
-
-def diff_margin(sd: float, df: int, n_a: int, n_b: int) -> tuple[float, float]:
-    """(95% margin, t quantile) of a difference of two means of n_a and n_b seeds each:
-    t(0.975, df) * sd * sqrt(1/n_a + 1/n_b); NaN without an SD."""
-    from scipy.stats import t as student_t
-
-    if not np.isfinite(sd) or df <= 0:
-        return float("nan"), float("nan")
-    q = float(student_t.ppf(0.975, df))
-    return q * sd * float(np.sqrt(1 / n_a + 1 / n_b)), q
+    return pooled_sd(((m["seeds"] - 1) * m["loss_sd"] ** 2).sum(), df), df
 
 
 def _seed_count(seeds: pd.Series) -> str:

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from synthscale.analysis.noise import diff_margin, pooled_sd
 from synthscale.study.sources import parse_source, synthetic_name
 
 # --- what a synthetic set is worth, in real images ---
@@ -180,7 +181,7 @@ def pooled_seed_sd(real: pd.DataFrame, metric: str = "top1") -> tuple[float, int
             ss += float(((v - v.mean()) ** 2).sum())
             df += len(v) - 1
             used.append(int(n))
-    return (float(np.sqrt(ss / df)) if df else np.nan), df, used
+    return pooled_sd(ss, df), df, used
 
 
 def mix_effects(summary: pd.DataFrame, mix: dict[str, Any], level: float = 0.95) -> pd.DataFrame:
@@ -216,8 +217,6 @@ def _mix_effect(
 ) -> dict[str, Any]:
     """One mix's row of `mix_effects`: its seeds `g` against the real-only runs `base` at its real_n
     (`curve`: real-only top1 and loss per real_n; `pooled`: `pooled_seed_sd` of the eval set)."""
-    from scipy import stats
-
     first = g.iloc[0]
     r, syn = int(first["real_n"]), int(first["synthetic_n"])
     top1, loss = float(g["top1"].mean()), float(g["loss"].mean())
@@ -226,7 +225,7 @@ def _mix_effect(
     n_m = int(g[seed_col].nunique()) if seed_col else 1
     s, d, source_sd, basis = _noise_sd(g, base, r, n_m, seed_col, pooled)
     if d > 0 and np.isfinite(s):
-        noise = float(stats.t.ppf(0.5 + level / 2, d) * s * np.sqrt(1 / n_m + 1 / n_r))
+        noise = diff_margin(s, d, n_m, n_r, level)[0]
         verdict = "within noise" if abs(delta) <= noise else ("helped" if delta > 0 else "hurt")
     else:
         noise, verdict, basis, source_sd = np.nan, "undetermined", "none: no N has two seeds", "none"
@@ -274,18 +273,9 @@ def _noise_sd(
         v = g.groupby(seed_col)["top1"].mean()
         ss = (0.0 if not d else s**2 * d) + float(((v - v.mean()) ** 2).sum())
         d = d + n_m - 1
-        s = float(np.sqrt(ss / d))
+        s = pooled_sd(ss, d)
         basis = (basis + " and " if basis else "") + "the mix's own seeds"
     return s, d, source_sd, basis
-
-
-def read_summary(path: str | os.PathLike) -> pd.DataFrame:
-    """summary.csv as the mix analysis needs it: n_label and names as strings."""
-    df = pd.read_csv(path, dtype={"n_label": str, "generator": str, "strategy": str, "source": str})
-    for c in ("generator", "strategy"):
-        if c in df:
-            df[c] = df[c].fillna("")
-    return df
 
 
 def read_rates(path: str | os.PathLike) -> pd.DataFrame:

@@ -89,12 +89,15 @@ def write_table(path: str | os.PathLike, df: pd.DataFrame) -> None:
     write_csv(path, df)
 
 
-def read_summary(path: str | os.PathLike) -> pd.DataFrame:
-    """summary.csv with its string columns kept as strings; `seed` is 0 where the table has none."""
-    df = pd.read_csv(path, dtype={"n_label": str, "generator": str, "strategy": str})
+def read_summary(path: str | os.PathLike, fill_seed: bool = True) -> pd.DataFrame:
+    """summary.csv with its string columns (n_label, source, generator, strategy) kept as strings and
+    empty names as "". `seed` is 0 where the table has none, unless `fill_seed` is False (the mix
+    analysis reads a missing `seed` column as "one run per source and N")."""
+    df = pd.read_csv(path, dtype={"n_label": str, "generator": str, "strategy": str, "source": str})
     for c in ("generator", "strategy"):
-        df[c] = df[c].fillna("")
-    if "seed" not in df.columns:
+        if c in df:
+            df[c] = df[c].fillna("")
+    if fill_seed and "seed" not in df.columns:
         df["seed"] = 0
     return df
 

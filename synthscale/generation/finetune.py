@@ -95,31 +95,22 @@ LOSS_SYNC_EVERY = 20  # steps between reads of the device-side losses (and the p
 
 
 def load_base_pipeline(source: str | os.PathLike, device: str = "cpu"):
-    """A full text-to-image pipeline from a Hub id or a local folder (safetensors only, fp32).
-
-    A folder written by the workflow's own tiny generator names `PixelTextToImagePipeline` in its
-    model_index.json; that class is not in diffusers, so it is picked here by name.
-    """
+    """A full text-to-image pipeline from a Hub id or a local folder (safetensors only, fp32), loaded
+    by `synthscale.generation.pipelines.open_pipeline` (the class from model_index.json, the workflow's
+    own PixelTextToImagePipeline included) with from_pretrained's default dtype and its safety checker
+    kept (full mode saves the whole pipeline). A LoRA folder is refused: fine-tune from its base."""
     folder = Path(source)
-    cls_name = None
     if folder.exists():
         meta = folder / META
         if meta.exists() and json.loads(meta.read_text()).get("lora"):
             raise ValueError(
                 f"{source} holds LoRA weights, not a pipeline; fine-tune from its base instead"
             )
-        index = folder / "model_index.json"
-        if not index.exists():
+        if not (folder / "model_index.json").exists():
             raise FileNotFoundError(f"base generator folder {source} has no model_index.json")
-        cls_name = json.loads(index.read_text()).get("_class_name")
-    from diffusers import DiffusionPipeline
+    from synthscale.generation.pipelines import open_pipeline
 
-    cls = DiffusionPipeline
-    if cls_name == "PixelTextToImagePipeline":
-        from synthscale.generation.tinygen import PixelTextToImagePipeline as cls  # noqa: N813
-    pipe = cls.from_pretrained(str(source), use_safetensors=True)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    return open_pipeline(source, device, keep_safety_checker=True)
 
 
 def denoiser_of(pipe):

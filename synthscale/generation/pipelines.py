@@ -160,12 +160,32 @@ def load_generator(
         return pipe
     if (local.exists() or trained_here) and not (local / "model_index.json").exists():
         raise FileNotFoundError(f"generator folder {source} has no model_index.json (nor a LoRA synthscale.json)")
+    return open_pipeline(source, device, resolve_dtype(dtype, device))
+
+
+def open_pipeline(
+    source: str | os.PathLike,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+    keep_safety_checker: bool = False,
+):
+    """A pipeline from a Hub id or a local pipeline folder (safetensors only), its progress bar off,
+    moved to `device`: the one loader of `load_generator` and fine-tuning's base
+    (`synthscale.generation.finetune.load_base_pipeline`).
+
+    The class is the one a local folder's model_index.json names when it is the workflow's own
+    (PixelTextToImagePipeline, not in diffusers), else DiffusionPipeline. `dtype` None passes no dtype
+    to `from_pretrained` (its default). A safety checker is dropped (it blanks images; a training set
+    needs the generator's own output) unless `keep_safety_checker` (a fine-tuned pipeline is saved whole).
+    """
     cls = DiffusionPipeline
+    local = Path(source)
     if local.exists():
         cls = OWN_PIPELINES.get(read_json(local / "model_index.json").get("_class_name"), DiffusionPipeline)
-    pipe = cls.from_pretrained(str(source), use_safetensors=True, dtype=resolve_dtype(dtype, device))
-    if getattr(pipe, "safety_checker", None) is not None:
-        pipe.safety_checker = None  # it blanks images; a training set needs the generator's own output
+    kwargs = {} if dtype is None else {"dtype": dtype}
+    pipe = cls.from_pretrained(str(source), use_safetensors=True, **kwargs)
+    if not keep_safety_checker and getattr(pipe, "safety_checker", None) is not None:
+        pipe.safety_checker = None
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
