@@ -177,3 +177,24 @@ def check_resumed_count(
         f"gets {now}{note}; {why}, so the resumed epoch would skip other batches than those it trained on. "
         f"Set {key} back to {saved} to resume, or delete the checkpoint to start the run over with the new count"
     )
+
+
+RANKS_NOTE = " (one torchrun rank a GPU; one process for 0 or 1 GPU)"
+
+
+def check_resumed_world(
+    saved: int | None, now: int, *, key: str, ckpt: str | os.PathLike | None,
+    same: Callable[[int, int], bool] = operator.eq,
+) -> None:
+    """`check_resumed_count` for the number of ranks (`key`: the stage's resources.<stage>.gpu)."""
+    check_resumed_count(saved, now, key=key, ckpt=ckpt, what="rank(s)", note=RANKS_NOTE,
+                        why="each rank reads its own share of every epoch", same=same)
+
+
+def check_resumed_workers(
+    saved: int | None, now: int, *, key: str, ckpt: str | os.PathLike | None, note: str = ""
+) -> None:
+    """`check_resumed_count` for a rank's loader workers (`key`: the loop's num_workers); 0 and 1 read
+    one stream (`same_loader_stream`)."""
+    check_resumed_count(saved, now, key=key, ckpt=ckpt, what="loader worker(s) a rank", note=note,
+                        why="the worker count fixes the batch order", same=same_loader_stream)

@@ -36,7 +36,7 @@ from synthscale.distributed import (
     all_sum, all_sum_device, barrier, ddp_wrap, dist_on, rank_main, rank_seed, rank_world, run_torchrun,
 )
 from synthscale.preemption import (
-    CheckpointClock, Preempted, StopSignals, Stopping, check_resumed_count, resume_checkpoint, same_loader_stream,
+    CheckpointClock, Preempted, StopSignals, Stopping, check_resumed_workers, check_resumed_world, resume_checkpoint,
     save_checkpoint,
 )
 from synthscale.study.recipes import resolve_recipe
@@ -287,15 +287,13 @@ def _same_batch_order(run: TrainRun, parts: list[dict[str, Any]], state: dict[st
     batches in turn, and a worker's last batch may be short; no worker and one worker read one stream,
     in the same order (`same_loader_stream`). The world size is checked first: it also changes the
     effective worker count (at most one a full batch of the rank's share)."""
-    check_resumed_count(
-        state.get("world_size"), run.world, key="resources.train.gpu", ckpt=ckpt, what="rank(s)",
-        note=" (one torchrun rank a GPU; one process for 0 or 1 GPU)", why="each rank reads its own share of every epoch",
+    check_resumed_world(
+        state.get("world_size"), run.world, key="resources.train.gpu", ckpt=ckpt,
         same=lambda saved, now: saved == now or _order_ignores_world(parts, run.recipe, saved, now),
     )
-    check_resumed_count(
-        state.get("num_workers"), workers, key="train.num_workers", ckpt=ckpt, what="loader worker(s) a rank",
+    check_resumed_workers(
+        state.get("num_workers"), workers, key="train.num_workers", ckpt=ckpt,
         note=f" (train.num_workers {run.recipe.get('num_workers', 0)}, at most one a full batch)",
-        why="the worker count fixes the batch order", same=same_loader_stream,
     )
     state.update(world_size=run.world, num_workers=int(workers))
 

@@ -76,10 +76,10 @@ from synthscale.preemption import (
     Preempted,
     StopSignals,
     Stopping,
-    check_resumed_count,
+    check_resumed_workers,
+    check_resumed_world,
     ignore_stop_signals,
     resume_checkpoint,
-    same_loader_stream,
     save_checkpoint,
 )
 
@@ -503,14 +503,8 @@ def _resume_finetune(run: FinetuneRun, ckpt: Path | None, key: str = "finetune")
     state = resume_checkpoint(ckpt, run.device, clean=run.rank == 0)
     if state is None:
         return FinetunePosition()
-    check_resumed_count(
-        state.get("world_size"), run.world, key="resources.finetune.gpu", ckpt=ckpt, what="rank(s)",
-        note=" (one torchrun rank a GPU; one process for 0 or 1 GPU)", why="each rank reads its own share of every epoch",
-    )
-    check_resumed_count(
-        state.get("num_workers"), run.recipe["num_workers"], key=f"{key}.num_workers", ckpt=ckpt,
-        what="loader worker(s) a rank", why="the worker count fixes the batch order", same=same_loader_stream,
-    )
+    check_resumed_world(state.get("world_size"), run.world, key="resources.finetune.gpu", ckpt=ckpt)
+    check_resumed_workers(state.get("num_workers"), run.recipe["num_workers"], key=f"{key}.num_workers", ckpt=ckpt)
     missing, unexpected = run.unet.load_state_dict(state["trainable"], strict=False)
     if unexpected:
         raise ValueError(f"checkpoint {ckpt} does not fit this denoiser: {unexpected[:3]}")
