@@ -192,7 +192,7 @@ def main() -> None:
     dry = snakemake(["-n"], results, subprocess.PIPE)
     nothing = "Nothing to be done" in dry.stdout
 
-    from synthscale.analysis.tables import read_benchmarks
+    from synthscale.analysis.cost_report import read_benchmarks
     from synthscale.study.config import load_config
     from synthscale.study.plan import Plan
 

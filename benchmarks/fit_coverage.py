@@ -1,6 +1,6 @@
 """Do the scaling fits' 95% intervals cover the truth 95% of the time?
 
-Simulates known laws through `synthscale.analysis.tables.scaling_fits` (the function the workflow's rule
+Simulates known laws through `synthscale.analysis.scaling_report.scaling_fits` (the function the workflow's rule
 scaling_fits calls) and prints, per design and noise model, the coverage of every interval it reports
 (k of real, k of synthetic, the synthetic/real slope ratio, k of the saturating form, the N at which
 the power law reaches loss 0.2) and how often each is reported rather than undetermined. Coverage
@@ -26,7 +26,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from synthscale.analysis.tables import scaling_fits
+from synthscale.analysis.scaling_report import scaling_fits
 
 N3, N6, N4 = (30, 100, 300), (30, 60, 120, 250, 500, 1000), (30, 100, 300, 1000)
 DESIGNS = {
@@ -111,7 +111,7 @@ def main() -> None:
     seed = int(sys.argv[2]) if len(sys.argv) > 2 else 0
     rng = np.random.default_rng(seed)
     t0 = time.time()
-    print(f"95% intervals of synthscale.analysis.tables.scaling_fits, {reps} replicates per row; "
+    print(f"95% intervals of synthscale.analysis.scaling_report.scaling_fits, {reps} replicates per row; "
           "coverage among reported intervals (reported share in brackets)")
     names = ["k real", "k syn", "ratio syn/real", "N-target real", "N-target syn", "saturating k real",
              "saturating k syn"]

@@ -3,7 +3,7 @@ from synthscale.runtime import job_setup
 
 job_setup(snakemake)  # first: a warm run hands the job over here
 
-from synthscale.analysis.tables import write_cost
+from synthscale.analysis.cost_report import write_cost
 from synthscale.data.real import read_manifest
 
 write_cost(

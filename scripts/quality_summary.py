@@ -3,7 +3,7 @@ from synthscale.runtime import job_setup
 
 job_setup(snakemake)  # first: a warm run hands the job over here
 
-from synthscale.analysis.tables import summarize_quality
+from synthscale.analysis.quality_report import summarize_quality
 
 summarize_quality(
     snakemake.input.sets,

@@ -1,11 +1,11 @@
-"""Snakemake entry for rule sample_grid: adapt snakemake.* to synthscale.analysis.report."""
+"""Snakemake entry for rule sample_grid: adapt snakemake.* to synthscale.analysis.quality_report."""
 from synthscale.runtime import job_setup
 
 job_setup(snakemake)  # first: a warm run hands the job over here
 
 import pandas as pd
 
-from synthscale.analysis.report import plot_sample_grid
+from synthscale.analysis.quality_report import plot_sample_grid
 from synthscale.data.shards import load_arrays
 
 wc = snakemake.wildcards

@@ -49,7 +49,8 @@ ENV = "SYNTHSCALE_WARM"  # the server's socket, for the jobs of this run
 PRELOAD_FIRST = (
     "numpy", "pandas", "PIL.Image", "torch", "torchvision", "timm", "safetensors.torch",
     "synthscale.classifier.train", "synthscale.classifier.evaluate", "synthscale.analysis.tables",
-    "synthscale.analysis.report",
+    "synthscale.analysis.report", "synthscale.analysis.scaling_report", "synthscale.analysis.quality_report",
+    "synthscale.analysis.cost_report",
 )
 PRELOAD_LATER = (
     "matplotlib.pyplot", "seaborn", "scipy.stats", "scipy.optimize", "torchmetrics",

@@ -3,17 +3,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synthscale.analysis import report
-from synthscale.analysis.tables import (
-    build_summary,
-    cost_table,
-    parse_benchmark,
-    read_benchmarks,
-    read_scaling,
-    read_summary,
-    scaling_fits,
-    write_cost,
-)
+from synthscale.analysis import cost_report, scaling_report
+from synthscale.analysis.cost_report import cost_table, parse_benchmark, read_benchmarks, write_cost
+from synthscale.analysis.scaling_report import scaling_fits
+from synthscale.analysis.tables import build_summary, read_scaling, read_summary
 from synthscale.study.plan import Plan
 from synthscale.study.sources import parse_source
 
@@ -60,7 +53,7 @@ def test_summary_reads_seed_column_or_defaults_to_zero(tmp_path):
 def test_findings_state_numbers_and_compare_every_slope_with_real(rng):
     summary = _summary(gens=("a", "b"), seeds=3, noise=0.05, rng=rng)
     fits = scaling_fits(summary, n_draws=500)
-    lines = report.scaling_findings(summary, fits, n_classes=10)
+    lines = scaling_report.scaling_findings(summary, fits, n_classes=10)
     text = " ".join(lines)
     assert "chance is 0.100" in text
     import re
@@ -77,7 +70,7 @@ def test_findings_state_numbers_and_compare_every_slope_with_real(rng):
     # no fixed explanation: the same text code path on equal slopes gives no hypothesis
     same = _summary(gens=("a",), seeds=3, noise=0.05, rng=rng)
     same.loc[same["kind"] == "synthetic", "loss"] = same.loc[same["kind"] == "real", "loss"].to_numpy()
-    text_same = " ".join(report.scaling_findings(same, scaling_fits(same, n_draws=500), 10))
+    text_same = " ".join(scaling_report.scaling_findings(same, scaling_fits(same, n_draws=500), 10))
     assert "Hypothesis" not in text_same and "not distinguishable from real's" in text_same
 
 
@@ -86,7 +79,7 @@ def test_findings_say_undetermined_and_one_seed_where_the_design_cannot_show_mor
     the sentence says so instead of calling it lower or higher than real's."""
     summary = _summary(gens=("a",), seeds=1, noise=0.05, rng=rng)
     summary = summary[(summary["kind"] == "real") | summary["n"].isin([30, 300])]
-    text = " ".join(report.scaling_findings(summary, scaling_fits(summary), 10))
+    text = " ".join(scaling_report.scaling_findings(summary, scaling_fits(summary), 10))
     assert "synthetic/a/g2/classname (1 seed): k = 0." in text
     assert "undetermined: 2 points leave no residual df" in text
     assert "undetermined against real's (no ratio interval)" in text
@@ -97,7 +90,7 @@ def test_findings_say_undetermined_and_one_seed_where_the_design_cannot_show_mor
 def test_two_generators_get_one_line_each_in_the_scaling_plot():
     """A two-generator study: each generator has its own row of panels and its own line."""
     summary = _summary(gens=("alpha", "beta"), seeds=2)
-    fig = report.scaling_figure(summary, "loss", 0.1)
+    fig = scaling_report.scaling_figure(summary, "loss", 0.1)
     axes = fig.axes
     assert len(axes) == 4  # 2 generators x 2 eval sets
     for ax in axes:
@@ -125,7 +118,7 @@ def test_two_generators_get_one_line_each_in_the_scaling_plot():
 
 def test_guidance_strategy_keeps_generators_apart():
     summary = _summary(gens=("alpha", "beta"))
-    fig = report.guidance_strategy_figure(summary)
+    fig = scaling_report.guidance_strategy_figure(summary)
     ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert ticks == ["alpha: classname", "beta: classname"]
     import matplotlib.pyplot as plt
@@ -153,7 +146,7 @@ def test_guidance_strategy_cells_are_the_seed_means_at_the_largest_n():
                             if n == 300:
                                 cells.setdefault((ev, f"{gen}: {strat}", g), []).append(top1)
     summary = pd.DataFrame(rows).assign(loss=1.0)
-    fig = report.guidance_strategy_figure(summary)
+    fig = scaling_report.guidance_strategy_figure(summary)
     import matplotlib.pyplot as plt
 
     for ax, ev in zip(fig.axes, ("test", "test-rotated")):
@@ -221,7 +214,7 @@ def test_cost_table_from_benchmarks_and_without_them(tmp_path):
     plan = Plan({"results": str(tmp_path), "dataset": {"name": "d"}, "train": {"arch": "r"}})
     empty = cost_table(summary, read_benchmarks(root), 0.1)
     assert empty["total_h"].isna().all()
-    assert report.cost_findings(empty)[0].startswith("No benchmark recorded")
+    assert cost_report.cost_findings(empty)[0].startswith("No benchmark recorded")
     for k in range(2):
         _bench(tmp_path / plan.benchmark("generate_block", "gen", "g2", "classname", f"{k:06d}").split(str(tmp_path) + "/")[1], 360)
     for src in ("real", "synthetic/gen/g2/classname"):
@@ -258,5 +251,5 @@ def test_one_n_value_gives_an_empty_scaling_table_and_findings_without_slopes(tm
     write_csv(tmp_path / "scaling.csv", fits)
     back = read_scaling(tmp_path / "scaling.csv")
     assert back.empty
-    lines = report.scaling_findings(one_n, back, 10)
+    lines = scaling_report.scaling_findings(one_n, back, 10)
     assert lines and any("N=300" in s for s in lines) and not any("Scaling ability" in s for s in lines)

@@ -7,7 +7,8 @@ import pytest
 from scipy import optimize, stats
 
 from synthscale.analysis import fits as F
-from synthscale.analysis.tables import scaling_fits, within_set_spearman
+from synthscale.analysis.quality_report import within_set_spearman
+from synthscale.analysis.scaling_report import scaling_fits
 
 NS = np.array([30, 60, 120, 300, 600, 1200])
 
@@ -158,7 +159,7 @@ def test_n_target_interval_needs_three_df():
     """One seed at 3 N (1 df; measured 0.90 coverage) and at 4 N (2 df; 0.92 at 3 seeds x 4 N under
     shared noise) give no N-to-target interval and the findings do not quote one; one seed at 5 N
     (3 df) gives Fieller's."""
-    from synthscale.analysis.report import _n_interval
+    from synthscale.analysis.scaling_report import _n_interval
 
     n3 = {(0, n): 3.0 * n**-0.45 * (1 + 0.02 * i) for i, n in enumerate((30, 100, 300))}
     row = F.fit_source(n3, target=0.5)

@@ -465,8 +465,7 @@ def test_summary_carries_real_and_synthetic_counts(tmp_path):
 
 
 def test_mix_rows_leave_the_synthetic_scaling_analysis_alone():
-    from synthscale.analysis.tables import scaling_fits
-    from synthscale.analysis.report import scaling_findings as findings
+    from synthscale.analysis.scaling_report import scaling_findings as findings, scaling_fits
 
     summary = _summary().assign(arch="resnet18", generator="", guidance=np.nan, strategy="")
     plain = summary[summary["kind"] != "mix"]

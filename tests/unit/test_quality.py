@@ -20,8 +20,8 @@ import yaml
 from helpers import REPO as ROOT
 from synthscale.quality import judge as J
 from synthscale.quality import metrics as M
-from synthscale.analysis import report
-from synthscale.analysis.tables import per_class_slopes, trends
+from synthscale.analysis import quality_report
+from synthscale.analysis.quality_report import per_class_slopes, trends
 from synthscale.study.config import check_config
 from synthscale.data.real import prepare_digits, split_shards
 from synthscale.study.plan import Plan
@@ -375,7 +375,7 @@ def _table(div_sign: float, rec_sign: float) -> pd.DataFrame:
 
 
 def _findings(df, reference=None):
-    return " ".join(report.quality_findings(df, trends(df), reference, float("nan"), 0, None))
+    return " ".join(quality_report.quality_findings(df, trends(df), reference, float("nan"), 0, None))
 
 
 def test_findings_follow_the_numbers():
@@ -503,7 +503,7 @@ def test_a_rise_then_fall_is_not_called_a_rise():
 
 def test_per_class_slope_figure_is_the_same_for_the_same_table(tmp_path):
     """The regression band is a bootstrap: drawn twice from one table, the figure is byte-identical."""
-    from synthscale.analysis.report import plot_per_class_slope
+    from synthscale.analysis.quality_report import plot_per_class_slope
 
     rng = np.random.default_rng(0)
     table = pd.DataFrame({"f1": rng.uniform(0, 1, 40), "slope": rng.normal(0.1, 0.2, 40),
