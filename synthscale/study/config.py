@@ -204,7 +204,7 @@ def _check_pretrained(cfg: dict[str, Any], workdir: Path) -> None:
 
 def _check_recipe(cfg: dict[str, Any]) -> None:
     """`train.recipe` names a row of the recipe table (resolution looks it up)."""
-    from synthscale.study.recipes import unknown_recipe
+    from synthscale.classifier.recipes import unknown_recipe
 
     problem = unknown_recipe(cfg["train"])
     if problem:
