@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from synthscale.data.transforms import train_transform
-from synthscale.study.recipes import resolve_recipe
+from synthscale.classifier.recipes import resolve_recipe
 
 
 def smooth_jpegs(count: int, size: int, quality: int, seed: int = 0) -> list[bytes]:

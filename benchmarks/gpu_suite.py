@@ -179,7 +179,7 @@ def class_table(n: int):
 
 
 def resnet_recipe(cfg: dict[str, Any], device: str) -> dict[str, Any]:
-    from synthscale.study.recipes import resolve_recipe
+    from synthscale.classifier.recipes import resolve_recipe
 
     r = cfg["resnet"]
     base = resolve_recipe({"recipe": "imagenet-resnet50"})

@@ -1,1 +1,1 @@
-"""The classifier stage: training classifiers and evaluating them."""
+"""The classifier stage: training classifiers (from named recipes) and evaluating them."""

@@ -39,7 +39,7 @@ from synthscale.preemption import (
     CheckpointClock, Preempted, StopSignals, Stopping, check_resumed_workers, check_resumed_world, resume_checkpoint,
     save_checkpoint,
 )
-from synthscale.study.recipes import resolve_recipe
+from synthscale.classifier.recipes import resolve_recipe
 
 
 SYNC_EVERY = 100  # steps between reads of the device-side loss sums within an epoch (and at its end)

@@ -566,7 +566,7 @@ def build_train_loader(
         part contributes its first N images (the records' keys are their global positions, so
         nested N holds whatever the worker count). In memory, {"arrays": (uint8 images (n, H, W, C),
         labels), "limit": N or None} also works (tests, the quality judge).
-    recipe: a resolved recipe (synthscale.study.recipes): transform, shuffle buffer, workers, batch size.
+    recipe: a resolved recipe (synthscale.classifier.recipes): transform, shuffle buffer, workers, batch size.
     seed, epoch: the order and every sample's augmentation are functions of these (and the part and
         the image's position); for a fixed worker count the batches are identical run to run.
     mix: how parts combine; both modes mix at the sample level in every worker and on every rank.

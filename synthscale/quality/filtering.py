@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from synthscale.io import write_json
 from synthscale.data.shards import decode_image, image_ext, iter_samples, write_shard
-from synthscale.study.plan import local_dir
+from synthscale.clip.names import local_dir
 
 
 class FilterShortfall(RuntimeError):

@@ -1,1 +1,1 @@
-"""The study stage: the config, the plan of every job and output path, the training recipes."""
+"""The study stage: the config, the plan of every job and output path."""

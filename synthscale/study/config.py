@@ -204,7 +204,7 @@ def _check_pretrained(cfg: dict[str, Any], workdir: Path) -> None:
 
 def _check_recipe(cfg: dict[str, Any]) -> None:
     """`train.recipe` names a row of the recipe table (resolution looks it up)."""
-    from synthscale.study.recipes import unknown_recipe
+    from synthscale.classifier.recipes import unknown_recipe
 
     problem = unknown_recipe(cfg["train"])
     if problem:
@@ -382,7 +382,7 @@ def _check_prompt_models(cfg: dict[str, Any], workdir: Path) -> None:
 
 def _check_filters(cfg: dict[str, Any], workdir: Path) -> None:
     """The filter axis: `none` plus named specs whose scope lies in the grid and whose scorer exists."""
-    from synthscale.study.plan import local_dir
+    from synthscale.clip.names import local_dir
 
     specs = cfg["filter_specs"]
     if "none" in specs:

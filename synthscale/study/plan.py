@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from synthscale.clip.names import local_dir
 from synthscale.data.shards import shard_name
 from synthscale.study.sources import (
     FILTERED_WILDCARDS,
@@ -150,14 +151,6 @@ def name_alternatives(names) -> str:
 def manifest_path(results: str, dataset: str) -> str:
     """The prepared real dataset's manifest under a results folder (Plan.manifest; the config check)."""
     return f"{results}/data/{dataset}/splits.json"
-
-
-LOCAL_DIR = "local-dir:"  # open_clip's model name for a folder with open_clip_config.json and weights
-
-
-def local_dir(model: str) -> str | None:
-    """The folder of an open_clip `local-dir:FOLDER` model name; None for any other name."""
-    return model[len(LOCAL_DIR) :] if model.startswith(LOCAL_DIR) else None
 
 
 BENCHMARK_SUFFIX = ".tsv"

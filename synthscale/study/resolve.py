@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from synthscale.study.recipes import resolve_recipe
+from synthscale.classifier.recipes import resolve_recipe
 
 RESOURCE_DEFAULTS: dict[str, Any] = {
     "threads": 1,

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from synthscale.data.transforms import posterize, train_transform
-from synthscale.study.recipes import RECIPES, resolve_recipe
+from synthscale.classifier.recipes import RECIPES, resolve_recipe
 
 
 @pytest.mark.parametrize("name", sorted(n for n, r in RECIPES.items() if r.get("auto_augment")))

@@ -151,7 +151,7 @@ def test_training_parts_take_first_r_real_and_n_synthetic(tmp_path, digits_16):
     """Plan's parts resolve to loader parts: the real split's shards with limit R, then the synthetic set."""
     from synthscale.data.real import write_split
     from synthscale.data.loader import build_train_loader, epoch_size
-    from synthscale.study.recipes import resolve_recipe
+    from synthscale.classifier.recipes import resolve_recipe
     from synthscale.data.shards import write_shard
     from synthscale.classifier.train import training_parts
 

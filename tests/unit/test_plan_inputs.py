@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from synthscale.study.config import check_config
-from synthscale.study.plan import Plan, local_dir
+from synthscale.clip.names import local_dir
+from synthscale.study.plan import Plan
 from synthscale.study.sources import Source
 
 

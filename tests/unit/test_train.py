@@ -7,7 +7,7 @@ import torch
 from helpers.data import write_digit_shards
 from synthscale.classifier.evaluate import Accumulator, build_eval_loader, evaluate_logits, evaluate_model
 from synthscale.data.loader import TrainLoader, build_train_loader, epoch_size, nested_shards, part_stream
-from synthscale.study.recipes import RECIPES, resolve_recipe
+from synthscale.classifier.recipes import RECIPES, resolve_recipe
 from synthscale.classifier.train import full_recipe, load_classifier, predict, train_classifier, train_model
 
 RECIPE = {
