@@ -6,8 +6,7 @@ job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the jo
 import hashlib
 import os
 
-import pandas as pd
-
+from synthscale.data.real import class_names
 from synthscale.generation.generate import generate_block
 from synthscale.generation.pipelines import load_generator, set_sampler, speed_up
 from synthscale.prompts.strategies import read_prompts
@@ -19,7 +18,6 @@ source = folders[0] if folders else spec["source"]
 pipe = load_generator(source, device=snakemake.params.device, dtype=spec["dtype"])
 scheduler = set_sampler(pipe, gen_cfg["sampler"])
 speed_up(pipe, gen_cfg["channels_last"], gen_cfg["vae_slicing"], gen_cfg["compile"])
-classes = pd.read_csv(snakemake.input.classes, keep_default_na=False)
 outputs = list(snakemake.output)
 first = int(wc.block) * len(outputs)
 prompts_sha = hashlib.sha256(open(snakemake.input.prompts, "rb").read()).hexdigest()
@@ -39,7 +37,7 @@ generate_block(
     sampler=scheduler,
     batch_size=snakemake.params.batch_size,
     generator_name=spec["name"],
-    class_names=classes.sort_values("index")["name"].tolist(),
+    class_names=class_names(snakemake.input.classes),
     size=spec["size"],
     storage=gen_cfg["storage"],
     pad=gen_cfg["compile"] is not None,

@@ -8,9 +8,9 @@ job_setup(snakemake, snakemake.params.threads if model_made else None, fork=mode
 
 import sys
 
-import pandas as pd
+from synthscale.data.real import read_classes
 
-classes = pd.read_csv(snakemake.input.classes, dtype={"id": str}, keep_default_na=False)
+classes = read_classes(snakemake.input.classes)
 strategy = snakemake.wildcards.strategy
 if not model_made:
     from synthscale.prompts.strategies import write_prompts

@@ -29,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from synthscale.io import atomic_path, write_csv, write_json
+from synthscale.data.real import read_classes
 from synthscale.quality.judge import Judge, extract, extract_inception, load_inception, load_judge
 from synthscale.classifier.train import resize_images
 
@@ -389,7 +390,7 @@ def write_quality(
 ) -> None:
     """The per-set JSON and per-class CSV (with class names when the class table is given)."""
     if classes_csv is not None:
-        names = pd.read_csv(classes_csv, dtype={"name": str})[["index", "name"]]
+        names = read_classes(classes_csv)[["index", "name"]]
         per_class = per_class.merge(names.rename(columns={"index": "class_index"}), how="left")
     write_json(json_path, _clean(metrics))
     write_csv(per_class_path, per_class)

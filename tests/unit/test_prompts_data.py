@@ -7,11 +7,15 @@ import pytest
 from PIL import Image
 
 from synthscale.data.real import (
+    CLASS_COLUMNS,
+    class_names,
     digits_classes,
     interleave_by_class,
     prepare_digits,
+    read_classes,
     split_shards,
     thicken,
+    write_prepared,
 )
 from synthscale.data.imagefolder import prepare_imagefolder
 from synthscale.prompts.strategies import class_prompts, read_prompts, write_prompts
@@ -83,6 +87,33 @@ def test_prepared_data_goes_where_the_rule_says(tmp_path):
     assert pd.read_csv(tmp_path / "table.csv")["id"].astype(str).tolist() == [str(i) for i in range(10)]
     with pytest.raises(ValueError, match="must lie in"):
         prepare_digits(out, 8, 0.33, [{"name": "test"}], 500, 0, manifest_path=tmp_path / "elsewhere.json")
+
+
+def test_a_prepared_class_table_reads_back_as_written_in_class_order(tmp_path):
+    """read_classes, the one reader of a prepared classes.csv: ids that look like numbers ("007") and
+    names pandas would take for missing values ("NA", "null") come back as the text written, an empty
+    hypernym as "", and rows in class-index order whatever the file's order."""
+    table = pd.DataFrame({"index": [0, 1, 2], "id": ["007", "n01", "3"], "name": ["NA", "null", "three"],
+                          "description": ["", "a fish", "a digit"], "hypernym": ["", "fish", "None"]})
+    write_prepared(tmp_path, table.iloc[[2, 0, 1]], {"classes": 3, "splits": {}})
+    back = read_classes(tmp_path / "classes.csv")
+    assert list(back.columns) == CLASS_COLUMNS and back.index.tolist() == [0, 1, 2]
+    pd.testing.assert_frame_equal(back, table)
+    assert class_names(tmp_path / "classes.csv") == ["NA", "null", "three"]
+    # what every prompt strategy makes of it is what it makes of the table itself
+    for strategy in ("classname", "description", "hypernym"):
+        assert class_prompts(back, strategy) == class_prompts(table, strategy)
+
+
+def test_prepared_digits_prompts_are_the_digits_tables(tmp_path):
+    """A prompts job reads the prepared table (read_classes): its prompt file equals the one written
+    straight from the digits table, and the class names are the digits' in index order."""
+    prepare_digits(tmp_path, 8, 0.33, [{"name": "test"}], 500, 0)
+    for strategy in ("classname", "description", "hypernym"):
+        write_prompts(tmp_path / "a.jsonl", read_classes(tmp_path / "classes.csv"), strategy)
+        write_prompts(tmp_path / "b.jsonl", digits_classes(), strategy)
+        assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
+    assert class_names(tmp_path / "classes.csv") == digits_classes()["name"].tolist()
 
 
 def test_prepare_imagefolder(tmp_path):
