@@ -11,6 +11,7 @@ from synthscale.data.real import (
     class_names,
     digits_classes,
     interleave_by_class,
+    prepare_dataset,
     prepare_digits,
     read_classes,
     split_shards,
@@ -114,6 +115,33 @@ def test_prepared_digits_prompts_are_the_digits_tables(tmp_path):
         write_prompts(tmp_path / "b.jsonl", digits_classes(), strategy)
         assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
     assert class_names(tmp_path / "classes.csv") == digits_classes()["name"].tolist()
+
+
+def test_the_dataset_kind_picks_the_preparation_and_the_manifest_folder_holds_the_shards(tmp_path):
+    """prepare_dataset (rule prepare_data): digits through prepare_digits, an ImageFolder tree through
+    prepare_imagefolder, each writing its shards beside the rule's manifest and its class table where
+    the rule says."""
+    evs = [{"name": "test"}]
+    digits = {"kind": "digits", "image_size": 8, "test_fraction": 0.33, "shard_size": 500,
+              "encoding": {"format": "png", "quality": 95}}
+    m = prepare_dataset(digits, evs, 0, tmp_path / "d/splits.json", tmp_path / "d/classes.csv")
+    assert m == prepare_digits(tmp_path / "ref", 8, 0.33, evs, 500, 0)
+    assert len(split_shards(tmp_path / "d/splits.json", "train")) == 3
+    assert read_classes(tmp_path / "d/classes.csv").equals(read_classes(tmp_path / "ref/classes.csv"))
+    for split, n in (("train", 2), ("val", 1)):
+        for cid in ("n01", "n02"):
+            (tmp_path / split / cid).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (20, 20), (i * 40, 10, 200)).save(tmp_path / split / cid / f"{i}.jpg")
+    pd.DataFrame({"id": ["n01", "n02"], "name": ["tench", "goldfish"]}).to_csv(tmp_path / "c.csv", index=False)
+    folder = {"kind": "imagefolder", "image_size": 8, "channels": 3, "train_dir": str(tmp_path / "train"),
+              "test_dir": str(tmp_path / "val"), "classes_csv": str(tmp_path / "c.csv"), "shard_size": 100,
+              "storage_size": None, "center_crop": True, "encoding": {"format": "png", "quality": 95},
+              "max_bad_fraction": 0.0}
+    m = prepare_dataset(folder, evs, 0, tmp_path / "f/m.json", tmp_path / "table.csv")
+    assert m["splits"]["train"]["per_class"] == [2, 2]
+    assert split_shards(tmp_path / "f/m.json", "train")[0].parent == tmp_path / "f/train"
+    assert class_names(tmp_path / "table.csv") == ["tench", "goldfish"]
 
 
 def test_prepare_imagefolder(tmp_path):
