@@ -483,6 +483,12 @@ def _noise_schedule(pipe):
     return noise_sched, pred_type
 
 
+def generator_provenance(gen: dict[str, Any]) -> dict[str, Any]:
+    """What a fine-tuned generator's synthscale.json records of its config entry `gen` beyond the
+    run's own settings: its name (which `recipe_key` names in errors) and its base as configured."""
+    return {"generator": gen["name"], "base_spec": gen["base"]}
+
+
 def recipe_key(provenance: dict[str, Any] | None) -> str:
     """The config key of the recipe, for errors: generators.<name>.finetune (the rule passes the
     generator's name in `provenance`), else finetune."""
