@@ -356,6 +356,13 @@ def measure_reference(
     return metrics
 
 
+def set_fields(generator: str, guidance: float | str, strategy: str, filter: str | None = None) -> dict[str, Any]:
+    """The synthetic set a quality JSON measures, as its first fields: generator, guidance (a number),
+    strategy, and its filter only for a filtered set (rule filter_quality)."""
+    fields: dict[str, Any] = {"generator": generator, "guidance": float(guidance), "strategy": strategy}
+    return fields | ({"filter": filter} if filter else {})
+
+
 def measure_synthetic(
     qcfg: dict[str, Any],
     judge_path: str | os.PathLike | None,
