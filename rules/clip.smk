@@ -79,8 +79,8 @@ rule evaluate_clip:
     resources:
         **res("clip_eval"),
     params:
-        n_labels=lambda wc: PLAN.clip_model_n_labels(wc.clip_source),
-        seeds=lambda wc: PLAN.clip_model_seeds(wc.clip_source),
+        n_labels=lambda wc: PLAN.model_n_labels(wc.clip_source, clip=True),
+        seeds=lambda wc: PLAN.model_seeds(wc.clip_source, clip=True),
         eval_sets=PLAN.eval_set_names(),
         templates=CLIP["templates"],
         batch_size=CLIP["eval_batch_size"],

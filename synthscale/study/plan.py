@@ -615,13 +615,13 @@ class Plan:
         there with `model_n_labels` and `model_seeds`."""
         return [self.model(source, n, s) for n, s in self.seed_runs(source)]
 
-    def model_n_labels(self, source: str) -> list[str]:
-        """The N label of each of `models(source)`, in its order."""
-        return [n for n, _ in self.seed_runs(source)]
+    def model_n_labels(self, source: str, clip: bool = False) -> list[str]:
+        """The N label of each of `models(source)` (with `clip`, of `clip_models(source)`), in its order."""
+        return [n for n, _ in (self.clip_seed_runs(source) if clip else self.seed_runs(source))]
 
-    def model_seeds(self, source: str) -> list[int]:
-        """The seed of each of `models(source)`, in its order."""
-        return [s for _, s in self.seed_runs(source)]
+    def model_seeds(self, source: str, clip: bool = False) -> list[int]:
+        """The seed of each of `models(source)` (with `clip`, of `clip_models(source)`), in its order."""
+        return [s for _, s in (self.clip_seed_runs(source) if clip else self.seed_runs(source))]
 
     def sources(self) -> list[str]:
         """Training sources in run order, each once."""
@@ -862,16 +862,8 @@ class Plan:
 
     def clip_models(self, source: str) -> list[str]:
         """Every CLIP of one source in `clip_seed_runs` order: what its evaluation job reads, zipped
-        there with `clip_model_n_labels` and `clip_model_seeds`."""
+        there with `model_n_labels(source, clip=True)` and `model_seeds(source, clip=True)`."""
         return [self.clip_model(source, n, s) for n, s in self.clip_seed_runs(source)]
-
-    def clip_model_n_labels(self, source: str) -> list[str]:
-        """The N label of each of `clip_models(source)`, in its order."""
-        return [n for n, _ in self.clip_seed_runs(source)]
-
-    def clip_model_seeds(self, source: str) -> list[int]:
-        """The seed of each of `clip_models(source)`, in its order."""
-        return [s for _, s in self.clip_seed_runs(source)]
 
     def clip_runs(self) -> list[tuple[str, str, int]]:
         return [(s, n, seed) for s in self.clip_sources() for n, seed in self.clip_seed_runs(s)]

@@ -251,7 +251,7 @@ def test_a_clip_evaluation_job_reads_every_clip_of_its_source_each_beside_its_n_
     evaluated = []
     for source in study.clip_sources():
         models = study.clip_models(source)
-        labels, seeds = study.clip_model_n_labels(source), study.clip_model_seeds(source)
+        labels, seeds = study.model_n_labels(source, clip=True), study.model_seeds(source, clip=True)
         assert models == [study.clip_model(source, n, s) for n, s in zip(labels, seeds, strict=True)]
         assert models == [study.clip_model(source, n, s) for n, s in study.clip_seed_runs(source)]  # the former rule
         evaluated += [(source, n, s) for n, s in zip(labels, seeds)]

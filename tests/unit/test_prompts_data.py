@@ -128,12 +128,7 @@ def test_the_dataset_kind_picks_the_preparation_and_the_manifest_folder_holds_th
     assert m == prepare_digits(tmp_path / "ref", 8, 0.33, evs, 500, 0)
     assert len(split_shards(tmp_path / "d/splits.json", "train")) == 3
     assert read_classes(tmp_path / "d/classes.csv").equals(read_classes(tmp_path / "ref/classes.csv"))
-    for split, n in (("train", 2), ("val", 1)):
-        for cid in ("n01", "n02"):
-            (tmp_path / split / cid).mkdir(parents=True)
-            for i in range(n):
-                Image.new("RGB", (20, 20), (i * 40, 10, 200)).save(tmp_path / split / cid / f"{i}.jpg")
-    pd.DataFrame({"id": ["n01", "n02"], "name": ["tench", "goldfish"]}).to_csv(tmp_path / "c.csv", index=False)
+    _image_tree(tmp_path, 2, (20, 20))
     folder = {"kind": "imagefolder", "image_size": 8, "channels": 3, "train_dir": str(tmp_path / "train"),
               "test_dir": str(tmp_path / "val"), "classes_csv": str(tmp_path / "c.csv"), "shard_size": 100,
               "storage_size": None, "center_crop": True, "encoding": {"format": "png", "quality": 95},
@@ -144,13 +139,19 @@ def test_the_dataset_kind_picks_the_preparation_and_the_manifest_folder_holds_th
     assert class_names(tmp_path / "table.csv") == ["tench", "goldfish"]
 
 
-def test_prepare_imagefolder(tmp_path):
-    for split, n in (("train", 4), ("val", 2)):
+def _image_tree(root, n_train, size):
+    """train/ and val/ ImageFolder trees of classes n01 and n02 (n_train and n_train / 2 images each)
+    under `root`, and their class table c.csv."""
+    for split, n in (("train", n_train), ("val", n_train // 2)):
         for cid in ("n01", "n02"):
-            (tmp_path / split / cid).mkdir(parents=True)
+            (root / split / cid).mkdir(parents=True)
             for i in range(n):
-                Image.new("RGB", (40, 30), (i * 40, 10, 200)).save(tmp_path / split / cid / f"{i}.jpg")
-    pd.DataFrame({"id": ["n01", "n02"], "name": ["tench", "goldfish"]}).to_csv(tmp_path / "c.csv", index=False)
+                Image.new("RGB", size, (i * 40, 10, 200)).save(root / split / cid / f"{i}.jpg")
+    pd.DataFrame({"id": ["n01", "n02"], "name": ["tench", "goldfish"]}).to_csv(root / "c.csv", index=False)
+
+
+def test_prepare_imagefolder(tmp_path):
+    _image_tree(tmp_path, 4, (40, 30))
     ds = {"image_size": 16, "channels": 3, "train_dir": str(tmp_path / "train"),
           "test_dir": str(tmp_path / "val"), "classes_csv": str(tmp_path / "c.csv"),
           "storage_size": None, "center_crop": True, "encoding": {"format": "png", "quality": 95},
