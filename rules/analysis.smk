@@ -22,7 +22,7 @@ rule summary:
     params:
         sources=PLAN.sources(),
         arch=config["train"]["arch"],
-        ood={e["name"]: e["ood"] for e in config["eval_sets"]},
+        ood=PLAN.eval_set_ood(),
     script:
         "../scripts/summary.py"
 
@@ -94,7 +94,7 @@ rule plot_guidance_strategy:
 
 rule sample_grid:
     input:
-        shard=PLAN.set_shards(SET_WILDCARDS, 1)[0],
+        shard=PLAN.sample_shard(SET_WILDCARDS),
         classes=PLAN.classes,
     output:
         report(

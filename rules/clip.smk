@@ -62,10 +62,7 @@ rule train_clip:
 
 rule evaluate_clip:
     input:
-        models=lambda wc: [
-            PLAN.clip_model(wc.clip_source, n, s)
-            for n, s in PLAN.clip_seed_runs(wc.clip_source)
-        ],
+        models=lambda wc: PLAN.clip_models(wc.clip_source),
         manifest=PLAN.manifest,
         classes=PLAN.classes,
     output:
@@ -82,9 +79,9 @@ rule evaluate_clip:
     resources:
         **res("clip_eval"),
     params:
-        n_labels=lambda wc: [n for n, _ in PLAN.clip_seed_runs(wc.clip_source)],
-        seeds=lambda wc: [s for _, s in PLAN.clip_seed_runs(wc.clip_source)],
-        eval_sets=[e["name"] for e in config["eval_sets"]],
+        n_labels=lambda wc: PLAN.model_n_labels(wc.clip_source, clip=True),
+        seeds=lambda wc: PLAN.model_seeds(wc.clip_source, clip=True),
+        eval_sets=PLAN.eval_set_names(),
         templates=CLIP["templates"],
         batch_size=CLIP["eval_batch_size"],
         device=config["device"],
@@ -95,7 +92,7 @@ rule evaluate_clip:
 
 rule clip_report:
     input:
-        metrics=[PLAN.clip_eval_csv(s) for s in PLAN.clip_sources()],
+        metrics=PLAN.all_clip_eval(),
         manifest=PLAN.manifest,
     output:
         summary=report(
@@ -135,8 +132,8 @@ rule clip_report:
         "../envs/synthscale.yaml"
     params:
         sources=PLAN.clip_sources(),
-        ood={e["name"]: e["ood"] for e in config["eval_sets"]},
-        reference_set=config["eval_sets"][0]["name"],
+        ood=PLAN.eval_set_ood(),
+        reference_set=PLAN.clip_reference_set(),
         bootstrap=CLIP["bootstrap"],
         seed=config["seed"],
         study=config["study"],

@@ -5,9 +5,7 @@
 
 rule evaluate:
     input:
-        models=lambda wc: [
-            PLAN.model(wc.source, n, s) for n, s in PLAN.seed_runs(wc.source)
-        ],
+        models=lambda wc: PLAN.models(wc.source),
         manifest=PLAN.manifest,
     output:
         metrics=PLAN.eval_csv("{source}"),
@@ -22,9 +20,9 @@ rule evaluate:
     resources:
         **res("evaluate"),
     params:
-        n_labels=lambda wc: [n for n, _ in PLAN.seed_runs(wc.source)],
-        seeds=lambda wc: [s for _, s in PLAN.seed_runs(wc.source)],
-        eval_sets=[e["name"] for e in config["eval_sets"]],
+        n_labels=lambda wc: PLAN.model_n_labels(wc.source),
+        seeds=lambda wc: PLAN.model_seeds(wc.source),
+        eval_sets=PLAN.eval_set_names(),
         recipe=config["train"],
         batch_size=config["train"]["eval_batch_size"],
         workers=config["train"]["eval_workers"],

@@ -66,14 +66,7 @@ rule filter_quality:
 
 rule filter_report:
     input:
-        counts=[PLAN.filter_counts(s) for s in PLAN.filtered_grid()],
-        quality=[PLAN.filter_quality_json(s) for s in PLAN.filtered_grid()],
-        base_quality=[
-            PLAN.quality_json(s.generator, s.guidance, s.strategy)
-            for s in PLAN.filtered_grid()
-        ],
-        cas=[PLAN.eval_csv(s.name) for s in PLAN.filtered_grid()],
-        base_cas=[PLAN.eval_csv(s.unfiltered.name) for s in PLAN.filtered_grid()],
+        **PLAN.filter_report_inputs(),
     output:
         table=report(
             FILTER_OUTPUTS["table"],
@@ -99,7 +92,7 @@ rule filter_report:
     conda:
         "../envs/synthscale.yaml"
     params:
-        sources=[s.name for s in PLAN.filtered_grid()],
+        sources=PLAN.filtered_sources(),
         eval_set=QCFG["reference_set"],
         cas_n=str(PLAN.max_n),
     script:

@@ -22,6 +22,7 @@ rule train_generator:
         **res("train_generator"),
     params:
         spec=lambda wc: PLAN.generator(wc.generator),
+        channels=config["dataset"]["channels"],
         seed=config["seed"],
         threads=threads("train_generator"),
     script:

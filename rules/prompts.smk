@@ -41,7 +41,7 @@ rule prompts_model:
     resources:
         **res("prompts"),
     params:
-        spec=lambda wc: config["prompt_models"][wc.strategy],
+        spec=lambda wc: PLAN.prompt_model(wc.strategy),
         device=config["device"],
         threads=threads("prompts"),
     script:

@@ -64,9 +64,7 @@ rule quality:
     input:
         judge=judge_input,
         inception=inception_input,
-        shards=lambda wc: PLAN.shards(
-            wc.generator, wc.guidance, wc.strategy, PLAN.quality_n
-        ),
+        shards=lambda wc: PLAN.quality_shards(wc.generator, wc.guidance, wc.strategy),
         reference=QREF["npz"],
         manifest=PLAN.manifest,
         classes=PLAN.classes,

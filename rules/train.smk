@@ -25,7 +25,7 @@ rule train_classifier:
         parts=lambda wc: PLAN.train_parts(wc.source, wc.n),
         checkpoint=lambda wc: PLAN.train_checkpoint(wc.source, wc.n, wc.seed),
         ddp_spec=lambda wc: PLAN.train_ddp_spec(wc.source, wc.n, wc.seed),
-        mix={k: config["mix"][k] for k in ("mode", "synthetic_prob")},
+        mix=PLAN.train_mix(),
         device=config["device"],
         gpus=config["resources"]["train"]["gpu"],
         threads=threads("train"),

@@ -3,10 +3,8 @@ from synthscale.runtime import job_setup
 
 job_setup(snakemake)  # first: a warm run hands the job over here
 
-import pandas as pd
-
 from synthscale.clip.pairs import clip_parts, write_clip_pairs
-from synthscale.data.real import split_shards
+from synthscale.data.real import read_classes, split_shards
 from synthscale.study.sources import parse_source
 
 parts = clip_parts(
@@ -19,7 +17,7 @@ parts = clip_parts(
 write_clip_pairs(
     snakemake.output.pairs,
     parts,
-    pd.read_csv(snakemake.input.classes, dtype={"id": str}, keep_default_na=False),
+    read_classes(snakemake.input.classes),
     snakemake.params.recipe,
     int(snakemake.wildcards.seed),
     snakemake.params.loaders,  # workers x GPUs of the training job: the shard count is a multiple

@@ -4,24 +4,22 @@ from synthscale.runtime import job_setup
 job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
 
 from synthscale.data.real import split_shards
-from synthscale.generation.finetune import finetune_generator, run_distributed
+from synthscale.distributed import run_training
+from synthscale.generation.finetune import finetune_generator, generator_provenance, run_distributed
 from synthscale.preemption import exit_when_preempted
 from synthscale.prompts.strategies import read_prompts
 
-gen = snakemake.params.spec
+p = snakemake.params
 spec = dict(
-    base=snakemake.params.base,
-    shards=[str(s) for s in split_shards(snakemake.input.manifest, "train")],
-    class_prompts=[read_prompts(p) for p in snakemake.input.prompts],
-    recipe=gen["finetune"],
-    seed=snakemake.params.seed,
+    base=p.base,
+    shards=[str(s) for s in split_shards(snakemake.input.manifest, "train")],  # JSON for torchrun's ranks
+    class_prompts=[read_prompts(f) for f in snakemake.input.prompts],
+    recipe=p.spec["finetune"],
+    seed=p.seed,
     out_dir=snakemake.output[0],
-    checkpoint_path=snakemake.params.checkpoint,
-    device=snakemake.params.device,
-    provenance={"generator": gen["name"], "base_spec": gen["base"]},
+    checkpoint_path=p.checkpoint,
+    device=p.device,
+    provenance=generator_provenance(p.spec),
 )
 with exit_when_preempted():  # checkpoint saved: exit 75 (EX_TEMPFAIL); the retry resumes from it
-    if snakemake.params.gpus > 1:  # one torchrun rank per GPU (DDP)
-        run_distributed({**spec, "threads": snakemake.params.threads}, snakemake.params.gpus, snakemake.params.ddp_spec)
-    else:
-        finetune_generator(**spec)
+    run_training(finetune_generator, run_distributed, spec, p.gpus, p.threads, p.ddp_spec)

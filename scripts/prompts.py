@@ -8,27 +8,17 @@ job_setup(snakemake, snakemake.params.threads if model_made else None, fork=mode
 
 import sys
 
-import pandas as pd
+from synthscale.data.real import read_classes
 
-classes = pd.read_csv(snakemake.input.classes, dtype={"id": str}, keep_default_na=False)
+classes = read_classes(snakemake.input.classes)
 strategy = snakemake.wildcards.strategy
 if not model_made:
     from synthscale.prompts.strategies import write_prompts
 
     write_prompts(snakemake.output[0], classes, strategy)
 else:
-    from synthscale.data.real import split_shards
-    from synthscale.prompts.models import build_pools, write_model_prompts
+    from synthscale.prompts.models import make_model_prompts
 
-    spec = snakemake.params.spec
-    real = split_shards(snakemake.input.manifest, "train") if spec["kind"] == "caption" else []
-    pools = build_pools(spec, classes, spec["seed"], snakemake.params.device, real)
-    report = write_model_prompts(snakemake.output[0], strategy, spec, pools)
-    want = spec.get("count") or spec.get("images_per_class")
-    print(f"{strategy}: {sum(p['kept'] for p in pools)} prompts for {report['classes']} classes", file=sys.stderr)
-    if report["short"]:
-        print(f"{strategy}: {len(report['short'])} classes have fewer than {want} distinct prompts: "
-              f"{', '.join(report['short'][:20])}", file=sys.stderr)
-    if report["empty"]:
-        print(f"{strategy}: no usable text for {', '.join(report['empty'])}: the class name stands in",
-              file=sys.stderr)
+    p = snakemake.params
+    for line in make_model_prompts(snakemake.output[0], strategy, p.spec, classes, snakemake.input.manifest, p.device):
+        print(line, file=sys.stderr)

@@ -5,7 +5,7 @@ from synthscale.runtime import job_setup
 job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
 
 from synthscale.data.real import read_manifest
-from synthscale.quality.metrics import measure_synthetic
+from synthscale.quality.metrics import measure_synthetic, set_fields
 
 wc = snakemake.wildcards
 measure_synthetic(
@@ -20,7 +20,6 @@ measure_synthetic(
     seed=snakemake.params.seed,
     device=snakemake.params.device,
     classes_csv=snakemake.input.classes,
-    # a filtered set (rule filter_quality) also records its filter
-    extra={"generator": wc.generator, "guidance": float(wc.guidance), "strategy": wc.strategy}
-    | ({"filter": wc.filter} if getattr(wc, "filter", None) else {}),
+    # rule quality's sets have no filter wildcard; rule filter_quality's do
+    extra=set_fields(wc.generator, wc.guidance, wc.strategy, getattr(wc, "filter", None)),
 )

@@ -169,6 +169,23 @@ def rank_main(spec_path: str | os.PathLike, train: Callable[..., Any]) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
+def run_training(
+    train: Callable[..., Any],
+    distributed: Callable[[dict[str, Any], int, str | os.PathLike], None],
+    spec: dict[str, Any],
+    gpus: int,
+    threads: int,
+    spec_path: str | os.PathLike,
+) -> None:
+    """A training job (a classifier's, a fine-tuning's): `train(**spec)` in this process, or with
+    `gpus` > 1 `distributed` (its module's `run_distributed`: one torchrun rank per GPU, DDP), which
+    shares the job's `threads` among the ranks (`run_torchrun`)."""
+    if gpus > 1:
+        distributed({**spec, "threads": threads}, gpus, spec_path)
+    else:
+        train(**spec)
+
+
 def torchrun_command(module: str, nproc: int, args: Sequence[str]) -> list[str]:
     """`python -m torch.distributed.run --standalone --nproc_per_node=N -m MODULE ARGS` (torchrun)."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",

@@ -579,6 +579,12 @@ def training_parts(
     return out, int(m["classes"])
 
 
+def run_mix(parts: list[dict[str, Any]], mix: dict[str, Any]) -> dict[str, Any] | None:
+    """How a run's loader combines its parts (`mix`: mode, synthetic_prob): a run of real + synthetic
+    parts mixes them; a run of one part has nothing to mix (None)."""
+    return mix if len(parts) > 1 else None
+
+
 # --------------------------------------------------------------------------------------------------
 # multi-GPU: torchrun runs this module, one process per GPU
 # --------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from synthscale.io import write_csv
+from synthscale.data.real import class_names
 from synthscale.data.shards import wds_samples
 
 
@@ -107,8 +108,7 @@ def evaluate_clip_models(
     from synthscale.clip.train import load_clip
     from synthscale.classifier.evaluate import eval_splits
 
-    classes = pd.read_csv(classes_csv, dtype={"id": str}, keep_default_na=False).sort_values("index")
-    names = classes["name"].tolist()
+    names = class_names(classes_csv)
     splits = eval_splits(manifest, eval_sets)
     rows: list[dict[str, Any]] = []
     for path, n_label, seed in zip(model_paths, n_labels, seeds, strict=True):

@@ -215,7 +215,7 @@ def write_clip_pairs(
         "shard_size": int(recipe["shard_size"]),
         "loaders": int(loaders),
     }
-    if index.exists() and json.loads(index.read_text()).get("made_from") == made_from:
+    if index.exists() and read_pairs_index(folder).get("made_from") == made_from:
         return folder
     if folder.exists():
         shutil.rmtree(folder)
@@ -229,22 +229,31 @@ def write_clip_pairs(
     return folder
 
 
-def clip_pairs_made_from(folder: str | os.PathLike) -> dict[str, Any]:
-    """What a `write_clip_pairs` folder holds, beyond its shard paths: its inputs (parts, seed, caption
-    pools, shard size, loaders), pair count and shard sizes; equal for a rewrite from the same inputs."""
-    info = json.loads((Path(folder) / PAIRS_INDEX).read_text())
-    return {k: info.get(k) for k in ("made_from", "count", "sizes")}
+def read_pairs_index(folder: str | os.PathLike) -> dict[str, Any]:
+    """The `pairs.json` of a `write_clip_pairs` folder, parsed: its shard names, pair count, shard sizes
+    and what they were made from. A training job reads it once and hands it to the readers below."""
+    return json.loads((Path(folder) / PAIRS_INDEX).read_text())
 
 
-def clip_pair_sizes(folder: str | os.PathLike) -> list[int] | None:
-    """Pairs in each shard of a `write_clip_pairs` folder (None for a folder written before they were
-    recorded)."""
-    return json.loads((Path(folder) / PAIRS_INDEX).read_text()).get("sizes")
+def clip_pairs_made_from(index: dict[str, Any]) -> dict[str, Any]:
+    """What a `write_clip_pairs` folder holds (its `read_pairs_index`), beyond its shard paths: its
+    inputs (parts, seed, caption pools, shard size, loaders), pair count and shard sizes; equal for a
+    rewrite from the same inputs."""
+    return {k: index.get(k) for k in ("made_from", "count", "sizes")}
 
 
-def read_clip_pairs(folder: str | os.PathLike) -> tuple[list[Path], int, dict[str, int | None]]:
-    """(shard paths, pair count, pairs per part) of a `write_clip_pairs` folder."""
+def clip_pair_sizes(index: dict[str, Any]) -> list[int] | None:
+    """Pairs in each shard of a `write_clip_pairs` folder (its `read_pairs_index`; None for a folder
+    written before they were recorded)."""
+    return index.get("sizes")
+
+
+def read_clip_pairs(
+    folder: str | os.PathLike, index: dict[str, Any] | None = None
+) -> tuple[list[Path], int, dict[str, int | None]]:
+    """(shard paths, pair count, pairs per part) of a `write_clip_pairs` folder, from its index when
+    given (`read_pairs_index`), else read here."""
     folder = Path(folder)
-    info = json.loads((folder / PAIRS_INDEX).read_text())
+    info = read_pairs_index(folder) if index is None else index
     part_counts = {kind: n for kind, _, n in info["made_from"]["parts"]}
     return [folder / name for name in info["shards"]], int(info["count"]), part_counts

@@ -39,7 +39,7 @@ from synthscale.clip.schedule import (
     clip_warmup_steps,
     min_loader_share,
 )
-from synthscale.clip.pairs import clip_pair_sizes, clip_pairs_made_from, read_clip_pairs
+from synthscale.clip.pairs import clip_pair_sizes, clip_pairs_made_from, read_clip_pairs, read_pairs_index
 
 OPEN_CLIP_RUN = "run"  # open_clip_train's --name inside the job's work folder
 CONFIG_DIR = "model_configs"
@@ -346,14 +346,17 @@ def launch(cmd: Sequence[str], nproc: int = 1, threads: int | None = None) -> No
 
 
 def open_clip_run(
-    pairs: str | os.PathLike, recipe: dict[str, Any], seed: int, work: Path, device: str, nproc: int
+    pairs: str | os.PathLike, recipe: dict[str, Any], seed: int, work: Path, device: str, nproc: int,
+    index: dict[str, Any] | None = None,
 ) -> tuple[list[str], dict[str, Any], int]:
-    """(open_clip_train's arguments, the run's stamp for `_start_over_if_changed`, epochs) of a run."""
-    shards, count, _ = read_clip_pairs(pairs)
+    """(open_clip_train's arguments, the run's stamp for `_start_over_if_changed`, epochs) of a run on
+    the pairs folder `pairs`, whose parsed index (`read_pairs_index`) is read here unless given."""
+    index = read_pairs_index(pairs) if index is None else index
+    shards, count, _ = read_clip_pairs(pairs, index)
     epochs = clip_epochs(count, recipe, nproc)
     warmup = clip_warmup_steps(count, recipe, nproc)
     argv = open_clip_argv(shards, count, {**recipe, "epochs": epochs, "warmup": warmup}, seed, work, device)
-    run = {"argv": argv, "gpus": nproc, "model_config": recipe.get("model_config"), "pairs": clip_pairs_made_from(pairs)}
+    run = {"argv": argv, "gpus": nproc, "model_config": recipe.get("model_config"), "pairs": clip_pairs_made_from(index)}
     return argv, run, epochs
 
 
@@ -415,10 +418,11 @@ def train_clip(
     model_path = Path(model_path)
     work = Path(work_dir) if work_dir else model_path.with_name("work")
     log_path = Path(log_path) if log_path else model_path.with_name("train.log")
-    shards, count, part_counts = read_clip_pairs(pairs)
+    index = read_pairs_index(pairs)  # read once: the pairs job wrote it, and nothing changes it here
+    _, count, part_counts = read_clip_pairs(pairs, index)
     nproc = max(1, int(gpus))
-    _check_loader_batches(clip_pair_sizes(pairs) or [count], count, recipe, nproc)
-    argv, run, epochs = open_clip_run(pairs, recipe, seed, work, device, nproc)
+    _check_loader_batches(clip_pair_sizes(index) or [count], count, recipe, nproc)
+    argv, run, epochs = open_clip_run(pairs, recipe, seed, work, device, nproc, index)
     _start_over_if_changed(work, run)
     config_dir = work / CONFIG_DIR
     register_model(recipe["model"], recipe.get("model_config"), config_dir)

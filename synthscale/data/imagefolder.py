@@ -34,7 +34,7 @@ from synthscale.data.real import (
     split_entry,
     write_prepared,
 )
-from synthscale.data.shards import ShardWriter, encode_image
+from synthscale.data.shards import ShardWriter, encode_image, image_mode
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def load_image(path: str | os.PathLike, spec: ImageSpec) -> np.ndarray:
     """Decode fully, resize the shorter side to spec.size (bicubic), centre-crop if asked: uint8 (H, W, C)."""
     with Image.open(path) as im:
         im.load()  # decode every byte now: a truncated file fails here
-        im = im.convert("L" if spec.channels == 1 else "RGB")
+        im = im.convert(image_mode(spec.channels))
     w, h = im.size
     s = spec.size / min(w, h)
     im = im.resize((max(spec.size, round(w * s)), max(spec.size, round(h * s))), Image.BICUBIC)

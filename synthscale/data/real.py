@@ -2,7 +2,8 @@
 
 ImageFolder trees (how ImageNet comes in) stream through synthscale.data.imagefolder.
 
-A prepared dataset is a folder with `classes.csv` (index, id, name, description, hypernym),
+A prepared dataset is a folder with `classes.csv` (index, id, name, description, hypernym; read
+back by `read_classes`),
 one folder of tar shards per split, and `splits.json`, the manifest that lists them.
 The training split is written class-interleaved (image i has class i mod C while classes last),
 so its first N images are a class-balanced subset and real N nests like synthetic N.
@@ -245,6 +246,31 @@ def prepare_digits(
     return manifest
 
 
+def prepare_dataset(
+    ds: dict[str, Any],
+    eval_sets: Sequence[dict[str, Any]],
+    seed: int,
+    manifest_path: str | os.PathLike,
+    classes_path: str | os.PathLike,
+    workers: int = 1,
+) -> dict[str, Any]:
+    """Prepare the study's real dataset (the checked `dataset` section): sklearn's digits
+    (`prepare_digits`) or an ImageFolder tree (synthscale.data.imagefolder, over `workers` processes).
+    The split shards go in the manifest's folder, since the manifest lists them relative to it; the
+    class table goes to `classes_path`. Returns the manifest."""
+    out_dir = Path(manifest_path).parent
+    paths = dict(manifest_path=manifest_path, classes_path=classes_path)
+    if ds["kind"] == "digits":
+        enc = ds["encoding"]
+        return prepare_digits(
+            out_dir, ds["image_size"], ds["test_fraction"], eval_sets, ds["shard_size"], seed,
+            fmt=enc["format"], quality=enc["quality"], **paths,
+        )
+    from synthscale.data.imagefolder import prepare_imagefolder
+
+    return prepare_imagefolder(out_dir, ds, eval_sets, ds["shard_size"], seed, workers=workers, **paths)
+
+
 def write_prepared(
     out_dir: str | os.PathLike,
     classes: pd.DataFrame,
@@ -264,8 +290,28 @@ def write_prepared(
     write_json(manifest_path, manifest)
 
 
+def read_classes(path: str | os.PathLike) -> pd.DataFrame:
+    """A prepared dataset's class table (its `classes.csv`, as `write_prepared` writes it; Plan.classes),
+    the one reader of it: CLASS_COLUMNS, `index` an integer and every other column text as written (no
+    NA conversion: an empty hypernym stays "", a class named "NA" or "null" keeps its name), rows in
+    class-index order, numbered 0..C-1.
+
+    Not a user's class table (`dataset.classes_csv`, which may lack columns): that is
+    `read_classes_table`'s, which `prepare_data` reads once to write this one."""
+    text = {c: str for c in CLASS_COLUMNS if c != "index"}
+    df = pd.read_csv(path, dtype={"index": "int64", **text}, keep_default_na=False)
+    return df.sort_values("index", kind="stable").reset_index(drop=True)
+
+
+def class_names(path: str | os.PathLike) -> list[str]:
+    """The class names of a prepared class table (`read_classes`), in class-index order."""
+    return read_classes(path)["name"].tolist()
+
+
 def read_classes_table(path: str | os.PathLike) -> pd.DataFrame:
-    """A user's class table: `id` required; `name`, `description` and `hypernym` optional.
+    """A user's class table (`dataset.classes_csv`): `id` required; `name`, `description` and
+    `hypernym` optional; returned with CLASS_COLUMNS, as `write_prepared` writes it. A prepared
+    dataset's own `classes.csv` is read by `read_classes`.
 
     Where every id is a WordNet noun id (ImageNet's `n01440764`), missing names, descriptions
     (WordNet glosses) and hypernyms come from WordNet, offline (synthscale.data.wordnet); otherwise

@@ -58,6 +58,12 @@ def encode_image(image: np.ndarray, fmt: str = "png", quality: int = 95) -> byte
     return buf.getvalue()
 
 
+def image_mode(channels: int) -> str:
+    """PIL's mode for images of `channels` channels (`dataset.channels`, a pipeline's): "L" (grey) for
+    one, else "RGB"."""
+    return "L" if channels == 1 else "RGB"
+
+
 def decode_image(data: bytes, mode: str = "RGB") -> np.ndarray:
     """Image bytes (PNG, JPEG, WebP) to uint8 (H, W, C); mode "L" gives C = 1, "RGB" gives C = 3."""
     with Image.open(io.BytesIO(data)) as im:

@@ -66,7 +66,7 @@ from tqdm.auto import tqdm
 from synthscale.generation.loss import denoising_loss
 from synthscale.generation.prompt_encoding import PromptCache, encode_conditional
 from synthscale.io import atomic_dir
-from synthscale.data.shards import decode_image, image_ext, wds_samples
+from synthscale.data.shards import decode_image, image_ext, image_mode, wds_samples
 from synthscale.distributed import (
     all_sum, all_sum_device, barrier, ddp_wrap, dist_on, rank_main, rank_seed, rank_world, run_torchrun,
 )
@@ -410,7 +410,7 @@ def _setup_finetune(base, shards, class_prompts, recipe: dict[str, Any], seed: i
         )
     vae = getattr(pipe, "vae", None)
     size = recipe["resolution"] or native_resolution(pipe)
-    mode = "L" if image_channels(pipe) == 1 else "RGB"
+    mode = image_mode(image_channels(pipe))
     frozen_dtype, frozen, frozen_fp32 = _freeze_encoders(pipe, device)
     params = _trainable_params(unet, recipe, seed, lora)
     opt = torch.optim.AdamW(params, lr=recipe["lr"], weight_decay=recipe["weight_decay"])
@@ -481,6 +481,12 @@ def _noise_schedule(pipe):
             f"only {', '.join(PREDICTION_TYPES)} denoisers (as diffusers' training scripts do)"
         )
     return noise_sched, pred_type
+
+
+def generator_provenance(gen: dict[str, Any]) -> dict[str, Any]:
+    """What a fine-tuned generator's synthscale.json records of its config entry `gen` beyond the
+    run's own settings: its name (which `recipe_key` names in errors) and its base as configured."""
+    return {"generator": gen["name"], "base_spec": gen["base"]}
 
 
 def recipe_key(provenance: dict[str, Any] | None) -> str:

@@ -9,11 +9,13 @@ noise; image i's noise (initial and every stochastic sampler step) comes from it
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import os
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -207,6 +209,30 @@ def generate_shard(
     )
     write_shard(path, images, records, fmt=storage["format"], quality=storage["quality"])
     return records
+
+
+def block_fingerprint(
+    spec: dict[str, Any],
+    generation: dict[str, Any],
+    guidance: str,
+    prompts_path: str | os.PathLike,
+    device: str,
+    source: str | os.PathLike,
+) -> dict[str, Any]:
+    """The settings a generation job's shards are made with, which `generate_block` stamps on each
+    finished shard: a killed job's shard is reused by its rerun only under the same generator entry
+    (`spec`), generation section, guidance (as the wildcard spells it), prompts (the file's SHA-256),
+    device and generator source (its modification time when it is a local path: a retrained or
+    re-fine-tuned folder makes shards anew; None for a Hub id)."""
+    prompts_sha = hashlib.sha256(Path(prompts_path).read_bytes()).hexdigest()
+    return {
+        "spec": spec,
+        "generation": generation,
+        "guidance": guidance,
+        "prompts": prompts_sha,
+        "device": device,
+        "source_mtime": os.path.getmtime(source) if os.path.exists(source) else None,
+    }
 
 
 def generate_block(

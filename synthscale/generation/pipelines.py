@@ -18,7 +18,7 @@ import inspect
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from diffusers import (
@@ -68,6 +68,15 @@ def lora_base(folder: str | os.PathLike) -> str | None:
     base = str(info["base"])
     beside = Path(folder) / base
     return str(beside) if not Path(base).is_absolute() and beside.exists() else base
+
+
+def generator_source(folders: str | Sequence[str], spec: dict[str, Any]) -> str:
+    """What a generation job loads: the first of the generator folders the study makes for it
+    (Plan.generator_inputs: a trained or fine-tuned generator's own folder, then a LoRA's base folder,
+    which `load_generator` finds through the LoRA's synthscale.json), else, for a pretrained generator
+    (no folder), its config `source` (a Hub id or a path)."""
+    folders = [folders] if isinstance(folders, str) else list(folders)
+    return folders[0] if folders else spec["source"]
 
 
 def pipeline_class(name: str) -> type | None:

@@ -308,3 +308,30 @@ def write_model_prompts(
                 + "\n"
             )
     return {"classes": len(pools), "short": short, "empty": empty}
+
+
+def make_model_prompts(
+    path: str | os.PathLike,
+    strategy: str,
+    spec: dict[str, Any],
+    classes: pd.DataFrame,
+    manifest: str | os.PathLike,
+    device: str = "cpu",
+) -> list[str]:
+    """A model-made strategy's job (rule prompts_model): its pools (`build_pools`; a captioner's from
+    the real training split of `manifest`) written as the prompts JSONL (`write_model_prompts`).
+    Returns the lines that report it: how many prompts, the classes short of their count, those with
+    no usable text."""
+    from synthscale.data.real import split_shards
+
+    real = split_shards(manifest, "train") if spec["kind"] == "caption" else []
+    pools = build_pools(spec, classes, spec["seed"], device, real)
+    report = write_model_prompts(path, strategy, spec, pools)
+    want = spec.get("count") or spec.get("images_per_class")
+    lines = [f"{strategy}: {sum(p['kept'] for p in pools)} prompts for {report['classes']} classes"]
+    if report["short"]:
+        lines.append(f"{strategy}: {len(report['short'])} classes have fewer than {want} distinct prompts: "
+                     f"{', '.join(report['short'][:20])}")
+    if report["empty"]:
+        lines.append(f"{strategy}: no usable text for {', '.join(report['empty'])}: the class name stands in")
+    return lines

@@ -29,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from synthscale.io import atomic_path, write_csv, write_json
+from synthscale.data.real import read_classes
 from synthscale.quality.judge import Judge, extract, extract_inception, load_inception, load_judge
 from synthscale.classifier.train import resize_images
 
@@ -355,6 +356,13 @@ def measure_reference(
     return metrics
 
 
+def set_fields(generator: str, guidance: float | str, strategy: str, filter: str | None = None) -> dict[str, Any]:
+    """The synthetic set a quality JSON measures, as its first fields: generator, guidance (a number),
+    strategy, and its filter only for a filtered set (rule filter_quality)."""
+    fields: dict[str, Any] = {"generator": generator, "guidance": float(guidance), "strategy": strategy}
+    return fields | ({"filter": filter} if filter else {})
+
+
 def measure_synthetic(
     qcfg: dict[str, Any],
     judge_path: str | os.PathLike | None,
@@ -389,7 +397,7 @@ def write_quality(
 ) -> None:
     """The per-set JSON and per-class CSV (with class names when the class table is given)."""
     if classes_csv is not None:
-        names = pd.read_csv(classes_csv, dtype={"name": str})[["index", "name"]]
+        names = read_classes(classes_csv)[["index", "name"]]
         per_class = per_class.merge(names.rename(columns={"index": "class_index"}), how="left")
     write_json(json_path, _clean(metrics))
     write_csv(per_class_path, per_class)

@@ -185,6 +185,10 @@ class Plan:
     def prompts(self, strategy: str) -> str:
         return f"{self.r}/prompts/{self.dataset}/{strategy}.jsonl"
 
+    def prompt_model(self, strategy: str) -> dict[str, Any]:
+        """A model-made prompt strategy's entry of `prompt_models` (its job's params)."""
+        return self.cfg["prompt_models"][strategy]
+
     def generator(self, name: str) -> dict[str, Any]:
         for g in self.cfg["generators"]:
             if g["name"] == name:
@@ -402,6 +406,23 @@ class Plan:
     def filter_quality_per_class(self, src: Source) -> str:
         return self.filter_quality_json(src)[: -len(".json")] + "_per_class.csv"
 
+    def filtered_sources(self) -> list[str]:
+        """Every filtered set by source name, in `filtered_grid` order (the filter report's rows)."""
+        return [s.name for s in self.filtered_grid()]
+
+    def filter_report_inputs(self) -> dict[str, list[str]]:
+        """What the filter report reads, one list per kind of file, each entry the filtered set of the
+        same position in `filtered_sources`: its counts and quality, its unfiltered set's quality, and
+        the CAS tables (evaluation metrics) of both."""
+        grid = self.filtered_grid()
+        return {
+            "counts": [self.filter_counts(s) for s in grid],
+            "quality": [self.filter_quality_json(s) for s in grid],
+            "base_quality": [self.quality_json(s.generator, s.guidance, s.strategy) for s in grid],
+            "cas": [self.eval_csv(s.name) for s in grid],
+            "base_cas": [self.eval_csv(s.unfiltered.name) for s in grid],
+        }
+
     def filter_outputs(self) -> dict[str, str]:
         """The filter report's table, plot and findings."""
         return {
@@ -573,9 +594,27 @@ class Plan:
         """The spec a multi-GPU classifier job hands its torchrun ranks, beside its model."""
         return f"{self.train_dir(source, n, seed)}/ddp_spec.json"
 
+    def train_mix(self) -> dict[str, Any]:
+        """How a classifier's loader combines a mixed run's parts: `mix.mode` and `mix.synthetic_prob`
+        (the rest of the mix section plans runs, and changing it retrains none)."""
+        return {k: self.cfg["mix"][k] for k in ("mode", "synthetic_prob")}
+
     def seed_runs(self, source: str) -> list[tuple[str, int]]:
         """Every (n_label, seed) model of one source, N-major."""
         return [(n, s) for n in self.n_labels(source) for s in self.seeds_for(source, n)]
+
+    def models(self, source: str) -> list[str]:
+        """Every classifier of one source in `seed_runs` order: what its evaluation job reads, zipped
+        there with `model_n_labels` and `model_seeds`."""
+        return [self.model(source, n, s) for n, s in self.seed_runs(source)]
+
+    def model_n_labels(self, source: str, clip: bool = False) -> list[str]:
+        """The N label of each of `models(source)` (with `clip`, of `clip_models(source)`), in its order."""
+        return [n for n, _ in (self.clip_seed_runs(source) if clip else self.seed_runs(source))]
+
+    def model_seeds(self, source: str, clip: bool = False) -> list[int]:
+        """The seed of each of `models(source)` (with `clip`, of `clip_models(source)`), in its order."""
+        return [s for _, s in (self.clip_seed_runs(source) if clip else self.seed_runs(source))]
 
     def sources(self) -> list[str]:
         """Training sources in run order, each once."""
@@ -597,6 +636,14 @@ class Plan:
 
     def all_eval_per_class(self) -> list[str]:
         return [self.eval_per_class(s) for s in self.sources()]
+
+    def eval_set_names(self) -> list[str]:
+        """The evaluation sets (`eval_sets`) by name, in config order: every model meets each."""
+        return [e["name"] for e in self.cfg["eval_sets"]]
+
+    def eval_set_ood(self) -> dict[str, bool]:
+        """Whether each evaluation set is out of distribution, by name (the analysis tables' `ood`)."""
+        return {e["name"]: e["ood"] for e in self.cfg["eval_sets"]}
 
     # --- analysis ---
     @property
@@ -624,6 +671,10 @@ class Plan:
 
     def sample_grid(self, src: Source) -> str:
         return self.plot(f"samples/{self.sample_name(src)}")
+
+    def sample_shard(self, src: Source) -> str:
+        """The shard a set's sample grid shows: its first."""
+        return self.set_shards(src, 1)[0]
 
     def targets(self) -> list[str]:
         """What `rule all` builds: the classifier arm's tables, plots and findings (train.supervised),
@@ -704,6 +755,10 @@ class Plan:
 
     def quality_json(self, generator: str, guidance: float | str, strategy: str) -> str:
         return f"{self.r}/quality/{set_name(generator, guidance, strategy)}.json"
+
+    def quality_shards(self, generator: str, guidance: float | str, strategy: str) -> list[str]:
+        """The shards of a synthetic set its quality job measures (`quality_n` images)."""
+        return self.shards(generator, guidance, strategy, self.quality_n)
 
     def quality_per_class(self, generator: str, guidance: float | str, strategy: str) -> str:
         return self.quality_json(generator, guidance, strategy)[: -len(".json")] + "_per_class.csv"
@@ -798,6 +853,11 @@ class Plan:
             out += [clip_mixed_source(s) for s in syn]
         return out
 
+    def clip_models(self, source: str) -> list[str]:
+        """Every CLIP of one source in `clip_seed_runs` order: what its evaluation job reads, zipped
+        there with `model_n_labels(source, clip=True)` and `model_seeds(source, clip=True)`."""
+        return [self.clip_model(source, n, s) for n, s in self.clip_seed_runs(source)]
+
     def clip_runs(self) -> list[tuple[str, str, int]]:
         return [(s, n, seed) for s in self.clip_sources() for n, seed in self.clip_seed_runs(s)]
 
@@ -836,6 +896,14 @@ class Plan:
 
     def clip_eval_csv(self, source: str) -> str:
         return f"{self.r}/clip/eval/{source}/metrics.csv"
+
+    def all_clip_eval(self) -> list[str]:
+        """Every CLIP source's zero-shot metrics, in `clip_sources` order (the CLIP report's)."""
+        return [self.clip_eval_csv(s) for s in self.clip_sources()]
+
+    def clip_reference_set(self) -> str:
+        """The evaluation set the CLIP findings compare on: the first of `eval_sets`."""
+        return self.eval_set_names()[0]
 
     @property
     def clip_summary(self) -> str:

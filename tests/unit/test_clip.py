@@ -309,6 +309,20 @@ def test_tiny_clip_trains_with_open_clip_train_and_beats_chance(tmp_path, digits
     assert row["loss"] < np.log(10)
 
 
+def test_train_clip_reads_its_pairs_index_once(tmp_path, digits, monkeypatch):
+    """train_clip parses the pairs folder's pairs.json once and hands it to every reader (shards and
+    count, shard sizes for the loader check, the run's stamp), none of which reads it again."""
+    real = split_shards(digits / "splits.json", "train")
+    pairs = P.write_clip_pairs(tmp_path / "pairs", P.clip_parts("real", 64, real, [], 0), digits_classes(),
+                               recipe(epochs=1), 0)
+    reads, read = [], P.read_pairs_index
+    counted = lambda folder: reads.append(Path(folder)) or read(folder)  # noqa: E731
+    monkeypatch.setattr(P, "read_pairs_index", counted)
+    monkeypatch.setattr(C, "read_pairs_index", counted)
+    C.train_clip(pairs, recipe(epochs=1), 0, tmp_path / "m" / "model.safetensors")
+    assert reads == [Path(pairs)] and (tmp_path / "m" / "model.safetensors").exists()
+
+
 def test_open_clip_train_reruns_are_bit_identical(tmp_path, digits):
     from safetensors.torch import load_file
 
@@ -489,7 +503,7 @@ def test_a_run_whose_loaders_cannot_each_fill_a_batch_is_refused_before_it_start
     parts = P.clip_parts("real", 40, real, [], 0)
     one = P.write_clip_pairs(tmp_path / "one", parts, digits_classes(), recipe(), 0)
     two = P.write_clip_pairs(tmp_path / "two", parts, digits_classes(), recipe(), 0, loaders=2)
-    assert P.clip_pair_sizes(one) == [40] and P.clip_pair_sizes(two) == [20, 20]
+    assert P.clip_pair_sizes(P.read_pairs_index(one)) == [40] and P.clip_pair_sizes(P.read_pairs_index(two)) == [20, 20]
     model = tmp_path / "m" / "model.safetensors"
     with pytest.raises(ValueError, match=r"clip.batch_size: 32 pairs a batch is more than the 0 pairs one of the "
                                          r"run's 2 loaders"):

@@ -45,3 +45,18 @@ def test_torchrun_gives_signalled_ranks_the_grace_period_we_set(monkeypatch):
     assert LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=2).shutdown_timeout == SHUTDOWN_TIMEOUT_S > 30
     monkeypatch.setenv("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "600")  # a site's own setting wins
     assert rank_env(3)["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "600"
+
+
+def test_a_training_job_runs_here_on_one_gpu_and_under_torchrun_on_several(tmp_path):
+    """run_training (scripts train_classifier and finetune_generator): one device trains in the job's
+    process with the spec as given; several GPUs go through the module's run_distributed with the job's
+    threads added to the spec (run_torchrun shares them among the ranks)."""
+    calls = []
+    train = lambda **spec: calls.append(("here", spec))  # noqa: E731
+    ddp = lambda spec, nproc, path: calls.append(("torchrun", spec, nproc, path))  # noqa: E731
+    spec = {"seed": 3, "device": "cuda"}
+    for gpus in (0, 1):
+        distributed.run_training(train, ddp, spec, gpus, 16, tmp_path / "spec.json")
+    distributed.run_training(train, ddp, spec, 4, 16, tmp_path / "spec.json")
+    assert calls == [("here", spec), ("here", spec),
+                     ("torchrun", {**spec, "threads": 16}, 4, tmp_path / "spec.json")]

@@ -449,3 +449,13 @@ def test_snr_gamma_weights_the_fine_tuning_loss_by_its_timesteps(sd_dir, shards,
     plain = first_loss("plain")
     assert first_loss("huge", snr_gamma=float(snr.max()) * 10) == pytest.approx(plain, rel=1e-5)
     assert first_loss("tiny", snr_gamma=float(snr.min()) / 100) < 0.02 * plain
+
+
+def test_a_fine_tuned_generator_records_its_config_name_and_base():
+    """generator_provenance (script finetune_generator): the synthscale.json of a fine-tuned folder names
+    its config entry, which errors name as its recipe's key, and its base as the config spells it."""
+    from synthscale.generation.finetune import generator_provenance, recipe_key
+
+    gen = {"name": "tinydigits-ft", "kind": "finetuned", "base": "tinydigits", "finetune": {"mode": "full"}}
+    assert generator_provenance(gen) == {"generator": "tinydigits-ft", "base_spec": "tinydigits"}
+    assert recipe_key(generator_provenance(gen)) == "generators.tinydigits-ft.finetune"

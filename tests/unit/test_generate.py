@@ -71,3 +71,44 @@ def test_images_are_stored_at_the_storage_size_as_a_downscale_of_the_sampled_one
     assert np.abs(sampled[:, ::4, ::4].astype(int) - stored.astype(int)).mean() > 4 * diff.mean(), \
         "the images vary within 4 px, so a plain subsample would not pass as the downscale"
     assert all((r["height"], r["width"], r["sample_height"], r["sample_width"]) == (8, 8, 32, 32) for r in recs)
+
+
+def _fingerprint(tmp_path, prompts="a\n", guidance="2.0", spec=None, source="org/hub-model"):
+    from synthscale.generation.generate import block_fingerprint
+
+    (tmp_path / "p.jsonl").write_text(prompts)
+    spec = spec or {"name": "g", "dtype": "float32", "source": source}
+    return block_fingerprint(spec, {"steps": 20, "seed": 0}, guidance, tmp_path / "p.jsonl", "cpu", source)
+
+
+def test_a_finished_shard_is_reused_only_under_the_same_prompts_guidance_and_generator(tmp_path):
+    """The stamp a killed job's finished shards carry (block_fingerprint) is the same for the same
+    settings and differs when the prompts file's content, the guidance, the generator entry or a local
+    source folder's modification time differ: a rerun then makes the shard anew."""
+    import os
+
+    same = _fingerprint(tmp_path)
+    assert _fingerprint(tmp_path) == same
+    assert _fingerprint(tmp_path, prompts="b\n") != same
+    assert _fingerprint(tmp_path, guidance="4.0") != same
+    assert _fingerprint(tmp_path, spec={"name": "g", "dtype": "float16", "source": "org/hub-model"}) != same
+    assert same["source_mtime"] is None  # a Hub id: no file to date
+    folder = tmp_path / "gen"
+    folder.mkdir()
+    os.utime(folder, (1_000_000, 1_000_000))
+    local = _fingerprint(tmp_path, source=str(folder))
+    assert local["source_mtime"] == 1_000_000
+    os.utime(folder, (2_000_000, 2_000_000))  # retrained: a newer folder
+    assert _fingerprint(tmp_path, source=str(folder)) != local
+
+
+def test_a_generation_job_loads_its_own_folder_and_a_pretrained_generator_its_source():
+    """generator_source over the folders Plan.generator_inputs gives a generate_block job: a LoRA made
+    here lists its own folder, then its base's, and loads its own (the base comes through its
+    synthscale.json); a pretrained generator lists none and loads its config source."""
+    from synthscale.generation.pipelines import generator_source
+
+    spec = {"name": "lora", "source": "should-not-load"}
+    assert generator_source(["res/generators/lora", "res/generators/base"], spec) == "res/generators/lora"
+    assert generator_source("res/generators/own", spec) == "res/generators/own"  # one input: a str
+    assert generator_source([], {"name": "hub", "source": "org/model"}) == "org/model"

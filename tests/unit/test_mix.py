@@ -83,6 +83,18 @@ def test_plan_schedules_mixes_with_multiples_and_overrides(default_raw):
     assert plan.train_parts(SYN, "60")[0]["limit"] == 60
 
 
+def test_only_a_run_of_real_and_synthetic_parts_mixes(default_raw):
+    """run_mix (script train_classifier): a mixed source's two parts get the config's mix spec; a real or
+    synthetic run's one part gets none (a `prob` mix of one part is an error of the loader)."""
+    from synthscale.classifier.train import run_mix
+
+    plan = Plan(check_config(with_mix(default_raw, real_n=[30], synthetic_n=[50], sets=[SET])))
+    spec = {"mode": "prob", "synthetic_prob": 0.5}
+    assert run_mix(plan.train_parts(f"mix/real30/{SYN}", "50"), spec) == spec
+    assert run_mix(plan.train_parts(SYN, "50"), spec) is None
+    assert run_mix(plan.train_parts("real", "30"), spec) is None
+
+
 def test_all_sets_mix_the_whole_grid(default_raw):
     plan = Plan(check_config(with_mix(default_raw, real_n=[30], synthetic_n=[30])))
     assert len([r for r in plan.mix_runs() if r[0].startswith("mix/")]) == len(plan.synthetic_grid())

@@ -13,13 +13,27 @@ import yaml
 from synthscale.study.config import check_config
 from synthscale.clip.names import local_dir
 from synthscale.study.plan import Plan
-from synthscale.study.sources import Source
+from synthscale.study.sources import Source, parse_source
 
 
 @pytest.fixture(scope="module")
 def cfg():
     with open("config.yaml") as f:
         return check_config(yaml.safe_load(f))
+
+
+@pytest.fixture(scope="module", params=["config.yaml", "configs/test.yaml"])
+def study(request) -> Plan:
+    """The default study's Plan, and the test study's (configs/test.yaml laid over config.yaml, as
+    Snakemake's --configfile lays it)."""
+    from snakemake.utils import update_config
+
+    with open("config.yaml") as f:
+        raw = yaml.safe_load(f)
+    if request.param != "config.yaml":
+        with open(request.param) as f:
+            update_config(raw, yaml.safe_load(f))
+    return Plan(check_config(raw))
 
 
 def plan_with(cfg, generators=None, judge=None, train=None, filter_specs=None, **sections) -> Plan:
@@ -211,3 +225,83 @@ def test_the_quality_summary_reads_each_synthetic_sets_files_once_in_grid_order(
     grid = plan.synthetic_grid()
     assert len(grid) == 12 and plan.quality_jsons() == [plan.quality_json(s.generator, s.guidance, s.strategy) for s in grid]
     assert plan.quality_per_class_files() == [p[: -len(".json")] + "_per_class.csv" for p in plan.quality_jsons()]
+
+
+# --- what a rule hands its job as lists: Plan methods the rules forward to ---
+
+
+def test_an_evaluation_job_reads_every_model_of_its_source_each_beside_its_n_and_seed(study):
+    """Rule evaluate: `models` (input), `n_labels` and `seeds` (params), which evaluate_models zips. Every
+    model a train_classifier job makes is evaluated once, by its own source's job, at the position
+    whose N label and seed are its own; N-major, as the rule's former comprehensions over seed_runs."""
+    trained = {(s, n, seed) for s, n in study.runs() + study.filter_runs() for seed in study.seeds_for(s, n)}
+    evaluated = []
+    for source in study.sources() + study.filtered_sources():
+        models, labels, seeds = study.models(source), study.model_n_labels(source), study.model_seeds(source)
+        assert models == [study.model(source, n, s) for n, s in zip(labels, seeds, strict=True)]
+        assert models == [study.model(source, n, s) for n, s in study.seed_runs(source)]  # the former rule
+        assert labels == [n for n, _ in study.seed_runs(source)] and seeds == [s for _, s in study.seed_runs(source)]
+        assert labels == sorted(labels, key=study.n_labels(source).index)  # N-major
+        evaluated += [(source, n, s) for n, s in zip(labels, seeds)]
+    assert len(evaluated) == len(set(evaluated)) and set(evaluated) == trained
+
+
+def test_a_clip_evaluation_job_reads_every_clip_of_its_source_each_beside_its_n_and_seed(study):
+    """Rule evaluate_clip: `models`, `n_labels` and `seeds`, zipped by evaluate_clip_models: each CLIP a
+    train_clip job makes, once, at the position of its own N label and seed."""
+    evaluated = []
+    for source in study.clip_sources():
+        models = study.clip_models(source)
+        labels, seeds = study.model_n_labels(source, clip=True), study.model_seeds(source, clip=True)
+        assert models == [study.clip_model(source, n, s) for n, s in zip(labels, seeds, strict=True)]
+        assert models == [study.clip_model(source, n, s) for n, s in study.clip_seed_runs(source)]  # the former rule
+        evaluated += [(source, n, s) for n, s in zip(labels, seeds)]
+    assert evaluated and len(evaluated) == len(set(evaluated)) and evaluated == study.clip_runs()
+    assert study.all_clip_eval() == [study.clip_eval_csv(s) for s in study.clip_sources()]
+
+
+def test_the_filter_report_reads_each_filtered_sets_files_in_its_own_row(cfg):
+    """Rule filter_report: five input lists and the `sources` param, which filter_table zips: entry i of
+    every list belongs to source i (its counts, its quality and CAS, its unfiltered set's quality and
+    CAS), in the order of the script's arguments; the former rule comprehensions give the same lists."""
+    plan = plan_with(cfg, filters=["none", "conf", "loose"],
+                     filter_specs={"loose": {**cfg["filter_specs"]["conf"], "generators": None, "guidance": None,
+                                             "strategies": None, "threshold": 0.2}})
+    grid, sources, inputs = plan.filtered_grid(), plan.filtered_sources(), plan.filter_report_inputs()
+    assert len(sources) == 1 + len(plan.synthetic_grid()) and sources == [s.name for s in grid]
+    assert list(inputs) == ["counts", "quality", "base_quality", "cas", "base_cas"]
+    assert all(len(files) == len(sources) for files in inputs.values())
+    for i, name in enumerate(sources):
+        src = parse_source(name)
+        assert src.filter in ("conf", "loose")
+        assert inputs["counts"][i] == f"{plan.filtered_dir(src)}/counts.json"
+        assert inputs["quality"][i] == plan.filter_quality_json(src)
+        assert inputs["base_quality"][i] == plan.quality_json(src.generator, src.guidance, src.strategy)
+        assert inputs["cas"][i] == plan.eval_csv(name) and inputs["base_cas"][i] == plan.eval_csv(src.unfiltered.name)
+    former = {
+        "counts": [plan.filter_counts(s) for s in grid],
+        "quality": [plan.filter_quality_json(s) for s in grid],
+        "base_quality": [plan.quality_json(s.generator, s.guidance, s.strategy) for s in grid],
+        "cas": [plan.eval_csv(s.name) for s in grid],
+        "base_cas": [plan.eval_csv(s.unfiltered.name) for s in grid],
+    }
+    assert inputs == former
+    assert plan_with(cfg, filters=["none"]).filter_report_inputs() == {k: [] for k in former}
+
+
+def test_the_params_a_rule_forwards_are_the_configs_and_the_shards_a_set_job_reads_its_first(study):
+    """Eval sets by name in config order (every evaluation job), their ood flags (the summary and the
+    CLIP report), the CLIP findings' reference (the first set), a classifier's mix spec (mode and
+    synthetic_prob only), and the shards a quality job and a sample grid read: the set's first."""
+    cfg = study.cfg
+    assert study.eval_set_names() == [e["name"] for e in cfg["eval_sets"]]
+    assert study.eval_set_ood() == {e["name"]: e["ood"] for e in cfg["eval_sets"]}
+    assert study.clip_reference_set() == cfg["eval_sets"][0]["name"]
+    assert study.train_mix() == {"mode": cfg["mix"]["mode"], "synthetic_prob": cfg["mix"]["synthetic_prob"]}
+    for src in study.synthetic_grid():
+        shards = study.quality_shards(src.generator, src.guidance, src.strategy)
+        every = study.shards(src.generator, src.guidance, src.strategy, study.max_n)
+        assert shards == every[: len(shards)] == study.shards(src.generator, src.guidance, src.strategy, study.quality_n)
+        assert study.sample_shard(src) == every[0] == f"{study.synthetic_dir(src.generator, src.guidance, src.strategy)}/shard-000000.tar"
+    plan = Plan({**cfg, "prompt_models": {"w2s": {"kind": "word2sen", "model": "m"}}})
+    assert plan.prompt_model("w2s") == {"kind": "word2sen", "model": "m"}

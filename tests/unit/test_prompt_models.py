@@ -188,3 +188,28 @@ def test_llm_prompts_name_their_class(tiny_prompt_models, tmp_path):
     from synthscale.prompts.models import named
 
     assert named("A Zero on a desk", "zero") == "A Zero on a desk" and named("a desk", "zero") == "zero, a desk"
+
+
+@pytest.mark.parametrize("kind, reads_real", [("caption", True), ("word2sen", False), ("llm", False)])
+def test_a_prompt_model_job_hands_real_shards_to_a_captioner_only(tmp_path, monkeypatch, kind, reads_real):
+    """make_model_prompts (rule prompts_model): a captioner's pools come from the real training split's
+    shards (listed by the manifest), a language model's from none; the job's report lines name the
+    prompt count, the classes left short and those with no usable text."""
+    import synthscale.prompts.models as M
+
+    (tmp_path / "splits.json").write_text(json.dumps({"splits": {"train": {"shards": ["train/a.tar", "train/b.tar"]}}}))
+    seen = {}
+
+    def fake_pools(spec, classes, seed, device, real):
+        seen.update(seed=seed, device=device, real=list(real))
+        return [{"row": row, "prompts": [f"{row['name']} p"] * (c != 2), "generated": 3, "kept": 2 - (c > 0) - (c > 1)}
+                for c, row in enumerate(classes.to_dict("records"))]
+
+    monkeypatch.setattr(M, "build_pools", fake_pools)
+    s = {"kind": kind, "model": "m", "seed": 7, "count": 2}
+    lines = M.make_model_prompts(tmp_path / "p.jsonl", "w", s, classes(), tmp_path / "splits.json", "cpu")
+    assert seen["real"] == ([tmp_path / "train/a.tar", tmp_path / "train/b.tar"] if reads_real else [])
+    assert seen["seed"] == 7
+    assert lines == ["w: 3 prompts for 3 classes",
+                     "w: 2 classes have fewer than 2 distinct prompts: one, two",
+                     "w: no usable text for two: the class name stands in"]

@@ -7,11 +7,16 @@ import pytest
 from PIL import Image
 
 from synthscale.data.real import (
+    CLASS_COLUMNS,
+    class_names,
     digits_classes,
     interleave_by_class,
+    prepare_dataset,
     prepare_digits,
+    read_classes,
     split_shards,
     thicken,
+    write_prepared,
 )
 from synthscale.data.imagefolder import prepare_imagefolder
 from synthscale.prompts.strategies import class_prompts, read_prompts, write_prompts
@@ -85,13 +90,68 @@ def test_prepared_data_goes_where_the_rule_says(tmp_path):
         prepare_digits(out, 8, 0.33, [{"name": "test"}], 500, 0, manifest_path=tmp_path / "elsewhere.json")
 
 
-def test_prepare_imagefolder(tmp_path):
-    for split, n in (("train", 4), ("val", 2)):
+def test_a_prepared_class_table_reads_back_as_written_in_class_order(tmp_path):
+    """read_classes, the one reader of a prepared classes.csv: ids that look like numbers ("007") and
+    names pandas would take for missing values ("NA", "null") come back as the text written, an empty
+    hypernym as "", and rows in class-index order whatever the file's order."""
+    table = pd.DataFrame({"index": [0, 1, 2], "id": ["007", "n01", "3"], "name": ["NA", "null", "three"],
+                          "description": ["", "a fish", "a digit"], "hypernym": ["", "fish", "None"]})
+    write_prepared(tmp_path, table.iloc[[2, 0, 1]], {"classes": 3, "splits": {}})
+    back = read_classes(tmp_path / "classes.csv")
+    assert list(back.columns) == CLASS_COLUMNS and back.index.tolist() == [0, 1, 2]
+    pd.testing.assert_frame_equal(back, table)
+    assert class_names(tmp_path / "classes.csv") == ["NA", "null", "three"]
+    # what every prompt strategy makes of it is what it makes of the table itself
+    for strategy in ("classname", "description", "hypernym"):
+        assert class_prompts(back, strategy) == class_prompts(table, strategy)
+
+
+def test_prepared_digits_prompts_are_the_digits_tables(tmp_path):
+    """A prompts job reads the prepared table (read_classes): its prompt file equals the one written
+    straight from the digits table, and the class names are the digits' in index order."""
+    prepare_digits(tmp_path, 8, 0.33, [{"name": "test"}], 500, 0)
+    for strategy in ("classname", "description", "hypernym"):
+        write_prompts(tmp_path / "a.jsonl", read_classes(tmp_path / "classes.csv"), strategy)
+        write_prompts(tmp_path / "b.jsonl", digits_classes(), strategy)
+        assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
+    assert class_names(tmp_path / "classes.csv") == digits_classes()["name"].tolist()
+
+
+def test_the_dataset_kind_picks_the_preparation_and_the_manifest_folder_holds_the_shards(tmp_path):
+    """prepare_dataset (rule prepare_data): digits through prepare_digits, an ImageFolder tree through
+    prepare_imagefolder, each writing its shards beside the rule's manifest and its class table where
+    the rule says."""
+    evs = [{"name": "test"}]
+    digits = {"kind": "digits", "image_size": 8, "test_fraction": 0.33, "shard_size": 500,
+              "encoding": {"format": "png", "quality": 95}}
+    m = prepare_dataset(digits, evs, 0, tmp_path / "d/splits.json", tmp_path / "d/classes.csv")
+    assert m == prepare_digits(tmp_path / "ref", 8, 0.33, evs, 500, 0)
+    assert len(split_shards(tmp_path / "d/splits.json", "train")) == 3
+    assert read_classes(tmp_path / "d/classes.csv").equals(read_classes(tmp_path / "ref/classes.csv"))
+    _image_tree(tmp_path, 2, (20, 20))
+    folder = {"kind": "imagefolder", "image_size": 8, "channels": 3, "train_dir": str(tmp_path / "train"),
+              "test_dir": str(tmp_path / "val"), "classes_csv": str(tmp_path / "c.csv"), "shard_size": 100,
+              "storage_size": None, "center_crop": True, "encoding": {"format": "png", "quality": 95},
+              "max_bad_fraction": 0.0}
+    m = prepare_dataset(folder, evs, 0, tmp_path / "f/m.json", tmp_path / "table.csv")
+    assert m["splits"]["train"]["per_class"] == [2, 2]
+    assert split_shards(tmp_path / "f/m.json", "train")[0].parent == tmp_path / "f/train"
+    assert class_names(tmp_path / "table.csv") == ["tench", "goldfish"]
+
+
+def _image_tree(root, n_train, size):
+    """train/ and val/ ImageFolder trees of classes n01 and n02 (n_train and n_train / 2 images each)
+    under `root`, and their class table c.csv."""
+    for split, n in (("train", n_train), ("val", n_train // 2)):
         for cid in ("n01", "n02"):
-            (tmp_path / split / cid).mkdir(parents=True)
+            (root / split / cid).mkdir(parents=True)
             for i in range(n):
-                Image.new("RGB", (40, 30), (i * 40, 10, 200)).save(tmp_path / split / cid / f"{i}.jpg")
-    pd.DataFrame({"id": ["n01", "n02"], "name": ["tench", "goldfish"]}).to_csv(tmp_path / "c.csv", index=False)
+                Image.new("RGB", size, (i * 40, 10, 200)).save(root / split / cid / f"{i}.jpg")
+    pd.DataFrame({"id": ["n01", "n02"], "name": ["tench", "goldfish"]}).to_csv(root / "c.csv", index=False)
+
+
+def test_prepare_imagefolder(tmp_path):
+    _image_tree(tmp_path, 4, (40, 30))
     ds = {"image_size": 16, "channels": 3, "train_dir": str(tmp_path / "train"),
           "test_dir": str(tmp_path / "val"), "classes_csv": str(tmp_path / "c.csv"),
           "storage_size": None, "center_crop": True, "encoding": {"format": "png", "quality": 95},

@@ -391,6 +391,16 @@ def test_findings_follow_the_numbers():
     assert "Hypothesis" not in _findings(_table(-1, +1), {"diversity": 5.0, "recognizability": 0.9})
 
 
+def test_a_quality_record_names_its_set_and_only_a_filtered_set_its_filter():
+    """set_fields (script quality, rules quality and filter_quality): generator, guidance as a number,
+    strategy, and a filter only where the set has one."""
+    from synthscale.quality.metrics import set_fields
+
+    assert set_fields("gen", "2", "s") == {"generator": "gen", "guidance": 2.0, "strategy": "s"}
+    assert set_fields("gen", "2", "s", None) == set_fields("gen", 2.0, "s")
+    assert set_fields("gen", "2", "s", "conf") == {"generator": "gen", "guidance": 2.0, "strategy": "s", "filter": "conf"}
+
+
 def test_plan_quality_paths_and_recipe():
     cfg = {"results": "res", "dataset": {"name": "digits"}, "n_images": [30, 300],
            "train": {"arch": "resnet18", "lr": 0.003, "real_full": True},
