@@ -51,7 +51,8 @@ def stage_prepare(ctx: Context) -> None:
     cfg = ctx.config
     prepare_imagefolder(
         ctx.prepared, cfg["dataset"], cfg["eval_sets"], cfg["dataset"]["shard_size"], cfg["seed"],
-        workers=ctx.workers,
+        workers=ctx.workers, manifest_path=Path(ctx.prepared) / "splits.json",
+        classes_path=Path(ctx.prepared) / "classes.csv",
     )
 
 

@@ -306,7 +306,8 @@ def bench_clip(shards: list[str], cfg: dict[str, Any], device: str, work: Path, 
                              class_table(cfg["classes"]), recipe, 0, clip_loaders(recipe))  # as rule clip_pairs
     t0 = time.perf_counter()
     log = work / "clip" / "train.log"
-    train_clip(pairs, recipe, 0, model_path, device=device, log_path=log)
+    train_clip(pairs, recipe, 0, model_path, device=device, log_path=log,
+               config_path=work / "clip" / "model_config.json", work_dir=work / "clip" / "work")
     wall = time.perf_counter() - t0
     for name in [None, *logging.root.manager.loggerDict]:  # open_clip_train sets every logger to INFO
         logging.getLogger(name).setLevel(levels.get(name, logging.NOTSET))

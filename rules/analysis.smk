@@ -15,7 +15,7 @@ rule summary:
         ),
         per_class=PLAN.per_class,
     log:
-        PLAN.log("analysis", "summary"),
+        PLAN.log("summary"),
     localrule: True
     conda:
         "../envs/synthscale.yaml"
@@ -38,7 +38,7 @@ rule scaling_fits:
             labels={"table": "scaling fits"},
         ),
     log:
-        PLAN.log("analysis", "scaling_fits"),
+        PLAN.log("scaling_fits"),
     benchmark:
         PLAN.benchmark("scaling_fits", "all")
     localrule: True
@@ -57,15 +57,15 @@ rule plot_scaling:
         manifest=PLAN.manifest,
     output:
         report(
-            PLAN.plot("scaling_{metric}"),
+            PLAN.scaling_plot("{metric}"),
             caption="../report/scaling_plot.rst",
             category="Scaling",
             labels={"figure": "{metric} against N"},
         ),
     log:
-        PLAN.log("analysis", "plot_scaling_{metric}"),
+        PLAN.log("plot_scaling", "{metric}"),
     wildcard_constraints:
-        metric="loss|top1",
+        metric=PLAN.scaling_metric_regex,
     localrule: True
     conda:
         "../envs/synthscale.yaml"
@@ -78,13 +78,13 @@ rule plot_guidance_strategy:
         PLAN.summary,
     output:
         report(
-            PLAN.plot("guidance_strategy"),
+            PLAN.guidance_plot,
             caption="../report/guidance_strategy.rst",
             category="Scaling",
             labels={"figure": "guidance x strategy"},
         ),
     log:
-        PLAN.log("analysis", "plot_guidance_strategy"),
+        PLAN.log("plot_guidance_strategy"),
     localrule: True
     conda:
         "../envs/synthscale.yaml"
@@ -105,7 +105,7 @@ rule sample_grid:
             labels={"guidance": "{guidance}", "strategy": "{strategy}"},
         ),
     log:
-        PLAN.log("analysis", "samples", PLAN.sample_name(SET_WILDCARDS)),
+        PLAN.log("sample_grid", PLAN.sample_name(SET_WILDCARDS)),
     localrule: True
     conda:
         "../envs/synthscale.yaml"
@@ -121,7 +121,7 @@ rule findings:
     output:
         report(PLAN.findings, caption="../report/findings.rst", category="Findings"),
     log:
-        PLAN.log("analysis", "findings"),
+        PLAN.log("findings"),
     localrule: True
     conda:
         "../envs/synthscale.yaml"
@@ -158,7 +158,7 @@ rule cost:
             labels={"text": "cost findings"},
         ),
     log:
-        PLAN.log("analysis", "cost"),
+        PLAN.log("cost"),
     localrule: True
     conda:
         "../envs/synthscale.yaml"

@@ -10,7 +10,7 @@ rule clip_pairs:
     output:
         pairs=temp(directory(PLAN.clip_pairs("{clip_source}", "{n}", "{seed}"))),
     log:
-        PLAN.log("clip", "pairs", PLAN.run_key("{clip_source}", "{n}", "{seed}")),
+        PLAN.log("clip_pairs", PLAN.run_key("{clip_source}", "{n}", "{seed}")),
     benchmark:
         PLAN.benchmark("clip_pairs", PLAN.run_key("{clip_source}", "{n}", "{seed}"))
     wildcard_constraints:
@@ -23,9 +23,9 @@ rule clip_pairs:
     resources:
         **res("clip_pairs"),
     params:
-        recipe=clip_recipe(CLIP),
+        recipe=PLAN.clip_recipe,
         mix_real_fraction=PLAN.clip_mix_real_fraction(),
-        loaders=clip_loaders(CLIP, config["resources"]["clip"]["gpu"]),
+        loaders=PLAN.clip_loaders,
     script:
         "../scripts/clip_pairs.py"
 
@@ -37,7 +37,7 @@ rule train_clip:
         model=PLAN.clip_model("{clip_source}", "{n}", "{seed}"),
         config=PLAN.clip_model_config("{clip_source}", "{n}", "{seed}"),
     log:
-        PLAN.log("clip", "train", PLAN.run_key("{clip_source}", "{n}", "{seed}")),
+        PLAN.log("train_clip", PLAN.run_key("{clip_source}", "{n}", "{seed}")),
     benchmark:
         PLAN.benchmark("train_clip", PLAN.run_key("{clip_source}", "{n}", "{seed}"))
     wildcard_constraints:
@@ -50,7 +50,7 @@ rule train_clip:
     resources:
         **res("clip"),
     params:
-        recipe=clip_recipe(CLIP),
+        recipe=PLAN.clip_recipe,
         work=lambda wc: PLAN.clip_work_dir(wc.clip_source, wc.n, wc.seed),
         train_log=lambda wc: PLAN.clip_train_log(wc.clip_source, wc.n, wc.seed),
         device=config["device"],
@@ -68,7 +68,7 @@ rule evaluate_clip:
     output:
         metrics=PLAN.clip_eval_csv("{clip_source}"),
     log:
-        PLAN.log("clip", "eval", "{clip_source}"),
+        PLAN.log("evaluate_clip", "{clip_source}"),
     benchmark:
         PLAN.benchmark("evaluate_clip", "{clip_source}")
     wildcard_constraints:
@@ -114,7 +114,7 @@ rule clip_report:
             labels={"table": "CLIP zero-shot table"},
         ),
         plot=report(
-            PLAN.plot("clip_scaling"),
+            PLAN.clip_plot,
             caption="../report/clip_scaling_plot.rst",
             category="CLIP",
             labels={"figure": "CLIP zero-shot loss against N"},
@@ -126,7 +126,7 @@ rule clip_report:
             labels={"page": "CLIP findings"},
         ),
     log:
-        PLAN.log("clip", "report"),
+        PLAN.log("clip_report"),
     localrule: True
     conda:
         "../envs/synthscale.yaml"

@@ -1,12 +1,9 @@
-# Shared helpers: check the config before any job starts, and derive every path from it.
+# Shared helpers: check the config before any job starts and make the Plan, which spells every path.
 import sys
 
 from synthscale import warm
-from synthscale.clip.schedule import clip_loaders
-from synthscale.clip.train import clip_recipe
 from synthscale.study.config import ConfigError, check_config
-from synthscale.prompts.strategies import STRATEGIES
-from synthscale.study.plan import N_REGEX, Plan, name_alternatives
+from synthscale.study.plan import N_REGEX, Plan
 from synthscale.study.sources import (
     CLIP_SOURCE_REGEX,
     FILTERED_WILDCARDS,
@@ -26,7 +23,6 @@ wildcard_constraints:
     source=SOURCE_REGEX,
     n=N_REGEX,
     guidance=r"[0-9][0-9.e+-]*",
-    k=r"\d{6}",
     generator=r"[A-Za-z0-9_.-]+",
     strategy=r"[A-Za-z0-9_-]+",
     filter=r"[A-Za-z0-9_-]+",

@@ -11,7 +11,7 @@ rule evaluate:
         metrics=PLAN.eval_csv("{source}"),
         per_class=PLAN.eval_per_class("{source}"),
     log:
-        PLAN.log("eval", PLAN.arch, "{source}"),
+        PLAN.log("evaluate", "{source}"),
     benchmark:
         PLAN.benchmark("evaluate", "{source}")
     conda:

@@ -12,7 +12,7 @@ rule generate_block:
             PLAN.synthetic_dir("{generator}", "{guidance}", "{strategy}")
         ),
     log:
-        PLAN.log("synthetic", PLAN.set_key(SET_WILDCARDS, block="{block}")),
+        PLAN.log("generate_block", PLAN.set_key(SET_WILDCARDS, block="{block}")),
     benchmark:
         PLAN.benchmark("generate_block", PLAN.set_key(SET_WILDCARDS, block="{block}"))
     wildcard_constraints:

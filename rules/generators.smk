@@ -8,7 +8,7 @@ rule train_generator:
     output:
         directory(PLAN.generator_dir("{generator}")),
     log:
-        PLAN.log("generators", "{generator}"),
+        PLAN.log("train_generator", "{generator}"),
     benchmark:
         PLAN.benchmark("train_generator", "{generator}")
     wildcard_constraints:
@@ -40,7 +40,7 @@ rule finetune_generator:
     output:
         directory(PLAN.generator_dir("{generator}")),
     log:
-        PLAN.log("generators", "{generator}"),
+        PLAN.log("finetune_generator", "{generator}"),
     benchmark:
         PLAN.benchmark("finetune_generator", "{generator}")
     wildcard_constraints:

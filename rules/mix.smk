@@ -19,7 +19,7 @@ rule mix_exchange_rate:
             labels={"table": "mixed vs real only"},
         ),
     log:
-        PLAN.log("analysis", "mix_exchange_rate"),
+        PLAN.log("mix_exchange_rate"),
     localrule: True
     conda:
         "../envs/synthscale.yaml"
@@ -55,7 +55,7 @@ rule plot_mix:
             labels={"figure": "exchange rate"},
         ),
     log:
-        PLAN.log("analysis", "plot_mix"),
+        PLAN.log("plot_mix"),
     localrule: True
     conda:
         "../envs/synthscale.yaml"
@@ -77,7 +77,7 @@ rule mix_findings:
             labels={"page": "findings"},
         ),
     log:
-        PLAN.log("analysis", "mix_findings"),
+        PLAN.log("mix_findings"),
     localrule: True
     conda:
         "../envs/synthscale.yaml"

@@ -9,7 +9,7 @@ rule prompts:
     log:
         PLAN.log("prompts", "{strategy}"),
     wildcard_constraints:
-        strategy=name_alternatives(STRATEGIES),
+        strategy=PLAN.prompt_regex(),
     # upstream of the generators and of every synthetic set: scheduled before independent jobs
     priority: 10
     conda:
@@ -28,11 +28,11 @@ rule prompts_model:
     output:
         PLAN.prompts("{strategy}"),
     log:
-        PLAN.log("prompts", "{strategy}"),
+        PLAN.log("prompts_model", "{strategy}"),
     benchmark:
         PLAN.benchmark("prompts_model", "{strategy}")
     wildcard_constraints:
-        strategy=name_alternatives(config["prompt_models"]),
+        strategy=PLAN.prompt_regex(model=True),
     # upstream of the generators and of every synthetic set: scheduled before independent jobs
     priority: 10
     conda:

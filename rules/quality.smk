@@ -2,7 +2,7 @@
 # The judge is trained once on the real training split (or is a pretrained timm model); the real
 # reference set goes through it once; each set is measured on its first shards, so nothing is
 # regenerated; the summary adds CAS from the evaluate stage and draws the plots.
-# Input functions and paths of this stage live in common.smk.
+# Paths of this stage are Plan's (synthscale/study/plan.py); common.smk forwards wildcards to it.
 
 
 rule train_judge:
@@ -12,7 +12,7 @@ rule train_judge:
         model=PLAN.judge_model,
         log=PLAN.judge_log,
     log:
-        PLAN.log("judge", PLAN.dataset),
+        PLAN.log("train_judge"),
     benchmark:
         PLAN.benchmark("train_judge", PLAN.dataset)
     conda:
@@ -41,7 +41,7 @@ rule quality_reference:
         json=QREF["json"],
         per_class=QREF["per_class"],
     log:
-        PLAN.log("quality", PLAN.reference_name),
+        PLAN.log("quality_reference"),
     benchmark:
         PLAN.benchmark("quality_reference", PLAN.dataset)
     conda:
@@ -130,7 +130,7 @@ rule quality_summary:
             labels={"text": "quality findings"},
         ),
     log:
-        PLAN.log("quality", "summary"),
+        PLAN.log("quality_summary"),
     localrule: True
     conda:
         "../envs/synthscale.yaml"

@@ -12,7 +12,7 @@ rule train_classifier:
         model=PLAN.model("{source}", "{n}", "{seed}"),
         log=PLAN.train_log("{source}", "{n}", "{seed}"),
     log:
-        PLAN.log("train", PLAN.arch, PLAN.run_key("{source}", "{n}", "{seed}")),
+        PLAN.log("train_classifier", PLAN.run_key("{source}", "{n}", "{seed}")),
     benchmark:
         PLAN.benchmark("train_classifier", PLAN.run_key("{source}", "{n}", "{seed}"))
     conda:

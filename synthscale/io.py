@@ -100,3 +100,14 @@ def write_csv(path: str | os.PathLike, df) -> None:
     """Write a pandas DataFrame atomically."""
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
+
+
+def side_file(path: str | os.PathLike, what: str) -> str:
+    """A file that belongs to `path` and lies beside it: `<path>.<what>` (a side file's one spelling)."""
+    return f"{os.fspath(path)}.{what}"
+
+
+def ddp_stop_file(spec_path: str | os.PathLike) -> str:
+    """Where rank 0 of a torchrun job says that it stopped after saving (distributed.run_torchrun): a
+    side file of the job's spec, `<spec>.stopped` (Plan.train_stop_file, Plan.generator_stop_file)."""
+    return side_file(spec_path, "stopped")

@@ -25,6 +25,7 @@ from synthscale.analysis import fits as F
 from synthscale.analysis.report import _f, plotting, save, set_label, write_html
 from synthscale.analysis.tables import read_summary
 from synthscale.io import write_csv
+from synthscale.study.sources import synthetic_source
 
 
 # --------------------------------------------------------------------------------------------------
@@ -143,7 +144,7 @@ def summarize_quality(
     pcs = []
     for s, path in zip(sets, set_per_class):
         pc = pd.read_csv(path)
-        src = f"synthetic/{s['generator']}/g{float(s['guidance']):g}/{s['strategy']}"
+        src = synthetic_source(s["generator"], float(s["guidance"]), s["strategy"])
         mine = slopes[slopes["source"] == src].drop(columns="source")
         pc = pc.merge(mine, on="class_index", how="left") if len(mine) else pc.assign(slope=np.nan)
         pcs.append(pc.assign(generator=s["generator"], guidance=float(s["guidance"]), strategy=s["strategy"]))

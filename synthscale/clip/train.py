@@ -244,14 +244,14 @@ def save_clip(
     state: dict[str, Any],
     model_path: str | os.PathLike,
     config: dict[str, Any],
-    config_path: str | os.PathLike | None = None,
+    config_path: str | os.PathLike,
 ) -> None:
     """The weights at `model_path` and the config ({"model": name, "config": ...}) at `config_path`
-    (the rule's, from Plan.clip_model_config; default `model_config.json` beside the weights)."""
+    (the rule's, from Plan.clip_model_config)."""
     from safetensors.torch import save_file
 
     model_path = Path(model_path)
-    write_json(config_path or model_path.with_name("model_config.json"), config)
+    write_json(config_path, config)
     tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
     with atomic_path(model_path) as tmp:
         save_file(tensors, str(tmp), metadata={"synthscale": json.dumps(config, sort_keys=True)})
@@ -397,12 +397,13 @@ def train_clip(
     recipe: dict[str, Any],
     seed: int,
     model_path: str | os.PathLike,
+    *,
+    config_path: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    log_path: str | os.PathLike,
     device: str = "cpu",
-    work_dir: str | os.PathLike | None = None,
     gpus: int = 1,
     threads: int | None = None,
-    config_path: str | os.PathLike | None = None,
-    log_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Train with open_clip_train on a `write_clip_pairs` folder, save safetensors; return run info.
 
@@ -411,13 +412,12 @@ def train_clip(
     The work folder (open_clip's logs and checkpoints) survives a kill, so a rerun resumes from the
     newest checkpoint (every `save_frequency` epochs); it is removed once the model is saved, and
     open_clip's log is kept at `log_path`.
-    The rule passes every path from Plan (clip_model, clip_model_config, clip_work_dir,
-    clip_train_log); a caller that passes only `model_path` gets `model_config.json`, `work/` and
-    `train.log` beside it.
+    Every path is the caller's: the rule's come from Plan (clip_model, clip_model_config,
+    clip_work_dir, clip_train_log).
     """
     model_path = Path(model_path)
-    work = Path(work_dir) if work_dir else model_path.with_name("work")
-    log_path = Path(log_path) if log_path else model_path.with_name("train.log")
+    work = Path(work_dir)
+    log_path = Path(log_path)
     index = read_pairs_index(pairs)  # read once: the pairs job wrote it, and nothing changes it here
     _, count, part_counts = read_clip_pairs(pairs, index)
     nproc = max(1, int(gpus))

@@ -296,8 +296,8 @@ def prepare_imagefolder(
     seed: int,
     workers: int = 1,
     *,
-    manifest_path: str | os.PathLike | None = None,
-    classes_path: str | os.PathLike | None = None,
+    manifest_path: str | os.PathLike,
+    classes_path: str | os.PathLike,
 ) -> dict[str, Any]:
     """Prepare an ImageFolder dataset: train from `train_dir` (class-interleaved), eval sets from
     their own roots (or `test_dir`), each over all classes or its `classes` subset.

@@ -216,8 +216,8 @@ def prepare_digits(
     fmt: str = "png",
     quality: int = 95,
     *,
-    manifest_path: str | os.PathLike | None = None,
-    classes_path: str | os.PathLike | None = None,
+    manifest_path: str | os.PathLike,
+    classes_path: str | os.PathLike,
 ) -> dict[str, Any]:
     """Prepare sklearn's digits: class table, interleaved train split, test and shifted test sets.
 
@@ -275,18 +275,17 @@ def write_prepared(
     out_dir: str | os.PathLike,
     classes: pd.DataFrame,
     manifest: dict[str, Any],
-    manifest_path: str | os.PathLike | None = None,
-    classes_path: str | os.PathLike | None = None,
+    manifest_path: str | os.PathLike,
+    classes_path: str | os.PathLike,
 ) -> None:
     """Write a prepared dataset's class table and manifest at the paths its rule gives (Plan.classes,
-    Plan.manifest), or `classes.csv` and `splits.json` in `out_dir` when none are given. The manifest
-    lists its shards relative to its own folder (`split_shards`), so it must lie in `out_dir`, where
-    the shards were written."""
+    Plan.manifest). The manifest lists its shards relative to its own folder (`split_shards`), so it
+    must lie in `out_dir`, where the shards were written."""
     out_dir = Path(out_dir)
-    manifest_path = Path(manifest_path) if manifest_path else out_dir / "splits.json"
+    manifest_path = Path(manifest_path)
     if manifest_path.parent.resolve() != out_dir.resolve():
         raise ValueError(f"manifest {manifest_path} must lie in {out_dir}: it lists the shards relative to its folder")
-    write_csv(classes_path or out_dir / "classes.csv", classes)
+    write_csv(classes_path, classes)
     write_json(manifest_path, manifest)
 
 

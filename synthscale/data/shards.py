@@ -33,9 +33,25 @@ from synthscale.io import atomic_path
 _MTIME = 0
 
 
+SHARD_DIGITS = 6  # a shard's index in its file name, zero-padded
+
+
 def shard_name(k: int) -> str:
-    """The file name of a folder's k-th shard (Plan spells shard paths with it; SHARD_DIGITS there)."""
-    return f"shard-{k:06d}.tar"
+    """The file name of a folder's k-th shard, the one spelling of it (Plan builds shard paths from it)."""
+    return shard_pattern(f"{k:0{SHARD_DIGITS}d}")
+
+
+def shard_pattern(digits: str) -> str:
+    """A shard file name around its index given as text: `shard_name` with the digits spelled by the
+    caller, e.g. a Snakemake wildcard followed by the block's last digits (Plan.block_outputs)."""
+    return f"shard-{digits}.tar"
+
+
+def shard_index(name: str) -> int | None:
+    """The index k of `shard_name(k)`; None for a file name that is not a shard's."""
+    head, tail = shard_pattern("|").split("|")
+    digits = name[len(head) : -len(tail)] if name.startswith(head) and name.endswith(tail) else ""
+    return int(digits) if len(digits) == SHARD_DIGITS and digits.isdigit() else None
 
 
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")

@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from synthscale.clip.names import local_dir
-from synthscale.data.shards import shard_name
+from synthscale.clip.schedule import clip_loaders
+from synthscale.clip.train import clip_recipe
+from synthscale.data.shards import SHARD_DIGITS, shard_index, shard_name, shard_pattern
+from synthscale.io import ddp_stop_file
+from synthscale.prompts.strategies import STRATEGIES
 from synthscale.study.sources import (
     FILTERED_WILDCARDS,
     SYNTHETIC_PREFIX,
@@ -27,9 +31,6 @@ from synthscale.study.sources import (
 )
 
 
-SHARD_DIGITS = 6
-
-
 def shards_per_job(generation: dict[str, Any]) -> int:
     """Shards one generation job writes: images_per_job / shard_size (null: one shard per job)."""
     per_job = generation.get("images_per_job") or generation["shard_size"]
@@ -37,7 +38,7 @@ def shards_per_job(generation: dict[str, Any]) -> int:
 
 
 def block_digits(per_job: int) -> int:
-    """A block of 10**d shards is the shards whose 6-digit index shares its first 6 - d digits, so
+    """A block of 10**d shards is the shards whose SHARD_DIGITS-digit index shares its first SHARD_DIGITS - d digits, so
     block b holds shards b * 10**d ... (b + 1) * 10**d - 1 and shard names do not depend on blocks."""
     d = len(str(per_job)) - 1
     if per_job != 10**d or d >= SHARD_DIGITS:
@@ -155,6 +156,43 @@ def manifest_path(results: str, dataset: str) -> str:
 
 BENCHMARK_SUFFIX = ".tsv"
 
+# Each rule's log (Snakemake's `log:`) under `{results}/logs/`, by rule name (Plan.log): `{key}` is the
+# job's grid point as the rule hands it (wildcards), `{arch}`, `{dataset}` and `{reference}` the study's
+# classifier architecture, dataset and real reference set (Plan.reference_name).
+LOGS = {
+    "prepare_data": "prepare_data",
+    "prompts": "prompts/{key}",
+    "prompts_model": "prompts/{key}",
+    "train_generator": "generators/{key}",
+    "finetune_generator": "generators/{key}",
+    "generate_block": "synthetic/{key}",
+    "train_classifier": "train/{arch}/{key}",
+    "evaluate": "eval/{arch}/{key}",
+    "train_judge": "judge/{dataset}",
+    "quality_reference": "quality/{reference}",
+    "quality": "quality/{key}",
+    "quality_summary": "quality/summary",
+    "filter_set": "filter/{key}",
+    "filter_quality": "quality/{key}",
+    "filter_report": "filter/report",
+    "summary": "analysis/summary",
+    "scaling_fits": "analysis/scaling_fits",
+    "plot_scaling": "analysis/plot_scaling_{key}",
+    "plot_guidance_strategy": "analysis/plot_guidance_strategy",
+    "sample_grid": "analysis/samples/{key}",
+    "findings": "analysis/findings",
+    "cost": "analysis/cost",
+    "mix_exchange_rate": "analysis/mix_exchange_rate",
+    "plot_mix": "analysis/plot_mix",
+    "mix_findings": "analysis/mix_findings",
+    "clip_pairs": "clip/pairs/{key}",
+    "train_clip": "clip/train/{key}",
+    "evaluate_clip": "clip/eval/{key}",
+    "clip_report": "clip/report",
+}
+
+SCALING_METRICS = ("loss", "top1")  # the scaling plots' metrics (rule plot_scaling's {metric})
+
 
 def benchmark_parts(path: str | os.PathLike, root: str | os.PathLike) -> list[str]:
     """[rule, part, ...] of a benchmark file under `root` (Plan.benchmarks_dir): Plan.benchmark read back."""
@@ -199,6 +237,11 @@ class Plan:
         """A wildcard regex matching the names of this study's generators of one kind (none: nothing)."""
         return name_alternatives(g["name"] for g in self.cfg["generators"] if g["kind"] == kind)
 
+    def prompt_regex(self, model: bool = False) -> str:
+        """A wildcard regex matching the prompt strategies a rule makes: the rule-based ones (STRATEGIES,
+        rule prompts) or, with `model`, the config's `prompt_models` (rule prompts_model)."""
+        return name_alternatives(self.cfg["prompt_models"] if model else STRATEGIES)
+
     def generation_spec(self, name: str) -> dict[str, Any]:
         """A generator's entry as a generation job's params: without images_per_second, which only sizes
         the job's time limit (the config check), so changing it reruns nothing."""
@@ -230,6 +273,11 @@ class Plan:
     def generator_ddp_spec(self, name: str) -> str:
         """The spec a multi-GPU fine-tuning job hands its torchrun ranks, beside its checkpoint."""
         return f"{self.r}/checkpoints/generators/{name}.ddp_spec.json"
+
+    def generator_stop_file(self, name: str) -> str:
+        """Where rank 0 of a multi-GPU fine-tuning job says it stopped after saving: a side file of its
+        spec (synthscale.io.ddp_stop_file, which distributed.run_torchrun writes through)."""
+        return ddp_stop_file(self.generator_ddp_spec(name))
 
     def generator_inputs(self, name: str) -> list[str]:
         """The folders a generator loads from that this study makes: its own (trained or fine-tuned),
@@ -277,7 +325,7 @@ class Plan:
         """The shard files one generation job writes: block `block` of the set in `folder` (both may
         be Snakemake wildcards); shard k of the set is in block k // shards_per_job."""
         d = block_digits(self.shards_per_job())
-        return [f"{folder}/shard-{block}{j:0{d}d}.tar" if d else f"{folder}/shard-{block}.tar" for j in range(10**d)]
+        return [f"{folder}/{shard_pattern(f'{block}{j:0{d}d}' if d else block)}" for j in range(10**d)]
 
     def block_heads(self, paths: list[str]) -> list[str]:
         """One shard per generation job among `paths`: the first shard of each block of an
@@ -294,10 +342,11 @@ class Plan:
         out, seen = [], set()
         for p in paths:
             folder, _, name = p.rpartition("/")
-            if not (p.startswith(synthetic) and name.startswith("shard-") and "/f-" not in folder):
+            k = shard_index(name)
+            if not (p.startswith(synthetic) and k is not None and "/f-" not in folder):
                 out.append(p)
                 continue
-            block = (folder, int(name[len("shard-") : -len(".tar")]) // per_job)
+            block = (folder, k // per_job)
             if block not in seen:
                 seen.add(block)
                 out.append(p)
@@ -430,6 +479,11 @@ class Plan:
             "plot": self.plot("filter"),
             "findings": f"{self.r}/filter_findings.html",
         }
+
+    @property
+    def filter_cas_n(self) -> str:
+        """The N whose CAS the filter report compares, as the summary's `n` column spells it: the largest."""
+        return str(self.max_n)
 
     @property
     def max_n(self) -> int:
@@ -594,6 +648,11 @@ class Plan:
         """The spec a multi-GPU classifier job hands its torchrun ranks, beside its model."""
         return f"{self.train_dir(source, n, seed)}/ddp_spec.json"
 
+    def train_stop_file(self, source: str, n: str, seed: int | str) -> str:
+        """Where rank 0 of a multi-GPU classifier job says it stopped after saving: a side file of its
+        spec (synthscale.io.ddp_stop_file, which distributed.run_torchrun writes through)."""
+        return ddp_stop_file(self.train_ddp_spec(source, n, seed))
+
     def train_mix(self) -> dict[str, Any]:
         """How a classifier's loader combines a mixed run's parts: `mix.mode` and `mix.synthetic_prob`
         (the rest of the mix section plans runs, and changing it retrains none)."""
@@ -665,6 +724,20 @@ class Plan:
     def plot(self, name: str) -> str:
         return f"{self.r}/plots/{name}.png"
 
+    def scaling_plot(self, metric: str) -> str:
+        """A metric's scaling plot (rule plot_scaling; a wildcard works: `scaling_plot("{metric}")`)."""
+        return self.plot(f"scaling_{metric}")
+
+    @property
+    def scaling_metric_regex(self) -> str:
+        """The metrics with a scaling plot, as a wildcard regex."""
+        return name_alternatives(SCALING_METRICS)
+
+    @property
+    def guidance_plot(self) -> str:
+        """Accuracy over guidance x prompt strategy (rule plot_guidance_strategy)."""
+        return self.plot("guidance_strategy")
+
     def sample_name(self, src: Source) -> str:
         """A synthetic set's sample grid by name, as its plot's and its log's paths spell it."""
         return f"{src.generator}_g{guidance_part(src.guidance)}_{src.strategy}"
@@ -684,9 +757,8 @@ class Plan:
             targets += [
                 self.summary,
                 self.scaling,
-                self.plot("scaling_loss"),
-                self.plot("scaling_top1"),
-                self.plot("guidance_strategy"),
+                *(self.scaling_plot(m) for m in SCALING_METRICS),
+                self.guidance_plot,
                 self.findings,
             ]
         targets += [self.sample_grid(s) for s in self.synthetic_grid()]
@@ -697,11 +769,18 @@ class Plan:
         return targets
 
     # --- logs (Snakemake's `log:` files) ---
-    def log(self, *parts: str) -> str:
-        """`{results}/logs/{part}/.../{last part}.log`: a job's log, its parts named like `benchmark`'s."""
-        if not parts:
-            raise ValueError("a log path needs at least one part (a wildcard or a name)")
-        return f"{self.r}/logs/" + "/".join(str(p) for p in parts) + ".log"
+    def log(self, rule: str, key: str | None = None) -> str:
+        """A job's log: `{results}/logs/` then its rule's entry in LOGS, with `key` (the job's grid point,
+        named like `benchmark`'s parts; Snakemake wildcards work) where the entry has one, `.log`.
+        `PLAN.log("evaluate", "{source}")` is `{results}/logs/eval/{arch}/{source}.log`."""
+        if rule not in LOGS:
+            raise ValueError(f"no log folder for rule {rule!r}; add it to synthscale.study.plan.LOGS")
+        layout = LOGS[rule]
+        if ("{key}" in layout) != (key is not None):
+            has = "a" if "{key}" in layout else "no"
+            raise ValueError(f"rule {rule}'s log {layout!r} takes {has} key; got {key!r}")
+        name = layout.format(key=key, arch=self.arch, dataset=self.dataset, reference=self.reference_name)
+        return f"{self.r}/logs/{name}.log"
 
     # --- benchmarks (Snakemake's `benchmark:` files, read by the cost table) ---
     def benchmark(self, rule: str, *parts: str) -> str:
@@ -918,6 +997,21 @@ class Plan:
         return f"{self.r}/clip/zero_shot.csv"
 
     @property
+    def clip_plot(self) -> str:
+        """The CLIP arm's zero-shot loss against N (rule clip_report)."""
+        return self.plot("clip_scaling")
+
+    @property
+    def clip_recipe(self) -> dict[str, Any]:
+        """The CLIP runs' training recipe (synthscale.clip.train.clip_recipe of the `clip` section)."""
+        return clip_recipe(self.cfg["clip"])
+
+    @property
+    def clip_loaders(self) -> int:
+        """The data loaders of a CLIP run on `resources.clip.gpu` ranks (the pairs job shards for them)."""
+        return clip_loaders(self.cfg["clip"], self.cfg["resources"]["clip"]["gpu"])
+
+    @property
     def clip_findings(self) -> str:
         return f"{self.r}/clip/findings.html"
 
@@ -925,5 +1019,4 @@ class Plan:
         """What rule all needs from the CLIP arm (empty when it is off)."""
         if not self.clip_sources():
             return []
-        return [self.clip_summary, self.clip_scaling, self.clip_table, self.plot("clip_scaling"),
-                self.clip_findings]
+        return [self.clip_summary, self.clip_scaling, self.clip_table, self.clip_plot, self.clip_findings]

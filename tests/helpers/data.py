@@ -1,5 +1,6 @@
 """Small data for training tests: shards of given images (`write_digit_shards`) and random images over
-`N_CLASSES` classes (`make_data`)."""
+`N_CLASSES` classes (`make_data`); the paths a test hands a CLIP run (`clip_run_paths`) and a prepared
+dataset (`prepared_paths`), which in the workflow are Plan's."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +10,18 @@ import numpy as np
 from synthscale.data.shards import write_shard
 
 N_CLASSES = 10
+
+
+def clip_run_paths(folder) -> dict[str, Path]:
+    """train_clip's other paths for a test's run in `folder`: config, work folder and log (beside its weights)."""
+    folder = Path(folder)
+    return {"config_path": folder / "model_config.json", "work_dir": folder / "work", "log_path": folder / "train.log"}
+
+
+def prepared_paths(out_dir) -> dict[str, Path]:
+    """Where a test's prepared dataset puts its manifest and class table: `splits.json` and `classes.csv`
+    in `out_dir` (the workflow's are Plan.manifest and Plan.classes)."""
+    return {"manifest_path": Path(out_dir) / "splits.json", "classes_path": Path(out_dir) / "classes.csv"}
 
 
 def write_digit_shards(folder, images, labels, shard_size, start=0):

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import yaml
 
 from helpers import REPO
+from helpers.data import clip_run_paths, prepared_paths
 from synthscale.clip import pairs as P
 from synthscale.clip import schedule as S
 from synthscale.clip import train as C
@@ -58,7 +59,7 @@ def recipe(**kw):
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     out = tmp_path_factory.mktemp("digits")
-    prepare_digits(out, 16, 0.33, [{"name": "test"}], 1000, 0)
+    prepare_digits(out, 16, 0.33, [{"name": "test"}], 1000, 0, **prepared_paths(out))
     digits_classes().to_csv(out / "classes.csv", index=False)
     return out
 
@@ -272,11 +273,11 @@ def test_a_class_subset_eval_set_scores_over_its_classes():
 def test_evaluate_clip_models_reads_each_eval_sets_class_subset(tmp_path):
     """The manifest's subset reaches the zero-shot scoring: a subset set scores like its images
     scored by hand over the subset's columns."""
-    prepare_digits(tmp_path, 16, 0.33, [{"name": "test"}, {"name": "sub", "classes": ["0", "1", "2"]}], 1000, 0)
+    prepare_digits(tmp_path, 16, 0.33, [{"name": "test"}, {"name": "sub", "classes": ["0", "1", "2"]}], 1000, 0, **prepared_paths(tmp_path))
     digits_classes().to_csv(tmp_path / "classes.csv", index=False)
     model, preprocess, tok = make_model("test-subset-clip")
     C.save_clip(model.state_dict(), tmp_path / "m" / "model.safetensors",
-                {"model": "test-subset-clip", "config": TINY})
+                {"model": "test-subset-clip", "config": TINY}, tmp_path / "m" / "model_config.json")
     df = E.evaluate_clip_models([tmp_path / "m" / "model.safetensors"], ["10"], [4], tmp_path / "splits.json",
                                 tmp_path / "classes.csv", ["test", "sub"], tmp_path / "metrics.csv").set_index("eval_set")
     assert df.loc["sub", "n_classes"] == 3 and df.loc["test", "n_classes"] == 10 and (df["seed"] == 4).all()
@@ -298,7 +299,7 @@ def test_tiny_clip_trains_with_open_clip_train_and_beats_chance(tmp_path, digits
     default = load_schema()["properties"]["clip"]["properties"]["model_config"]["default"]
     r = recipe(model="test-train-clip", epochs=16, batch_size=64, lr=2e-3, model_config=default)
     pairs = P.write_clip_pairs(tmp_path / "pairs", P.clip_parts("real", 300, real, [], 0), digits_classes(), r, 0)
-    info = C.train_clip(pairs, r, 0, tmp_path / "m" / "model.safetensors")
+    info = C.train_clip(pairs, r, 0, tmp_path / "m" / "model.safetensors", **clip_run_paths(tmp_path / "m"))
     assert info["n_pairs"] == 300 and not (tmp_path / "m" / "work").exists()
     cfg = json.loads((tmp_path / "m" / "model_config.json").read_text())
     assert cfg["model"] == "test-train-clip" and cfg["config"]["embed_dim"] == 64
@@ -319,7 +320,7 @@ def test_train_clip_reads_its_pairs_index_once(tmp_path, digits, monkeypatch):
     counted = lambda folder: reads.append(Path(folder)) or read(folder)  # noqa: E731
     monkeypatch.setattr(P, "read_pairs_index", counted)
     monkeypatch.setattr(C, "read_pairs_index", counted)
-    C.train_clip(pairs, recipe(epochs=1), 0, tmp_path / "m" / "model.safetensors")
+    C.train_clip(pairs, recipe(epochs=1), 0, tmp_path / "m" / "model.safetensors", **clip_run_paths(tmp_path / "m"))
     assert reads == [Path(pairs)] and (tmp_path / "m" / "model.safetensors").exists()
 
 
@@ -330,11 +331,11 @@ def test_open_clip_train_reruns_are_bit_identical(tmp_path, digits):
     parts = P.clip_parts("real", 64, real, [], 0)
     for run in ("a", "b"):  # each run writes its own pairs, as a job does
         pairs = P.write_clip_pairs(tmp_path / run / "pairs", parts, digits_classes(), recipe(epochs=3), 0)
-        C.train_clip(pairs, recipe(epochs=3), 0, tmp_path / run / "model.safetensors")
+        C.train_clip(pairs, recipe(epochs=3), 0, tmp_path / run / "model.safetensors", **clip_run_paths(tmp_path / run))
     a, b = (load_file(tmp_path / r / "model.safetensors") for r in ("a", "b"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     pairs = P.write_clip_pairs(tmp_path / "c" / "pairs", parts, digits_classes(), recipe(epochs=3), 1)
-    C.train_clip(pairs, recipe(epochs=3), 1, tmp_path / "c" / "model.safetensors")
+    C.train_clip(pairs, recipe(epochs=3), 1, tmp_path / "c" / "model.safetensors", **clip_run_paths(tmp_path / "c"))
     c = load_file(tmp_path / "c" / "model.safetensors")
     assert not all(torch.equal(a[k], c[k]) for k in a)  # the seed matters
 
@@ -470,7 +471,8 @@ def test_warmup_is_whole_steps_or_a_share_of_each_runs_steps(tmp_path, digits, m
     pairs = P.write_clip_pairs(tmp_path / "pairs", P.clip_parts("real", 64, real, [], 0), digits_classes(),
                                recipe(), 0)
     with pytest.raises(RuntimeError, match="stop"):
-        C.train_clip(pairs, recipe(warmup=0.25, epochs=4), 0, tmp_path / "m" / "model.safetensors")
+        C.train_clip(pairs, recipe(warmup=0.25, epochs=4), 0, tmp_path / "m" / "model.safetensors",
+                     **clip_run_paths(tmp_path / "m"))
     assert seen[0][seen[0].index("--warmup") + 1] == "2"  # a quarter of 4 epochs x 2 steps
 
 
@@ -507,9 +509,9 @@ def test_a_run_whose_loaders_cannot_each_fill_a_batch_is_refused_before_it_start
     model = tmp_path / "m" / "model.safetensors"
     with pytest.raises(ValueError, match=r"clip.batch_size: 32 pairs a batch is more than the 0 pairs one of the "
                                          r"run's 2 loaders"):
-        C.train_clip(one, recipe(batch_size=32), 0, model, gpus=2)
+        C.train_clip(one, recipe(batch_size=32), 0, model, gpus=2, **clip_run_paths(model.parent))
     with pytest.raises(ValueError, match=r"clip.batch_size: 32 pairs a batch is more than the 20 pairs"):
-        C.train_clip(two, recipe(batch_size=32), 0, model, gpus=2)
+        C.train_clip(two, recipe(batch_size=32), 0, model, gpus=2, **clip_run_paths(model.parent))
 
 
 def test_epochs_stretch_to_min_steps():
@@ -639,7 +641,7 @@ def test_a_resumed_run_reaches_the_same_weights(tmp_path, digits, capfd):
     parts = P.clip_parts("real", 64, real, [], 0)
     r = recipe(epochs=2, save_frequency=1)
     pairs = P.write_clip_pairs(tmp_path / "pairs", parts, digits_classes(), r, 0)
-    C.train_clip(pairs, r, 0, tmp_path / "full" / "model.safetensors")
+    C.train_clip(pairs, r, 0, tmp_path / "full" / "model.safetensors", **clip_run_paths(tmp_path / "full"))
     # the "killed" job's work folder: open_clip_train stopped after epoch 1; the job's paths are the
     # rule's (from Plan), here away from the model, so none is derived from the model's path
     work, log, config = tmp_path / "w" / "open_clip", tmp_path / "logs" / "clip.log", tmp_path / "c" / "cfg.json"
@@ -683,9 +685,10 @@ def test_a_work_folder_left_by_a_run_with_other_settings_is_started_over(tmp_pat
                           work / C.CONFIG_DIR)
     assert (work / C.OPEN_CLIP_RUN / "checkpoints" / "epoch_1.pt").exists()
     pairs = P.write_clip_pairs(tmp_path / "pairs", parts, digits_classes(), r, 0)  # the new run's pairs
-    C.train_clip(pairs, r, 0, tmp_path / "fresh" / "model.safetensors")
+    C.train_clip(pairs, r, 0, tmp_path / "fresh" / "model.safetensors", **clip_run_paths(tmp_path / "fresh"))
     capfd.readouterr()
-    C.train_clip(pairs, r, 0, tmp_path / "stale" / "model.safetensors", work_dir=work)
+    C.train_clip(pairs, r, 0, tmp_path / "stale" / "model.safetensors",
+                 **{**clip_run_paths(tmp_path / "stale"), "work_dir": work})
     assert "holds a CLIP run made with other settings: starting over" in capfd.readouterr().err
     assert "resuming checkpoint" not in (tmp_path / "stale" / "train.log").read_text()
     a, b = load_file(tmp_path / "fresh" / "model.safetensors"), load_file(tmp_path / "stale" / "model.safetensors")
@@ -829,7 +832,7 @@ def test_several_clip_gpus_start_torchrun_standalone_with_one_rank_each(tmp_path
     monkeypatch.setattr(C, "launch", fake_launch)
     with pytest.raises(SystemExit):
         C.train_clip(pairs, recipe(batch_size=16, min_steps=8), 0, tmp_path / "m" / "model.safetensors",
-                     gpus=4, threads=16)
+                     gpus=4, threads=16, **clip_run_paths(tmp_path / "m"))
     (cmd, nproc, threads), = started
     assert cmd[cmd.index("--epochs") + 1] == "8"  # 64 pairs at 4 x 16 a step: 1 step a pass, 8 passes
     assert cmd[:5] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]

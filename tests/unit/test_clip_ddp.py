@@ -11,7 +11,7 @@ import re
 import torch
 
 from helpers import REPO
-from helpers.data import write_digit_shards
+from helpers.data import clip_run_paths, write_digit_shards
 from synthscale.clip import train as C
 from synthscale.clip.pairs import clip_parts, read_clip_pairs, write_clip_pairs
 from synthscale.clip.schedule import clip_loaders
@@ -48,7 +48,7 @@ def test_two_gloo_ranks_train_the_default_tiny_clip_through_the_jobs_launch(tmp_
 
     monkeypatch.setattr(C, "read_open_clip_checkpoint", read_final)
     model_path = tmp_path / "m" / "model.safetensors"
-    info = C.train_clip(pairs, r, 0, model_path, gpus=2)
+    info = C.train_clip(pairs, r, 0, model_path, gpus=2, **clip_run_paths(model_path.parent))
     err = capfd.readouterr().err  # the ranks' output, relayed by `launch`
 
     for rank in (0, 1):

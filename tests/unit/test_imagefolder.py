@@ -12,6 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from helpers.data import prepared_paths
 from helpers.require import require_or_skip
 from synthscale.data import wordnet
 from synthscale.study.config import ConfigError, check_config
@@ -69,7 +70,7 @@ def prepared(folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared")
     ds = _dataset(folder, folder / "train", folder / "val")
     evs = [{"name": "test"}, {"name": "sub", "root": str(folder / "sub"), "classes": SUBSET}]
-    manifest = prepare_imagefolder(out, ds, evs, shard_size=256, seed=0, workers=2)
+    manifest = prepare_imagefolder(out, ds, evs, shard_size=256, seed=0, workers=2, **prepared_paths(out))
     return out, manifest
 
 
@@ -113,7 +114,7 @@ def test_eval_set_covers_a_class_subset_and_reports_empty_classes(prepared):
 def test_too_many_bad_files_fails_naming_them(folder, tmp_path):
     ds = _dataset(folder, folder / "train", folder / "val", max_bad_fraction=0.0005)
     with pytest.raises(TooManyBadFiles, match=r"c03_0007\.jpg.*c05_0011\.jpg|c05_0011\.jpg.*c03_0007\.jpg") as e:
-        prepare_imagefolder(tmp_path, ds, [{"name": "test"}], 256, 0)
+        prepare_imagefolder(tmp_path, ds, [{"name": "test"}], 256, 0, **prepared_paths(tmp_path))
     assert "max_bad_fraction" in str(e.value)
     assert not (tmp_path / "splits.json").exists()
 
@@ -134,10 +135,10 @@ def test_training_split_missing_or_empty_class_is_an_error(tmp_path):
     pd.DataFrame({"id": ["k0", "k1", "k9"], "name": ["a", "b", "z"]}).to_csv(root / "c3.csv", index=False)
     ds = _dataset(root, root, root, classes_csv=str(root / "c3.csv"))
     with pytest.raises(FileNotFoundError, match="no folder for class 'k9'"):
-        prepare_imagefolder(tmp_path / "o1", ds, [{"name": "test"}], 10, 0)
+        prepare_imagefolder(tmp_path / "o1", ds, [{"name": "test"}], 10, 0, **prepared_paths(tmp_path / "o1"))
     (root / "k9").mkdir()
     with pytest.raises(FileNotFoundError, match="empty folder for class 'k9'"):
-        prepare_imagefolder(tmp_path / "o2", ds, [{"name": "test"}], 10, 0)
+        prepare_imagefolder(tmp_path / "o2", ds, [{"name": "test"}], 10, 0, **prepared_paths(tmp_path / "o2"))
     # an eval set may lack the class: it is scanned and reported, not an error
     files = scan_imagefolder(root, ["k0", "k1", "k9"], allow_empty=True)
     assert files.empty_classes == ["k9"] and len(files.files) == 6
@@ -148,7 +149,7 @@ def test_encodings_round_trip_at_the_storage_size(tmp_path, fmt, ext, tol):
     root = _small_tree(tmp_path / "t")
     ds = _dataset(root, root, root, image_size=8, storage_size=12, center_crop=False,
                   encoding={"format": fmt, "quality": 90})
-    m = prepare_imagefolder(tmp_path / "o", ds, [{"name": "test"}], 4, 0)
+    m = prepare_imagefolder(tmp_path / "o", ds, [{"name": "test"}], 4, 0, **prepared_paths(tmp_path / "o"))
     shard = tmp_path / "o" / m["splits"]["train"]["shards"][0]
     with tarfile.open(shard) as tar:
         names = tar.getnames()

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from helpers.data import prepared_paths
 from synthscale.data.real import (
     CLASS_COLUMNS,
     class_names,
@@ -57,7 +58,7 @@ def test_thicken_grows_strokes():
 
 def test_prepare_digits_writes_balanced_splits(tmp_path):
     evs = [{"name": "test"}, {"name": "rot", "ood": True, "shift": {"kind": "rotate", "degrees": 30}}]
-    m = prepare_digits(tmp_path, 16, 0.33, evs, 500, 0)
+    m = prepare_digits(tmp_path, 16, 0.33, evs, 500, 0, **prepared_paths(tmp_path))
     assert m["splits"]["train"]["count"] + m["splits"]["test"]["count"] == 1797
     x, y, _ = load_arrays(split_shards(tmp_path / "splits.json", "train"), mode="L", limit=30)
     assert x.shape == (30, 16, 16, 1)
@@ -68,7 +69,8 @@ def test_prepare_digits_writes_balanced_splits(tmp_path):
 
 
 def test_prepare_digits_eval_set_class_subset(tmp_path):
-    m = prepare_digits(tmp_path, 8, 0.33, [{"name": "test"}, {"name": "sub", "classes": ["3", 7]}], 500, 0)
+    evs = [{"name": "test"}, {"name": "sub", "classes": ["3", 7]}]
+    m = prepare_digits(tmp_path, 8, 0.33, evs, 500, 0, **prepared_paths(tmp_path))
     sub, test = m["splits"]["sub"], m["splits"]["test"]
     assert sub["classes"] == [3, 7] and "classes" not in test
     assert sub["count"] == test["per_class"][3] + test["per_class"][7]
@@ -87,7 +89,8 @@ def test_prepared_data_goes_where_the_rule_says(tmp_path):
     assert len(split_shards(out / "m.json", "train")) == 3
     assert pd.read_csv(tmp_path / "table.csv")["id"].astype(str).tolist() == [str(i) for i in range(10)]
     with pytest.raises(ValueError, match="must lie in"):
-        prepare_digits(out, 8, 0.33, [{"name": "test"}], 500, 0, manifest_path=tmp_path / "elsewhere.json")
+        prepare_digits(out, 8, 0.33, [{"name": "test"}], 500, 0, manifest_path=tmp_path / "elsewhere.json",
+                       classes_path=out / "classes.csv")
 
 
 def test_a_prepared_class_table_reads_back_as_written_in_class_order(tmp_path):
@@ -96,7 +99,7 @@ def test_a_prepared_class_table_reads_back_as_written_in_class_order(tmp_path):
     hypernym as "", and rows in class-index order whatever the file's order."""
     table = pd.DataFrame({"index": [0, 1, 2], "id": ["007", "n01", "3"], "name": ["NA", "null", "three"],
                           "description": ["", "a fish", "a digit"], "hypernym": ["", "fish", "None"]})
-    write_prepared(tmp_path, table.iloc[[2, 0, 1]], {"classes": 3, "splits": {}})
+    write_prepared(tmp_path, table.iloc[[2, 0, 1]], {"classes": 3, "splits": {}}, **prepared_paths(tmp_path))
     back = read_classes(tmp_path / "classes.csv")
     assert list(back.columns) == CLASS_COLUMNS and back.index.tolist() == [0, 1, 2]
     pd.testing.assert_frame_equal(back, table)
@@ -109,7 +112,7 @@ def test_a_prepared_class_table_reads_back_as_written_in_class_order(tmp_path):
 def test_prepared_digits_prompts_are_the_digits_tables(tmp_path):
     """A prompts job reads the prepared table (read_classes): its prompt file equals the one written
     straight from the digits table, and the class names are the digits' in index order."""
-    prepare_digits(tmp_path, 8, 0.33, [{"name": "test"}], 500, 0)
+    prepare_digits(tmp_path, 8, 0.33, [{"name": "test"}], 500, 0, **prepared_paths(tmp_path))
     for strategy in ("classname", "description", "hypernym"):
         write_prompts(tmp_path / "a.jsonl", read_classes(tmp_path / "classes.csv"), strategy)
         write_prompts(tmp_path / "b.jsonl", digits_classes(), strategy)
@@ -125,7 +128,7 @@ def test_the_dataset_kind_picks_the_preparation_and_the_manifest_folder_holds_th
     digits = {"kind": "digits", "image_size": 8, "test_fraction": 0.33, "shard_size": 500,
               "encoding": {"format": "png", "quality": 95}}
     m = prepare_dataset(digits, evs, 0, tmp_path / "d/splits.json", tmp_path / "d/classes.csv")
-    assert m == prepare_digits(tmp_path / "ref", 8, 0.33, evs, 500, 0)
+    assert m == prepare_digits(tmp_path / "ref", 8, 0.33, evs, 500, 0, **prepared_paths(tmp_path / "ref"))
     assert len(split_shards(tmp_path / "d/splits.json", "train")) == 3
     assert read_classes(tmp_path / "d/classes.csv").equals(read_classes(tmp_path / "ref/classes.csv"))
     _image_tree(tmp_path, 2, (20, 20))
@@ -156,14 +159,15 @@ def test_prepare_imagefolder(tmp_path):
           "test_dir": str(tmp_path / "val"), "classes_csv": str(tmp_path / "c.csv"),
           "storage_size": None, "center_crop": True, "encoding": {"format": "png", "quality": 95},
           "max_bad_fraction": 0.0}
-    m = prepare_imagefolder(tmp_path / "out", ds, [{"name": "test"}], 100, 0)
+    m = prepare_imagefolder(tmp_path / "out", ds, [{"name": "test"}], 100, 0, **prepared_paths(tmp_path / "out"))
     assert m["splits"]["train"]["per_class"] == [4, 4] and m["splits"]["test"]["count"] == 4
     x, y, _ = load_arrays(split_shards(tmp_path / "out/splits.json", "train"))
     assert x.shape == (8, 16, 16, 3) and y[:4].tolist() == [0, 1, 0, 1]
     classes = pd.read_csv(tmp_path / "out/classes.csv", keep_default_na=False)
     assert classes["name"].tolist() == ["tench", "goldfish"] and classes["hypernym"].tolist() == ["", ""]
     with pytest.raises(FileNotFoundError, match="no folder for class"):
-        prepare_imagefolder(tmp_path / "o2", {**ds, "train_dir": str(tmp_path)}, [{"name": "test"}], 100, 0)
+        prepare_imagefolder(tmp_path / "o2", {**ds, "train_dir": str(tmp_path)}, [{"name": "test"}], 100, 0,
+                            **prepared_paths(tmp_path / "o2"))
 
 
 def test_templates_are_open_clips_own_and_writing_them_imports_no_torch(tmp_path):

@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from helpers import REPO as ROOT
+from helpers.data import prepared_paths
 from synthscale.quality import judge as J
 from synthscale.quality import metrics as M
 from synthscale.analysis import quality_report
@@ -86,7 +87,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("digits")
-    prepare_digits(out, 16, 0.33, [{"name": "test"}], shard_size=1000, seed=0)
+    prepare_digits(out, 16, 0.33, [{"name": "test"}], shard_size=1000, seed=0, **prepared_paths(out))
     return out / "splits.json"
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers.data import prepared_paths
 from synthscale.data.real import read_manifest
 from synthscale.classifier.evaluate import evaluate_models
 from synthscale.data.imagefolder import prepare_imagefolder
@@ -68,7 +69,7 @@ def prepared(study):
     handler.emit = records.append
     logger.addHandler(handler)
     try:
-        manifest = prepare_imagefolder(out, ds, evs, shard_size=128, seed=0, workers=2)
+        manifest = prepare_imagefolder(out, ds, evs, shard_size=128, seed=0, workers=2, **prepared_paths(out))
     finally:
         logger.removeHandler(handler)
     return out, manifest, [r.getMessage() for r in records]
