@@ -58,10 +58,10 @@ def build_clip_summary(
     return out
 
 
-def clip_scaling(summary: pd.DataFrame, draws: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+def clip_scaling(summary: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """Per (source, eval set): k, B, k's t interval (`fits.fit_power_law`), and k / k_real with
     Fieller's interval (`fits.slope_ratio`); `k_interval` / `k_ratio_interval` name the method or say
-    why it is undetermined. `draws` and `seed` are unused (the intervals are analytic)."""
+    why it is undetermined."""
     from synthscale.analysis import fits as F
 
     rows, cells = [], {}
@@ -352,13 +352,23 @@ def clip_findings(summary: pd.DataFrame, scaling: pd.DataFrame, n_classes: int |
     return out
 
 
-def write_clip_findings(sentences: Sequence[str], path: str | os.PathLike, study: str) -> None:
-    write_html(path, f"{study}: CLIP, synthetic against real image-text pairs", sentences,
+def write_clip_report(
+    sources: Sequence[str],
+    metric_paths: Sequence[str | os.PathLike],
+    ood: dict[str, bool],
+    n_classes: int | None,
+    reference_set: str,
+    study: str,
+    out: Any,
+) -> None:
+    """The rule clip_report's outputs from the CLIP runs' metric files: `out` maps summary, scaling and
+    table (CSV), plot (PNG) and findings (HTML) to their paths (a dict, or the rule's output)."""
+    summary = build_clip_summary(sources, metric_paths, ood)
+    scaling = clip_scaling(summary)
+    write_csv(out["summary"], summary)
+    write_csv(out["scaling"], scaling)
+    write_csv(out["table"], zero_shot_table(summary, n_classes))
+    plot_clip_scaling(summary, out["plot"])
+    write_html(out["findings"], f"{study}: CLIP, synthetic against real image-text pairs",
+               clip_findings(summary, scaling, n_classes, reference_set),
                source="this run's CLIP tables (results/clip/)")
-
-
-def write_tables(summary: pd.DataFrame, summary_path, scaling: pd.DataFrame, scaling_path,
-                 table: pd.DataFrame, table_path) -> None:
-    write_csv(summary_path, summary)
-    write_csv(scaling_path, scaling)
-    write_csv(table_path, table)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from synthscale.analysis import fits as F
 from synthscale.analysis.report import _f, _how, plotting, save, seed_stats
-from synthscale.analysis.tables import grid_rows, metric_values
+from synthscale.analysis.tables import grid_rows, metric_values, read_summary, write_table
 
 
 # --------------------------------------------------------------------------------------------------
@@ -30,16 +30,13 @@ def scaling_fits(
     summary: pd.DataFrame,
     metric: str | Sequence[str] = "loss",
     targets: dict[str, float | None] | None = None,
-    n_draws: int = 1000,
-    seed: int = 0,
     level: float = 0.95,
 ) -> pd.DataFrame:
     """One row per (source, eval set, metric): both forms, the better one, k's t interval over the
     (seed, N) points, the slope ratio to real's with Fieller's interval on the N values both have, and
     the N that reaches `targets[metric]` (the full real set, n_label "all", is left out of the fits).
     Every interval has a `*_interval` column: its method, or "undetermined: why" with a NaN interval
-    (`synthscale.analysis.fits`; coverage measured by benchmarks/fit_coverage.py). `n_draws` is unused (the
-    saturating form's N-to-target interval, once a bootstrap, is undetermined: coverage not measured)."""
+    (`synthscale.analysis.fits`; coverage measured by benchmarks/fit_coverage.py)."""
     summary = grid_rows(summary)
     metrics = [metric] if isinstance(metric, str) else list(metric)
     targets = targets or {}
@@ -54,7 +51,7 @@ def scaling_fits(
                 values = {(int(s), int(n)): float(y) for s, n, y in zip(g["seed"], g["n"], g["_y"])}
                 if len({n for (_, n), y in values.items() if y > 0}) < 2:
                     continue
-                fit = F.fit_source(values, targets.get(m), level, n_draws, seed)
+                fit = F.fit_source(values, targets.get(m), level)
                 first = g.iloc[0]
                 rows.append(
                     {
@@ -74,6 +71,20 @@ def scaling_fits(
         return out
     out = _add_ratios(out, level)
     return out.drop(columns="_cells")
+
+
+def write_scaling_fits(
+    summary_path: str | os.PathLike,
+    path: str | os.PathLike,
+    metrics: str | Sequence[str],
+    target_loss: float | None,
+    target_top1: float | None,
+    level: float = 0.95,
+) -> None:
+    """scaling.csv from summary.csv: `scaling_fits` of `metrics`, the N to reach `target_loss` on the
+    loss and `target_top1` on the error (1 - top1)."""
+    targets = {"loss": target_loss, "error": None if target_top1 is None else 1 - target_top1}
+    write_table(path, scaling_fits(read_summary(summary_path), metrics, targets, level))
 
 
 def _add_ratios(fits: pd.DataFrame, level: float) -> pd.DataFrame:

@@ -482,9 +482,9 @@ def test_mix_rows_leave_the_synthetic_scaling_analysis_alone():
     summary = _summary().assign(arch="resnet18", generator="", guidance=np.nan, strategy="")
     plain = summary[summary["kind"] != "mix"]
     assert findings(summary, pd.DataFrame(), 10) == findings(plain, pd.DataFrame(), 10)
-    fits = scaling_fits(summary, n_draws=100)
+    fits = scaling_fits(summary)
     assert len(fits) and not fits["source"].str.startswith("mix/").any()
-    assert fits.equals(scaling_fits(plain, n_draws=100))
+    assert fits.equals(scaling_fits(plain))
 
 
 def test_a_mix_worse_than_its_real_part_is_said_to_hurt():
