@@ -207,7 +207,7 @@ def seed_means(summary: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def pooled_seed_sd(means: pd.DataFrame) -> tuple[float, int]:
+def pooled_loss_sd(means: pd.DataFrame) -> tuple[float, int]:
     """(SD, degrees of freedom) of one run's loss, pooled over the N with 2 or more seeds of `means`
     (rows of `seed_means`, one source and eval set); (NaN, 0) where no N has 2 seeds."""
     m = means[means["seeds"] >= 2]
@@ -233,7 +233,7 @@ def real_trend(means: pd.DataFrame, eval_set: str) -> str | None:
     )
     falls = bool(np.all(np.diff(r["loss"].to_numpy()) < 0))
     drop = float(r["loss"].iloc[0] - r["loss"].iloc[-1])
-    sd, df = pooled_seed_sd(r)  # pooled seed SD over every N, with its degrees of freedom
+    sd, df = pooled_loss_sd(r)  # pooled seed SD over every N, with its degrees of freedom
     s = f"On {eval_set}, real's zero-shot loss (mean ± seed SD over {_seed_count(r['seeds'])}) is {pts}: "
     if not np.isfinite(sd):
         return s + ("it falls with N, but with one seed per N nothing measures its noise: a weak result."
@@ -261,14 +261,14 @@ def _noise(sd: float, df: int, n_a: int, n_b: int) -> tuple[float, str]:
 def loss_comparisons(means: pd.DataFrame) -> list[str]:
     """Per eval set at the largest N every source has: each non-real source's seed-mean loss against
     real's, and which source has the lowest loss, each difference judged against a t margin from real's
-    pooled single-run seed SD (`pooled_seed_sd`, `diff_margin`); within it, or without an SD, undetermined."""
+    pooled single-run seed SD (`pooled_loss_sd`, `diff_margin`); within it, or without an SD, undetermined."""
     out: list[str] = []
     for e, d in means.groupby("eval_set", sort=False):
         n_max = d.groupby("source")["n"].max().min()
         at = d[d["n"] == n_max].set_index("source")
         if "real" not in at.index:
             continue
-        sd, df = pooled_seed_sd(d[d["kind"] == "real"])
+        sd, df = pooled_loss_sd(d[d["kind"] == "real"])
         real = at.loc["real"]
         for src in at.index:
             if parse_source(src).kind == "real":

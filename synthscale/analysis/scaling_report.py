@@ -17,13 +17,24 @@ import numpy as np
 import pandas as pd
 
 from synthscale.analysis import fits as F
-from synthscale.analysis.report import _f, _how, plotting, save, seed_stats
+from synthscale.analysis.report import fmt_num, plotting, save
 from synthscale.analysis.tables import grid_rows, metric_values, read_summary, write_table
 
 
 # --------------------------------------------------------------------------------------------------
 # the scaling fits (scaling.csv)
 # --------------------------------------------------------------------------------------------------
+
+
+def seed_stats(df: pd.DataFrame, value: str, by: Sequence[str]) -> pd.DataFrame:
+    """Mean, sd and count over training seeds of `value`, per `by`."""
+    return df.groupby(list(by), dropna=False)[value].agg(["mean", "std", "count"]).reset_index()
+
+
+def _how(row: Any, name: str) -> str:
+    """How an interval was made, or why it is undetermined (the `{name}_interval` column)."""
+    v = row.get(f"{name}_interval", "") if hasattr(row, "get") else ""
+    return str(v) if isinstance(v, str) and v else "undetermined"
 
 
 def scaling_fits(
@@ -332,12 +343,12 @@ def _ratio_findings(fs: pd.DataFrame) -> list[str]:
                 "no": "not distinguishable from real's (the ratio interval contains 1)",
             }.get(s["differs_from_real"], "undetermined against real's (no ratio interval)")
             seeds = int(s["seeds"]) if "seeds" in s else 0
-            k_part = (f"k = {s['k']:.3f} [{_f(s['k_low'])}, {_f(s['k_high'])}]" if np.isfinite(s["k_low"])
+            k_part = (f"k = {s['k']:.3f} [{fmt_num(s['k_low'])}, {fmt_num(s['k_high'])}]" if np.isfinite(s["k_low"])
                       else f"k = {s['k']:.3f}, interval")
             out.append(
                 f"{s['source']} ({seeds} seed{'s' if seeds != 1 else ''}): {k_part} ({_how(s, 'k')}); ratio to "
-                f"real {_f(s['ratio'], 2)}"
-                + (f" [{_f(s['ratio_low'], 2)}, {_f(s['ratio_high'], 2)}] ({_how(s, 'ratio')})"
+                f"real {fmt_num(s['ratio'], 2)}"
+                + (f" [{fmt_num(s['ratio_low'], 2)}, {fmt_num(s['ratio_high'], 2)}] ({_how(s, 'ratio')})"
                    if np.isfinite(s["ratio_low"]) else f", interval {_how(s, 'ratio')}")
                 + f": {verdict}."
             )

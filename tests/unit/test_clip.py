@@ -757,7 +757,7 @@ def test_loss_comparisons_at_the_largest_n_are_judged_against_seed_noise():
     pooled single-run seed SD (N with >= 2 seeds), with each side's seed count; within it, or with no
     SD, undetermined. The same for which source has the lowest loss."""
     real = {75: [2.10, 2.12], 150: [1.90, 1.92], 300: [1.60, 1.64], 600: [1.50]}  # N = 600: one seed, no SD
-    sd, df = CR.pooled_seed_sd(CR.seed_means(_real_rows(real)))
+    sd, df = CR.pooled_loss_sd(CR.seed_means(_real_rows(real)))
     assert (sd, df) == (pytest.approx(0.02), 3)  # by hand: variances 0.0002, 0.0002, 0.0008 over 3 df
     margin = 3.182446 * 0.02 * math.sqrt(1 / 1 + 1 / 2)  # t(0.975, 3); 1 seed against real's 2 at N = 300
     assert CR.diff_margin(0.02, 3, 1, 2)[0] == pytest.approx(margin, rel=1e-5)

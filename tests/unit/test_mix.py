@@ -17,7 +17,6 @@ from synthscale.study.config import ConfigError, check_config
 from synthscale.analysis.mixing import (
     exchange_rates,
     mix_effects,
-    noise_floor,
     read_rates,
     real_equivalent,
 )
@@ -377,8 +376,6 @@ def test_real_equivalent_reads_the_curve_in_log_n():
     # a dip in the real curve is pooled before inverting, so the reading is unique
     est, lo, hi, _ = real_equivalent([10, 30, 100, 300], [0.2, 0.5, 0.4, 0.8], 0.6)
     assert 100 <= est <= 300 and (lo, hi) == (100, 300)
-    assert noise_floor([10, 30, 100, 300], [0.2, 0.5, 0.4, 0.8]) == pytest.approx(0.05)
-    assert noise_floor(n, acc) == 0.0
 
 
 def _summary(seeds=(0,), jitter=0.0):
