@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from synthscale.study.config import ConfigError, check_config
 from synthscale.analysis.mixing import (
@@ -26,12 +25,6 @@ from synthscale.study.sources import SOURCE_REGEX, parse_source, train_counts
 torch.set_num_threads(1)
 SET = {"generator": "tinydigits", "guidance": 2.0, "strategy": "classname"}
 SYN = "synthetic/tinydigits/g2/classname"
-
-
-@pytest.fixture(scope="module")
-def default_raw():
-    with open("config.yaml") as f:
-        return yaml.safe_load(f)
 
 
 def with_mix(raw, **mix):
