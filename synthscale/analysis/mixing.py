@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 
 from synthscale.analysis.noise import diff_margin, pooled_sd
+from synthscale.analysis.tables import read_summary
+from synthscale.io import write_csv
 from synthscale.study.sources import parse_source, synthetic_name
 
 # --- what a synthetic set is worth, in real images ---
@@ -278,3 +280,16 @@ def read_rates(path: str | os.PathLike) -> pd.DataFrame:
         if c in df:
             df[c] = df[c].fillna("").astype(str)
     return df
+
+
+def write_mix_tables(
+    summary_path: str | os.PathLike,
+    mix: dict[str, Any],
+    seed: int,
+    exchange_path: str | os.PathLike,
+    effects_path: str | os.PathLike,
+) -> None:
+    """The rule mix_exchange_rate's outputs from summary.csv: `exchange_rates` and `mix_effects`."""
+    summary = read_summary(summary_path, fill_seed=False)
+    write_csv(exchange_path, exchange_rates(summary, seed=seed))
+    write_csv(effects_path, mix_effects(summary, mix))

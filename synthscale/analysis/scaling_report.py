@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from synthscale.analysis import fits as F
-from synthscale.analysis.report import fmt_num, plotting, save
-from synthscale.analysis.tables import grid_rows, metric_values, read_summary, write_table
+from synthscale.analysis.report import fmt_num, plotting, save, write_html
+from synthscale.analysis.tables import grid_rows, metric_values, read_scaling, read_summary, write_table
 
 
 # --------------------------------------------------------------------------------------------------
@@ -212,6 +212,11 @@ def _seed_counts(real: pd.DataFrame, syn: pd.DataFrame) -> str:
 
 def plot_scaling(summary: pd.DataFrame, metric: str, path: str | os.PathLike, chance: float) -> None:
     save(scaling_figure(summary, metric, chance), path)
+
+
+def write_scaling_plot(summary_path: str | os.PathLike, metric: str, path: str | os.PathLike, n_classes: int) -> None:
+    """The rule plot_scaling's figure from summary.csv, chance at 1 / `n_classes`."""
+    plot_scaling(read_summary(summary_path), metric, path, 1 / n_classes)
 
 
 def guidance_strategy_figure(summary: pd.DataFrame):
@@ -433,3 +438,15 @@ def _n_interval(row: Any) -> str:
     if isinstance(lo, float) and isinstance(hi, float) and np.isnan(lo) and np.isnan(hi):
         return f"(interval {_how(row, 'n_target')})"
     return f"[{_n(lo)}, {_n(hi)}]"
+
+
+def write_findings(
+    summary_path: str | os.PathLike,
+    scaling_path: str | os.PathLike,
+    n_classes: int,
+    study: str,
+    path: str | os.PathLike,
+) -> None:
+    """The rule findings' page: `scaling_findings` of summary.csv and scaling.csv."""
+    lines = scaling_findings(read_summary(summary_path), read_scaling(scaling_path), n_classes)
+    write_html(path, f"Findings: {study}", lines)
