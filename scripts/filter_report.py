@@ -5,7 +5,5 @@ job_setup(snakemake)  # first: a warm run hands the job over here
 
 from synthscale.analysis.filter_report import write_filter_report
 
-i, p = snakemake.input, snakemake.params
-write_filter_report(
-    p.sources, i.counts, i.quality, i.base_quality, i.cas, i.base_cas, p.eval_set, p.cas_n, snakemake.output
-)
+p = snakemake.params
+write_filter_report(p.sources, snakemake.input, p.eval_set, p.cas_n, snakemake.output)

@@ -137,18 +137,10 @@ def write_report(
     return lines
 
 
-def write_filter_report(
-    sources: Sequence[str],
-    counts: Sequence[str | os.PathLike],
-    quality: Sequence[str | os.PathLike],
-    base_quality: Sequence[str | os.PathLike],
-    cas: Sequence[str | os.PathLike],
-    base_cas: Sequence[str | os.PathLike],
-    eval_set: str,
-    n_label: str,
-    outputs: Any,
-) -> list[str]:
-    """The rule filter_report's outputs: `filter_table`, then `write_report` to `outputs` (table, plot,
-    findings: a dict, or the rule's output)."""
-    df = filter_table(sources, counts, quality, base_quality, cas, base_cas, eval_set, n_label)
+def write_filter_report(sources: Sequence[str], inputs: Any, eval_set: str, n_label: str, outputs: Any) -> list[str]:
+    """The rule filter_report's outputs: `filter_table` of `inputs` (counts, quality, base_quality, cas
+    and base_cas: path lists, one per source, as a dict or the rule's input), then `write_report` to
+    `outputs` (table, plot, findings)."""
+    paths = (inputs[k] for k in ("counts", "quality", "base_quality", "cas", "base_cas"))
+    df = filter_table(sources, *paths, eval_set, n_label)
     return write_report(df, {k: outputs[k] for k in ("table", "plot", "findings")}, n_label)
