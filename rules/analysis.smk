@@ -45,8 +45,10 @@ rule scaling_fits:
     conda:
         "../envs/synthscale.yaml"
     params:
-        analysis=config["analysis"],
-        seed=config["seed"],
+        metrics=config["analysis"]["metrics"],
+        target_loss=config["analysis"]["target_loss"],
+        target_top1=config["analysis"]["target_top1"],
+        level=config["analysis"]["level"],
     script:
         "../scripts/scaling_fits.py"
 

@@ -134,8 +134,6 @@ rule clip_report:
         sources=PLAN.clip_sources(),
         ood=PLAN.eval_set_ood(),
         reference_set=PLAN.clip_reference_set(),
-        bootstrap=CLIP["bootstrap"],
-        seed=config["seed"],
         study=config["study"],
     script:
         "../scripts/clip_report.py"

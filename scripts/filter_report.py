@@ -3,8 +3,7 @@ from synthscale.runtime import job_setup
 
 job_setup(snakemake)  # first: a warm run hands the job over here
 
-from synthscale.analysis.filter_report import filter_table, write_report
+from synthscale.analysis.filter_report import write_filter_report
 
-i, p = snakemake.input, snakemake.params
-df = filter_table(p.sources, i.counts, i.quality, i.base_quality, i.cas, i.base_cas, p.eval_set, p.cas_n)
-write_report(df, {k: snakemake.output[k] for k in ("table", "plot", "findings")}, p.cas_n)
+p = snakemake.params
+write_filter_report(p.sources, snakemake.input, p.eval_set, p.cas_n, snakemake.output)

@@ -3,12 +3,9 @@ from synthscale.runtime import job_setup
 
 job_setup(snakemake)  # first: a warm run hands the job over here
 
-from synthscale.analysis.tables import read_scaling, read_summary
+from synthscale.analysis.scaling_report import write_findings
 from synthscale.data.real import read_manifest
-from synthscale.analysis.report import write_html
-from synthscale.analysis.scaling_report import scaling_findings
 
-n_classes = read_manifest(snakemake.input.manifest)["classes"]
-fits = read_scaling(snakemake.input.scaling)
-lines = scaling_findings(read_summary(snakemake.input.summary), fits, n_classes)
-write_html(snakemake.output[0], f"Findings: {snakemake.params.study}", lines)
+i = snakemake.input
+n_classes = read_manifest(i.manifest)["classes"]
+write_findings(i.summary, i.scaling, n_classes, snakemake.params.study, snakemake.output[0])

@@ -3,10 +3,7 @@ from synthscale.runtime import job_setup
 
 job_setup(snakemake)  # first: a warm run hands the job over here
 
-from synthscale.analysis.scaling_report import scaling_fits
-from synthscale.analysis.tables import read_summary, write_table
+from synthscale.analysis.scaling_report import write_scaling_fits
 
-a = snakemake.params.analysis
-targets = {"loss": a["target_loss"], "error": None if a["target_top1"] is None else 1 - a["target_top1"]}
-fits = scaling_fits(read_summary(snakemake.input[0]), a["metrics"], targets, a["bootstrap"], snakemake.params.seed, a["level"])
-write_table(snakemake.output[0], fits)
+p = snakemake.params
+write_scaling_fits(snakemake.input[0], snakemake.output[0], p.metrics, p.target_loss, p.target_top1, p.level)

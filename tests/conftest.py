@@ -44,6 +44,23 @@ def rng():
     return np.random.default_rng(0)
 
 
+@pytest.fixture(scope="module")
+def default_raw():
+    """The repository's config.yaml as parsed YAML, before validation (tests copy it before changing it)."""
+    import yaml
+
+    with open("config.yaml") as f:
+        return yaml.safe_load(f)
+
+
+@pytest.fixture(scope="module")
+def sd_dir(tmp_path_factory):
+    """A Stable Diffusion 1.x pipeline with random weights, saved as safetensors like a Hub checkpoint."""
+    from helpers.tiny_pipelines import build_sd
+
+    return build_sd(tmp_path_factory.mktemp("sd") / "tiny-sd", text_layers=1)
+
+
 @pytest.fixture(scope="session")
 def study(tmp_path_factory) -> Path:
     """The tiny study, run once locally on 2 cores; tests must not change its files."""

@@ -58,10 +58,10 @@ def build_clip_summary(
     return out
 
 
-def clip_scaling(summary: pd.DataFrame, draws: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+def clip_scaling(summary: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """Per (source, eval set): k, B, k's t interval (`fits.fit_power_law`), and k / k_real with
     Fieller's interval (`fits.slope_ratio`); `k_interval` / `k_ratio_interval` name the method or say
-    why it is undetermined. `draws` and `seed` are unused (the intervals are analytic)."""
+    why it is undetermined."""
     from synthscale.analysis import fits as F
 
     rows, cells = [], {}
@@ -207,7 +207,7 @@ def seed_means(summary: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def pooled_seed_sd(means: pd.DataFrame) -> tuple[float, int]:
+def pooled_loss_sd(means: pd.DataFrame) -> tuple[float, int]:
     """(SD, degrees of freedom) of one run's loss, pooled over the N with 2 or more seeds of `means`
     (rows of `seed_means`, one source and eval set); (NaN, 0) where no N has 2 seeds."""
     m = means[means["seeds"] >= 2]
@@ -233,7 +233,7 @@ def real_trend(means: pd.DataFrame, eval_set: str) -> str | None:
     )
     falls = bool(np.all(np.diff(r["loss"].to_numpy()) < 0))
     drop = float(r["loss"].iloc[0] - r["loss"].iloc[-1])
-    sd, df = pooled_seed_sd(r)  # pooled seed SD over every N, with its degrees of freedom
+    sd, df = pooled_loss_sd(r)  # pooled seed SD over every N, with its degrees of freedom
     s = f"On {eval_set}, real's zero-shot loss (mean ± seed SD over {_seed_count(r['seeds'])}) is {pts}: "
     if not np.isfinite(sd):
         return s + ("it falls with N, but with one seed per N nothing measures its noise: a weak result."
@@ -261,14 +261,14 @@ def _noise(sd: float, df: int, n_a: int, n_b: int) -> tuple[float, str]:
 def loss_comparisons(means: pd.DataFrame) -> list[str]:
     """Per eval set at the largest N every source has: each non-real source's seed-mean loss against
     real's, and which source has the lowest loss, each difference judged against a t margin from real's
-    pooled single-run seed SD (`pooled_seed_sd`, `diff_margin`); within it, or without an SD, undetermined."""
+    pooled single-run seed SD (`pooled_loss_sd`, `diff_margin`); within it, or without an SD, undetermined."""
     out: list[str] = []
     for e, d in means.groupby("eval_set", sort=False):
         n_max = d.groupby("source")["n"].max().min()
         at = d[d["n"] == n_max].set_index("source")
         if "real" not in at.index:
             continue
-        sd, df = pooled_seed_sd(d[d["kind"] == "real"])
+        sd, df = pooled_loss_sd(d[d["kind"] == "real"])
         real = at.loc["real"]
         for src in at.index:
             if parse_source(src).kind == "real":
@@ -352,13 +352,23 @@ def clip_findings(summary: pd.DataFrame, scaling: pd.DataFrame, n_classes: int |
     return out
 
 
-def write_clip_findings(sentences: Sequence[str], path: str | os.PathLike, study: str) -> None:
-    write_html(path, f"{study}: CLIP, synthetic against real image-text pairs", sentences,
+def write_clip_report(
+    sources: Sequence[str],
+    metric_paths: Sequence[str | os.PathLike],
+    ood: dict[str, bool],
+    n_classes: int | None,
+    reference_set: str,
+    study: str,
+    out: Any,
+) -> None:
+    """The rule clip_report's outputs from the CLIP runs' metric files: `out` maps summary, scaling and
+    table (CSV), plot (PNG) and findings (HTML) to their paths (a dict, or the rule's output)."""
+    summary = build_clip_summary(sources, metric_paths, ood)
+    scaling = clip_scaling(summary)
+    write_csv(out["summary"], summary)
+    write_csv(out["scaling"], scaling)
+    write_csv(out["table"], zero_shot_table(summary, n_classes))
+    plot_clip_scaling(summary, out["plot"])
+    write_html(out["findings"], f"{study}: CLIP, synthetic against real image-text pairs",
+               clip_findings(summary, scaling, n_classes, reference_set),
                source="this run's CLIP tables (results/clip/)")
-
-
-def write_tables(summary: pd.DataFrame, summary_path, scaling: pd.DataFrame, scaling_path,
-                 table: pd.DataFrame, table_path) -> None:
-    write_csv(summary_path, summary)
-    write_csv(scaling_path, scaling)
-    write_csv(table_path, table)

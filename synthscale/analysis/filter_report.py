@@ -135,3 +135,12 @@ def write_report(
     lines = findings(df, n_label)
     write_html(outputs["findings"], "Filtering", lines, source="this run's quality and filter tables")
     return lines
+
+
+def write_filter_report(sources: Sequence[str], inputs: Any, eval_set: str, n_label: str, outputs: Any) -> list[str]:
+    """The rule filter_report's outputs: `filter_table` of `inputs` (counts, quality, base_quality, cas
+    and base_cas: path lists, one per source, as a dict or the rule's input), then `write_report` to
+    `outputs` (table, plot, findings)."""
+    paths = (inputs[k] for k in ("counts", "quality", "base_quality", "cas", "base_cas"))
+    df = filter_table(sources, *paths, eval_set, n_label)
+    return write_report(df, {k: outputs[k] for k in ("table", "plot", "findings")}, n_label)

@@ -17,16 +17,14 @@ Intervals (each is NaN with its reason in a `*_interval` column where the design
   N values both sources have, with t quantiles on the smaller of their degrees of freedom. Undetermined
   with fewer than 2 shared N values, 0 df, or a real slope not distinguishable from 0 (the set is then
   unbounded).
-- k of the saturating form: the profile-likelihood interval (F quantile on points - 3 df) over a grid
-  of k, E and B refitted at each k from several starts (on the per-N means with replicated seeds).
-  Undetermined with under 5 N values (measured: 0.84-0.87 coverage at 3 seeds x 4 N),
-  below 1 df, or when the profile does not close within k <= 5. `fit_source` also leaves it
-  undetermined with one seed per N: at 1 seed x 6 N with run sd 0.15 on a power-law truth (E = 0, the
+- k of the saturating form: always undetermined. The profile-likelihood interval (F quantile on
+  points - 3 df, E and B refitted at each k) was measured and dropped: it needs 5 N values (0.84-0.87
+  coverage at 3 seeds x 4 N), and at 1 seed x 6 N with run sd 0.15 on a power-law truth (E = 0, the
   bound of the saturating form) it covered 0.86-0.88; neither dropping fits with E at its bound (0.86)
   nor keeping only AICc's saturating picks (0.0-0.86) fixed it.
 - the N that reaches a target: Fieller's interval for the inverse of the power law, with >= 3 residual
   df (at 1 df it under-covered, 0.90; at 2 df 0.92) and a bounded set, else undetermined. For the saturating form it
-  is undetermined (its coverage is not measured; the seed bootstrap is kept for reference only).
+  is undetermined (its coverage is not measured).
 
 Points where the metric is 0 (a saturated class or model) have no logarithm: they are dropped, never
 clipped to a tiny floor (a floor would fake a huge slope).
@@ -34,7 +32,6 @@ clipped to a tiny floor (a floor would fake a huge slope).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -214,6 +211,48 @@ def sat_starts(n: np.ndarray, y: np.ndarray, k0: float, b0: float) -> list[np.nd
     return starts
 
 
+_LOWER = np.array([-30.0, -30.0, np.log(1e-4)])
+_UPPER = np.array([np.log(1e4), 60.0, np.log(5.0)])
+
+
+def _lm_sat(
+    n: np.ndarray, ly: np.ndarray, w0: np.ndarray, p0: np.ndarray, iterations: int = 60
+) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares saturating fits for many weightings of the same points at once.
+
+    Row d of `w0` weights the points; row d of `p0` is its start in log space. Levenberg-Marquardt steps vectorised over rows. Returns (log params, cost = weighted RSS/2).
+    """
+    logn = np.log(n)
+    p = np.array(p0, float)
+    lam = np.full(len(w0), 1e-2)
+
+    def resid(p):
+        e, b, k = np.exp(p).T
+        t = b[:, None] * np.exp(-k[:, None] * logn[None, :])
+        m = e[:, None] + t
+        return np.log(m) - ly[None, :], e, t, m, k
+
+    def cost(r):
+        return 0.5 * (w0 * r**2).sum(1)
+
+    r, e, t, m, k = resid(p)
+    c = cost(r)
+    for _ in range(iterations):
+        jac = np.stack([e[:, None] / m, t / m, -t * k[:, None] * logn[None, :] / m], axis=2)
+        a = np.einsum("dc,dci,dcj->dij", w0, jac, jac)
+        g = np.einsum("dc,dci,dc->di", w0, jac, r)
+        a = a + lam[:, None, None] * (np.eye(3)[None] * (np.einsum("dii->di", a)[:, :, None] + 1e-9))
+        step = np.linalg.solve(a, -g[:, :, None])[:, :, 0]
+        p_new = np.clip(p + step, _LOWER, _UPPER)
+        c_new = cost(resid(p_new)[0])
+        better = c_new < c
+        p = np.where(better[:, None], p_new, p)
+        lam = np.where(better, lam / 3, lam * 4)
+        r, e, t, m, k = resid(p)
+        c = cost(r)
+    return p, c
+
+
 def fit_saturating(
     n: Sequence[float],
     y: Sequence[float],
@@ -266,234 +305,6 @@ def aicc(rss: float, n_points: int, n_params: int) -> float:
     )
 
 
-_K_GRID = np.exp(np.linspace(np.log(1e-3), np.log(5.0), 121))
-
-
-def _profile_rss(n: np.ndarray, ly: np.ndarray, ks: np.ndarray, iterations: int = 30) -> np.ndarray:
-    """For every k in `ks`: the least-squares RSS of log(E + B N^-k) against ly over E, B > 0, the best
-    of three starts per k (E at fractions of the smallest value), all k solved at once."""
-    y = np.exp(ly)
-    starts, rows = [], []
-    for frac in (1e-4, 0.4, 0.8):
-        e = frac * y.min()
-        z = n[None, :] ** (-ks[:, None])
-        b = np.maximum(np.exp(np.mean(np.log(np.maximum(y[None, :] - e, 1e-12 * y.max())) - np.log(z), 1)), 1e-30)
-        starts.append(np.stack([np.full(len(ks), np.log(e)), np.log(b)], 1))
-        rows.append(ks)
-    p = np.concatenate(starts)
-    k = np.concatenate(rows)
-    logn = np.log(n)
-    lam = np.full(len(p), 1e-2)
-    lo, hi = np.array([-30.0, -70.0]), np.array([np.log(1e4), 70.0])
-
-    def resid(p):
-        e, b = np.exp(p).T
-        t = b[:, None] * np.exp(-k[:, None] * logn[None, :])
-        m = e[:, None] + t
-        return np.log(m) - ly[None, :], e, t, m
-
-    r, e, t, m = resid(p)
-    c = (r**2).sum(1)
-    for _ in range(iterations):  # Levenberg-Marquardt, the 2 x 2 normal equations solved in closed form
-        j1, j2 = e[:, None] / m, t / m
-        a11, a12, a22 = (j1 * j1).sum(1), (j1 * j2).sum(1), (j2 * j2).sum(1)
-        g1, g2 = (j1 * r).sum(1), (j2 * r).sum(1)
-        a11, a22 = a11 + lam * (a11 + 1e-9), a22 + lam * (a22 + 1e-9)
-        det = a11 * a22 - a12 * a12
-        step = np.stack([-(a22 * g1 - a12 * g2) / det, -(a11 * g2 - a12 * g1) / det], 1)
-        p_new = np.clip(p + np.where(np.isfinite(step), step, 0.0), lo, hi)
-        c_new = (resid(p_new)[0] ** 2).sum(1)
-        better = c_new < c
-        p = np.where(better[:, None], p_new, p)
-        lam = np.where(better, lam / 3, lam * 4)
-        r, e, t, m = resid(p)
-        c = (r**2).sum(1)
-    return c.reshape(3, len(ks)).min(0)
-
-
-def saturating_k_interval(
-    n: Sequence[float], y: Sequence[float], rss_min: float, level: float = 0.95, k_hat: float | None = None
-) -> tuple[float, float, str]:
-    """Profile-likelihood interval for k of E + B N^-k: {k : RSS(k) <= RSS_min (1 + F(1, df) / df)},
-    df = points - 3, RSS(k) minimised over E and B (`_profile_rss`): a grid of k in [0.001, 5] brackets
-    each end, bisection sharpens it.
-
-    Needs 5 N values (at 3 seeds x 4 N it covered 0.84-0.87 in benchmarks/fit_coverage.py). With
-    replicated seeds (>= 2 at some N) it is always computed on the per-N means (df = N values - 3), as
-    the seeds at one N share noise; no pretest chooses. Reaching k = 0.001 gives a lower end of
-    0 (k > 0); not closing by k = 5 leaves it undetermined."""
-    n, y = _valid(n, y)
-    ns, inv, per_n = np.unique(n, return_inverse=True, return_counts=True)
-    if len(ns) < 5:  # measured: at 3 or 4 N values its coverage falls below 0.9
-        return np.nan, np.nan, "undetermined: under 5 N values"
-    ly, how, df = np.log(y), "profile likelihood", len(n) - 3
-    grid = np.unique(np.append(_K_GRID, k_hat)) if k_hat is not None and np.isfinite(k_hat) else _K_GRID
-    if per_n.max() >= 2:  # replicated seeds: always the per-N means (seeds at one N share noise)
-        n, ly, df, how = ns, np.bincount(inv, ly) / per_n, len(ns) - 3, "profile likelihood on the per-N means"
-        prof = _profile_rss(n, ly, grid)
-        best = float(np.min(prof))
-    else:
-        prof = _profile_rss(n, ly, grid)
-        best = min(float(np.min(prof)), float(rss_min)) if np.isfinite(rss_min) else float(np.min(prof))
-    if df < 1:
-        return np.nan, np.nan, "undetermined: under 1 residual df"
-    thr = best * (1 + stats.f.ppf(level, 1, df) / df)
-    idx = np.flatnonzero(prof <= thr)
-    if not len(idx):
-        return np.nan, np.nan, "undetermined: profile did not converge"
-    i, j = idx[0], idx[-1]
-    if j == len(grid) - 1:
-        return np.nan, np.nan, "undetermined: the profile does not close below k = 5"
-    # bisection in log k between the last grid point outside and the first inside, both ends at once
-    out_k, in_k = np.log([grid[max(i - 1, 0)], grid[j + 1]]), np.log([grid[i], grid[j]])
-    for _ in range(8):  # the grid step in log k is 0.07: 8 halvings leave 3e-4
-        mid = (out_k + in_k) / 2
-        inside = _profile_rss(n, ly, np.exp(mid)) <= thr
-        in_k, out_k = np.where(inside, mid, in_k), np.where(inside, out_k, mid)
-    lo = 0.0 if i == 0 else float(np.exp(in_k[0]))
-    return lo, float(np.exp(in_k[1])), f"{how}, {df} df"
-
-
-# --------------------------------------------------------------------------------------------------
-# bootstrap draws (the saturating form's N-to-target interval; the slope bootstrap for reference)
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Draws:
-    """Bootstrap draws: counts[d, c] is how often cell c is drawn in draw d."""
-
-    cells: list[tuple[int, int]]  # (seed, N)
-    counts: np.ndarray
-
-    @classmethod
-    def make(cls, cells: Sequence[tuple[int, int]], n_draws: int, seed: int) -> "Draws":
-        """A case bootstrap over all cells (kept for reference; its intervals under-cover)."""
-        rng = np.random.default_rng(seed)
-        c = len(cells)
-        return cls(list(cells), rng.multinomial(c, np.full(c, 1.0 / c), size=n_draws))
-
-    @classmethod
-    def within_n(cls, cells: Sequence[tuple[int, int]], n_draws: int, seed: int) -> "Draws":
-        """Training seeds resampled with replacement within each N: every draw keeps every N value
-        with as many runs as it has, so no draw is ever dropped for lack of distinct N."""
-        rng = np.random.default_rng(seed)
-        cells = list(cells)
-        counts = np.zeros((n_draws, len(cells)), int)
-        for n in sorted({c[1] for c in cells}):
-            idx = [i for i, c in enumerate(cells) if c[1] == n]
-            counts[:, idx] = rng.multinomial(len(idx), np.full(len(idx), 1.0 / len(idx)), size=n_draws)
-        return cls(cells, counts)
-
-
-def bootstrap_power_law(draws: Draws, values: dict[tuple[int, int], float]) -> tuple[np.ndarray, np.ndarray]:
-    """k and log B of the log-log fit in every draw (NaN where a draw has < 2 distinct usable N).
-
-    `values` maps a (seed, N) cell to the metric; cells missing or non-positive count as absent.
-    Vectorised weighted least squares: a draw's weight of a cell is how often it was drawn.
-    """
-    n = np.array([c[1] for c in draws.cells], float)
-    y = np.array([values.get(c, np.nan) for c in draws.cells], float)
-    ok = np.isfinite(y) & (y > 0)
-    x = np.log(n)
-    ly = np.where(ok, np.log(np.where(ok, y, 1.0)), 0.0)
-    w = draws.counts * ok[None, :]
-    sw = w.sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mx = (w * x).sum(1) / sw
-        my = (w * ly).sum(1) / sw
-        sxx = (w * (x[None, :] - mx[:, None]) ** 2).sum(1)
-        sxy = (w * (x[None, :] - mx[:, None]) * (ly[None, :] - my[:, None])).sum(1)
-        slope = sxy / sxx
-    bad = ~(sxx > 1e-12)
-    slope[bad] = np.nan
-    intercept = my - slope * mx
-    intercept[bad] = np.nan
-    return -slope, intercept
-
-
-_LOWER = np.array([-30.0, -30.0, np.log(1e-4)])
-_UPPER = np.array([np.log(1e4), 60.0, np.log(5.0)])
-
-
-def _lm_sat(
-    n: np.ndarray, ly: np.ndarray, w0: np.ndarray, p0: np.ndarray, iterations: int = 60
-) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares saturating fits for many weightings of the same points at once.
-
-    Row d of `w0` weights the points (a bootstrap draw's counts); row d of `p0` is its start in log
-    space. Levenberg-Marquardt steps vectorised over rows. Returns (log params, cost = weighted RSS/2).
-    """
-    logn = np.log(n)
-    p = np.array(p0, float)
-    lam = np.full(len(w0), 1e-2)
-
-    def resid(p):
-        e, b, k = np.exp(p).T
-        t = b[:, None] * np.exp(-k[:, None] * logn[None, :])
-        m = e[:, None] + t
-        return np.log(m) - ly[None, :], e, t, m, k
-
-    def cost(r):
-        return 0.5 * (w0 * r**2).sum(1)
-
-    r, e, t, m, k = resid(p)
-    c = cost(r)
-    for _ in range(iterations):
-        jac = np.stack([e[:, None] / m, t / m, -t * k[:, None] * logn[None, :] / m], axis=2)
-        a = np.einsum("dc,dci,dcj->dij", w0, jac, jac)
-        g = np.einsum("dc,dci,dc->di", w0, jac, r)
-        a = a + lam[:, None, None] * (np.eye(3)[None] * (np.einsum("dii->di", a)[:, :, None] + 1e-9))
-        step = np.linalg.solve(a, -g[:, :, None])[:, :, 0]
-        p_new = np.clip(p + step, _LOWER, _UPPER)
-        c_new = cost(resid(p_new)[0])
-        better = c_new < c
-        p = np.where(better[:, None], p_new, p)
-        lam = np.where(better, lam / 3, lam * 4)
-        r, e, t, m, k = resid(p)
-        c = cost(r)
-    return p, c
-
-
-def bootstrap_saturating(
-    draws: Draws, values: dict[tuple[int, int], float], x0: np.ndarray, iterations: int = 60
-) -> np.ndarray:
-    """(E, B, k) of the saturating form in every draw, all draws solved at once (`_lm_sat`).
-
-    Each draw starts from the full fit's solution x0 *and* from `sat_starts` of the full data, and
-    keeps its best solution, so a draw whose minimum lies elsewhere than x0 still finds it; a test
-    checks it against scipy's best of many starts on single draws. NaN rows: draws with < 3 distinct N.
-    """
-    n = np.array([c[1] for c in draws.cells], float)
-    y = np.array([values.get(c, np.nan) for c in draws.cells], float)
-    ok = np.isfinite(y) & (y > 0)
-    ly = np.where(ok, np.log(np.where(ok, y, 1.0)), 0.0)
-    w0 = draws.counts * ok[None, :]
-    pl = fit_power_law(n[ok], y[ok])
-    starts = np.array([np.asarray(x0, float), *sat_starts(n[ok], y[ok], pl["k"], pl["B"])])
-    d, s = len(w0), len(starts)
-    p, c = _lm_sat(n, ly, np.repeat(w0, s, axis=0), np.tile(starts, (d, 1)), iterations)
-    c = np.where(np.isfinite(c), c, np.inf).reshape(d, s)
-    best = np.argmin(c, axis=1)
-    out = np.exp(p.reshape(d, s, 3)[np.arange(d), best])
-    distinct = ((w0 > 0) * 1.0) @ np.ones(len(n))
-    out[distinct < 3] = np.nan
-    return out
-
-
-def interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of the finite draws (NaN when fewer than 10 are finite)."""
-    s = np.asarray(samples, float)
-    s = s[~np.isnan(s)]
-    if len(s) < 10:
-        return np.nan, np.nan
-    a = (1 - level) / 2
-    s = np.sort(s)  # order statistics, so draws that never reach a target (inf) are allowed
-    lo = s[int(np.floor(a * (len(s) - 1)))]
-    hi = s[int(np.ceil((1 - a) * (len(s) - 1)))]
-    return float(lo), float(hi)
-
-
 def n_for_target_power(k: np.ndarray | float, log_b: np.ndarray | float, target: float) -> np.ndarray:
     """N at which B * N^-k falls to `target` (inf where k <= 0: the fit never gets there)."""
     k, log_b = np.asarray(k, float), np.asarray(log_b, float)
@@ -514,9 +325,6 @@ def fit_source(
     cells: dict[tuple[int, int], float],
     target: float | None = None,
     level: float = 0.95,
-    n_draws: int = 1000,
-    seed: int = 0,
-    saturating_interval: bool = True,
 ) -> dict[str, Any]:
     """Every fit of one source on one eval set: both forms, the better one, their intervals (each
     with a `*_interval` column naming its method or why it is undetermined), and the N at which the
@@ -541,11 +349,10 @@ def fit_source(
         "target": np.nan if target is None else float(target),
         "n_target": np.nan, "n_target_low": np.nan, "n_target_high": np.nan, "n_target_interval": "",
     }
-    if sat["sat_ok"] and saturating_interval:
+    if sat["sat_ok"]:
         # Never quoted: on a power-law truth (E = 0, the boundary of the saturating form) the profile
         # interval covered 0.86-0.88 with one seed per N and 0.90 with 3 seeds x 6 N under strong noise
         # shared by the seeds at one N; no rule tried (dropping E-at-bound fits, AICc's picks) fixed it.
-        # `saturating_k_interval` stays for those who accept that (it matches a brute-force profile).
         row["k_sat_interval"] = "undetermined: the profile interval under-covers when E sits at its bound 0"
     if target is not None and target > 0:
         if form == "saturating":

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 
 from synthscale.analysis.noise import diff_margin, pooled_sd
+from synthscale.analysis.tables import read_summary
+from synthscale.io import write_csv
 from synthscale.study.sources import parse_source, synthetic_name
 
 # --- what a synthetic set is worth, in real images ---
@@ -157,17 +159,7 @@ def all_multiples(mix: dict[str, Any]) -> list[float]:
     return list(dict.fromkeys(out))
 
 
-def noise_floor(n: Sequence[float], values: Sequence[float], higher_is_better: bool = True) -> float:
-    """The largest gap between the real-only curve and its monotone fit (a description of the curve,
-    not a noise estimate: it is 0 wherever the curve is monotone, so verdicts do not use it)."""
-    order = np.argsort(np.asarray(n, float))
-    y = np.asarray(values, float)[order]
-    if len(y) < 2:
-        return 0.0
-    return float(np.max(np.abs(y - monotone(np.asarray(n, float)[order], y, higher_is_better))))
-
-
-def pooled_seed_sd(real: pd.DataFrame, metric: str = "top1") -> tuple[float, int, list[int]]:
+def pooled_real_seed_sd(real: pd.DataFrame, metric: str = "top1") -> tuple[float, int, list[int]]:
     """The sd of one run's `metric` between training seeds, pooled over the real-only grid N values
     that have >= 2 seeds: sqrt(sum (n_i - 1) s_i^2 / sum (n_i - 1)). Returns (sd, df, those N values);
     (NaN, 0, []) where no N has two seeds. The full real set (n_label "all") is not a grid run."""
@@ -189,7 +181,7 @@ def mix_effects(summary: pd.DataFrame, mix: dict[str, Any], level: float = 0.95)
 
     The noise of one run is the seed sd of top-1 among the real-only runs at the comparison's own
     real_n when it has >= 2 seeds (df = seeds - 1; the seed sd is largest at the scarcest N, where most
-    verdicts are made), else the sd pooled over the real-only grid N with >= 2 seeds (`pooled_seed_sd`,
+    verdicts are made), else the sd pooled over the real-only grid N with >= 2 seeds (`pooled_real_seed_sd`,
     per eval set); `noise_from` says which ("this N", "pooled", "none"). With several seeds the mix's
     own seed spread joins it. The difference between the mix's mean over its n_m seeds and real-only's
     over its n_r is compared with t(level, df) * sd * sqrt(1/n_m + 1/n_r), the `noise` column.
@@ -201,7 +193,7 @@ def mix_effects(summary: pd.DataFrame, mix: dict[str, Any], level: float = 0.95)
     for eval_set, ev in summary.groupby("eval_set", sort=False):
         real = ev[ev["kind"] == "real"]
         curve = real.groupby("real_n")[["top1", "loss"]].mean()
-        pooled = pooled_seed_sd(real)
+        pooled = pooled_real_seed_sd(real)
         for (source, n_label), g in ev[ev["kind"] == "mix"].groupby(["source", "n_label"], sort=False):
             r = int(g.iloc[0]["real_n"])
             if r not in curve.index:
@@ -216,7 +208,7 @@ def _mix_effect(
     pooled: tuple[float, int, list[int]], seed_col: str | None, mix: dict[str, Any], level: float,
 ) -> dict[str, Any]:
     """One mix's row of `mix_effects`: its seeds `g` against the real-only runs `base` at its real_n
-    (`curve`: real-only top1 and loss per real_n; `pooled`: `pooled_seed_sd` of the eval set)."""
+    (`curve`: real-only top1 and loss per real_n; `pooled`: `pooled_real_seed_sd` of the eval set)."""
     first = g.iloc[0]
     r, syn = int(first["real_n"]), int(first["synthetic_n"])
     top1, loss = float(g["top1"].mean()), float(g["loss"].mean())
@@ -288,3 +280,16 @@ def read_rates(path: str | os.PathLike) -> pd.DataFrame:
         if c in df:
             df[c] = df[c].fillna("").astype(str)
     return df
+
+
+def write_mix_tables(
+    summary_path: str | os.PathLike,
+    mix: dict[str, Any],
+    seed: int,
+    exchange_path: str | os.PathLike,
+    effects_path: str | os.PathLike,
+) -> None:
+    """The rule mix_exchange_rate's outputs from summary.csv: `exchange_rates` and `mix_effects`."""
+    summary = read_summary(summary_path, fill_seed=False)
+    write_csv(exchange_path, exchange_rates(summary, seed=seed))
+    write_csv(effects_path, mix_effects(summary, mix))

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from synthscale.analysis import fits as F
-from synthscale.analysis.report import _f, plotting, save, set_label, write_html
+from synthscale.analysis.report import fmt_num, plotting, save, set_label, write_html
 from synthscale.analysis.tables import read_summary
 from synthscale.io import write_csv
 from synthscale.study.sources import synthetic_source
@@ -330,9 +330,9 @@ def _peak_findings(df: pd.DataFrame, trends: pd.DataFrame) -> list[str]:
 def _set_quality_findings(df: pd.DataFrame) -> list[str]:
     """One sentence per synthetic set: recognizability, diversity, FID and CAS."""
     return [
-        f"{set_label(r)}: recognizability {_f(r.get('recognizability'))}, diversity "
-        f"{_f(r.get('diversity'), 4)}, FID {_f(r.get('fid'), 2)}, CAS {_f(r.get('cas'))}"
-        + (f" (sd {_f(r.get('cas_sd'))} over {int(r['cas_seeds'])} seeds)" if "cas_seeds" in r and r["cas_seeds"] > 1 else "")
+        f"{set_label(r)}: recognizability {fmt_num(r.get('recognizability'))}, diversity "
+        f"{fmt_num(r.get('diversity'), 4)}, FID {fmt_num(r.get('fid'), 2)}, CAS {fmt_num(r.get('cas'))}"
+        + (f" (sd {fmt_num(r.get('cas_sd'))} over {int(r['cas_seeds'])} seeds)" if "cas_seeds" in r and r["cas_seeds"] > 1 else "")
         + "."
         for _, r in df.iterrows()
     ]
@@ -345,8 +345,8 @@ def _reference_findings(df: pd.DataFrame, reference: dict[str, Any] | None) -> l
     if ref.get("diversity") is not None:
         more = int((df["diversity"] > ref["diversity"]).sum())
         out.append(
-            f"Real test images score recognizability {_f(ref.get('recognizability'))} and diversity "
-            f"{_f(ref['diversity'], 4)} under the same judge; {more} of {len(df)} synthetic sets are more "
+            f"Real test images score recognizability {fmt_num(ref.get('recognizability'))} and diversity "
+            f"{fmt_num(ref['diversity'], 4)} under the same judge; {more} of {len(df)} synthetic sets are more "
             "diverse by this measure."
         )
         if more == len(df):

@@ -1,6 +1,6 @@
 """What every report module shares: matplotlib imported headless only by the jobs that draw, a
-figure saved atomically as PNG, the findings HTML page, and the wording of numbers, intervals,
-synthetic sets, training sources and means over seeds.
+figure saved atomically as PNG, the findings HTML page, and the wording of numbers, synthetic sets and
+training sources.
 
 Each arm's own plots and findings are in its module: scaling_report (the classifier arm's scaling),
 quality_report (the synthetic sets' quality), cost_report (compute cost), mix_report, clip_report,
@@ -76,14 +76,9 @@ def write_html(
 # --------------------------------------------------------------------------------------------------
 
 
-def _f(v: Any, p: int = 3) -> str:
+def fmt_num(v: Any, p: int = 3) -> str:
+    """`v` with `p` decimals, or "n/a" where it is missing or not finite."""
     return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{p}f}"
-
-
-def _how(row: Any, name: str) -> str:
-    """How an interval was made, or why it is undetermined (the `{name}_interval` column)."""
-    v = row.get(f"{name}_interval", "") if hasattr(row, "get") else ""
-    return str(v) if isinstance(v, str) and v else "undetermined"
 
 
 def set_label(row: pd.Series | dict, with_generator: bool = True) -> str:
@@ -102,8 +97,3 @@ def source_label(source: str) -> str:
     if src.filter:
         label += f" [{src.filter}]"
     return f"{src.real_n} real + {label}" if src.kind == "mix" else label
-
-
-def seed_stats(df: pd.DataFrame, value: str, by: Sequence[str]) -> pd.DataFrame:
-    """Mean, sd and count over training seeds of `value`, per `by`."""
-    return df.groupby(list(by), dropna=False)[value].agg(["mean", "std", "count"]).reset_index()

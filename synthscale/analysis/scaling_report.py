@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from synthscale.analysis import fits as F
-from synthscale.analysis.report import _f, _how, plotting, save, seed_stats
-from synthscale.analysis.tables import grid_rows, metric_values
+from synthscale.analysis.report import fmt_num, plotting, save, write_html
+from synthscale.analysis.tables import grid_rows, metric_values, read_scaling, read_summary, write_table
 
 
 # --------------------------------------------------------------------------------------------------
@@ -26,20 +26,28 @@ from synthscale.analysis.tables import grid_rows, metric_values
 # --------------------------------------------------------------------------------------------------
 
 
+def seed_stats(df: pd.DataFrame, value: str, by: Sequence[str]) -> pd.DataFrame:
+    """Mean, sd and count over training seeds of `value`, per `by`."""
+    return df.groupby(list(by), dropna=False)[value].agg(["mean", "std", "count"]).reset_index()
+
+
+def _how(row: Any, name: str) -> str:
+    """How an interval was made, or why it is undetermined (the `{name}_interval` column)."""
+    v = row.get(f"{name}_interval", "") if hasattr(row, "get") else ""
+    return str(v) if isinstance(v, str) and v else "undetermined"
+
+
 def scaling_fits(
     summary: pd.DataFrame,
     metric: str | Sequence[str] = "loss",
     targets: dict[str, float | None] | None = None,
-    n_draws: int = 1000,
-    seed: int = 0,
     level: float = 0.95,
 ) -> pd.DataFrame:
     """One row per (source, eval set, metric): both forms, the better one, k's t interval over the
     (seed, N) points, the slope ratio to real's with Fieller's interval on the N values both have, and
     the N that reaches `targets[metric]` (the full real set, n_label "all", is left out of the fits).
     Every interval has a `*_interval` column: its method, or "undetermined: why" with a NaN interval
-    (`synthscale.analysis.fits`; coverage measured by benchmarks/fit_coverage.py). `n_draws` is unused (the
-    saturating form's N-to-target interval, once a bootstrap, is undetermined: coverage not measured)."""
+    (`synthscale.analysis.fits`; coverage measured by benchmarks/fit_coverage.py)."""
     summary = grid_rows(summary)
     metrics = [metric] if isinstance(metric, str) else list(metric)
     targets = targets or {}
@@ -54,7 +62,7 @@ def scaling_fits(
                 values = {(int(s), int(n)): float(y) for s, n, y in zip(g["seed"], g["n"], g["_y"])}
                 if len({n for (_, n), y in values.items() if y > 0}) < 2:
                     continue
-                fit = F.fit_source(values, targets.get(m), level, n_draws, seed)
+                fit = F.fit_source(values, targets.get(m), level)
                 first = g.iloc[0]
                 rows.append(
                     {
@@ -74,6 +82,20 @@ def scaling_fits(
         return out
     out = _add_ratios(out, level)
     return out.drop(columns="_cells")
+
+
+def write_scaling_fits(
+    summary_path: str | os.PathLike,
+    path: str | os.PathLike,
+    metrics: str | Sequence[str],
+    target_loss: float | None,
+    target_top1: float | None,
+    level: float = 0.95,
+) -> None:
+    """scaling.csv from summary.csv: `scaling_fits` of `metrics`, the N to reach `target_loss` on the
+    loss and `target_top1` on the error (1 - top1)."""
+    targets = {"loss": target_loss, "error": None if target_top1 is None else 1 - target_top1}
+    write_table(path, scaling_fits(read_summary(summary_path), metrics, targets, level))
 
 
 def _add_ratios(fits: pd.DataFrame, level: float) -> pd.DataFrame:
@@ -190,6 +212,11 @@ def _seed_counts(real: pd.DataFrame, syn: pd.DataFrame) -> str:
 
 def plot_scaling(summary: pd.DataFrame, metric: str, path: str | os.PathLike, chance: float) -> None:
     save(scaling_figure(summary, metric, chance), path)
+
+
+def write_scaling_plot(summary_path: str | os.PathLike, metric: str, path: str | os.PathLike, n_classes: int) -> None:
+    """The rule plot_scaling's figure from summary.csv, chance at 1 / `n_classes`."""
+    plot_scaling(read_summary(summary_path), metric, path, 1 / n_classes)
 
 
 def guidance_strategy_figure(summary: pd.DataFrame):
@@ -321,12 +348,12 @@ def _ratio_findings(fs: pd.DataFrame) -> list[str]:
                 "no": "not distinguishable from real's (the ratio interval contains 1)",
             }.get(s["differs_from_real"], "undetermined against real's (no ratio interval)")
             seeds = int(s["seeds"]) if "seeds" in s else 0
-            k_part = (f"k = {s['k']:.3f} [{_f(s['k_low'])}, {_f(s['k_high'])}]" if np.isfinite(s["k_low"])
+            k_part = (f"k = {s['k']:.3f} [{fmt_num(s['k_low'])}, {fmt_num(s['k_high'])}]" if np.isfinite(s["k_low"])
                       else f"k = {s['k']:.3f}, interval")
             out.append(
                 f"{s['source']} ({seeds} seed{'s' if seeds != 1 else ''}): {k_part} ({_how(s, 'k')}); ratio to "
-                f"real {_f(s['ratio'], 2)}"
-                + (f" [{_f(s['ratio_low'], 2)}, {_f(s['ratio_high'], 2)}] ({_how(s, 'ratio')})"
+                f"real {fmt_num(s['ratio'], 2)}"
+                + (f" [{fmt_num(s['ratio_low'], 2)}, {fmt_num(s['ratio_high'], 2)}] ({_how(s, 'ratio')})"
                    if np.isfinite(s["ratio_low"]) else f", interval {_how(s, 'ratio')}")
                 + f": {verdict}."
             )
@@ -411,3 +438,15 @@ def _n_interval(row: Any) -> str:
     if isinstance(lo, float) and isinstance(hi, float) and np.isnan(lo) and np.isnan(hi):
         return f"(interval {_how(row, 'n_target')})"
     return f"[{_n(lo)}, {_n(hi)}]"
+
+
+def write_findings(
+    summary_path: str | os.PathLike,
+    scaling_path: str | os.PathLike,
+    n_classes: int,
+    study: str,
+    path: str | os.PathLike,
+) -> None:
+    """The rule findings' page: `scaling_findings` of summary.csv and scaling.csv."""
+    lines = scaling_findings(read_summary(summary_path), read_scaling(scaling_path), n_classes)
+    write_html(path, f"Findings: {study}", lines)

@@ -86,6 +86,21 @@ def build_per_class(
     return _collect(sources, paths, arch, n_real_train)
 
 
+def write_summaries(
+    sources: Sequence[str],
+    metric_paths: Sequence[str | os.PathLike],
+    per_class_paths: Sequence[str | os.PathLike],
+    arch: str,
+    ood: dict[str, bool],
+    n_real_train: int,
+    summary_path: str | os.PathLike,
+    per_class_path: str | os.PathLike,
+) -> None:
+    """The rule summary's outputs: summary.csv (`build_summary`) and per_class.csv (`build_per_class`)."""
+    write_table(summary_path, build_summary(sources, metric_paths, arch, ood, n_real_train))
+    write_table(per_class_path, build_per_class(sources, per_class_paths, arch, n_real_train))
+
+
 def write_table(path: str | os.PathLike, df: pd.DataFrame) -> None:
     write_csv(path, df)
 

@@ -28,12 +28,19 @@ def _summary(gens=("gen",), seeds=1, noise=0.0, rng=None):
 
 
 def test_scaling_fits_per_source_and_eval_set():
-    fits = scaling_fits(_summary(), n_draws=200)
+    fits = scaling_fits(_summary())
     assert len(fits) == 4
     real = fits[(fits.kind == "real") & (fits.eval_set == "test")].iloc[0]
     syn = fits[(fits.kind == "synthetic") & (fits.eval_set == "test")].iloc[0]
     assert real["k"] == pytest.approx(0.5) and syn["k"] == pytest.approx(0.2)
     assert syn["ratio"] == pytest.approx(0.4)
+
+
+def test_write_scaling_fits_targets_the_error_as_one_minus_top1(tmp_path):
+    _summary().to_csv(tmp_path / "summary.csv", index=False)
+    scaling_report.write_scaling_fits(tmp_path / "summary.csv", tmp_path / "scaling.csv", ["loss", "error"], 0.2, 0.9)
+    got = read_scaling(tmp_path / "scaling.csv").set_index("metric")["target"]
+    assert got["loss"].unique().tolist() == [0.2] and got["error"].unique() == pytest.approx([0.1])
 
 
 def test_summary_reads_seed_column_or_defaults_to_zero(tmp_path):
@@ -52,7 +59,7 @@ def test_summary_reads_seed_column_or_defaults_to_zero(tmp_path):
 
 def test_findings_state_numbers_and_compare_every_slope_with_real(rng):
     summary = _summary(gens=("a", "b"), seeds=3, noise=0.05, rng=rng)
-    fits = scaling_fits(summary, n_draws=500)
+    fits = scaling_fits(summary)
     lines = scaling_report.scaling_findings(summary, fits, n_classes=10)
     text = " ".join(lines)
     assert "chance is 0.100" in text
@@ -70,7 +77,7 @@ def test_findings_state_numbers_and_compare_every_slope_with_real(rng):
     # no fixed explanation: the same text code path on equal slopes gives no hypothesis
     same = _summary(gens=("a",), seeds=3, noise=0.05, rng=rng)
     same.loc[same["kind"] == "synthetic", "loss"] = same.loc[same["kind"] == "real", "loss"].to_numpy()
-    text_same = " ".join(scaling_report.scaling_findings(same, scaling_fits(same, n_draws=500), 10))
+    text_same = " ".join(scaling_report.scaling_findings(same, scaling_fits(same), 10))
     assert "Hypothesis" not in text_same and "not distinguishable from real's" in text_same
 
 
@@ -246,7 +253,7 @@ def test_one_n_value_gives_an_empty_scaling_table_and_findings_without_slopes(tm
     from synthscale.io import write_csv
 
     one_n = _summary()[lambda d: d["n"] == 300]
-    fits = scaling_fits(one_n, n_draws=50)
+    fits = scaling_fits(one_n)
     assert fits.empty
     write_csv(tmp_path / "scaling.csv", fits)
     back = read_scaling(tmp_path / "scaling.csv")

@@ -529,14 +529,14 @@ def test_scaling_fit_recovers_slope_and_ratio():
             rows.append({**CR.clip_source_columns(src), "eval_set": "test", "n": n, "n_label": str(n),
                          "loss": 3 * n ** -k, "top1": 0.5})
     s = pd.DataFrame(rows)
-    fits = CR.clip_scaling(s, draws=200, seed=0).set_index("source")
+    fits = CR.clip_scaling(s).set_index("source")
     assert fits.loc["real", "k"] == pytest.approx(0.4)
     assert fits.loc["synthetic/g/g2/classname", "k_ratio_to_real"] == pytest.approx(0.5)
     assert fits.loc["real", "k_lo"] == pytest.approx(0.4) and fits.loc["real", "B"] == pytest.approx(3)
     text = " ".join(CR.clip_findings(s.assign(ood=False), fits.reset_index(), 10, "test"))
     assert "k = 0.200" in text and "ratio of 0.50" in text and "0.355" in text
     two = s[s["n"].isin([100, 200])]
-    text = " ".join(CR.clip_findings(two.assign(ood=False), CR.clip_scaling(two, draws=50, seed=0), 10, "test"))
+    text = " ".join(CR.clip_findings(two.assign(ood=False), CR.clip_scaling(two), 10, "test"))
     assert "only 2 N values" in text and "ratio of" not in text, "two points give no slope worth a ratio"
 
 
@@ -554,6 +554,11 @@ def test_clip_summary_and_plot(tmp_path):
     assert (tmp_path / "p.png").stat().st_size > 1000
     t = CR.zero_shot_table(s, 10)
     assert {"top1_test", "loss_rot", "chance_top1_test", "seeds"} <= set(t.columns) and len(t) == 6
+    out = {k: tmp_path / "report" / f"{k}.{ext}" for k, ext in
+           (("summary", "csv"), ("scaling", "csv"), ("table", "csv"), ("plot", "png"), ("findings", "html"))}
+    CR.write_clip_report(["real", "synthetic/g/g2/c", "mixed/g/g2/c"], paths, {"rot": True}, 10, "test", "st", out)
+    assert pd.read_csv(out["table"]).shape == t.shape and out["plot"].stat().st_size > 1000
+    assert "st: CLIP" in out["findings"].read_text()
 
 
 def test_chance_is_per_eval_set_from_the_classes_it_scores_over():
@@ -626,7 +631,7 @@ def test_bad_clip_config_names_the_key(raw, edit, key):
 def test_two_n_values_give_no_interval():
     s = pd.DataFrame([{**CR.clip_source_columns("real"), "eval_set": "test", "n": n, "n_label": str(n),
                        "loss": 2.0 * n ** -0.3, "top1": 0.3, "ood": False} for n in (10, 20)])
-    fits = CR.clip_scaling(s, draws=100, seed=0)
+    fits = CR.clip_scaling(s)
     assert fits["k"].iloc[0] == pytest.approx(0.3) and np.isnan(fits["k_lo"].iloc[0])
     assert fits["k_interval"].iloc[0].startswith("undetermined")
 
@@ -755,7 +760,7 @@ def test_loss_comparisons_at_the_largest_n_are_judged_against_seed_noise():
     pooled single-run seed SD (N with >= 2 seeds), with each side's seed count; within it, or with no
     SD, undetermined. The same for which source has the lowest loss."""
     real = {75: [2.10, 2.12], 150: [1.90, 1.92], 300: [1.60, 1.64], 600: [1.50]}  # N = 600: one seed, no SD
-    sd, df = CR.pooled_seed_sd(CR.seed_means(_real_rows(real)))
+    sd, df = CR.pooled_loss_sd(CR.seed_means(_real_rows(real)))
     assert (sd, df) == (pytest.approx(0.02), 3)  # by hand: variances 0.0002, 0.0002, 0.0008 over 3 df
     margin = 3.182446 * 0.02 * math.sqrt(1 / 1 + 1 / 2)  # t(0.975, 3); 1 seed against real's 2 at N = 300
     assert CR.diff_margin(0.02, 3, 1, 2)[0] == pytest.approx(margin, rel=1e-5)
@@ -782,7 +787,7 @@ def test_loss_comparisons_at_the_largest_n_are_judged_against_seed_noise():
 
 def test_scaling_table_counts_n_values_not_seed_rows():
     rows = _real_rows({75: [2.10, 2.12], 150: [1.90, 1.92], 300: [1.60, 1.64]})
-    fit = CR.clip_scaling(rows, draws=50, seed=0).iloc[0]
+    fit = CR.clip_scaling(rows).iloc[0]
     assert fit["n_points"] == 3 and fit["loss_at_max_n"] == pytest.approx(1.62)
 
 

@@ -2,15 +2,8 @@
 import copy
 
 import pytest
-import yaml
 
 from synthscale.study.config import ConfigError, check_config, load_config
-
-
-@pytest.fixture(scope="module")
-def default_raw():
-    with open("config.yaml") as f:
-        return yaml.safe_load(f)
 
 
 def test_default_config_is_valid_and_gets_defaults(default_raw):

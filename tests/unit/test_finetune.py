@@ -19,7 +19,7 @@ from synthscale.generation.finetune import (
 )
 from synthscale.generation.tinygen import PixelTextToImagePipeline, build_tiny_pipeline
 from synthscale.preemption import Preempted
-from helpers.tiny_pipelines import build_sd, build_sdxl
+from helpers.tiny_pipelines import build_sdxl
 from helpers.training import safetensors_parts
 
 torch.set_num_threads(1)
@@ -42,12 +42,6 @@ def shards(tmp_path_factory, digits_16):
     folder = tmp_path_factory.mktemp("real") / "train"
     names = write_split(folder, images[:48], labels[:48], shard_size=16)
     return [folder / n for n in names]
-
-
-@pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory):
-    """A Stable Diffusion 1.x pipeline with random weights, saved as safetensors like a Hub checkpoint."""
-    return build_sd(tmp_path_factory.mktemp("sd") / "tiny-sd", text_layers=1)
 
 
 def falls(log, k=8, by=0.8):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from synthscale.data.real import apply_shift
-from synthscale.data.shards import load_arrays, write_shard
+from synthscale.data.shards import load_arrays, shard_name, write_shard
 from synthscale.generation.tinygen import caption_sampler, generator_training_set, images_used, train_tiny_generator
 
 torch.set_num_threads(1)
@@ -23,7 +23,7 @@ def shards(tmp_path_factory, digits_16):
     paths = []
     for k, s in enumerate(range(0, 300, 100)):
         recs = [{"key": f"{i:08d}", "label": int(labels[i])} for i in range(s, s + 100)]
-        paths.append(str(d / f"shard-{k:06d}.tar"))
+        paths.append(str(d / shard_name(k)))
         write_shard(paths[-1], list(images[s : s + 100]), recs)
     return paths
 

@@ -17,16 +17,9 @@ from synthscale.generation.tinygen import (
     train_tiny_generator,
 )
 from synthscale.data.shards import load_arrays
-from helpers.tiny_pipelines import build_sd
 
 ARCH = dict(unet_widths=[16, 32], layers_per_block=1, attention_head_dim=8, norm_groups=8,
             text_width=32, text_layers=1, text_heads=2, max_tokens=16)
-
-
-@pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory):
-    """A Stable Diffusion pipeline with random weights, saved as safetensors like a Hub checkpoint."""
-    return build_sd(tmp_path_factory.mktemp("sd") / "tiny-sd", text_layers=1)
 
 
 def test_pretrained_pipeline_loads_and_samples(sd_dir):

@@ -11,13 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from synthscale.study.config import ConfigError, check_config
 from synthscale.analysis.mixing import (
     exchange_rates,
     mix_effects,
-    noise_floor,
     read_rates,
     real_equivalent,
 )
@@ -27,12 +25,6 @@ from synthscale.study.sources import SOURCE_REGEX, parse_source, train_counts
 torch.set_num_threads(1)
 SET = {"generator": "tinydigits", "guidance": 2.0, "strategy": "classname"}
 SYN = "synthetic/tinydigits/g2/classname"
-
-
-@pytest.fixture(scope="module")
-def default_raw():
-    with open("config.yaml") as f:
-        return yaml.safe_load(f)
 
 
 def with_mix(raw, **mix):
@@ -377,8 +369,6 @@ def test_real_equivalent_reads_the_curve_in_log_n():
     # a dip in the real curve is pooled before inverting, so the reading is unique
     est, lo, hi, _ = real_equivalent([10, 30, 100, 300], [0.2, 0.5, 0.4, 0.8], 0.6)
     assert 100 <= est <= 300 and (lo, hi) == (100, 300)
-    assert noise_floor([10, 30, 100, 300], [0.2, 0.5, 0.4, 0.8]) == pytest.approx(0.05)
-    assert noise_floor(n, acc) == 0.0
 
 
 def _summary(seeds=(0,), jitter=0.0):
@@ -482,9 +472,9 @@ def test_mix_rows_leave_the_synthetic_scaling_analysis_alone():
     summary = _summary().assign(arch="resnet18", generator="", guidance=np.nan, strategy="")
     plain = summary[summary["kind"] != "mix"]
     assert findings(summary, pd.DataFrame(), 10) == findings(plain, pd.DataFrame(), 10)
-    fits = scaling_fits(summary, n_draws=100)
+    fits = scaling_fits(summary)
     assert len(fits) and not fits["source"].str.startswith("mix/").any()
-    assert fits.equals(scaling_fits(plain, n_draws=100))
+    assert fits.equals(scaling_fits(plain))
 
 
 def test_a_mix_worse_than_its_real_part_is_said_to_hurt():

@@ -5,18 +5,11 @@ from __future__ import annotations
 import copy
 
 import pytest
-import yaml
 
 from synthscale.study.config import ConfigError, check_config
 from synthscale.study.plan import Plan
 
 SYN = "synthetic/tinydigits/g2/classname"
-
-
-@pytest.fixture(scope="module")
-def default_raw():
-    with open("config.yaml") as f:
-        return yaml.safe_load(f)
 
 
 def _plan(raw, **train) -> Plan:
