@@ -87,9 +87,6 @@ def decode_image(data: bytes, mode: str = "RGB") -> np.ndarray:
     return arr[..., None] if arr.ndim == 2 else arr
 
 
-decode_png = decode_image
-
-
 def write_shard(
     path: str | os.PathLike,
     images: Sequence[np.ndarray | bytes],
@@ -322,7 +319,3 @@ def load_arrays(
     if limit is not None and len(images) < limit:
         raise ValueError(f"asked for {limit} images but the shards hold only {len(images)}")
     return np.stack(images), np.asarray(labels, dtype=np.int64), records
-
-
-def shard_paths(folder: str | os.PathLike, n_shards: int) -> list[Path]:
-    return [Path(folder) / shard_name(k) for k in range(n_shards)]

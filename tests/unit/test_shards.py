@@ -54,7 +54,7 @@ def test_killed_write_leaves_no_target(tmp_path):
 
 
 def test_shard_writer_streams_numbered_shards(tmp_path, rng):
-    from synthscale.data.shards import ShardWriter, encode_image, shard_paths
+    from synthscale.data.shards import ShardWriter, encode_image, shard_name
     from synthscale.data.shards import shard_name
 
     images = rng.integers(0, 256, size=(10, 8, 8, 3), dtype=np.uint8)
@@ -63,7 +63,7 @@ def test_shard_writer_streams_numbered_shards(tmp_path, rng):
             # arrays and already-encoded bytes both pass
             w.write(encode_image(im, "webp", 90) if i % 2 else im, {"key": f"{i:08d}", "label": i % 3})
     assert w.names == [shard_name(k) for k in range(3)] and w.count == 10
-    got, labels, _ = load_arrays(shard_paths(tmp_path / "w", 3))
+    got, labels, _ = load_arrays([tmp_path / "w" / shard_name(k) for k in range(3)])
     assert got.shape == images.shape and labels.tolist() == [i % 3 for i in range(10)]
     with pytest.raises(RuntimeError):
         with ShardWriter(tmp_path / "x", 4) as w:
