@@ -54,7 +54,7 @@ def test_killed_write_leaves_no_target(tmp_path):
 
 
 def test_shard_writer_streams_numbered_shards(tmp_path, rng):
-    from synthscale.data.shards import ShardWriter, encode_image, shard_name
+    from synthscale.data.shards import ShardWriter, encode_image
     from synthscale.data.shards import shard_name
 
     images = rng.integers(0, 256, size=(10, 8, 8, 3), dtype=np.uint8)
