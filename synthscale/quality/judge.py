@@ -21,7 +21,19 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from synthscale.classifier.train import load_classifier, to_input
+from synthscale.classifier.train import load_classifier, to_input, train_model, training_parts
+
+
+def train_judge(
+    manifest: str | os.PathLike, recipe: dict[str, Any], seed: int, model_path: str | os.PathLike,
+    log_path: str | os.PathLike, device: str = "cpu",
+) -> None:
+    """`kind: trained`: the workflow's judge, a classifier trained with `recipe` (Plan.judge_recipe,
+    the whole recipe: synthscale.classifier.recipes.judge_recipe) on the manifest's whole real train
+    split; its weights to `model_path`, its per-epoch log to `log_path`."""
+    parts, n_classes = training_parts([{"split": "train", "limit": None}], manifest)
+    train_model(parts, n_classes, recipe, seed, model_path, log_path, device=device)
+
 
 @dataclass
 class Judge:
