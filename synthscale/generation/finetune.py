@@ -63,6 +63,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from synthscale.generation.folders import lora_base, write_meta
 from synthscale.generation.loss import denoising_loss
 from synthscale.generation.prompt_encoding import PromptCache, encode_conditional
 from synthscale.io import atomic_dir
@@ -85,8 +86,6 @@ from synthscale.preemption import (
 
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
-LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
-META = "synthscale.json"
 LOG = "finetune_log.csv"
 LOSS_SYNC_EVERY = 20  # steps between reads of the device-side losses (and the progress bar's loss)
 
@@ -101,8 +100,7 @@ def load_base_pipeline(source: str | os.PathLike, device: str = "cpu"):
     kept (full mode saves the whole pipeline). A LoRA folder is refused: fine-tune from its base."""
     folder = Path(source)
     if folder.exists():
-        meta = folder / META
-        if meta.exists() and json.loads(meta.read_text()).get("lora"):
+        if lora_base(folder) is not None:
             raise ValueError(
                 f"{source} holds LoRA weights, not a pipeline; fine-tune from its base instead"
             )
@@ -672,7 +670,7 @@ def _save_finetuned(
         }
         with atomic_dir(out_dir) as tmp:
             _write_weights(run, tmp)
-            (Path(tmp) / META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+            write_meta(tmp, meta, sort_keys=True)
             log.to_csv(Path(tmp) / LOG, index=False)
         ckpt = run.stopping.ckpt
         if ckpt and ckpt.exists():
@@ -720,11 +718,6 @@ def _checkpoint_state(run: FinetuneRun, pos: FinetunePosition) -> dict[str, Any]
     if run.ema is not None:
         state["ema"] = run.ema.state_dict()
     return state
-
-
-def read_finetune_meta(folder: str | os.PathLike) -> dict[str, Any]:
-    """The synthscale.json of a fine-tuned generator's folder."""
-    return json.loads((Path(folder) / META).read_text())
 
 
 # --- several GPUs: torchrun runs this module, one process per GPU ---

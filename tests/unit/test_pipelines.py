@@ -266,3 +266,28 @@ def test_lora_over_the_workflows_own_pipeline_loads(tmp_path):
     assert isinstance(tuned_pipe, PixelTextToImagePipeline)
     tuned = generate_images(tuned_pipe, specs, 2.0, 2, 1)[0]
     assert np.abs(tuned.astype(int) - plain).max() > 10
+
+
+def test_a_generator_folders_record_is_read_and_written_in_one_place(tmp_path):
+    """synthscale.generation.folders: the two layouts of synthscale.json, byte for byte as studies hold
+    them (the tiny generator's in key order, a fine-tune's sorted with a final newline), and the one
+    LoRA check, which the loader and fine-tuning's refusal of a LoRA base share."""
+    from synthscale.generation.finetune import load_base_pipeline
+    from synthscale.generation.folders import META, lora_base, read_meta, write_meta
+
+    record = {"seed": 0, "arch": {"a": 1}}
+    write_meta(tmp_path, record)
+    assert (tmp_path / META).read_text() == json.dumps(record, indent=1)
+    write_meta(tmp_path, record, sort_keys=True)
+    assert (tmp_path / META).read_text() == json.dumps(record, indent=1, sort_keys=True) + "\n"
+    assert read_meta(tmp_path) == record and lora_base(tmp_path) is None
+    assert read_meta(tmp_path / "elsewhere") is None and lora_base(tmp_path / "elsewhere") is None
+    (tmp_path / "base").mkdir()
+    lora = tmp_path / "lora"
+    lora.mkdir()
+    write_meta(lora, {"base": "../base", "lora": True})
+    assert lora_base(lora) == str(lora / "../base")
+    write_meta(lora, {"base": "org/hub-id", "lora": True})
+    assert lora_base(lora) == "org/hub-id"
+    with pytest.raises(ValueError, match="holds LoRA weights"):
+        load_base_pipeline(lora)
