@@ -65,7 +65,7 @@ from tqdm.auto import tqdm
 
 from synthscale.generation.folders import lora_base, write_meta
 from synthscale.generation.loss import denoising_loss
-from synthscale.generation.prompt_encoding import PromptCache, encode_conditional
+from synthscale.generation.prompt_encoding import PromptEncoder
 from synthscale.io import atomic_dir
 from synthscale.data.shards import decode_image, image_ext, image_mode, wds_samples
 from synthscale.distributed import (
@@ -219,30 +219,6 @@ def epoch_loader(
         ds, batch_size=recipe["batch_size"] // world, num_workers=recipe["num_workers"], drop_last=True,
         worker_init_fn=ignore_stop_signals,  # SLURM's SIGTERM goes to the workers too: the rank saves first
     )
-
-
-# --- text conditioning ---
-
-
-class PromptEncoder:
-    """Text conditioning for the denoiser through the pipeline's own encoder, cached per caption (each
-    caption encoded alone, in a batch of one)."""
-
-    def __init__(self, pipe, device: str):
-        self.device = device
-        self.sdxl = denoiser_of(pipe).config.addition_embed_type == "text_time"
-        zeros = self.sdxl and bool(pipe.config.get("force_zeros_for_empty_prompt"))
-        self.cache = PromptCache(partial(encode_conditional, pipe, device=device, zeros_for_empty=zeros), "each")
-
-    def __call__(self, texts: Sequence[str], size: int) -> dict[str, Any]:
-        rows = self.cache(texts)
-        embeds = rows["embeds"]
-        kwargs: dict[str, Any] = {"encoder_hidden_states": embeds}
-        if self.sdxl:
-            # (original size, crop top-left, target size): uncropped images at the training size
-            ids = torch.tensor([size, size, 0, 0, size, size], dtype=embeds.dtype, device=self.device)
-            kwargs["added_cond_kwargs"] = {"text_embeds": rows["pooled"], "time_ids": ids.repeat(len(texts), 1)}
-        return kwargs
 
 
 # --- the training loop ---
