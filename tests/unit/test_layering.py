@@ -28,6 +28,7 @@ LAYERS: list[set[str]] = [
 SAME_LAYER: set[tuple[str, str]] = {
     ("clip", "classifier"),  # zero-shot evaluation runs through the classifier's streaming evaluation
     ("clip", "prompts"),  # a CLIP run's captions are the prompt strategies' prompts
+    ("generation", "prompts"),  # a generation job samples the prompt strategies' prompts
     ("quality", "classifier"),  # the judge and the judge filter are classifiers
     ("quality", "clip"),  # the CLIP-score filter reads open_clip's model-name grammar (clip.names)
 }

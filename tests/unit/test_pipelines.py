@@ -291,3 +291,44 @@ def test_a_generator_folders_record_is_read_and_written_in_one_place(tmp_path):
     assert lora_base(lora) == "org/hub-id"
     with pytest.raises(ValueError, match="holds LoRA weights"):
         load_base_pipeline(lora)
+
+
+def test_run_block_writes_the_shards_the_scripts_calls_wrote(tmp_path):
+    """run_block (script generate_block's one call) writes byte for byte the shards of the calls the
+    script made itself before: load, sampler, speed-ups, fingerprint, generate_block at block x shards."""
+    import pandas as pd
+    import yaml
+
+    from synthscale.data.real import CLASS_COLUMNS, class_names
+    from synthscale.generation.generate import block_fingerprint, run_block
+    from synthscale.generation.pipelines import generator_source
+
+    folder = tmp_path / "gen"
+    build_tiny_pipeline(ARCH, 16, 1, 0).save_pretrained(folder, safe_serialization=True)
+    prompts, classes = tmp_path / "prompts.jsonl", tmp_path / "classes.csv"
+    prompts.write_text("".join(json.dumps({"index": c, "prompts": p}) + "\n" for c, p in enumerate(PROMPTS)))
+    pd.DataFrame([[c, f"n{c}", w, "", ""] for c, w in enumerate(("zero", "one", "two"))],
+                 columns=CLASS_COLUMNS).to_csv(classes, index=False)
+    cfg = check_config(yaml.safe_load((REPO / "config.yaml").read_text()))
+    gen = {**cfg["generation"], "steps": 2, "shard_size": 4}
+    spec = {"name": "g", "dtype": "float32", "size": 16, "source": "unused"}
+    new = [tmp_path / "new" / f"shard-00000{k}.tar" for k in (2, 3)]
+    run_block([str(folder)], spec, gen, "2.0", "1", prompts, classes, [str(p) for p in new], "cpu", 3)
+
+    from synthscale.prompts.strategies import read_prompts
+
+    old = [tmp_path / "old" / p.name for p in new]
+    source = generator_source([str(folder)], spec)
+    pipe = load_generator(source, device="cpu", dtype="float32")
+    scheduler = set_sampler(pipe, gen["sampler"])
+    speed_up(pipe, gen["channels_last"], gen["vae_slicing"], gen["compile"])
+    generate_block(
+        pipe, old, first_shard=1 * len(old),
+        fingerprint=block_fingerprint(spec, gen, "2.0", prompts, "cpu", source),
+        shard_size=4, class_prompts=read_prompts(prompts), base_seed=gen["seed"], guidance=2.0, steps=2,
+        sampler=scheduler, batch_size=3, generator_name="g", class_names=class_names(classes), size=16,
+        storage=gen["storage"], pad=gen["compile"] is not None, prompt_cache=gen["prompt_cache"],
+    )
+    assert [p.read_bytes() for p in new] == [p.read_bytes() for p in old]
+    _, _, recs = load_arrays(new[:1], mode="L")
+    assert recs[0]["index"] == 2 * 4 and recs[0]["class_name"] == "two"  # image 8: class 8 mod 3

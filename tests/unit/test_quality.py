@@ -574,3 +574,14 @@ def test_per_class_slope_figure_is_the_same_for_the_same_table(tmp_path):
     plot_per_class_slope(table, tmp_path / "a.png", 0.2)
     plot_per_class_slope(table, tmp_path / "b.png", 0.2)
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+def test_a_rules_judge_inputs_go_to_the_judge_as_they_come(judge_file, tmp_path):
+    """judge_file: a rule's judge inputs (Plan.judge_inputs: one file or none) or a path; load_judge
+    takes either, so the scripts pass `snakemake.input.judge` through."""
+    assert J.judge_file([str(judge_file)]) == str(judge_file) and J.judge_file(judge_file) == judge_file
+    assert J.judge_file([]) is None and J.judge_file(None) is None
+    a, b = J.load_judge({"kind": "trained"}, [str(judge_file)]), J.load_judge({"kind": "trained"}, judge_file)
+    assert a.meta == b.meta
+    with pytest.raises(FileNotFoundError, match="do not exist"):
+        J.load_judge({"kind": "trained"}, [])
