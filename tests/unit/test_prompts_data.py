@@ -6,12 +6,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from synthscale.data.prepare import prepare_dataset
 from synthscale.data.real import (
     CLASS_COLUMNS,
     class_names,
     digits_classes,
     interleave_by_class,
-    prepare_dataset,
     prepare_digits,
     read_classes,
     split_shards,
