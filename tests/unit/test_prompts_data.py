@@ -6,7 +6,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from synthscale.data.prepare import prepare_dataset
 from synthscale.data.real import (
     CLASS_COLUMNS,
     class_names,
@@ -18,6 +17,7 @@ from synthscale.data.real import (
     thicken,
     write_prepared,
 )
+from synthscale.data.prepare import prepare_dataset
 from synthscale.data.imagefolder import prepare_imagefolder
 from synthscale.prompts.strategies import class_prompts, read_prompts, write_prompts
 from synthscale.data.shards import load_arrays
