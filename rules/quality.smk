@@ -23,7 +23,6 @@ rule train_judge:
     params:
         recipe=PLAN.judge_recipe(),
         seed=config["seed"],
-        image_size=config["dataset"]["image_size"],
         device=config["device"],
         threads=threads("judge"),
     script:

@@ -9,7 +9,7 @@ from synthscale.quality.filtering import open_scorer, run_filter
 p, wc = snakemake.params, snakemake.wildcards
 scorer = open_scorer(
     p.spec,
-    snakemake.input.judge[0] if snakemake.input.judge else None,
+    snakemake.input.judge,
     p.judge,
     p.image_size,
     p.device,

@@ -1,4 +1,4 @@
-"""Snakemake entry for rule prepare_data: adapt snakemake.* to synthscale.data.real.prepare_dataset."""
+"""Snakemake entry for rule prepare_data: adapt snakemake.* to synthscale.data.prepare.prepare_dataset."""
 from synthscale.runtime import job_setup
 
 job_setup(snakemake, fork=False)  # first; cold even in a warm run: no torch here, and every job waits for it
@@ -6,7 +6,7 @@ job_setup(snakemake, fork=False)  # first; cold even in a warm run: no torch her
 import logging
 import sys
 
-from synthscale.data.real import prepare_dataset
+from synthscale.data.prepare import prepare_dataset
 
 # bad files and empty eval classes are logged as warnings: into the job's log
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s", force=True)

@@ -10,7 +10,7 @@ from synthscale.quality.metrics import measure_synthetic, set_fields
 wc = snakemake.wildcards
 measure_synthetic(
     snakemake.params.quality,
-    snakemake.input.judge[0] if snakemake.input.judge else None,
+    snakemake.input.judge,
     snakemake.input.shards,
     snakemake.params.n_images,
     int(read_manifest(snakemake.input.manifest)["classes"]),

@@ -7,7 +7,7 @@ from synthscale.quality.metrics import measure_reference
 
 measure_reference(
     snakemake.params.quality,
-    snakemake.input.judge[0] if snakemake.input.judge else None,
+    snakemake.input.judge,
     snakemake.input.manifest,
     snakemake.params.image_size,
     snakemake.params.n_images,

@@ -1,19 +1,9 @@
-"""Snakemake entry for rule train_judge: the real-data classifier that scores synthetic sets."""
+"""Snakemake entry for rule train_judge: adapt snakemake.* to synthscale.quality.judge.train_judge."""
 from synthscale.runtime import job_setup
 
 job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
 
-from synthscale.classifier.train import train_model, training_parts
+from synthscale.quality.judge import train_judge
 
-parts, n_classes = training_parts([{"split": "train", "limit": None}], snakemake.input.manifest)
-# the judge's overrides over the study's full training recipe
-recipe = {**snakemake.config["train"], **snakemake.params.recipe}
-train_model(
-    parts,
-    n_classes,
-    recipe,
-    snakemake.params.seed,
-    snakemake.output.model,
-    snakemake.output.log,
-    device=snakemake.params.device,
-)
+p, out = snakemake.params, snakemake.output
+train_judge(snakemake.input.manifest, p.recipe, p.seed, out.model, out.log, device=p.device)

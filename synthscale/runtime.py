@@ -38,17 +38,6 @@ def pin_threads(threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
-def follow_stderr(old: Any, new: TextIO) -> None:
-    """Logging handlers that libraries bound to stderr when imported (`old`, or the process's original
-    stream; in a warm run, before this job started) write to `new` instead."""
-    import logging
-
-    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
-        for handler in getattr(logger, "handlers", []):
-            if isinstance(handler, logging.StreamHandler) and handler.stream in (old, sys.__stderr__):
-                handler.setStream(new)
-
-
 def job_setup(smk: Any, threads: int | None = None, fork: bool = True) -> None:
     """A job's first call: hand the job to this run's warm server if there is one (synthscale.warm: the
     script then runs in a fork of it, and this process only waits), then tee stderr (progress bars,
@@ -67,7 +56,7 @@ def job_setup(smk: Any, threads: int | None = None, fork: bool = True) -> None:
         os.makedirs(os.path.dirname(smk.log[0]) or ".", exist_ok=True)
         log = open(smk.log[0], "w", buffering=1)
         plain, sys.stderr = sys.stderr, Tee(sys.__stderr__, log)
-        follow_stderr(plain, sys.stderr)
+        warm.follow_stderr(plain, sys.stderr)
         if warm.in_job():
             print(warm.STARTED, file=log)
     if threads is not None:

@@ -41,7 +41,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence, TextIO
 
 ENV = "SYNTHSCALE_WARM"  # the server's socket, for the jobs of this run
 # what the jobs import, in the order the server imports them; one that fails is left to the job. The
@@ -57,10 +57,10 @@ PRELOAD_LATER = (
     "transformers", "diffusers", "open_clip", "webdataset",
     "synthscale.generation.generate", "synthscale.generation.pipelines", "synthscale.generation.finetune",
     "synthscale.generation.tinygen", "synthscale.clip.pairs", "synthscale.clip.train", "synthscale.clip.evaluate",
-    "synthscale.quality.metrics", "synthscale.quality.filtering",
+    "synthscale.quality.judge", "synthscale.quality.metrics", "synthscale.quality.filtering",
     "synthscale.analysis.mix_report", "synthscale.analysis.clip_report", "synthscale.analysis.filter_report",
     "synthscale.analysis.mixing", "synthscale.prompts.strategies", "synthscale.data.real",
-    "synthscale.data.imagefolder", "synthscale.prompts.models", "synthscale.study.plan", "synthscale.study.sources", "synthscale.data.shards",
+    "synthscale.data.imagefolder", "synthscale.data.prepare", "synthscale.prompts.models", "synthscale.study.plan", "synthscale.study.sources", "synthscale.data.shards",
     "synthscale.io", "synthscale.preemption", "synthscale.distributed",
 )
 PRELOAD = PRELOAD_FIRST + PRELOAD_LATER
@@ -375,11 +375,21 @@ def _run_job(request: dict[str, Any], fds: list[int]) -> None:
         _exit(code)
 
 
+def follow_stderr(old: Any, new: TextIO) -> None:
+    """Logging handlers that libraries bound to stderr when imported (`old`, or the process's original
+    stream; in a warm run, before this job started) write to `new` instead. Here, not in runtime.py
+    (runtime's job_setup calls it too): runtime imports this module, and nothing here imports back."""
+    import logging
+
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, logging.StreamHandler) and handler.stream in (old, sys.__stderr__):
+                handler.setStream(new)
+
+
 def _fresh_stdio() -> None:
     """Python's standard streams over the job's descriptors, buffered as a new process buffers them;
     logging handlers that libraries bound to the server's stderr at import write to the job's."""
-    from synthscale.runtime import follow_stderr
-
     old = sys.stderr
     sys.stdin = open(0, "r", closefd=False)
     sys.stdout = open(1, "w", closefd=False, buffering=1 if os.isatty(1) else -1)

@@ -162,3 +162,20 @@ def resolve_recipe(train: dict[str, Any]) -> dict[str, Any]:
     out.update(copy.deepcopy(train))
     out["recipe"] = name
     return out
+
+
+# What a trained judge's training reads of `train`: the recipe keys, and the recipe's name (recorded
+# in the weights' metadata). The rest of `train` is the study's, not the training's: its grid (seeds,
+# real_seeds, real_baseline, real_full, supervised), the evaluate stage's loader (eval_batch_size,
+# eval_workers) and checkpoint_minutes (the judge trains without a checkpoint).
+JUDGE_KEYS = ("recipe", *RECIPE_KEYS)
+
+
+def judge_recipe(train: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The trained judge's recipe: the study's `train` recipe (resolved) cut to the keys its training
+    reads (`JUDGE_KEYS`), with `quality.judge.recipe`'s keys laid over it.
+
+    Rule train_judge's params are this, so a change to any key that changes the judge reruns it, and a
+    change to another key of `train` does not."""
+    base = {k: v for k, v in train.items() if k in JUDGE_KEYS}
+    return {**base, **(overrides or {})}

@@ -63,8 +63,9 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from synthscale.generation.folders import lora_base, write_meta
 from synthscale.generation.loss import denoising_loss
-from synthscale.generation.prompt_encoding import PromptCache, encode_conditional
+from synthscale.generation.prompt_encoding import PromptEncoder
 from synthscale.io import atomic_dir
 from synthscale.data.shards import decode_image, image_ext, image_mode, wds_samples
 from synthscale.distributed import (
@@ -85,8 +86,6 @@ from synthscale.preemption import (
 
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
-LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
-META = "synthscale.json"
 LOG = "finetune_log.csv"
 LOSS_SYNC_EVERY = 20  # steps between reads of the device-side losses (and the progress bar's loss)
 
@@ -101,8 +100,7 @@ def load_base_pipeline(source: str | os.PathLike, device: str = "cpu"):
     kept (full mode saves the whole pipeline). A LoRA folder is refused: fine-tune from its base."""
     folder = Path(source)
     if folder.exists():
-        meta = folder / META
-        if meta.exists() and json.loads(meta.read_text()).get("lora"):
+        if lora_base(folder) is not None:
             raise ValueError(
                 f"{source} holds LoRA weights, not a pipeline; fine-tune from its base instead"
             )
@@ -221,30 +219,6 @@ def epoch_loader(
         ds, batch_size=recipe["batch_size"] // world, num_workers=recipe["num_workers"], drop_last=True,
         worker_init_fn=ignore_stop_signals,  # SLURM's SIGTERM goes to the workers too: the rank saves first
     )
-
-
-# --- text conditioning ---
-
-
-class PromptEncoder:
-    """Text conditioning for the denoiser through the pipeline's own encoder, cached per caption (each
-    caption encoded alone, in a batch of one)."""
-
-    def __init__(self, pipe, device: str):
-        self.device = device
-        self.sdxl = denoiser_of(pipe).config.addition_embed_type == "text_time"
-        zeros = self.sdxl and bool(pipe.config.get("force_zeros_for_empty_prompt"))
-        self.cache = PromptCache(partial(encode_conditional, pipe, device=device, zeros_for_empty=zeros), "each")
-
-    def __call__(self, texts: Sequence[str], size: int) -> dict[str, Any]:
-        rows = self.cache(texts)
-        embeds = rows["embeds"]
-        kwargs: dict[str, Any] = {"encoder_hidden_states": embeds}
-        if self.sdxl:
-            # (original size, crop top-left, target size): uncropped images at the training size
-            ids = torch.tensor([size, size, 0, 0, size, size], dtype=embeds.dtype, device=self.device)
-            kwargs["added_cond_kwargs"] = {"text_embeds": rows["pooled"], "time_ids": ids.repeat(len(texts), 1)}
-        return kwargs
 
 
 # --- the training loop ---
@@ -672,7 +646,7 @@ def _save_finetuned(
         }
         with atomic_dir(out_dir) as tmp:
             _write_weights(run, tmp)
-            (Path(tmp) / META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+            write_meta(tmp, meta, sort_keys=True)
             log.to_csv(Path(tmp) / LOG, index=False)
         ckpt = run.stopping.ckpt
         if ckpt and ckpt.exists():
@@ -720,11 +694,6 @@ def _checkpoint_state(run: FinetuneRun, pos: FinetunePosition) -> dict[str, Any]
     if run.ema is not None:
         state["ema"] = run.ema.state_dict()
     return state
-
-
-def read_finetune_meta(folder: str | os.PathLike) -> dict[str, Any]:
-    """The synthscale.json of a fine-tuned generator's folder."""
-    return json.loads((Path(folder) / META).read_text())
 
 
 # --- several GPUs: torchrun runs this module, one process per GPU ---

@@ -25,7 +25,9 @@ from tqdm.auto import tqdm
 
 from synthscale.generation.prompt_encoding import PromptEmbeddings
 from synthscale.io import atomic_path, partial_path
+from synthscale.data.real import class_names
 from synthscale.data.shards import write_shard
+from synthscale.prompts.strategies import read_prompts
 
 SEED_SPACE = 2**31 - 1
 
@@ -271,3 +273,51 @@ def generate_block(
     for path in paths:
         partial_path(path).unlink()
         partial_path(path, ".json").unlink()
+
+
+def run_block(
+    generator: str | Sequence[str],
+    spec: dict[str, Any],
+    generation: dict[str, Any],
+    guidance: str,
+    block: str | int,
+    prompts_path: str | os.PathLike,
+    classes_path: str | os.PathLike,
+    outputs: Sequence[str | os.PathLike],
+    device: str,
+    batch_size: int,
+) -> None:
+    """One generation job (rule generate_block): block `block` of a synthetic set, its shards
+    block x len(outputs), ... to `outputs`.
+
+    Loads the generator (`generator`: the job's generator folders, Plan.generator_inputs; none for a
+    pretrained generator, which loads its `spec["source"]`), swaps in the `generation` section's
+    sampler and sets its speed-ups, then `generate_block`: a finished shard of a killed job is reused
+    only under the same settings (`block_fingerprint`, with `guidance` as the wildcard spells it).
+    A compiled pipeline pads every batch to `batch_size` (one shape, one compilation)."""
+    from synthscale.generation.pipelines import generator_source, load_generator, set_sampler, speed_up
+
+    source = generator_source(generator, spec)
+    pipe = load_generator(source, device=device, dtype=spec["dtype"])
+    scheduler = set_sampler(pipe, generation["sampler"])
+    speed_up(pipe, generation["channels_last"], generation["vae_slicing"], generation["compile"])
+    outputs = list(outputs)
+    generate_block(
+        pipe,
+        outputs,
+        first_shard=int(block) * len(outputs),
+        fingerprint=block_fingerprint(spec, generation, guidance, prompts_path, device, source),
+        shard_size=generation["shard_size"],
+        class_prompts=read_prompts(prompts_path),
+        base_seed=generation["seed"],
+        guidance=float(guidance),
+        steps=generation["steps"],
+        sampler=scheduler,
+        batch_size=batch_size,
+        generator_name=spec["name"],
+        class_names=class_names(classes_path),
+        size=spec["size"],
+        storage=generation["storage"],
+        pad=generation["compile"] is not None,
+        prompt_cache=generation["prompt_cache"],
+    )

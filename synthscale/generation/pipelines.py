@@ -9,7 +9,8 @@ calls this way (SD 1.x/2.x, SDXL, SD3, PixArt-alpha/sigma, Flux, and PixelTextTo
 A generator folder is either
 - a diffusers pipeline folder (`model_index.json` plus one sub-folder per component), or
 - a LoRA folder: `synthscale.json` holding `{"base": <Hub id or pipeline folder>, "lora": true}` and
-  diffusers' `pytorch_lora_weights.safetensors` (written by the pipeline's `save_lora_weights`).
+  diffusers' `pytorch_lora_weights.safetensors` (written by the pipeline's `save_lora_weights`);
+  synthscale.generation.folders spells both and reads the record.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
+from synthscale.generation.folders import LORA_WEIGHTS, lora_base
 from synthscale.generation.tinygen import PixelTextToImagePipeline  # the workflow's own pipeline
 
 SAMPLERS: dict[str, type] = {
@@ -44,7 +46,6 @@ SAMPLERS: dict[str, type] = {
     "unipc": UniPCMultistepScheduler,
 }
 KEEP_SAMPLER = (None, "default")
-LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 OWN_PIPELINES = {"PixelTextToImagePipeline": PixelTextToImagePipeline}
 # __call__ arguments that make a pipeline image-conditioned (img2img, inpainting, ControlNet, ...)
 IMAGE_INPUTS = {"image", "mask_image", "control_image", "init_image"}
@@ -55,19 +56,6 @@ IMAGE_INPUTS = {"image", "mask_image", "control_image", "init_image"}
 
 def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
-
-
-def lora_base(folder: str | os.PathLike) -> str | None:
-    """The base pipeline of a LoRA folder (resolved beside the folder if relative), else None."""
-    meta = Path(folder) / "synthscale.json"
-    if not meta.exists():
-        return None
-    info = read_json(meta)
-    if not info.get("lora"):
-        return None
-    base = str(info["base"])
-    beside = Path(folder) / base
-    return str(beside) if not Path(base).is_absolute() and beside.exists() else base
 
 
 def generator_source(folders: str | Sequence[str], spec: dict[str, Any]) -> str:

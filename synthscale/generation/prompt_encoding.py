@@ -4,7 +4,7 @@ The one prompt encoder of the generation stage; three callers, each with its own
 - sampling (`generate`): `PromptEmbeddings`, `pipe.encode_prompt` under classifier-free guidance, and
   the keyword arguments of `pipe.__call__` for a batch (SD 1.x/2.x, SDXL, SD3, Flux, PixArt, Sana and
   the workflow's own pipeline, told apart by `encode_layout`);
-- fine-tuning (`finetune.PromptEncoder`): `encode_conditional`, the conditional embeddings alone, as
+- fine-tuning (`PromptEncoder`): `encode_conditional`, the conditional embeddings alone, as
   the denoiser trains on them (SDXL's zeros for the empty prompt; tokenizer and text encoder for a
   pipeline without a diffusers-style `encode_prompt`);
 - the tiny generator's training (`tinygen`): `encode_tokens`, a frozen text encoder's hidden states.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 from collections import OrderedDict
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import torch
@@ -166,6 +167,28 @@ _POOLED = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "n
 _NO_CFG = ("prompt_embeds", "pooled_prompt_embeds", "text_ids")
 # SD 1.x/2.x and the workflow's own pipeline
 _PLAIN = ("prompt_embeds", "negative_prompt_embeds")
+
+
+class PromptEncoder:
+    """Fine-tuning's text conditioning for the denoiser through the pipeline's own encoder, cached per
+    caption (each caption encoded alone, in a batch of one). `pipe` has a UNet (fine-tuning checks
+    that first: finetune.denoiser_of)."""
+
+    def __init__(self, pipe, device: str):
+        self.device = device
+        self.sdxl = pipe.unet.config.addition_embed_type == "text_time"
+        zeros = self.sdxl and bool(pipe.config.get("force_zeros_for_empty_prompt"))
+        self.cache = PromptCache(partial(encode_conditional, pipe, device=device, zeros_for_empty=zeros), "each")
+
+    def __call__(self, texts: Sequence[str], size: int) -> dict[str, Any]:
+        rows = self.cache(texts)
+        embeds = rows["embeds"]
+        kwargs: dict[str, Any] = {"encoder_hidden_states": embeds}
+        if self.sdxl:
+            # (original size, crop top-left, target size): uncropped images at the training size
+            ids = torch.tensor([size, size, 0, 0, size, size], dtype=embeds.dtype, device=self.device)
+            kwargs["added_cond_kwargs"] = {"text_embeds": rows["pooled"], "time_ids": ids.repeat(len(texts), 1)}
+        return kwargs
 
 
 def encode_layout(pipe) -> tuple[str, ...]:

@@ -12,7 +12,6 @@ Diffusion, SDXL, SD3, PixArt or Flux.
 from __future__ import annotations
 
 import gzip
-import json
 import os
 from functools import partial
 from pathlib import Path
@@ -27,6 +26,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from synthscale.generation.folders import write_meta
 from synthscale.generation.prompt_encoding import PromptCache, encode_tokens
 from synthscale.generation.loss import denoising_loss
 from synthscale.io import atomic_dir
@@ -339,7 +339,7 @@ def _save_generator(pipe: PixelTextToImagePipeline, out_dir: str | os.PathLike, 
     """The pipeline folder, written atomically, with the run's record in synthscale.json."""
     with atomic_dir(out_dir) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
-        (Path(tmp) / "synthscale.json").write_text(json.dumps(record, indent=1))
+        write_meta(tmp, record)
 
 
 def caption_sampler(

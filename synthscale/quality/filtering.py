@@ -113,8 +113,12 @@ class ClipScorer:
         return (img * self._text_features(list(prompts))).sum(-1).cpu().numpy()
 
 
-def open_scorer(spec: dict[str, Any], judge_path: str | None, judge_spec: dict[str, Any], image_size: int, device: str = "cpu"):
-    """The scorer a filter spec names."""
+def open_scorer(
+    spec: dict[str, Any], judge_path: str | os.PathLike | Sequence[str | os.PathLike] | None,
+    judge_spec: dict[str, Any], image_size: int, device: str = "cpu",
+):
+    """The scorer a filter spec names; a judge filter's weights are `judge_path` (a rule's judge
+    inputs as they come: synthscale.quality.judge.judge_file)."""
     if spec["kind"] == "judge":
         from synthscale.quality.judge import load_judge
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +21,19 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from synthscale.classifier.train import load_classifier, to_input
+from synthscale.classifier.train import load_classifier, to_input, train_model, training_parts
+
+
+def train_judge(
+    manifest: str | os.PathLike, recipe: dict[str, Any], seed: int, model_path: str | os.PathLike,
+    log_path: str | os.PathLike, device: str = "cpu",
+) -> None:
+    """`kind: trained`: the workflow's judge, a classifier trained with `recipe` (Plan.judge_recipe,
+    the whole recipe: synthscale.classifier.recipes.judge_recipe) on the manifest's whole real train
+    split; its weights to `model_path`, its per-epoch log to `log_path`."""
+    parts, n_classes = training_parts([{"split": "train", "limit": None}], manifest)
+    train_model(parts, n_classes, recipe, seed, model_path, log_path, device=device)
+
 
 @dataclass
 class Judge:
@@ -74,9 +86,21 @@ class Judge:
         return logits, f
 
 
-def load_judge(spec: dict[str, Any], model_path: str | os.PathLike | None, device: str = "cpu") -> Judge:
-    """The judge a config names: `kind: trained` reads the workflow's safetensors file;
-    `kind: timm` builds a pretrained timm model by name.
+# a trained judge's weights file: a path, or a rule's judge inputs (Plan.judge_inputs: one file or none)
+JudgeFiles = str | os.PathLike | Sequence[str | os.PathLike] | None
+
+
+def judge_file(files: JudgeFiles) -> str | os.PathLike | None:
+    """The weights file among `files`: a path as it is, else the first of a list (None when empty)."""
+    if files is None or isinstance(files, (str, os.PathLike)):
+        return files
+    return files[0] if len(files) else None
+
+
+def load_judge(spec: dict[str, Any], model_path: JudgeFiles, device: str = "cpu") -> Judge:
+    """The judge a config names: `kind: trained` reads the workflow's safetensors file (`model_path`,
+    or the one file of a rule's judge inputs: `judge_file`); `kind: timm` builds a pretrained timm
+    model by name.
 
     A timm judge with `weights` loads that local file (timm's `pretrained_cfg_overlay=dict(file=...)`)
     and a missing file is an error here, before timm could fall back to the Hub. Without `weights`,
@@ -84,6 +108,7 @@ def load_judge(spec: dict[str, Any], model_path: str | os.PathLike | None, devic
     """
     kind = spec.get("kind", "trained")
     if kind == "trained":
+        model_path = judge_file(model_path)
         if model_path is None or not Path(model_path).exists():
             raise FileNotFoundError(f"trained judge weights {model_path!r} do not exist")
         model, meta = load_classifier(model_path, device)

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from synthscale.io import atomic_path, write_csv, write_json
 from synthscale.data.real import read_classes
-from synthscale.quality.judge import Judge, extract, extract_inception, load_inception, load_judge
+from synthscale.quality.judge import Judge, JudgeFiles, extract, extract_inception, load_inception, load_judge
 from synthscale.classifier.train import resize_images
 
 
@@ -301,7 +301,7 @@ def iter_batches(
         raise ValueError(f"asked for {limit} images but the shards hold only {seen}")
 
 
-def open_models(qcfg: dict[str, Any], judge_path: str | os.PathLike | None, device: str) -> tuple[Judge, nn.Module | None]:
+def open_models(qcfg: dict[str, Any], judge_path: JudgeFiles, device: str) -> tuple[Judge, nn.Module | None]:
     """The judge, and Inception when `quality.features` asks for it (local weights only)."""
     inception = load_inception(qcfg.get("inception_weights"), device) if qcfg["features"] == "inception" else None
     return load_judge(qcfg["judge"], judge_path, device), inception
@@ -327,7 +327,7 @@ def run_stream(
 
 def measure_reference(
     qcfg: dict[str, Any],
-    judge_path: str | os.PathLike | None,
+    judge_path: JudgeFiles,
     manifest: str | os.PathLike,
     image_size: int,
     n_images: int,
@@ -365,7 +365,7 @@ def set_fields(generator: str, guidance: float | str, strategy: str, filter: str
 
 def measure_synthetic(
     qcfg: dict[str, Any],
-    judge_path: str | os.PathLike | None,
+    judge_path: JudgeFiles,
     shards: Sequence[str | os.PathLike],
     n_images: int,
     n_classes: int,

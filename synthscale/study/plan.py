@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from synthscale.classifier.recipes import judge_recipe
 from synthscale.clip.names import local_dir
 from synthscale.clip.schedule import clip_loaders
 from synthscale.clip.train import clip_recipe
@@ -86,12 +87,6 @@ def stage_resources(res: dict[str, Any]) -> dict[str, Any]:
             out[key] = res[key]
     return out
 
-
-# keys of `train` that `quality.judge.recipe` may override
-JUDGE_RECIPE_KEYS = (
-    "arch", "model_kwargs", "epochs", "min_steps", "batch_size", "lr", "weight_decay", "label_smoothing", "pad_crop",
-    "uint8_batches",
-)
 
 N_REGEX = r"\d+|all"
 
@@ -818,9 +813,9 @@ class Plan:
         return [j["weights"]] if j.get("weights") else []
 
     def judge_recipe(self) -> dict[str, Any]:
-        """The trained judge's recipe: the `train` recipe with `quality.judge.recipe` laid over it."""
-        base = {k: v for k, v in self.cfg["train"].items() if k in JUDGE_RECIPE_KEYS}
-        return {**base, **self.cfg["quality"]["judge"].get("recipe", {})}
+        """The trained judge's recipe (synthscale.classifier.recipes.judge_recipe): what its training
+        reads of `train`, with `quality.judge.recipe` laid over it."""
+        return judge_recipe(self.cfg["train"], self.cfg["quality"]["judge"].get("recipe"))
 
     @property
     def judge_log(self) -> str:

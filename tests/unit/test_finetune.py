@@ -15,8 +15,8 @@ from synthscale.generation.finetune import (
     epoch_loader,
     finetune_generator,
     load_base_pipeline,
-    read_finetune_meta,
 )
+from synthscale.generation.folders import read_meta
 from synthscale.generation.tinygen import PixelTextToImagePipeline, build_tiny_pipeline
 from synthscale.preemption import Preempted
 from helpers.tiny_pipelines import build_sdxl
@@ -80,7 +80,7 @@ def test_full_finetune_loss_falls_and_saves_a_pipeline(sd_dir, shards, tmp_path)
     log = finetune_generator(str(sd_dir), shards, PROMPTS[:1], recipe(steps=40, batch_size=8, lr=2e-3),
                              0, out, progress=False)
     assert len(log) == 40 and falls(log), log["loss"].tolist()
-    meta = read_finetune_meta(out)
+    meta = read_meta(out)
     assert meta["base"] == str(sd_dir) and meta["lora"] is False and meta["mode"] == "full"
     assert (out / "model_index.json").exists() and (out / LOG).exists()
     pipe = StableDiffusionPipeline.from_pretrained(out, use_safetensors=True)
@@ -101,7 +101,7 @@ def test_lora_finetune_saves_adapters_that_load_onto_the_base(sd_dir, shards, tm
     # paired step by step (an untrained run gives exactly 1): the second half is lower at every step
     ratio = (log["loss"] / frozen["loss"]).iloc[20:]
     assert (ratio < 0.97).all() and ratio.mean() < 0.95, ratio.round(3).tolist()
-    meta = read_finetune_meta(out)
+    meta = read_meta(out)
     assert meta["lora"] is True and meta["base"] == str(sd_dir)
     assert (out / "pytorch_lora_weights.safetensors").exists() and not (out / "unet").exists()
     base = StableDiffusionPipeline.from_pretrained(meta["base"], use_safetensors=True)

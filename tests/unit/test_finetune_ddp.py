@@ -18,6 +18,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 import synthscale.generation.finetune as ft
+from synthscale.generation.folders import read_meta
 from helpers import REPO
 from helpers.data import make_data, write_digit_shards
 from helpers.ft_rank import digest
@@ -150,7 +151,7 @@ def test_rank_0_alone_writes_and_its_folder_loads(ft_data, ddp_run):
     w0, w1 = ([p for p in r["writes"] if p.startswith(root) and "records" not in p] for r in ddp_run["rec"])
     assert w1 == [], f"rank 1 wrote {w1[:3]}"
     assert str(out) in w0, "rank 0 renamed the finished folder into place"
-    meta = ft.read_finetune_meta(out)
+    meta = read_meta(out)
     assert meta["steps"] == STEPS and meta["lora"] == (ddp_run["mode"] == "lora")
     assert len(pd.read_csv(out / ft.LOG)) == STEPS
     if ddp_run["mode"] == "full":

@@ -1,6 +1,7 @@
 """synthscale's package layering (docs/layout.md#layering): every `synthscale.*` import, read with `ast`
 (module-level and function-local alike), points to a lower layer or along an allowed edge within the
-stage layer, and the package-level graph has no cycle.
+stage layer, and neither the package-level graph nor the module-level graph has a cycle (a
+function-local import that closes a loop is a cycle too: it only hides it from the import system).
 
 The top-level modules (io, seeds, runtime, warm, lr_schedule, preemption, distributed) count as one
 package, "base". Only import statements count: `warm`'s preload list names modules as strings and
@@ -28,6 +29,7 @@ LAYERS: list[set[str]] = [
 SAME_LAYER: set[tuple[str, str]] = {
     ("clip", "classifier"),  # zero-shot evaluation runs through the classifier's streaming evaluation
     ("clip", "prompts"),  # a CLIP run's captions are the prompt strategies' prompts
+    ("generation", "prompts"),  # a generation job samples the prompt strategies' prompts
     ("quality", "classifier"),  # the judge and the judge filter are classifiers
     ("quality", "clip"),  # the CLIP-score filter reads open_clip's model-name grammar (clip.names)
 }
@@ -60,7 +62,15 @@ def imported(path: Path) -> set[str]:
                 found.update(f"{source}.{a.name}" for a in node.names)
             else:
                 found.add(source)
+                # `from synthscale.data import real` imports the module synthscale.data.real too
+                found.update(f"{source}.{a.name}" for a in node.names if is_module(f"{source}.{a.name}"))
     return {m for m in found if m.startswith("synthscale.")}
+
+
+def is_module(dotted: str) -> bool:
+    """Whether a dotted name is a module or package of the tree (not a name defined in one)."""
+    path = PACKAGE.parent.joinpath(*dotted.split("."))
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
 
 
 def import_edges() -> dict[tuple[str, str], list[str]]:
@@ -143,3 +153,34 @@ def test_no_package_cycle():
 def test_allowed_same_layer_edges_are_acyclic():
     found = cycle(SAME_LAYER)
     assert found is None, f"SAME_LAYER has a cycle: {found}"
+
+
+def module_edges() -> set[tuple[str, str]]:
+    """(importer, imported) over synthscale's modules, function-local imports included."""
+    edges = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        src = module_name(path)
+        edges.update((src, dst) for dst in imported(path) if dst != src and is_module(dst))
+    return edges
+
+
+def test_no_module_cycle():
+    """No two modules import each other, however indirectly, even through a function-local import:
+    a module whose import is deferred to dodge a cycle (data.real's prepare_dataset importing
+    data.imagefolder, which imports real) is cut apart instead (data.prepare sits above both)."""
+    edges = module_edges()
+    assert ("synthscale.data.prepare", "synthscale.data.imagefolder") in edges  # the graph is read
+    assert ("synthscale.runtime", "synthscale.warm") in edges  # `from synthscale import warm`, local
+    found = cycle(edges)
+    assert found is None, f"module-level import cycle: {found}"
+
+
+def test_a_function_local_import_closes_a_module_cycle(tmp_path, monkeypatch):
+    pkg = tmp_path / "synthscale" / "data"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "real.py").write_text("def f():\n    from synthscale.data.imagefolder import g\n")
+    (pkg / "imagefolder.py").write_text("from synthscale.data import real\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path / "synthscale")
+    assert cycle(module_edges()) in ("synthscale.data.real -> synthscale.data.imagefolder -> synthscale.data.real",
+                                     "synthscale.data.imagefolder -> synthscale.data.real -> synthscale.data.imagefolder")

@@ -266,3 +266,69 @@ def test_lora_over_the_workflows_own_pipeline_loads(tmp_path):
     assert isinstance(tuned_pipe, PixelTextToImagePipeline)
     tuned = generate_images(tuned_pipe, specs, 2.0, 2, 1)[0]
     assert np.abs(tuned.astype(int) - plain).max() > 10
+
+
+def test_a_generator_folders_record_is_read_and_written_in_one_place(tmp_path):
+    """synthscale.generation.folders: the two layouts of synthscale.json, byte for byte as studies hold
+    them (the tiny generator's in key order, a fine-tune's sorted with a final newline), and the one
+    LoRA check, which the loader and fine-tuning's refusal of a LoRA base share."""
+    from synthscale.generation.finetune import load_base_pipeline
+    from synthscale.generation.folders import META, lora_base, read_meta, write_meta
+
+    record = {"seed": 0, "arch": {"a": 1}}
+    write_meta(tmp_path, record)
+    assert (tmp_path / META).read_text() == json.dumps(record, indent=1)
+    write_meta(tmp_path, record, sort_keys=True)
+    assert (tmp_path / META).read_text() == json.dumps(record, indent=1, sort_keys=True) + "\n"
+    assert read_meta(tmp_path) == record and lora_base(tmp_path) is None
+    assert read_meta(tmp_path / "elsewhere") is None and lora_base(tmp_path / "elsewhere") is None
+    (tmp_path / "base").mkdir()
+    lora = tmp_path / "lora"
+    lora.mkdir()
+    write_meta(lora, {"base": "../base", "lora": True})
+    assert lora_base(lora) == str(lora / "../base")
+    write_meta(lora, {"base": "org/hub-id", "lora": True})
+    assert lora_base(lora) == "org/hub-id"
+    with pytest.raises(ValueError, match="holds LoRA weights"):
+        load_base_pipeline(lora)
+
+
+def test_run_block_writes_the_shards_the_scripts_calls_wrote(tmp_path):
+    """run_block (script generate_block's one call) writes byte for byte the shards of the calls the
+    script made itself before: load, sampler, speed-ups, fingerprint, generate_block at block x shards."""
+    import pandas as pd
+    import yaml
+
+    from synthscale.data.real import CLASS_COLUMNS, class_names
+    from synthscale.generation.generate import block_fingerprint, run_block
+    from synthscale.generation.pipelines import generator_source
+
+    folder = tmp_path / "gen"
+    build_tiny_pipeline(ARCH, 16, 1, 0).save_pretrained(folder, safe_serialization=True)
+    prompts, classes = tmp_path / "prompts.jsonl", tmp_path / "classes.csv"
+    prompts.write_text("".join(json.dumps({"index": c, "prompts": p}) + "\n" for c, p in enumerate(PROMPTS)))
+    pd.DataFrame([[c, f"n{c}", w, "", ""] for c, w in enumerate(("zero", "one", "two"))],
+                 columns=CLASS_COLUMNS).to_csv(classes, index=False)
+    cfg = check_config(yaml.safe_load((REPO / "config.yaml").read_text()))
+    gen = {**cfg["generation"], "steps": 2, "shard_size": 4}
+    spec = {"name": "g", "dtype": "float32", "size": 16, "source": "unused"}
+    new = [tmp_path / "new" / f"shard-00000{k}.tar" for k in (2, 3)]
+    run_block([str(folder)], spec, gen, "2.0", "1", prompts, classes, [str(p) for p in new], "cpu", 3)
+
+    from synthscale.prompts.strategies import read_prompts
+
+    old = [tmp_path / "old" / p.name for p in new]
+    source = generator_source([str(folder)], spec)
+    pipe = load_generator(source, device="cpu", dtype="float32")
+    scheduler = set_sampler(pipe, gen["sampler"])
+    speed_up(pipe, gen["channels_last"], gen["vae_slicing"], gen["compile"])
+    generate_block(
+        pipe, old, first_shard=1 * len(old),
+        fingerprint=block_fingerprint(spec, gen, "2.0", prompts, "cpu", source),
+        shard_size=4, class_prompts=read_prompts(prompts), base_seed=gen["seed"], guidance=2.0, steps=2,
+        sampler=scheduler, batch_size=3, generator_name="g", class_names=class_names(classes), size=16,
+        storage=gen["storage"], pad=gen["compile"] is not None, prompt_cache=gen["prompt_cache"],
+    )
+    assert [p.read_bytes() for p in new] == [p.read_bytes() for p in old]
+    _, _, recs = load_arrays(new[:1], mode="L")
+    assert recs[0]["index"] == 2 * 4 and recs[0]["class_name"] == "two"  # image 8: class 8 mod 3

@@ -65,3 +65,18 @@ def test_least_recently_used_prompts_go_first(pipe):
 def test_an_unknown_batching_policy_is_refused(pipe):
     with pytest.raises(ValueError, match="batching"):
         PromptCache(partial(encode_tokens, pipe, device="cpu"), batching="random")
+
+
+def test_fine_tunings_encoder_is_each_caption_alone(pipe):
+    """`PromptEncoder` (fine-tuning's): the denoiser's keyword arguments, each caption's row what
+    `encode_conditional` gives it alone, each caption encoded once; no SDXL time ids for a plain UNet."""
+    from synthscale.generation.prompt_encoding import PromptEncoder
+
+    enc = PromptEncoder(pipe, "cpu")
+    with torch.no_grad():
+        got = enc(FIRST, 16)
+        again = enc(SECOND, 16)
+        want = [encode_conditional(pipe, [t], device="cpu")["embeds"][0] for t in FIRST]
+    assert set(got) == {"encoder_hidden_states"} and not enc.sdxl
+    assert all(torch.equal(a, b) for a, b in zip(got["encoder_hidden_states"], want))
+    assert enc.cache.encoded == len(set(FIRST + SECOND)) and again["encoder_hidden_states"].shape[0] == len(SECOND)

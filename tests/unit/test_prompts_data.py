@@ -12,13 +12,13 @@ from synthscale.data.real import (
     class_names,
     digits_classes,
     interleave_by_class,
-    prepare_dataset,
     prepare_digits,
     read_classes,
     split_shards,
     thicken,
     write_prepared,
 )
+from synthscale.data.prepare import prepare_dataset
 from synthscale.data.imagefolder import prepare_imagefolder
 from synthscale.prompts.strategies import class_prompts, read_prompts, write_prompts
 from synthscale.data.shards import load_arrays

@@ -416,6 +416,58 @@ def test_plan_quality_paths_and_recipe():
     assert plan.quality_reference()["npz"] == "res/quality/real_digits.npz"
 
 
+
+# keys of `train` that are the study's, not the training's (synthscale.classifier.recipes.JUDGE_KEYS)
+STUDY_ONLY_TRAIN_KEYS = {"seeds", "real_seeds", "supervised", "real_baseline", "real_full", "eval_batch_size",
+                         "eval_workers", "checkpoint_minutes"}
+
+
+def test_every_train_key_is_the_judges_or_the_studys():
+    """A new key of the schema's `train` must be classified: in the judge's recipe (its change retrains
+    the judge) or one that the judge's training provably does not read."""
+    from synthscale.classifier.recipes import JUDGE_KEYS
+
+    schema = yaml.safe_load((ROOT / "schemas" / "config.schema.yaml").read_text())
+    keys = set(schema["properties"]["train"]["properties"])
+    assert keys == (set(JUDGE_KEYS) | STUDY_ONLY_TRAIN_KEYS) and not set(JUDGE_KEYS) & STUDY_ONLY_TRAIN_KEYS
+
+
+def test_judge_recipe_changes_exactly_when_the_judges_training_would():
+    """Rule train_judge's params: a change to a key the training reads (warmup_frac, optimizer, the
+    loader's workers...) changes them, so Snakemake reruns the judge; the study's keys do not."""
+    from synthscale.classifier.recipes import judge_recipe, resolve_recipe
+
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    train = check_config(cfg)["train"]  # resolved, with every study key
+    base = judge_recipe(train, {"lr": 0.01})
+    assert base["lr"] == 0.01 and base == {**resolve_recipe({"recipe": train["recipe"]}), **base}
+    for key, value in [("warmup_frac", 0.3), ("optimizer", "sgd"), ("num_workers", 2), ("hflip", 0.5),
+                       ("recipe", "imagenet-resnet50"), ("input_size", 32)]:
+        assert judge_recipe({**train, key: value}, {"lr": 0.01}) != base, key
+    for key in STUDY_ONLY_TRAIN_KEYS:
+        assert judge_recipe({**train, key: "changed"}, {"lr": 0.01}) == base, key
+    assert judge_recipe({**train, "lr": 0.5}, {"lr": 0.01}) == base  # the judge's own lr wins
+
+
+def test_train_judge_trains_what_the_whole_train_section_trained(digits, tmp_path):
+    """The judge from its cut recipe (Plan.judge_recipe) has the same weights, byte for byte, and log
+    (but for its wall-clock seconds) as from the whole `train` section under the overrides (what the
+    script trained before)."""
+    from synthscale.classifier.recipes import judge_recipe
+    from synthscale.classifier.train import train_model, training_parts
+
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    train = check_config(cfg)["train"]
+    over = {"epochs": 1, "min_steps": 3}
+    J.train_judge(digits, judge_recipe(train, over), 0, tmp_path / "a.safetensors", tmp_path / "a.csv")
+    parts, n_classes = training_parts([{"split": "train", "limit": None}], digits)
+    train_model(parts, n_classes, {**train, **over}, 0, tmp_path / "b.safetensors", tmp_path / "b.csv",
+                progress=False)
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+    logs = [pd.read_csv(tmp_path / f"{r}.csv").drop(columns="seconds") for r in "ab"]
+    pd.testing.assert_frame_equal(*logs)
+
+
 # ---------------------------------------------------------------- the scripts, on small fixtures
 
 
@@ -523,3 +575,14 @@ def test_per_class_slope_figure_is_the_same_for_the_same_table(tmp_path):
     plot_per_class_slope(table, tmp_path / "a.png", 0.2)
     plot_per_class_slope(table, tmp_path / "b.png", 0.2)
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+def test_a_rules_judge_inputs_go_to_the_judge_as_they_come(judge_file, tmp_path):
+    """judge_file: a rule's judge inputs (Plan.judge_inputs: one file or none) or a path; load_judge
+    takes either, so the scripts pass `snakemake.input.judge` through."""
+    assert J.judge_file([str(judge_file)]) == str(judge_file) and J.judge_file(judge_file) == judge_file
+    assert J.judge_file([]) is None and J.judge_file(None) is None
+    a, b = J.load_judge({"kind": "trained"}, [str(judge_file)]), J.load_judge({"kind": "trained"}, judge_file)
+    assert a.meta == b.meta
+    with pytest.raises(FileNotFoundError, match="do not exist"):
+        J.load_judge({"kind": "trained"}, [])
