@@ -167,5 +167,6 @@ rule cost:
     params:
         benchmarks=PLAN.benchmarks_dir,
         eval_set=config["analysis"]["eval_set"],
+        images_per_job=PLAN.images_per_job(),
     script:
         "../scripts/cost.py"

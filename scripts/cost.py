@@ -14,4 +14,5 @@ write_cost(
     snakemake.output.plot,
     snakemake.output.findings,
     snakemake.params.eval_set,
+    snakemake.params.images_per_job,  # generation is charged per image a source trains on
 )

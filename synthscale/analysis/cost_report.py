@@ -104,15 +104,22 @@ def read_benchmarks(root: str | os.PathLike) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------------
 
 
-def cost_table(summary: pd.DataFrame, bench: pd.DataFrame, chance: float, eval_set: str = "test") -> pd.DataFrame:
+def cost_table(
+    summary: pd.DataFrame, bench: pd.DataFrame, chance: float, eval_set: str = "test",
+    images_per_job: int | None = None,
+) -> pd.DataFrame:
     """Compute hours per training source, and top-1 gained over chance per compute hour.
 
-    A synthetic source costs its generation (every benchmarked job of its set) plus one replicate of
-    its training: every N of the grid, each at the mean over its seeds (so sources with more seeds,
+    A synthetic source costs the generation of the images it trains on plus one replicate of its
+    training: every N of the grid, each at the mean over its seeds (so sources with more seeds,
     such as real with `train.real_seeds`, are not charged more per replicate, nor real for its
     full-set run; `training_total_h` holds every run).
-    A generator trained by the workflow is shared by its sets and is reported in its own column, not
-    split. Real data costs its training runs. The accuracy is the mean over seeds at the largest N on
+    Generation is charged per image: a set's generation hours (every benchmarked job of it) times the
+    share of its images that the source uses at its largest N (`used_images` of `generated_images`,
+    each job writing `images_per_job`). A set generated beyond the grid's largest N (over-generated
+    for a filter, or for a mix) would otherwise charge every source of it for images it never reads;
+    with `images_per_job` None the whole set is charged. A generator trained by the workflow is
+    shared by its sets and is reported in its own column, not split. Real data costs its training runs. The accuracy is the mean over seeds at the largest N on
     `eval_set`. Sources with no benchmark files get NaN hours.
     """
     df = summary[(summary["n_label"] != "all") & (summary["eval_set"] == eval_set)]
@@ -138,7 +145,9 @@ def cost_table(summary: pd.DataFrame, bench: pd.DataFrame, chance: float, eval_s
         else:
             b_gen = b_gtrain = bench.iloc[0:0]
         recorded = len(b_train) + len(b_gen)
-        gen_h = b_gen["s"].sum() / 3600 if len(b_gen) else (0.0 if first["kind"] == "real" else np.nan)
+        set_h = b_gen["s"].sum() / 3600 if len(b_gen) else (0.0 if first["kind"] == "real" else np.nan)
+        used, made = _used_images(at, b_gen, images_per_job)
+        gen_h = set_h * min(1.0, used / made) if made else set_h
         # one replicate on the N grid (real's full-set and off-grid mix-baseline runs are not in it)
         b_rep = b_train[b_train["n_label"].isin(grid_labels)] if first["kind"] in ("real", "synthetic") else b_train
         train_h = b_rep.groupby("n_label")["s"].mean().sum() / 3600 if len(b_rep) else np.nan
@@ -149,7 +158,8 @@ def cost_table(summary: pd.DataFrame, bench: pd.DataFrame, chance: float, eval_s
         rows.append({
             "source": source, "kind": first["kind"], "generator": first["generator"],
             "guidance": first["guidance"], "strategy": first["strategy"],
-            "generation_h": gen_h, "training_h": train_h, "total_h": total, "training_total_h": train_all_h,
+            "generation_h": gen_h, "generation_set_h": set_h, "used_images": used, "generated_images": made,
+            "training_h": train_h, "total_h": total, "training_total_h": train_all_h,
             "generator_training_h": b_gtrain["s"].sum() / 3600 if len(b_gtrain) else np.nan,
             "benchmarks": int(recorded), "n_max": nm, "seeds": int(at["seed"].nunique()) if len(at) else 0,
             "top1_at_n_max": top1, "gain_over_chance": gain,
@@ -158,15 +168,23 @@ def cost_table(summary: pd.DataFrame, bench: pd.DataFrame, chance: float, eval_s
     return pd.DataFrame(rows)
 
 
+def _used_images(at: pd.DataFrame, b_gen: pd.DataFrame, images_per_job: int | None) -> tuple[float, float]:
+    """(synthetic images a source trains on at its largest N, images its set's generation jobs wrote);
+    NaN for what is unknown (no synthetic part, no benchmarked job or no `images_per_job`)."""
+    used = float(at["synthetic_n"].max()) if "synthetic_n" in at and len(at) else np.nan
+    made = float(b_gen["path"].nunique() * images_per_job) if images_per_job and len(b_gen) else np.nan
+    return used, made
+
+
 def write_cost(
     summary_path: str | os.PathLike, bench_root: str | os.PathLike, n_classes: int,
     table_path: str | os.PathLike, plot_path: str | os.PathLike, findings_path: str | os.PathLike,
-    eval_set: str = "test",
+    eval_set: str = "test", images_per_job: int | None = None,
 ) -> pd.DataFrame:
     """cost.csv, its plot and its sentences from the summary and every benchmark file."""
     summary = read_summary(summary_path)
     bench = read_benchmarks(bench_root)
-    table = cost_table(summary, bench, 1.0 / n_classes, eval_set)
+    table = cost_table(summary, bench, 1.0 / n_classes, eval_set, images_per_job)
     write_csv(table_path, table)
     plot_cost(table, plot_path)
     write_html(findings_path, "Compute cost per grid point", cost_findings(table, eval_set))
@@ -208,8 +226,16 @@ def cost_findings(table: pd.DataFrame, eval_set: str = "test") -> list[str]:
     if len(syn):
         out.append(
             f"A synthetic set costs {syn['total_h'].min() * 3600:.0f} to {syn['total_h'].max() * 3600:.0f} "
-            f"compute seconds (generation + one replicate of training: every N, mean over seeds); generation is "
-            f"{(syn['generation_h'].sum() / syn['total_h'].sum()):.0%} of it."
+            f"compute seconds (generation of the images it trains on + one replicate of training: every N, "
+            f"mean over seeds); generation is {(syn['generation_h'].sum() / syn['total_h'].sum()):.0%} of it."
+        )
+    if "generated_images" in table and (table["used_images"] < table["generated_images"]).any():
+        over = table[table["used_images"] < table["generated_images"]]
+        out.append(
+            f"{len(over)} sources train on part of a larger set (over-generated for a filter, or a mix's share): "
+            "each is charged its images' share of the set's generation, "
+            + ", ".join(f"{s} {u:.0f} of {m:.0f}" for s, u, m in
+                        zip(over["source"], over["used_images"], over["generated_images"])) + "."
         )
     if len(real):
         r = real.iloc[0]

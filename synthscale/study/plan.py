@@ -316,6 +316,10 @@ class Plan:
     def shards_per_job(self) -> int:
         return shards_per_job(self.cfg["generation"])
 
+    def images_per_job(self) -> int:
+        """Images one generate_block job writes: a block of shards, each full."""
+        return self.shards_per_job() * self.cfg["generation"]["shard_size"]
+
     def block_outputs(self, folder: str, block: str = "{block}") -> list[str]:
         """The shard files one generation job writes: block `block` of the set in `folder` (both may
         be Snakemake wildcards); shard k of the set is in block k // shards_per_job."""

@@ -22,7 +22,8 @@ def _summary(gens=("gen",), seeds=1, noise=0.0, rng=None):
                 for ev, ood in (("test", False), ("test-rotated", True)):
                     loss = 3.0 * n**-k * (np.exp(rng.normal(0, noise)) if noise else 1.0)
                     rows.append(dict(arch="a", source=src, kind=kind, generator=gen, guidance=g, strategy=s,
-                                     n=n, n_label=str(n), seed=seed, eval_set=ev, ood=ood, loss=loss,
+                                     n=n, n_label=str(n), seed=seed, real_n=n if kind == "real" else 0,
+                                     synthetic_n=0 if kind == "real" else n, eval_set=ev, ood=ood, loss=loss,
                                      top1=1 - loss / 3, mean_class_acc=1 - loss / 3, n_eval=10))
     return pd.DataFrame(rows)
 
@@ -245,6 +246,30 @@ def test_cost_table_from_benchmarks_and_without_them(tmp_path):
     out = write_cost(s_csv, root, 10, tmp_path / "cost.csv", tmp_path / "cost.png", tmp_path / "cost.html")
     assert len(out) == 2 and (tmp_path / "cost.png").stat().st_size > 1000
     assert "compute seconds" in (tmp_path / "cost.html").read_text()
+
+
+def test_generation_is_charged_per_image_a_source_trains_on(tmp_path):
+    """A set over-generated to twice the grid's largest N (for a filter) costs each image what a set
+    generated to N costs: the source training on N images is charged for N, not for the set, and the
+    findings say which sources train on part of a larger set."""
+    summary = _summary(gens=("gen", "big"))  # largest N 300
+    plan = Plan({"results": str(tmp_path), "dataset": {"name": "d"}, "train": {"arch": "r"}})
+    jobs = {"gen": 2, "big": 4}  # jobs of 150 images: 300 and 600 images, each job 360 s
+    for gen, k in jobs.items():
+        for b in range(k):
+            _bench(tmp_path / plan.benchmark("generate_block", gen, "g2", "classname", f"{b:06d}").split(str(tmp_path) + "/")[1], 360)
+        _bench(tmp_path / plan.benchmark("train_classifier", f"synthetic/{gen}/g2/classname", "n300", "s0").split(str(tmp_path) + "/")[1], 180)
+    root = tmp_path / "benchmarks"
+    table = cost_table(summary, read_benchmarks(root), 0.1, images_per_job=150).set_index("source")
+    exact, over = table.loc["synthetic/gen/g2/classname"], table.loc["synthetic/big/g2/classname"]
+    assert over["generation_set_h"] == pytest.approx(2 * exact["generation_set_h"])
+    assert over["generation_h"] == pytest.approx(exact["generation_h"]) == pytest.approx(0.2)
+    assert (over["used_images"], over["generated_images"]) == (300, 600)
+    whole = cost_table(summary, read_benchmarks(root), 0.1).set_index("source")  # per-job size unknown
+    assert whole.loc["synthetic/big/g2/classname", "generation_h"] == pytest.approx(0.4)
+    lines = cost_report.cost_findings(table.reset_index())
+    assert any("synthetic/big/g2/classname 300 of 600" in s for s in lines)
+    assert not any("synthetic/gen/g2/classname 300" in s for s in lines)
 
 
 def test_one_n_value_gives_an_empty_scaling_table_and_findings_without_slopes(tmp_path):
