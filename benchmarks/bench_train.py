@@ -22,7 +22,7 @@ from synthscale.study.config import load_config
 from synthscale.data.real import load_digits_images
 from synthscale.data.loader import TrainLoader, build_train_loader
 from synthscale.data.transforms import DeviceNormalize, uint8_batches
-from synthscale.data.shards import write_shard
+from synthscale.data.shards import shard_name, write_shard
 from synthscale.classifier.train import create_classifier, make_optimizer, train_model
 
 
@@ -30,7 +30,7 @@ def write_shards(folder: Path, images: np.ndarray, labels: np.ndarray, size: int
     paths = []
     for k, s in enumerate(range(0, len(labels), size)):
         recs = [{"key": f"{i:08d}", "label": int(labels[i])} for i in range(s, min(s + size, len(labels)))]
-        paths.append(str(folder / f"shard-{k:06d}.tar"))
+        paths.append(str(folder / shard_name(k)))
         write_shard(paths[-1], list(images[s : s + size]), recs)
     return paths
 

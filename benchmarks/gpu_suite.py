@@ -150,7 +150,7 @@ def _smooth_jpeg(args: tuple[int, int]) -> bytes:
 
 def make_jpeg_shards(folder: Path, cfg: dict[str, Any], workers: int) -> tuple[list[str], float]:
     """cfg["jpegs"] JPEGs in shards of cfg["shard_size"] (keys are positions, labels i mod classes)."""
-    from synthscale.data.shards import write_shard
+    from synthscale.data.shards import shard_name, write_shard
 
     folder.mkdir(parents=True, exist_ok=True)
     n, s = cfg["jpegs"], cfg["shard_size"]
@@ -161,7 +161,7 @@ def make_jpeg_shards(folder: Path, cfg: dict[str, Any], workers: int) -> tuple[l
     paths = []
     for k in range(math.ceil(n / s)):
         idx = range(k * s, min(n, (k + 1) * s))
-        path = folder / f"shard-{k:06d}.tar"
+        path = folder / shard_name(k)
         recs = [{"key": f"{i:08d}", "index": i, "label": i % cfg["classes"]} for i in idx]
         write_shard(path, [images[i] for i in idx], recs, fmt="jpeg")
         paths.append(str(path))

@@ -256,7 +256,7 @@ def run_torchrun(module: str, spec: dict[str, Any], nproc: int, spec_path: str |
     its share (`rank_threads`), as torch threads and OMP_NUM_THREADS. torchrun exits 1 whatever its
     ranks' codes, so rank 0 says that it stopped after saving in a stop file beside the spec."""
     threads = rank_threads(spec.get("threads") or torch.get_num_threads(), nproc)
-    stop_file = Path(ddp_stop_file(spec_path))  # Plan.train_stop_file / generator_stop_file spell it too
+    stop_file = Path(ddp_stop_file(spec_path))  # beside the spec Plan names
     stop_file.unlink(missing_ok=True)
     Path(spec_path).parent.mkdir(parents=True, exist_ok=True)
     Path(spec_path).write_text(json.dumps({**spec, "threads": threads, "stop_file": str(stop_file)}))

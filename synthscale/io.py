@@ -1,7 +1,8 @@
 """Atomic outputs: write under a temporary name beside the target, then rename.
 
 A job killed half-way leaves only a `.tmp-*` name behind, never something that looks finished.
-A job that keeps finished pieces across a kill keeps them at `partial_path`.
+A job that keeps finished pieces across a kill keeps them at `partial_path`. A torchrun job's rank 0
+notes beside its spec that it stopped after saving (`ddp_stop_file`).
 """
 
 from __future__ import annotations
@@ -102,12 +103,7 @@ def write_csv(path: str | os.PathLike, df) -> None:
         df.to_csv(tmp, index=False)
 
 
-def side_file(path: str | os.PathLike, what: str) -> str:
-    """A file that belongs to `path` and lies beside it: `<path>.<what>` (a side file's one spelling)."""
-    return f"{os.fspath(path)}.{what}"
-
-
 def ddp_stop_file(spec_path: str | os.PathLike) -> str:
-    """Where rank 0 of a torchrun job says that it stopped after saving (distributed.run_torchrun): a
-    side file of the job's spec, `<spec>.stopped` (Plan.train_stop_file, Plan.generator_stop_file)."""
-    return side_file(spec_path, "stopped")
+    """Where rank 0 of a torchrun job says that it stopped after saving (distributed.run_torchrun):
+    `<spec>.stopped`, beside the job's spec (Plan.train_ddp_spec, Plan.generator_ddp_spec)."""
+    return f"{os.fspath(spec_path)}.stopped"

@@ -220,7 +220,8 @@ def _lm_sat(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares saturating fits for many weightings of the same points at once.
 
-    Row d of `w0` weights the points; row d of `p0` is its start in log space. Levenberg-Marquardt steps vectorised over rows. Returns (log params, cost = weighted RSS/2).
+    Row d of `w0` weights the points; row d of `p0` is its start in log space. Levenberg-Marquardt
+    steps vectorised over rows. Returns (log params, cost = weighted RSS/2).
     """
     logn = np.log(n)
     p = np.array(p0, float)

@@ -38,6 +38,8 @@ def lora_base(folder: str | os.PathLike) -> str | None:
     info = read_meta(folder)
     if not info or not info.get("lora"):
         return None
+    if not info.get("base"):
+        raise ValueError(f"{Path(folder) / META} says the folder holds LoRA weights but names no base pipeline")
     base = str(info["base"])
     beside = Path(folder) / base
     return str(beside) if not Path(base).is_absolute() and beside.exists() else base

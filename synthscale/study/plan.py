@@ -18,7 +18,6 @@ from synthscale.clip.names import local_dir
 from synthscale.clip.schedule import clip_loaders
 from synthscale.clip.train import clip_recipe
 from synthscale.data.shards import SHARD_DIGITS, shard_index, shard_name, shard_pattern
-from synthscale.io import ddp_stop_file
 from synthscale.prompts.strategies import STRATEGIES
 from synthscale.study.sources import (
     FILTERED_WILDCARDS,
@@ -266,13 +265,9 @@ class Plan:
         return f"{self.r}/checkpoints/generators/{name}.pt"
 
     def generator_ddp_spec(self, name: str) -> str:
-        """The spec a multi-GPU fine-tuning job hands its torchrun ranks, beside its checkpoint."""
+        """The spec a multi-GPU fine-tuning job hands its torchrun ranks, beside its checkpoint (and,
+        beside the spec, rank 0's stop note: synthscale.io.ddp_stop_file)."""
         return f"{self.r}/checkpoints/generators/{name}.ddp_spec.json"
-
-    def generator_stop_file(self, name: str) -> str:
-        """Where rank 0 of a multi-GPU fine-tuning job says it stopped after saving: a side file of its
-        spec (synthscale.io.ddp_stop_file, which distributed.run_torchrun writes through)."""
-        return ddp_stop_file(self.generator_ddp_spec(name))
 
     def generator_inputs(self, name: str) -> list[str]:
         """The folders a generator loads from that this study makes: its own (trained or fine-tuned),
@@ -644,13 +639,9 @@ class Plan:
         return f"{self.train_dir(source, n, seed)}/checkpoint.pt"
 
     def train_ddp_spec(self, source: str, n: str, seed: int | str) -> str:
-        """The spec a multi-GPU classifier job hands its torchrun ranks, beside its model."""
+        """The spec a multi-GPU classifier job hands its torchrun ranks, beside its model (and, beside
+        the spec, rank 0's stop note: synthscale.io.ddp_stop_file)."""
         return f"{self.train_dir(source, n, seed)}/ddp_spec.json"
-
-    def train_stop_file(self, source: str, n: str, seed: int | str) -> str:
-        """Where rank 0 of a multi-GPU classifier job says it stopped after saving: a side file of its
-        spec (synthscale.io.ddp_stop_file, which distributed.run_torchrun writes through)."""
-        return ddp_stop_file(self.train_ddp_spec(source, n, seed))
 
     def train_mix(self) -> dict[str, Any]:
         """How a classifier's loader combines a mixed run's parts: `mix.mode` and `mix.synthetic_prob`

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthscale.data.shards import write_shard
+from synthscale.data.shards import shard_name, write_shard
 
 N_CLASSES = 10
 
@@ -30,7 +30,7 @@ def write_digit_shards(folder, images, labels, shard_size, start=0):
     paths = []
     for k, s in enumerate(range(0, len(labels), shard_size)):
         recs = [{"key": f"{start + i:08d}", "label": int(labels[i])} for i in range(s, min(s + shard_size, len(labels)))]
-        path = folder / f"shard-{k:06d}.tar"
+        path = folder / shard_name(k)
         write_shard(path, list(images[s : s + shard_size]), recs)
         paths.append(str(path))
     return paths

@@ -291,6 +291,9 @@ def test_a_generator_folders_record_is_read_and_written_in_one_place(tmp_path):
     assert lora_base(lora) == "org/hub-id"
     with pytest.raises(ValueError, match="holds LoRA weights"):
         load_base_pipeline(lora)
+    write_meta(lora, {"lora": True})  # a LoRA record without its base: an error naming the file
+    with pytest.raises(ValueError, match="names no base pipeline"):
+        lora_base(lora)
 
 
 def test_run_block_writes_the_shards_the_scripts_calls_wrote(tmp_path):

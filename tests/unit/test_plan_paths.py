@@ -13,6 +13,7 @@ import yaml
 import synthscale.distributed as distributed
 from helpers import REPO
 from synthscale.data.shards import shard_index, shard_name
+from synthscale.io import ddp_stop_file
 from synthscale.study.config import check_config
 from synthscale.study.plan import LOGS, SCALING_METRICS, Plan
 from synthscale.study.sources import FILTERED_WILDCARDS, SET_WILDCARDS
@@ -105,13 +106,13 @@ def test_the_log_files_are_where_the_rules_spelled_them_before(plan):
         plan.log("not_a_rule")
 
 
-@pytest.mark.parametrize("spec_of, stop_of", [
-    (lambda p: p.train_ddp_spec("real", "100", 0), lambda p: p.train_stop_file("real", "100", 0)),
-    (lambda p: p.generator_ddp_spec("g"), lambda p: p.generator_stop_file("g")),
+@pytest.mark.parametrize("spec_of", [
+    lambda p: p.train_ddp_spec("real", "100", 0),
+    lambda p: p.generator_ddp_spec("g"),
 ])
-def test_a_torchrun_jobs_stop_file_is_the_one_distributed_hands_its_ranks(plan, tmp_path, monkeypatch,
-                                                                        spec_of, stop_of):
-    """run_torchrun writes the stop file's path into the spec for rank 0: Plan's, `<spec>.stopped`."""
+def test_a_torchrun_jobs_stop_file_is_the_one_distributed_hands_its_ranks(plan, tmp_path, monkeypatch, spec_of):
+    """run_torchrun writes the stop file's path into the spec for rank 0: `<spec>.stopped`, beside
+    Plan's spec (io.ddp_stop_file)."""
     monkeypatch.chdir(tmp_path)
     seen = {}
 
@@ -121,11 +122,11 @@ def test_a_torchrun_jobs_stop_file_is_the_one_distributed_hands_its_ranks(plan, 
 
     monkeypatch.setattr(distributed, "launch", launch)
     distributed.run_torchrun("some.module", {"threads": 2}, 2, spec_of(plan))
-    assert seen["stop_file"] == stop_of(plan) == spec_of(plan) + ".stopped"
+    assert seen["stop_file"] == ddp_stop_file(spec_of(plan)) == spec_of(plan) + ".stopped"
 
 
 def test_plan_names_shards_and_block_outputs_with_the_shards_module(plan, monkeypatch):
-    assert [shard_index(shard_name(k)) for k in (0, 7, 123456)] == [0, 7, 123456]
+    assert [shard_index(shard_name(k)) for k in (0, 7, 123456, 1234567)] == [0, 7, 123456, 1234567]
     assert shard_index("shard-12.tar") is None and shard_index("classes.csv") is None
     assert plan.shards("g", 2.0, "classname", 3 * plan.cfg["generation"]["shard_size"])[-1].endswith(shard_name(2))
     monkeypatch.setattr(Plan, "shards_per_job", lambda self: 100)
