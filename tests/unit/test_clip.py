@@ -24,6 +24,7 @@ from synthscale.data.real import digits_classes, prepare_digits, split_shards
 from synthscale.study.plan import Plan
 from synthscale.study.sources import parse_source
 from synthscale.data.shards import write_shard
+from synthscale.io import write_csv
 
 torch.set_num_threads(1)
 
@@ -556,9 +557,16 @@ def test_clip_summary_and_plot(tmp_path):
     assert {"top1_test", "loss_rot", "chance_top1_test", "seeds"} <= set(t.columns) and len(t) == 6
     out = {k: tmp_path / "report" / f"{k}.{ext}" for k, ext in
            (("summary", "csv"), ("scaling", "csv"), ("table", "csv"), ("plot", "png"), ("findings", "html"))}
-    CR.write_clip_report(["real", "synthetic/g/g2/c", "mixed/g/g2/c"], paths, {"rot": True}, 10, "test", "st", out)
+    (tmp_path / "manifest.json").write_text('{"classes": 10}')
+    CR.write_clip_report(
+        ["real", "synthetic/g/g2/c", "mixed/g/g2/c"], paths, {"rot": True}, tmp_path / "manifest.json", "test", "st", out
+    )
     assert pd.read_csv(out["table"]).shape == t.shape and out["plot"].stat().st_size > 1000
-    assert "st: CLIP" in out["findings"].read_text()
+    page = out["findings"].read_text()
+    assert "st: CLIP" in page
+    assert f"CLIP tables ({tmp_path / 'report'}/)" in page, "the page names the folder it is written to"
+    write_csv(tmp_path / "t.csv", t)
+    assert out["table"].read_bytes() == (tmp_path / "t.csv").read_bytes(), "the manifest's 10 classes, as before"
 
 
 def test_chance_is_per_eval_set_from_the_classes_it_scores_over():
