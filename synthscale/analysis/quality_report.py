@@ -244,11 +244,7 @@ def plot_per_class_slope(per_class: pd.DataFrame, path: str | os.PathLike, rho: 
 
 
 def write_sample_grid(
-    shard: str | os.PathLike,
-    classes_csv: str | os.PathLike,
-    generator: str,
-    guidance: str,
-    strategy: str,
+    shard: str | os.PathLike, classes_csv: str | os.PathLike, generator: str, guidance: str, strategy: str,
     path: str | os.PathLike,
 ) -> None:
     """The rule sample_grid's figure: `plot_sample_grid` of a set's first shard, rows named by the

@@ -592,18 +592,9 @@ def run_mix(parts: list[dict[str, Any]], mix: dict[str, Any]) -> dict[str, Any] 
 
 
 def train_run(
-    plan_parts: list[dict[str, Any]],
-    manifest: str | os.PathLike,
-    recipe: dict[str, Any],
-    seed: int,
-    model_path: str | os.PathLike,
-    log_path: str | os.PathLike,
-    checkpoint_path: str | os.PathLike,
-    device: str,
-    mix: dict[str, Any] | None,
-    gpus: int,
-    threads: int,
-    spec_path: str | os.PathLike,
+    plan_parts: list[dict[str, Any]], manifest: str | os.PathLike, recipe: dict[str, Any], seed: int,
+    model_path: str | os.PathLike, log_path: str | os.PathLike, checkpoint_path: str | os.PathLike,
+    device: str, mix: dict[str, Any] | None, gpus: int, threads: int, spec_path: str | os.PathLike,
 ) -> None:
     """The rule train_classifier: `train_model` of one run (in this process, or with `gpus` > 1 on
     torchrun's ranks: `run_training`), its parts from Plan.train_parts (`training_parts`: real first,

@@ -703,17 +703,9 @@ def _checkpoint_state(run: FinetuneRun, pos: FinetunePosition) -> dict[str, Any]
 
 
 def finetune_run(
-    base: str | os.PathLike,
-    manifest: str | os.PathLike,
-    prompt_files: Sequence[str | os.PathLike],
-    gen: dict[str, Any],
-    seed: int,
-    out_dir: str | os.PathLike,
-    checkpoint_path: str | os.PathLike,
-    device: str,
-    gpus: int,
-    threads: int,
-    spec_path: str | os.PathLike,
+    base: str | os.PathLike, manifest: str | os.PathLike, prompt_files: Sequence[str | os.PathLike],
+    gen: dict[str, Any], seed: int, out_dir: str | os.PathLike, checkpoint_path: str | os.PathLike,
+    device: str, gpus: int, threads: int, spec_path: str | os.PathLike,
 ) -> None:
     """The rule finetune_generator: `finetune_generator` of config entry `gen` (its `finetune` recipe,
     its provenance) on the manifest's train split, captioned by the prompt files' strategies; in this

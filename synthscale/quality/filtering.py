@@ -315,17 +315,10 @@ def _filter_counts(
 
 
 def filter_one_set(
-    shards: Sequence[str | os.PathLike],
-    spec: dict[str, Any],
-    name: str,
-    out_paths: Sequence[str | os.PathLike],
-    counts_path: str | os.PathLike,
-    shard_size: int,
-    manifest: str | os.PathLike,
-    judge_path: str | os.PathLike | Sequence[str | os.PathLike] | None,
-    judge_spec: dict[str, Any],
-    image_size: int,
-    device: str = "cpu",
+    shards: Sequence[str | os.PathLike], spec: dict[str, Any], name: str, out_paths: Sequence[str | os.PathLike],
+    counts_path: str | os.PathLike, shard_size: int, manifest: str | os.PathLike,
+    judge_path: str | os.PathLike | Sequence[str | os.PathLike] | None, judge_spec: dict[str, Any],
+    image_size: int, device: str = "cpu",
 ) -> dict[str, Any]:
     """The rule filter_set: `run_filter` of one set with the scorer its spec names (`open_scorer`) and
     the class count of the prepared dataset (its manifest)."""
