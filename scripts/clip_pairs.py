@@ -1,24 +1,20 @@
-"""Snakemake entry for rule clip_pairs: adapt snakemake.* to synthscale.clip.pairs.write_clip_pairs."""
+"""Snakemake entry for rule clip_pairs: adapt snakemake.* to synthscale.clip.pairs.make_clip_pairs."""
 from synthscale.runtime import job_setup
 
 job_setup(snakemake)  # first: a warm run hands the job over here
 
-from synthscale.clip.pairs import clip_parts, write_clip_pairs
-from synthscale.data.real import read_classes, split_shards
-from synthscale.study.sources import parse_source
+from synthscale.clip.pairs import make_clip_pairs
 
-parts = clip_parts(
-    parse_source(snakemake.wildcards.clip_source).kind,
-    int(snakemake.wildcards.n),
-    split_shards(snakemake.input.manifest, "train"),
-    list(snakemake.input.data),
-    snakemake.params.mix_real_fraction,
-)
-write_clip_pairs(
+wc = snakemake.wildcards
+make_clip_pairs(
     snakemake.output.pairs,
-    parts,
-    read_classes(snakemake.input.classes),
+    wc.clip_source,
+    int(wc.n),
+    snakemake.input.manifest,
+    snakemake.input.data,
+    snakemake.input.classes,
+    snakemake.params.mix_real_fraction,
     snakemake.params.recipe,
-    int(snakemake.wildcards.seed),
+    int(wc.seed),
     snakemake.params.loaders,  # workers x GPUs of the training job: the shard count is a multiple
 )

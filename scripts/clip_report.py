@@ -4,15 +4,8 @@ from synthscale.runtime import job_setup
 job_setup(snakemake)  # first: a warm run hands the job over here
 
 from synthscale.analysis.clip_report import write_clip_report
-from synthscale.data.real import read_manifest
 
 p = snakemake.params
 write_clip_report(
-    p.sources,
-    snakemake.input.metrics,
-    p.ood,
-    int(read_manifest(snakemake.input.manifest)["classes"]),
-    p.reference_set,
-    p.study,
-    snakemake.output,
+    p.sources, snakemake.input.metrics, p.ood, snakemake.input.manifest, p.reference_set, p.study, snakemake.output
 )

@@ -4,12 +4,11 @@ from synthscale.runtime import job_setup
 job_setup(snakemake)  # first: a warm run hands the job over here
 
 from synthscale.analysis.cost_report import write_cost
-from synthscale.data.real import read_manifest
 
 write_cost(
     snakemake.input.summary,
     snakemake.params.benchmarks,
-    int(read_manifest(snakemake.input.manifest)["classes"]),
+    snakemake.input.manifest,
     snakemake.output.table,
     snakemake.output.plot,
     snakemake.output.findings,

@@ -3,24 +3,19 @@ from synthscale.runtime import job_setup
 
 job_setup(snakemake, snakemake.params.threads)  # first: a warm run hands the job over here
 
-from synthscale.data.real import read_manifest
-from synthscale.quality.filtering import open_scorer, run_filter
+from synthscale.quality.filtering import filter_one_set
 
-p, wc = snakemake.params, snakemake.wildcards
-scorer = open_scorer(
+p = snakemake.params
+filter_one_set(
+    snakemake.input.shards,
     p.spec,
+    snakemake.wildcards.filter,
+    snakemake.output.shards,
+    snakemake.output.counts,
+    p.shard_size,
+    snakemake.input.manifest,
     snakemake.input.judge,
     p.judge,
     p.image_size,
     p.device,
-)
-run_filter(
-    snakemake.input.shards,
-    p.spec,
-    wc.filter,
-    snakemake.output.shards,
-    snakemake.output.counts,
-    p.shard_size,
-    int(read_manifest(snakemake.input.manifest)["classes"]),
-    scorer,
 )

@@ -3,7 +3,6 @@ from synthscale.runtime import job_setup
 
 job_setup(snakemake)  # first: a warm run hands the job over here
 
-from synthscale.analysis.tables import read_summary
-from synthscale.analysis.scaling_report import plot_guidance_strategy
+from synthscale.analysis.scaling_report import write_guidance_plot
 
-plot_guidance_strategy(read_summary(snakemake.input[0]), snakemake.output[0])
+write_guidance_plot(snakemake.input[0], snakemake.output[0])

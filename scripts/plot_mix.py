@@ -4,8 +4,6 @@ from synthscale.runtime import job_setup
 job_setup(snakemake)  # first: a warm run hands the job over here
 
 from synthscale.analysis.mix_report import write_mix_plots
-from synthscale.data.real import read_manifest
 
 i = snakemake.input
-n_classes = read_manifest(i.manifest)["classes"]
-write_mix_plots(i.summary, i.exchange, snakemake.params.mix, n_classes, snakemake.output)
+write_mix_plots(i.summary, i.exchange, snakemake.params.mix, i.manifest, snakemake.output)

@@ -6,19 +6,15 @@ model_made = snakemake.rule == "prompts_model"
 # first: a warm run hands a model-made strategy's job over here; rule-based prompts import no torch
 job_setup(snakemake, snakemake.params.threads if model_made else None, fork=model_made)
 
-import sys
-
-from synthscale.data.real import read_classes
-
-classes = read_classes(snakemake.input.classes)
-strategy = snakemake.wildcards.strategy
 if not model_made:
-    from synthscale.prompts.strategies import write_prompts
+    from synthscale.prompts.strategies import write_strategy_prompts
 
-    write_prompts(snakemake.output[0], classes, strategy)
+    write_strategy_prompts(snakemake.output[0], snakemake.input.classes, snakemake.wildcards.strategy)
 else:
-    from synthscale.prompts.models import make_model_prompts
+    from synthscale.prompts.models import model_prompts_job
 
     p = snakemake.params
-    for line in make_model_prompts(snakemake.output[0], strategy, p.spec, classes, snakemake.input.manifest, p.device):
-        print(line, file=sys.stderr)
+    model_prompts_job(
+        snakemake.output[0], snakemake.wildcards.strategy, p.spec, snakemake.input.classes, snakemake.input.manifest,
+        p.device,
+    )

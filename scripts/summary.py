@@ -4,8 +4,6 @@ from synthscale.runtime import job_setup
 job_setup(snakemake)  # first: a warm run hands the job over here
 
 from synthscale.analysis.tables import write_summaries
-from synthscale.data.real import read_manifest
 
 p, i, o = snakemake.params, snakemake.input, snakemake.output
-n_real = read_manifest(i.manifest)["splits"]["train"]["count"]
-write_summaries(p.sources, i.metrics, i.per_class, p.arch, p.ood, n_real, o.summary, o.per_class)
+write_summaries(p.sources, i.metrics, i.per_class, p.arch, p.ood, i.manifest, o.summary, o.per_class)

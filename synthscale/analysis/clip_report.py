@@ -9,11 +9,13 @@ ratio with Fieller's interval on the N values both have; each NaN with its reaso
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
+from synthscale.data.real import manifest_classes
 from synthscale.io import write_csv
 from synthscale.study.sources import parse_source, synthetic_name
 from synthscale.analysis.noise import diff_margin, pooled_sd
@@ -356,13 +358,15 @@ def write_clip_report(
     sources: Sequence[str],
     metric_paths: Sequence[str | os.PathLike],
     ood: dict[str, bool],
-    n_classes: int | None,
+    manifest_path: str | os.PathLike,
     reference_set: str,
     study: str,
     out: Any,
 ) -> None:
     """The rule clip_report's outputs from the CLIP runs' metric files: `out` maps summary, scaling and
-    table (CSV), plot (PNG) and findings (HTML) to their paths (a dict, or the rule's output)."""
+    table (CSV), plot (PNG) and findings (HTML) to their paths (a dict, or the rule's output); the class
+    count is the prepared dataset's (its manifest). The findings page names the folder it is written to."""
+    n_classes = manifest_classes(manifest_path)
     summary = build_clip_summary(sources, metric_paths, ood)
     scaling = clip_scaling(summary)
     write_csv(out["summary"], summary)
@@ -371,4 +375,4 @@ def write_clip_report(
     plot_clip_scaling(summary, out["plot"])
     write_html(out["findings"], f"{study}: CLIP, synthetic against real image-text pairs",
                clip_findings(summary, scaling, n_classes, reference_set),
-               source="this run's CLIP tables (results/clip/)")
+               source=f"this run's CLIP tables ({Path(out['findings']).parent}/)")

@@ -14,6 +14,7 @@ import pandas as pd
 
 from synthscale.analysis.report import plotting, save, source_label, write_html
 from synthscale.analysis.tables import grid_rows, read_summary
+from synthscale.data.real import manifest_classes
 from synthscale.io import write_csv
 from synthscale.study.plan import BENCHMARK_SUFFIX, benchmark_parts, parse_run_key, split_set_key
 from synthscale.study.sources import parse_source
@@ -177,14 +178,15 @@ def _used_images(at: pd.DataFrame, b_gen: pd.DataFrame, images_per_job: int | No
 
 
 def write_cost(
-    summary_path: str | os.PathLike, bench_root: str | os.PathLike, n_classes: int,
+    summary_path: str | os.PathLike, bench_root: str | os.PathLike, manifest_path: str | os.PathLike,
     table_path: str | os.PathLike, plot_path: str | os.PathLike, findings_path: str | os.PathLike,
     eval_set: str = "test", images_per_job: int | None = None,
 ) -> pd.DataFrame:
-    """cost.csv, its plot and its sentences from the summary and every benchmark file."""
+    """cost.csv, its plot and its sentences from the summary and every benchmark file; chance at 1 / the
+    class count of the prepared dataset (its manifest)."""
     summary = read_summary(summary_path)
     bench = read_benchmarks(bench_root)
-    table = cost_table(summary, bench, 1.0 / n_classes, eval_set, images_per_job)
+    table = cost_table(summary, bench, 1.0 / manifest_classes(manifest_path), eval_set, images_per_job)
     write_csv(table_path, table)
     plot_cost(table, plot_path)
     write_html(findings_path, "Compute cost per grid point", cost_findings(table, eval_set))

@@ -17,6 +17,7 @@ import pandas as pd
 from synthscale.analysis.report import plotting, save, write_html
 from synthscale.analysis.mixing import all_multiples, amount_label, read_rates
 from synthscale.analysis.tables import read_summary
+from synthscale.data.real import manifest_classes
 from synthscale.study.sources import parse_source, synthetic_name
 
 METRIC_LABELS = {"top1": "top-1 accuracy", "loss": "cross-entropy loss"}
@@ -275,22 +276,22 @@ def _exchange_findings(e: pd.DataFrame, rates: pd.DataFrame) -> list[str]:
 def write_mix_findings(
     effects_path: str | os.PathLike, exchange_path: str | os.PathLike, study: str, path: str | os.PathLike
 ) -> None:
-    """The rule mix_findings' page: `findings` of effects.csv and exchange_rate.csv."""
+    """The rule mix_findings' page: `findings` of effects.csv and exchange_rate.csv, named as the
+    files it is computed from."""
     lines = findings(read_rates(effects_path), read_rates(exchange_path))
-    write_html(path, f"Real + synthetic: {study}", lines,
-               source="results/summary.csv and results/mix/exchange_rate.csv of this run")
+    write_html(path, f"Real + synthetic: {study}", lines, source=f"{effects_path} and {exchange_path} of this run")
 
 
 def write_mix_plots(
     summary_path: str | os.PathLike,
     exchange_path: str | os.PathLike,
     mix: dict[str, Any],
-    n_classes: int,
+    manifest_path: str | os.PathLike,
     out: Any,
 ) -> None:
     """The rule plot_mix's figures: `out` maps scarce, augment and exchange to their paths (a dict, or
-    the rule's output); chance at 1 / `n_classes`."""
-    chance = 1 / n_classes
+    the rule's output); chance at 1 / the class count of the prepared dataset (its manifest)."""
+    chance = 1 / manifest_classes(manifest_path)
     summary = read_summary(summary_path, fill_seed=False)
     plot_scarce_real(summary, mix, out["scarce"], chance)
     plot_augmentation(summary, out["augment"], chance)

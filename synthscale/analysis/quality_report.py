@@ -24,6 +24,8 @@ import pandas as pd
 from synthscale.analysis import fits as F
 from synthscale.analysis.report import fmt_num, plotting, save, set_label, write_html
 from synthscale.analysis.tables import read_summary
+from synthscale.data.real import class_names
+from synthscale.data.shards import load_arrays
 from synthscale.io import write_csv
 from synthscale.study.sources import synthetic_source
 
@@ -239,6 +241,17 @@ def plot_per_class_slope(per_class: pd.DataFrame, path: str | os.PathLike, rho: 
     ax.set_xlabel("per-class recognizability (judge F1)")
     ax.set_ylabel("per-class scaling slope k (loss ~ N^-k)")
     save(fig, path)
+
+
+def write_sample_grid(
+    shard: str | os.PathLike, classes_csv: str | os.PathLike, generator: str, guidance: str, strategy: str,
+    path: str | os.PathLike,
+) -> None:
+    """The rule sample_grid's figure: `plot_sample_grid` of a set's first shard, rows named by the
+    prepared class table, titled by the set (generator, guidance, prompt strategy)."""
+    images, labels, _ = load_arrays([shard], mode="RGB")
+    title = f"{generator}, guidance {guidance}, prompts: {strategy} (first shard)"
+    plot_sample_grid(images, labels, class_names(classes_csv), title, path)
 
 
 def plot_sample_grid(

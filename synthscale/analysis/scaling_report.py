@@ -19,6 +19,7 @@ import pandas as pd
 from synthscale.analysis import fits as F
 from synthscale.analysis.report import fmt_num, plotting, save, write_html
 from synthscale.analysis.tables import grid_rows, metric_values, read_scaling, read_summary, write_table
+from synthscale.data.real import manifest_classes
 
 
 # --------------------------------------------------------------------------------------------------
@@ -214,9 +215,12 @@ def plot_scaling(summary: pd.DataFrame, metric: str, path: str | os.PathLike, ch
     save(scaling_figure(summary, metric, chance), path)
 
 
-def write_scaling_plot(summary_path: str | os.PathLike, metric: str, path: str | os.PathLike, n_classes: int) -> None:
-    """The rule plot_scaling's figure from summary.csv, chance at 1 / `n_classes`."""
-    plot_scaling(read_summary(summary_path), metric, path, 1 / n_classes)
+def write_scaling_plot(
+    summary_path: str | os.PathLike, metric: str, path: str | os.PathLike, manifest_path: str | os.PathLike
+) -> None:
+    """The rule plot_scaling's figure from summary.csv, chance at 1 / the class count of the prepared
+    dataset (its manifest)."""
+    plot_scaling(read_summary(summary_path), metric, path, 1 / manifest_classes(manifest_path))
 
 
 def guidance_strategy_figure(summary: pd.DataFrame):
@@ -247,6 +251,11 @@ def guidance_strategy_figure(summary: pd.DataFrame):
 
 def plot_guidance_strategy(summary: pd.DataFrame, path: str | os.PathLike) -> None:
     save(guidance_strategy_figure(summary), path)
+
+
+def write_guidance_plot(summary_path: str | os.PathLike, path: str | os.PathLike) -> None:
+    """The rule plot_guidance_strategy's figure from summary.csv (`guidance_strategy_figure`)."""
+    plot_guidance_strategy(read_summary(summary_path), path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -443,10 +452,12 @@ def _n_interval(row: Any) -> str:
 def write_findings(
     summary_path: str | os.PathLike,
     scaling_path: str | os.PathLike,
-    n_classes: int,
+    manifest_path: str | os.PathLike,
     study: str,
     path: str | os.PathLike,
 ) -> None:
-    """The rule findings' page: `scaling_findings` of summary.csv and scaling.csv."""
+    """The rule findings' page: `scaling_findings` of summary.csv and scaling.csv, with the class count
+    of the prepared dataset (its manifest)."""
+    n_classes = manifest_classes(manifest_path)
     lines = scaling_findings(read_summary(summary_path), read_scaling(scaling_path), n_classes)
     write_html(path, f"Findings: {study}", lines)

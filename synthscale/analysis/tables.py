@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from synthscale.data.real import split_count
 from synthscale.io import write_csv
 from synthscale.study.sources import parse_source, train_counts
 
@@ -92,11 +93,13 @@ def write_summaries(
     per_class_paths: Sequence[str | os.PathLike],
     arch: str,
     ood: dict[str, bool],
-    n_real_train: int,
+    manifest_path: str | os.PathLike,
     summary_path: str | os.PathLike,
     per_class_path: str | os.PathLike,
 ) -> None:
-    """The rule summary's outputs: summary.csv (`build_summary`) and per_class.csv (`build_per_class`)."""
+    """The rule summary's outputs: summary.csv (`build_summary`) and per_class.csv (`build_per_class`);
+    the real training split's size is the prepared dataset's (its manifest)."""
+    n_real_train = split_count(manifest_path, "train")
     write_table(summary_path, build_summary(sources, metric_paths, arch, ood, n_real_train))
     write_table(per_class_path, build_per_class(sources, per_class_paths, arch, n_real_train))
 

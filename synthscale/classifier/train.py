@@ -34,6 +34,7 @@ from synthscale.data.loader import TrainLoader, epoch_size
 from synthscale.data.transforms import DeviceNormalize, uint8_batches
 from synthscale.distributed import (
     all_sum, all_sum_device, barrier, ddp_wrap, dist_on, rank_main, rank_seed, rank_world, run_torchrun,
+    run_training,
 )
 from synthscale.preemption import (
     CheckpointClock, Preempted, StopSignals, Stopping, check_resumed_workers, check_resumed_world, resume_checkpoint,
@@ -588,6 +589,29 @@ def run_mix(parts: list[dict[str, Any]], mix: dict[str, Any]) -> dict[str, Any] 
 # --------------------------------------------------------------------------------------------------
 # multi-GPU: torchrun runs this module, one process per GPU
 # --------------------------------------------------------------------------------------------------
+
+
+def train_run(
+    plan_parts: list[dict[str, Any]], manifest: str | os.PathLike, recipe: dict[str, Any], seed: int,
+    model_path: str | os.PathLike, log_path: str | os.PathLike, checkpoint_path: str | os.PathLike,
+    device: str, mix: dict[str, Any] | None, gpus: int, threads: int, spec_path: str | os.PathLike,
+) -> None:
+    """The rule train_classifier: `train_model` of one run (in this process, or with `gpus` > 1 on
+    torchrun's ranks: `run_training`), its parts from Plan.train_parts (`training_parts`: real first,
+    then synthetic) combined as the mix spec says (`run_mix`)."""
+    parts, n_classes = training_parts(plan_parts, manifest)
+    spec = dict(
+        parts=parts,
+        n_classes=n_classes,
+        recipe=recipe,
+        seed=seed,
+        model_path=model_path,
+        log_path=log_path,
+        checkpoint_path=checkpoint_path,
+        device=device,
+        mix=run_mix(parts, mix),
+    )
+    run_training(train_model, run_distributed, spec, gpus, threads, spec_path)
 
 
 def run_distributed(spec: dict[str, Any], nproc: int, spec_path: str | os.PathLike) -> None:

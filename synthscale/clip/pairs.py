@@ -34,6 +34,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from synthscale.clip.schedule import caption_shard_sizes
+from synthscale.data.real import read_classes, split_shards
 from synthscale.data.shards import ShardWriter, image_ext, iter_samples
 from synthscale.io import write_json
 
@@ -187,6 +188,26 @@ def clip_parts(
 
 
 PAIRS_INDEX = "pairs.json"
+
+
+def make_clip_pairs(
+    folder: str | os.PathLike,
+    clip_source: str,
+    n: int,
+    manifest: str | os.PathLike,
+    synthetic_shards: Sequence[str | os.PathLike],
+    classes_csv: str | os.PathLike,
+    mix_real_fraction: float,
+    recipe: dict[str, Any],
+    seed: int,
+    loaders: int = 1,
+) -> Path:
+    """The rule clip_pairs: `write_clip_pairs` of one CLIP run's `clip_parts`, the real ones the
+    manifest's train split. `clip_source` matches CLIP_SOURCE_REGEX (study.sources): its first segment
+    is its kind (real, synthetic or mixed)."""
+    kind = clip_source.split("/", 1)[0]
+    parts = clip_parts(kind, n, split_shards(manifest, "train"), list(synthetic_shards), mix_real_fraction)
+    return write_clip_pairs(folder, parts, read_classes(classes_csv), recipe, seed, loaders)
 
 
 def write_clip_pairs(

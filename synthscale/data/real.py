@@ -337,6 +337,16 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
+def manifest_classes(path: str | os.PathLike) -> int:
+    """The class count of a prepared dataset, from its manifest."""
+    return int(read_manifest(path)["classes"])
+
+
+def split_count(path: str | os.PathLike, split: str) -> int:
+    """The image count of one split of a prepared dataset, from its manifest."""
+    return int(read_manifest(path)["splits"][split]["count"])
+
+
 def split_shards(manifest_path: str | os.PathLike, split: str) -> list[Path]:
     """The shard paths of one split, from its manifest."""
     manifest = read_manifest(manifest_path)

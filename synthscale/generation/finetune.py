@@ -67,11 +67,14 @@ from synthscale.generation.folders import lora_base, write_meta
 from synthscale.generation.loss import denoising_loss
 from synthscale.generation.prompt_encoding import PromptEncoder
 from synthscale.io import atomic_dir
+from synthscale.data.real import split_shards
 from synthscale.data.shards import decode_image, image_ext, image_mode, wds_samples
 from synthscale.distributed import (
     all_sum, all_sum_device, barrier, ddp_wrap, dist_on, rank_main, rank_seed, rank_world, run_torchrun,
+    run_training,
 )
 from synthscale.lr_schedule import step_schedule
+from synthscale.prompts.strategies import read_prompts
 from synthscale.preemption import (
     CheckpointClock,
     Preempted,
@@ -697,6 +700,28 @@ def _checkpoint_state(run: FinetuneRun, pos: FinetunePosition) -> dict[str, Any]
 
 
 # --- several GPUs: torchrun runs this module, one process per GPU ---
+
+
+def finetune_run(
+    base: str | os.PathLike, manifest: str | os.PathLike, prompt_files: Sequence[str | os.PathLike],
+    gen: dict[str, Any], seed: int, out_dir: str | os.PathLike, checkpoint_path: str | os.PathLike,
+    device: str, gpus: int, threads: int, spec_path: str | os.PathLike,
+) -> None:
+    """The rule finetune_generator: `finetune_generator` of config entry `gen` (its `finetune` recipe,
+    its provenance) on the manifest's train split, captioned by the prompt files' strategies; in this
+    process, or with `gpus` > 1 on torchrun's ranks (`run_training`: the spec is JSON, paths as strings)."""
+    spec = dict(
+        base=base,
+        shards=[str(s) for s in split_shards(manifest, "train")],  # JSON for torchrun's ranks
+        class_prompts=[read_prompts(f) for f in prompt_files],
+        recipe=gen["finetune"],
+        seed=seed,
+        out_dir=out_dir,
+        checkpoint_path=checkpoint_path,
+        device=device,
+        provenance=generator_provenance(gen),
+    )
+    run_training(finetune_generator, run_distributed, spec, gpus, threads, spec_path)
 
 
 def run_distributed(spec: dict[str, Any], nproc: int, spec_path: str | os.PathLike) -> None:

@@ -29,7 +29,10 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from synthscale.generation.folders import write_meta
 from synthscale.generation.prompt_encoding import PromptCache, encode_tokens
 from synthscale.generation.loss import denoising_loss
+from synthscale.data.real import split_shards
+from synthscale.data.shards import image_mode
 from synthscale.io import atomic_dir
+from synthscale.prompts.strategies import read_prompts
 from synthscale.lr_schedule import step_schedule
 
 
@@ -357,6 +360,29 @@ def caption_sampler(
         return prompts[int(rng.integers(len(prompts)))]
 
     return caption
+
+
+def train_generator_on_split(
+    manifest: str | os.PathLike,
+    channels: int,
+    prompt_files: Sequence[str | os.PathLike],
+    spec: dict[str, Any],
+    seed: int,
+    out_dir: str | os.PathLike,
+) -> list[dict[str, float]]:
+    """The rule train_generator: `train_tiny_generator` (config entry `spec`: its arch, recipe and
+    train_shift) on the manifest's train split, captioned by the prompt files' strategies. Only the real
+    images the run draws are read (a shift, for a base that misses the target distribution, goes over
+    the whole split in order)."""
+    images, captions = generator_training_set(
+        split_shards(manifest, "train"),
+        image_mode(channels),
+        [read_prompts(p) for p in prompt_files],
+        spec["recipe"],
+        seed,
+        spec.get("train_shift"),
+    )
+    return train_tiny_generator(images, captions, spec["arch"], spec["recipe"], seed, out_dir)
 
 
 def generator_training_set(

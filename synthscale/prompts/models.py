@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -308,6 +309,22 @@ def write_model_prompts(
                 + "\n"
             )
     return {"classes": len(pools), "short": short, "empty": empty}
+
+
+def model_prompts_job(
+    path: str | os.PathLike,
+    strategy: str,
+    spec: dict[str, Any],
+    classes_csv: str | os.PathLike,
+    manifest: str | os.PathLike,
+    device: str = "cpu",
+) -> None:
+    """The rule prompts_model: `make_model_prompts` for the prepared class table, its report lines
+    printed to stderr (the job's log)."""
+    from synthscale.data.real import read_classes
+
+    for line in make_model_prompts(path, strategy, spec, read_classes(classes_csv), manifest, device):
+        print(line, file=sys.stderr)
 
 
 def make_model_prompts(

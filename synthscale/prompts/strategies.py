@@ -89,6 +89,13 @@ def write_prompts(path: str | os.PathLike, classes: pd.DataFrame, strategy: str)
             f.write(json.dumps({**rec, "strategy": strategy, "prompts": ps}) + "\n")
 
 
+def write_strategy_prompts(path: str | os.PathLike, classes_csv: str | os.PathLike, strategy: str) -> None:
+    """The rule prompts: `write_prompts` of a rule-based strategy for the prepared class table."""
+    from synthscale.data.real import read_classes
+
+    write_prompts(path, read_classes(classes_csv), strategy)
+
+
 def read_prompts(path: str | os.PathLike) -> list[list[str]]:
     with open(path) as f:
         rows = [json.loads(line) for line in f if line.strip()]

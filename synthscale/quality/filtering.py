@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from synthscale.data.real import manifest_classes
 from synthscale.io import write_json
 from synthscale.data.shards import decode_image, image_ext, iter_samples, write_shard
 from synthscale.clip.names import local_dir
@@ -311,6 +312,18 @@ def _filter_counts(
             {"class_index": c, "seen": seen[c], "passed": passed[c], "kept": kept[c]} for c in range(n_classes)
         ],
     }
+
+
+def filter_one_set(
+    shards: Sequence[str | os.PathLike], spec: dict[str, Any], name: str, out_paths: Sequence[str | os.PathLike],
+    counts_path: str | os.PathLike, shard_size: int, manifest: str | os.PathLike,
+    judge_path: str | os.PathLike | Sequence[str | os.PathLike] | None, judge_spec: dict[str, Any],
+    image_size: int, device: str = "cpu",
+) -> dict[str, Any]:
+    """The rule filter_set: `run_filter` of one set with the scorer its spec names (`open_scorer`) and
+    the class count of the prepared dataset (its manifest)."""
+    scorer = open_scorer(spec, judge_path, judge_spec, image_size, device)
+    return run_filter(shards, spec, name, out_paths, counts_path, shard_size, manifest_classes(manifest), scorer)
 
 
 def run_filter(

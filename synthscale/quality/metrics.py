@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from synthscale.io import atomic_path, write_csv, write_json
-from synthscale.data.real import read_classes
+from synthscale.data.real import manifest_classes, read_classes
 from synthscale.quality.judge import Judge, JudgeFiles, extract, extract_inception, load_inception, load_judge
 from synthscale.classifier.train import resize_images
 
@@ -361,6 +361,31 @@ def set_fields(generator: str, guidance: float | str, strategy: str, filter: str
     strategy, and its filter only for a filtered set (rule filter_quality)."""
     fields: dict[str, Any] = {"generator": generator, "guidance": float(guidance), "strategy": strategy}
     return fields | ({"filter": filter} if filter else {})
+
+
+def measure_set(
+    qcfg: dict[str, Any],
+    judge_path: JudgeFiles,
+    shards: Sequence[str | os.PathLike],
+    n_images: int,
+    manifest: str | os.PathLike,
+    image_size: int,
+    reference_npz: str | os.PathLike,
+    outputs: dict[str, str | os.PathLike],
+    seed: int,
+    device: str,
+    classes_csv: str | os.PathLike,
+    generator: str,
+    guidance: float | str,
+    strategy: str,
+    filter: str | None = None,
+) -> dict[str, Any]:
+    """The rules quality and filter_quality: `measure_synthetic` of one set, its class count from the
+    prepared dataset's manifest, its record led by `set_fields` (a filtered set's `filter` too)."""
+    return measure_synthetic(
+        qcfg, judge_path, shards, n_images, manifest_classes(manifest), image_size, reference_npz, outputs,
+        seed=seed, device=device, classes_csv=classes_csv, extra=set_fields(generator, guidance, strategy, filter),
+    )
 
 
 def measure_synthetic(

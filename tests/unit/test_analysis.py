@@ -243,7 +243,8 @@ def test_cost_table_from_benchmarks_and_without_them(tmp_path):
     assert real["gain_per_hour"] == pytest.approx((top1 - 0.1) / 0.1)
     s_csv = tmp_path / "summary.csv"
     summary.to_csv(s_csv, index=False)
-    out = write_cost(s_csv, root, 10, tmp_path / "cost.csv", tmp_path / "cost.png", tmp_path / "cost.html")
+    (tmp_path / "manifest.json").write_text('{"classes": 10}')
+    out = write_cost(s_csv, root, tmp_path / "manifest.json", tmp_path / "cost.csv", tmp_path / "cost.png", tmp_path / "cost.html")
     assert len(out) == 2 and (tmp_path / "cost.png").stat().st_size > 1000
     assert "compute seconds" in (tmp_path / "cost.html").read_text()
 
@@ -285,3 +286,35 @@ def test_one_n_value_gives_an_empty_scaling_table_and_findings_without_slopes(tm
     assert back.empty
     lines = scaling_report.scaling_findings(one_n, back, 10)
     assert lines and any("N=300" in s for s in lines) and not any("Scaling ability" in s for s in lines)
+
+
+def test_report_entries_read_the_class_count_and_train_size_from_the_manifest(tmp_path):
+    """write_findings, write_scaling_plot, write_guidance_plot and write_summaries take the manifest's
+    path: what they write is what the old calls with its class count and train split size wrote."""
+    from synthscale.analysis.report import write_html
+    from synthscale.analysis.tables import write_summaries
+
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text('{"classes": 10, "splits": {"train": {"count": 100}}}')
+    summary = _summary(gens=("a", "b"), seeds=3, noise=0.05, rng=np.random.default_rng(0))
+    summary.to_csv(tmp_path / "summary.csv", index=False)
+    scaling_fits(summary).to_csv(tmp_path / "scaling.csv", index=False)
+    scaling_report.write_findings(tmp_path / "summary.csv", tmp_path / "scaling.csv", manifest, "st", tmp_path / "f.html")
+    old = scaling_report.scaling_findings(
+        read_summary(tmp_path / "summary.csv"), read_scaling(tmp_path / "scaling.csv"), 10
+    )
+    write_html(tmp_path / "old.html", "Findings: st", old)
+    assert (tmp_path / "f.html").read_bytes() == (tmp_path / "old.html").read_bytes()
+    scaling_report.write_scaling_plot(tmp_path / "summary.csv", "loss", tmp_path / "loss.png", manifest)
+    scaling_report.write_guidance_plot(tmp_path / "summary.csv", tmp_path / "guidance.png")
+    assert (tmp_path / "loss.png").stat().st_size > 1000 and (tmp_path / "guidance.png").stat().st_size > 1000
+    metrics = tmp_path / "m.csv"
+    pd.DataFrame({"n_label": ["all"], "eval_set": ["test"], "loss": [1.0], "top1": [0.5], "seed": [0]}).to_csv(
+        metrics, index=False
+    )
+    per_class = tmp_path / "pc.csv"
+    pd.DataFrame({"n_label": ["all"], "eval_set": ["test"], "class": [0], "acc": [0.5], "seed": [0]}).to_csv(
+        per_class, index=False
+    )
+    write_summaries(["real"], [metrics], [per_class], "r", {}, manifest, tmp_path / "s.csv", tmp_path / "p.csv")
+    assert read_summary(tmp_path / "s.csv")["n"].tolist() == [100], "n_label all: the manifest's train count"

@@ -20,10 +20,11 @@ from synthscale.clip import train as C
 from synthscale.clip import evaluate as E
 from synthscale.analysis import clip_report as CR
 from synthscale.study.config import ConfigError, check_config
-from synthscale.data.real import digits_classes, prepare_digits, split_shards
+from synthscale.data.real import digits_classes, prepare_digits, read_classes, split_shards
 from synthscale.study.plan import Plan
 from synthscale.study.sources import parse_source
 from synthscale.data.shards import write_shard
+from synthscale.io import write_csv
 
 torch.set_num_threads(1)
 
@@ -556,9 +557,16 @@ def test_clip_summary_and_plot(tmp_path):
     assert {"top1_test", "loss_rot", "chance_top1_test", "seeds"} <= set(t.columns) and len(t) == 6
     out = {k: tmp_path / "report" / f"{k}.{ext}" for k, ext in
            (("summary", "csv"), ("scaling", "csv"), ("table", "csv"), ("plot", "png"), ("findings", "html"))}
-    CR.write_clip_report(["real", "synthetic/g/g2/c", "mixed/g/g2/c"], paths, {"rot": True}, 10, "test", "st", out)
+    (tmp_path / "manifest.json").write_text('{"classes": 10}')
+    CR.write_clip_report(
+        ["real", "synthetic/g/g2/c", "mixed/g/g2/c"], paths, {"rot": True}, tmp_path / "manifest.json", "test", "st", out
+    )
     assert pd.read_csv(out["table"]).shape == t.shape and out["plot"].stat().st_size > 1000
-    assert "st: CLIP" in out["findings"].read_text()
+    page = out["findings"].read_text()
+    assert "st: CLIP" in page
+    assert f"CLIP tables ({tmp_path / 'report'}/)" in page, "the page names the folder it is written to"
+    write_csv(tmp_path / "t.csv", t)
+    assert out["table"].read_bytes() == (tmp_path / "t.csv").read_bytes(), "the manifest's 10 classes, as before"
 
 
 def test_chance_is_per_eval_set_from_the_classes_it_scores_over():
@@ -929,3 +937,19 @@ def test_each_epoch_of_any_seed_reseeds_torch_apart():
     keys = {(seed, e): C._seed_key(f"{seed}-{e}") for seed in (0, 2, 123456, 1234567, 2**40) for e in range(40)}
     assert len(set(keys.values())) == len(keys) and all(0 <= k < 2**63 for k in keys.values())
     assert C._seed_key("2-9") == int.from_bytes(b"2-9", "little")
+
+
+@pytest.mark.parametrize("source", ["real", "mixed/g/g2/c"])
+def test_make_clip_pairs_writes_what_clip_parts_and_write_clip_pairs_wrote(tmp_path, digits, source):
+    """The rule clip_pairs' entry: the source's kind is its first segment, the real part the manifest's
+    train split, the classes its class table; the folder is byte for byte the old call sequence's."""
+    real = split_shards(digits / "splits.json", "train")
+    syn = [str(s) for s in real[::-1]]
+    kind = parse_source(source).kind
+    old = P.write_clip_pairs(tmp_path / "old", P.clip_parts(kind, 64, real, syn, 0.25),
+                             read_classes(digits / "classes.csv"), recipe(epochs=1), 3, 2)
+    new = P.make_clip_pairs(tmp_path / "new", source, 64, digits / "splits.json", syn, digits / "classes.csv", 0.25,
+                            recipe(epochs=1), 3, 2)
+    files = sorted(p.relative_to(old) for p in Path(old).rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(new) for p in Path(new).rglob("*") if p.is_file()) and files
+    assert all((Path(old) / f).read_bytes() == (Path(new) / f).read_bytes() for f in files)

@@ -254,3 +254,22 @@ def test_filter_report_pairs_each_filtered_set_with_its_unfiltered_set(tmp_path)
     assert not any("by construction" in line for line in write_report(clip, out, "300"))
     assert out["plot"].read_bytes()[:4] == b"\x89PNG" and len(pd.read_csv(out["table"])) == 2
 
+
+
+def test_filter_one_set_opens_the_specs_scorer_and_reads_the_class_count(tmp_path, monkeypatch):
+    """The rule filter_set's entry: open_scorer's scorer and the manifest's class count into run_filter,
+    which writes what the two calls wrote."""
+    import synthscale.quality.filtering as FL
+
+    src = make_set(tmp_path / "set", 4, 6)
+    old = [tmp_path / "old" / f"shard-{k:06d}.tar" for k in range(2)]
+    want = run_filter(src, JUDGE, "conf", old, tmp_path / "old/counts.json", 6, 3, index_scorer)
+    opened = []
+    monkeypatch.setattr(FL, "open_scorer", lambda *a: opened.append(a) or index_scorer)
+    (tmp_path / "manifest.json").write_text('{"classes": 3}')
+    new = [tmp_path / "new" / f"shard-{k:06d}.tar" for k in range(2)]
+    got = FL.filter_one_set(src, JUDGE, "conf", new, tmp_path / "new/counts.json", 6, tmp_path / "manifest.json",
+                            ["judge.pt"], {"arch": "a"}, 16, "cpu")
+    assert opened == [(JUDGE, ["judge.pt"], {"arch": "a"}, 16, "cpu")] and got == want
+    assert [p.read_bytes() for p in new] == [p.read_bytes() for p in old]
+    assert (tmp_path / "new/counts.json").read_bytes() == (tmp_path / "old/counts.json").read_bytes()

@@ -447,6 +447,16 @@ def test_effects_findings_and_figures(tmp_path):
     plot_exchange(rates, tmp_path / "exchange.png")
     for p in ["plot_scarce_real.png", "plot_augmentation.png", "exchange.png"]:
         assert (tmp_path / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from synthscale.analysis.mix_report import write_mix_findings, write_mix_plots
+
+    page = tmp_path / "mix" / "findings.html"
+    write_mix_findings(tmp_path / "e.csv", tmp_path / "r.csv", "st", page)
+    assert f"computed from {tmp_path / 'e.csv'} and {tmp_path / 'r.csv'} of this run" in page.read_text()
+    summary.to_csv(tmp_path / "s.csv", index=False)
+    (tmp_path / "manifest.json").write_text('{"classes": 10}')
+    out = {k: tmp_path / f"m_{k}.png" for k in ("scarce", "augment", "exchange")}
+    write_mix_plots(tmp_path / "s.csv", tmp_path / "r.csv", mix, tmp_path / "manifest.json", out)
+    assert all(p.stat().st_size > 1000 for p in out.values())
 
 
 def test_summary_carries_real_and_synthetic_counts(tmp_path):
