@@ -4,11 +4,12 @@ from synthscale.runtime import job_setup
 job_setup(snakemake)  # first: a warm run hands the job over here
 
 from synthscale.clip.pairs import make_clip_pairs
+from synthscale.study.sources import parse_source
 
 wc = snakemake.wildcards
 make_clip_pairs(
     snakemake.output.pairs,
-    wc.clip_source,
+    parse_source(wc.clip_source).kind,  # the one grammar of source names
     int(wc.n),
     snakemake.input.manifest,
     snakemake.input.data,

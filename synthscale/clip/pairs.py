@@ -192,7 +192,7 @@ PAIRS_INDEX = "pairs.json"
 
 def make_clip_pairs(
     folder: str | os.PathLike,
-    clip_source: str,
+    kind: str,
     n: int,
     manifest: str | os.PathLike,
     synthetic_shards: Sequence[str | os.PathLike],
@@ -203,9 +203,8 @@ def make_clip_pairs(
     loaders: int = 1,
 ) -> Path:
     """The rule clip_pairs: `write_clip_pairs` of one CLIP run's `clip_parts`, the real ones the
-    manifest's train split. `clip_source` matches CLIP_SOURCE_REGEX (study.sources): its first segment
-    is its kind (real, synthetic or mixed)."""
-    kind = clip_source.split("/", 1)[0]
+    manifest's train split. `kind` is the CLIP source's (real, synthetic or mixed: study.sources'
+    `parse_source(source).kind`, which the rule's script reads from the wildcard)."""
     parts = clip_parts(kind, n, split_shards(manifest, "train"), list(synthetic_shards), mix_real_fraction)
     return write_clip_pairs(folder, parts, read_classes(classes_csv), recipe, seed, loaders)
 

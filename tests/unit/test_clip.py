@@ -941,14 +941,14 @@ def test_each_epoch_of_any_seed_reseeds_torch_apart():
 
 @pytest.mark.parametrize("source", ["real", "mixed/g/g2/c"])
 def test_make_clip_pairs_writes_what_clip_parts_and_write_clip_pairs_wrote(tmp_path, digits, source):
-    """The rule clip_pairs' entry: the source's kind is its first segment, the real part the manifest's
+    """The rule clip_pairs' entry: the real part the manifest's
     train split, the classes its class table; the folder is byte for byte the old call sequence's."""
     real = split_shards(digits / "splits.json", "train")
     syn = [str(s) for s in real[::-1]]
     kind = parse_source(source).kind
     old = P.write_clip_pairs(tmp_path / "old", P.clip_parts(kind, 64, real, syn, 0.25),
                              read_classes(digits / "classes.csv"), recipe(epochs=1), 3, 2)
-    new = P.make_clip_pairs(tmp_path / "new", source, 64, digits / "splits.json", syn, digits / "classes.csv", 0.25,
+    new = P.make_clip_pairs(tmp_path / "new", kind, 64, digits / "splits.json", syn, digits / "classes.csv", 0.25,
                             recipe(epochs=1), 3, 2)
     files = sorted(p.relative_to(old) for p in Path(old).rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(new) for p in Path(new).rglob("*") if p.is_file()) and files
