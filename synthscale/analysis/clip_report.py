@@ -375,4 +375,4 @@ def write_clip_report(
     plot_clip_scaling(summary, out["plot"])
     write_html(out["findings"], f"{study}: CLIP, synthetic against real image-text pairs",
                clip_findings(summary, scaling, n_classes, reference_set),
-               source=f"this run's CLIP tables ({Path(out['findings']).parent}/)")
+               source=f"this run's CLIP tables ({Path(out['findings']).parent.name}/ in its results folder)")

@@ -117,7 +117,7 @@ def cost_table(
     full-set run; `training_total_h` holds every run).
     Generation is charged per image: a set's generation hours (every benchmarked job of it) times the
     share of its images that the source uses at its largest N (`used_images` of `generated_images`,
-    each job writing `images_per_job`). A set generated beyond the grid's largest N (over-generated
+    each job writing `images_per_job`; a filtered set uses the whole set its filter read). A set generated beyond the grid's largest N (over-generated
     for a filter, or for a mix) would otherwise charge every source of it for images it never reads;
     with `images_per_job` None the whole set is charged. A generator trained by the workflow is
     shared by its sets and is reported in its own column, not split. Real data costs its training runs. The accuracy is the mean over seeds at the largest N on
@@ -147,8 +147,8 @@ def cost_table(
             b_gen = b_gtrain = bench.iloc[0:0]
         recorded = len(b_train) + len(b_gen)
         set_h = b_gen["s"].sum() / 3600 if len(b_gen) else (0.0 if first["kind"] == "real" else np.nan)
-        used, made = _used_images(at, b_gen, images_per_job)
-        gen_h = set_h * min(1.0, used / made) if made else set_h
+        used, made = _used_images(source, at, b_gen, images_per_job)
+        gen_h = set_h * used / made if np.isfinite(used) and np.isfinite(made) and made > 0 else set_h
         # one replicate on the N grid (real's full-set and off-grid mix-baseline runs are not in it)
         b_rep = b_train[b_train["n_label"].isin(grid_labels)] if first["kind"] in ("real", "synthetic") else b_train
         train_h = b_rep.groupby("n_label")["s"].mean().sum() / 3600 if len(b_rep) else np.nan
@@ -169,11 +169,18 @@ def cost_table(
     return pd.DataFrame(rows)
 
 
-def _used_images(at: pd.DataFrame, b_gen: pd.DataFrame, images_per_job: int | None) -> tuple[float, float]:
-    """(synthetic images a source trains on at its largest N, images its set's generation jobs wrote);
-    NaN for what is unknown (no synthetic part, no benchmarked job or no `images_per_job`)."""
-    used = float(at["synthetic_n"].max()) if "synthetic_n" in at and len(at) else np.nan
+def _used_images(
+    source: str, at: pd.DataFrame, b_gen: pd.DataFrame, images_per_job: int | None
+) -> tuple[float, float]:
+    """(images of its set a source needs at its largest N, images the set's benchmarked generation jobs
+    wrote); NaN for what is unknown (no synthetic part, no benchmarked job or no `images_per_job`).
+
+    A filtered set needs every image its filter read, which is the set over-generated for it: it is
+    charged the whole set. With only some blocks benchmarked, the cost per image comes from those."""
     made = float(b_gen["path"].nunique() * images_per_job) if images_per_job and len(b_gen) else np.nan
+    if parse_source(source).filter is not None:
+        return made, made
+    used = float(at["synthetic_n"].max()) if "synthetic_n" in at and len(at) else np.nan
     return used, made
 
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -279,7 +280,8 @@ def write_mix_findings(
     """The rule mix_findings' page: `findings` of effects.csv and exchange_rate.csv, named as the
     files it is computed from."""
     lines = findings(read_rates(effects_path), read_rates(exchange_path))
-    write_html(path, f"Real + synthetic: {study}", lines, source=f"{effects_path} and {exchange_path} of this run")
+    names = " and ".join(f"{Path(p).parent.name}/{Path(p).name}" for p in (effects_path, exchange_path))
+    write_html(path, f"Real + synthetic: {study}", lines, source=f"{names} of this run")
 
 
 def write_mix_plots(

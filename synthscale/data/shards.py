@@ -51,7 +51,8 @@ def shard_index(name: str) -> int | None:
     """The index k of `shard_name(k)`; None for a file name that is not a shard's."""
     head, tail = shard_pattern("|").split("|")
     digits = name[len(head) : -len(tail)] if name.startswith(head) and name.endswith(tail) else ""
-    return int(digits) if len(digits) >= SHARD_DIGITS and digits.isdigit() else None
+    k = int(digits) if digits.isdigit() else None
+    return k if k is not None and shard_name(k) == name else None  # only the canonical spelling
 
 
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")

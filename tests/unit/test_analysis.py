@@ -266,6 +266,9 @@ def test_generation_is_charged_per_image_a_source_trains_on(tmp_path):
     assert over["generation_set_h"] == pytest.approx(2 * exact["generation_set_h"])
     assert over["generation_h"] == pytest.approx(exact["generation_h"]) == pytest.approx(0.2)
     assert (over["used_images"], over["generated_images"]) == (300, 600)
+    filtered = summary[summary["source"] == "synthetic/big/g2/classname"].assign(source="synthetic/big/g2/classname/f-conf")
+    f_row = cost_table(filtered, read_benchmarks(root), 0.1, images_per_job=150).set_index("source").iloc[0]
+    assert f_row["generation_h"] == pytest.approx(over["generation_set_h"])  # its filter read all 600
     whole = cost_table(summary, read_benchmarks(root), 0.1).set_index("source")  # per-job size unknown
     assert whole.loc["synthetic/big/g2/classname", "generation_h"] == pytest.approx(0.4)
     lines = cost_report.cost_findings(table.reset_index())

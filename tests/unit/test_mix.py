@@ -451,7 +451,8 @@ def test_effects_findings_and_figures(tmp_path):
 
     page = tmp_path / "mix" / "findings.html"
     write_mix_findings(tmp_path / "e.csv", tmp_path / "r.csv", "st", page)
-    assert f"computed from {tmp_path / 'e.csv'} and {tmp_path / 'r.csv'} of this run" in page.read_text()
+    # the files it reads, named by their folder and name: the same text wherever the results lie
+    assert f"computed from {tmp_path.name}/e.csv and {tmp_path.name}/r.csv of this run" in page.read_text()
     summary.to_csv(tmp_path / "s.csv", index=False)
     (tmp_path / "manifest.json").write_text('{"classes": 10}')
     out = {k: tmp_path / f"m_{k}.png" for k in ("scarce", "augment", "exchange")}

@@ -128,6 +128,7 @@ def test_a_torchrun_jobs_stop_file_is_the_one_distributed_hands_its_ranks(plan, 
 def test_plan_names_shards_and_block_outputs_with_the_shards_module(plan, monkeypatch):
     assert [shard_index(shard_name(k)) for k in (0, 7, 123456, 1234567)] == [0, 7, 123456, 1234567]
     assert shard_index("shard-12.tar") is None and shard_index("classes.csv") is None
+    assert shard_index("shard-0000001.tar") is None  # not shard_name(1): a stray file, not a shard
     assert plan.shards("g", 2.0, "classname", 3 * plan.cfg["generation"]["shard_size"])[-1].endswith(shard_name(2))
     monkeypatch.setattr(Plan, "shards_per_job", lambda self: 100)
     outs = plan.block_outputs("F", "0042")
